@@ -1,0 +1,1 @@
+"""Offline analysis: reads sessions, computes tables and verdicts, renders reports."""

@@ -1,0 +1,58 @@
+"""The `dmabuf-top` command line: a thin click group over the commands package.
+
+Each subcommand lives in dmabuf_top/commands/<name>.py and exports `command`.
+"""
+import logging
+import sys
+
+import click
+
+from . import __version__
+from .errors import DmabufTopError
+
+COMMAND_MODULES = ("doctor", "vm")
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when it runs, so `--help` and light commands stay fast."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx, name):
+        if name not in COMMAND_MODULES:
+            return None
+        module = __import__(f"dmabuf_top.commands.{name}", fromlist=["command"])
+        return module.command
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="dmabuf-top")
+@click.option("-v", "--verbose", count=True, help="Show libbpf's and our debug log (-vv for more).")
+def cli(verbose):
+    """BPF observability for Linux dma-buf I/O."""
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv=None):
+    try:
+        return cli.main(args=argv, prog_name="dmabuf-top", standalone_mode=False) or 0
+    except DmabufTopError as error:
+        click.echo(f"dmabuf-top: {error}", err=True)
+        return error.exit_code
+    except click.exceptions.Abort:
+        click.echo("dmabuf-top: interrupted", err=True)
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    except KeyboardInterrupt:
+        click.echo("dmabuf-top: interrupted", err=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Reads the dma-buf inventory from the iter/dmabuf program (dmabuf_iter.bpf.c).
+
+Needs a kernel with the dma-buf BPF iterator (6.16+). Each record is a fixed
+struct dmabuf_record; the stream is decoded strictly, so a layout mismatch
+between the object and this file is an error, not silent garbage.
+"""
+import ctypes
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from ..bpf import open_object
+from ..errors import BpfError
+from . import object_path
+
+RECORD_MAGIC = 0x64627566
+NAME_LEN = 32
+EXPORTER_LEN = 32
+DEVICE_NAME_LEN = 32
+MAX_DEVICES = 8
+
+
+class DmabufRecord(ctypes.Structure):
+    """Mirror of struct dmabuf_record in dmabuf_iter.h."""
+
+    _fields_ = [
+        ("magic", ctypes.c_uint32),
+        ("record_size", ctypes.c_uint32),
+        ("inode", ctypes.c_uint64),
+        ("size", ctypes.c_uint64),
+        ("file_refs", ctypes.c_uint64),
+        ("backing_inode", ctypes.c_uint64),
+        ("attachment_count", ctypes.c_uint32),
+        ("vmapping_counter", ctypes.c_uint32),
+        ("name_len", ctypes.c_uint32),
+        ("devices_named", ctypes.c_uint32),
+        ("exporter", ctypes.c_char * EXPORTER_LEN),
+        ("name", ctypes.c_char * NAME_LEN),
+        ("devices", (ctypes.c_char * DEVICE_NAME_LEN) * MAX_DEVICES),
+    ]
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One dma-buf as the kernel sees it. `name` is raw bytes: set by any process, hostile until escaped."""
+
+    inode: int
+    size: int
+    exporter: str
+    name: bytes
+    file_refs: int
+    attachment_count: int
+    attached_devices: Tuple[str, ...] = field(default_factory=tuple)
+    vmapped: bool = False
+    backing_inode: int = 0  # udmabuf: the memfd whose pages it holds
+
+    @property
+    def name_text(self):
+        """The name decoded for programs (invalid UTF-8 replaced); escape it again before showing it."""
+        return self.name.decode("utf-8", "replace")
+
+
+def _cstring(raw):
+    return bytes(raw).split(b"\0", 1)[0]
+
+
+def decode_records(data):
+    """Bytes from the iterator -> list of Buffer."""
+    size = ctypes.sizeof(DmabufRecord)
+    if len(data) % size:
+        raise BpfError(
+            f"the dma-buf iterator returned {len(data)} bytes, not a whole number of {size}-byte records: "
+            "the BPF object and the Python reader disagree (rebuild with 'make bpf')"
+        )
+    buffers = []
+    for offset in range(0, len(data), size):
+        record = DmabufRecord.from_buffer_copy(data, offset)
+        if record.magic != RECORD_MAGIC or record.record_size != size:
+            raise BpfError("the dma-buf iterator returned a record of another layout: rebuild with 'make bpf'")
+        name = bytes(record.name)[: min(record.name_len, NAME_LEN)]
+        devices = tuple(
+            _cstring(record.devices[i]).decode("utf-8", "replace") for i in range(min(record.devices_named, MAX_DEVICES))
+        )
+        buffers.append(
+            Buffer(
+                inode=record.inode,
+                size=record.size,
+                exporter=_cstring(record.exporter).decode("utf-8", "replace"),
+                name=name,
+                file_refs=record.file_refs,
+                attachment_count=record.attachment_count,
+                attached_devices=devices,
+                vmapped=record.vmapping_counter > 0,
+                backing_inode=record.backing_inode,
+            )
+        )
+    return buffers
+
+
+class DmabufIterator:
+    """Keeps the iterator program loaded and attached, so each read() costs one kernel pass."""
+
+    def __init__(self):
+        self._context = open_object(object_path("dmabuf_iter"))
+        self._obj = self._context.__enter__()
+        self._program = self._obj.program("dump_dmabufs")
+        self._link = self._program.attach_iter()
+
+    def read(self):
+        return decode_records(self._program.read_iter(self._link))
+
+    def close(self):
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_buffers():
+    """Every dma-buf the kernel has, in one iterator pass."""
+    with DmabufIterator() as iterator:
+        return iterator.read()
