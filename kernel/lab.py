@@ -1,0 +1,482 @@
+"""Boot a kernel in QEMU on the host's own root filesystem and run one command.
+
+One boot = one command. The guest sees the host's / read-only over virtio-fs,
+fresh tmpfs where a read-only root would get in the way, an optional results
+directory shared writable at the same path as on the host, and an ext4 scratch
+disk on emulated NVMe at /mnt/scratch (page cache, O_DIRECT and device DMA all
+behave like on real storage). The command's output and exit status come back
+over two virtio-serial ports, apart from the kernel's console chatter.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Sequence
+
+from dmabuf_top.errors import DmabufTopError, MissingDependency, NeedsPrivilege
+
+from . import initramfs
+from .fetch import Kernel, bzimage_release, fetch_kernel
+from .kconfig import find_kernel_config
+
+DEFAULT_TIMEOUT = 300.0
+DEFAULT_MEMORY_MB = 1024
+DEFAULT_CPUS = 2
+DEFAULT_SCRATCH_MB = 1024
+SCRATCH_MOUNT = "/mnt/scratch"
+
+QEMU = "qemu-system-x86_64"
+VIRTIOFSD_PLACES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/lib/virtiofsd")
+
+
+class GuestTimeout(DmabufTopError):
+    """The guest did not finish in time; qemu and virtiofsd were stopped."""
+
+    exit_code = 124
+
+
+class GuestFailed(DmabufTopError):
+    """The guest ended without reporting the command's exit code (panic, bad kernel, init error)."""
+
+    exit_code = 125
+
+
+@dataclass
+class GuestResult:
+    exit_code: int
+    output: str  # the command's stdout and stderr, interleaved as written
+    console: str  # the kernel console (boot messages, oopses, init's own errors)
+    duration: float  # seconds from starting qemu to its exit
+    kernel: Path
+    kernel_release: str
+    accel: str  # "kvm" or "tcg"
+
+
+# ---------------------------------------------------------------- host programs
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise MissingDependency(f"{QEMU} not found: the kernel lab needs QEMU (`apt-get install qemu-system-x86`)")
+    return path
+
+
+def find_virtiofsd() -> str:
+    for place in (shutil.which("virtiofsd"), *VIRTIOFSD_PLACES):
+        if place and os.access(place, os.X_OK):
+            return place
+    raise MissingDependency(
+        "virtiofsd not found: the kernel lab shares the host root with it "
+        "(`apt-get install virtiofsd`, or qemu-system-common on Debian 12)"
+    )
+
+
+def find_mkfs_ext4() -> str:
+    path = shutil.which("mkfs.ext4") or next(
+        (p for p in ("/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        raise MissingDependency("mkfs.ext4 not found: the lab's scratch disk needs it (`apt-get install e2fsprogs`)")
+    return path
+
+
+def virtiofsd_args(program: str, socket: Path, source: Path, dialect: str) -> list:
+    """Command line for the C virtiofsd (qemu <= 7) or the Rust one (its successor)."""
+    if dialect == "rust":
+        return [program, f"--socket-path={socket}", f"--shared-dir={source}",
+                "--cache=always", "--sandbox=chroot", "--announce-submounts"]
+    return [program, f"--socket-path={socket}", "-o", f"source={source}",
+            "-o", "cache=always", "-o", "sandbox=chroot", "-o", "announce_submounts"]
+
+
+def virtiofsd_dialect(program: str) -> str:
+    help_text = subprocess.run([program, "--help"], capture_output=True, text=True).stdout
+    return "rust" if "--shared-dir" in help_text else "c"
+
+
+# ---------------------------------------------------------------- acceleration
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def choose_accel() -> str:
+    """KVM when the host offers it, TCG otherwise; DMABUF_TOP_ACCEL=kvm|tcg decides for us.
+
+    A /dev/kvm that exists but cannot run a stock kernel (some nested or
+    paravirtual hosts) is caught at boot: see run_in_guest's retry."""
+    forced = os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower()
+    if forced in ("kvm", "tcg"):
+        return forced
+    if forced:
+        raise DmabufTopError(f"DMABUF_TOP_ACCEL={forced!r}: expected kvm or tcg")
+    if _kvm_known_broken():
+        return "tcg"
+    return "kvm" if kvm_usable() else "tcg"
+
+
+_KVM_BROKEN_THIS_PROCESS = False
+
+
+def _kvm_known_broken() -> bool:
+    return _KVM_BROKEN_THIS_PROCESS
+
+
+def _mark_kvm_broken() -> None:
+    global _KVM_BROKEN_THIS_PROCESS
+    _KVM_BROKEN_THIS_PROCESS = True
+
+
+def looks_like_kvm_failure(qemu_log: str) -> bool:
+    text = qemu_log.lower()
+    return "kvm" in text or "failed to set msr" in text
+
+
+# ---------------------------------------------------------------- qemu command line
+
+
+def kernel_command_line(extra: str = "") -> str:
+    parts = [
+        "console=ttyS0",
+        "rdinit=/init",
+        "panic=-1",  # with -no-reboot a panic ends qemu instead of hanging
+        "quiet",
+        "8250.nr_uarts=1",
+        "i8042.noaux",
+        "i8042.nokbd",
+        "tsc=reliable",  # TCG's TSC looks unstable to the watchdog; the warning is noise
+    ]
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+@dataclass
+class QemuPlan:
+    """Everything qemu needs for one boot, kept apart so it can be checked without booting."""
+
+    kernel: Path
+    initrd: Path
+    workdir: Path
+    root_socket: Path
+    results_socket: Optional[Path] = None
+    scratch_image: Optional[Path] = None
+    scratch_direct: bool = True
+    memory_mb: int = DEFAULT_MEMORY_MB
+    cpus: int = DEFAULT_CPUS
+    accel: str = "tcg"
+    append: str = ""
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    @property
+    def output_log(self) -> Path:
+        return self.workdir / "output.log"
+
+    @property
+    def status_file(self) -> Path:
+        return self.workdir / "status"
+
+
+def qemu_args(qemu: str, plan: QemuPlan) -> list:
+    accel = ["-accel", "kvm", "-cpu", "host"] if plan.accel == "kvm" else [
+        "-accel", "tcg,thread=multi", "-cpu", "max"]
+    args = [
+        qemu, "-name", "dmabuf-top-lab",
+        *accel,
+        "-smp", str(plan.cpus),
+        "-m", f"{plan.memory_mb}M",
+        # vhost-user-fs needs guest memory the virtiofsd processes can map.
+        "-object", f"memory-backend-memfd,id=mem,size={plan.memory_mb}M,share=on",
+        "-machine", "pc,memory-backend=mem",
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-monitor", "none",
+        "-no-reboot",
+        "-kernel", str(plan.kernel),
+        "-initrd", str(plan.initrd),
+        "-append", kernel_command_line(plan.append),
+        "-chardev", f"file,id=console,path={plan.console_log}",
+        "-serial", "chardev:console",
+        "-device", "virtio-serial-pci,id=ports",
+        "-chardev", f"file,id=output,path={plan.output_log}",
+        "-device", f"virtserialport,bus=ports.0,chardev=output,name={initramfs.OUTPUT_PORT}",
+        "-chardev", f"file,id=status,path={plan.status_file}",
+        "-device", f"virtserialport,bus=ports.0,chardev=status,name={initramfs.STATUS_PORT}",
+        "-chardev", f"socket,id=rootfs,path={plan.root_socket}",
+        "-device", f"vhost-user-fs-pci,chardev=rootfs,tag={initramfs.ROOT_TAG}",
+    ]
+    if plan.results_socket is not None:
+        args += [
+            "-chardev", f"socket,id=resultsfs,path={plan.results_socket}",
+            "-device", f"vhost-user-fs-pci,chardev=resultsfs,tag={initramfs.RESULTS_TAG}",
+        ]
+    if plan.scratch_image is not None:
+        cache = "none" if plan.scratch_direct else "writeback"
+        args += [
+            "-drive", f"file={plan.scratch_image},if=none,id=scratch,format=raw,cache={cache}",
+            "-device", "nvme,serial=scratch0,drive=scratch",
+        ]
+    return args
+
+
+# ---------------------------------------------------------------- scratch disk
+
+
+def make_scratch_disk(path: Path, size_mb: int) -> Path:
+    """A sparse file holding a fresh ext4 filesystem; costs disk only as it is written."""
+    with open(path, "wb") as image:
+        image.truncate(size_mb * 1024 * 1024)
+    # Initialise inode tables now: otherwise ext4lazyinit writes them from inside
+    # the guest in the background, which would show up in I/O experiments.
+    result = subprocess.run(
+        [find_mkfs_ext4(), "-F", "-q", "-L", "scratch", "-E", "lazy_itable_init=0,lazy_journal_init=0", str(path)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        raise DmabufTopError(f"mkfs.ext4 on the scratch image failed: {result.stderr.strip()}")
+    return path
+
+
+def supports_o_direct(path: Path) -> bool:
+    """cache=none makes qemu open the image with O_DIRECT, which tmpfs refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Daemons:
+    """The processes of one boot, each in its own process group so that a kill
+    takes its children too; stop() is safe to call more than once."""
+
+    def __init__(self):
+        self.processes = []
+
+    def start(self, args: Sequence[str], log: Path) -> subprocess.Popen:
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen(
+                list(args), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.processes.append(process)
+        return process
+
+    def stop(self, grace: float = 2.0) -> None:
+        for process in self.processes:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(process, signal.SIGKILL)
+                process.wait()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def start_virtiofsd(daemons: Daemons, source: Path, socket: Path, log: Path) -> subprocess.Popen:
+    program = find_virtiofsd()
+    process = daemons.start(virtiofsd_args(program, socket, source, virtiofsd_dialect(program)), log)
+    deadline = time.monotonic() + 10
+    while not socket.exists():
+        if process.poll() is not None:
+            raise DmabufTopError(f"virtiofsd for {source} exited: {_tail(log, 3)}")
+        if time.monotonic() > deadline:
+            raise DmabufTopError(f"virtiofsd for {source} did not open its socket within 10 s")
+        time.sleep(0.01)
+    return process
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------- the run
+
+
+def resolve_kernel(kernel: Optional[Path]) -> Kernel:
+    """The given image (any bzImage: a distro's or a self-built one) or the cached default."""
+    if kernel is None:
+        return fetch_kernel()
+    path = Path(kernel).expanduser()
+    if not path.is_file():
+        raise DmabufTopError(f"kernel image {path} does not exist")
+    release = bzimage_release(path)
+    return Kernel(release or path.name, path.resolve(), find_kernel_config(path), release)
+
+
+def run_in_guest(
+    argv: Sequence[str],
+    *,
+    kernel: Optional[Path] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    memory_mb: int = DEFAULT_MEMORY_MB,
+    cpus: int = DEFAULT_CPUS,
+    results_dir: Optional[Path] = None,
+    scratch_mb: int = DEFAULT_SCRATCH_MB,
+    env: Optional[Mapping[str, str]] = None,
+    cwd: Optional[Path] = None,
+    on_output: Optional[Callable[[bytes], None]] = None,
+    append: str = "",
+) -> GuestResult:
+    """Boot `kernel` (default: the cached Debian cloud kernel), run argv, power off.
+
+    `env` is the command's whole environment besides PATH, HOME and TERM: the
+    host's is not copied in. `cwd` defaults to the host's current directory
+    (the same path exists in the guest). `on_output` gets the command's output
+    as it arrives. `scratch_mb=0` attaches no scratch disk. Raises GuestTimeout
+    after `timeout` seconds, with qemu and virtiofsd stopped.
+    """
+    if not argv:
+        raise DmabufTopError("no command given to run in the guest")
+    qemu = find_qemu()
+    if os.geteuid() != 0:
+        raise NeedsPrivilege("the kernel lab runs virtiofsd, which needs root: run it as root")
+    chosen = resolve_kernel(kernel)
+    job = initramfs.GuestJob(
+        argv=list(argv),
+        cwd=str(Path(cwd or os.getcwd()).resolve()),
+        env=dict(env or {}),
+        home=str(Path.home()),
+        results_path=str(Path(results_dir).resolve()) if results_dir is not None else None,
+        scratch=scratch_mb > 0,
+    )
+    if job.results_path is not None:
+        Path(job.results_path).mkdir(parents=True, exist_ok=True)
+    base = initramfs.build_base_initramfs()
+
+    accel = choose_accel()
+    result = _boot(qemu, chosen, base, job, accel, timeout, memory_mb, cpus, scratch_mb, on_output, append)
+    if result is None:  # KVM advertised but unable to run this kernel: once more without it
+        _mark_kvm_broken()
+        result = _boot(qemu, chosen, base, job, "tcg", timeout, memory_mb, cpus, scratch_mb, on_output, append)
+    return result
+
+
+def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus, scratch_mb, on_output, append):
+    with tempfile.TemporaryDirectory(prefix="dmabuf-top-lab-") as workdir:
+        workdir = Path(workdir)
+        plan = QemuPlan(
+            kernel=kernel.vmlinuz,
+            initrd=initramfs.write_initrd(base, job, workdir / "initrd"),
+            workdir=workdir,
+            root_socket=workdir / "root.sock",
+            results_socket=workdir / "results.sock" if job.results_path else None,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            accel=accel,
+            append=append,
+        )
+        if scratch_mb > 0:
+            plan.scratch_image = make_scratch_disk(workdir / "scratch.img", scratch_mb)
+            plan.scratch_direct = supports_o_direct(plan.scratch_image)
+        for log in (plan.console_log, plan.output_log, plan.status_file):
+            log.touch()
+
+        daemons = Daemons()
+        try:
+            start_virtiofsd(daemons, Path("/"), plan.root_socket, workdir / "virtiofsd-root.log")
+            if plan.results_socket is not None:
+                start_virtiofsd(daemons, Path(job.results_path), plan.results_socket,
+                                workdir / "virtiofsd-results.log")
+            started = time.monotonic()
+            qemu_process = daemons.start(qemu_args(qemu, plan), workdir / "qemu.log")
+            _wait(qemu_process, plan, timeout, on_output, started, daemons)
+            duration = time.monotonic() - started
+        finally:
+            daemons.stop()
+
+        status = plan.status_file.read_text(errors="replace")
+        console = plan.console_log.read_text(errors="replace")
+        qemu_log = (workdir / "qemu.log").read_text(errors="replace")
+        exit_code = _parse_status(status)
+        if exit_code is None:
+            if accel == "kvm" and not console.strip() and looks_like_kvm_failure(qemu_log):
+                return None
+            raise GuestFailed(_failure_message(status, console, qemu_log, qemu_process.returncode))
+        return GuestResult(
+            exit_code=exit_code,
+            output=plan.output_log.read_bytes().decode(errors="replace"),
+            console=console,
+            duration=duration,
+            kernel=kernel.vmlinuz,
+            kernel_release=kernel.release,
+            accel=accel,
+        )
+
+
+def _wait(process, plan: QemuPlan, timeout: float, on_output, started: float, daemons: Daemons) -> None:
+    """Wait for qemu, forwarding new output as it lands; stop everything on timeout."""
+    offset = 0
+    while True:
+        finished = process.poll() is not None
+        if on_output is not None:
+            offset = _forward_new_output(plan.output_log, offset, on_output)
+        if finished:
+            return
+        if time.monotonic() - started > timeout:
+            daemons.stop(grace=1.0)
+            raise GuestTimeout(
+                f"the guest did not finish within {timeout:g} s; qemu and virtiofsd were stopped "
+                f"(last console line: {_tail(plan.console_log, 1) or 'none'})"
+            )
+        time.sleep(0.05)
+
+
+def _forward_new_output(path: Path, offset: int, on_output) -> int:
+    with open(path, "rb") as log:
+        log.seek(offset)
+        chunk = log.read()
+    if chunk:
+        on_output(chunk)
+    return offset + len(chunk)
+
+
+def _parse_status(status: str) -> Optional[int]:
+    for line in status.splitlines():
+        if line.startswith("exit="):
+            try:
+                return int(line[len("exit="):])
+            except ValueError:
+                return None
+    return None
+
+
+def _failure_message(status: str, console: str, qemu_log: str, returncode) -> str:
+    for line in status.splitlines():
+        if line.startswith("init-error="):
+            return f"the guest could not set up: {line[len('init-error='):]}"
+    for marker in ("Kernel panic", "BUG:", "Oops"):
+        lines = [line.strip() for line in console.splitlines() if marker in line]
+        if lines:
+            return f"the guest kernel failed: {lines[0]}"
+    if qemu_log.strip():
+        return f"qemu exited with code {returncode}: {qemu_log.strip().splitlines()[-1]}"
+    last = console.strip().splitlines()[-1] if console.strip() else "no console output"
+    return f"the guest ended without reporting an exit code (last console line: {last})"
