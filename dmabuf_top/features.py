@@ -1,0 +1,306 @@
+"""What this kernel lets dmabuf-top see, found out by trial, not assumed.
+
+`detect()` returns a FeatureReport: one Feature per attach type, iterator,
+tracepoint, device and traced kernel function (hook). The live view, the
+tracer and `doctor` all read it, so "not traced" is never shown as "zero".
+"""
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from .errors import NeedsPrivilege
+
+TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+DEBUGFS = Path("/sys/kernel/debug")
+BUFINFO = DEBUGFS / "dma_buf" / "bufinfo"
+DMA_HEAP_DIR = Path("/dev/dma_heap")
+UDMABUF_DEVICE = Path("/dev/udmabuf")
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+
+# Capabilities (include/uapi/linux/capability.h)
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+# A tracepoint and a function present on every kernel we support, to try attach types on.
+PROBE_TRACEPOINT = ("sched", "sched_process_fork")
+PROBE_FUNCTION = "vfs_read"
+
+# The 7.0+ dma_buf tracepoints (drivers/dma-buf/dma-buf-trace.h).
+DMA_BUF_TRACEPOINTS = (
+    "dma_buf_export",
+    "dma_buf_fd",
+    "dma_buf_get",
+    "dma_buf_put",
+    "dma_buf_mmap",
+    "dma_buf_mmap_internal",
+    "dma_buf_dynamic_attach",
+    "dma_buf_detach",
+)
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One kernel path dmabuf-top traces, with where it can hook it, best first."""
+
+    name: str
+    purpose: str
+    functions: Tuple[str, ...] = ()  # traced by fentry/fexit, else kprobe/kretprobe
+    tracepoints: Tuple[str, ...] = ()  # "category:event" fallbacks
+    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch
+
+
+HOOKS = (
+    Hook("copy_file_range", "bytes moved by copy_file_range", ("vfs_copy_file_range",),
+         ("syscalls:sys_enter_copy_file_range", "syscalls:sys_exit_copy_file_range")),
+    Hook("exporter_rw_file", "an exporter's direct file I/O callback (patched kernels)",
+         ("dma_buf_rw_file", "system_heap_rw_file", "udmabuf_rw_file"), patched_only=True),
+    Hook("direct_io", "O_DIRECT through iomap", ("__iomap_dio_rw", "iomap_dio_rw"),
+         ("iomap:iomap_dio_rw_begin", "iomap:iomap_dio_complete")),
+    Hook("gup", "pages pinned or got by GUP",
+         ("pin_user_pages_fast", "pin_user_pages", "__get_user_pages", "get_user_pages_fast",
+          "iov_iter_extract_pages", "gup_fast_fallback")),
+    Hook("page_cache", "pages added to and removed from the page cache", (),
+         ("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache")),
+    Hook("cpu_copy", "bytes copied by the CPU in the iov_iter helpers",
+         ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic", "copy_page_from_iter_atomic",
+          "_copy_from_iter")),
+    Hook("sendfile_splice", "sendfile and splice", ("do_splice", "do_splice_direct", "splice_file_to_pipe"),
+         ("syscalls:sys_enter_sendfile64", "syscalls:sys_enter_splice")),
+    Hook("lifecycle", "dma-buf creation, attach, mmap and release", ("dma_buf_export", "dma_buf_file_release"),
+         tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS)),
+)
+
+
+@dataclass
+class Feature:
+    available: bool
+    via: Optional[str] = None
+    detail: str = ""
+
+
+@dataclass
+class FeatureReport:
+    kernel: Dict[str, object]
+    features: Dict[str, Feature] = field(default_factory=dict)
+
+    def available(self, name):
+        feature = self.features.get(name)
+        return bool(feature and feature.available)
+
+    def to_dict(self):
+        return {"kernel": self.kernel, "features": {name: asdict(f) for name, f in self.features.items()}}
+
+
+# ---------------------------------------------------------------------------
+# Privileges
+
+
+def effective_capabilities(status_path="/proc/self/status"):
+    try:
+        for line in Path(status_path).read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
+
+
+def has_bpf_privileges(capabilities=None):
+    capabilities = effective_capabilities() if capabilities is None else capabilities
+    has = lambda cap: bool(capabilities & (1 << cap))  # noqa: E731
+    return has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON))
+
+
+def require_bpf_privileges(what="this command"):
+    if not has_bpf_privileges():
+        raise NeedsPrivilege(
+            f"{what} loads BPF programs and needs root (or CAP_BPF and CAP_PERFMON): run it with sudo"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Files and devices
+
+
+def tracefs_root(mount_if_missing=True):
+    """Where tracefs is, mounting it at /sys/kernel/tracing if nothing is mounted (as perf does)."""
+    for candidate in TRACEFS_CANDIDATES:
+        if (candidate / "events").is_dir():
+            return candidate
+    if mount_if_missing and os.geteuid() == 0 and TRACEFS_CANDIDATES[0].is_dir():
+        if os.system(f"mount -t tracefs nodev {TRACEFS_CANDIDATES[0]} 2>/dev/null") == 0:
+            return TRACEFS_CANDIDATES[0]
+    return None
+
+
+def tracepoint_exists(tracefs, spec):
+    category, event = spec.split(":", 1)
+    return tracefs is not None and (tracefs / "events" / category / event).is_dir()
+
+
+def kallsyms_names(path="/proc/kallsyms"):
+    names = set()
+    try:
+        with open(path) as kallsyms:
+            for line in kallsyms:
+                parts = line.split()
+                if len(parts) >= 3:
+                    names.add(parts[2])
+    except OSError:
+        pass
+    return names
+
+
+def dma_heaps():
+    try:
+        return sorted(entry.name for entry in DMA_HEAP_DIR.iterdir())
+    except OSError:
+        return []
+
+
+def _readable(path):
+    try:
+        with open(path, "rb") as handle:
+            handle.read(1)
+        return True, "readable"
+    except FileNotFoundError:
+        return False, "absent (no debugfs, or a kernel without CONFIG_DEBUG_FS / CONFIG_DMA_SHARED_BUFFER)"
+    except PermissionError:
+        return False, "not readable (needs root)"
+    except OSError as error:
+        return False, error.strerror
+
+
+def ensure_debugfs():
+    """Mount debugfs at /sys/kernel/debug if it is not (bufinfo lives there); True if mounted."""
+    if os.path.ismount(DEBUGFS):
+        return True
+    if os.geteuid() == 0 and DEBUGFS.is_dir():
+        return os.system(f"mount -t debugfs nodev {DEBUGFS} 2>/dev/null") == 0
+    return False
+
+
+# ---------------------------------------------------------------------------
+# The report
+
+
+def kernel_facts():
+    uname = platform.uname()
+    return {
+        "release": uname.release,
+        "version": uname.version,
+        "machine": uname.machine,
+        "btf": KERNEL_BTF.is_file(),
+    }
+
+
+def _explain_kprobe(feature, tracefs):
+    # libbpf says only ENOENT when the kernel has no kprobe support at all; say which it is.
+    if not feature.available and not Path("/sys/bus/event_source/devices/kprobe").exists() and not (
+        tracefs and (tracefs / "kprobe_events").exists()
+    ):
+        feature.detail += " (this kernel has no kprobes: CONFIG_KPROBES is off)"
+    return feature
+
+
+def _from_trial(trial, via):
+    return Feature(trial.ok, via if trial.ok else None, trial.detail)
+
+
+def detect():
+    """Try every attach type, iterator, tracepoint, device and hook this tool uses."""
+    require_bpf_privileges("feature detection")
+    # Imported here: the BPF side needs libbpf, and `--help` should not.
+    from .bpf import KernelBtf, libbpf_version
+    from .probes import feature_probe as trials
+
+    report = FeatureReport(kernel=kernel_facts())
+    features = report.features
+    features["privileges"] = Feature(True, "root" if os.geteuid() == 0 else "capabilities", "CAP_BPF/CAP_PERFMON")
+    features["btf"] = Feature(KERNEL_BTF.is_file(), "/sys/kernel/btf/vmlinux" if KERNEL_BTF.is_file() else None,
+                              "kernel BTF" if KERNEL_BTF.is_file() else "no CONFIG_DEBUG_INFO_BTF")
+    features["libbpf"] = Feature(True, "libbpf.so.1", f"version {libbpf_version()}")
+
+    tracefs = tracefs_root()
+    features["tracefs"] = Feature(tracefs is not None, str(tracefs) if tracefs else None,
+                                  "mounted" if tracefs else "not mounted and could not be mounted")
+
+    category, event = PROBE_TRACEPOINT
+    features["tracepoint"] = _from_trial(trials.trial_tracepoint(category, event), "perf_event tracepoint")
+    features["raw_tracepoint"] = _from_trial(trials.trial_raw_tracepoint(event), "raw_tp")
+    features["tp_btf"] = _from_trial(trials.trial_tp_btf(event), "tp_btf")
+    features["fentry"] = _from_trial(trials.trial_fentry([PROBE_FUNCTION])[PROBE_FUNCTION], "fentry")
+    features["fexit"] = _from_trial(trials.trial_fexit(PROBE_FUNCTION), "fexit")
+    features["kprobe"] = _explain_kprobe(_from_trial(trials.trial_kprobe(PROBE_FUNCTION), "kprobe"), tracefs)
+    features["kretprobe"] = _explain_kprobe(
+        _from_trial(trials.trial_kprobe(PROBE_FUNCTION, retprobe=True), "kretprobe"), tracefs
+    )
+    features["ringbuf"] = _from_trial(trials.trial_ringbuf(), "BPF_MAP_TYPE_RINGBUF")
+    for target in ("dmabuf", "task_file", "task_vma"):
+        features[f"iter/{target}"] = _from_trial(trials.trial_iterator(target), f"iter/{target}")
+
+    for name in DMA_BUF_TRACEPOINTS:
+        present = tracepoint_exists(tracefs, f"dma_buf:{name}")
+        features[f"tracepoint/dma_buf:{name}"] = Feature(present, "tracefs" if present else None,
+                                                         "present" if present else "absent (kernels before 7.0)")
+
+    ensure_debugfs()
+    readable, detail = _readable(BUFINFO)
+    features["bufinfo"] = Feature(readable, str(BUFINFO) if readable else None, detail)
+
+    heaps = dma_heaps()
+    features["heaps"] = Feature(bool(heaps), str(DMA_HEAP_DIR) if heaps else None,
+                                ", ".join(heaps) if heaps else "no /dev/dma_heap (CONFIG_DMABUF_HEAPS off)")
+    has_udmabuf = UDMABUF_DEVICE.exists()
+    features["udmabuf"] = Feature(has_udmabuf, str(UDMABUF_DEVICE) if has_udmabuf else None,
+                                  "present" if has_udmabuf else "no /dev/udmabuf (CONFIG_UDMABUF off)")
+
+    with KernelBtf() as btf:
+        _detect_hooks(features, btf, kallsyms_names(), tracefs)
+    return report
+
+
+def _detect_hooks(features, btf, kallsyms, tracefs):
+    """Per traced function: fentry if the kernel accepts it, else kprobe, else the hook's tracepoints."""
+    functions = [fn for hook in HOOKS for fn in hook.functions]
+    in_btf = [fn for fn in functions if btf.has_function(fn)]
+    fentry_ok = features["fentry"].available
+    fentry_trials = trials_for_fentry(in_btf) if fentry_ok else {}
+    kprobe_ok = features["kprobe"].available
+    for hook in HOOKS:
+        for function in hook.functions:
+            if function not in in_btf and function not in kallsyms:
+                detail = "absent (needs a patched kernel)" if hook.patched_only else "not in this kernel"
+                features[f"fn/{function}"] = Feature(False, None, detail)
+            elif fentry_trials.get(function) is not None and fentry_trials[function].ok:
+                features[f"fn/{function}"] = Feature(True, "fentry", f"{hook.name}: fentry load+attach succeeded")
+            elif kprobe_ok and function in kallsyms:
+                trial = _kprobe_trial(function)
+                features[f"fn/{function}"] = Feature(trial.ok, "kprobe" if trial.ok else None,
+                                                     f"{hook.name}: kprobe {trial.detail}")
+            else:
+                why = features["fentry"].detail if not fentry_ok else fentry_trials[function].detail
+                features[f"fn/{function}"] = Feature(
+                    False, None, f"{hook.name}: fentry refused ({why}), kprobes unavailable ({features['kprobe'].detail})"
+                )
+        for spec in hook.tracepoints:
+            if spec.startswith("dma_buf:"):
+                continue  # reported once above
+            present = tracepoint_exists(tracefs, spec)
+            features[f"tracepoint/{spec}"] = Feature(present, "tracefs" if present else None,
+                                                     f"{hook.name}: {'present' if present else 'absent'}")
+
+
+def trials_for_fentry(functions):
+    from .probes import feature_probe
+
+    return feature_probe.trial_fentry(functions)
+
+
+def _kprobe_trial(function):
+    from .probes import feature_probe
+
+    return feature_probe.trial_kprobe(function)
