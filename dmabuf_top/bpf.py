@@ -133,6 +133,8 @@ _SIGNATURES = {
     "libbpf_num_possible_cpus": (ctypes.c_int, []),
     "btf__load_vmlinux_btf": (_P, []),
     "btf__free": (None, [_P]),
+    "btf__parse": (_P, [ctypes.c_char_p, _P]),
+    "btf__resolve_size": (ctypes.c_long, [_P, ctypes.c_uint32]),
     "btf__find_by_name_kind": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_uint32]),
     "btf__type_by_id": (_P, [_P, ctypes.c_uint32]),
     "btf__name_by_offset": (ctypes.c_char_p, [_P, ctypes.c_uint32]),
@@ -662,6 +664,23 @@ class KernelBtf:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def struct_size_in_object(path, struct_name):
+    """sizeof(struct struct_name) as compiled into a .bpf.o (from its BTF), or None if absent.
+
+    Lets tests prove that a ctypes mirror and the C struct it mirrors agree.
+    """
+    lib = libbpf()
+    ctypes.set_errno(0)
+    btf = lib.btf__parse(os.fsencode(path), None)
+    if not btf:
+        raise BpfError(f"reading BTF from {path} failed: {_errno_text(_errno())}")
+    try:
+        type_id = lib.btf__find_by_name_kind(btf, struct_name.encode(), BTF_KIND_STRUCT)
+        return None if type_id < 0 else lib.btf__resolve_size(btf, type_id)
+    finally:
+        lib.btf__free(btf)
 
 
 @contextmanager

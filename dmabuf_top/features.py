@@ -238,7 +238,7 @@ def detect():
     features["kretprobe"] = _explain_kprobe(
         _from_trial(trials.trial_kprobe(PROBE_FUNCTION, retprobe=True), "kretprobe"), tracefs
     )
-    features["ringbuf"] = _from_trial(trials.trial_ringbuf(), "BPF_MAP_TYPE_RINGBUF")
+    features["ringbuf"] = _from_trial(trials.trial_round_trip(), "BPF_MAP_TYPE_RINGBUF")
     for target in ("dmabuf", "task_file", "task_vma"):
         features[f"iter/{target}"] = _from_trial(trials.trial_iterator(target), f"iter/{target}")
 
@@ -282,9 +282,10 @@ def _detect_hooks(features, btf, kallsyms, tracefs):
                 features[f"fn/{function}"] = Feature(trial.ok, "kprobe" if trial.ok else None,
                                                      f"{hook.name}: kprobe {trial.detail}")
             else:
-                why = features["fentry"].detail if not fentry_ok else fentry_trials[function].detail
+                fentry_why = features["fentry"].detail if not fentry_ok else fentry_trials[function].detail
+                kprobe_why = features["kprobe"].detail.split(" ")[0] if not kprobe_ok else "not in kallsyms"
                 features[f"fn/{function}"] = Feature(
-                    False, None, f"{hook.name}: fentry refused ({why}), kprobes unavailable ({features['kprobe'].detail})"
+                    False, None, f"{hook.name}: fentry refused ({fentry_why}), kprobe refused ({kprobe_why})"
                 )
         for spec in hook.tracepoints:
             if spec.startswith("dma_buf:"):

@@ -21,6 +21,43 @@ struct {
 SEC("tracepoint")
 int trial_tracepoint(void *ctx) { return 0; }
 
+/*
+ * A real round trip for the binding and for `doctor`: a read-only global set
+ * before load filters by process, a hash map counts, a ring buffer carries one
+ * record per call. Attached to syscalls:sys_enter_getppid, which nothing else
+ * here uses.
+ */
+const volatile __u32 trial_target_tgid = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} trial_counts SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_getppid")
+int trial_round_trip(void *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 one = 1, *count;
+	__u32 *record;
+
+	if (trial_target_tgid && tgid != trial_target_tgid)
+		return 0;
+	count = bpf_map_lookup_elem(&trial_counts, &tgid);
+	if (count)
+		__sync_fetch_and_add(count, 1);
+	else
+		bpf_map_update_elem(&trial_counts, &tgid, &one, BPF_NOEXIST);
+	record = bpf_ringbuf_reserve(&trial_ringbuf, sizeof(*record), 0);
+	if (record) {
+		*record = tgid;
+		bpf_ringbuf_submit(record, 0);
+	}
+	return 0;
+}
+
 SEC("raw_tp")
 int trial_raw_tracepoint(void *ctx) { return 0; }
 

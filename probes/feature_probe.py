@@ -69,14 +69,30 @@ def trial_iterator(target):
     return _trial(f"trial_iter_{target}", lambda p: p.attach_iter())
 
 
-def trial_ringbuf():
+def trial_round_trip():
+    """Ring buffer and hash map, for real: count our own getppid() calls and read them back."""
+    import os
+
+    from ..bpf import RingBuffer
+
+    calls = 3
     try:
         with BpfObject(object_path("feature_probe")) as obj:
-            obj.only("trial_tracepoint")
+            obj.only("trial_round_trip")
+            obj.set_rodata(trial_target_tgid=os.getpid())
             obj.load()
-            return Trial(obj.map("trial_ringbuf").fd >= 0, "ring buffer map created")
+            obj.program("trial_round_trip").attach()
+            records = []
+            with RingBuffer(obj.map("trial_ringbuf"), records.append) as ring:
+                for _ in range(calls):
+                    os.getppid()
+                ring.poll(timeout_ms=100)
+            counted = {int.from_bytes(k, "little"): int.from_bytes(v, "little") for k, v in obj.map("trial_counts").items()}
     except BpfError as error:
         return Trial.refused(error)
+    if len(records) == calls and counted.get(os.getpid()) == calls:
+        return Trial(True, f"{calls} events through a ring buffer and a hash map")
+    return Trial(False, f"expected {calls} events, got {len(records)} records and counts {counted}")
 
 
 def trial_fentry(functions):

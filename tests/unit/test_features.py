@@ -1,0 +1,47 @@
+import pytest
+
+from dmabuf_top import features
+from dmabuf_top.commands.doctor import render_table
+from dmabuf_top.errors import NeedsPrivilege
+
+
+@pytest.mark.parametrize(
+    "caps, allowed",
+    [
+        (0, False),
+        (1 << features.CAP_SYS_ADMIN, True),
+        ((1 << features.CAP_BPF) | (1 << features.CAP_PERFMON), True),
+        (1 << features.CAP_BPF, False),
+    ],
+)
+def test_privilege_rule(caps, allowed):
+    assert features.has_bpf_privileges(caps) is allowed
+
+
+def test_capabilities_read_from_status(tmp_path):
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nCapEff:\t000001ffffffffff\n")
+    assert features.effective_capabilities(status) == 0x1FFFFFFFFFF
+
+
+def test_unprivileged_detection_is_one_clear_sentence(monkeypatch):
+    monkeypatch.setattr(features, "effective_capabilities", lambda: 0)
+    with pytest.raises(NeedsPrivilege, match="sudo") as raised:
+        features.detect()
+    assert raised.value.exit_code == 2
+    assert "\n" not in str(raised.value)
+
+
+def test_every_hook_has_somewhere_to_attach():
+    for hook in features.HOOKS:
+        assert hook.functions or hook.tracepoints, hook.name
+
+
+def test_table_groups_and_says_why():
+    report = features.FeatureReport(kernel={"release": "7.2.0", "machine": "x86_64", "btf": True})
+    report.features["fentry"] = features.Feature(False, None, "EPERM")
+    report.features["iter/dmabuf"] = features.Feature(True, "iter/dmabuf", "ok")
+    text = render_table(report)
+    assert "kernel 7.2.0" in text
+    assert "fentry" in text and "EPERM" in text
+    assert text.index("Attach types") < text.index("Iterators")
