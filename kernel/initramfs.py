@@ -177,6 +177,10 @@ class GuestJob:
             lines.append(f"export {key}={shlex.quote(str(value))}")
         cwd = shlex.quote(self.cwd)
         lines.append(f'cd {cwd} || {{ echo "dmabuf-top-lab: cannot enter "{cwd} >&2; exit 126; }}')
+        program = shlex.quote(self.argv[0])
+        # Say it in our words (the shell's would name this script) and keep 127.
+        lines.append(f'command -v {program} >/dev/null 2>&1 || '
+                     f'{{ echo "dmabuf-top-lab: "{program}": command not found" >&2; exit 127; }}')
         lines.append("exec " + " ".join(shlex.quote(arg) for arg in self.argv))
         return "\n".join(lines) + "\n"
 

@@ -31,6 +31,9 @@ DEFAULT_CPUS = 2
 DEFAULT_SCRATCH_MB = 1024
 SCRATCH_MOUNT = "/mnt/scratch"
 
+# The guest's root is read-only: Python must not try to write bytecode there.
+GUEST_ENV_DEFAULTS = {"PYTHONDONTWRITEBYTECODE": "1"}
+
 QEMU = "qemu-system-x86_64"
 VIRTIOFSD_PLACES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/lib/virtiofsd")
 
@@ -362,7 +365,7 @@ def run_in_guest(
     job = initramfs.GuestJob(
         argv=list(argv),
         cwd=str(Path(cwd or os.getcwd()).resolve()),
-        env=dict(env or {}),
+        env={**GUEST_ENV_DEFAULTS, **(env or {})},
         home=str(Path.home()),
         results_path=str(Path(results_dir).resolve()) if results_dir is not None else None,
         scratch=scratch_mb > 0,
@@ -373,6 +376,8 @@ def run_in_guest(
 
     accel = choose_accel()
     result = _boot(qemu, chosen, base, job, accel, timeout, memory_mb, cpus, scratch_mb, on_output, append)
+    if result is None and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
+        raise GuestFailed("KVM was asked for (DMABUF_TOP_ACCEL=kvm) but qemu could not run the guest with it")
     if result is None:  # KVM advertised but unable to run this kernel: once more without it
         _mark_kvm_broken()
         result = _boot(qemu, chosen, base, job, "tcg", timeout, memory_mb, cpus, scratch_mb, on_output, append)
