@@ -1,0 +1,150 @@
+"""The lab's qemu and virtiofsd command lines, kernel feature reports and the vm command's environment."""
+from pathlib import Path
+
+import pytest
+
+from dmabuf_top.commands.vm import guest_environment
+from dmabuf_top.errors import DmabufTopError, KernelLacks, MissingDependency
+from dmabuf_top.kernel import kconfig, lab
+
+
+def plan(tmp_path, **overrides):
+    values = dict(kernel=Path("/k/vmlinuz"), initrd=tmp_path / "initrd", workdir=tmp_path,
+                  root_socket=tmp_path / "root.sock")
+    values.update(overrides)
+    return lab.QemuPlan(**values)
+
+
+def option_values(args, option):
+    return [args[i + 1] for i, arg in enumerate(args) if arg == option]
+
+
+def test_tcg_boot_shares_memory_and_never_reboots(tmp_path):
+    args = lab.qemu_args("qemu", plan(tmp_path, memory_mb=512, cpus=3))
+    assert option_values(args, "-accel") == ["tcg,thread=multi"]
+    assert option_values(args, "-cpu") == ["max"]
+    assert option_values(args, "-smp") == ["3"] and option_values(args, "-m") == ["512M"]
+    assert "memory-backend-memfd,id=mem,size=512M,share=on" in option_values(args, "-object")
+    assert "pc,memory-backend=mem" in option_values(args, "-machine")
+    assert "-no-reboot" in args
+    assert option_values(args, "-kernel") == ["/k/vmlinuz"]
+    append = option_values(args, "-append")[0]
+    assert "console=ttyS0" in append and "panic=-1" in append
+
+
+def test_kvm_uses_host_cpu(tmp_path):
+    args = lab.qemu_args("qemu", plan(tmp_path, accel="kvm"))
+    assert option_values(args, "-accel") == ["kvm"] and option_values(args, "-cpu") == ["host"]
+
+
+def test_output_and_status_ports_are_apart_from_the_console(tmp_path):
+    args = lab.qemu_args("qemu", plan(tmp_path))
+    chardevs = option_values(args, "-chardev")
+    assert f"file,id=console,path={tmp_path / 'console.log'}" in chardevs
+    assert f"file,id=output,path={tmp_path / 'output.log'}" in chardevs
+    assert f"file,id=status,path={tmp_path / 'status'}" in chardevs
+    devices = option_values(args, "-device")
+    assert any("name=dmabuf-top.output" in d for d in devices)
+    assert any("name=dmabuf-top.status" in d for d in devices)
+
+
+def test_shares_and_scratch_disk_appear_only_when_asked(tmp_path):
+    bare = lab.qemu_args("qemu", plan(tmp_path))
+    assert sum("vhost-user-fs-pci" in d for d in option_values(bare, "-device")) == 1
+    assert "-drive" not in bare
+    full = lab.qemu_args("qemu", plan(tmp_path, results_socket=tmp_path / "r.sock",
+                                       scratch_image=tmp_path / "s.img"))
+    devices = option_values(full, "-device")
+    assert any("tag=dmabuf-top-results" in d for d in devices)
+    assert "nvme,serial=scratch0,drive=scratch" in devices
+    assert option_values(full, "-drive") == [f"file={tmp_path / 's.img'},if=none,id=scratch,format=raw,cache=none"]
+    buffered = lab.qemu_args("qemu", plan(tmp_path, scratch_image=tmp_path / "s.img", scratch_direct=False))
+    assert option_values(buffered, "-drive")[0].endswith("cache=writeback")
+
+
+@pytest.mark.parametrize("dialect,expected", [
+    ("c", ["-o", "source=/srv", "-o", "cache=always", "-o", "sandbox=chroot"]),
+    ("rust", ["--shared-dir=/srv", "--cache=always", "--sandbox=chroot"]),
+])
+def test_virtiofsd_dialects(dialect, expected):
+    args = lab.virtiofsd_args("virtiofsd", Path("/run/s.sock"), Path("/srv"), dialect)
+    assert args[1] == "--socket-path=/run/s.sock"
+    for item in expected:
+        assert item in args
+
+
+def test_accel_can_be_forced(monkeypatch):
+    monkeypatch.setenv("DMABUF_TOP_ACCEL", "tcg")
+    assert lab.choose_accel() == "tcg"
+    monkeypatch.setenv("DMABUF_TOP_ACCEL", "KVM")
+    assert lab.choose_accel() == "kvm"
+    monkeypatch.setenv("DMABUF_TOP_ACCEL", "hvf")
+    with pytest.raises(DmabufTopError, match="kvm or tcg"):
+        lab.choose_accel()
+
+
+def test_missing_qemu_is_one_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingDependency, match=r"apt-get install qemu-system-x86"):
+        lab.run_in_guest(["true"])
+
+
+def test_status_parsing_and_failure_messages():
+    assert lab._parse_status("exit=0\n") == 0
+    assert lab._parse_status("exit=127\n") == 127
+    assert lab._parse_status("") is None
+    assert "could not set up: mount x failed" in lab._failure_message("init-error=mount x failed\n", "", "", 0)
+    panic = "[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n"
+    assert "Kernel panic" in lab._failure_message("", panic, "", 0)
+
+
+def test_kvm_failure_is_recognised():
+    assert lab.looks_like_kvm_failure("qemu: error: failed to set MSR 0x10a to 0x0")
+    assert not lab.looks_like_kvm_failure("")
+
+
+CONFIG_TEXT = """\
+CONFIG_DMABUF_HEAPS=y
+CONFIG_DMABUF_HEAPS_SYSTEM=y
+CONFIG_UDMABUF=m
+# CONFIG_KPROBES is not set
+CONFIG_LOCALVERSION="-lab"
+"""
+
+
+def test_kconfig_report_names_what_is_missing_and_why(tmp_path):
+    config = tmp_path / "config"
+    config.write_text(CONFIG_TEXT)
+    assert kconfig.read_kconfig(config)["LOCALVERSION"] == "-lab"
+    report = kconfig.check_features(config, ["DMABUF_HEAPS_SYSTEM", "CONFIG_UDMABUF", "KPROBES"])
+    assert report.present == ["DMABUF_HEAPS_SYSTEM"] and not report.ok
+    text = report.describe()
+    assert "CONFIG_UDMABUF" in text and "module" in text and "CONFIG_KPROBES" in text and "not set" in text
+    with pytest.raises(KernelLacks, match="CONFIG_KPROBES"):
+        kconfig.require_features(config, ["KPROBES"])
+    assert kconfig.require_features(config, ["DMABUF_HEAPS"]).ok
+
+
+def test_kconfig_unknown_without_config():
+    report = kconfig.check_features(None)
+    assert not report.ok and "unknown" in report.describe()
+
+
+def test_kernel_config_found_beside_image_and_in_build_tree(tmp_path):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "vmlinuz").write_bytes(b"")
+    (tmp_path / "cache" / "config").write_text("")
+    assert kconfig.find_kernel_config(tmp_path / "cache" / "vmlinuz") == tmp_path / "cache" / "config"
+    boot = tmp_path / "linux" / "arch" / "x86" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "bzImage").write_bytes(b"")
+    (tmp_path / "linux" / ".config").write_text("")
+    assert kconfig.find_kernel_config(boot / "bzImage") == tmp_path / "linux" / ".config"
+
+
+def test_vm_command_environment():
+    host = {"PATH": "/venv/bin:/usr/bin", "SECRET": "s", "FOO": "bar"}
+    env = guest_environment(host, ["FOO", "X=1=2"])
+    assert env == {"PATH": "/venv/bin:/usr/bin", "FOO": "bar", "X": "1=2"}
+    with pytest.raises(DmabufTopError, match="-e NOPE"):
+        guest_environment(host, ["NOPE"])
