@@ -1,0 +1,153 @@
+"""The kernel lab for real: boots of Debian's cloud kernel under QEMU on this machine's root.
+
+Boots are slow (3-5 s each under TCG), so one boot checks everything a
+successful run promises and the others each test one way of ending.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dmabuf_top.errors import DmabufTopError, MissingDependency
+from dmabuf_top.kernel import fetch, lab
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def lab_kernel():
+    if shutil.which(lab.QEMU) is None:
+        pytest.skip(f"{lab.QEMU} is not installed (apt-get install qemu-system-x86)")
+    try:
+        return fetch.fetch_kernel()
+    except DmabufTopError as error:
+        pytest.skip(f"no lab kernel: {error}")
+
+
+GUEST_CHECKS = textwrap.dedent("""\
+    echo "release $(uname -r)"
+    echo "cwd $PWD"
+    echo "passed $LAB_TEST_VALUE"
+    echo "to stderr" >&2
+    echo "written in the guest" > "$RESULTS/from-guest.txt"
+    echo "scratch $(awk '$2 == "/mnt/scratch" {print $3}' /proc/mounts)"
+    dd if=/dev/zero of=/mnt/scratch/direct bs=1M count=8 oflag=direct status=none && echo "odirect-write ok"
+    dd if=/mnt/scratch/direct of=/dev/null bs=1M iflag=direct status=none && echo "odirect-read ok"
+    touch /usr/lab-must-not-write 2>/dev/null || echo "root read-only"
+    for path in /dev/dma_heap/system /dev/udmabuf /sys/kernel/btf/vmlinux \\
+                /sys/kernel/debug/dma_buf/bufinfo /sys/kernel/tracing/events/dma_buf /sys/fs/bpf; do
+        [ -e "$path" ] && echo "present $path"
+    done
+    python3 -c 'import sys; print("python", sys.dont_write_bytecode)'
+    exit 3
+""")
+
+
+@pytest.fixture(scope="module")
+def full_run(lab_kernel, tmp_path_factory):
+    # Under /tmp, which is a tmpfs in the guest: the share's mount point must be made there.
+    results = Path(tmp_path_factory.mktemp("lab-results"))
+    result = lab.run_in_guest(
+        ["sh", "-c", GUEST_CHECKS],
+        kernel=lab_kernel.vmlinuz,
+        timeout=120,
+        results_dir=results,
+        scratch_mb=256,
+        env={"LAB_TEST_VALUE": "it's here", "RESULTS": str(results)},
+        cwd=REPO,
+    )
+    return result, results
+
+
+def test_exit_code_comes_back_exactly(full_run):
+    result, _ = full_run
+    assert result.exit_code == 3, result.output + result.console
+
+
+def test_output_is_the_commands_own(full_run, lab_kernel):
+    result, _ = full_run
+    lines = result.output.splitlines()
+    assert f"release {lab_kernel.release}" in lines
+    assert f"cwd {REPO}" in lines
+    assert "passed it's here" in lines
+    assert "to stderr" in lines
+    assert "python True" in lines
+    # Kernel messages stay in the console log.
+    assert "reboot" not in result.output.lower()
+    assert result.kernel_release == lab_kernel.release and result.duration > 0
+
+
+def test_results_written_in_guest_are_on_host(full_run):
+    _, results = full_run
+    assert (results / "from-guest.txt").read_text() == "written in the guest\n"
+
+
+def test_scratch_disk_is_ext4_and_takes_o_direct(full_run):
+    lines = full_run[0].output.splitlines()
+    assert "scratch ext4" in lines
+    assert "odirect-write ok" in lines and "odirect-read ok" in lines
+
+
+def test_host_root_is_read_only(full_run):
+    assert "root read-only" in full_run[0].output.splitlines()
+    assert not Path("/usr/lab-must-not-write").exists()
+
+
+@pytest.mark.parametrize("path", [
+    "/dev/dma_heap/system", "/dev/udmabuf", "/sys/kernel/btf/vmlinux",
+    "/sys/kernel/debug/dma_buf/bufinfo", "/sys/kernel/tracing/events/dma_buf", "/sys/fs/bpf",
+])
+def test_guest_has_dma_buf_devices_and_tracing(full_run, path):
+    assert f"present {path}" in full_run[0].output.splitlines()
+
+
+def test_cli_runs_true_and_exits_zero(lab_kernel):
+    # The whole path a user takes: console script module, default kernel, exit code.
+    done = subprocess.run(
+        [sys.executable, "-m", "dmabuf_top", "vm", "--kernel", str(lab_kernel.vmlinuz), "--scratch", "0",
+         "--timeout", "120", "--", "true"],
+        capture_output=True, text=True, cwd=REPO, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+
+
+def test_missing_command_is_127(lab_kernel):
+    result = lab.run_in_guest(["no-such-command-for-the-lab"], kernel=lab_kernel.vmlinuz, scratch_mb=0, timeout=120)
+    assert result.exit_code == 127
+    assert "no-such-command-for-the-lab: command not found" in result.output
+
+
+def test_timeout_stops_qemu_and_virtiofsd(lab_kernel, monkeypatch):
+    started = []
+    original_start = lab.Daemons.start
+
+    def recording_start(self, args, log):
+        process = original_start(self, args, log)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(lab.Daemons, "start", recording_start)
+    with pytest.raises(lab.GuestTimeout, match="did not finish within 8 s"):
+        lab.run_in_guest(["sleep", "600"], kernel=lab_kernel.vmlinuz, scratch_mb=0, timeout=8)
+    names = {Path(p.args[0]).name for p in started}
+    assert lab.QEMU in names and "virtiofsd" in names
+    for process in started:
+        assert process.returncode is not None, f"{process.args[0]} still running"
+        with pytest.raises(ProcessLookupError):
+            os.kill(process.pid, 0)
+
+
+def test_missing_qemu_is_one_clear_line(tmp_path):
+    env = dict(os.environ, PATH=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "dmabuf_top", "vm", "--", "true"],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    assert done.returncode == MissingDependency.exit_code
+    assert done.stderr.strip().count("\n") == 0
+    assert "apt-get install qemu-system-x86" in done.stderr
+    assert "Traceback" not in done.stderr
