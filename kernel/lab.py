@@ -31,8 +31,9 @@ DEFAULT_CPUS = 2
 DEFAULT_SCRATCH_MB = 1024
 SCRATCH_MOUNT = "/mnt/scratch"
 
-# The guest's root is read-only: Python must not try to write bytecode there.
-GUEST_ENV_DEFAULTS = {"PYTHONDONTWRITEBYTECODE": "1"}
+# The guest's root is read-only: Python must not try to write bytecode there,
+# nor pytest its cache (the run would pass but warn about it).
+GUEST_ENV_DEFAULTS = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_ADDOPTS": "-p no:cacheprovider"}
 
 QEMU = "qemu-system-x86_64"
 VIRTIOFSD_PLACES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/lib/virtiofsd")
