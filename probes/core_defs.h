@@ -14,10 +14,15 @@
 #ifndef DMABUF_TOP_CORE_DEFS_H
 #define DMABUF_TOP_CORE_DEFS_H
 
-/* drivers/dma-buf/udmabuf.c: folios replaced pages in 6.12 (commit "udmabuf: convert udmabuf driver to use folios"). */
+/*
+ * drivers/dma-buf/udmabuf.c: the buffer's pages came from the memfd it was
+ * created over. 6.12 turned `pages` into `folios`; by 7.2 it is `pages` again
+ * (with `pinned_folios` beside it), so both are declared and probed.
+ */
 struct udmabuf___dmabuf_top {
 	unsigned long pagecount;
 	struct folio **folios;
+	struct page **pages;
 } __attribute__((preserve_access_index));
 
 /* struct file's reference count: f_count (atomic_long_t) until 6.12, f_ref (file_ref_t) since 6.13. */

@@ -40,24 +40,34 @@ static __always_inline __u64 file_reference_count(struct file *file)
 	return BPF_CORE_READ((struct file___with_f_count *)file, f_count.counter);
 }
 
-static __always_inline __u64 udmabuf_backing_inode(struct dma_buf *dmabuf)
+/* The inode of the memfd a udmabuf was made from: the owner of its first page. */
+static __always_inline struct inode *udmabuf_backing_file(struct dma_buf *dmabuf)
 {
 	struct udmabuf___dmabuf_top *ubuf;
-	struct folio **folios;
-	struct folio *first;
+	struct address_space *mapping = NULL;
 
-	if (!bpf_core_type_exists(struct udmabuf___dmabuf_top) ||
-	    !bpf_core_field_exists(struct udmabuf___dmabuf_top, folios))
-		return 0;
+	if (!bpf_core_type_exists(struct udmabuf___dmabuf_top))
+		return NULL;
 	ubuf = BPF_CORE_READ(dmabuf, priv);
 	if (!ubuf)
-		return 0;
-	folios = BPF_CORE_READ(ubuf, folios);
-	if (!folios)
-		return 0;
-	if (bpf_probe_read_kernel(&first, sizeof(first), folios) || !first)
-		return 0;
-	return BPF_CORE_READ(first, mapping, host, i_ino);
+		return NULL;
+	if (bpf_core_field_exists(struct udmabuf___dmabuf_top, pages)) {
+		struct page **pages = BPF_CORE_READ(ubuf, pages);
+		struct page *first = NULL;
+
+		if (pages && !bpf_probe_read_kernel(&first, sizeof(first), pages) && first)
+			mapping = BPF_CORE_READ(first, mapping);
+	} else if (bpf_core_field_exists(struct udmabuf___dmabuf_top, folios)) {
+		struct folio **folios = BPF_CORE_READ(ubuf, folios);
+		struct folio *first = NULL;
+
+		if (folios && !bpf_probe_read_kernel(&first, sizeof(first), folios) && first)
+			mapping = BPF_CORE_READ(first, mapping);
+	}
+	/* Low bits tag anonymous and movable pages; a memfd's pages are plain page cache. */
+	if (!mapping || ((unsigned long)mapping & 3))
+		return NULL;
+	return BPF_CORE_READ(mapping, host);
 }
 
 static __always_inline bool is_udmabuf(const char *exporter)
@@ -113,17 +123,25 @@ int dump_dmabufs(struct bpf_iter__dmabuf *ctx)
 
 	rec->inode = BPF_CORE_READ(dmabuf, file, f_inode, i_ino);
 	rec->size = BPF_CORE_READ(dmabuf, size);
-	rec->file_refs = file_reference_count(BPF_CORE_READ(dmabuf, file));
+	/* The iterator holds one reference on the buffer it shows (dma_buf_iter_begin/next): not a user's. */
+	rec->file_refs = file_reference_count(BPF_CORE_READ(dmabuf, file)) - 1;
 	rec->vmapping_counter = BPF_CORE_READ(dmabuf, vmapping_counter);
 
 	exporter = BPF_CORE_READ(dmabuf, exp_name);
 	if (exporter)
 		bpf_probe_read_kernel_str(rec->exporter, sizeof(rec->exporter), exporter);
-	if (is_udmabuf(rec->exporter))
-		rec->backing_inode = udmabuf_backing_inode(dmabuf);
+	if (is_udmabuf(rec->exporter)) {
+		struct inode *backing = udmabuf_backing_file(dmabuf);
+
+		if (backing) {
+			rec->backing_inode = BPF_CORE_READ(backing, i_ino);
+			rec->backing_dev = BPF_CORE_READ(backing, i_sb, s_dev);
+		}
+	}
 
 	name = BPF_CORE_READ(dmabuf, name);
 	if (name) {
+		rec->flags |= DMABUF_RECORD_NAMED;
 		copied = bpf_probe_read_kernel_str(rec->name, sizeof(rec->name), name);
 		rec->name_len = copied > 0 ? copied - 1 : 0;
 	}

@@ -5,8 +5,9 @@ struct dmabuf_record; the stream is decoded strictly, so a layout mismatch
 between the object and this file is an error, not silent garbage.
 """
 import ctypes
+import os
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Optional, Tuple
 
 from ..bpf import open_object
 from ..errors import BpfError
@@ -17,6 +18,7 @@ NAME_LEN = 32
 EXPORTER_LEN = 32
 DEVICE_NAME_LEN = 32
 MAX_DEVICES = 8
+RECORD_NAMED = 1
 
 
 class DmabufRecord(ctypes.Structure):
@@ -29,10 +31,13 @@ class DmabufRecord(ctypes.Structure):
         ("size", ctypes.c_uint64),
         ("file_refs", ctypes.c_uint64),
         ("backing_inode", ctypes.c_uint64),
+        ("backing_dev", ctypes.c_uint64),
         ("attachment_count", ctypes.c_uint32),
         ("vmapping_counter", ctypes.c_uint32),
         ("name_len", ctypes.c_uint32),
         ("devices_named", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
         ("exporter", ctypes.c_char * EXPORTER_LEN),
         ("name", ctypes.c_char * NAME_LEN),
         ("devices", (ctypes.c_char * DEVICE_NAME_LEN) * MAX_DEVICES),
@@ -41,22 +46,33 @@ class DmabufRecord(ctypes.Structure):
 
 @dataclass(frozen=True)
 class Buffer:
-    """One dma-buf as the kernel sees it. `name` is raw bytes: set by any process, hostile until escaped."""
+    """One dma-buf as the kernel sees it.
+
+    `name` is raw bytes set by any process (hostile until escaped), or None for a
+    buffer never named; b"" is a buffer named with an empty string.
+    """
 
     inode: int
     size: int
     exporter: str
-    name: bytes
+    name: Optional[bytes]
     file_refs: int
     attachment_count: int
     attached_devices: Tuple[str, ...] = field(default_factory=tuple)
     vmapped: bool = False
-    backing_inode: int = 0  # udmabuf: the memfd whose pages it holds
+    backing_inode: int = 0  # udmabuf: the memfd whose pages it holds...
+    backing_dev: int = 0  # ...on this device (user-space st_dev encoding, as os.stat gives)
 
     @property
     def name_text(self):
         """The name decoded for programs (invalid UTF-8 replaced); escape it again before showing it."""
-        return self.name.decode("utf-8", "replace")
+        return None if self.name is None else self.name.decode("utf-8", "replace")
+
+
+def kernel_dev_to_user(dev):
+    """The kernel's internal dev_t (major << 20 | minor) -> the st_dev user space sees (new_encode_dev)."""
+    major, minor = dev >> 20, dev & 0xFFFFF
+    return os.makedev(major, minor)
 
 
 def _cstring(raw):
@@ -76,7 +92,7 @@ def decode_records(data):
         record = DmabufRecord.from_buffer_copy(data, offset)
         if record.magic != RECORD_MAGIC or record.record_size != size:
             raise BpfError("the dma-buf iterator returned a record of another layout: rebuild with 'make bpf'")
-        name = bytes(record.name)[: min(record.name_len, NAME_LEN)]
+        name = bytes(record.name)[: min(record.name_len, NAME_LEN)] if record.flags & RECORD_NAMED else None
         devices = tuple(
             _cstring(record.devices[i]).decode("utf-8", "replace") for i in range(min(record.devices_named, MAX_DEVICES))
         )
@@ -91,6 +107,7 @@ def decode_records(data):
                 attached_devices=devices,
                 vmapped=record.vmapping_counter > 0,
                 backing_inode=record.backing_inode,
+                backing_dev=kernel_dev_to_user(record.backing_dev) if record.backing_inode else 0,
             )
         )
     return buffers

@@ -11,12 +11,13 @@ from dmabuf_top.probes.dmabuf_iter import (
     MAX_DEVICES,
     NAME_LEN,
     RECORD_MAGIC,
+    RECORD_NAMED,
     DmabufRecord,
     decode_records,
 )
 
 
-def make_record(inode=7, size=4096, exporter=b"system", name=b"", devices=(), file_refs=1, vmap=0, backing=0):
+def make_record(inode=7, size=4096, exporter=b"system", name=None, devices=(), file_refs=1, vmap=0, backing=0):
     record = DmabufRecord()
     record.magic = RECORD_MAGIC
     record.record_size = ctypes.sizeof(DmabufRecord)
@@ -25,8 +26,10 @@ def make_record(inode=7, size=4096, exporter=b"system", name=b"", devices=(), fi
     record.file_refs = file_refs
     record.backing_inode = backing
     record.exporter = exporter
-    ctypes.memmove(ctypes.addressof(record) + DmabufRecord.name.offset, name, len(name))
-    record.name_len = len(name)
+    if name is not None:
+        ctypes.memmove(ctypes.addressof(record) + DmabufRecord.name.offset, name, len(name))
+        record.name_len = len(name)
+        record.flags |= RECORD_NAMED
     record.attachment_count = len(devices)
     record.devices_named = min(len(devices), MAX_DEVICES)
     for index, device in enumerate(devices[:MAX_DEVICES]):
@@ -52,6 +55,12 @@ def test_decodes_every_field():
 def test_several_records_in_order():
     data = b"".join(make_record(inode=i) for i in range(5))
     assert [b.inode for b in decode_records(data)] == list(range(5))
+
+
+def test_unnamed_and_empty_name_differ():
+    unnamed, empty = decode_records(make_record() + make_record(name=b""))
+    assert unnamed.name is None and unnamed.name_text is None
+    assert empty.name == b"" and empty.name_text == ""
 
 
 def test_empty_stream_is_no_buffers():
