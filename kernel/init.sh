@@ -103,14 +103,6 @@ try_mount -t tracefs tracefs "$NEWROOT/sys/kernel/tracing"
 try_mount -t bpf -o mode=700 bpf "$NEWROOT/sys/fs/bpf"
 try_mount -t cgroup2 cgroup2 "$NEWROOT/sys/fs/cgroup"
 
-if [ -n "$LAB_RESULTS_TAG" ]; then
-    # Same path as on the host, so paths in the command need no translation.
-    # A path under a tmpfs mounted above (/tmp, /run...) is created there.
-    [ -d "$NEWROOT$LAB_RESULTS_PATH" ] || mkdir -p "$NEWROOT$LAB_RESULTS_PATH" ||
-        fail "results directory $LAB_RESULTS_PATH cannot be mounted in the guest"
-    need_mount -t virtiofs "$LAB_RESULTS_TAG" "$NEWROOT$LAB_RESULTS_PATH"
-fi
-
 if [ "$LAB_SCRATCH" = 1 ]; then
     # The host's /mnt is rarely meant for us: shadow it unless it already has a
     # mount point ready for the disk.
@@ -121,6 +113,15 @@ if [ "$LAB_SCRATCH" = 1 ]; then
     wait_for test -b "$SCRATCH_DEVICE" || fail "scratch disk $SCRATCH_DEVICE did not appear"
     need_mount -t ext4 "$SCRATCH_DEVICE" "$NEWROOT$SCRATCH_MOUNT"
     chmod 1777 "$NEWROOT$SCRATCH_MOUNT"
+fi
+
+# After every tmpfs above, so that none of them hides the share.
+if [ -n "$LAB_RESULTS_TAG" ]; then
+    # Same path as on the host, so paths in the command need no translation.
+    # A path under a tmpfs mounted above (/tmp, /run...) is created there.
+    [ -d "$NEWROOT$LAB_RESULTS_PATH" ] || mkdir -p "$NEWROOT$LAB_RESULTS_PATH" ||
+        fail "results directory $LAB_RESULTS_PATH cannot be mounted in the guest"
+    need_mount -t virtiofs "$LAB_RESULTS_TAG" "$NEWROOT$LAB_RESULTS_PATH"
 fi
 
 hostname dmabuf-top-lab
@@ -137,7 +138,8 @@ env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     <"/dev/null" >"$OUTPUT_PORT" 2>&1
 status=$?
 
-sync
+# Only the results share outlives the guest: flush it and nothing else (the
+# scratch image is deleted, and unmounting it would cost half a second).
+[ -n "$LAB_RESULTS_TAG" ] && sync -f "$NEWROOT$LAB_RESULTS_PATH"
 report "exit=$status"
-[ "$LAB_SCRATCH" = 1 ] && umount "$NEWROOT$SCRATCH_MOUNT" 2>/dev/null
 poweroff -f

@@ -335,6 +335,21 @@ def resolve_kernel(kernel: Optional[Path]) -> Kernel:
     return Kernel(release or path.name, path.resolve(), find_kernel_config(path), release)
 
 
+# Directories the guest covers with its own tmpfs: the host's content is not there.
+GUEST_PRIVATE_DIRS = ("/tmp", "/run", "/var/tmp", "/dev", "/proc", "/sys")
+
+
+def _check_cwd_visible(cwd: Path, results_path: Optional[str]) -> None:
+    if results_path and (cwd == Path(results_path) or Path(results_path) in cwd.parents):
+        return
+    for private in map(Path, GUEST_PRIVATE_DIRS):
+        if cwd == private or private in cwd.parents:
+            raise DmabufTopError(
+                f"cannot run in {cwd}: {private} is the guest's own, so the host's files there are not "
+                "visible; run from elsewhere or pass that directory as the results directory"
+            )
+
+
 def run_in_guest(
     argv: Sequence[str],
     *,
@@ -373,6 +388,7 @@ def run_in_guest(
     )
     if job.results_path is not None:
         Path(job.results_path).mkdir(parents=True, exist_ok=True)
+    _check_cwd_visible(Path(job.cwd), job.results_path)
     base = initramfs.build_base_initramfs()
 
     accel = choose_accel()

@@ -148,3 +148,12 @@ def test_vm_command_environment():
     assert env == {"PATH": "/venv/bin:/usr/bin", "FOO": "bar", "X": "1=2"}
     with pytest.raises(DmabufTopError, match="-e NOPE"):
         guest_environment(host, ["NOPE"])
+
+
+def test_cwd_the_guest_cannot_see_is_refused_early():
+    lab._check_cwd_visible(Path("/work/main"), None)
+    lab._check_cwd_visible(Path("/tmp/results/sub"), "/tmp/results")
+    with pytest.raises(DmabufTopError, match="/tmp is the guest's own"):
+        lab._check_cwd_visible(Path("/tmp/project"), "/tmp/results")
+    with pytest.raises(DmabufTopError, match="/run is the guest's own"):
+        lab._check_cwd_visible(Path("/run/x"), None)
