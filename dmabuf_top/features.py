@@ -267,32 +267,39 @@ def _detect_hooks(features, btf, kallsyms, tracefs):
     """Per traced function: fentry if the kernel accepts it, else kprobe, else the hook's tracepoints."""
     functions = [fn for hook in HOOKS for fn in hook.functions]
     in_btf = [fn for fn in functions if btf.has_function(fn)]
-    fentry_ok = features["fentry"].available
-    fentry_trials = trials_for_fentry(in_btf) if fentry_ok else {}
-    kprobe_ok = features["kprobe"].available
+    fentry_trials = trials_for_fentry(in_btf) if features["fentry"].available else {}
     for hook in HOOKS:
         for function in hook.functions:
-            if function not in in_btf and function not in kallsyms:
-                detail = "absent (needs a patched kernel)" if hook.patched_only else "not in this kernel"
-                features[f"fn/{function}"] = Feature(False, None, detail)
-            elif fentry_trials.get(function) is not None and fentry_trials[function].ok:
-                features[f"fn/{function}"] = Feature(True, "fentry", f"{hook.name}: fentry load+attach succeeded")
-            elif kprobe_ok and function in kallsyms:
-                trial = _kprobe_trial(function)
-                features[f"fn/{function}"] = Feature(trial.ok, "kprobe" if trial.ok else None,
-                                                     f"{hook.name}: kprobe {trial.detail}")
-            else:
-                fentry_why = features["fentry"].detail if not fentry_ok else fentry_trials[function].detail
-                kprobe_why = features["kprobe"].detail.split(" ")[0] if not kprobe_ok else "not in kallsyms"
-                features[f"fn/{function}"] = Feature(
-                    False, None, f"{hook.name}: fentry refused ({fentry_why}), kprobe refused ({kprobe_why})"
-                )
+            features[f"fn/{function}"] = _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials)
         for spec in hook.tracepoints:
             if spec.startswith("dma_buf:"):
-                continue  # reported once above
+                continue  # reported once, with the other dma_buf tracepoints
             present = tracepoint_exists(tracefs, spec)
             features[f"tracepoint/{spec}"] = Feature(present, "tracefs" if present else None,
                                                      f"{hook.name}: {'present' if present else 'absent'}")
+
+
+def _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials):
+    if function not in in_btf and function not in kallsyms:
+        return Feature(False, None, "absent (needs a patched kernel)" if hook.patched_only else "not in this kernel")
+    if function not in in_btf:
+        fentry_why = "not in BTF"
+    elif not features["fentry"].available:
+        fentry_why = features["fentry"].detail
+    elif fentry_trials[function].ok:
+        return Feature(True, "fentry", f"{hook.name}: fentry load+attach succeeded")
+    else:
+        fentry_why = fentry_trials[function].detail
+    if function not in kallsyms:
+        kprobe_why = "not in kallsyms"
+    elif not features["kprobe"].available:
+        kprobe_why = features["kprobe"].detail.split(" ")[0]
+    else:
+        trial = _kprobe_trial(function)
+        if trial.ok:
+            return Feature(True, "kprobe", f"{hook.name}: kprobe attach succeeded (fentry: {fentry_why})")
+        kprobe_why = trial.detail
+    return Feature(False, None, f"{hook.name}: fentry refused ({fentry_why}), kprobe refused ({kprobe_why})")
 
 
 def trials_for_fentry(functions):
