@@ -41,10 +41,15 @@ probes/%.bpf.o: probes/%.bpf.c $(BPF_HDRS) $(VMLINUX_H)
 deps:
 	@bash .ci/install-deps
 
-venv: deps
+venv: deps $(VENV)/.installed
+
+# Reinstalled only when the packaging changes; pip's chatter goes to a log shown on failure.
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml
 	@test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
-	@$(VENV_PY) -m pip install -q --upgrade pip
-	@$(VENV_PY) -m pip install -q -e '.[test]'
+	@echo "dmabuf-top: installing into $(VENV) (log: $(VENV)/pip.log)"
+	@{ $(VENV_PY) -m pip install --upgrade pip && $(VENV_PY) -m pip install -e '.[test]'; } > $(VENV)/pip.log 2>&1 \
+		|| { tail -n 30 $(VENV)/pip.log; echo "dmabuf-top: pip install failed (full log: $(VENV)/pip.log)" >&2; exit 1; }
+	@touch $@
 
 test: venv bpf
 	@bash .ci/test-all

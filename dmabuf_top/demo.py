@@ -1,0 +1,72 @@
+"""The main job, from a fresh machine: boot the lab kernel, build a scene of named
+dma-bufs, and show what dmabuf-top sees of them.
+
+    python -m dmabuf_top.demo            # on the host: boots the guest and runs the inside part
+    python -m dmabuf_top.demo --inside   # in a kernel with dma-bufs: the scene and the views
+"""
+import sys
+from collections import Counter
+
+from .errors import DmabufTopError
+from .text import human_size, terminal_safe
+
+
+def show_inside():
+    from .bufinfo import read_bufinfo
+    from .features import detect
+    from .probes.dmabuf_iter import read_buffers
+    from .scene import build
+
+    report = detect()
+    hooks = [name for name in report.features if name.startswith("fn/")]
+    live = [name for name in hooks if report.available(name)]
+    print(f"kernel {report.kernel['release']}")
+    for name in ("iter/dmabuf", "fentry", "kprobe", "heaps", "udmabuf"):
+        feature = report.features[name]
+        print(f"  {name:<12} {'yes' if feature.available else 'no '}  {feature.detail}")
+    print(f"  traced functions available: {len(live)} of {len(hooks)} (see 'dmabuf-top doctor')")
+
+    scene = build()
+    print(f"\nbuilt a scene of {len(scene)} dma-bufs; the kernel's list, read by iter/dmabuf:\n")
+    buffers = sorted(read_buffers(), key=lambda b: b.inode)
+    print(f"{'INODE':>6} {'EXPORTER':<9} {'SIZE':>10} {'REFS':>4}  {'BACKING':<10} NAME")
+    for buffer in buffers:
+        backing = f"memfd:{buffer.backing_inode}" if buffer.backing_inode else "-"
+        print(f"{buffer.inode:>6} {buffer.exporter:<9} {human_size(buffer.size):>10} {buffer.file_refs:>4}  "
+              f"{backing:<10} {terminal_safe(buffer.name)}")
+    per_exporter = Counter()
+    for buffer in buffers:
+        per_exporter[buffer.exporter] += buffer.size
+    print("\nper exporter: " + ", ".join(f"{name} {human_size(size)}" for name, size in sorted(per_exporter.items())))
+    bufinfo = read_bufinfo()
+    agree = sorted((b.inode, b.size, b.exporter, b.name) for b in buffers) == sorted(
+        (b.inode, b.size, b.exporter, b.name) for b in bufinfo.buffers
+    )
+    print(f"debugfs bufinfo lists {bufinfo.total_objects} buffers, {human_size(bufinfo.total_bytes)}: "
+          f"{'the same inodes, sizes, exporters and names' if agree else 'DIFFERENT from the iterator'}")
+
+    freed = scene.pop(1)
+    freed.close()
+    print(f"closed {terminal_safe(freed.name)}: the iterator now lists {len(read_buffers())} buffers")
+    for buffer in scene:
+        buffer.close()
+    return 0 if agree else 1
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if argv[:1] == ["--inside"]:
+            return show_inside()
+        from .kernel.lab import run_in_guest
+
+        result = run_in_guest([sys.executable, "-m", "dmabuf_top.demo", "--inside"],
+                              on_output=lambda chunk: (sys.stdout.buffer.write(chunk), sys.stdout.flush()))
+        return result.exit_code
+    except DmabufTopError as error:
+        print(f"dmabuf-top demo: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
