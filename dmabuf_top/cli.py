@@ -1,8 +1,10 @@
 """The `dmabuf-top` command line: a thin click group over the commands package.
 
-Each subcommand lives in dmabuf_top/commands/<name>.py and exports `command`.
+Each subcommand lives in dmabuf_top/commands/<name>.py and exports `command`;
+adding such a file is all it takes to add a command.
 """
 import logging
+import pkgutil
 import sys
 
 import click
@@ -10,17 +12,20 @@ import click
 from . import __version__
 from .errors import DmabufTopError
 
-COMMAND_MODULES = ("doctor", "vm")
+def command_modules():
+    from . import commands
+
+    return sorted(info.name for info in pkgutil.iter_modules(commands.__path__) if not info.name.startswith("_"))
 
 
 class LazyGroup(click.Group):
     """Imports a command's module only when it runs, so `--help` and light commands stay fast."""
 
     def list_commands(self, ctx):
-        return sorted(COMMAND_MODULES)
+        return command_modules()
 
     def get_command(self, ctx, name):
-        if name not in COMMAND_MODULES:
+        if name not in command_modules():
             return None
         module = __import__(f"dmabuf_top.commands.{name}", fromlist=["command"])
         return module.command
