@@ -14,6 +14,8 @@
 #   LAB_RESULTS_PATH  host path of the results directory, mounted at the same path
 #   LAB_SCRATCH       "1" when an NVMe scratch disk is attached
 #   LAB_HOME          home directory of the command
+#   LAB_KEEP_PATH     the command's working directory when it lies under one of
+#                     the tmpfs below (CI checkouts live in /tmp): kept visible
 # /job/command.sh is the command itself: environment, cwd and an exec.
 
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin
@@ -92,11 +94,23 @@ mkdir -p "$NEWROOT/dev/pts" "$NEWROOT/dev/shm"
 try_mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts "$NEWROOT/dev/pts"
 try_mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/dev/shm"
 
+# Hold on to the working directory before a tmpfs hides it; it goes back below.
+KEPT=/kept
+if [ -n "$LAB_KEEP_PATH" ]; then
+    mkdir -p "$KEPT"
+    need_mount --bind "$NEWROOT$LAB_KEEP_PATH" "$KEPT"
+fi
+
 # The host root is read-only: give every conventional scratch place a tmpfs.
 need_mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/tmp"
 need_mount -t tmpfs -o mode=755 tmpfs "$NEWROOT/run"
 [ -d "$NEWROOT/var/tmp" ] && try_mount -t tmpfs -o mode=1777 tmpfs "$NEWROOT/var/tmp"
 [ -d "$NEWROOT$LAB_HOME/.cache" ] && try_mount -t tmpfs -o mode=700 tmpfs "$NEWROOT$LAB_HOME/.cache"
+
+if [ -n "$LAB_KEEP_PATH" ]; then
+    mkdir -p "$NEWROOT$LAB_KEEP_PATH" || fail "cannot recreate $LAB_KEEP_PATH in the guest"
+    need_mount --move "$KEPT" "$NEWROOT$LAB_KEEP_PATH"
+fi
 
 try_mount -t debugfs debugfs "$NEWROOT/sys/kernel/debug"
 try_mount -t tracefs tracefs "$NEWROOT/sys/kernel/tracing"

@@ -19,7 +19,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Mapping, Optional, Sequence
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency
@@ -146,6 +146,10 @@ def build_base_initramfs(cache_dir: Optional[Path] = None, busybox: Optional[Pat
 # ---------------------------------------------------------------- per-run job
 
 
+# Host directories init.sh covers with a tmpfs in the guest (keep in step with it).
+TMPFS_COVERED = ("/tmp", "/run", "/var/tmp")
+
+
 @dataclass
 class GuestJob:
     """What one boot runs; turned into /job/lab.env and /job/command.sh."""
@@ -157,6 +161,15 @@ class GuestJob:
     results_path: Optional[str] = None
     scratch: bool = False
 
+    @property
+    def kept_path(self) -> str:
+        """The working directory, if it lies where the guest mounts a tmpfs: init carries it through."""
+        cwd = PurePosixPath(self.cwd)
+        for covered in (*TMPFS_COVERED, f"{self.home}/.cache"):
+            if cwd != PurePosixPath(covered) and PurePosixPath(covered) in cwd.parents:
+                return self.cwd
+        return ""
+
     def lab_env(self) -> str:
         values = {
             "LAB_ROOT_TAG": ROOT_TAG,
@@ -164,6 +177,7 @@ class GuestJob:
             "LAB_RESULTS_PATH": self.results_path or "",
             "LAB_SCRATCH": "1" if self.scratch else "0",
             "LAB_HOME": self.home,
+            "LAB_KEEP_PATH": self.kept_path,
         }
         return "".join(f"{key}={shlex.quote(value)}\n" for key, value in values.items())
 

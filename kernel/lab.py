@@ -335,8 +335,9 @@ def resolve_kernel(kernel: Optional[Path]) -> Kernel:
     return Kernel(release or path.name, path.resolve(), find_kernel_config(path), release)
 
 
-# Directories the guest covers with its own tmpfs: the host's content is not there.
-GUEST_PRIVATE_DIRS = ("/tmp", "/run", "/var/tmp", "/dev", "/proc", "/sys")
+# Directories the guest replaces wholesale: the host's content is not there. (A working
+# directory under /tmp, /run or /var/tmp is carried through their tmpfs by init.)
+GUEST_PRIVATE_DIRS = ("/dev", "/proc", "/sys")
 
 
 def _check_cwd_visible(cwd: Path, results_path: Optional[str]) -> None:

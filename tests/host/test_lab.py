@@ -151,3 +151,12 @@ def test_missing_qemu_is_one_clear_line(tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert "apt-get install qemu-system-x86" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_working_directory_under_tmp_is_visible(lab_kernel, tmp_path):
+    # CI checkouts may live under /tmp, which the guest covers with its own tmpfs.
+    (tmp_path / "marker.txt").write_text("seen from the guest\n")
+    script = "cat marker.txt && touch /tmp/guest-scratch && echo tmp-writable && pwd"
+    result = lab.run_in_guest(["sh", "-c", script], kernel=lab_kernel.vmlinuz, scratch_mb=0, cwd=tmp_path, timeout=120)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["seen from the guest", "tmp-writable", str(tmp_path)]
