@@ -153,7 +153,19 @@ def test_vm_command_environment():
 def test_cwd_the_guest_cannot_see_is_refused_early():
     lab._check_cwd_visible(Path("/work/main"), None)
     lab._check_cwd_visible(Path("/tmp/results/sub"), "/tmp/results")
-    with pytest.raises(DmabufTopError, match="/tmp is the guest's own"):
-        lab._check_cwd_visible(Path("/tmp/project"), "/tmp/results")
-    with pytest.raises(DmabufTopError, match="/run is the guest's own"):
-        lab._check_cwd_visible(Path("/run/x"), None)
+    lab._check_cwd_visible(Path("/tmp/project"), "/tmp/results")  # carried through the guest's /tmp
+    with pytest.raises(DmabufTopError, match="/proc is the guest's own"):
+        lab._check_cwd_visible(Path("/proc/self"), None)
+    with pytest.raises(DmabufTopError, match="/sys is the guest's own"):
+        lab._check_cwd_visible(Path("/sys/kernel"), None)
+
+
+def test_working_directory_under_a_guest_tmpfs_is_kept():
+    from dmabuf_top.kernel.initramfs import GuestJob
+
+    assert GuestJob(["true"], cwd="/tmp/ci").kept_path == "/tmp/ci"
+    assert GuestJob(["true"], cwd="/run/user/0/x").kept_path == "/run/user/0/x"
+    assert GuestJob(["true"], cwd="/root/.cache/x", home="/root").kept_path == "/root/.cache/x"
+    assert GuestJob(["true"], cwd="/work/main").kept_path == ""
+    assert GuestJob(["true"], cwd="/tmp").kept_path == ""  # /tmp itself: nothing of the host's to keep
+    assert "LAB_KEEP_PATH=/tmp/ci" in GuestJob(["true"], cwd="/tmp/ci").lab_env()
