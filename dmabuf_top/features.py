@@ -66,7 +66,9 @@ HOOKS = (
          ("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache")),
     Hook("cpu_copy", "bytes copied by the CPU in the iov_iter helpers",
          ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic", "copy_page_from_iter_atomic",
-          "_copy_from_iter")),
+          "_copy_from_iter",
+          # Around the helpers (which are not ftrace-able on the kernels we met): their return values are the copies.
+          "filemap_read", "generic_perform_write")),
     Hook("sendfile_splice", "sendfile and splice", ("do_splice", "do_splice_direct", "splice_file_to_pipe"),
          ("syscalls:sys_enter_sendfile64", "syscalls:sys_enter_splice")),
     Hook("lifecycle", "dma-buf creation, attach, mmap and release", ("dma_buf_export", "dma_buf_file_release"),

@@ -1,0 +1,364 @@
+"""I/O path tracing: bytes, CPU copies, pins, page-cache pages and latency per buffer x path and per process.
+
+    with Tracer() as tracer:               # feature detection picks what to attach
+        ... the workload ...
+        snap = tracer.snapshot()           # cumulative counters since start
+    snap.per_path()["read"].cpu_copied
+    per_buffer(snap, read_buffers())       # keyed by dma-buf inode (udmabufs through their memfd)
+    tracer.hooks                           # live and missing hooks, each with the reason
+
+Counters are cumulative in kernel maps (never drained), so two readers never
+steal from each other; `Counters.__sub__` gives the delta between two reads.
+Paths whose hooks are missing are reported in `hooks`/`missing_concerns()`, so
+"not traced" is never shown as zero. Per-event records go through a ring buffer
+only with `record=True`; failed reservations are counted in `dropped`.
+"""
+import bisect
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+from . import features as feature_detection
+from .bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
+from .errors import BpfError
+from .probes import iopaths, object_path
+from .probes.iopaths import Counters
+
+# The syscalls that open an attribution record, and the path each belongs to.
+SYSCALLS = {
+    "read": "read", "pread64": "read", "readv": "read", "preadv": "read",
+    "write": "write", "pwrite64": "write", "writev": "write", "pwritev": "write",
+    "copy_file_range": "copy_file_range", "sendfile64": "sendfile", "splice": "splice",
+}
+
+LIFECYCLE_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
+                         "dma_buf_mmap_internal", "dma_buf_dynamic_attach", "dma_buf_detach")
+
+# The copy helpers themselves: reported, and used when a kernel lets us (none we met does).
+COPY_HELPERS = ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic", "_copy_from_iter")
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    program: str
+    concern: str
+    attach: str  # "tracepoint" or "fentry" (fentry/fexit: the section says which)
+    target: str  # "category:event" or a kernel function
+    fallback: bool = False  # loaded only when the primary hooks of its concern are missing
+
+
+def program_specs():
+    specs = []
+    for syscall, path in SYSCALLS.items():
+        for phase in ("enter", "exit"):
+            specs.append(ProgramSpec(f"{phase}_{syscall}", path, "tracepoint", f"syscalls:sys_{phase}_{syscall}"))
+    specs += [
+        ProgramSpec("copy_filemap_read", "cpu_copy", "fentry", "filemap_read"),
+        ProgramSpec("copy_generic_perform_write", "cpu_copy", "fentry", "generic_perform_write"),
+        ProgramSpec("gup_fast_enter", "gup", "fentry", "gup_fast_fallback"),
+        ProgramSpec("gup_fast_exit", "gup", "fentry", "gup_fast_fallback"),
+        ProgramSpec("gup_slow_exit", "gup", "fentry", "__get_user_pages"),
+        ProgramSpec("pagecache_add", "page_cache", "tracepoint", "filemap:mm_filemap_add_to_page_cache"),
+        ProgramSpec("pagecache_delete", "page_cache", "tracepoint", "filemap:mm_filemap_delete_from_page_cache"),
+    ]
+    specs += [ProgramSpec(f"lifecycle_{name}", "lifecycle", "tracepoint", f"dma_buf:{name}")
+              for name in LIFECYCLE_TRACEPOINTS]
+    specs += [
+        ProgramSpec("lifecycle_fexit_export", "lifecycle", "fentry", "dma_buf_export", fallback=True),
+        ProgramSpec("lifecycle_fentry_release", "lifecycle", "fentry", "dma_buf_file_release"),
+    ]
+    return specs
+
+
+@dataclass
+class HookStatus:
+    program: str
+    concern: str
+    target: str
+    live: bool
+    via: Optional[str]
+    reason: str
+
+    def to_dict(self):
+        return dict(self.__dict__)
+
+
+def _plan(spec, report, tracefs):
+    """(load it?, via, reason) for one program, from the feature report."""
+    if spec.attach == "tracepoint":
+        if feature_detection.tracepoint_exists(tracefs, spec.target):
+            return True, "tracepoint", "present"
+        return False, None, "tracepoint absent on this kernel"
+    feature = report.features.get(f"fn/{spec.target}")
+    if feature is None:  # not in the HOOKS catalogue: try it if fentry works at all
+        if report.available("fentry"):
+            return True, "fentry", "not trialled by doctor; tried at load"
+        return False, None, f"fentry refused ({report.features['fentry'].detail})" if "fentry" in report.features \
+            else "fentry not available"
+    if feature.available and feature.via == "fentry":
+        return True, "fentry", feature.detail
+    if feature.available:
+        return False, None, f"only {feature.via} works here and dmabuf-top has no {feature.via} variant yet: {feature.detail}"
+    return False, None, feature.detail
+
+
+class Tracer:
+    """Loads iopaths.bpf.o with the hooks this kernel allows and attaches them.
+
+    pid: trace one process (tgid) only. ignore_self: leave the tracer's own
+    syscalls out (set False to trace work done in this very process, as tests do).
+    report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
+    """
+
+    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True):
+        feature_detection.require_bpf_privileges("I/O path tracing")
+        self.report = report or feature_detection.detect()
+        self.record = record
+        self.hooks: List[HookStatus] = []
+        self._obj = None
+        self._ring = None
+        self._records = []
+        self._kallsyms = None
+        tracefs = feature_detection.tracefs_root()
+        specs = program_specs()
+        plans = {spec.program: _plan(spec, self.report, tracefs) for spec in specs}
+        lifecycle_primary = plans["lifecycle_dma_buf_export"][0]
+        statuses = {}
+        for spec in specs:
+            load, via, reason = plans[spec.program]
+            if spec.fallback and lifecycle_primary:
+                load, via, reason = False, None, "not needed: the dma_buf tracepoints are present"
+            statuses[spec.program] = HookStatus(spec.program, spec.concern, spec.target, load, via, reason)
+        self._obj = BpfObject(object_path("iopaths"))
+        try:
+            self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0, record_events=record,
+                                       collect_stacks=stacks)
+            self._obj.set_rodata(**self._rodata_values)
+            self._load(statuses)
+            self._attach(specs, statuses)
+            if record:
+                self._ring = RingBuffer(self._obj.map("records"), self._on_record)
+        except BaseException:
+            self.close()
+            raise
+        self.hooks = list(statuses.values())
+
+    def _load(self, statuses):
+        # A program the verifier or the kernel refuses is dropped with its reason; the rest still load.
+        for _ in range(len(statuses) + 1):
+            for name, status in statuses.items():
+                self._obj.program(name).autoload = status.live
+            try:
+                self._obj.load()
+                return
+            except BpfLoadError as error:
+                if error.program not in statuses or not statuses[error.program].live:
+                    raise
+                failed = statuses[error.program]
+                failed.live, failed.via = False, None
+                failed.reason = f"load refused: {error}"
+                self._obj.close()
+                self._obj = BpfObject(self._obj.path)
+                self._obj.set_rodata(**self._rodata_values)
+        raise BpfError("iopaths: no set of programs could be loaded")
+
+    def _attach(self, specs, statuses):
+        for spec in specs:
+            status = statuses[spec.program]
+            if not status.live:
+                continue
+            try:
+                self._obj.program(spec.program).attach()
+            except BpfAttachError as error:
+                status.live, status.via, status.reason = False, None, f"attach refused: {error}"
+
+    # -- reading
+
+    def snapshot(self):
+        maps = self._obj.maps
+        by_target = {iopaths.decode_target(k): Counters.from_raw(v) for k, v in maps["io_by_target"].items()}
+        by_task = {iopaths.decode_task(k): Counters.from_raw(v) for k, v in maps["io_by_task"].items()}
+        outcomes = dict(iopaths.decode_outcome(k, v) for k, v in maps["io_outcomes"].items())
+        pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
+        lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
+        stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].items())
+        return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
+                             list(self.hooks))
+
+    def dropped(self):
+        """Ring buffer records lost because the buffer was full (0 when not recording)."""
+        dropped = self._obj.map("dropped")
+        raw = dropped.lookup(bytes(4))
+        return sum(int.from_bytes(v, "little") for v in dropped.split_percpu(raw)) if raw else 0
+
+    def stack_ips(self, stack_id):
+        raw = self._obj.map("stack_traces").lookup(stack_id.to_bytes(4, "little", signed=True)) if stack_id >= 0 else None
+        return iopaths.decode_stack_ips(raw) if raw else []
+
+    def symbolized_stacks(self, snapshot, kallsyms=None):
+        """[(point, path, [frames innermost first], hits, amount)] for the snapshot's stacks."""
+        kallsyms = kallsyms or self.kallsyms()
+        out = []
+        for (stack_id, point, path), (hits, amount) in snapshot.stacks.items():
+            frames = [kallsyms.name(ip) for ip in self.stack_ips(stack_id)] or [f"[stack lost: {stack_id}]"]
+            out.append((point, path, frames, hits, amount))
+        return out
+
+    def kallsyms(self):
+        if self._kallsyms is None:
+            self._kallsyms = Kallsyms.from_file()
+        return self._kallsyms
+
+    def _on_record(self, raw):
+        self._records.append(iopaths.decode_record(raw))
+
+    def poll_records(self, timeout_ms=100):
+        """Records seen since the last call (needs record=True)."""
+        if self._ring is None:
+            raise BpfError("per-event records need Tracer(record=True)")
+        self._ring.poll(timeout_ms)
+        records, self._records = self._records, []
+        return records
+
+    def close(self):
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class TraceSnapshot:
+    by_target: Dict[iopaths.Target, Counters]
+    by_task: Dict[Tuple[int, str], Counters]
+    outcomes: Dict[iopaths.Outcome, dict]
+    pagecache: Dict[Tuple[int, int], Tuple[int, int]]  # (inode, st_dev) -> (pages added, removed)
+    lifecycle: Dict[Tuple[int, str], Tuple[int, int]]  # (dma-buf inode, event) -> (count, size)
+    stacks: Dict[Tuple[int, str, str], Tuple[int, int]]  # (stack id, point, path) -> (hits, amount)
+    dropped: int
+    hooks: List[HookStatus] = field(default_factory=list)
+
+    def per_path(self, tgid=None):
+        """{path: Counters} summed over processes (or for one)."""
+        totals = {}
+        for (task, path), counters in self.by_task.items():
+            if tgid is None or task == tgid:
+                totals[path] = totals.get(path, Counters()) + counters
+        return totals
+
+    def missing_concerns(self):
+        return missing_concerns(self.hooks)
+
+    def to_dict(self, buffers=None):
+        out = {
+            "paths": {path: c.to_dict() for path, c in sorted(self.per_path().items())},
+            "processes": [{"tgid": tgid, "path": path, **c.to_dict()} for (tgid, path), c in sorted(self.by_task.items())],
+            "targets": [{"inode": t.inode, "dev": t.dev, "path": t.path, "kind": t.kind, "direct": t.direct,
+                         **c.to_dict()} for t, c in self.by_target.items()],
+            "outcomes": [{**o.__dict__, **v} for o, v in self.outcomes.items()],
+            "page_cache": [{"inode": i, "dev": d, "added": a, "removed": r}
+                           for (i, d), (a, r) in sorted(self.pagecache.items())],
+            "lifecycle": [{"inode": i, "event": e, "count": c, "size": s}
+                          for (i, e), (c, s) in sorted(self.lifecycle.items())],
+            "dropped_events": self.dropped,
+            "hooks": [h.to_dict() for h in self.hooks],
+            "missing": missing_concerns(self.hooks),
+        }
+        if buffers is not None:
+            out["buffers"] = {str(inode): {path: c.to_dict() for path, c in paths.items()}
+                              for inode, paths in per_buffer(self, buffers).items()}
+        return out
+
+
+def missing_concerns(hooks):
+    """{concern: reason} for every concern with a hook not live: what is NOT counted, as opposed to zero."""
+    missing = {}
+    for hook in hooks:
+        if not hook.live and not hook.reason.startswith("not needed"):
+            missing.setdefault(hook.concern, f"{hook.target}: {hook.reason}")
+    return missing
+
+
+def per_buffer(snapshot, buffers):
+    """{dma-buf inode: {path: Counters}}: a dma-buf mapping directly, a udmabuf through its memfd."""
+    dmabuf_inodes = {b.inode for b in buffers}
+    by_memfd = {(b.backing_inode, b.backing_dev): b.inode for b in buffers if b.backing_inode}
+    out = {}
+    for target, counters in snapshot.by_target.items():
+        if target.kind == "dmabuf" and target.inode in dmabuf_inodes:
+            inode = target.inode
+        elif target.kind == "shmem" and (target.inode, target.dev) in by_memfd:
+            inode = by_memfd[(target.inode, target.dev)]
+        else:
+            continue
+        paths = out.setdefault(inode, {})
+        paths[target.path] = paths.get(target.path, Counters()) + counters
+    return out
+
+
+def copy_helper_note(report):
+    """Why CPU copies are measured where they are: the helpers' own attachability on this kernel."""
+    notes = []
+    for name in COPY_HELPERS:
+        feature = report.features.get(f"fn/{name}")
+        if feature is not None:
+            notes.append(f"{name}: {'attachable via ' + feature.via if feature.available else feature.detail}")
+    return ("CPU copies are read from the return values of filemap_read (page cache -> user) and "
+            "generic_perform_write (user -> page cache), around the iov_iter helpers; "
+            + ("; ".join(notes) if notes else "the helpers were not trialled"))
+
+
+# ---------------------------------------------------------------------------
+# Kernel symbols and folded stacks
+
+
+class Kallsyms:
+    """Address -> "function+0xoff" from /proc/kallsyms (needs root for real addresses)."""
+
+    def __init__(self, entries):
+        self._entries = sorted(entries)
+        self._addresses = [address for address, _ in self._entries]
+
+    @classmethod
+    def from_file(cls, path="/proc/kallsyms"):
+        entries = []
+        with open(path) as kallsyms:
+            for line in kallsyms:
+                parts = line.split()
+                if len(parts) >= 3 and parts[1] in "tTwW":
+                    entries.append((int(parts[0], 16), parts[2]))
+        return cls(entries)
+
+    def name(self, address):
+        index = bisect.bisect_right(self._addresses, address) - 1
+        if index < 0 or not self._entries[index][0]:
+            return f"0x{address:x}"
+        base, name = self._entries[index]
+        return name
+
+
+def folded(symbolized, weight="amount"):
+    """Folded stacks ("path;point;outer;...;inner weight"), the input of flamegraph.pl and speedscope."""
+    lines = {}
+    for point, path, frames, hits, amount in symbolized:
+        key = ";".join([path, point] + list(reversed(frames)))
+        lines[key] = lines.get(key, 0) + (amount if weight == "amount" else hits)
+    return [f"{key} {value}" for key, value in sorted(lines.items())]
+
+
+def log2_histogram_rows(hist):
+    """[(low_us, high_us, count)] for the non-empty log2 slots of a latency histogram."""
+    rows = []
+    for slot, count in enumerate(hist):
+        if count:
+            low = 0 if slot == 0 else 1 << slot
+            rows.append((low, (1 << (slot + 1)) - 1, count))
+    return rows

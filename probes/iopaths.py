@@ -1,0 +1,269 @@
+"""Decodes what iopaths.bpf.c aggregates: ctypes mirrors of iopaths.h and pure decoders.
+
+The loader and the hook selection live in dmabuf_top/tracing.py; this module has
+no kernel dependency, so its decoders are tested anywhere.
+"""
+import ctypes
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from ..errors import BpfError
+
+HIST_SLOTS = 32
+COMM_LEN = 16
+
+PATHS = {0: "other", 1: "read", 2: "write", 3: "copy_file_range", 4: "sendfile", 5: "splice"}
+PATH_IDS = {name: number for number, name in PATHS.items()}
+KINDS = {0: "none", 1: "dmabuf", 2: "shmem", 3: "file", 4: "pipe", 5: "socket", 6: "other"}
+STACK_POINTS = {1: "cpu_copy_read", 2: "cpu_copy_write", 3: "gup"}
+LIFECYCLE_EVENTS = {1: "export", 2: "fd", 3: "get", 4: "put", 5: "mmap", 6: "mmap_internal", 7: "attach",
+                    8: "detach", 9: "release"}
+RECORD_IO = 1
+RECORD_LIFECYCLE = 2
+
+# Superblock magics worth a name in output (include/uapi/linux/magic.h).
+MAGICS = {0x444D4142: "dmabuf", 0x01021994: "tmpfs", 0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs",
+          0x50495045: "pipefs", 0x534F434B: "sockfs", 0x6A656A63: "virtiofs/fuse", 0x65735546: "fuse"}
+
+
+class IoTargetKey(ctypes.Structure):
+    _fields_ = [("inode", ctypes.c_uint64), ("dev", ctypes.c_uint32), ("path", ctypes.c_uint16),
+                ("kind", ctypes.c_uint8), ("direct", ctypes.c_uint8)]
+
+
+class IoTaskKey(ctypes.Structure):
+    _fields_ = [("tgid", ctypes.c_uint32), ("path", ctypes.c_uint32)]
+
+
+class IoCountersC(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "calls", "errors", "bytes", "requested", "cpu_copied", "pinned_pages", "got_pages", "gup_calls",
+        "pc_added", "pc_removed", "latency_ns")] + [("latency_hist", ctypes.c_uint64 * HIST_SLOTS)]
+
+
+class IoOutcomeKey(ctypes.Structure):
+    _fields_ = [("path", ctypes.c_uint16), ("src_kind", ctypes.c_uint8), ("dst_kind", ctypes.c_uint8),
+                ("error", ctypes.c_int32), ("src_magic", ctypes.c_uint32), ("dst_magic", ctypes.c_uint32)]
+
+
+class IoOutcomeC(ctypes.Structure):
+    _fields_ = [("calls", ctypes.c_uint64), ("bytes", ctypes.c_uint64), ("requested", ctypes.c_uint64)]
+
+
+class PagecacheKey(ctypes.Structure):
+    _fields_ = [("inode", ctypes.c_uint64), ("dev", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+class PagecacheCountsC(ctypes.Structure):
+    _fields_ = [("added", ctypes.c_uint64), ("removed", ctypes.c_uint64)]
+
+
+class StackKey(ctypes.Structure):
+    _fields_ = [("stack_id", ctypes.c_int32), ("point", ctypes.c_uint16), ("path", ctypes.c_uint16)]
+
+
+class StackCountsC(ctypes.Structure):
+    _fields_ = [("hits", ctypes.c_uint64), ("amount", ctypes.c_uint64)]
+
+
+class LifecycleKey(ctypes.Structure):
+    _fields_ = [("inode", ctypes.c_uint64), ("event", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
+
+
+class LifecycleCountsC(ctypes.Structure):
+    _fields_ = [("count", ctypes.c_uint64), ("size", ctypes.c_uint64)]
+
+
+class IoRecordC(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32),
+                ("path", ctypes.c_uint16), ("kind", ctypes.c_uint8), ("direct", ctypes.c_uint8),
+                ("timestamp_ns", ctypes.c_uint64), ("latency_ns", ctypes.c_uint64), ("ret", ctypes.c_int64),
+                ("requested", ctypes.c_uint64), ("inode", ctypes.c_uint64), ("dev", ctypes.c_uint32),
+                ("reserved", ctypes.c_uint32), ("cpu_copied", ctypes.c_uint64), ("pinned_pages", ctypes.c_uint64),
+                ("pc_added", ctypes.c_uint64), ("comm", ctypes.c_char * COMM_LEN)]
+
+
+class LifecycleRecordC(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("tgid", ctypes.c_uint32), ("event", ctypes.c_uint32),
+                ("fd", ctypes.c_int32), ("timestamp_ns", ctypes.c_uint64), ("inode", ctypes.c_uint64),
+                ("size", ctypes.c_uint64), ("comm", ctypes.c_char * COMM_LEN)]
+
+
+# Each mirror and the C struct it mirrors, for the size test.
+MIRRORS = {
+    "io_target_key": IoTargetKey, "io_task_key": IoTaskKey, "io_counters": IoCountersC,
+    "io_outcome_key": IoOutcomeKey, "io_outcome": IoOutcomeC, "pagecache_key": PagecacheKey,
+    "pagecache_counts": PagecacheCountsC, "stack_key": StackKey, "stack_counts": StackCountsC,
+    "lifecycle_key": LifecycleKey, "lifecycle_counts": LifecycleCountsC, "io_record": IoRecordC,
+    "lifecycle_record": LifecycleRecordC,
+}
+
+
+def _decode(struct_type, raw):
+    if len(raw) < ctypes.sizeof(struct_type):
+        raise BpfError(f"a {struct_type.__name__} from the kernel has {len(raw)} bytes, expected "
+                       f"{ctypes.sizeof(struct_type)}: rebuild the BPF objects with 'make bpf'")
+    return struct_type.from_buffer_copy(raw[: ctypes.sizeof(struct_type)])
+
+
+def kernel_dev_to_user(dev):
+    """Kernel dev_t (major << 20 | minor) -> the st_dev user space sees."""
+    import os
+
+    return os.makedev(dev >> 20, dev & 0xFFFFF)
+
+
+@dataclass
+class Counters:
+    """What one path did: bytes, cost inside, latency. Values are cumulative since tracing started."""
+
+    calls: int = 0
+    errors: int = 0
+    bytes: int = 0
+    requested: int = 0
+    cpu_copied: int = 0
+    pinned_pages: int = 0
+    got_pages: int = 0
+    gup_calls: int = 0
+    pc_added: int = 0
+    pc_removed: int = 0
+    latency_ns: int = 0
+    latency_hist: Tuple[int, ...] = field(default_factory=lambda: (0,) * HIST_SLOTS)
+
+    SCALARS = ("calls", "errors", "bytes", "requested", "cpu_copied", "pinned_pages", "got_pages", "gup_calls",
+               "pc_added", "pc_removed", "latency_ns")
+
+    @classmethod
+    def from_raw(cls, raw):
+        c = _decode(IoCountersC, raw)
+        return cls(**{name: getattr(c, name) for name in cls.SCALARS}, latency_hist=tuple(c.latency_hist))
+
+    def __add__(self, other):
+        return Counters(**{name: getattr(self, name) + getattr(other, name) for name in self.SCALARS},
+                        latency_hist=tuple(a + b for a, b in zip(self.latency_hist, other.latency_hist)))
+
+    def __sub__(self, other):
+        return Counters(**{name: getattr(self, name) - getattr(other, name) for name in self.SCALARS},
+                        latency_hist=tuple(a - b for a, b in zip(self.latency_hist, other.latency_hist)))
+
+    def to_dict(self):
+        out = {name: getattr(self, name) for name in self.SCALARS}
+        out["latency_hist_us_log2"] = list(self.latency_hist)
+        return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """The memory object a call moved bytes into or out of, and how."""
+
+    inode: int
+    dev: int  # user-space st_dev encoding
+    path: str
+    kind: str
+    direct: bool
+
+
+def decode_target(raw):
+    k = _decode(IoTargetKey, raw)
+    return Target(k.inode, kernel_dev_to_user(k.dev) if k.dev else 0, PATHS.get(k.path, str(k.path)),
+                  KINDS.get(k.kind, str(k.kind)), bool(k.direct))
+
+
+def decode_task(raw):
+    k = _decode(IoTaskKey, raw)
+    return k.tgid, PATHS.get(k.path, str(k.path))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    path: str
+    src_kind: str
+    dst_kind: str
+    error: int  # 0 or a negative errno
+    src_fs: str
+    dst_fs: str
+
+
+def _fs_name(magic):
+    return MAGICS.get(magic, f"0x{magic:x}") if magic else "-"
+
+
+def decode_outcome(raw_key, raw_value):
+    k = _decode(IoOutcomeKey, raw_key)
+    v = _decode(IoOutcomeC, raw_value)
+    outcome = Outcome(PATHS.get(k.path, str(k.path)), KINDS.get(k.src_kind, "?"), KINDS.get(k.dst_kind, "?"),
+                      k.error, _fs_name(k.src_magic), _fs_name(k.dst_magic))
+    return outcome, {"calls": v.calls, "bytes": v.bytes, "requested": v.requested}
+
+
+def decode_pagecache(raw_key, raw_value):
+    k = _decode(PagecacheKey, raw_key)
+    v = _decode(PagecacheCountsC, raw_value)
+    return (k.inode, kernel_dev_to_user(k.dev)), (v.added, v.removed)
+
+
+def decode_stack_key(raw_key, raw_value):
+    k = _decode(StackKey, raw_key)
+    v = _decode(StackCountsC, raw_value)
+    return (k.stack_id, STACK_POINTS.get(k.point, str(k.point)), PATHS.get(k.path, str(k.path))), (v.hits, v.amount)
+
+
+def decode_lifecycle(raw_key, raw_value):
+    k = _decode(LifecycleKey, raw_key)
+    v = _decode(LifecycleCountsC, raw_value)
+    return (k.inode, LIFECYCLE_EVENTS.get(k.event, str(k.event))), (v.count, v.size)
+
+
+def decode_stack_ips(raw):
+    """A stack_traces value -> the non-zero instruction pointers, innermost first."""
+    count = len(raw) // 8
+    ips = (ctypes.c_uint64 * count).from_buffer_copy(raw[: count * 8])
+    return [ip for ip in ips if ip]
+
+
+@dataclass(frozen=True)
+class IoRecord:
+    tgid: int
+    tid: int
+    comm: str
+    path: str
+    kind: str
+    direct: bool
+    timestamp_ns: int
+    latency_ns: int
+    ret: int
+    requested: int
+    inode: int
+    dev: int
+    cpu_copied: int
+    pinned_pages: int
+    pc_added: int
+
+
+@dataclass(frozen=True)
+class LifecycleRecord:
+    tgid: int
+    comm: str
+    event: str
+    fd: int
+    timestamp_ns: int
+    inode: int
+    size: int
+
+
+def decode_record(raw):
+    """One ring buffer record -> IoRecord or LifecycleRecord."""
+    if len(raw) < 4:
+        raise BpfError("a ring buffer record shorter than its type field: rebuild with 'make bpf'")
+    kind = int.from_bytes(raw[:4], "little")
+    if kind == RECORD_IO:
+        r = _decode(IoRecordC, raw)
+        return IoRecord(r.tgid, r.tid, r.comm.decode("utf-8", "replace"), PATHS.get(r.path, str(r.path)),
+                        KINDS.get(r.kind, str(r.kind)), bool(r.direct), r.timestamp_ns, r.latency_ns, r.ret,
+                        r.requested, r.inode, kernel_dev_to_user(r.dev) if r.dev else 0, r.cpu_copied,
+                        r.pinned_pages, r.pc_added)
+    if kind == RECORD_LIFECYCLE:
+        r = _decode(LifecycleRecordC, raw)
+        return LifecycleRecord(r.tgid, r.comm.decode("utf-8", "replace"),
+                               LIFECYCLE_EVENTS.get(r.event, str(r.event)), r.fd, r.timestamp_ns, r.inode, r.size)
+    raise BpfError(f"a ring buffer record of unknown type {kind}: rebuild with 'make bpf'")

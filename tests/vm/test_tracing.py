@@ -1,0 +1,243 @@
+"""I/O path tracing in the lab guest: real files on ext4/NVMe, real dma-bufs, exact numbers.
+
+The workloads run in this process (Tracer(pid=getpid(), ignore_self=False)),
+through libc so the bytes land at the mapping's own address.
+"""
+import ctypes
+import errno
+import hashlib
+import mmap
+import os
+
+import pytest
+
+from dmabuf_top import features, tracing
+from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.probes.dmabuf_iter import read_buffers
+
+pytestmark = pytest.mark.guest
+
+SCRATCH = "/mnt/scratch"
+SIZE = 64 << 20
+PAGES = SIZE // mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.read.restype = ctypes.c_ssize_t
+libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return features.detect()
+
+
+@pytest.fixture(scope="module")
+def data_file():
+    """64 MiB of random bytes on the NVMe ext4 scratch disk, written once, with its digest."""
+    if not os.path.ismount(SCRATCH):
+        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
+    path = os.path.join(SCRATCH, "tracing-64m.bin")
+    digest = hashlib.sha256()
+    with open(path, "wb") as out:
+        for _ in range(SIZE // (4 << 20)):
+            chunk = os.urandom(4 << 20)
+            digest.update(chunk)
+            out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    yield path, digest.hexdigest()
+    os.unlink(path)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as control:
+        control.write("3\n")
+
+
+def address_of(mapping):
+    return ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+
+
+def libc_read(fd, address, length):
+    done = libc.read(fd, address, length)
+    if done < 0:
+        return -ctypes.get_errno()
+    return done
+
+
+def file_identity(path):
+    st = os.stat(path)
+    return st.st_ino, st.st_dev
+
+
+def test_the_guest_has_the_hooks_these_tests_need(report):
+    with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        live = {hook.program for hook in tracer.hooks if hook.live}
+        missing = tracing.missing_concerns(tracer.hooks)
+    assert {"copy_filemap_read", "copy_generic_perform_write", "gup_fast_exit", "gup_slow_exit", "enter_read",
+            "exit_read", "pagecache_add", "lifecycle_dma_buf_export", "lifecycle_fentry_release"} <= live
+    assert missing == {}, missing
+
+
+def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(report, data_file, heap_available):
+    path, digest = data_file
+    drop_caches()
+    with alloc_heap(SIZE, name="trace-heap") as buf:
+        mapping = buf.mmap()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                assert libc_read(fd, address_of(mapping), SIZE) == SIZE
+                snap = tracer.snapshot()
+                stacks = tracer.symbolized_stacks(snap)
+            assert hashlib.sha256(mapping[:]).hexdigest() == digest
+            inventory = read_buffers()
+        finally:
+            os.close(fd)
+            mapping.close()
+    counters = tracing.per_buffer(snap, inventory)[buf.inode]["read"]
+    assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (1, 0, SIZE, SIZE)
+    assert counters.cpu_copied == SIZE
+    assert counters.pc_added == PAGES
+    assert counters.pinned_pages == 0 and counters.got_pages == 0
+    assert sum(counters.latency_hist) == 1 and counters.latency_ns > 0
+    assert snap.pagecache[file_identity(path)][0] == PAGES
+    target = next(t for t in snap.by_target if t.inode == buf.inode)
+    assert (target.kind, target.path, target.direct) == ("dmabuf", "read", False)
+    copy_stacks = [s for s in stacks if s[0] == "cpu_copy_read" and s[1] == "read"]
+    assert sum(s[4] for s in copy_stacks) == SIZE
+    assert any("read" in frame for s in copy_stacks for frame in s[2])
+
+
+def test_direct_read_into_a_udmabuf_memfd_pins_every_page_and_copies_nothing(report, data_file, udmabuf_available):
+    path, digest = data_file
+    drop_caches()
+    with alloc_udmabuf(SIZE, name="trace-udmabuf") as buf:
+        mapping = buf.mmap_memfd()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                assert libc_read(fd, address_of(mapping), SIZE) == SIZE
+                snap = tracer.snapshot()
+                stacks = tracer.symbolized_stacks(snap)
+            assert hashlib.sha256(mapping[:]).hexdigest() == digest
+            inventory = read_buffers()
+        finally:
+            os.close(fd)
+            mapping.close()
+    counters = tracing.per_buffer(snap, inventory)[buf.inode]["read"]
+    assert (counters.calls, counters.errors, counters.bytes) == (1, 0, SIZE)
+    assert counters.pinned_pages == PAGES
+    assert counters.cpu_copied == 0
+    assert counters.pc_added == 0
+    target = next(t for t in snap.by_target if t.kind == "shmem" and t.path == "read")
+    assert target.direct is True
+    gup = [s for s in stacks if s[0] == "gup" and s[1] == "read"]
+    assert sum(s[4] for s in gup) == PAGES
+    assert any("iomap" in frame for s in gup for frame in s[2])
+
+
+def test_direct_read_into_a_heap_mapping_fails_with_efault_and_is_counted(report, data_file, heap_available):
+    path, _ = data_file
+    with alloc_heap(1 << 20) as buf:
+        mapping = buf.mmap()
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                result = libc_read(fd, address_of(mapping), 1 << 20)
+                snap = tracer.snapshot()
+        finally:
+            os.close(fd)
+            mapping.close()
+    assert result == -errno.EFAULT
+    outcome = {o: v for o, v in snap.outcomes.items() if o.path == "read" and o.dst_kind == "dmabuf"}
+    assert [(o.error, o.src_fs, v["calls"], v["bytes"]) for o, v in outcome.items()] == [
+        (-errno.EFAULT, "ext4", 1, 0)]
+    target = next(t for t in snap.by_target if t.inode == buf.inode)
+    assert snap.by_target[target].errors == 1 and target.direct is True
+
+
+def test_copy_file_range_from_a_file_into_a_memfd_reports_the_kernels_outcome(report, data_file):
+    path, _ = data_file
+    length = 8 << 20
+    memfd = os.memfd_create("trace-cfr")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            try:
+                result = os.copy_file_range(fd, memfd, length)
+            except OSError as error:
+                result = -error.errno
+            snap = tracer.snapshot()
+    finally:
+        os.close(fd)
+        os.close(memfd)
+    outcomes = {o: v for o, v in snap.outcomes.items() if o.path == "copy_file_range"}
+    assert len(outcomes) == 1
+    (outcome, value), = outcomes.items()
+    assert (outcome.src_kind, outcome.src_fs, outcome.dst_kind, outcome.dst_fs) == ("file", "ext4", "shmem", "tmpfs")
+    assert outcome.error == min(result, 0)
+    assert value == {"calls": 1, "bytes": max(result, 0), "requested": length}
+    # What 7.2 does: the VFS refuses a cross-filesystem copy between ext4 and tmpfs.
+    assert result == -errno.EXDEV
+
+
+def test_sendfile_from_a_file_into_a_memfd_is_a_cpu_copy_into_shmem(report, data_file):
+    path, _ = data_file
+    length = 8 << 20
+    memfd = os.memfd_create("trace-sendfile")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            sent = os.sendfile(memfd, fd, 0, length)
+            snap = tracer.snapshot()
+        memfd_inode = os.fstat(memfd).st_ino
+    finally:
+        os.close(fd)
+        os.close(memfd)
+    assert sent == length
+    target = next(t for t in snap.by_target if t.path == "sendfile")
+    counters = snap.by_target[target]
+    assert (target.kind, target.inode) == ("shmem", memfd_inode)
+    assert (counters.calls, counters.bytes) == (1, length)
+    assert counters.cpu_copied == length  # shmem_file_write_iter -> generic_perform_write
+
+
+def test_lifecycle_of_a_heap_buffer(report, heap_available):
+    with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        buf = alloc_heap(1 << 20)
+        inode = buf.inode
+        mapping = buf.mmap()
+        mapping.close()
+        buf.close()
+        snap = tracer.snapshot()
+    events = {event: count for (ino, event), (count, _size) in snap.lifecycle.items() if ino == inode}
+    print(events)
+    assert events["export"] == 1
+    assert events["mmap_internal"] == 1  # a user mmap(); dma_buf:dma_buf_mmap is the in-kernel dma_buf_mmap()
+    assert events["release"] == 1
+    assert snap.lifecycle[(inode, "export")][1] == 1 << 20
+
+
+def test_records_plus_dropped_equals_calls_when_the_ring_overflows(report, data_file):
+    path, _ = data_file
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
+            for _ in range(12000):  # more than the 1 MiB ring holds, none polled meanwhile
+                os.pread(fd, 16, 0)
+            records = []
+            while True:  # draining uses epoll and bpf(), which are not traced paths
+                batch = tracer.poll_records(timeout_ms=0)
+                if not batch:
+                    break
+                records += batch
+            snap = tracer.snapshot()
+    finally:
+        os.close(fd)
+    io_records = [r for r in records if isinstance(r, tracing.iopaths.IoRecord)]
+    assert snap.dropped > 0
+    assert snap.per_path()["read"].calls >= 12000
+    assert len(io_records) + snap.dropped == sum(c.calls for c in snap.per_path().values())
+    preads = [r for r in io_records if r.path == "read" and r.ret == 16]
+    assert preads and preads[0].tgid == os.getpid() and preads[0].kind == "none"
