@@ -1,0 +1,91 @@
+"""A session's tables as CSV or JSON, for spreadsheets and scripts.
+
+CSV: one line per row, whatever a buffer's name holds (terminal_safe escapes line breaks
+and control bytes), and no cell a spreadsheet would run as a formula (a leading = + - @
+TAB or CR gets a leading apostrophe). JSON: names as text (invalid UTF-8 replaced) plus
+`name_hex`, the exact bytes.
+"""
+import csv
+import json
+from dataclasses import asdict
+
+from ..text import terminal_safe
+from . import tables
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):
+        return str(value)
+    cell = terminal_safe(value)
+    return "'" + cell if cell.startswith(FORMULA_STARTS) else cell
+
+
+def _buffer_rows(session):
+    header = ("inode", "exporter", "name", "size", "max_file_refs", "max_attachments", "first_seen_s",
+              "last_seen_s", "io_bytes")
+    rows = [(b.inode, b.exporter, b.name if b.name is not None else None, b.size, b.max_file_refs,
+             b.max_attachments, round(b.first_seen_s, 6), round(b.last_seen_s, 6), b.io_bytes)
+            for b in tables.top_buffers(session)]
+    return header, rows
+
+
+def _path_rows(session):
+    header = ("path", "calls", "errors", "bytes", "cpu_copied_bytes", "pinned_bytes", "page_cache_added_bytes")
+    return header, [tuple(asdict(t).values()) for t in tables.path_totals(session)]
+
+
+def _latency_rows(session):
+    header = ("path", "calls", "p50_us", "p99_us", "max_bucket")
+    return header, [tuple(asdict(r).values()) for r in tables.latency_table(session)]
+
+
+CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows}
+
+
+class CsvRenderer:
+    """render(session, out): one table (buffers, paths or latency) as CSV."""
+
+    binary = False
+
+    def __init__(self, table="buffers"):
+        self.table = table
+
+    def render(self, session, out):
+        header, rows = CSV_TABLES[self.table](session)
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([csv_cell(value) for value in row])
+
+
+def _buffer_json(b):
+    data = asdict(b)
+    data["name"] = None if b.name is None else b.name.decode("utf-8", "replace")
+    data["name_hex"] = None if b.name is None else b.name.hex()
+    return data
+
+
+def tables_dict(session):
+    return {
+        "schema": "dmabuf-top tables v1",
+        "summary": tables.summary(session),
+        "paths": [asdict(t) for t in tables.path_totals(session)],
+        "latency": [asdict(r) for r in tables.latency_table(session)],
+        "buffers": [_buffer_json(b) for b in tables.top_buffers(session)],
+        "missing_hooks": [{"hook": name, "why": why} for name, why in tables.missing_hooks(session)],
+        "dropped_events": tables.dropped_events(session),
+    }
+
+
+class JsonRenderer:
+    """render(session, out): every table in one JSON object."""
+
+    binary = False
+
+    def render(self, session, out):
+        json.dump(tables_dict(session), out, indent=1, sort_keys=True)
+        out.write("\n")

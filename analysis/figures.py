@@ -1,0 +1,175 @@
+"""The report's figures: one function per figure, each session -> matplotlib Figure.
+
+Figures are built with matplotlib's object API on the Agg canvas (no pyplot, no global
+state), so they render in threads, tests and headless machines alike. Labels made
+from buffer names are escaped (terminal_safe, then `$` so mathtext cannot read them).
+"""
+import io
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ..text import human_size, terminal_safe
+from . import tables
+
+SIZE = (8.0, 3.6)
+
+
+def safe_label(name, none="<unnamed>"):
+    """A buffer name fit for a matplotlib label: one printable line, no mathtext, not hidden by '_'."""
+    text = terminal_safe(name, none=none).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
+def buffer_label(inode, name):
+    return f"{inode} {safe_label(name)}"[:60]
+
+
+def _figure(title, size=SIZE):
+    figure = Figure(figsize=size, dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.set_title(title, fontsize=10)
+    return figure, axes
+
+
+def _empty(axes, why):
+    axes.text(0.5, 0.5, why, ha="center", va="center", transform=axes.transAxes, fontsize=9, color="0.4")
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _mib(value):
+    return value / (1024 * 1024)
+
+
+def throughput_by_path(session):
+    figure, axes = _figure("Throughput per I/O path")
+    _, series = tables.throughput_series(session, by="path")
+    if not series:
+        _empty(axes, "no I/O recorded (the I/O tracer was not running, or nothing moved)")
+        return figure
+    for path, points in sorted(series.items()):
+        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".", label=safe_label(path))
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("MiB/s")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=8)
+    return figure
+
+
+def throughput_by_buffer(session, top=8):
+    figure, axes = _figure("Throughput per buffer")
+    _, series = tables.throughput_series(session, by="buffer")
+    if not series:
+        _empty(axes, "no I/O attributed to a buffer")
+        return figure
+    names = {b.inode: b.name for b in tables.top_buffers(session)}
+    busiest = sorted(series, key=lambda inode: -sum(r for _, r in series[inode]))[:top]
+    for inode in busiest:
+        points = series[inode]
+        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".",
+                  label=buffer_label(inode, names.get(inode)))
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("MiB/s")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=7)
+    return figure
+
+
+def latency_histograms(session):
+    figure, axes = _figure("Latency per path (log2 buckets)")
+    hists = tables.latency_histograms(session)
+    if not hists:
+        _empty(axes, "no latency recorded")
+        return figure
+    paths = sorted(hists)
+    width = 0.8 / len(paths)
+    for index, path in enumerate(paths):
+        hist = hists[path]
+        p50, p99 = tables.percentile(hist, 0.5), tables.percentile(hist, 0.99)
+        buckets = sorted(hist)
+        axes.bar([b + index * width for b in buckets], [hist[b] for b in buckets], width=width,
+                 label=f"{safe_label(path)}  p50 {p50:.0f} us, p99 {p99:.0f} us")
+    low = min(min(h) for h in hists.values())
+    high = max(max(h) for h in hists.values())
+    ticks = list(range(low, high + 1))
+    axes.set_xticks(ticks, [f"{2 ** b}" for b in ticks], fontsize=7)
+    axes.set_xlabel("microseconds (bucket start)")
+    axes.set_ylabel("calls")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def zero_copy(session):
+    figure, axes = _figure("Bytes moved vs CPU-copied vs pinned, per path")
+    totals = tables.path_totals(session)
+    if not totals:
+        _empty(axes, "no I/O recorded")
+        return figure
+    kinds = (("moved", "bytes"), ("CPU-copied", "cpu_copied_bytes"), ("pinned", "pinned_bytes"),
+             ("page cache added", "page_cache_added_bytes"))
+    width = 0.8 / len(kinds)
+    for index, (label, field) in enumerate(kinds):
+        axes.bar([i + index * width for i in range(len(totals))], [_mib(getattr(t, field)) for t in totals],
+                 width=width, label=label)
+    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(totals))], [safe_label(t.path) for t in totals],
+                    fontsize=8)
+    axes.set_ylabel("MiB")
+    axes.legend(fontsize=8)
+    return figure
+
+
+def buffers_over_time(session):
+    figure, axes = _figure("dma-buf memory over time, by exporter")
+    series = tables.buffers_over_time(session)
+    if not series:
+        _empty(axes, "no buffer snapshot recorded")
+        return figure
+    for exporter, points in sorted(series.items()):
+        axes.step([t for t, _, _ in points], [_mib(s) for _, _, s in points], where="post",
+                  label=f"{safe_label(exporter)} (max {max(n for _, n, _ in points)} buffers, "
+                        f"{human_size(max(s for _, _, s in points))})")
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("MiB")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=8)
+    return figure
+
+
+# name -> (title, function); the report's order.
+FIGURES = {
+    "throughput_by_path": throughput_by_path,
+    "throughput_by_buffer": throughput_by_buffer,
+    "latency": latency_histograms,
+    "zero_copy": zero_copy,
+    "buffers_over_time": buffers_over_time,
+}
+
+
+def to_png(figure):
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+def to_svg(figure):
+    out = io.StringIO()
+    figure.savefig(out, format="svg")
+    return out.getvalue()
+
+
+def write_figures(session, directory):
+    """PNG and SVG of every figure into directory; returns the paths written."""
+    import os
+
+    os.makedirs(directory, exist_ok=True)
+    written = []
+    for name, draw in FIGURES.items():
+        figure = draw(session)
+        for ext, encode, mode in (("png", to_png, "wb"), ("svg", to_svg, "w")):
+            path = os.path.join(directory, f"{name}.{ext}")
+            with open(path, mode) as file:
+                file.write(encode(figure))
+            written.append(path)
+    return written

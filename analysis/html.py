@@ -1,0 +1,168 @@
+"""One self-contained HTML report of a session: figures inlined as base64 PNG, the flame graph
+as inline SVG, no external asset. Every string from the session (buffer names, paths, commands,
+hook details) is escaped: terminal_safe makes it one visible line, html.escape makes it text.
+"""
+import base64
+from html import escape
+
+from ..text import human_size, terminal_safe
+from . import figures, flame, tables
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1700px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; border-bottom: 1px solid #ccc; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+img.figure { max-width: 100%; height: auto; display: block; }
+.side { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
+.muted { color: #777; }
+code { background: #f4f4f4; padding: 0 3px; }
+"""
+
+SECTIONS = (
+    ("summary", "Summary"),
+    ("throughput", "Throughput"),
+    ("latency", "Latency"),
+    ("zero-copy", "The zero-copy picture"),
+    ("buffers-over-time", "Buffers over time"),
+    ("top-buffers", "Top buffers"),
+    ("flame", "Kernel stacks at copy and GUP points"),
+    ("missing-hooks", "Missing hooks"),
+    ("dropped-events", "Dropped events"),
+)
+
+
+def text(value, none="-"):
+    """Any session value as escaped, one-line HTML text."""
+    if value is None:
+        return escape(none)
+    return escape(terminal_safe(value if isinstance(value, (bytes, bytearray)) else str(value)))
+
+
+def name_html(name):
+    return '<span class="muted">&lt;unnamed&gt;</span>' if name is None else text(name)
+
+
+def png_img(figure, name):
+    data = base64.b64encode(figures.to_png(figure)).decode("ascii")
+    return f'<img class="figure" id="fig-{escape(name)}" alt="{escape(name)}" src="data:image/png;base64,{data}">'
+
+
+def table_html(headers, rows, numeric=()):
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = []
+    for row in rows:
+        cells = []
+        for index, cell in enumerate(row):
+            cls = ' class="n"' if index in numeric else ""
+            cells.append(f"<td{cls}>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def page(title, body):
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
+
+
+def summary_html(session, summary):
+    command = summary["command"]
+    command_text = " ".join(terminal_safe(str(arg)) for arg in command) if isinstance(command, list) else None
+    rows = [
+        ("session", text(session.path)),
+        ("command", text(command_text)),
+        ("exit code", text(summary["exit_code"])),
+        ("how it ended", text(summary["end_reason"])),
+        ("started", text(summary["started"])),
+        ("duration", f"{summary['duration_s']:.2f} s"),
+        ("kernel", text(summary["kernel"])),
+        ("buffers seen", str(summary["buffers_seen"])),
+        ("I/O events", str(summary["io_events"])),
+        ("bytes moved", f"{human_size(summary['bytes_moved'])} ({summary['bytes_moved']} B)"),
+        ("dropped events", str(summary["dropped_events"])),
+    ]
+    return table_html(("", ""), rows)
+
+
+def path_table_html(totals):
+    return table_html(
+        ("path", "calls", "errors", "bytes moved", "CPU-copied", "copied / moved", "pinned", "page cache added"),
+        [(text(t.path), t.calls, t.errors, human_size(t.bytes), human_size(t.cpu_copied_bytes),
+          f"{t.copied_fraction:.2f}", human_size(t.pinned_bytes), human_size(t.page_cache_added_bytes))
+         for t in totals], numeric=range(1, 8))
+
+
+def latency_table_html(rows):
+    return table_html(("path", "calls", "p50 (us)", "p99 (us)"),
+                      [(text(r.path), r.calls, f"{r.p50_us:.1f}", f"{r.p99_us:.1f}") for r in rows],
+                      numeric=(1, 2, 3))
+
+
+def buffers_table_html(buffers):
+    return table_html(
+        ("inode", "exporter", "name", "size", "max refs", "max attachments", "first seen (s)", "last seen (s)",
+         "I/O bytes"),
+        [(b.inode, text(b.exporter), name_html(b.name), human_size(b.size), b.max_file_refs, b.max_attachments,
+          f"{b.first_seen_s:.2f}", f"{b.last_seen_s:.2f}", human_size(b.io_bytes)) for b in buffers],
+        numeric=(0, 3, 4, 5, 6, 7, 8))
+
+
+def missing_html(session):
+    missing = tables.missing_hooks(session)
+    live = tables.live_hooks(session)
+    parts = []
+    if live:
+        parts.append("<p>Live: " + ", ".join(f"<code>{text(n)}</code> via {text(v)}" for n, v in live) + "</p>")
+    if missing:
+        parts.append("<p>What these hooks would have shown is absent from this report, not zero.</p>")
+        parts.append(table_html(("hook", "why"), [(text(n), text(why)) for n, why in missing]))
+    else:
+        parts.append("<p>None: every hook was live.</p>")
+    return "".join(parts)
+
+
+def dropped_html(session):
+    dropped = tables.dropped_events(session)
+    if not dropped or not any(dropped.values()):
+        return "<p>None.</p>"
+    return table_html(("source", "events lost"), [(text(s), c) for s, c in dropped.items()], numeric=(1,))
+
+
+def flame_html(session):
+    folded = flame.folded_stacks(session)
+    if not folded:
+        return '<p class="muted">No kernel stacks recorded (the I/O tracer took none).</p>'
+    return f'<div id="flame-graph">{flame.render_svg(folded)}</div>'
+
+
+def report_body(session, title=None):
+    summary = tables.summary(session)
+    sections = {
+        "summary": summary_html(session, summary),
+        "throughput": png_img(figures.throughput_by_path(session), "throughput_by_path")
+        + png_img(figures.throughput_by_buffer(session), "throughput_by_buffer")
+        + path_table_html(tables.path_totals(session)),
+        "latency": png_img(figures.latency_histograms(session), "latency")
+        + latency_table_html(tables.latency_table(session)),
+        "zero-copy": png_img(figures.zero_copy(session), "zero_copy"),
+        "buffers-over-time": png_img(figures.buffers_over_time(session), "buffers_over_time"),
+        "top-buffers": buffers_table_html(tables.top_buffers(session, limit=50)),
+        "flame": flame_html(session),
+        "missing-hooks": missing_html(session),
+        "dropped-events": dropped_html(session),
+    }
+    body = [f"<h1>{escape(title or 'dmabuf-top session report')}</h1>"]
+    body.append("<p>" + " · ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name in SECTIONS) + "</p>")
+    for key, name in SECTIONS:
+        body.append(f'<section id="{key}"><h2>{escape(name)}</h2>{sections[key]}</section>')
+    return "\n".join(body)
+
+
+class HtmlRenderer:
+    """render(session, out): the whole report as one HTML document (text)."""
+
+    binary = False
+
+    def render(self, session, out):
+        out.write(page(f"dmabuf-top report: {terminal_safe(session.path)}", report_body(session)))

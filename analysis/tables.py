@@ -1,0 +1,234 @@
+"""The numbers of a session, as plain tables: pure functions of a Session (dmabuf_top.session).
+
+Aggregation runs in SQL (GROUP BY in SQLite's C code), so a million I/O events cost a
+few passes, not a Python loop each. Counters come from path_samples (the in-kernel
+per-path counters) when the session has them, else from io_events. Times are seconds
+from the session's start (metadata started_ns).
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+# Latency buckets are log2 of microseconds: bucket n holds [2^n, 2^(n+1)) us (bucket 0 also < 1 us).
+
+
+@dataclass(frozen=True)
+class PathTotal:
+    path: str
+    calls: int
+    errors: int
+    bytes: int
+    cpu_copied_bytes: int
+    pinned_bytes: int
+    page_cache_added_bytes: int
+
+    @property
+    def copied_fraction(self):
+        """CPU-copied bytes per byte moved: 1.0 is one full copy, 0.0 zero-copy."""
+        return self.cpu_copied_bytes / self.bytes if self.bytes else 0.0
+
+
+@dataclass(frozen=True)
+class BufferRow:
+    inode: int
+    exporter: str
+    name: Optional[bytes]
+    size: int
+    max_file_refs: int
+    max_attachments: int
+    first_seen_s: float
+    last_seen_s: float
+    io_bytes: int  # bytes the traced I/O paths moved into or out of it
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    path: str
+    calls: int
+    p50_us: float
+    p99_us: float
+    max_bucket: int
+
+
+def start_ns(session):
+    started = session.metadata.get("started_ns")
+    if isinstance(started, int):
+        return started
+    row = session.query("SELECT min(t) FROM (SELECT min(time_ns) AS t FROM buffer_snapshots UNION ALL "
+                        "SELECT min(time_ns) FROM path_samples UNION ALL SELECT min(time_ns) FROM io_events)")
+    return row[0][0] or 0
+
+
+def end_ns(session):
+    ended = session.metadata.get("ended_ns")
+    if isinstance(ended, int):
+        return ended
+    row = session.query("SELECT max(t) FROM (SELECT max(time_ns) AS t FROM buffer_snapshots UNION ALL "
+                        "SELECT max(time_ns) FROM path_samples UNION ALL SELECT max(time_ns) FROM io_events)")
+    return row[0][0] or start_ns(session)
+
+
+def duration_s(session):
+    return max(0, end_ns(session) - start_ns(session)) / 1e9
+
+
+def _has_rows(session, table):
+    return bool(session.query(f"SELECT 1 FROM {table} LIMIT 1"))
+
+
+def counter_table(session):
+    """Where per-path counters come from: path_samples if recorded, else io_events."""
+    return "path_samples" if _has_rows(session, "path_samples") else "io_events"
+
+
+def path_totals(session) -> List[PathTotal]:
+    """Per path: calls, errors, bytes moved, CPU-copied, pinned and page-cache bytes; most bytes first."""
+    page = session.page_size
+    if counter_table(session) == "path_samples":
+        rows = session.query(
+            "SELECT path, sum(calls), sum(errors), sum(bytes), sum(cpu_copied_bytes), sum(pinned_pages), "
+            "sum(page_cache_added) FROM path_samples GROUP BY path")
+    else:
+        rows = session.query(
+            "SELECT path, count(*), sum(errno != 0), sum(bytes), sum(cpu_copied_bytes), sum(pinned_pages), 0 "
+            "FROM io_events GROUP BY path")
+    totals = [PathTotal(path, calls, errors, moved, copied, pinned * page, added * page)
+              for path, calls, errors, moved, copied, pinned, added in rows]
+    return sorted(totals, key=lambda t: (-t.bytes, t.path))
+
+
+def buffer_io_bytes(session) -> Dict[int, int]:
+    table = counter_table(session)
+    return dict(session.query(f"SELECT inode, sum(bytes) FROM {table} WHERE inode != 0 GROUP BY inode"))
+
+
+def top_buffers(session, limit=None) -> List[BufferRow]:
+    """One row per buffer ever seen: its last name, exporter and size; biggest first."""
+    t0 = start_ns(session)
+    io = buffer_io_bytes(session)
+    rows = session.query(
+        "SELECT b.inode, b.exporter, b.name, b.size, agg.refs, agg.att, agg.first, agg.last FROM buffer_snapshots b "
+        "JOIN (SELECT inode, max(file_refs) AS refs, max(attachments) AS att, min(time_ns) AS first, "
+        "      max(time_ns) AS last, max(rowid) AS latest FROM buffer_snapshots GROUP BY inode) agg "
+        "ON b.rowid = agg.latest")
+    buffers = [BufferRow(inode, exporter, bytes(name) if name is not None else None, size, refs, att,
+                         (first - t0) / 1e9, (last - t0) / 1e9, io.get(inode, 0))
+               for inode, exporter, name, size, refs, att, first, last in rows]
+    buffers.sort(key=lambda b: (-b.size, -b.io_bytes, b.inode))
+    return buffers[:limit] if limit else buffers
+
+
+def _bin_ns(session, bins):
+    return max(1, int((end_ns(session) - start_ns(session)) / bins) or 1)
+
+
+def throughput_series(session, by="path", bins=100) -> Tuple[float, Dict[object, List[Tuple[float, float]]]]:
+    """(bin width in s, {path or inode: [(t_s, bytes per second)]}) over `bins` equal bins."""
+    t0, width = start_ns(session), _bin_ns(session, bins)
+    table = counter_table(session)
+    key = "path" if by == "path" else "inode"
+    where = "" if by == "path" else "WHERE inode != 0"
+    series: Dict[object, List[Tuple[float, float]]] = {}
+    for name, slot, moved in session.iterate(
+            f"SELECT {key}, (time_ns - ?) / ?, sum(bytes) FROM {table} {where} GROUP BY 1, 2 ORDER BY 1, 2",
+            (t0, width)):
+        series.setdefault(name, []).append(((slot + 0.5) * width / 1e9, moved / (width / 1e9)))
+    return width / 1e9, series
+
+
+def log2_bucket(duration_ns):
+    """The latency bucket of a duration: floor(log2(microseconds)), 0 below 2 us."""
+    micros = int(duration_ns) // 1000
+    return max(0, micros.bit_length() - 1)
+
+
+def latency_histograms(session) -> Dict[str, Dict[int, int]]:
+    """{path: {bucket: count}} from the in-kernel histograms, else bucketed from io_events."""
+    hist: Dict[str, Dict[int, int]] = {}
+    if _has_rows(session, "latency_hist"):
+        rows = session.query("SELECT path, bucket, sum(count) FROM latency_hist GROUP BY path, bucket")
+    else:
+        session.db.create_function("log2_bucket", 1, log2_bucket, deterministic=True)
+        rows = session.query("SELECT path, log2_bucket(duration_ns), count(*) FROM io_events GROUP BY 1, 2")
+    for path, bucket, count in rows:
+        if count:
+            hist.setdefault(path, {})[bucket] = count
+    return hist
+
+
+def percentile(histogram: Dict[int, int], fraction: float) -> float:
+    """The `fraction` quantile in microseconds of a log2 histogram, interpolated inside its bucket.
+
+    Bucket n spans [2^n, 2^(n+1)) us, bucket 0 spans [0, 2) us; within a bucket calls are taken
+    as evenly spread. An empty histogram gives 0.
+    """
+    total = sum(histogram.values())
+    if total == 0:
+        return 0.0
+    rank = fraction * total
+    seen = 0
+    for bucket in sorted(histogram):
+        count = histogram[bucket]
+        if count and seen + count >= rank:
+            low = 0.0 if bucket == 0 else float(2 ** bucket)
+            high = float(2 ** (bucket + 1))
+            return low + (high - low) * (rank - seen) / count
+        seen += count
+    last = max(histogram)
+    return float(2 ** (last + 1))
+
+
+def latency_table(session) -> List[LatencyRow]:
+    rows = []
+    for path, hist in sorted(latency_histograms(session).items()):
+        rows.append(LatencyRow(path, sum(hist.values()), percentile(hist, 0.5), percentile(hist, 0.99), max(hist)))
+    return rows
+
+
+def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
+    """{exporter: [(t_s, buffers, bytes)]} per inventory pass."""
+    t0 = start_ns(session)
+    series: Dict[str, List[Tuple[float, int, int]]] = {}
+    times = [t for (t,) in session.query("SELECT DISTINCT time_ns FROM buffer_snapshots ORDER BY time_ns")]
+    exporters = [e for (e,) in session.query("SELECT DISTINCT exporter FROM buffer_snapshots ORDER BY exporter")]
+    counts = {(t, e): (n, s) for t, e, n, s in session.query(
+        "SELECT time_ns, exporter, count(*), sum(size) FROM buffer_snapshots GROUP BY 1, 2")}
+    for exporter in exporters:
+        # A pass that saw none of this exporter's buffers is a zero, not a gap.
+        series[exporter] = [((t - t0) / 1e9, *counts.get((t, exporter), (0, 0))) for t in times]
+    return series
+
+
+def missing_hooks(session) -> List[Tuple[str, str]]:
+    """(name, why) for each hook the recording wanted but could not attach, and each kernel feature
+    dmabuf-top traces through that this kernel refused."""
+    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if not hook.live]
+    named = {name for name, _ in missing}
+    for name, (available, _via, detail) in session.features().items():
+        if not available and name not in named and name.startswith(("fn/", "tracepoint/", "iter/")):
+            missing.append((name, detail or "unavailable"))
+    return sorted(missing)
+
+
+def live_hooks(session) -> List[Tuple[str, str]]:
+    return [(hook.name, hook.via) for hook in session.hooks() if hook.live]
+
+
+def dropped_events(session) -> Dict[str, int]:
+    return dict(session.query("SELECT source, sum(count) FROM drops GROUP BY source ORDER BY source"))
+
+
+def summary(session) -> Dict[str, object]:
+    meta = session.metadata
+    kernel = meta.get("kernel") or {}
+    return {
+        "command": meta.get("command"),
+        "exit_code": session.exit_code,
+        "end_reason": session.end_reason,
+        "started": meta.get("started_wall"),
+        "duration_s": duration_s(session),
+        "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
+        "buffers_seen": session.query("SELECT count(DISTINCT inode) FROM buffer_snapshots")[0][0],
+        "io_events": session.query("SELECT count(*) FROM io_events")[0][0],
+        "bytes_moved": sum(t.bytes for t in path_totals(session)),
+        "dropped_events": sum(dropped_events(session).values()),
+    }

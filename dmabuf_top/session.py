@@ -1,0 +1,537 @@
+"""The session file: one SQLite database per `dmabuf-top record`, read by `report`, `flame` and exports.
+
+The schema is documented in docs/session-schema.md; SCHEMA below is its source of truth.
+A session is recognised by `PRAGMA application_id` (APPLICATION_ID, "dmbt") and its
+schema by `PRAGMA user_version` (SCHEMA_VERSION). Readers refuse, with one sentence, a
+file that is not SQLite, an SQLite file of another application, another schema
+version, or a truncated or damaged file.
+
+Writing: `SessionWriter` buffers rows and commits them in one transaction every
+`batch_rows` rows or `batch_seconds` seconds, with a rollback journal (not WAL), so
+the session is one file and a writer killed by SIGKILL leaves every committed
+transaction readable (the next reader rolls the unfinished one back). A full disk
+(SQLITE_FULL / ENOSPC) ends the session: the unsaved batch is dropped, the end reason
+is written in place without a journal, and `SessionWriter.disk_full` says so.
+Files are created mode 0600: they hold command lines.
+
+Records are NamedTuples; each class names its table in TABLE_OF. Times are
+CLOCK_MONOTONIC nanoseconds (what bpf_ktime_get_ns gives); metadata `started_ns`
+and `started_wall` tie them to the wall clock.
+"""
+import json
+import os
+import sqlite3
+import struct
+import time
+from typing import Dict, Iterable, NamedTuple, Optional
+
+from .errors import DmabufTopError
+
+APPLICATION_ID = 0x646D6274  # "dmbt"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class SessionError(DmabufTopError):
+    """A session file that cannot be read or written; the message says which and what to do."""
+
+    exit_code = 6
+
+
+# --------------------------------------------------------------------------------------------
+# Records (one per table row). Field order is column order.
+
+
+class BufferSnapshot(NamedTuple):
+    """One buffer as seen by one inventory pass at time_ns."""
+
+    time_ns: int
+    inode: int
+    exporter: str
+    name: Optional[bytes]  # raw bytes, hostile; None: never named
+    size: int
+    file_refs: int
+    attachments: int
+    backing_inode: int = 0  # udmabuf: the memfd behind it
+
+
+class LifecycleEvent(NamedTuple):
+    time_ns: int
+    inode: int
+    event: str  # export, fd, get, put, mmap, mmap_internal, attach, detach, release
+    tgid: int
+    comm: str
+    size: int
+    fd: int = -1
+
+
+class PathSample(NamedTuple):
+    """Counters of one I/O path over the interval that ends at time_ns (deltas, not running totals)."""
+
+    time_ns: int
+    inode: int  # the buffer (or memory file) the bytes went to or came from; 0: not attributed
+    tgid: int  # 0: all processes
+    path: str  # read, write, copy_file_range, sendfile, splice, direct_io, ...
+    bytes: int
+    cpu_copied_bytes: int = 0
+    pinned_pages: int = 0
+    page_cache_added: int = 0
+    calls: int = 0
+    errors: int = 0
+
+
+class IoEvent(NamedTuple):
+    """One traced I/O call."""
+
+    time_ns: int  # when it ended
+    duration_ns: int
+    tgid: int
+    tid: int
+    comm: str
+    path: str
+    inode: int  # buffer inode, 0 when the memory is not a known buffer
+    bytes: int  # bytes moved (the call's positive return value)
+    errno: int = 0  # 0 or the positive errno it failed with
+    stack_id: int = -1  # into stacks, -1 when none was taken
+    cpu_copied_bytes: int = 0
+    pinned_pages: int = 0
+
+
+class Stack(NamedTuple):
+    id: int
+    frames: str  # kernel frames, innermost (leaf) first, one per line ("\n")
+
+
+class StackCount(NamedTuple):
+    """How often (hits) and how much (amount: bytes copied or pages pinned) a stack was seen at a point."""
+
+    stack_id: int
+    point: str  # copy_read, copy_write, gup
+    path: str
+    hits: int
+    amount: int
+
+
+class LatencyBucket(NamedTuple):
+    """count calls of path lasted [2^bucket, 2^(bucket+1)) microseconds (bucket 0 also < 1 us); rows add up."""
+
+    path: str
+    bucket: int
+    count: int
+
+
+class TaskstatsSample(NamedTuple):
+    time_ns: int
+    tgid: int
+    pid: int
+    comm: str
+    cpu_run_real_ns: int = 0
+    cpu_delay_ns: int = 0
+    blkio_delay_ns: int = 0
+    swapin_delay_ns: int = 0
+    freepages_delay_ns: int = 0
+    read_bytes: int = 0
+    write_bytes: int = 0
+    read_syscalls: int = 0
+    write_syscalls: int = 0
+
+
+class Drop(NamedTuple):
+    """count records lost by source (a ring buffer full, a map full) up to time_ns; rows add up."""
+
+    time_ns: int
+    source: str
+    count: int
+
+
+class Hook(NamedTuple):
+    """A hook this recording tried: live or not, how, and why not."""
+
+    name: str
+    live: bool
+    via: str
+    detail: str
+
+
+TABLE_OF = {
+    BufferSnapshot: "buffer_snapshots",
+    LifecycleEvent: "lifecycle_events",
+    PathSample: "path_samples",
+    IoEvent: "io_events",
+    Stack: "stacks",
+    StackCount: "stack_counts",
+    LatencyBucket: "latency_hist",
+    TaskstatsSample: "taskstats",
+    Drop: "drops",
+    Hook: "hooks",
+}
+
+SCHEMA = """
+CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- value: JSON
+CREATE TABLE features (name TEXT PRIMARY KEY, available INTEGER NOT NULL, via TEXT, detail TEXT);
+CREATE TABLE hooks (name TEXT PRIMARY KEY, live INTEGER NOT NULL, via TEXT, detail TEXT);
+CREATE TABLE drops (time_ns INTEGER NOT NULL, source TEXT NOT NULL, count INTEGER NOT NULL);
+CREATE TABLE buffer_snapshots (
+    time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, exporter TEXT NOT NULL, name BLOB,
+    size INTEGER NOT NULL, file_refs INTEGER NOT NULL, attachments INTEGER NOT NULL,
+    backing_inode INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE lifecycle_events (
+    time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, event TEXT NOT NULL, tgid INTEGER NOT NULL,
+    comm TEXT NOT NULL, size INTEGER NOT NULL, fd INTEGER NOT NULL DEFAULT -1);
+CREATE TABLE path_samples (
+    time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, tgid INTEGER NOT NULL, path TEXT NOT NULL,
+    bytes INTEGER NOT NULL, cpu_copied_bytes INTEGER NOT NULL, pinned_pages INTEGER NOT NULL,
+    page_cache_added INTEGER NOT NULL, calls INTEGER NOT NULL, errors INTEGER NOT NULL);
+CREATE TABLE io_events (
+    time_ns INTEGER NOT NULL, duration_ns INTEGER NOT NULL, tgid INTEGER NOT NULL, tid INTEGER NOT NULL,
+    comm TEXT NOT NULL, path TEXT NOT NULL, inode INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    errno INTEGER NOT NULL, stack_id INTEGER NOT NULL, cpu_copied_bytes INTEGER NOT NULL,
+    pinned_pages INTEGER NOT NULL);
+CREATE TABLE stacks (id INTEGER PRIMARY KEY, frames TEXT NOT NULL);
+CREATE TABLE stack_counts (
+    stack_id INTEGER NOT NULL, point TEXT NOT NULL, path TEXT NOT NULL, hits INTEGER NOT NULL,
+    amount INTEGER NOT NULL);
+CREATE TABLE latency_hist (path TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL);
+CREATE TABLE taskstats (
+    time_ns INTEGER NOT NULL, tgid INTEGER NOT NULL, pid INTEGER NOT NULL, comm TEXT NOT NULL,
+    cpu_run_real_ns INTEGER NOT NULL, cpu_delay_ns INTEGER NOT NULL, blkio_delay_ns INTEGER NOT NULL,
+    swapin_delay_ns INTEGER NOT NULL, freepages_delay_ns INTEGER NOT NULL, read_bytes INTEGER NOT NULL,
+    write_bytes INTEGER NOT NULL, read_syscalls INTEGER NOT NULL, write_syscalls INTEGER NOT NULL);
+"""
+
+# Written at creation with fixed-width placeholders, so the end can be recorded in place
+# even when the disk is full (see SessionWriter._record_end).
+END_KEYS = ("end_reason", "ended_ns", "exit_code")
+END_PLACEHOLDER = json.dumps(" " * 120)
+
+RUNNING = "running"
+
+SQLITE_FULL_MESSAGES = ("database or disk is full",)
+
+
+def _is_disk_full(error):
+    return isinstance(error, sqlite3.OperationalError) and any(
+        text in str(error).lower() for text in SQLITE_FULL_MESSAGES)
+
+
+class SessionWriter:
+    """Appends records to a new session file in batched transactions.
+
+    add(record) queues a row; a batch commits when it holds batch_rows rows or when
+    batch_seconds have passed since the last commit (checked on add and tick()).
+    close(reason, exit_code) commits what is left and records how the session ended.
+    """
+
+    def __init__(self, path, *, overwrite=False, batch_rows=10000, batch_seconds=1.0, clock=time.monotonic):
+        self.path = os.fspath(path)
+        self.batch_rows = batch_rows
+        self.batch_seconds = batch_seconds
+        self._clock = clock
+        self._pending: Dict[str, list] = {}
+        self._pending_count = 0
+        self._last_commit = clock()
+        self.rows_committed = 0
+        self.rows_lost = 0
+        self.disk_full = False
+        self.closed = False
+        self._create(overwrite)
+
+    # -- creation ---------------------------------------------------------------------------
+
+    def _create(self, overwrite):
+        if os.path.exists(self.path) and not overwrite:
+            raise SessionError(f"{self.path} already exists: choose another name or pass --force to replace it")
+        for suffix in ("", "-journal"):
+            try:
+                os.unlink(self.path + suffix)
+            except FileNotFoundError:
+                pass
+            except IsADirectoryError:
+                raise SessionError(f"{self.path} is a directory: give a file name for the session") from None
+        try:
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except OSError as error:
+            raise SessionError(f"cannot create {self.path}: {error.strerror}") from None
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("BEGIN")
+            self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            now = self._clock()
+            self._db.executemany("INSERT INTO metadata VALUES (?, ?)", [
+                ("format", json.dumps("dmabuf-top session")),
+                ("started_ns", json.dumps(time.monotonic_ns())),
+                ("started_wall", json.dumps(time.strftime("%Y-%m-%dT%H:%M:%S%z"))),
+                ("page_size", json.dumps(os.sysconf("SC_PAGE_SIZE"))),
+            ] + [(key, END_PLACEHOLDER) for key in END_KEYS])
+            self._db.execute("UPDATE metadata SET value=? WHERE key='end_reason'", (self._padded(RUNNING),))
+            self._db.execute("COMMIT")
+            self._last_commit = now
+        except sqlite3.Error as error:
+            self._db.close()
+            if _is_disk_full(error):
+                raise SessionError(f"cannot create {self.path}: the disk is full") from None
+            raise SessionError(f"cannot create {self.path}: {error}") from None
+
+    @staticmethod
+    def _padded(value):
+        text = json.dumps(value)
+        # Same length as the placeholder: the row is rewritten in place, no page grows.
+        return text + " " * max(0, len(END_PLACEHOLDER) - len(text))
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def set_metadata(self, **values):
+        """Small JSON values (argv, command, kernel, interval...): committed at once."""
+        self._write_now("INSERT OR REPLACE INTO metadata VALUES (?, ?)",
+                        [(key, json.dumps(value)) for key, value in values.items()])
+
+    def set_features(self, report):
+        """A FeatureReport (dmabuf_top.features) or its to_dict(): what this kernel offered."""
+        data = report if isinstance(report, dict) else report.to_dict()
+        rows = [(name, int(bool(f["available"])), f.get("via"), f.get("detail", ""))
+                for name, f in data.get("features", {}).items()]
+        self._write_now("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?)", rows)
+        if "kernel" in data:
+            self.set_metadata(kernel=data["kernel"])
+
+    def _write_now(self, sql, rows):
+        self.flush()
+        if self.disk_full or self.closed:
+            return
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._failed(error, len(rows))
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def add(self, record):
+        self._pending.setdefault(TABLE_OF[type(record)], []).append(record)
+        self._pending_count += 1
+        if self._pending_count >= self.batch_rows:
+            self.flush()
+        elif self._pending_count % 256 == 0:
+            self.tick()
+
+    def add_all(self, records: Iterable):
+        for record in records:
+            self.add(record)
+        self.tick()
+
+    def tick(self):
+        """Commits the batch if batch_seconds have passed; call it from a polling loop."""
+        if self._pending_count and self._clock() - self._last_commit >= self.batch_seconds:
+            self.flush()
+
+    def flush(self):
+        if not self._pending_count or self.disk_full or self.closed:
+            self._last_commit = self._clock()
+            return
+        pending, count = self._pending, self._pending_count
+        self._pending, self._pending_count = {}, 0
+        try:
+            self._db.execute("BEGIN")
+            for table, rows in pending.items():
+                placeholders = ",".join("?" * len(rows[0]))
+                verb = "INSERT OR REPLACE" if table in ("stacks", "hooks") else "INSERT"
+                self._db.executemany(f"{verb} INTO {table} VALUES ({placeholders})", rows)
+            self._db.execute("COMMIT")
+            self.rows_committed += count
+        except sqlite3.Error as error:
+            self._failed(error, count)
+        self._last_commit = self._clock()
+
+    def _failed(self, error, count):
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        self.rows_lost += count
+        if _is_disk_full(error):
+            self.disk_full = True
+            return
+        raise SessionError(f"writing {self.path} failed: {error}") from None
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def close(self, reason="completed", exit_code=None):
+        """Commits what is left and records why the session ended; returns the reason recorded."""
+        if self.closed:
+            return reason
+        self.flush()
+        if self.disk_full:
+            reason = f"disk full ({self.rows_lost} rows not saved)"
+        self._record_end(reason, exit_code)
+        self.closed = True
+        self._db.close()
+        return reason
+
+    def _record_end(self, reason, exit_code):
+        values = {"end_reason": reason[:100], "ended_ns": time.monotonic_ns(), "exit_code": exit_code}
+        rows = [(self._padded(value), key) for key, value in values.items()]
+        try:
+            if self.disk_full:
+                # No room for a journal: rewrite the fixed-width rows in place, unjournaled.
+                self._db.execute("PRAGMA journal_mode=OFF")
+            self._db.execute("BEGIN")
+            self._db.executemany("UPDATE metadata SET value=? WHERE key=?", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close("completed")
+        else:
+            self.close(f"error: {exc_type.__name__}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _header_facts(path):
+    """(page_size, page_count or None) from the SQLite header, or raise SessionError."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(100)
+    except FileNotFoundError:
+        raise SessionError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SessionError(f"{path} is a directory, not a session file") from None
+    except OSError as error:
+        raise SessionError(f"cannot read {path}: {error.strerror}") from None
+    if len(header) == 0:
+        raise SessionError(f"{path} is empty: not a dmabuf-top session (was the recording stopped before it began?)")
+    if not header.startswith(SQLITE_MAGIC[: len(header)]) or len(header) < 100:
+        if header.startswith(SQLITE_MAGIC[: min(len(header), 16)]):
+            raise SessionError(f"{path} is truncated ({len(header)} bytes): copy the whole file, or record again")
+        raise SessionError(f"{path} is not a dmabuf-top session (not an SQLite file)")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    change_counter, page_count, valid_for = struct.unpack(">I", header[24:28])[0], \
+        struct.unpack(">I", header[28:32])[0], struct.unpack(">I", header[92:96])[0]
+    return page_size, (page_count if page_count and change_counter == valid_for else None)
+
+
+class Session:
+    """A session file opened for reading. Raises SessionError with one sentence if it cannot be read."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        _header_facts(self.path)
+        # Read-write when allowed: a writer killed mid-transaction leaves a hot journal that
+        # only a writable connection can roll back. Nothing else is ever written.
+        mode = "rw" if os.access(self.path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK) \
+            else "ro"
+        try:
+            self.db = sqlite3.connect(f"file:{self._uri_path()}?mode={mode}", uri=True, check_same_thread=False)
+            application_id = self.db.execute("PRAGMA application_id").fetchone()[0]
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+        if application_id != APPLICATION_ID:
+            self.db.close()
+            raise SessionError(f"{self.path} is an SQLite file but not a dmabuf-top session")
+        if version > SCHEMA_VERSION:
+            self.db.close()
+            raise SessionError(f"{self.path} uses session schema v{version}, newer than the v{SCHEMA_VERSION} "
+                               "this dmabuf-top reads: upgrade dmabuf-top")
+        if version < SCHEMA_VERSION:
+            self.db.close()
+            raise SessionError(f"{self.path} uses session schema v{version}, older than the v{SCHEMA_VERSION} "
+                               "this dmabuf-top reads: read it with the dmabuf-top that wrote it, or record again")
+        page_size, page_count = _header_facts(self.path)
+        actual = os.path.getsize(self.path)
+        if page_count is not None and actual < page_size * page_count:
+            self.db.close()
+            raise SessionError(f"{self.path} is truncated ({actual} of {page_size * page_count} bytes): "
+                               "copy the whole file, or record again")
+        try:
+            self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
+            self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
+        except (sqlite3.DatabaseError, ValueError) as error:
+            self.db.close()
+            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+
+    def _uri_path(self):
+        from urllib.parse import quote
+
+        return quote(os.path.abspath(self.path))
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    @property
+    def end_reason(self):
+        reason = self.metadata.get("end_reason", RUNNING)
+        reason = reason.strip() if isinstance(reason, str) else reason
+        if reason == RUNNING:
+            return "unfinished: the recorder was killed or crashed (every committed row is here)"
+        return reason
+
+    @property
+    def exit_code(self):
+        code = self.metadata.get("exit_code")
+        return None if isinstance(code, str) else code
+
+    @property
+    def page_size(self):
+        return self.metadata.get("page_size", 4096)
+
+    def features(self):
+        return {name: (bool(available), via, detail)
+                for name, available, via, detail in self.db.execute("SELECT * FROM features ORDER BY name")}
+
+    def hooks(self):
+        return [Hook(name, bool(live), via, detail)
+                for name, live, via, detail in self.db.execute("SELECT * FROM hooks ORDER BY name")]
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def query(self, sql, params=()):
+        """Rows of a read-only SQL query; SQLite errors become SessionError."""
+        try:
+            return self.db.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+
+    def iterate(self, sql, params=()):
+        try:
+            yield from self.db.execute(sql, params)
+        except sqlite3.DatabaseError as error:
+            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+
+    def records(self, record_type, order_by="rowid"):
+        """Every row of record_type's table as record_type instances."""
+        table = TABLE_OF[record_type]
+        return [record_type(*row) for row in self.iterate(f"SELECT * FROM {table} ORDER BY {order_by}")]
+
+    def count(self, record_type):
+        return self.query(f"SELECT count(*) FROM {TABLE_OF[record_type]}")[0][0]
+
+    def close(self):
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def open_session(path):
+    return Session(path)
