@@ -294,3 +294,33 @@ def collect(source: Optional[str] = None, holders_source: Optional[str] = None) 
         notes.append("buffers held only by the kernel are invisible from /proc; "
                      "a buffer only mapped shows the size its mappings cover and no exporter")
     return build_inventory(buffers, holders, source, holders_source, notes)
+
+
+class IteratorSnapshots:
+    """iter/dmabuf and the task iterators kept loaded and attached: each take() costs three
+    kernel passes and the decoding, no BPF load (what a live view repeats every interval)."""
+
+    def __init__(self):
+        from .probes.dmabuf_iter import DmabufIterator
+        from .probes.task_dmabufs import TaskDmabufIterator
+
+        self._buffers = DmabufIterator()
+        try:
+            self._holders = TaskDmabufIterator()
+        except BaseException:
+            self._buffers.close()
+            raise
+
+    def take(self) -> Inventory:
+        holders = self._holders.read()
+        return build_inventory(self._buffers.read(), holders, "iterator", "iterator")
+
+    def close(self):
+        self._holders.close()
+        self._buffers.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
