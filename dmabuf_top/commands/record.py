@@ -1,0 +1,47 @@
+"""`dmabuf-top record`: record dma-bufs (and, as sources land, I/O paths) into a session file."""
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import DmabufTopError
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The session file to create (SQLite).")
+@click.option("--duration", type=float, help="Stop after this many seconds (default: when CMD exits, or Ctrl-C).")
+@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between buffer snapshots and counter samples.")
+@click.option("--force", is_flag=True, help="Replace an existing session file.")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
+def command(output, duration, interval, force, argv):
+    """Record a session; with `-- CMD ARGS...`, trace CMD from its first instruction until it exits.
+
+    \b
+    The session is an SQLite file written in batches: Ctrl-C, SIGTERM, a crashing command,
+    a killed recorder or a full disk leave everything committed readable. Then:
+        dmabuf-top report SESSION -o report.html
+    Exits with CMD's exit code (128 + N if a signal N killed it).
+    """
+    from ..features import detect, require_bpf_privileges
+    from ..recorder import BufferSnapshots, Recorder
+    from ..session import SessionWriter
+
+    if interval <= 0 or (duration is not None and duration <= 0):
+        raise DmabufTopError("--interval and --duration must be positive numbers of seconds", exit_code=2)
+    argv = list(argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    require_bpf_privileges("dmabuf-top record")
+    features = detect()
+    writer = SessionWriter(output, overwrite=force)
+    writer.set_metadata(tool_version=__version__, argv=sys.argv, command=argv or None, interval_s=interval,
+                        duration_s=duration)
+    writer.set_features(features)
+    recorder = Recorder(writer, [BufferSnapshots()], interval_s=interval, duration_s=duration, command=argv or None)
+    result = recorder.run()
+    click.echo(f"dmabuf-top: recording ended: {result.end_reason}; {result.rows} rows in {output} "
+               f"(next: dmabuf-top report {output} -o report.html)", err=True)
+    if writer.disk_full:
+        raise DmabufTopError(f"the disk filled up: {output} holds what was committed before", exit_code=
+                             result.exit_code or 1)
+    return result.exit_code
