@@ -257,12 +257,18 @@ class TraceSnapshot:
     def missing_concerns(self):
         return missing_concerns(self.hooks)
 
+    def untraced_fields(self):
+        missing = missing_concerns(self.hooks)
+        return {name for name, concern in COLUMN_CONCERNS.items() if concern in missing}
+
     def to_dict(self, buffers=None):
+        untraced = self.untraced_fields()
         out = {
-            "paths": {path: c.to_dict() for path, c in sorted(self.per_path().items())},
-            "processes": [{"tgid": tgid, "path": path, **c.to_dict()} for (tgid, path), c in sorted(self.by_task.items())],
+            "paths": {path: c.to_dict(untraced) for path, c in sorted(self.per_path().items())},
+            "processes": [{"tgid": tgid, "path": path, **c.to_dict(untraced)}
+                          for (tgid, path), c in sorted(self.by_task.items())],
             "targets": [{"inode": t.inode, "dev": t.dev, "path": t.path, "kind": t.kind, "direct": t.direct,
-                         **c.to_dict()} for t, c in self.by_target.items()],
+                         **c.to_dict(untraced)} for t, c in self.by_target.items()],
             "outcomes": [{**o.__dict__, **v} for o, v in self.outcomes.items()],
             "page_cache": [{"inode": i, "dev": d, "added": a, "removed": r}
                            for (i, d), (a, r) in sorted(self.pagecache.items())],
@@ -273,7 +279,7 @@ class TraceSnapshot:
             "missing": missing_concerns(self.hooks),
         }
         if buffers is not None:
-            out["buffers"] = {str(inode): {path: c.to_dict() for path, c in paths.items()}
+            out["buffers"] = {str(inode): {path: c.to_dict(untraced) for path, c in paths.items()}
                               for inode, paths in per_buffer(self, buffers).items()}
         return out
 
@@ -362,3 +368,40 @@ def log2_histogram_rows(hist):
             low = 0 if slot == 0 else 1 << slot
             rows.append((low, (1 << (slot + 1)) - 1, count))
     return rows
+
+
+# ---------------------------------------------------------------------------
+# Rendering (pure: tested without a kernel)
+
+COLUMNS = ("calls", "errors", "bytes", "cpu_copied", "pinned_pages", "got_pages", "pc_added", "pc_removed")
+# The concern whose hooks fill a column: when it is missing the cell says so instead of 0.
+COLUMN_CONCERNS = {"cpu_copied": "cpu_copy", "pinned_pages": "gup", "got_pages": "gup", "gup_calls": "gup",
+                   "pc_added": "page_cache",
+                   "pc_removed": "page_cache"}
+NOT_TRACED = "n/t"
+
+
+def render_text(per_path, missing, dropped, elapsed_s=None):
+    """Per-path totals as a table, then what is not traced and why, then the dropped-event count."""
+    from .text import human_size
+
+    header = f"{'path':<16}" + "".join(f"{name:>13}" for name in COLUMNS) + f"{'avg lat':>11}"
+    lines = [header]
+    for path, counters in sorted(per_path.items()):
+        cells = []
+        for name in COLUMNS:
+            value = getattr(counters, name)
+            if COLUMN_CONCERNS.get(name) in missing:
+                cells.append(NOT_TRACED)
+            else:
+                cells.append(human_size(value) if name in ("bytes", "cpu_copied") else str(value))
+        average = f"{counters.latency_ns / counters.calls / 1000:.1f}us" if counters.calls else "-"
+        lines.append(f"{path:<16}" + "".join(f"{cell:>13}" for cell in cells) + f"{average:>11}")
+    if len(lines) == 1:
+        lines.append("(no traced I/O)")
+    if elapsed_s:
+        lines.append(f"over {elapsed_s:.2f} s")
+    for concern, reason in sorted(missing.items()):
+        lines.append(f"{NOT_TRACED} = not traced: {concern}: {reason}")
+    lines.append(f"dropped events: {dropped}")
+    return "\n".join(lines)

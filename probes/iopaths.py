@@ -146,8 +146,9 @@ class Counters:
         return Counters(**{name: getattr(self, name) - getattr(other, name) for name in self.SCALARS},
                         latency_hist=tuple(a - b for a, b in zip(self.latency_hist, other.latency_hist)))
 
-    def to_dict(self):
-        out = {name: getattr(self, name) for name in self.SCALARS}
+    def to_dict(self, untraced=()):
+        """untraced: field names whose hooks are missing; they become null, never 0."""
+        out = {name: None if name in untraced else getattr(self, name) for name in self.SCALARS}
         out["latency_hist_us_log2"] = list(self.latency_hist)
         return out
 

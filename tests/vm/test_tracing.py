@@ -212,7 +212,6 @@ def test_lifecycle_of_a_heap_buffer(report, heap_available):
         buf.close()
         snap = tracer.snapshot()
     events = {event: count for (ino, event), (count, _size) in snap.lifecycle.items() if ino == inode}
-    print(events)
     assert events["export"] == 1
     assert events["mmap_internal"] == 1  # a user mmap(); dma_buf:dma_buf_mmap is the in-kernel dma_buf_mmap()
     assert events["release"] == 1
