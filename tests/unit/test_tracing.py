@@ -1,0 +1,132 @@
+"""Tracing decoders, math and rendering, without a kernel."""
+import ctypes
+
+import pytest
+
+from dmabuf_top import tracing
+from dmabuf_top.bpf import struct_size_in_object
+from dmabuf_top.features import Feature, FeatureReport
+from dmabuf_top.probes import iopaths, object_path
+from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.probes.iopaths import Counters
+
+
+@pytest.mark.parametrize("name", sorted(iopaths.MIRRORS))
+def test_ctypes_mirrors_match_the_c_structs(name):
+    assert struct_size_in_object(object_path("iopaths"), name) == ctypes.sizeof(iopaths.MIRRORS[name])
+
+
+def test_counters_round_trip_add_and_subtract():
+    raw = iopaths.IoCountersC(calls=3, bytes=300, cpu_copied=200)
+    raw.latency_hist[4] = 3
+    c = Counters.from_raw(bytes(raw))
+    assert (c.calls, c.bytes, c.cpu_copied, c.latency_hist[4]) == (3, 300, 200, 3)
+    total = c + c
+    assert (total.calls, total.latency_hist[4]) == (6, 6)
+    assert total - c == c
+
+
+def test_target_key_decodes_dev_to_user_space_encoding():
+    key = iopaths.IoTargetKey(inode=42, dev=(259 << 20) | 1, path=1, kind=1, direct=1)
+    target = iopaths.decode_target(bytes(key))
+    import os
+    assert target == iopaths.Target(42, os.makedev(259, 1), "read", "dmabuf", True)
+
+
+def test_short_values_are_an_error_not_garbage():
+    with pytest.raises(Exception, match="rebuild"):
+        Counters.from_raw(b"\0" * 8)
+
+
+def test_records_decode_by_type():
+    rec = iopaths.IoRecordC(type=1, tgid=7, tid=8, path=3, kind=2, ret=-18, comm=b"cp")
+    decoded = iopaths.decode_record(bytes(rec))
+    assert (decoded.path, decoded.kind, decoded.ret, decoded.comm) == ("copy_file_range", "shmem", -18, "cp")
+    life = iopaths.LifecycleRecordC(type=2, event=1, inode=9, size=4096, fd=-1)
+    assert iopaths.decode_record(bytes(life)).event == "export"
+    with pytest.raises(Exception, match="unknown type"):
+        iopaths.decode_record(b"\x09\0\0\0" + bytes(60))
+
+
+def _snapshot(by_target, hooks=()):
+    return tracing.TraceSnapshot(by_target, {}, {}, {}, {}, {}, 0, list(hooks))
+
+
+def test_per_buffer_maps_dmabufs_directly_and_udmabufs_through_their_memfd():
+    heap = Buffer(inode=10, size=4096, exporter="system", name=None, file_refs=1, attachment_count=0)
+    udma = Buffer(inode=20, size=4096, exporter="udmabuf", name=None, file_refs=1, attachment_count=0,
+                  backing_inode=77, backing_dev=5)
+    one = Counters(calls=1, bytes=4096)
+    snap = _snapshot({
+        iopaths.Target(10, 0, "read", "dmabuf", False): one,
+        iopaths.Target(77, 5, "read", "shmem", True): one,
+        iopaths.Target(77, 5, "write", "shmem", False): one,
+        iopaths.Target(77, 6, "read", "shmem", False): one,  # same inode, other device: not this memfd
+        iopaths.Target(0, 0, "read", "none", False): one,
+    })
+    out = tracing.per_buffer(snap, [heap, udma])
+    assert set(out) == {10, 20}
+    assert out[20]["read"].calls == 1 and out[20]["write"].calls == 1
+    assert out[10]["read"].bytes == 4096
+
+
+def _report(**features):
+    return FeatureReport(kernel={}, features={name.replace("__", "/"): f for name, f in features.items()})
+
+
+def test_plan_follows_the_feature_report():
+    spec = tracing.ProgramSpec("copy_filemap_read", "cpu_copy", "fentry", "filemap_read")
+    ok = _report(fentry=Feature(True, "fentry"), fn__filemap_read=Feature(True, "fentry", "ok"))
+    assert tracing._plan(spec, ok, None)[:2] == (True, "fentry")
+    refused = _report(fentry=Feature(False, None, "EPERM"),
+                      fn__filemap_read=Feature(False, None, "fentry refused (EPERM), kprobe refused (ENOENT)"))
+    load, via, reason = tracing._plan(spec, refused, None)
+    assert (load, via) == (False, None) and "EPERM" in reason
+    kprobe_only = _report(fentry=Feature(False), fn__filemap_read=Feature(True, "kprobe", "kprobe ok"))
+    assert "no kprobe variant" in tracing._plan(spec, kprobe_only, None)[2]
+    tp = tracing.ProgramSpec("lifecycle_dma_buf_export", "lifecycle", "tracepoint", "dma_buf:dma_buf_export")
+    assert tracing._plan(tp, ok, None) == (False, None, "tracepoint absent on this kernel")
+
+
+def test_missing_concerns_ignore_fallbacks_that_were_not_needed():
+    hooks = [tracing.HookStatus("a", "gup", "gup_fast_fallback", False, None, "fentry refused (EPERM)"),
+             tracing.HookStatus("b", "lifecycle", "dma_buf_export", False, None, "not needed: tracepoints"),
+             tracing.HookStatus("c", "read", "syscalls:sys_enter_read", True, "tracepoint", "present")]
+    assert tracing.missing_concerns(hooks) == {"gup": "gup_fast_fallback: fentry refused (EPERM)"}
+
+
+def test_render_shows_not_traced_instead_of_zero_and_always_the_drops():
+    text = tracing.render_text({"read": Counters(calls=2, bytes=8192, latency_ns=4000)},
+                               {"cpu_copy": "filemap_read: fentry refused (EPERM)"}, dropped=0)
+    row = next(line for line in text.splitlines() if line.startswith("read"))
+    assert "n/t" in row and "8.0 KiB" in row and "2.0us" in row
+    assert "not traced: cpu_copy: filemap_read: fentry refused (EPERM)" in text
+    assert text.splitlines()[-1] == "dropped events: 0"
+
+
+def test_json_nulls_untraced_fields():
+    hooks = [tracing.HookStatus("a", "gup", "gup_fast_fallback", False, None, "refused")]
+    snap = tracing.TraceSnapshot({}, {(1, "read"): Counters(calls=1)}, {}, {}, {}, {}, 3, hooks)
+    out = snap.to_dict()
+    assert out["paths"]["read"]["pinned_pages"] is None and out["paths"]["read"]["cpu_copied"] == 0
+    assert out["dropped_events"] == 3 and out["missing"] == {"gup": "gup_fast_fallback: refused"}
+
+
+def test_kallsyms_and_folded_stacks():
+    syms = tracing.Kallsyms([(0x1000, "vfs_read"), (0x2000, "filemap_read"), (0x3000, "ksys_read")])
+    assert syms.name(0x2010) == "filemap_read" and syms.name(0x0fff) == "0xfff"
+    symbolized = [("cpu_copy_read", "read", ["filemap_read", "vfs_read"], 2, 8192),
+                  ("cpu_copy_read", "read", ["filemap_read", "vfs_read"], 1, 4096)]
+    assert tracing.folded(symbolized) == ["read;cpu_copy_read;vfs_read;filemap_read 12288"]
+    assert tracing.folded(symbolized, weight="hits") == ["read;cpu_copy_read;vfs_read;filemap_read 3"]
+
+
+def test_log2_histogram_rows():
+    hist = [0] * iopaths.HIST_SLOTS
+    hist[0], hist[3] = 2, 5
+    assert tracing.log2_histogram_rows(hist) == [(0, 1, 2), (8, 15, 5)]
+
+
+def test_stack_ips_drop_trailing_zeros():
+    raw = (ctypes.c_uint64 * 4)(0xffffffff81000000, 0xffffffff81000010, 0, 0)
+    assert iopaths.decode_stack_ips(bytes(raw)) == [0xffffffff81000000, 0xffffffff81000010]
