@@ -9,11 +9,14 @@ import hashlib
 from html import escape
 from typing import Dict
 
+from ..text import terminal_safe
+
 UNKNOWN_STACK = "[stack not recorded]"
 
 
 def _frame(text):
-    return text.replace(";", ":").replace("\r", " ").replace("\n", " ").strip() or "?"
+    # One printable line (control bytes shown as \xNN, also unrepresentable in XML) with no ';'.
+    return terminal_safe(text.strip()).replace(";", ":") or "?"
 
 
 def folded_stacks(session, weight="amount") -> Dict[str, int]:
@@ -45,6 +48,12 @@ def render_folded(folded: Dict[str, int]) -> str:
     return "".join(f"{stack} {count}\n" for stack, count in sorted(folded.items()))
 
 
+def _xml(text):
+    """Escaped for XML text and attributes; control characters (invalid in XML 1.0 even escaped) as \\xNN."""
+    return escape("".join(c if c >= " " and c not in "\x7f\ufffe\uffff" and not 0xD800 <= ord(c) <= 0xDFFF
+                          else f"\\x{ord(c):02x}" for c in text))
+
+
 def _tree(folded):
     root = {"name": "all", "value": 0, "children": {}}
     for stack, count in folded.items():
@@ -71,7 +80,7 @@ def render_svg(folded: Dict[str, int], title="Kernel stacks at copy and GUP poin
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="11">',
         f'<rect width="{width}" height="{height}" fill="#fafafa"/>',
-        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="14">{escape(title)}</text>',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="14">{_xml(title)}</text>',
     ]
     if not root["value"]:
         parts.append(f'<text x="{width / 2}" y="40" text-anchor="middle" fill="#666">'
@@ -85,14 +94,14 @@ def render_svg(folded: Dict[str, int], title="Kernel stacks at copy and GUP poin
             return
         y = height - (level + 1) * frame_height - 4
         share = 100.0 * node["value"] / root["value"]
-        label = escape(node["name"])
+        label = _xml(node["name"])
         parts.append(f'<g><title>{label} ({node["value"]} {unit}, {share:.2f}%)</title>'
                      f'<rect x="{x:.2f}" y="{y}" width="{w:.2f}" height="{frame_height - 1}" rx="2" '
                      f'fill="{_color(node["name"])}"/>')
         fits = int((w - 6) / 6.6)
         if fits >= 3:
             text = node["name"] if len(node["name"]) <= fits else node["name"][: fits - 2] + ".."
-            parts.append(f'<text x="{x + 3:.2f}" y="{y + frame_height - 5}">{escape(text)}</text>')
+            parts.append(f'<text x="{x + 3:.2f}" y="{y + frame_height - 5}">{_xml(text)}</text>')
         parts.append("</g>")
         child_x = x
         for child in sorted(node["children"].values(), key=lambda c: c["name"]):

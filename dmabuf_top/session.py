@@ -362,20 +362,22 @@ class SessionWriter:
 
     # -- the end ----------------------------------------------------------------------------
 
-    def close(self, reason="completed", exit_code=None):
-        """Commits what is left and records why the session ended; returns the reason recorded."""
+    def close(self, reason="completed", exit_code=None, ended_ns=None):
+        """Commits what is left and records why the session ended; returns the reason recorded.
+
+        ended_ns defaults to now (CLOCK_MONOTONIC)."""
         if self.closed:
             return reason
         self.flush()
         if self.disk_full:
             reason = f"disk full ({self.rows_lost} rows not saved)"
-        self._record_end(reason, exit_code)
+        self._record_end(reason, exit_code, time.monotonic_ns() if ended_ns is None else ended_ns)
         self.closed = True
         self._db.close()
         return reason
 
-    def _record_end(self, reason, exit_code):
-        values = {"end_reason": reason[:100], "ended_ns": time.monotonic_ns(), "exit_code": exit_code}
+    def _record_end(self, reason, exit_code, ended_ns):
+        values = {"end_reason": reason[:100], "ended_ns": ended_ns, "exit_code": exit_code}
         rows = [(self._padded(value), key) for key, value in values.items()]
         try:
             if self.disk_full:
@@ -433,7 +435,11 @@ class Session:
 
     def __init__(self, path):
         self.path = os.fspath(path)
-        _header_facts(self.path)
+        page_size, page_count = _header_facts(self.path)
+        if not os.path.exists(self.path + "-journal"):
+            # Without a hot journal to roll back, the header's size is the truth: SQLite itself would
+            # only say "malformed" about a file cut short.
+            self._check_size(page_size, page_count)
         # Read-write when allowed: a writer killed mid-transaction leaves a hot journal that
         # only a writable connection can roll back. Nothing else is ever written.
         mode = "rw" if os.access(self.path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK) \
@@ -455,18 +461,23 @@ class Session:
             self.db.close()
             raise SessionError(f"{self.path} uses session schema v{version}, older than the v{SCHEMA_VERSION} "
                                "this dmabuf-top reads: read it with the dmabuf-top that wrote it, or record again")
-        page_size, page_count = _header_facts(self.path)
-        actual = os.path.getsize(self.path)
-        if page_count is not None and actual < page_size * page_count:
+        try:
+            self._check_size(*_header_facts(self.path))
+        except SessionError:
             self.db.close()
-            raise SessionError(f"{self.path} is truncated ({actual} of {page_size * page_count} bytes): "
-                               "copy the whole file, or record again")
+            raise
         try:
             self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
         except (sqlite3.DatabaseError, ValueError) as error:
             self.db.close()
             raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+
+    def _check_size(self, page_size, page_count):
+        actual = os.path.getsize(self.path)
+        if page_count is not None and actual < page_size * page_count:
+            raise SessionError(f"{self.path} is truncated ({actual} of {page_size * page_count} bytes): "
+                               "copy the whole file, or record again")
 
     def _uri_path(self):
         from urllib.parse import quote
