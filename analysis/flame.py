@@ -20,13 +20,15 @@ def _frame(text):
 
 
 def folded_stacks(session, weight="amount") -> Dict[str, int]:
-    """{"path;root;...;leaf": weight}. weight "amount" (bytes copied or pages pinned) or "hits".
+    """{"path;root;...;leaf": weight}. weight "amount" (bytes copied or pinned) or "hits".
 
     From stack_counts (aggregated in the kernel) when present, else from io_events'
     stack ids weighted by bytes (amount) or by calls (hits).
     """
     if session.query("SELECT 1 FROM stack_counts LIMIT 1"):
-        column = "sum(c.amount)" if weight == "amount" else "sum(c.hits)"
+        # GUP amounts are pages: weigh them as bytes, so copies and pins share one unit.
+        column = (f"sum(CASE WHEN c.point = 'gup' THEN c.amount * {int(session.page_size)} ELSE c.amount END)"
+                  if weight == "amount" else "sum(c.hits)")
         rows = session.query(f"SELECT c.path, s.frames, {column} FROM stack_counts c "
                              "LEFT JOIN stacks s ON s.id = c.stack_id GROUP BY c.path, c.stack_id")
     else:

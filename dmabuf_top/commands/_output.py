@@ -41,6 +41,9 @@ def write_rendered(render, output, force=False, allow_tty=False):
             render(out)
         os.chmod(temporary, 0o644)
         os.replace(temporary, output)
+    except OSError as error:
+        os.unlink(temporary)
+        raise DmabufTopError(f"cannot write {output}: {error.strerror}; nothing was written") from None
     except BaseException:
         os.unlink(temporary)
         raise

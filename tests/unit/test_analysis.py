@@ -142,7 +142,7 @@ def test_missing_hooks_and_drops(session):
 
 def test_folded_stacks(session, tmp_path):
     assert flame.render_folded(flame.folded_stacks(session)) == (
-        "direct;vfs_read;__iomap_dio_rw;pin_user_pages_fast 2048\n"
+        f"direct;vfs_read;__iomap_dio_rw;pin_user_pages_fast {2048 * 4096}\n"
         f"read;vfs_read;filemap_read;copy_page_to_iter {3 * MIB}\n")
     assert flame.folded_stacks(session, weight="hits") == {
         "direct;vfs_read;__iomap_dio_rw;pin_user_pages_fast": 8, "read;vfs_read;filemap_read;copy_page_to_iter": 3}
