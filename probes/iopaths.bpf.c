@@ -307,20 +307,27 @@ static __always_inline void begin_fd_to_fd(__u32 path, __u64 fd_in, __u64 fd_out
 	io->direct = io->src.direct | io->dst.direct;
 }
 
+/* Atomics cost even when adding 0, and most calls leave most counters untouched. */
+#define ADD_IF(field, value)                                          \
+	do {                                                          \
+		if (value)                                            \
+			__sync_fetch_and_add(&c->field, value);       \
+	} while (0)
+
 static __always_inline void add_counters(struct io_counters *c, struct inflight *io, __s64 ret, __u64 latency)
 {
 	__sync_fetch_and_add(&c->calls, 1);
 	if (ret < 0)
 		__sync_fetch_and_add(&c->errors, 1);
 	else
-		__sync_fetch_and_add(&c->bytes, ret);
-	__sync_fetch_and_add(&c->requested, io->requested);
-	__sync_fetch_and_add(&c->cpu_copied, io->cpu_copied);
-	__sync_fetch_and_add(&c->pinned_pages, io->pinned_pages);
-	__sync_fetch_and_add(&c->got_pages, io->got_pages);
-	__sync_fetch_and_add(&c->gup_calls, io->gup_calls);
-	__sync_fetch_and_add(&c->pc_added, io->pc_added);
-	__sync_fetch_and_add(&c->pc_removed, io->pc_removed);
+		ADD_IF(bytes, ret);
+	ADD_IF(requested, io->requested);
+	ADD_IF(cpu_copied, io->cpu_copied);
+	ADD_IF(pinned_pages, io->pinned_pages);
+	ADD_IF(got_pages, io->got_pages);
+	ADD_IF(gup_calls, io->gup_calls);
+	ADD_IF(pc_added, io->pc_added);
+	ADD_IF(pc_removed, io->pc_removed);
 	__sync_fetch_and_add(&c->latency_ns, latency);
 	__sync_fetch_and_add(&c->latency_hist[log2_slot(latency / 1000) & (IOPATHS_HIST_SLOTS - 1)], 1);
 }
