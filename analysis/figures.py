@@ -43,18 +43,23 @@ def _mib(value):
     return value / (1024 * 1024)
 
 
+def _rate_lines(axes, series, labels, fontsize):
+    for key, label in labels:
+        points = series[key]
+        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".", label=label)
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("MiB/s")
+    axes.set_ylim(bottom=0)
+    axes.legend(fontsize=fontsize)
+
+
 def throughput_by_path(session):
     figure, axes = _figure("Throughput per I/O path")
     _, series = tables.throughput_series(session, by="path")
     if not series:
         _empty(axes, "no I/O recorded (the I/O tracer was not running, or nothing moved)")
         return figure
-    for path, points in sorted(series.items()):
-        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".", label=safe_label(path))
-    axes.set_xlabel("seconds")
-    axes.set_ylabel("MiB/s")
-    axes.set_ylim(bottom=0)
-    axes.legend(fontsize=8)
+    _rate_lines(axes, series, [(path, safe_label(path)) for path in sorted(series)], fontsize=8)
     return figure
 
 
@@ -66,14 +71,7 @@ def throughput_by_buffer(session, top=8):
         return figure
     names = {b.inode: b.name for b in tables.top_buffers(session)}
     busiest = sorted(series, key=lambda inode: -sum(r for _, r in series[inode]))[:top]
-    for inode in busiest:
-        points = series[inode]
-        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".",
-                  label=buffer_label(inode, names.get(inode)))
-    axes.set_xlabel("seconds")
-    axes.set_ylabel("MiB/s")
-    axes.set_ylim(bottom=0)
-    axes.legend(fontsize=7)
+    _rate_lines(axes, series, [(inode, buffer_label(inode, names.get(inode))) for inode in busiest], fontsize=7)
     return figure
 
 

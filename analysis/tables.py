@@ -49,22 +49,23 @@ class LatencyRow:
     max_bucket: int
 
 
+def _edge(session, key, aggregate):
+    """metadata[key] if the recorder wrote it, else the min/max time of any row."""
+    recorded = session.metadata.get(key)
+    if isinstance(recorded, int):
+        return recorded
+    row = session.query(f"SELECT {aggregate}(t) FROM (SELECT {aggregate}(time_ns) AS t FROM buffer_snapshots "
+                        f"UNION ALL SELECT {aggregate}(time_ns) FROM path_samples "
+                        f"UNION ALL SELECT {aggregate}(time_ns) FROM io_events)")
+    return row[0][0]
+
+
 def start_ns(session):
-    started = session.metadata.get("started_ns")
-    if isinstance(started, int):
-        return started
-    row = session.query("SELECT min(t) FROM (SELECT min(time_ns) AS t FROM buffer_snapshots UNION ALL "
-                        "SELECT min(time_ns) FROM path_samples UNION ALL SELECT min(time_ns) FROM io_events)")
-    return row[0][0] or 0
+    return _edge(session, "started_ns", "min") or 0
 
 
 def end_ns(session):
-    ended = session.metadata.get("ended_ns")
-    if isinstance(ended, int):
-        return ended
-    row = session.query("SELECT max(t) FROM (SELECT max(time_ns) AS t FROM buffer_snapshots UNION ALL "
-                        "SELECT max(time_ns) FROM path_samples UNION ALL SELECT max(time_ns) FROM io_events)")
-    return row[0][0] or start_ns(session)
+    return _edge(session, "ended_ns", "max") or start_ns(session)
 
 
 def duration_s(session):
