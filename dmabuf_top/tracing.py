@@ -220,6 +220,15 @@ class Tracer:
         records, self._records = self._records, []
         return records
 
+    def drain_records(self):
+        """Every record waiting in the ring buffer, without waiting for more."""
+        records = []
+        while True:
+            batch = self.poll_records(timeout_ms=0)
+            if not batch:
+                return records
+            records += batch
+
     def close(self):
         if self._ring is not None:
             self._ring.close()

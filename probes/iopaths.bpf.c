@@ -424,36 +424,44 @@ static __always_inline void finish(__s64 ret)
 	bpf_map_delete_elem(&inflight, &pid_tgid);
 }
 
-#define RW_SYSCALL(name, path)                                              \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                         \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)             \
-	{                                                                   \
-		begin_rw(path, ctx->args[0], ctx->args[1], ctx->args[2]);   \
-		return 0;                                                   \
-	}                                                                   \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                          \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)               \
-	{                                                                   \
-		finish(ctx->ret);                                           \
-		return 0;                                                   \
+#define SYSCALL_EXIT(name)                                    \
+	SEC("tracepoint/syscalls/sys_exit_" #name)            \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx) \
+	{                                                     \
+		finish(ctx->ret);                             \
+		return 0;                                     \
 	}
 
+#define RW_SYSCALL(name, path)                                            \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                       \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)           \
+	{                                                                 \
+		begin_rw(path, ctx->args[0], ctx->args[1], ctx->args[2]); \
+		return 0;                                                 \
+	}                                                                 \
+	SYSCALL_EXIT(name)
+
 /* readv/writev: the memory side is the first iovec (args[1] points at the array). */
-#define VEC_SYSCALL(name, path)                                                   \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                               \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                   \
-	{                                                                         \
-		struct iovec first = {};                                          \
-		bpf_probe_read_user(&first, sizeof(first), (void *)ctx->args[1]); \
+#define VEC_SYSCALL(name, path)                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                 \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                     \
+	{                                                                           \
+		struct iovec first = {};                                            \
+		bpf_probe_read_user(&first, sizeof(first), (void *)ctx->args[1]);   \
 		begin_rw(path, ctx->args[0], (__u64)first.iov_base, first.iov_len); \
-		return 0;                                                         \
-	}                                                                         \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                                \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx)                     \
-	{                                                                         \
-		finish(ctx->ret);                                                 \
-		return 0;                                                         \
-	}
+		return 0;                                                           \
+	}                                                                           \
+	SYSCALL_EXIT(name)
+
+/* fd-to-fd syscalls: which argument is the source fd, the destination fd and the length. */
+#define FD_SYSCALL(name, path, in_arg, out_arg, len_arg)                                             \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                                  \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                                      \
+	{                                                                                            \
+		begin_fd_to_fd(path, ctx->args[in_arg], ctx->args[out_arg], ctx->args[len_arg]);     \
+		return 0;                                                                            \
+	}                                                                                            \
+	SYSCALL_EXIT(name)
 
 RW_SYSCALL(read, IOPATH_READ)
 RW_SYSCALL(pread64, IOPATH_READ)
@@ -463,51 +471,9 @@ VEC_SYSCALL(readv, IOPATH_READ)
 VEC_SYSCALL(preadv, IOPATH_READ)
 VEC_SYSCALL(writev, IOPATH_WRITE)
 VEC_SYSCALL(pwritev, IOPATH_WRITE)
-
-/* copy_file_range(fd_in, off_in, fd_out, off_out, len, flags) */
-SEC("tracepoint/syscalls/sys_enter_copy_file_range")
-int enter_copy_file_range(struct trace_event_raw_sys_enter *ctx)
-{
-	begin_fd_to_fd(IOPATH_COPY_FILE_RANGE, ctx->args[0], ctx->args[2], ctx->args[4]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_copy_file_range")
-int exit_copy_file_range(struct trace_event_raw_sys_exit *ctx)
-{
-	finish(ctx->ret);
-	return 0;
-}
-
-/* sendfile64(out_fd, in_fd, offset, count) */
-SEC("tracepoint/syscalls/sys_enter_sendfile64")
-int enter_sendfile64(struct trace_event_raw_sys_enter *ctx)
-{
-	begin_fd_to_fd(IOPATH_SENDFILE, ctx->args[1], ctx->args[0], ctx->args[3]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
-{
-	finish(ctx->ret);
-	return 0;
-}
-
-/* splice(fd_in, off_in, fd_out, off_out, len, flags) */
-SEC("tracepoint/syscalls/sys_enter_splice")
-int enter_splice(struct trace_event_raw_sys_enter *ctx)
-{
-	begin_fd_to_fd(IOPATH_SPLICE, ctx->args[0], ctx->args[2], ctx->args[4]);
-	return 0;
-}
-
-SEC("tracepoint/syscalls/sys_exit_splice")
-int exit_splice(struct trace_event_raw_sys_exit *ctx)
-{
-	finish(ctx->ret);
-	return 0;
-}
+FD_SYSCALL(copy_file_range, IOPATH_COPY_FILE_RANGE, 0, 2, 4) /* (fd_in, off_in, fd_out, off_out, len, flags) */
+FD_SYSCALL(sendfile64, IOPATH_SENDFILE, 1, 0, 3)	     /* (out_fd, in_fd, offset, count) */
+FD_SYSCALL(splice, IOPATH_SPLICE, 0, 2, 4)		     /* (fd_in, off_in, fd_out, off_out, len, flags) */
 
 /* ------------------------------------------------------------------------- */
 /* Inside the syscall: work added to the current thread's inflight record */

@@ -123,12 +123,7 @@ def test_dropped_records_are_counted_and_account_for_every_call(report, cold_fil
         with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
             for _ in range(20000):
                 os.pread(fd, 8, 0)
-            records = []
-            while True:
-                batch = tracer.poll_records(timeout_ms=0)
-                if not batch:
-                    break
-                records += batch
+            records = tracer.drain_records()
             snap = tracer.snapshot()
     finally:
         os.close(fd)
