@@ -40,7 +40,27 @@ def cli(verbose):
     logging.basicConfig(level=level, format="%(name)s: %(message)s", stream=sys.stderr)
 
 
+DEFAULT_COMMAND = "live"
+_GROUP_EXITS = ("--help", "--version")
+
+
+def with_default_command(args):
+    """`dmabuf-top [interval] [count] [options]` runs the live view: insert its name when the first
+    word after the group's own options is not a command (a number, an option, or nothing)."""
+    index = 0
+    while index < len(args) and (args[index] == "--verbose" or args[index].startswith("-v")
+                                 and set(args[index][1:]) == {"v"}):
+        index += 1
+    rest = args[index:]
+    if rest and (rest[0] in _GROUP_EXITS or rest[0] in command_modules()):
+        return list(args)
+    if not rest or rest[0].startswith("-") or rest[0].replace(".", "", 1).isdigit():
+        return list(args[:index]) + [DEFAULT_COMMAND] + list(rest)
+    return list(args)  # an unknown word: click's usage error names it
+
+
 def main(argv=None):
+    argv = with_default_command(sys.argv[1:] if argv is None else list(argv))
     try:
         return cli.main(args=argv, prog_name="dmabuf-top", standalone_mode=False) or 0
     except DmabufTopError as error:

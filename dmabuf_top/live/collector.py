@@ -1,0 +1,178 @@
+"""What the live view and the Prometheus exporter read from the kernel, and the thread that reads it.
+
+`Sources` opens everything once (the iterators kept attached, the I/O tracer,
+a taskstats socket) and degrades piece by piece: a part the kernel refuses is
+left out with a sentence for the header, never a crash. `Sources.sample()` takes
+one `model.Sample`.
+
+`Collector` is the bpftop-style update thread: it samples, turns the sample into a
+Frame (LiveModel.update) and posts it, then sleeps `interval - elapsed` so the
+cadence holds however long the sampling took. The drawing loop never waits for
+the kernel.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, List, Optional
+
+from ..errors import DmabufTopError
+from .model import LiveModel, Sample
+
+log = logging.getLogger(__name__)
+
+# taskstats is one netlink round trip per process: asked for the processes on screen, not for every
+# task that ever read a file.
+MAX_TASKSTATS = 64
+
+
+class Sources:
+    def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False):
+        from .. import features
+
+        self.pid = pid
+        self.delayacct = delayacct
+        self.cannot_see: List[str] = []
+        self.report = None
+        try:
+            self.report = features.detect()
+        except DmabufTopError as error:
+            self.cannot_see.append(f"feature detection failed ({error})")
+        if self.report is not None:
+            if not self.report.available("heaps") and not self.report.available("udmabuf"):
+                self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
+        self._snapshots = None
+        self._collect: Callable = self._open_inventory()
+        self.tracer = None
+        if trace:
+            try:
+                from ..tracing import Tracer
+
+                self.tracer = Tracer(pid=pid, report=self.report)
+            except DmabufTopError as error:
+                self.cannot_see.append(f"no I/O tracing ({error})")
+        self.taskstats = None
+        if taskstats:
+            try:
+                from ..taskstats import TaskStatsClient
+
+                self.taskstats = TaskStatsClient()
+            except DmabufTopError as error:
+                self.cannot_see.append(f"no delay accounting ({error})")
+                self.delayacct = False
+
+    def _open_inventory(self):
+        from ..inventory import IteratorSnapshots, collect
+
+        try:
+            self._snapshots = IteratorSnapshots()
+            return self._snapshots.take
+        except DmabufTopError as error:
+            self.cannot_see.append(f"inventory without iterators ({error})")
+            return collect
+
+    def sample(self, pids_hint=()) -> Sample:
+        inventory = self._collect()
+        trace = self.tracer.snapshot() if self.tracer is not None else None
+        stats = {}
+        if self.taskstats is not None:
+            pids = [p.pid for p in inventory.processes][:MAX_TASKSTATS]
+            if trace is not None:
+                pids += [pid for pid in busiest(trace) if pid not in pids][: max(MAX_TASKSTATS - len(pids), 0)]
+            pids += [pid for pid in pids_hint if pid not in pids]
+            if self.pid is not None:
+                pids = [self.pid]
+            for pid in pids:
+                try:
+                    stats[pid] = self.taskstats.for_process(pid)
+                except DmabufTopError as error:
+                    log.info("taskstats for %d: %s", pid, error)
+        return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct)
+
+    def close(self):
+        for closer in (self.taskstats, self.tracer, self._snapshots):
+            if closer is not None:
+                try:
+                    closer.close()
+                except Exception:  # closing must not hide the error that brought us here
+                    log.exception("closing %r", closer)
+        self.taskstats = self.tracer = self._snapshots = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def busiest(trace) -> List[int]:
+    """Traced processes, most bytes moved first."""
+    moved = {}
+    for (tgid, _path), counters in trace.by_task.items():
+        moved[tgid] = moved.get(tgid, 0) + counters.bytes
+    return sorted(moved, key=lambda tgid: (-moved[tgid], tgid))
+
+
+def kernel_release():
+    return os.uname().release
+
+
+class Collector(threading.Thread):
+    """Samples every `interval` seconds and calls `post(frame)`; an error is posted as `post_error(exc)`.
+    count: stop after that many frames were posted."""
+
+    def __init__(self, sources: Sources, model: LiveModel, interval: float, post, post_error, count=None,
+                 baseline=False, clock=time.monotonic):
+        super().__init__(name="dmabuf-top collector", daemon=True)
+        self.sources = sources
+        self.model = model
+        self.interval = interval
+        self.post = post
+        self.post_error = post_error
+        self.count = count
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.cpu_seconds = 0.0  # this thread's CPU time spent sampling (benchmarks read it)
+        self.samples = 0
+        # baseline: the first sample only starts the counters (batch mode prints rates from its first table on)
+        self.baseline = baseline
+
+    def run(self):
+        try:
+            while not self.stop_event.is_set():
+                started = self.clock()
+                cpu = time.thread_time()
+                frame = self.model.update(self.sources.sample())
+                self.cpu_seconds += time.thread_time() - cpu
+                if self.baseline:
+                    self.baseline = False
+                else:
+                    self.samples += 1
+                    self.post(frame)
+                if self.count is not None and self.samples >= self.count:
+                    return
+                self.stop_event.wait(max(self.interval - (self.clock() - started), 0))
+        except BaseException as error:  # handed to the drawing loop, which restores the terminal first
+            self.post_error(error)
+
+    def stop(self):
+        self.stop_event.set()
+
+
+def run_batch(sources: Sources, model: LiveModel, interval: float, count: Optional[int], emit) -> int:
+    """-C and --json: a baseline sample, then `emit(frame)` after every interval, `count` times.
+
+    Runs in the calling thread (nothing to draw meanwhile); deadlines are kept on an
+    absolute schedule, so a slow sample shortens the next sleep instead of drifting.
+    """
+    model.baseline(sources.sample())
+    deadline = time.monotonic()
+    shown = 0
+    while count is None or shown < count:
+        deadline += interval
+        time.sleep(max(deadline - time.monotonic(), 0))
+        emit(model.update(sources.sample()))
+        shown += 1
+    return 0

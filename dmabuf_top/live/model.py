@@ -1,0 +1,486 @@
+"""The live view's model: columns, rows, rates, sort and filter. Pure: no kernel, no terminal.
+
+A `Sample` is what the collector read at one instant (an inventory, a trace
+snapshot, taskstats per process); `LiveModel.update(sample)` turns successive
+samples into a `Frame`: one list of `Row`s per pane, with per-second rates
+from counter deltas over the measured elapsed time (live/rates.py) and the
+buffers that appeared or vanished since the previous sample marked.
+
+Every column is declared once, in `COLUMNS`, with its sort key (what `-s` and
+`<`/`>` use), label, width, format and the tracing concerns that fill it: when
+all of those concerns' hooks are missing the cell reads "n/t" (not traced),
+never 0. A value that exists but is not known yet (the first sample has no
+rate) is None and reads "-".
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..text import human_size, terminal_safe
+from .rates import RateTracker
+
+PANES = ("buffers", "processes", "exporters", "paths")
+PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
+IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice")
+# Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
+RATE_FIELDS = ("calls", "bytes", "cpu_copied", "pinned_pages", "pc_added", "latency_ns")
+DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
+NOT_TRACED = "n/t"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the sort key (-s KEY) and the JSON field
+    label: str
+    width: int
+    fmt: str = "int"  # text | int | size | mbps | rate | pct | us
+    concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
+    help: str = ""
+
+    @property
+    def left(self):
+        return self.fmt == "text"
+
+
+_XFER = ("copy_file_range", "sendfile", "splice")
+IO_COLUMNS = ("read", "write", "xfer", "copy", "pin")
+_IO = (
+    Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
+    Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
+    Column("xfer", "XFER MB/s", 9, "mbps", _XFER, "bytes/s by copy_file_range, sendfile and splice"),
+    Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
+    Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
+)
+
+COLUMNS: Dict[str, Tuple[Column, ...]] = {
+    "buffers": (
+        Column("inode", "INODE", 8),
+        Column("exporter", "EXPORTER", 10, "text"),
+        Column("size", "SIZE", 10, "size"),
+        Column("attachments", "ATT", 3),
+        Column("holders", "HOLDERS", 18, "text", help="pid(comm) of every process with an fd or mapping"),
+        *_IO,
+        Column("name", "NAME", 0, "text", help="the buffer's name (DMA_BUF_SET_NAME), escaped"),
+    ),
+    "processes": (
+        Column("pid", "PID", 7),
+        Column("comm", "COMM", 15, "text"),
+        Column("buffers", "BUFS", 5),
+        Column("rss", "RSS", 10, "size", help="sum of the sizes of the buffers it references"),
+        Column("pss", "PSS", 10, "size", help="each buffer's size divided by its number of holders"),
+        Column("fds", "FDS", 4),
+        Column("maps", "MAPS", 4),
+        *_IO,
+        Column("blkio", "BLKIO%", 6, "pct", ("delayacct",), "share of the interval spent waiting for block I/O"),
+        Column("swapin", "SWAPIN%", 7, "pct", ("delayacct",), "share of the interval spent waiting for swap-in"),
+        Column("reclaim", "RECLAIM%", 8, "pct", ("delayacct",), "share of the interval spent in memory reclaim"),
+    ),
+    "exporters": (
+        Column("exporter", "EXPORTER", 16, "text"),
+        Column("buffers", "BUFFERS", 8),
+        Column("bytes", "BYTES", 10, "size"),
+        *_IO,
+    ),
+    "paths": (
+        Column("path", "PATH", 16, "text"),
+        Column("calls", "CALLS/s", 8, "rate"),
+        Column("bytes", "MB/s", 8, "mbps"),
+        Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",)),
+        Column("pin", "PIN pg/s", 8, "rate", ("gup",)),
+        Column("pc_added", "PC+ pg/s", 8, "rate", ("page_cache",), "page-cache pages added per second"),
+        Column("latency", "AVG us", 8, "us", help="mean syscall latency over the interval"),
+        Column("status", "HOOKS", 0, "text"),
+    ),
+}
+DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes"}
+# Columns whose natural order is ascending (names, ids); numbers sort largest first.
+ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status"}
+
+
+def column(pane, key) -> Column:
+    return next(c for c in COLUMNS[pane] if c.key == key)
+
+
+def sort_keys() -> List[str]:
+    return sorted({c.key for columns in COLUMNS.values() for c in columns})
+
+
+class Row:
+    """One line of a pane. values: column key -> value (None: not known yet); extra: JSON-only
+    detail; state: "new", "freed" or None; search: lower-case text the filter matches."""
+
+    __slots__ = ("key", "values", "extra", "state", "search")
+
+    def __init__(self, key, values, extra=None, state=None, search=""):
+        self.key = key
+        self.values = values
+        self.extra = extra or {}
+        self.state = state
+        self.search = search
+
+    def __repr__(self):
+        return f"Row({self.key!r}, {self.values!r}, state={self.state!r})"
+
+
+@dataclass
+class Sample:
+    """What the collector read at one instant. trace: a tracing.TraceSnapshot or None (tracing
+    unavailable); taskstats: {pid: taskstats.TaskStats or None}."""
+
+    monotonic: float
+    wall: float
+    inventory: object
+    trace: Optional[object] = None
+    taskstats: Mapping[int, object] = field(default_factory=dict)
+    delayacct: bool = False
+
+
+@dataclass
+class Frame:
+    wall: float
+    elapsed: Optional[float]  # measured seconds since the previous sample (None: first sample)
+    interval: float
+    kernel: str
+    source: str
+    holders_source: str
+    totals: object  # inventory.Totals
+    exporters: list  # inventory.ExporterTotal
+    rows: Dict[str, List[Row]]
+    live_concerns: List[str]
+    missing: Dict[str, str]  # concern -> why it is not traced
+    dropped: Optional[int]
+    cannot_see: List[str]  # sentences for the header
+    notes: List[str]
+    pid: Optional[int] = None
+    sequence: int = 0
+
+    def not_traced(self, pane) -> set:
+        """Column keys of `pane` that read n/t in this frame."""
+        return {c.key for c in COLUMNS[pane] if c.concerns and all(k in self.missing for k in c.concerns)}
+
+
+# ---------------------------------------------------------------------------
+# Counters -> rates
+
+
+def _flatten(paths: Mapping[str, object]) -> Dict[str, int]:
+    """{path: Counters} -> {"path.field": value} for the rate fields."""
+    flat = {}
+    for path, counters in paths.items():
+        for name in RATE_FIELDS:
+            flat[f"{path}.{name}"] = getattr(counters, name)
+    return flat
+
+
+def _io_values(rates: Optional[Mapping[str, float]], first: bool, has_counters: bool) -> Dict[str, Optional[float]]:
+    """The five I/O columns from one entity's rates. None when there is no honest rate: the first
+    sample, or counters that went backwards; 0 for an entity that never did traced I/O."""
+    if first or (rates is None and has_counters):
+        return dict.fromkeys(IO_COLUMNS)
+    rates = rates or {}
+
+    def total(paths, name):
+        return sum(rates.get(f"{path}.{name}", 0.0) for path in paths)
+
+    return {
+        "read": total(("read",), "bytes"),
+        "write": total(("write",), "bytes"),
+        "xfer": total(_XFER, "bytes"),
+        "copy": total(IO_PATHS, "cpu_copied"),
+        "pin": total(IO_PATHS, "pinned_pages"),
+    }
+
+
+def _path_rates(rates: Optional[Mapping[str, float]]) -> Optional[Dict[str, Dict[str, float]]]:
+    """Per-path rates for JSON: {path: {field/s}} (None when there is no rate yet)."""
+    if rates is None:
+        return None
+    out = {}
+    for name, value in rates.items():
+        path, counter = name.split(".", 1)
+        out.setdefault(path, {})[counter] = value
+    return out
+
+
+class LiveModel:
+    """Turns successive Samples into Frames. Holds the rate trackers and the previous inventory."""
+
+    def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None):
+        self.interval = interval
+        self.kernel = kernel
+        self.cannot_see = list(cannot_see)
+        self.pid = pid
+        self._trackers = {pane: RateTracker() for pane in PANES}
+        self._delays = RateTracker()
+        self._previous_buffers: Optional[Dict[int, Row]] = None
+        self._previous_time: Optional[float] = None
+        self._sequence = 0
+
+    def baseline(self, sample: Sample) -> None:
+        """Start the counters without producing a numbered frame (batch mode's silent first sample)."""
+        self.update(sample)
+        self._sequence -= 1
+
+    def update(self, sample: Sample) -> Frame:
+        inventory = sample.inventory
+        if self.pid is not None:
+            inventory = inventory.only_process(self.pid)
+        trace = sample.trace
+        missing = dict(trace.missing_concerns()) if trace is not None else {"tracing": "I/O tracing could not start"}
+        if trace is None:
+            for concern in (*IO_PATHS, "cpu_copy", "gup", "page_cache"):
+                missing[concern] = "I/O tracing could not start"
+        if not sample.delayacct:
+            missing["delayacct"] = "delay accounting is off (kernel.task_delayacct could not be set)"
+        live = sorted({h.concern for h in trace.hooks if h.live}) if trace is not None else []
+        elapsed = None if self._previous_time is None else sample.monotonic - self._previous_time
+        self._previous_time = sample.monotonic
+        self._sequence += 1
+
+        comms = {p.pid: terminal_safe(p.comm) for p in inventory.processes}
+        from ..tracing import per_buffer
+
+        buffer_io = per_buffer(trace, [e.buffer for e in inventory.buffers]) if trace is not None else {}
+        first = elapsed is None
+        rows = {
+            "buffers": self._buffer_rows(sample.monotonic, inventory, buffer_io, comms),
+            "processes": self._process_rows(sample, inventory, trace, comms, first),
+            "exporters": self._exporter_rows(sample.monotonic, inventory, buffer_io, first),
+            "paths": self._path_rows(sample.monotonic, trace, missing),
+        }
+        return Frame(
+            wall=sample.wall, elapsed=elapsed, interval=self.interval, kernel=self.kernel,
+            source=inventory.source, holders_source=inventory.holders_source, totals=inventory.totals,
+            exporters=list(inventory.exporters), rows=rows, live_concerns=live, missing=missing,
+            dropped=trace.dropped if trace is not None else None, cannot_see=self.cannot_see,
+            notes=list(inventory.notes), pid=self.pid, sequence=self._sequence,
+        )
+
+    def _buffer_rows(self, now, inventory, buffer_io, comms) -> List[Row]:
+        samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}
+        rates = self._trackers["buffers"].update(now, samples)
+        first = self._previous_buffers is None
+        rows = []
+        current = {}
+        for entry in inventory.buffers:
+            buffer = entry.buffer
+            name = terminal_safe(buffer.name)
+            holders = " ".join(f"{pid}({comms.get(pid, '?')})" for pid in entry.holders)
+            inode = buffer.inode
+            values = {
+                "inode": inode,
+                "exporter": buffer.exporter,
+                "size": buffer.size,
+                "attachments": buffer.attachment_count,
+                "holders": holders,
+                "name": name,
+                **_io_values(rates.get(inode), first, inode in samples),
+            }
+            extra = {"name_raw": buffer.name, "holder_refs": dict(entry.holders),
+                     "paths": _path_rates(rates.get(inode)), "counters": samples.get(inode)}
+            state = None if first or inode in self._previous_buffers else "new"
+            row = Row(inode, values, extra, state,
+                      f"{inode} {buffer.exporter or ''} {name} {holders}".lower())
+            rows.append(row)
+            current[inode] = row
+        if not first:
+            for inode, old in self._previous_buffers.items():
+                if inode not in current and old.state != "freed":
+                    rows.append(Row(inode, {**old.values, **dict.fromkeys(IO_COLUMNS)},
+                                    old.extra, "freed", old.search))
+        self._previous_buffers = current
+        return rows
+
+    def _process_rows(self, sample, inventory, trace, comms, first) -> List[Row]:
+        by_pid: Dict[int, Dict[str, object]] = {}
+        if trace is not None:
+            for (tgid, path), counters in trace.by_task.items():
+                by_pid.setdefault(tgid, {})[path] = counters
+        if self.pid is not None:
+            by_pid = {pid: paths for pid, paths in by_pid.items() if pid == self.pid}
+        samples = {pid: _flatten(paths) for pid, paths in by_pid.items()}
+        rates = self._trackers["processes"].update(sample.monotonic, samples)
+        delay_samples = {}
+        for pid, stats in sample.taskstats.items():
+            if stats is not None:
+                delay_samples[pid] = {column: stats.delays[kind].total_ns
+                                      for column, kind in DELAYS.items() if kind in stats.delays}
+        delay_rates = self._delays.update(sample.monotonic, delay_samples)
+        held = {p.pid: p for p in inventory.processes}
+        pids = list(held) + [pid for pid in by_pid if pid not in held]
+        if self.pid is not None and self.pid not in pids:
+            pids.append(self.pid)
+        for pid in sample.taskstats:
+            if pid not in pids and (self.pid is None or pid == self.pid):
+                pids.append(pid)
+        rows = []
+        for pid in pids:
+            process = held.get(pid)
+            stats = sample.taskstats.get(pid)
+            comm = comms.get(pid) or (terminal_safe(stats.comm) if stats is not None else "?")
+            delays = delay_rates.get(pid, {})
+            values = {
+                "pid": pid, "comm": comm,
+                "buffers": len(process.buffers) if process else 0,
+                "rss": process.rss if process else 0,
+                "pss": process.pss if process else 0,
+                "fds": process.fd_refs if process else 0,
+                "maps": process.map_refs if process else 0,
+                **_io_values(rates.get(pid), first, pid in samples),
+                # ns of waiting per second of wall time, as a share of the interval (iotop's IO>)
+                **{column: (delays[column] / 1e7 if column in delays else None) for column in DELAYS},
+            }
+            extra = {
+                "comm_raw": process.comm if process else (stats.comm.encode() if stats is not None else None),
+                "paths": _path_rates(rates.get(pid)),
+                "delays": None if stats is None else {kind: {"count": d.count, "total_ns": d.total_ns}
+                                                      for kind, d in stats.delays.items()},
+            }
+            rows.append(Row(pid, values, extra, None, f"{pid} {comm}".lower()))
+        return rows
+
+    def _exporter_rows(self, now, inventory, buffer_io, first) -> List[Row]:
+        exporter_of = {e.buffer.inode: e.buffer.exporter for e in inventory.buffers}
+        sums: Dict[Optional[str], Dict[str, int]] = {}
+        for inode, paths in buffer_io.items():
+            flat = sums.setdefault(exporter_of.get(inode), {})
+            for name, value in _flatten(paths).items():
+                flat[name] = flat.get(name, 0) + value
+        rates = self._trackers["exporters"].update(now, sums)
+        rows = []
+        for total in inventory.exporters:
+            name = total.exporter
+            values = {"exporter": name or "?", "buffers": total.buffers, "bytes": total.bytes,
+                      **_io_values(rates.get(name), first, name in sums)}
+            rows.append(Row(name, values, {"paths": _path_rates(rates.get(name))}, None, (name or "?").lower()))
+        return rows
+
+    def _path_rates_values(self, path, rates):
+        if rates is None:
+            return dict.fromkeys(("calls", "bytes", "copy", "pin", "pc_added", "latency"))
+        calls = rates.get(f"{path}.calls", 0.0)
+        return {
+            "calls": calls,
+            "bytes": rates.get(f"{path}.bytes", 0.0),
+            "copy": rates.get(f"{path}.cpu_copied", 0.0),
+            "pin": rates.get(f"{path}.pinned_pages", 0.0),
+            "pc_added": rates.get(f"{path}.pc_added", 0.0),
+            "latency": rates.get(f"{path}.latency_ns", 0.0) / calls / 1000 if calls else None,
+        }
+
+    def _path_rows(self, now, trace, missing) -> List[Row]:
+        per_path = trace.per_path() if trace is not None else {}
+        flat = {"all": _flatten(per_path)}
+        rates = self._trackers["paths"].update(now, flat).get("all")
+        rows = []
+        for path in IO_PATHS:
+            if path in missing:
+                status = f"{NOT_TRACED}: {missing[path]}"
+            else:
+                gaps = [c for c in ("cpu_copy", "gup", "page_cache") if c in missing]
+                status = "traced" + (f" (no {', '.join(gaps)})" if gaps else "")
+            counters = per_path.get(path)
+            values = {"path": path, **self._path_rates_values(path, rates), "status": status}
+            extra = {"counters": None if counters is None else {n: getattr(counters, n) for n in RATE_FIELDS}}
+            rows.append(Row(path, values, extra, None, path))
+        return rows
+
+
+# ---------------------------------------------------------------------------
+# The view: pane, sort, filter (what the keys change)
+
+
+@dataclass
+class ViewState:
+    pane: str = "buffers"
+    sort: Dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SORT))
+    reverse: Dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PANES, False))
+    filter: str = ""
+    paused: bool = False
+    scroll: int = 0
+    editing_filter: Optional[str] = None  # the text being typed after '/', None when not typing
+    max_rows: Optional[int] = None
+
+    def set_sort(self, key):
+        """-s KEY: every pane that has the column sorts by it."""
+        if key not in sort_keys():
+            raise ValueError(key)
+        for pane in PANES:
+            if any(c.key == key for c in COLUMNS[pane]):
+                self.sort[pane] = key
+
+    def move_sort(self, step):
+        columns = COLUMNS[self.pane]
+        index = next(i for i, c in enumerate(columns) if c.key == self.sort[self.pane])
+        self.sort[self.pane] = columns[(index + step) % len(columns)].key
+        self.scroll = 0
+
+    def next_pane(self, step=1):
+        self.pane = PANES[(PANES.index(self.pane) + step) % len(PANES)]
+        self.scroll = 0
+
+
+def visible_rows(frame: Frame, view: ViewState) -> List[Row]:
+    """The current pane's rows, filtered then sorted (None values last in either direction)."""
+    rows = frame.rows[view.pane]
+    if view.filter:
+        needle = view.filter.lower()
+        rows = [row for row in rows if needle in row.search]
+    return sort_rows(rows, view.sort[view.pane], view.reverse[view.pane])
+
+
+def sort_rows(rows: Sequence[Row], key: str, reverse: bool = False) -> List[Row]:
+    descending = key not in ASCENDING
+    if reverse:
+        descending = not descending
+    known = [row for row in rows if row.values.get(key) is not None]
+    unknown = [row for row in rows if row.values.get(key) is None]
+    text = bool(known) and isinstance(known[0].values[key], str)
+    # Ties broken by the row key so the order is stable from frame to frame.
+    known.sort(key=lambda row: str(row.key))
+    known.sort(key=(lambda row: row.values[key].lower()) if text else (lambda row: row.values[key]),
+               reverse=descending)
+    return known + unknown
+
+
+# ---------------------------------------------------------------------------
+# Cells
+
+
+def format_cell(col: Column, value, not_traced=False) -> str:
+    if not_traced:
+        return NOT_TRACED
+    if value is None:
+        return "-"
+    fmt = col.fmt
+    if fmt == "text":
+        return str(value)
+    if fmt == "size":
+        return human_size(value)
+    if fmt == "mbps":
+        return _number(value / 1e6)
+    if fmt == "rate":
+        return _number(value)
+    if fmt == "pct":
+        return f"{value:.1f}"
+    if fmt == "us":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 0.01:
+        return "<0.01"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100000:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def now_wall():
+    return time.time()

@@ -1,0 +1,171 @@
+"""The screen at a fixed size, hostile names, the keys, and the --json schema; no terminal, no kernel."""
+import json
+
+import jsonschema
+import pytest
+
+from live_fixtures import HOSTILE, MiB, two_frames
+from dmabuf_top.live import app
+from dmabuf_top.live.jsonout import JSON_SCHEMA, SCHEMA, render_json
+from dmabuf_top.live.model import ViewState
+from dmabuf_top.live.screen import line_text, render, render_table
+
+WIDTH, HEIGHT = 120, 20
+
+
+def screen_text(frame, view, width=WIDTH, height=HEIGHT):
+    lines = render(frame, view, width, height)
+    assert len(lines) == height
+    assert all(len(line_text(line)) <= width for line in lines)
+    return [line_text(line) for line in lines]
+
+
+def test_buffers_pane_at_a_fixed_size():
+    _, second = two_frames(cannot_see=["no dma-buf heaps and no udmabuf on this kernel"])
+    text = screen_text(second, ViewState())
+    assert text[0].startswith("dmabuf-top ") and "kernel 7.2.13-test" in text[0] and "measured 2.00s" in text[0]
+    assert "buffers 3  bytes 21.0 MiB" in text[1] and "system 2/17.0 MiB" in text[1]
+    assert "missing: cpu_copy gup" in text[3]
+    assert text[4].startswith("cannot see: no dma-buf heaps")
+    assert "[1:Buffers]" in text[5] and "sort: size v" in text[5]
+    header = text[6].split()
+    assert header[:5] == ["INODE", "EXPORTER", "SIZE", "ATT", "HOLDERS"]
+    weights = next(line for line in text if "weights" in line)
+    cells = weights.split()
+    assert cells[:4] == ["101", "system", "16.0", "MiB"]
+    assert "33.6" in cells  # 32 MiB/s = 33.55 MB/s in the RD column
+    assert cells.count("n/t") == 2  # CPU-copied and pinned: hooks missing, not zero
+    assert text[-1].lstrip().startswith("1-3 of 3")
+
+
+def test_hostile_names_cannot_reach_the_terminal():
+    _, second = two_frames()
+    lines = render(second, ViewState(), 200, HEIGHT)
+    for line in lines:
+        for text, _attr in line:
+            assert "\x1b" not in text and "\n" not in text and "\x07" not in text and "\t" not in text
+            assert all(ch.isprintable() for ch in text)
+    joined = "\n".join(line_text(line) for line in lines)
+    assert "\\x1b[2J\\x1b]0;owned\\x07evil\\nname\\t\\xff\\xfe<b>" in joined
+    processes = "\n".join(line_text(line) for line in render(second, ViewState(pane="processes"), 200, HEIGHT))
+    assert "\\x1b[31mnpu" in processes and "\x1b" not in processes
+
+
+def test_new_and_freed_rows_carry_their_attribute():
+    from dmabuf_top.live.model import LiveModel
+    from dmabuf_top.probes.dmabuf_iter import Buffer
+    from live_fixtures import sample
+
+    model = LiveModel(1.0)
+    model.update(sample(1.0))
+    frame = model.update(sample(2.0, extra=[Buffer(inode=104, size=MiB, exporter="system", name=b"fresh",
+                                                   file_refs=1, attachment_count=0)]))
+    attrs = {line_text(line).split()[0]: line[0][1] for line in render(frame, ViewState(), WIDTH, HEIGHT)[7:11]}
+    assert attrs["104"] == "new" and attrs["101"] == "normal"
+
+
+def test_tiny_terminal_still_renders_exactly_its_size():
+    _, second = two_frames()
+    for width, height in ((20, 3), (40, 8), (80, 1)):
+        lines = render(second, ViewState(), width, height)
+        assert len(lines) == height and all(len(line_text(line)) <= width for line in lines)
+
+
+def test_first_paint_before_any_frame():
+    text = screen_text(None, ViewState())
+    assert "taking the first sample" in text[0]
+
+
+def test_scrolling_is_clamped_to_the_rows():
+    _, second = two_frames()
+    view = ViewState(scroll=50)
+    screen_text(second, view)
+    assert view.scroll == 0  # three rows fit: nothing to scroll
+
+
+def test_keys_switch_pane_sort_reverse_filter_pause_quit():
+    view = ViewState()
+    assert app.handle_key(view, ord("\t")) == "next_pane" and view.pane == "processes"
+    assert app.handle_key(view, ord("3")) == "pane" and view.pane == "exporters"
+    app.handle_key(view, ord("1"))
+    app.handle_key(view, ord(">"))
+    assert view.sort["buffers"] == "attachments"
+    app.handle_key(view, ord("<"))
+    assert view.sort["buffers"] == "size"
+    app.handle_key(view, ord("r"))
+    assert view.reverse["buffers"] is True
+    for key in "/weights":
+        app.handle_key(view, ord(key))
+    assert view.editing_filter == "weights" and view.filter == ""
+    app.handle_key(view, 127)  # backspace
+    app.handle_key(view, ord("s"))
+    assert app.handle_key(view, ord("\n")) == "apply_filter" and view.filter == "weights"
+    assert view.editing_filter is None
+    app.handle_key(view, 27)
+    assert view.filter == ""
+    app.handle_key(view, ord(" "))
+    assert view.paused
+    assert app.handle_key(view, ord("x")) is None
+    assert app.handle_key(view, ord("q")) == "quit"
+
+
+def test_filter_and_sort_keys_change_the_screen():
+    _, second = two_frames()
+    view = ViewState()
+    before = screen_text(second, view)
+    for key in "/weights\n":
+        app.handle_key(view, ord(key))
+    after = screen_text(second, view)
+    assert sum("system" in line and "MiB" in line for line in after[7:-1]) == 1
+    assert "filter: weights" in after[5] and before != after
+    app.handle_key(view, 27)
+    app.handle_key(view, ord("r"))
+    rows = [line.split()[0] for line in screen_text(second, view)[7:10]]
+    assert rows == ["103", "102", "101"]
+
+
+def test_footer_names_the_bindings():
+    text = app.footer_text(ViewState())
+    for fragment in ("q quit", "Tab pane", "< sort <", "> sort >", "r reverse", "/ filter", "Esc clear", "space pause"):
+        assert fragment in text
+
+
+def test_batch_table_has_one_header_and_marks_new_rows():
+    _, second = two_frames()
+    table = render_table(second, "buffers", ViewState(), max_rows=2)
+    lines = table.splitlines()
+    assert lines[0].startswith("dmabuf-top ")
+    assert sum(line.startswith("   INODE") for line in lines) == 1
+    assert len(lines) == 5 + 1 + 2
+
+
+@pytest.mark.parametrize("max_rows", [None, 1])
+def test_json_is_valid_against_its_schema_and_exact(max_rows):
+    first, second = two_frames(pid=None)
+    for frame in (first, second):
+        text = render_json(frame, ViewState(), max_rows)
+        assert text.isascii() and "\n" not in text
+        obj = json.loads(text)
+        jsonschema.validate(obj, JSON_SCHEMA)
+        assert obj["schema"] == SCHEMA
+    assert obj["elapsed_s"] == 2.0
+    weights = obj["buffers"][0]
+    assert weights["inode"] == 101 and weights["read"] == 32 * MiB and weights["copy"] is None
+    assert weights["holders"] == [{"pid": 10, "fds": 1, "maps": 0}]
+    if max_rows is None:
+        hostile = next(b for b in obj["buffers"] if b["inode"] == 102)
+        assert bytes.fromhex(hostile["name_hex"]) == HOSTILE
+        assert next(b for b in obj["buffers"] if b["inode"] == 103)["name"] is None
+        loader = next(p for p in obj["processes"] if p["pid"] == 10)
+        assert loader["blkio"] == pytest.approx(25.0) and loader["delays"]["blkio"]["total_ns"] == 500_000_000
+    else:
+        assert all(len(obj[pane]) <= 1 for pane in ("buffers", "processes", "exporters", "paths"))
+
+
+def test_schema_rejects_what_it_should():
+    _, second = two_frames()
+    obj = json.loads(render_json(second))
+    for broken in ({**obj, "extra": 1}, {**obj, "elapsed_s": -1},
+                   {**obj, "buffers": [{**obj["buffers"][0], "name_hex": "zz"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(broken, JSON_SCHEMA)
