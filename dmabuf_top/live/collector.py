@@ -73,6 +73,9 @@ class Sources:
             self.cannot_see.append(f"inventory without iterators ({error})")
             return collect
 
+    def take_inventory(self):
+        return self._collect()
+
     def sample(self, pids_hint=()) -> Sample:
         inventory = self._collect()
         trace = self.tracer.snapshot() if self.tracer is not None else None

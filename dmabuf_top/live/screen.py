@@ -11,6 +11,7 @@ the kernel (buffer names, comms) is already escaped by the model
 """
 from __future__ import annotations
 
+import textwrap
 import time
 from typing import List, Optional, Sequence, Tuple
 
@@ -34,7 +35,8 @@ def _widths(columns: Sequence[Column], width: int) -> List[int]:
     return [c.width or max(width - fixed, 8) for c in columns]
 
 
-def header_lines(frame: Frame, view: Optional[ViewState] = None) -> List[Line]:
+def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional[int] = None) -> List[Line]:
+    """The header; with a width, what cannot be seen wraps onto at most three lines instead of being cut."""
     clock = time.strftime("%H:%M:%S", time.localtime(frame.wall))
     measured = f"{frame.elapsed:.2f}s" if frame.elapsed is not None else "first sample"
     first = f"dmabuf-top {clock}  kernel {frame.kernel}  interval {frame.interval:g}s (measured {measured})"
@@ -55,7 +57,13 @@ def header_lines(frame: Frame, view: Optional[ViewState] = None) -> List[Line]:
     lines.append(hooks)
     cannot = list(frame.cannot_see) + [f"{concern} not traced ({reason})" for concern, reason in sorted(frame.missing.items())
                                        if concern not in ("tracing",)]
-    lines.append([("cannot see: " + "; ".join(cannot), "warn")] if cannot else [("cannot see: nothing missing", "dim")])
+    if not cannot:
+        lines.append([("cannot see: nothing missing", "dim")])
+    elif width is None:
+        lines.append([("cannot see: " + "; ".join(cannot), "warn")])
+    else:
+        wrapped = textwrap.wrap("cannot see: " + "; ".join(cannot), width, subsequent_indent="  ")
+        lines += [[(text, "warn")] for text in wrapped[:3]]
     return lines
 
 
@@ -98,7 +106,7 @@ def render(frame: Optional[Frame], view: ViewState, width: int, height: int, foo
     if frame is None:
         lines: List[Line] = [[("dmabuf-top: taking the first sample...", "title")]]
     else:
-        lines = header_lines(frame, view)
+        lines = header_lines(frame, view, width)
         lines.append(tab_line(frame, view))
         widths = _widths(COLUMNS[view.pane], width)
         lines.append(table_header(view.pane, view, widths))

@@ -1,0 +1,26 @@
+"""`dmabuf-top export --listen ADDR:PORT`: Prometheus metrics, sampled on each scrape."""
+import click
+
+from ..prometheus import DEFAULT_TOP
+
+
+@click.command()
+@click.option("--listen", default="127.0.0.1:9464", show_default=True, metavar="ADDR:PORT",
+              help="Where to serve /metrics (0.0.0.0:PORT for every interface).")
+@click.option("--top", type=click.IntRange(min=1), default=DEFAULT_TOP, show_default=True,
+              help="Buffers and processes given their own label values; the rest are aggregated.")
+@click.option("--no-trace", is_flag=True, help="Inventory only: do not attach the I/O path hooks.")
+def command(listen, top, no_trace):
+    """Serve dma-buf gauges (per exporter, buffer, process) and I/O path counters to Prometheus (needs root)."""
+    from ..features import require_bpf_privileges
+    from ..live.app import sigterm_exits
+    from ..live.collector import Sources
+    from ..prometheus import DmabufCollector, parse_listen, serve
+
+    address, port = parse_listen(listen)
+    require_bpf_privileges("the Prometheus exporter")
+    with sigterm_exits(), Sources(trace=not no_trace, taskstats=False) as sources:
+        for sentence in sources.cannot_see:
+            click.echo(f"dmabuf-top export: cannot see: {sentence}", err=True)
+        click.echo(f"dmabuf-top export: serving http://{address}:{port}/metrics", err=True)
+        serve(address, port, DmabufCollector(sources.take_inventory, sources.tracer, top))

@@ -1,0 +1,171 @@
+"""Prometheus metrics for `dmabuf-top export`: a prometheus_client collector that samples on each scrape.
+
+Metrics (all names prefixed `dmabuf_`):
+
+    exporter_buffers{exporter}                 gauge   buffers per exporter
+    exporter_bytes{exporter}                   gauge   bytes per exporter
+    buffer_bytes{inode, exporter, name}        gauge   the `top` largest buffers, one series each
+    other_buffers / other_buffers_bytes        gauge   every buffer beyond the top, aggregated
+    process_rss_bytes{pid, comm}               gauge   dma-buf RSS of the `top` largest holders,
+    process_pss_bytes{pid, comm}               gauge     the rest aggregated under pid="other"
+    process_buffers{pid, comm}                 gauge
+    io_bytes_total{path}                       counter bytes moved by each I/O path
+    io_calls_total{path}                       counter
+    io_cpu_copied_bytes_total{path}            counter CPU copies (absent when not traced)
+    io_pinned_pages_total{path}                counter pinned pages (absent when not traced)
+    io_page_cache_added_pages_total{path}      counter
+    buffer_io_bytes_total{inode, path}         counter I/O of the `top` buffers; others under inode="other"
+    hook_live{concern}                         gauge   1 traced, 0 missing (what "absent" means above)
+    dropped_events_total                       counter
+
+Label cardinality is bounded by `top` (buffers and processes); a metric whose
+hooks are missing is left out rather than reported as 0. Buffer names and comms
+are label values escaped as on a terminal (text.terminal_safe), so a hostile
+name is one readable line; prometheus_client escapes quotes and backslashes.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from .text import terminal_safe
+
+DEFAULT_TOP = 20
+_PER_PATH = (("bytes", "io_bytes", "bytes moved by each I/O path", None),
+             ("calls", "io_calls", "system calls on each I/O path", None),
+             ("cpu_copied", "io_cpu_copied_bytes", "bytes the CPU copied on each I/O path", "cpu_copy"),
+             ("pinned_pages", "io_pinned_pages", "pages pinned by get_user_pages on each I/O path", "gup"),
+             ("pc_added", "io_page_cache_added_pages", "page-cache pages added on each I/O path", "page_cache"))
+
+
+def families(inventory, trace=None, top: int = DEFAULT_TOP):
+    """Metric families for one inventory (and trace snapshot); pure, so tested without a kernel."""
+    out = []
+    buffers = GaugeMetricFamily("dmabuf_exporter_buffers", "dma-bufs per exporter", labels=["exporter"])
+    size = GaugeMetricFamily("dmabuf_exporter_bytes", "bytes of dma-bufs per exporter", labels=["exporter"])
+    for total in inventory.exporters:
+        name = total.exporter or "unknown"
+        buffers.add_metric([name], total.buffers)
+        size.add_metric([name], total.bytes)
+    out += [buffers, size]
+
+    ordered = sorted(inventory.buffers, key=lambda e: (-e.size, e.inode))
+    shown, rest = ordered[:top], ordered[top:]
+    per_buffer = GaugeMetricFamily("dmabuf_buffer_bytes", f"size of each of the {top} largest dma-bufs",
+                                   labels=["inode", "exporter", "name"])
+    for entry in shown:
+        b = entry.buffer
+        per_buffer.add_metric([str(b.inode), b.exporter or "unknown", terminal_safe(b.name, none="")], b.size)
+    out.append(per_buffer)
+    out.append(GaugeMetricFamily("dmabuf_other_buffers", "dma-bufs beyond the top ones", value=len(rest)))
+    out.append(GaugeMetricFamily("dmabuf_other_buffers_bytes", "bytes of dma-bufs beyond the top ones",
+                                 value=sum(e.size for e in rest)))
+
+    processes = sorted(inventory.processes, key=lambda p: (-p.rss, p.pid))
+    labels = ["pid", "comm"]
+    rss = GaugeMetricFamily("dmabuf_process_rss_bytes", "dma-buf bytes a process references", labels=labels)
+    pss = GaugeMetricFamily("dmabuf_process_pss_bytes", "dma-buf bytes shared out among holders", labels=labels)
+    count = GaugeMetricFamily("dmabuf_process_buffers", "dma-bufs a process references", labels=labels)
+    for process in processes[:top]:
+        key = [str(process.pid), terminal_safe(process.comm, none="")]
+        rss.add_metric(key, process.rss)
+        pss.add_metric(key, process.pss)
+        count.add_metric(key, len(process.buffers))
+    if processes[top:]:
+        others = processes[top:]
+        rss.add_metric(["other", ""], sum(p.rss for p in others))
+        pss.add_metric(["other", ""], sum(p.pss for p in others))
+        count.add_metric(["other", ""], sum(len(p.buffers) for p in others))
+    out += [rss, pss, count]
+
+    if trace is not None:
+        out += _trace_families(trace, inventory, {e.inode for e in shown})
+    return out
+
+
+def _trace_families(trace, inventory, shown_inodes):
+    from .tracing import per_buffer
+
+    missing = trace.missing_concerns()
+    out = []
+    per_path = trace.per_path()
+    for field, name, help_text, concern in _PER_PATH:
+        if concern in missing:
+            continue
+        family = CounterMetricFamily(f"dmabuf_{name}", help_text, labels=["path"])
+        for path, counters in sorted(per_path.items()):
+            family.add_metric([path], getattr(counters, field))
+        out.append(family)
+    buffer_io = CounterMetricFamily("dmabuf_buffer_io_bytes", "bytes moved into or out of the top dma-bufs",
+                                    labels=["inode", "path"])
+    aggregated = {}
+    for inode, paths in sorted(per_buffer(trace, [e.buffer for e in inventory.buffers]).items()):
+        for path, counters in paths.items():
+            if inode in shown_inodes:
+                buffer_io.add_metric([str(inode), path], counters.bytes)
+            else:
+                aggregated[path] = aggregated.get(path, 0) + counters.bytes
+    for path, value in sorted(aggregated.items()):
+        buffer_io.add_metric(["other", path], value)
+    out.append(buffer_io)
+    live = GaugeMetricFamily("dmabuf_hook_live", "1 when the concern's hooks are attached, 0 when missing",
+                             labels=["concern"])
+    for concern in sorted({h.concern for h in trace.hooks}):
+        live.add_metric([concern], 0 if concern in missing else 1)
+    out.append(live)
+    out.append(CounterMetricFamily("dmabuf_dropped_events", "ring buffer records lost", value=trace.dropped))
+    return out
+
+
+class DmabufCollector:
+    """A prometheus_client collector: each scrape takes a fresh inventory and trace snapshot.
+    Scrapes may come from several threads at once (the HTTP server is threaded): one at a time here."""
+
+    def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP):
+        self._take = take_inventory
+        self._tracer = tracer
+        self._top = top
+        self._lock = threading.Lock()
+
+    def collect(self):
+        with self._lock:
+            inventory = self._take()
+            trace = self._tracer.snapshot() if self._tracer is not None else None
+        return families(inventory, trace, self._top)
+
+
+def parse_listen(text: str):
+    """'ADDR:PORT', ':PORT' or '[v6]:PORT' -> (addr, port)."""
+    from .errors import DmabufTopError
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise DmabufTopError(f"--listen takes ADDR:PORT (e.g. 127.0.0.1:9464), not '{text}'", exit_code=2)
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def serve(address: str, port: int, collector: DmabufCollector, ready: Optional[threading.Event] = None):
+    """Serve /metrics until interrupted (SIGINT/SIGTERM end it through SystemExit/KeyboardInterrupt)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from .errors import DmabufTopError
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    try:
+        server, thread = start_http_server(port, addr=address, registry=registry)
+    except OSError as error:
+        raise DmabufTopError(f"cannot listen on {address}:{port}: {error.strerror}; pick another --listen",
+                             exit_code=2) from None
+    try:
+        if ready is not None:
+            ready.set()
+        while True:  # time.sleep is interrupted by the signal handlers that end the command
+            time.sleep(3600)
+    finally:
+        server.shutdown()
+        server.server_close()
