@@ -176,9 +176,12 @@ class Tracer:
 
     def snapshot(self):
         maps = self._obj.maps
-        by_target = {iopaths.decode_target(k): Counters.from_raw(v) for k, v in maps["io_by_target"].items()}
-        by_task = {iopaths.decode_task(k): Counters.from_raw(v) for k, v in maps["io_by_task"].items()}
-        outcomes = dict(iopaths.decode_outcome(k, v) for k, v in maps["io_outcomes"].items())
+        by_target = {iopaths.decode_target(k): _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
+                     for k, v in maps["io_by_target"].items()}
+        by_task = {iopaths.decode_task(k): _sum_cpus(maps["io_by_task"], v, Counters.from_raw)
+                   for k, v in maps["io_by_task"].items()}
+        outcomes = dict(iopaths.decode_outcome(k, maps["io_outcomes"].split_percpu(v))
+                        for k, v in maps["io_outcomes"].items())
         pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
         lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
         stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].items())
@@ -242,6 +245,15 @@ class Tracer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _sum_cpus(bpf_map, raw, decode):
+    """A per-CPU map value: decode each CPU's copy and add them up."""
+    values = [decode(part) for part in bpf_map.split_percpu(raw)]
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
 
 
 @dataclass

@@ -189,12 +189,13 @@ def _fs_name(magic):
     return MAGICS.get(magic, f"0x{magic:x}") if magic else "-"
 
 
-def decode_outcome(raw_key, raw_value):
+def decode_outcome(raw_key, raw_values):
+    """raw_values: the value, or one value per CPU (io_outcomes is per-CPU), summed."""
     k = _decode(IoOutcomeKey, raw_key)
-    v = _decode(IoOutcomeC, raw_value)
+    values = [_decode(IoOutcomeC, raw) for raw in ([raw_values] if isinstance(raw_values, bytes) else raw_values)]
     outcome = Outcome(PATHS.get(k.path, str(k.path)), KINDS.get(k.src_kind, "?"), KINDS.get(k.dst_kind, "?"),
                       k.error, _fs_name(k.src_magic), _fs_name(k.dst_magic))
-    return outcome, {"calls": v.calls, "bytes": v.bytes, "requested": v.requested}
+    return outcome, {name: sum(getattr(v, name) for v in values) for name in ("calls", "bytes", "requested")}
 
 
 def decode_pagecache(raw_key, raw_value):
