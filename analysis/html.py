@@ -6,7 +6,7 @@ import base64
 from html import escape
 
 from ..text import human_size, terminal_safe
-from . import figures, flame, tables
+from . import figures, flame, methods, tables
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1700px; }
@@ -152,9 +152,14 @@ def report_body(session, title=None):
         "missing-hooks": missing_html(session),
         "dropped-events": dropped_html(session),
     }
+    listed = SECTIONS
+    methods_html = methods.section_html(session, png_img)  # validate sessions only
+    if methods_html is not None:
+        sections["methods"] = methods_html
+        listed = (("methods", "Load methods compared"),) + SECTIONS
     body = [f"<h1>{escape(title or 'dmabuf-top session report')}</h1>"]
-    body.append("<p>" + " · ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name in SECTIONS) + "</p>")
-    for key, name in SECTIONS:
+    body.append("<p>" + " · ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name in listed) + "</p>")
+    for key, name in listed:
         body.append(f'<section id="{key}"><h2>{escape(name)}</h2>{sections[key]}</section>')
     return "\n".join(body)
 

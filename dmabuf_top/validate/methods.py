@@ -1,0 +1,383 @@
+"""The ways of loading a file into a buffer that people compare, one small function each.
+
+METHODS is data: a Method names its buffer kind, whether the file is opened O_DIRECT,
+the function that moves the bytes, and what the kernel must offer for it to exist
+(`needs`). Adding a method is one entry. Methods that only exist on patched kernels (an
+exporter `rw_file` reached through copy_file_range, a DMA_BUF_IOCTL_RW_FILE ioctl) say
+so in `needs` and are shown "absent on this kernel" elsewhere, never assumed.
+
+A load function is `load(buffer, file_fd, size, chunk) -> bytes moved into the buffer`;
+it raises OSError with the kernel's errno when the kernel refuses. Reads and writes go
+through libc with raw addresses, so the bytes land at the mapping's own address (a
+Python bytes object would add a copy of ours).
+"""
+import ctypes
+import errno
+import fcntl
+import os
+import struct
+from dataclasses import dataclass
+from typing import Callable, Optional, Tuple
+
+from .. import alloc
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.read.restype = ctypes.c_ssize_t
+libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+libc.write.restype = ctypes.c_ssize_t
+libc.write.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+libc.munmap.restype = ctypes.c_int
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+
+PROT_READ, PROT_WRITE = 1, 2
+MAP_SHARED, MAP_PRIVATE, MAP_ANONYMOUS = 0x01, 0x02, 0x20
+MAP_FAILED = ctypes.c_void_p(-1).value
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_SIZE = 1 << 20  # the default fs.pipe-max-size: the most an unprivileged splice loop gets per call
+
+# The v1/v2 proposal (May 2025, not merged): DMA_BUF_IOCTL_RW_FILE on the dma-buf fd with
+# struct dma_buf_rw_file { __u32 flags; __u32 fd; __u64 file_offset; __u64 buf_offset; __u64 buf_len; }.
+# No released uAPI header has it; a kernel that answers ENOTTY to this number lacks it.
+RW_FILE_STRUCT = struct.Struct("=IIQQQ")
+DMA_BUF_IOCTL_RW_FILE = alloc._IOW("b", 4, RW_FILE_STRUCT.size)
+RW_FILE_READ = 1 << 0
+RW_FILE_DIRECT = 1 << 31
+
+
+def _oserror(number, what):
+    return OSError(number, f"{what}: {os.strerror(number)}")
+
+
+def map_shared(fd, size):
+    """A MAP_SHARED read-write mapping of fd through libc (Python's mmap would dup the fd)."""
+    address = libc.mmap(None, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+    if address in (None, MAP_FAILED):
+        raise _oserror(ctypes.get_errno(), "mmap")
+    return address
+
+
+def map_anonymous(size):
+    address = libc.mmap(None, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if address in (None, MAP_FAILED):
+        raise _oserror(ctypes.get_errno(), "mmap")
+    return address
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffers: what a method loads into
+
+
+class Buffer:
+    """The destination: `fd` is what fd-to-fd methods write into (the dma-buf, or the memfd),
+    `address` the mapping read() fills; `view()` is the bytes for the content check."""
+
+    def __init__(self, kind, size, fd, address, inode, keep=(), closers=()):
+        self.kind, self.size, self.fd, self.address, self.inode = kind, size, fd, address, inode
+        self._keep = list(keep)  # DmaBufs and fds that must live as long as the buffer
+        self._closers = list(closers)
+
+    def view(self):
+        return memoryview((ctypes.c_char * self.size).from_address(self.address)).cast("B")
+
+    def close(self):
+        if self.address:
+            libc.munmap(self.address, self.size)
+            self.address = 0
+        for close in self._closers:
+            close()
+        self._closers = []
+
+
+def heap_buffer(size):
+    """A system-heap dma-buf, mapped (the heap maps every page at mmap time)."""
+    dmabuf = alloc.alloc_heap(size, name="validate:heap")
+    try:
+        address = map_shared(dmabuf.fd, dmabuf.size)
+    except BaseException:
+        dmabuf.close()
+        raise
+    return Buffer("heap", size, dmabuf.fd, address, dmabuf.inode, closers=[dmabuf.close])
+
+
+def udmabuf_buffer(size):
+    """One sealed memfd of `size` with udmabufs over it, each at most the kernel's size limit
+    (the posters loaded 32 MB buffers); loads go into the memfd, whose pages the udmabufs pin."""
+    aligned = alloc._page_align(size)
+    memfd = os.memfd_create("validate:udmabuf", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    fds = []
+
+    def close_all():
+        for fd in fds + [memfd]:
+            os.close(fd)
+
+    try:
+        os.ftruncate(memfd, aligned)
+        fcntl.fcntl(memfd, alloc.F_ADD_SEALS, alloc.F_SEAL_SHRINK)
+        limit = alloc.udmabuf_size_limit()
+        device = os.open(alloc.UDMABUF_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for offset in range(0, aligned, limit):
+                request = bytearray(alloc.UDMABUF_CREATE_STRUCT.pack(memfd, alloc.UDMABUF_FLAGS_CLOEXEC, offset,
+                                                                     min(limit, aligned - offset)))
+                fds.append(fcntl.ioctl(device, alloc.UDMABUF_CREATE, request, True))
+        finally:
+            os.close(device)
+        address = map_shared(memfd, aligned)
+    except BaseException:
+        close_all()
+        raise
+    buffer = Buffer("udmabuf", size, memfd, address, os.fstat(fds[0]).st_ino, closers=[close_all])
+    buffer.dmabuf_fds = fds
+    return buffer
+
+
+def memfd_buffer(size):
+    memfd = os.memfd_create("validate:memfd", os.MFD_CLOEXEC)
+    try:
+        os.ftruncate(memfd, size)
+        address = map_shared(memfd, size)
+    except BaseException:
+        os.close(memfd)
+        raise
+    return Buffer("memfd", size, memfd, address, os.fstat(memfd).st_ino, closers=[lambda: os.close(memfd)])
+
+
+BUFFERS = {"heap": heap_buffer, "udmabuf": udmabuf_buffer, "memfd": memfd_buffer}
+
+
+# ---------------------------------------------------------------------------------------------
+# Load functions
+
+
+def read_into_mapping(buffer, fd, size, chunk):
+    """read() from the file straight into the buffer's mapping."""
+    done = 0
+    while done < size:
+        got = libc.read(fd, buffer.address + done, min(chunk, size - done))
+        if got < 0:
+            raise _oserror(ctypes.get_errno(), "read")
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def read_then_write(buffer, fd, size, chunk):
+    """read() into a user buffer, then write() it into the buffer's fd: the bounce people start from."""
+    bounce = map_anonymous(chunk)
+    try:
+        done = 0
+        while done < size:
+            got = libc.read(fd, bounce, min(chunk, size - done))
+            if got < 0:
+                raise _oserror(ctypes.get_errno(), "read")
+            if got == 0:
+                break
+            written = 0
+            while written < got:
+                put = libc.write(buffer.fd, bounce + written, got - written)
+                if put < 0:
+                    raise _oserror(ctypes.get_errno(), "write")
+                written += put
+            done += got
+        return done
+    finally:
+        libc.munmap(bounce, chunk)
+
+
+def send_file(buffer, fd, size, chunk):
+    """sendfile(buffer fd <- file): do_splice_direct through the kernel's internal pipe."""
+    done = 0
+    while done < size:
+        moved = os.sendfile(buffer.fd, fd, done, min(chunk, size - done))
+        if moved == 0:
+            break
+        done += moved
+    return done
+
+
+def splice_through_pipe(buffer, fd, size, chunk):
+    """splice(file -> pipe), then splice(pipe -> buffer fd), a pipe's worth at a time."""
+    read_end, write_end = os.pipe()
+    try:
+        try:
+            pipe_size = fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pipe_size = 64 << 10
+        done = 0
+        while done < size:
+            into_pipe = os.splice(fd, write_end, min(pipe_size, size - done), offset_src=done)
+            if into_pipe == 0:
+                break
+            while into_pipe:
+                out = os.splice(read_end, buffer.fd, into_pipe, offset_dst=done)
+                into_pipe -= out
+                done += out
+        return done
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def copy_range(buffer, fd, size, chunk):
+    """copy_file_range(file -> buffer fd)."""
+    done = 0
+    while done < size:
+        moved = os.copy_file_range(fd, buffer.fd, min(chunk, size - done), done, done)
+        if moved == 0:
+            break
+        done += moved
+    return done
+
+
+def copy_range_to_dmabuf(buffer, fd, size, chunk):
+    """copy_file_range(file -> the dma-buf fd itself), served on patched kernels by the exporter's rw_file."""
+    targets = getattr(buffer, "dmabuf_fds", None) or [buffer.fd]
+    limit = alloc.udmabuf_size_limit() if buffer.kind == "udmabuf" else size
+    done = 0
+    for index, target in enumerate(targets):
+        end = min(size, (index + 1) * limit)
+        while done < end:
+            moved = os.copy_file_range(fd, target, min(chunk, end - done), done, done - index * limit)
+            if moved == 0:
+                return done
+            done += moved
+    return done
+
+
+def rw_file_ioctl(buffer, fd, size, chunk, direct=False):
+    """DMA_BUF_IOCTL_RW_FILE (the v1/v2 proposal): the exporter reads the file into its own pages."""
+    done = 0
+    while done < size:
+        length = min(chunk, size - done)
+        request = bytearray(RW_FILE_STRUCT.pack(RW_FILE_READ | (RW_FILE_DIRECT if direct else 0), fd, done, done,
+                                                length))
+        fcntl.ioctl(buffer.fd, DMA_BUF_IOCTL_RW_FILE, request, True)
+        done += length
+    return done
+
+
+def rw_file_ioctl_direct(buffer, fd, size, chunk):
+    return rw_file_ioctl(buffer, fd, size, chunk, direct=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The matrix
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    buffer: str  # a key of BUFFERS
+    direct: bool  # the file is opened O_DIRECT
+    load: Callable
+    summary: str
+    needs: Tuple[str, ...] = ()  # "symbol:NAME" (BTF or kallsyms), "ioctl:rw_file" (tried)
+
+
+def _both(name, buffer, load, summary, needs=()):
+    """A method in its buffered and O_DIRECT flavours."""
+    return (Method(name, buffer, False, load, summary, needs),
+            Method(f"{name}-direct", buffer, True, load, f"{summary}, O_DIRECT file", needs))
+
+
+METHODS = (
+    *_both("heap-read", "heap", read_into_mapping, "system-heap dma-buf: mmap + read()"),
+    Method("heap-sendfile", "heap", False, send_file, "system-heap dma-buf: sendfile into the dma-buf fd"),
+    Method("heap-splice", "heap", False, splice_through_pipe, "system-heap dma-buf: splice file -> pipe -> dma-buf fd"),
+    *_both("heap-cfr", "heap", copy_range, "system-heap dma-buf: copy_file_range into the dma-buf fd"),
+    *_both("udmabuf-read", "udmabuf", read_into_mapping, "udmabuf over a sealed memfd: mmap memfd + read()"),
+    *_both("udmabuf-sendfile", "udmabuf", send_file, "udmabuf: sendfile into the memfd"),
+    *_both("udmabuf-splice", "udmabuf", splice_through_pipe, "udmabuf: splice file -> pipe -> memfd"),
+    Method("udmabuf-cfr", "udmabuf", False, copy_range, "udmabuf: copy_file_range into the memfd"),
+    *_both("memfd-rw", "memfd", read_then_write, "memfd: read() into a user buffer + write()"),
+    *_both("memfd-read", "memfd", read_into_mapping, "memfd: mmap + read()"),
+    Method("memfd-sendfile", "memfd", False, send_file, "memfd: sendfile"),
+    *_both("memfd-splice", "memfd", splice_through_pipe, "memfd: splice file -> pipe -> memfd"),
+    Method("memfd-cfr", "memfd", False, copy_range, "memfd: copy_file_range"),
+    # Patched kernels only (the 2025 proposals): detected, never assumed.
+    *_both("heap-cfr-rwfile", "heap", copy_range_to_dmabuf,
+           "system-heap dma-buf: copy_file_range served by the exporter's rw_file (patched)",
+           ("symbol:system_heap_rw_file",)),
+    *_both("udmabuf-cfr-rwfile", "udmabuf", copy_range_to_dmabuf,
+           "udmabuf: copy_file_range into the dma-buf fd, served by udmabuf's rw_file (patched)",
+           ("symbol:udmabuf_rw_file",)),
+    Method("heap-rwfile-ioctl", "heap", False, rw_file_ioctl,
+           "system-heap dma-buf: DMA_BUF_IOCTL_RW_FILE (patched)", ("ioctl:rw_file",)),
+    Method("heap-rwfile-ioctl-direct", "heap", True, rw_file_ioctl_direct,
+           "system-heap dma-buf: DMA_BUF_IOCTL_RW_FILE with DIRECT (patched)", ("ioctl:rw_file",)),
+)
+
+BY_NAME = {method.name: method for method in METHODS}
+BUFFER_NEEDS = {"heap": ("heaps", "no /dev/dma_heap/system"), "udmabuf": ("udmabuf", "no /dev/udmabuf")}
+
+
+def select(names=None):
+    """Methods by name (all when names is empty), in matrix order; ValueError naming the unknown ones."""
+    if not names:
+        return list(METHODS)
+    unknown = [name for name in names if name not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown method(s): {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    return [method for method in METHODS if method.name in names]
+
+
+# ---------------------------------------------------------------------------------------------
+# What this kernel offers
+
+
+def rw_file_ioctl_answer():
+    """None if DMA_BUF_IOCTL_RW_FILE exists, else why not (tried on a one-page heap buffer with fd -1)."""
+    try:
+        dmabuf = alloc.alloc_heap(alloc.PAGE_SIZE)
+    except Exception as error:  # noqa: BLE001: any failure means the ioctl cannot be tried here
+        return f"cannot try the ioctl without a heap buffer ({error})"
+    try:
+        request = bytearray(RW_FILE_STRUCT.pack(RW_FILE_READ, 0xFFFFFFFF, 0, 0, alloc.PAGE_SIZE))
+        fcntl.ioctl(dmabuf.fd, DMA_BUF_IOCTL_RW_FILE, request, True)
+    except OSError as error:
+        if error.errno == errno.ENOTTY:
+            return "absent on this kernel (DMA_BUF_IOCTL_RW_FILE answers ENOTTY)"
+        return None  # EBADF and friends: the ioctl exists and refused our fd -1
+    finally:
+        dmabuf.close()
+    return None
+
+
+class KernelOffer:
+    """Answers `needs` entries once per run: symbols from BTF and kallsyms, the ioctl by trial."""
+
+    def __init__(self, report, symbols=None, ioctl_answer=None):
+        self.report = report
+        self._symbols = symbols
+        self._ioctl = ioctl_answer
+
+    def _has_symbol(self, name):
+        if self._symbols is None:
+            from ..bpf import KernelBtf
+            from ..features import kallsyms_names
+
+            self._symbols = set(kallsyms_names())
+            with KernelBtf() as btf:
+                self._symbols |= {fn for fn in ("system_heap_rw_file", "udmabuf_rw_file", "dma_buf_rw_file")
+                                  if btf.has_function(fn)}
+        return name in self._symbols
+
+    def missing(self, method) -> Optional[str]:
+        """None if the kernel offers what the method needs, else why not."""
+        if method.buffer in BUFFER_NEEDS:
+            feature, why = BUFFER_NEEDS[method.buffer]
+            if not self.report.available(feature):
+                return f"{why} on this kernel"
+        for need in method.needs:
+            kind, _, name = need.partition(":")
+            if kind == "symbol" and not self._has_symbol(name):
+                return f"absent on this kernel ({name} is in neither BTF nor kallsyms: needs a patched kernel)"
+            if kind == "ioctl":
+                if self._ioctl is None:
+                    self._ioctl = rw_file_ioctl_answer() or ""
+                if self._ioctl:
+                    return self._ioctl
+        return None

@@ -1,0 +1,434 @@
+"""Runs the method matrix: prepares the file, drops the page cache, times and traces each method.
+
+Each method runs in this process, between two snapshots of a Tracer scoped to it
+(Tracer(pid=getpid(), ignore_self=False)): only the method's own calls happen between
+them, so the counters, the outcomes and the stacks of that window are the method's.
+Allocation and close are timed outside the window; the content check reads the buffer
+after it.
+
+`trace_command` does the same for a user's command, forked and held until the tracer
+is attached, and scoped to the calls whose memory is a dma-buf or a memfd.
+"""
+import errno as errno_module
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from .. import features as feature_detection
+from ..errors import DmabufTopError, NeedsPrivilege
+from ..probes.iopaths import Counters
+from . import methods as method_table
+from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
+
+MiB = 1 << 20
+DEFAULT_SIZE = 256 * MiB
+DEFAULT_CHUNK = 32 * MiB  # the posters read into 32 MB buffers
+DEFAULT_DIR = "/mnt/scratch"
+EVIDENCE_STACKS = 3
+
+
+def default_directory():
+    if os.path.isdir(DEFAULT_DIR):
+        return DEFAULT_DIR
+    raise DmabufTopError(f"{DEFAULT_DIR} does not exist: give --dir DIR, a directory on the filesystem "
+                         "your files are loaded from (not tmpfs)", exit_code=2)
+
+
+def digest(data):
+    """The content check's hash (BLAKE2b: fast, and a skipped page or a flipped byte changes it)."""
+    return hashlib.blake2b(data, digest_size=32).hexdigest()
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size: int
+    digest: str
+    filesystem: str
+
+
+FS_NAMES = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs", 0xF2F52010: "f2fs",
+            0x6A656A63: "virtiofs/fuse", 0x65735546: "fuse"}
+
+
+def filesystem_of(path):
+    """The superblock magic's name (statfs f_type) of the filesystem holding path."""
+    import ctypes
+
+    class Statfs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 112)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = Statfs()
+    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return "?"
+    magic = buf.f_type & 0xFFFFFFFF
+    return FS_NAMES.get(magic, f"0x{magic:x}")
+
+
+def prepare_file(directory, size, name="dmabuf-top-validate.bin"):
+    """SIZE random bytes in DIRECTORY, written and synced, with their digest."""
+    if not os.path.isdir(directory):
+        raise DmabufTopError(f"--dir {directory}: no such directory", exit_code=2)
+    path = os.path.join(directory, name)
+    hasher = hashlib.blake2b(digest_size=32)
+    block = 4 * MiB
+    try:
+        with open(path, "wb") as out:
+            written = 0
+            while written < size:
+                data = os.urandom(min(block, size - written))
+                hasher.update(data)
+                out.write(data)
+                written += len(data)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as error:
+        raise DmabufTopError(f"cannot write the {size}-byte test file in {directory}: {error.strerror}") from None
+    return SourceFile(path, size, hasher.hexdigest(), filesystem_of(directory))
+
+
+def drop_page_cache(path):
+    """Write back, then drop the page cache (all of it, and this file's by fadvise)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as control:
+            control.write("3\n")
+    except PermissionError:
+        raise NeedsPrivilege("dropping the page cache needs root: run as root, or pass --warm") from None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class MethodResult:
+    name: str
+    summary: str
+    buffer: str
+    direct: bool
+    payload: int
+    verdict: Verdict
+    alloc_ms: Optional[float] = None
+    io_ms: Optional[float] = None
+    close_ms: Optional[float] = None
+    moved: int = 0
+    reached: int = 0
+    cpu_copied: Optional[int] = 0  # None: not traced
+    page_cache_pages: Optional[int] = 0
+    pinned_pages: Optional[int] = 0
+    got_pages: Optional[int] = 0
+    syscalls: int = 0
+    errors: int = 0
+    errno: Optional[int] = None
+    checksum: Optional[str] = None  # "ok", "mismatch", or None (not checked)
+    buffer_inode: int = 0
+    evidence: List[dict] = field(default_factory=list)
+    paths: Dict[str, dict] = field(default_factory=dict)
+    flows: List[dict] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+    ended_ns: int = 0
+
+    @property
+    def mb_s(self):
+        if not self.io_ms or self.verdict.kind in ("failed", "absent"):
+            return None
+        return self.payload / MiB / (self.io_ms / 1000)
+
+    def to_dict(self):
+        out = {key: value for key, value in self.__dict__.items() if key != "verdict"}
+        out["verdict"] = self.verdict.to_dict()
+        out["errno_name"] = errno_module.errorcode.get(self.errno) if self.errno else None
+        out["mb_s"] = self.mb_s
+        return out
+
+
+@dataclass
+class ValidateRun:
+    results: List[MethodResult]
+    source: Optional[SourceFile]
+    warm: bool
+    hooks: list  # tracing.HookStatus
+    missing: Dict[str, str]
+    stacks: Dict[int, List[str]] = field(default_factory=dict)  # evidence stack id -> frames
+    command: Optional[List[str]] = None
+    command_exit: Optional[int] = None
+
+    def to_dict(self):
+        return {
+            "file": None if self.source is None else {"path": self.source.path, "size": self.source.size,
+                                                      "filesystem": self.source.filesystem},
+            "page_cache": "warm" if self.warm else "dropped before each method",
+            "command": self.command, "command_exit": self.command_exit,
+            "missing": self.missing,
+            "hooks": [hook.to_dict() for hook in self.hooks],
+            "methods": [result.to_dict() for result in self.results],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# The window between two snapshots
+
+
+def _flows(before, after):
+    flows = []
+    for outcome, value in after.outcomes.items():
+        previous = before.outcomes.get(outcome, {"calls": 0, "bytes": 0})
+        calls = value["calls"] - previous["calls"]
+        if calls:
+            flows.append(Flow(outcome.path, outcome.src_kind, outcome.dst_kind, outcome.src_fs, outcome.dst_fs,
+                              value["bytes"] - previous["bytes"], calls, outcome.error))
+    return flows
+
+
+def _path_deltas(before, after, tgid):
+    start = before.per_path(tgid)
+    return {path: c - start.get(path, Counters()) for path, c in after.per_path(tgid).items()
+            if (c - start.get(path, Counters())).calls or (c - start.get(path, Counters())).cpu_copied
+            or (c - start.get(path, Counters())).pc_added}
+
+
+def _target_deltas(before, after, kinds):
+    total = Counters()
+    for target, counters in after.by_target.items():
+        if target.kind in kinds:
+            total = total + (counters - before.by_target.get(target, Counters()))
+    return total
+
+
+def _evidence(tracer, before, after, stack_table, kallsyms):
+    """The top stacks (by bytes copied or pages pinned) seen in the window, each with its frames."""
+    rows = []
+    for key, (hits, amount) in after.stacks.items():
+        old_hits, old_amount = before.stacks.get(key, (0, 0))
+        if hits - old_hits and amount - old_amount:
+            rows.append((key, hits - old_hits, amount - old_amount))
+    rows.sort(key=lambda row: -row[2])
+    out = []
+    for (stack_id, point, path), hits, amount in rows[:EVIDENCE_STACKS]:
+        if stack_id not in stack_table:
+            frames = [kallsyms.name(ip) for ip in tracer.stack_ips(stack_id)] or [f"[stack lost: {stack_id}]"]
+            stack_table[stack_id] = frames
+        out.append({"stack_id": stack_id, "point": point, "path": path, "hits": hits, "amount": amount,
+                    "unit": "pages" if point == "gup" else "bytes", "frames": stack_table[stack_id]})
+    return out
+
+
+def _untraced(value, concern, missing):
+    return None if concern in missing else value
+
+
+def _fill(result, total, flows, missing, paths):
+    result.cpu_copied = _untraced(total.cpu_copied, "cpu_copy", missing)
+    result.page_cache_pages = _untraced(total.pc_added, "page_cache", missing)
+    result.pinned_pages = _untraced(total.pinned_pages, "gup", missing)
+    result.got_pages = _untraced(total.got_pages, "gup", missing)
+    result.syscalls, result.errors = total.calls, total.errors
+    result.reached = sum(f.bytes for f in flows if f.dst_kind in MEMORY_KINDS and f.bytes > 0)
+    result.flows = [f.__dict__ for f in flows]
+    result.paths = {path: c.to_dict() for path, c in paths.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The matrix
+
+
+class Runner:
+    """Runs methods one after another with one tracer; see the module docstring."""
+
+    def __init__(self, source, *, warm=False, chunk=DEFAULT_CHUNK, report=None, offer=None, tracer=None):
+        from ..tracing import Tracer
+
+        self.source = source
+        self.warm = warm
+        self.chunk = chunk
+        self.report = report or feature_detection.detect()
+        self.offer = offer or method_table.KernelOffer(self.report)
+        self.tracer = tracer or Tracer(pid=os.getpid(), ignore_self=False, stacks=True, report=self.report)
+        self.missing = self.tracer.snapshot().missing_concerns()
+        self.stacks: Dict[int, List[str]] = {}
+        self._kallsyms = None
+
+    def close(self):
+        self.tracer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self, methods) -> ValidateRun:
+        results = [self.run_one(method) for method in methods]
+        return ValidateRun(results, self.source, self.warm, list(self.tracer.hooks), dict(self.missing), self.stacks)
+
+    def run_one(self, method) -> MethodResult:
+        size = self.source.size
+        result = MethodResult(method.name, method.summary, method.buffer, method.direct, size, absent("?"))
+        why_not = self.offer.missing(method)
+        if why_not:
+            result.verdict = absent(why_not)
+            return result
+        if not self.warm:
+            drop_page_cache(self.source.path)
+        started = time.monotonic()
+        try:
+            buffer = method_table.BUFFERS[method.buffer](size)
+        except (OSError, DmabufTopError) as error:
+            return self._failed_before_io(result, "allocating the buffer", error)
+        allocated = time.monotonic()
+        result.alloc_ms = (allocated - started) * 1000
+        result.buffer_inode = buffer.inode
+        try:
+            try:
+                fd = os.open(self.source.path, os.O_RDONLY | (os.O_DIRECT if method.direct else 0))
+            except OSError as error:
+                return self._failed_before_io(result, "opening the file", error)
+            try:
+                before = self.tracer.snapshot()
+                io_started = time.monotonic()
+                try:
+                    result.moved = method.load(buffer, fd, size, self.chunk)
+                except OSError as error:
+                    result.errno = error.errno
+                io_ended = time.monotonic()
+                after = self.tracer.snapshot()
+                result.ended_ns = time.monotonic_ns()
+            finally:
+                os.close(fd)
+            result.io_ms = (io_ended - io_started) * 1000
+            if result.errno is None:
+                result.checksum = "ok" if digest(buffer.view()) == self.source.digest else "mismatch"
+        finally:
+            closing = time.monotonic()
+            buffer.close()
+            result.close_ms = (time.monotonic() - closing) * 1000
+        self._judge(result, before, after)
+        return result
+
+    @staticmethod
+    def _failed_before_io(result, doing, error):
+        number = getattr(error, "errno", None)
+        result.errno = number
+        result.notes.append(f"{doing} failed: {error}")
+        what = f"{errno_module.errorcode.get(number, number)}, {doing}" if number else doing
+        result.verdict = Verdict("failed", f"failed ({what})", reasons=(str(error),))
+        return result
+
+    def _judge(self, result, before, after):
+        tgid = os.getpid()
+        paths = _path_deltas(before, after, tgid)
+        total = sum(paths.values(), Counters())
+        flows = _flows(before, after)
+        _fill(result, total, flows, self.missing, paths)
+        result.evidence = _evidence(self.tracer, before, after, self.stacks, self.kallsyms())
+        unmeasured = unmeasured_copy_sites(flows)
+        other = paths.get("other")
+        if other and (other.pc_added or other.cpu_copied):
+            unmeasured += ("page-cache work happened outside the traced syscalls (page faults on a file mapping?)",)
+        result.verdict = verdict(Measurement(
+            payload=result.payload, moved=result.moved if result.errno is None else 0, reached=result.reached,
+            cpu_copied=total.cpu_copied, page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages,
+            got_pages=total.got_pages, calls=total.calls, errors=total.errors, errno=result.errno,
+            checksum_ok=None if result.checksum is None else result.checksum == "ok",
+            missing=self.missing, unmeasured=unmeasured))
+
+    def kallsyms(self):
+        if self._kallsyms is None:
+            self._kallsyms = self.tracer.kallsyms()
+        return self._kallsyms
+
+
+def run_matrix(directory, size=DEFAULT_SIZE, names=None, warm=False, chunk=DEFAULT_CHUNK, keep_file=False):
+    """Prepare the file, run the chosen methods, remove the file; a ValidateRun."""
+    feature_detection.require_bpf_privileges("validate")
+    chosen = method_table.select(names)
+    source = prepare_file(directory, size)
+    try:
+        with Runner(source, warm=warm, chunk=chunk) as runner:
+            return runner.run(chosen)
+    finally:
+        if not keep_file:
+            os.unlink(source.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's command
+
+
+def trace_command(argv, report=None):
+    """Run argv (never through a shell) traced from its first instruction; a ValidateRun with one row.
+
+    The payload is what reached dma-bufs and memfds through traced calls; copies are counted on
+    those calls only (the command's own start-up reads, e.g. an interpreter loading modules, do
+    not count). A copy into anonymous memory made before the bytes were written into the buffer
+    is noted, not counted.
+    """
+    from ..recorder import Command
+    from ..tracing import Tracer
+
+    feature_detection.require_bpf_privileges("validate")
+    report = report or feature_detection.detect()
+    command = Command(argv)
+    try:
+        tracer = Tracer(pid=command.pid, stacks=True, report=report)
+    except BaseException:
+        command.abandon()
+        raise
+    with tracer:
+        before = tracer.snapshot()
+        missing = before.missing_concerns()
+        started = time.monotonic()
+        command.release()
+        returncode = command.wait()
+        io_s = time.monotonic() - started
+        after = tracer.snapshot()
+        name = os.path.basename(argv[0])
+        result = MethodResult(name, " ".join(argv), "command", False, 0, absent("?"))
+        result.ended_ns = time.monotonic_ns()
+        stacks: Dict[int, List[str]] = {}
+        measure_command(result, before, after, missing, command.pid, returncode)
+        result.evidence = _evidence(tracer, before, after, stacks, tracer.kallsyms())
+        result.io_ms = io_s * 1000
+    run = ValidateRun([result], None, True, list(tracer.hooks), missing, stacks, list(argv), returncode)
+    return run
+
+
+def measure_command(result, before, after, missing, tgid, returncode):
+    """Fills result and its verdict from the window of a command (pure apart from its inputs)."""
+    total = _target_deltas(before, after, MEMORY_KINDS)
+    flows = [f for f in _flows(before, after) if f.dst_kind in MEMORY_KINDS]
+    paths = _path_deltas(before, after, tgid)
+    _fill(result, total, flows, missing, paths)
+    result.payload = result.moved = result.reached
+    anonymous = sum(f.bytes for f in _flows(before, after) if f.path == "read" and f.dst_kind == "none")
+    if anonymous:
+        result.notes.append(f"{anonymous} bytes were also read into anonymous memory; if the command then copied "
+                            "them into its buffer, that copy is one more than shown")
+    unmeasured = list(unmeasured_copy_sites(flows))
+    if not result.reached:
+        unmeasured.append("no traced call moved bytes into a dma-buf or a memfd")
+    other = paths.get("other")
+    if other and (other.pc_added or other.cpu_copied):
+        unmeasured.append("page-cache pages were added outside the traced syscalls (page faults on a file mapping: "
+                          "a copy from there by user code cannot be seen)")
+    errno_value = None
+    if returncode:
+        result.notes.append(f"the command exited with code {returncode}")
+    failed_flows = [f for f in flows if f.error]
+    if failed_flows and not result.reached:
+        errno_value = -failed_flows[0].error
+    result.errno = errno_value
+    result.verdict = verdict(Measurement(
+        payload=result.payload, moved=result.moved, reached=result.reached, cpu_copied=total.cpu_copied,
+        page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages, got_pages=total.got_pages,
+        calls=total.calls, errors=total.errors, errno=errno_value, missing=missing, unmeasured=tuple(unmeasured)))
+    return result

@@ -1,0 +1,200 @@
+"""What a load method cost, judged from kernel counters: pure functions, tested without a kernel.
+
+A verdict is only as strong as the hooks behind it. CPU copies are measured where the
+I/O path tracer can see them (fexit filemap_read: page cache -> memory; fexit
+generic_perform_write: memory -> page cache or shmem). A copy made anywhere else
+(shmem_file_read_iter, pipe_read/pipe_write, a socket, an exporter's own callback, a
+filesystem whose buffered write does not go through generic_perform_write) is invisible,
+so a method whose bytes crossed such a place is "unmeasured", never "zero-copy". A
+zero-copy verdict also needs the GUP and page-cache hooks live: "no pins, no page cache"
+is only known when they were counting.
+"""
+import errno as errno_module
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Optional, Tuple
+
+# Buffered reads from these filesystems copy in filemap_read (ext4_file_read_iter ->
+# generic_file_read_iter, xfs_file_buffered_read and btrfs_file_read_iter -> filemap_read).
+READ_COPY_MEASURED_FS = frozenset({"ext4", "xfs", "btrfs"})
+# Buffered writes into these copy in generic_perform_write (shmem_file_write_iter,
+# ext4_buffered_write_iter). xfs/btrfs have their own write loops (iomap, btrfs_buffered_write).
+WRITE_COPY_MEASURED_FS = frozenset({"tmpfs", "ext4"})
+MEMORY_KINDS = ("dmabuf", "shmem")  # where a load method's payload must land
+FD_TO_FD_PATHS = ("sendfile", "splice", "copy_file_range")
+
+# The concerns a verdict rests on (tracing.missing_concerns names them).
+COPY_CONCERN, GUP_CONCERN, PAGE_CACHE_CONCERN = "cpu_copy", "gup", "page_cache"
+
+ZERO_COPY, COPIES, FAILED, WRONG_DATA, INCOMPLETE, UNMEASURED, ABSENT = (
+    "zero-copy", "copies", "failed", "wrong-data", "incomplete", "unmeasured", "absent")
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One kind of traced call (an io_outcomes key of the I/O path tracer) and the bytes it moved."""
+
+    path: str
+    src_kind: str
+    dst_kind: str
+    src_fs: str
+    dst_fs: str
+    bytes: int
+    calls: int = 1
+    error: int = 0  # 0 or a negative errno
+
+
+@dataclass(frozen=True)
+class Measurement:
+    payload: int  # bytes that must reach the buffer (the file's size)
+    moved: int  # bytes the method's own calls said they moved into the buffer
+    reached: int  # bytes the kernel events saw land in a dma-buf or memfd
+    cpu_copied: int
+    page_cache_pages: int
+    pinned_pages: int
+    got_pages: int = 0
+    calls: int = 0
+    errors: int = 0
+    errno: Optional[int] = None  # the method's failure (positive errno)
+    checksum_ok: Optional[bool] = None  # None: not checked
+    missing: Dict[str, str] = field(default_factory=dict)  # concern -> why its hooks are not live
+    unmeasured: Tuple[str, ...] = ()  # copy sites the hooks cannot see, each with why
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # ZERO_COPY, COPIES, FAILED, WRONG_DATA, INCOMPLETE, UNMEASURED, ABSENT
+    label: str  # what the table shows
+    copies: Optional[float] = None  # CPU-copied bytes / payload, when measured
+    reasons: Tuple[str, ...] = ()
+
+    def to_dict(self):
+        return {"kind": self.kind, "label": self.label, "copies": self.copies, "reasons": list(self.reasons)}
+
+
+def errno_name(number):
+    return errno_module.errorcode.get(abs(number), f"errno {abs(number)}")
+
+
+def unmeasured_copy_sites(flows: Iterable[Flow]):
+    """Why some bytes crossed a place where a CPU copy would not be counted (empty: every copy is seen)."""
+    sites = []
+
+    def add(why):
+        if why not in sites:
+            sites.append(why)
+
+    for flow in flows:
+        if flow.bytes <= 0:
+            continue
+        if flow.path == "read":
+            if flow.src_kind == "file" and flow.src_fs in READ_COPY_MEASURED_FS:
+                continue
+            if flow.src_kind == "shmem":
+                add("read() from a memfd/tmpfs copies in shmem_file_read_iter, which is not hooked")
+            else:
+                add(f"read() from a {flow.src_kind} on {flow.src_fs} copies outside filemap_read, which is not hooked")
+        elif flow.path == "write":
+            if flow.dst_kind == "shmem" or (flow.dst_kind == "file" and flow.dst_fs in WRITE_COPY_MEASURED_FS):
+                continue
+            add(f"write() into a {flow.dst_kind} on {flow.dst_fs} copies outside generic_perform_write")
+        elif flow.path in FD_TO_FD_PATHS:
+            # The source side hands pages over by reference (filemap_splice_read, shmem_file_splice_read, pipe
+            # buffers) or, opened O_DIRECT, DMAs into kernel pages (copy_splice_read): no CPU copy to miss.
+            if flow.src_kind == "file" and flow.src_fs not in READ_COPY_MEASURED_FS:
+                add(f"{flow.path} from a file on {flow.src_fs}: its splice read is not known to be copy-free")
+            elif flow.src_kind not in ("file", "shmem", "pipe"):
+                add(f"{flow.path} from a {flow.src_kind}: its splice read is not hooked")
+            if flow.dst_kind == "pipe" or flow.dst_kind == "shmem" or (
+                    flow.dst_kind == "file" and flow.dst_fs in WRITE_COPY_MEASURED_FS):
+                continue  # a pipe takes page references; iter_file_splice_write -> generic_perform_write is hooked
+            if flow.dst_kind == "dmabuf":
+                add(f"{flow.path} into a dma-buf went through the exporter's own callback, which is not hooked yet")
+            else:
+                add(f"{flow.path} into a {flow.dst_kind} on {flow.dst_fs} copies outside generic_perform_write")
+    return tuple(sites)
+
+
+def _copies_label(ratio):
+    rounded = round(ratio)
+    if abs(ratio - rounded) > 0.05 or (rounded == 0 and ratio > 0):
+        return f"{ratio:.2f} copies"
+    return f"{rounded} cop{'y' if rounded == 1 else 'ies'}"
+
+
+def verdict(m: Measurement) -> Verdict:
+    """The method's verdict from what the kernel counted, in order of precedence:
+    failed > wrong data > incomplete > unmeasured > zero-copy / N copies."""
+    if m.errno:
+        return Verdict(FAILED, f"failed ({errno_name(m.errno)})", reasons=(f"the kernel answered {errno_name(m.errno)}",))
+    if m.checksum_ok is False:
+        return Verdict(WRONG_DATA, "WRONG DATA (checksum)",
+                       reasons=("the buffer's bytes differ from the file's: a fast wrong method does not win",))
+    if m.moved < m.payload:
+        return Verdict(INCOMPLETE, f"incomplete ({m.moved} of {m.payload} B)",
+                       reasons=(f"only {m.moved} of {m.payload} bytes were moved",))
+    reasons = []
+    if COPY_CONCERN in m.missing:
+        reasons.append(f"CPU copies are not traced here: {m.missing[COPY_CONCERN]}")
+    reasons += list(m.unmeasured)
+    if m.reached < m.payload:
+        reasons.append(f"the kernel events saw {m.reached} of {m.payload} bytes reach the buffer")
+    ratio = m.cpu_copied / m.payload if m.payload else 0.0
+    if reasons:
+        seen = f", >= {_copies_label(ratio)} seen" if m.cpu_copied and COPY_CONCERN not in m.missing else ""
+        return Verdict(UNMEASURED, f"unmeasured{seen}", None, tuple(reasons))
+    page_cache = m.page_cache_pages > 0
+    if m.cpu_copied == 0 and not page_cache:
+        lacking = [f"{concern}: {m.missing[concern]}" for concern in (GUP_CONCERN, PAGE_CACHE_CONCERN)
+                   if concern in m.missing]
+        if lacking:
+            return Verdict(UNMEASURED, "unmeasured (0 copies seen)", 0.0,
+                           tuple(f"zero-copy needs these hooks live: {why}" for why in lacking))
+        return Verdict(ZERO_COPY, "zero-copy", 0.0,
+                       (f"no CPU copy, no page cache; {m.pinned_pages} pages pinned for DMA",))
+    if PAGE_CACHE_CONCERN in m.missing:
+        cache_note = "page cache not traced"
+    else:
+        cache_note = "via page cache" if page_cache else "no page cache"
+    return Verdict(COPIES, f"{_copies_label(ratio)}, {cache_note}", ratio,
+                   (f"{m.cpu_copied} bytes copied by the CPU for {m.payload} bytes of payload",))
+
+
+def absent(why):
+    return Verdict(ABSENT, "absent on this kernel", reasons=(why,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Expectations: `--expect zero-copy|copies=N`
+
+
+@dataclass(frozen=True)
+class Expectation:
+    text: str
+    zero_copy: bool = False
+    copies: Optional[int] = None
+
+    def holds(self, result_verdict: Verdict):
+        """(held?, why) for one verdict."""
+        if result_verdict.kind in (FAILED, WRONG_DATA, INCOMPLETE, ABSENT):
+            return False, f"expected {self.text}, but the method {result_verdict.label}"
+        if result_verdict.kind == UNMEASURED:
+            return False, f"expected {self.text}, but it cannot be checked: {'; '.join(result_verdict.reasons)}"
+        if self.zero_copy:
+            held = result_verdict.kind == ZERO_COPY
+        else:
+            held = result_verdict.copies is not None and round(result_verdict.copies) == self.copies
+        return held, f"{'held' if held else 'did not hold'}: expected {self.text}, measured {result_verdict.label}"
+
+
+EXPECTATION = re.compile(r"^(?:(?P<zero>zero-copy)|copies=(?P<copies>\d+))$")
+
+
+def parse_expectation(text):
+    """'zero-copy' or 'copies=N' (N a whole number) -> Expectation; ValueError with what is accepted."""
+    match = EXPECTATION.match((text or "").strip().lower())
+    if not match:
+        raise ValueError(f"cannot read the expectation {text!r}: write 'zero-copy' or 'copies=N' (e.g. copies=1)")
+    if match.group("zero"):
+        return Expectation("zero-copy", zero_copy=True)
+    return Expectation(f"copies={int(match.group('copies'))}", copies=int(match.group("copies")))

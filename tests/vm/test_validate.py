@@ -1,0 +1,243 @@
+"""`dmabuf-top validate` in the lab guest: the whole matrix on a 64 MiB file on ext4/NVMe, page
+cache dropped before each method, every verdict and number checked against what the 7.2
+kernel's code does (the comment on each expectation names the path that makes it so).
+"""
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from dmabuf_top.alloc import alloc_heap
+from dmabuf_top.validate import methods as method_table
+from dmabuf_top.validate import render, runner
+from dmabuf_top.validate.methods import Method, read_into_mapping
+
+pytestmark = pytest.mark.guest
+
+SCRATCH = "/mnt/scratch"
+SIZE = 64 << 20
+PAGES = SIZE // 4096
+ALL = "all"  # every page of the file went through the page cache
+
+# name: (verdict kind, CPU copies (x payload), page-cache pages, pinned pages, errno name)
+EXPECTED = {
+    # read() -> ext4_file_read_iter -> generic_file_read_iter -> filemap_read: readahead fills the page cache,
+    # copy_folio_to_iter copies each page into the heap mapping (VM_PFNMAP, every page remap_pfn_range'd by
+    # system_heap_mmap, so copy_to_user just works).
+    "heap-read": ("copies", 1, ALL, 0, None),
+    # O_DIRECT: iomap_dio_rw -> bio_iov_iter_get_pages -> iov_iter_extract_pages -> pin_user_pages_fast, which
+    # refuses a VM_PFNMAP vma (check_vma_flags) -> -EFAULT before any byte moves.
+    "heap-read-direct": ("failed", None, 0, 0, "EFAULT"),
+    # do_sendfile -> do_splice_direct -> splice_direct_to_actor: the read half (filemap_splice_read) fills the
+    # internal pipe first, then direct_splice_actor -> do_splice_from finds no ->splice_write in dma_buf_fops
+    # -> -EINVAL. The readahead of that first read is in the page cache, the payload is not in the buffer.
+    "heap-sendfile": ("failed", None, "some", 0, "EINVAL"),
+    # splice(file -> pipe) works (filemap_splice_read); splice(pipe -> dma-buf) -> do_splice -> do_splice_from:
+    # no ->splice_write -> -EINVAL.
+    "heap-splice": ("failed", None, "some", 0, "EINVAL"),
+    # vfs_copy_file_range -> generic_copy_file_checks -> generic_file_rw_checks: the dma-buf's anonymous inode
+    # is not S_ISREG -> -EINVAL before any I/O (checked below on a real dma-buf).
+    "heap-cfr": ("failed", None, 0, 0, "EINVAL"),
+    "heap-cfr-direct": ("failed", None, 0, 0, "EINVAL"),
+    # Same filemap_read copy as the heap, into the memfd's shmem pages (which the udmabufs pinned at creation).
+    "udmabuf-read": ("copies", 1, ALL, 0, None),
+    # O_DIRECT into the memfd mapping: iov_iter_extract_pages pins the shmem pages (FOLL_PIN), the NVMe DMAs
+    # into them: no CPU copy, no page cache.
+    "udmabuf-read-direct": ("zero-copy", 0, 0, PAGES, None),
+    # sendfile into a memfd: filemap_splice_read hands page-cache pages to the internal pipe by reference, then
+    # iter_file_splice_write -> shmem_file_write_iter -> generic_perform_write copies them into shmem: 1 copy.
+    "udmabuf-sendfile": ("copies", 1, ALL, 0, None),
+    # O_DIRECT source: copy_splice_read allocates kernel pages and reads into them with an ITER_BVEC (DMA, no
+    # GUP: bvec pages need no pinning, no page cache); the write half still copies in generic_perform_write.
+    "udmabuf-sendfile-direct": ("copies", 1, 0, 0, None),
+    # The same two halves, driven by the caller through a 1 MiB pipe.
+    "udmabuf-splice": ("copies", 1, ALL, 0, None),
+    "udmabuf-splice-direct": ("copies", 1, 0, 0, None),
+    # vfs_copy_file_range: ext4 -> tmpfs are different superblocks with no shared ->copy_file_range -> -EXDEV.
+    "udmabuf-cfr": ("failed", None, 0, 0, "EXDEV"),
+    # read() into an anonymous buffer (filemap_read copy), write() into the memfd (generic_perform_write copy).
+    "memfd-rw": ("copies", 2, ALL, 0, None),
+    # O_DIRECT read pins the anonymous bounce buffer (DMA, no copy); the write() still copies once.
+    "memfd-rw-direct": ("copies", 1, 0, PAGES, None),
+    "memfd-read": ("copies", 1, ALL, 0, None),
+    # As udmabuf-read-direct: GUP pins the memfd's pages, DMA fills them.
+    "memfd-read-direct": ("zero-copy", 0, 0, PAGES, None),
+    "memfd-sendfile": ("copies", 1, ALL, 0, None),
+    "memfd-splice": ("copies", 1, ALL, 0, None),
+    "memfd-splice-direct": ("copies", 1, 0, 0, None),
+    "memfd-cfr": ("failed", None, 0, 0, "EXDEV"),
+}
+# Patched-kernel methods: on Debian's stock 7.2 the symbols are absent and the ioctl answers ENOTTY.
+ABSENT = ("heap-cfr-rwfile", "heap-cfr-rwfile-direct", "udmabuf-cfr-rwfile", "udmabuf-cfr-rwfile-direct",
+          "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct")
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    if not os.path.ismount(SCRATCH):
+        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
+    run = runner.run_matrix(SCRATCH, SIZE)
+    print(render.render_table(run))
+    return {result.name: result for result in run.results}, run
+
+
+def test_every_method_of_the_matrix_ran_or_is_absent(matrix):
+    results, _ = matrix
+    assert set(results) == set(EXPECTED) | set(ABSENT) == {m.name for m in method_table.METHODS}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_verdict_and_numbers_match_the_kernel(matrix, name):
+    results, _ = matrix
+    result = results[name]
+    kind, copies, page_cache, pinned, errno_name = EXPECTED[name]
+    assert result.verdict.kind == kind, (result.verdict, result.to_dict())
+    if errno_name:
+        assert result.to_dict()["errno_name"] == errno_name
+        assert result.reached == 0 and result.checksum is None
+    else:
+        assert result.moved == result.reached == SIZE
+        assert result.cpu_copied == copies * SIZE
+        assert result.checksum == "ok"
+        assert result.errors == 0
+    if page_cache == ALL:
+        assert result.page_cache_pages == PAGES
+    elif page_cache == "some":
+        assert 0 < result.page_cache_pages < PAGES
+    else:
+        assert result.page_cache_pages == page_cache
+    assert result.pinned_pages == pinned
+    assert result.alloc_ms > 0 and result.io_ms > 0 and result.close_ms >= 0
+
+
+def test_calls_follow_the_chunking(matrix):
+    results, _ = matrix
+    assert results["heap-read"].syscalls == SIZE // runner.DEFAULT_CHUNK
+    assert results["memfd-rw"].syscalls == 2 * SIZE // runner.DEFAULT_CHUNK  # a read and a write per chunk
+    assert results["memfd-splice"].syscalls == 2 * SIZE // method_table.PIPE_SIZE  # in and out of a 1 MiB pipe
+
+
+def test_evidence_names_the_kernel_paths(matrix):
+    results, _ = matrix
+    frames = lambda name, point: [f for s in results[name].evidence if s["point"] == point for f in s["frames"]]  # noqa
+    assert "vfs_read" in frames("heap-read", "cpu_copy_read")
+    assert "shmem_file_write_iter" in frames("udmabuf-sendfile", "cpu_copy_write")
+    assert "iter_file_splice_write" in frames("udmabuf-sendfile", "cpu_copy_write")
+    assert any("iomap_dio" in f for f in frames("udmabuf-read-direct", "gup"))
+    assert sum(s["amount"] for s in results["udmabuf-read-direct"].evidence if s["point"] == "gup") == PAGES
+
+
+def test_patched_kernel_methods_are_absent_never_assumed(matrix):
+    results, _ = matrix
+    for name in ABSENT:
+        assert results[name].verdict.kind == "absent"
+        assert "absent on this kernel" in results[name].verdict.reasons[0]
+    assert "ENOTTY" in results["heap-rwfile-ioctl"].verdict.reasons[0]
+
+
+def test_a_dma_buf_inode_is_not_a_regular_file(heap_available):
+    # Why copy_file_range into a dma-buf is EINVAL and not EXDEV: generic_file_rw_checks wants S_ISREG.
+    with alloc_heap(4096) as buf:
+        assert not stat.S_ISREG(os.fstat(buf.fd).st_mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# The content check catches wrong methods
+
+
+def flip_a_byte(buffer, fd, size, chunk):
+    moved = read_into_mapping(buffer, fd, size, chunk)
+    view = buffer.view()
+    view[size // 2] ^= 0xFF
+    return moved
+
+
+def skip_the_last_page(buffer, fd, size, chunk):
+    read_into_mapping(buffer, fd, size - 4096, chunk)
+    return size  # and claims it all
+
+
+def test_the_checksum_catches_corrupted_methods(udmabuf_available):
+    source = runner.prepare_file(SCRATCH, 8 << 20, name="validate-corrupt.bin")
+    wrong = [Method("flip-a-byte", "udmabuf", True, flip_a_byte, "O_DIRECT read, then one byte flipped"),
+             Method("skip-last-page", "memfd", False, skip_the_last_page, "reads all but the last page"),
+             Method("honest", "udmabuf", True, read_into_mapping, "O_DIRECT read")]
+    try:
+        with runner.Runner(source) as run_methods:
+            results = {r.name: r for r in run_methods.run(wrong).results}
+    finally:
+        os.unlink(source.path)
+    assert results["flip-a-byte"].checksum == "mismatch"
+    assert results["flip-a-byte"].verdict.kind == "wrong-data"  # although the kernel saw a zero-copy load
+    assert results["flip-a-byte"].pinned_pages == (8 << 20) // 4096
+    assert results["skip-last-page"].checksum == "mismatch"
+    assert results["skip-last-page"].verdict.kind == "wrong-data"
+    assert results["honest"].verdict.kind == "zero-copy" and results["honest"].checksum == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# validate -- CMD --expect
+
+
+@pytest.fixture(scope="module")
+def command_file():
+    source = runner.prepare_file(SCRATCH, 16 << 20, name="validate-command.bin")
+    yield source.path
+    os.unlink(source.path)
+
+
+def validate(*args):
+    return subprocess.run([sys.executable, "-m", "dmabuf_top", "validate", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def loader(method, path):
+    return ["--", sys.executable, "-m", "dmabuf_top.validate.load", method, path]
+
+
+def test_expect_zero_copy_fails_for_a_buffered_read(command_file, heap_available):
+    done = validate("--expect", "zero-copy", *loader("heap-read", command_file))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "did not hold" in done.stderr and "1 copy" in done.stderr
+
+
+def test_expect_zero_copy_holds_for_a_direct_read_into_a_udmabuf(command_file, udmabuf_available):
+    drop = runner.drop_page_cache
+    drop(command_file)
+    done = validate("--expect", "zero-copy", *loader("udmabuf-read-direct", command_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "zero-copy" in done.stdout and "held" in done.stderr
+
+
+def test_expect_copies_counts_the_copies_of_a_command(command_file, udmabuf_available):
+    done = validate("--expect", "copies=1", "--json", *loader("udmabuf-sendfile", command_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = json.loads(done.stdout)["methods"][0]
+    assert row["reached"] == 16 << 20 and row["cpu_copied"] == 16 << 20
+    # The interpreter's own start-up reads are not the payload and are not counted as its copies.
+    assert row["verdict"]["kind"] == "copies"
+
+
+def test_a_command_that_loads_nothing_is_unmeasured_not_zero_copy(command_file):
+    done = validate("--expect", "zero-copy", "--", "cat", command_file)
+    assert done.returncode == 1
+    assert "no traced call moved bytes into a dma-buf or a memfd" in done.stderr
+
+
+def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, udmabuf_available):
+    session = str(tmp_path / "validate.session")
+    done = validate("--size", "8M", "--dir", SCRATCH, "--methods", "heap-read,udmabuf-read-direct", "--json",
+                    "--record", session)
+    assert done.returncode == 0, done.stderr
+    rows = {row["name"]: row for row in json.loads(done.stdout)["methods"]}
+    assert rows["udmabuf-read-direct"]["verdict"]["kind"] == "zero-copy"
+    assert rows["heap-read"]["cpu_copied"] == 8 << 20
+    html = str(tmp_path / "validate.html")
+    report = subprocess.run([sys.executable, "-m", "dmabuf_top", "report", session, "-o", html], capture_output=True,
+                            text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    page = open(html, encoding="utf-8").read()
+    assert 'id="methods"' in page and "udmabuf-read-direct" in page and 'id="fig-methods"' in page
