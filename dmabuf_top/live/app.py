@@ -191,6 +191,14 @@ def sigterm_exits():
 @contextmanager
 def terminal():
     os.environ.setdefault("ESCDELAY", "25")  # Esc answers at once instead of after curses' default 1 s
+    try:
+        os.get_terminal_size(1)
+        # ncurses prefers LINES/COLUMNS to the terminal's own size; inherited ones are stale (a parent's
+        # size, or 80x24 set by a test runner) and would pin the view to them even across resizes.
+        os.environ.pop("LINES", None)
+        os.environ.pop("COLUMNS", None)
+    except OSError:
+        pass
     screen = curses.initscr()
     try:
         curses.noecho()

@@ -1,0 +1,154 @@
+"""The live view on this kernel (no heaps, fentry refused): in tmux as a user sees it, and its batch modes."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from dmabuf_top.live.jsonout import JSON_SCHEMA
+
+pytestmark = pytest.mark.root
+
+ROOT = Path(__file__).resolve().parents[2]
+DMABUF_TOP = str(ROOT / ".venv" / "bin" / "dmabuf-top")
+
+
+class Tmux:
+    """A private tmux server (its own socket) with one window of a fixed size."""
+
+    def __init__(self, tmp_path, command, width=160, height=45):
+        self.socket = str(tmp_path / "tmux.sock")
+        tmux = ["tmux", "-S", self.socket]
+        subprocess.run(tmux + ["new-session", "-d", "-x", str(width), "-y", str(height), "cat"], check=True)
+        # without a client terminal some tmux versions ignore -x/-y: size the window, then start the command in it
+        subprocess.run(tmux + ["resize-window", "-t", "0", "-x", str(width), "-y", str(height)], check=True)
+        subprocess.run(tmux + ["respawn-pane", "-k", "-t", "0", "-e", "TERM=xterm-256color", command], check=True)
+
+    def screen(self):
+        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "0"], capture_output=True,
+                              text=True, check=True).stdout
+
+    def keys(self, *keys):
+        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "0", *keys], check=True)
+
+    def wait_for(self, predicate, timeout=20):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if predicate(text):
+                return text
+            time.sleep(0.2)
+        raise AssertionError(f"screen never matched; last screen:\n{self.screen()}")
+
+    def child_pid(self):
+        """The pid of the command the pane's shell is running."""
+        shell = subprocess.run(["tmux", "-S", self.socket, "display", "-p", "-t", "0", "#{pane_pid}"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
+        return int(children[0])
+
+    def kill(self):
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
+
+
+@pytest.fixture
+def tmux(tmp_path):
+    made = []
+
+    def start(command, **size):
+        made.append(Tmux(tmp_path, command, **size))
+        return made[-1]
+
+    yield start
+    for session in made:
+        session.kill()
+
+
+def test_view_says_what_it_cannot_see_shows_tracepoint_paths_and_q_restores_the_terminal(tmux, tmp_path):
+    done = tmp_path / "done"
+    before = subprocess.run(["sysctl", "-n", "kernel.task_delayacct"], capture_output=True, text=True).stdout
+    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; echo EXIT=$? > {done}; stty -a > {done}.stty; sleep 60")
+    screen = term.wait_for(lambda s: "measured 0." in s)
+    assert "no dma-buf heaps and no udmabuf" in screen
+    assert "cpu_copy not traced" in screen and "EPERM" in screen
+    assert "hooks live:" in screen and " read " in screen.split("hooks live:")[1]
+    term.keys("4")
+    # wait for the whole paint: a capture can land between two of curses' writes
+    screen = term.wait_for(lambda s: "[4:Paths]" in s and "splice" in s and "traced (no cpu_copy, gup)" in s)
+    rows = {line.split()[0]: line for line in screen.splitlines() if line.split()[:1] in (["read"], ["write"])}
+    assert "traced (no cpu_copy, gup)" in rows["read"] and "n/t" in rows["read"]
+    term.keys("q")
+    deadline = time.monotonic() + 15
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert done.read_text().strip() == "EXIT=0"
+    stty = Path(f"{done}.stty").read_text()
+    assert " icanon" in stty and " echo" in stty  # cooked mode back: curses' cbreak/noecho undone
+    screen = term.screen()
+    assert "hooks live:" not in screen  # the alternate screen was left: the shell's screen is back
+    after = subprocess.run(["sysctl", "-n", "kernel.task_delayacct"], capture_output=True, text=True).stdout
+    assert after == before
+
+
+def test_sigterm_restores_the_terminal_and_delay_accounting(tmux, tmp_path):
+    done = tmp_path / "done"
+    before = Path("/proc/sys/kernel/task_delayacct").read_text()
+    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; echo EXIT=$? > {done}; stty -a > {done}.stty; sleep 60")
+    term.wait_for(lambda s: "measured 0." in s)
+    os.kill(term.child_pid(), 15)
+    deadline = time.monotonic() + 15
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert done.read_text().strip() == "EXIT=143"
+    assert " icanon" in Path(f"{done}.stty").read_text()
+    assert Path("/proc/sys/kernel/task_delayacct").read_text() == before
+
+
+def test_no_clear_prints_exactly_count_tables():
+    out = subprocess.run([DMABUF_TOP, "-C", "0.3", "3"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith("dmabuf-top ") for line in lines) == 3
+    assert sum(line.split()[:2] == ["INODE", "EXPORTER"] for line in lines) == 3
+    assert "(measured 0.3" in out.stdout and "first sample" not in out.stdout
+
+
+def test_json_objects_validate_and_the_process_pane_has_growing_block_io_delay():
+    # A child reads a file with O_DIRECT (build/ is on a block device; /tmp may be tmpfs) while the view watches it.
+    target = ROOT / "build" / "live-odirect.bin"
+    target.write_bytes(os.urandom(32 << 20))
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""\
+        import mmap, os, time
+        end = time.monotonic() + 30
+        buffer = mmap.mmap(-1, 1 << 20)
+        while time.monotonic() < end:
+            fd = os.open({str(target)!r}, os.O_RDONLY | os.O_DIRECT)
+            while os.readv(fd, [buffer]):
+                pass
+            os.close(fd)
+        """)])
+    try:
+        out = subprocess.run([DMABUF_TOP, "--json", "-p", str(reader.pid), "0.5", "4"], capture_output=True,
+                             text=True, timeout=60)
+    finally:
+        reader.kill()
+        reader.wait()
+        target.unlink()
+    assert out.returncode == 0, out.stderr
+    objects = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [obj["sequence"] for obj in objects] == [1, 2, 3, 4]
+    for obj in objects:
+        jsonschema.validate(obj, JSON_SCHEMA)
+        assert obj["pid"] == reader.pid
+        assert "cpu_copy" in obj["hooks"]["missing"] and "read" in obj["hooks"]["live"]
+    rows = [next(p for p in obj["processes"] if p["pid"] == reader.pid) for obj in objects]
+    blkio = [row["delays"]["blkio"]["total_ns"] for row in rows]
+    assert all(row["delays"][kind]["total_ns"] >= 0 for row in rows for kind in row["delays"])
+    assert blkio == sorted(blkio) and blkio[-1] > blkio[0] > 0
+    assert all(0 < row["blkio"] <= 100 for row in rows)  # share of each interval spent waiting for the disk
+    assert all(row["read"] > 0 for row in rows)  # O_DIRECT reads into anonymous memory, on the read path
