@@ -25,8 +25,8 @@ Everything a recording collects comes from Sources. A Source is any object with:
 RecordingContext tells sources which process is traced (`target_pid`: the command's pid,
 whose children a tracer follows by tgid ancestry; None: the whole system) and the cadence.
 
-Today's sources: BufferSnapshots (iter/dmabuf, periodic). The I/O path tracer (issue 4)
-and per-process attribution (issue 3) plug in as further Sources passed to Recorder.
+Sources: BufferSnapshots here (iter/dmabuf, periodic); IoPathSource (I/O paths, lifecycle,
+stacks, latency, drops) and TaskstatsSource in record_sources.py, which `record` runs all.
 """
 import errno as errno_module
 import os

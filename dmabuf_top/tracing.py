@@ -60,6 +60,7 @@ def program_specs():
         ProgramSpec("gup_slow_exit", "gup", "fentry", "__get_user_pages"),
         ProgramSpec("pagecache_add", "page_cache", "tracepoint", "filemap:mm_filemap_add_to_page_cache"),
         ProgramSpec("pagecache_delete", "page_cache", "tracepoint", "filemap:mm_filemap_delete_from_page_cache"),
+        ProgramSpec("follow_fork", "children", "tracepoint", "sched:sched_process_fork"),
     ]
     specs += [ProgramSpec(f"lifecycle_{name}", "lifecycle", "tracepoint", f"dma_buf:{name}")
               for name in LIFECYCLE_TRACEPOINTS]
@@ -105,12 +106,13 @@ def _plan(spec, report, tracefs):
 class Tracer:
     """Loads iopaths.bpf.o with the hooks this kernel allows and attaches them.
 
-    pid: trace one process (tgid) only. ignore_self: leave the tracer's own
+    pid: trace one process (tgid) only; with follow_children, also every process it
+    forks from now on (a sched_process_fork program fills a tgid set). ignore_self: leave the tracer's own
     syscalls out (set False to trace work done in this very process, as tests do).
     report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
     """
 
-    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True):
+    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False):
         feature_detection.require_bpf_privileges("I/O path tracing")
         self.report = report or feature_detection.detect()
         self.record = record
@@ -128,11 +130,13 @@ class Tracer:
             load, via, reason = plans[spec.program]
             if spec.fallback and lifecycle_primary:
                 load, via, reason = False, None, "not needed: the dma_buf tracepoints are present"
+            if spec.concern == "children" and not (pid and follow_children):
+                load, via, reason = False, None, "not needed: no process to follow"
             statuses[spec.program] = HookStatus(spec.program, spec.concern, spec.target, load, via, reason)
         self._obj = BpfObject(object_path("iopaths"))
         try:
             self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0, record_events=record,
-                                       collect_stacks=stacks)
+                                       collect_stacks=stacks, follow_children=bool(pid and follow_children))
             self._obj.set_rodata(**self._rodata_values)
             self._load(statuses)
             self._attach(specs, statuses)

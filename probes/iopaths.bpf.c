@@ -48,6 +48,7 @@ const volatile __u32 target_tgid = 0; /* 0: every process */
 const volatile __u32 ignore_tgid = 0; /* the tracer itself */
 const volatile bool record_events = false;
 const volatile bool collect_stacks = true;
+const volatile bool follow_children = false; /* with target_tgid: also trace what it forks (traced_tgids) */
 
 struct file_identity {
 	__u64 inode;
@@ -82,6 +83,18 @@ struct {
 	__type(key, __u64); /* pid_tgid */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/*
+ * With follow_children: the tgids forked (transitively) by target_tgid, filled at
+ * sched_process_fork. A thread's clone adds its tid too: harmless (a tid is not a
+ * tgid while it lives) and simpler than telling threads from processes there.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_tgids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -160,7 +173,9 @@ static __always_inline bool traced_tgid(__u64 pid_tgid)
 
 	if (ignore_tgid && tgid == ignore_tgid)
 		return false;
-	return !target_tgid || tgid == target_tgid;
+	if (!target_tgid || tgid == target_tgid)
+		return true;
+	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
 }
 
 static __always_inline __u32 log2_slot(__u64 value)
@@ -666,6 +681,21 @@ SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
 int pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
 	count_pagecache(ctx, false);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Following the traced command's children */
+
+SEC("tracepoint/sched/sched_process_fork")
+int follow_fork(struct trace_event_raw_sched_process_fork *ctx)
+{
+	__u32 child = BPF_CORE_READ(ctx, child_pid);
+	__u8 one = 1;
+
+	if (!follow_children || !target_tgid || !traced_tgid(bpf_get_current_pid_tgid()))
+		return 0;
+	bpf_map_update_elem(&traced_tgids, &child, &one, BPF_ANY);
 	return 0;
 }
 

@@ -1,4 +1,4 @@
-"""`dmabuf-top record`: record dma-bufs (and, as sources land, I/O paths) into a session file."""
+"""`dmabuf-top record`: record dma-bufs, their I/O paths, lifecycle and the traced tasks into a session file."""
 import sys
 
 import click
@@ -23,7 +23,8 @@ def command(output, duration, interval, force, argv):
     Exits with CMD's exit code (128 + N if a signal N killed it).
     """
     from ..features import detect, require_bpf_privileges
-    from ..recorder import BufferSnapshots, Recorder
+    from ..record_sources import all_sources
+    from ..recorder import Recorder
     from ..session import SessionWriter
 
     if interval <= 0 or (duration is not None and duration <= 0):
@@ -37,7 +38,7 @@ def command(output, duration, interval, force, argv):
     writer.set_metadata(tool_version=__version__, argv=sys.argv, command=argv or None, interval_s=interval,
                         duration_s=duration)
     writer.set_features(features)
-    recorder = Recorder(writer, [BufferSnapshots()], interval_s=interval, duration_s=duration, command=argv or None)
+    recorder = Recorder(writer, all_sources(report=features), interval_s=interval, duration_s=duration, command=argv or None)
     result = recorder.run()
     click.echo(f"dmabuf-top: recording ended: {result.end_reason}; {result.rows} rows in {output} "
                f"(next: dmabuf-top report {output} -o report.html)", err=True)
