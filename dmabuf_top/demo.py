@@ -1,9 +1,12 @@
 """The main job, from a fresh machine: boot the lab kernel, build a scene of named
-dma-bufs, and show what dmabuf-top sees of them.
+dma-bufs, show what dmabuf-top sees of them, then load a 64 MiB file into buffers by
+every method people compare and show what each really costs (`validate`), with an
+HTML report of the comparison.
 
-    python -m dmabuf_top.demo            # on the host: boots the guest and runs the inside part
-    python -m dmabuf_top.demo --inside   # in a kernel with dma-bufs: the scene and the views
+    python -m dmabuf_top.demo            # on the host: boots the guest, writes results/report.html
+    python -m dmabuf_top.demo --inside [RESULTS_DIR]   # in a kernel with dma-bufs: the scene, the views, the matrix
 """
+import os
 import sys
 from collections import Counter
 
@@ -53,15 +56,49 @@ def show_inside():
     return 0 if agree else 1
 
 
+DEMO_SIZE = 64 << 20
+SCRATCH = "/mnt/scratch"
+
+
+def show_validate(results_dir=None):
+    """The method matrix on a 64 MiB file (page cache dropped before each method), its table, and the report."""
+    from .validate import render, runner
+
+    print(f"\nloading a {human_size(DEMO_SIZE)} file from ext4/NVMe into buffers, every way (dmabuf-top validate):\n")
+    run = runner.run_matrix(SCRATCH, DEMO_SIZE)
+    print(render.render_table(run))
+    failed = [r for r in run.results if r.checksum == "mismatch"]
+    if results_dir:
+        from .analysis.html import HtmlRenderer
+        from .session import Session
+        from .validate.store import record_run
+
+        session_path = os.path.join(results_dir, "validate.session")
+        record_run(run, session_path, overwrite=True)
+        report_path = os.path.join(results_dir, "report.html")
+        with Session(session_path) as session, open(report_path, "w", encoding="utf-8") as out:
+            HtmlRenderer().render(session, out)
+        print(f"\nwrote {report_path} (the method comparison) and {session_path}")
+    return 1 if failed else 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["--inside"]:
-            return show_inside()
+            status = show_inside()
+            return show_validate(argv[1] if len(argv) > 1 else None) or status
+        from pathlib import Path
+
         from .kernel.lab import run_in_guest
 
-        result = run_in_guest([sys.executable, "-m", "dmabuf_top.demo", "--inside"],
+        results = Path("results").resolve()
+        results.mkdir(exist_ok=True)
+        result = run_in_guest([sys.executable, "-m", "dmabuf_top.demo", "--inside", str(results)],
+                              results_dir=results, timeout=600,
                               on_output=lambda chunk: (sys.stdout.buffer.write(chunk), sys.stdout.flush()))
+        if result.exit_code == 0 and (results / "report.html").exists():
+            print(f"\ndmabuf-top demo: open {results / 'report.html'} in a browser")
         return result.exit_code
     except DmabufTopError as error:
         print(f"dmabuf-top demo: {error}", file=sys.stderr)

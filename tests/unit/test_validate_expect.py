@@ -1,0 +1,96 @@
+"""--expect zero-copy|copies=N, --size, and the method list as data."""
+import pytest
+
+from dmabuf_top.commands.validate import parse_size
+from dmabuf_top.validate import methods
+from dmabuf_top.validate.verdict import Verdict, parse_expectation
+
+
+@pytest.mark.parametrize("text, zero, copies", [("zero-copy", True, None), ("copies=0", False, 0),
+                                                ("copies=2", False, 2), (" Zero-Copy ", True, None)])
+def test_expectations_parse(text, zero, copies):
+    expectation = parse_expectation(text)
+    assert (expectation.zero_copy, expectation.copies) == (zero, copies)
+
+
+@pytest.mark.parametrize("text", ["", "zerocopy", "copies", "copies=-1", "copies=1.5", "copies=one", "fast"])
+def test_bad_expectations_are_refused_with_what_is_accepted(text):
+    with pytest.raises(ValueError, match="zero-copy' or 'copies=N'"):
+        parse_expectation(text)
+
+
+ZERO = Verdict("zero-copy", "zero-copy", 0.0)
+ONE = Verdict("copies", "1 copy, via page cache", 1.0)
+ZERO_WITH_CACHE = Verdict("copies", "0 copies, via page cache", 0.0)
+UNMEASURED = Verdict("unmeasured", "unmeasured", None, ("read() from a memfd",))
+FAILED = Verdict("failed", "failed (EFAULT)")
+
+
+@pytest.mark.parametrize("text, result, held", [
+    ("zero-copy", ZERO, True), ("zero-copy", ONE, False), ("zero-copy", ZERO_WITH_CACHE, False),
+    ("copies=1", ONE, True), ("copies=2", ONE, False), ("copies=0", ZERO, True), ("copies=0", ZERO_WITH_CACHE, True),
+    ("zero-copy", UNMEASURED, False), ("copies=1", UNMEASURED, False), ("zero-copy", FAILED, False),
+])
+def test_expectation_against_verdicts(text, result, held):
+    assert parse_expectation(text).holds(result)[0] is held
+
+
+def test_an_unmeasured_claim_says_it_cannot_be_checked():
+    _, why = parse_expectation("zero-copy").holds(UNMEASURED)
+    assert "cannot be checked" in why and "memfd" in why
+
+
+@pytest.mark.parametrize("text, size", [("64M", 64 << 20), ("256MiB", 256 << 20), ("1g", 1 << 30), ("4096", 4096),
+                                        ("8k", 8192)])
+def test_sizes(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "1.5G", "lots", "64MB!"])
+def test_bad_sizes(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_the_matrix_covers_the_issue_and_names_are_unique():
+    names = [m.name for m in methods.METHODS]
+    assert len(names) == len(set(names))
+    for name in ("heap-read", "heap-read-direct", "heap-sendfile", "heap-splice", "heap-cfr", "heap-cfr-direct",
+                 "udmabuf-read", "udmabuf-read-direct", "udmabuf-sendfile", "udmabuf-splice", "udmabuf-cfr",
+                 "memfd-rw", "memfd-rw-direct", "memfd-read", "memfd-read-direct", "memfd-sendfile",
+                 "memfd-splice", "memfd-cfr", "heap-cfr-rwfile-direct", "udmabuf-cfr-rwfile-direct",
+                 "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct"):
+        assert name in methods.BY_NAME
+    assert all(m.buffer in methods.BUFFERS for m in methods.METHODS)
+    assert all(m.direct == m.name.endswith("-direct") for m in methods.METHODS)
+
+
+def test_select_keeps_matrix_order_and_refuses_unknown_names():
+    assert [m.name for m in methods.select(["memfd-read", "heap-read"])] == ["heap-read", "memfd-read"]
+    with pytest.raises(ValueError, match="unknown method.*nope"):
+        methods.select(["nope"])
+
+
+class Report:
+    def __init__(self, available):
+        self._available = available
+
+    def available(self, name):
+        return name in self._available
+
+
+def test_patched_methods_are_detected_never_assumed():
+    offer = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols=set(), ioctl_answer="absent on this kernel "
+                                "(DMA_BUF_IOCTL_RW_FILE answers ENOTTY)")
+    assert offer.missing(methods.BY_NAME["heap-read"]) is None
+    assert "system_heap_rw_file" in offer.missing(methods.BY_NAME["heap-cfr-rwfile"])
+    assert "ENOTTY" in offer.missing(methods.BY_NAME["heap-rwfile-ioctl-direct"])
+    patched = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols={"udmabuf_rw_file"}, ioctl_answer="")
+    assert patched.missing(methods.BY_NAME["udmabuf-cfr-rwfile"]) is None
+    assert patched.missing(methods.BY_NAME["heap-rwfile-ioctl"]) is None
+
+
+def test_a_kernel_without_heaps_has_no_heap_methods():
+    offer = methods.KernelOffer(Report({"udmabuf"}), symbols=set(), ioctl_answer="")
+    assert "no /dev/dma_heap/system" in offer.missing(methods.BY_NAME["heap-read"])
+    assert offer.missing(methods.BY_NAME["memfd-read"]) is None
