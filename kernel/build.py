@@ -1,0 +1,387 @@
+"""Build the lab's own kernel: Debian's source of the lab kernel's version, our patches, a small config.
+
+Stages, each announced on one line: fetch (Debian's `linux-source-<major.minor>` .deb of
+exactly the version the lab boots, through the same private apt state as kernel/fetch.py),
+unpack (the .tar.xz inside it, once per source version), patch (kernel/patches/*.patch in
+order; a changed series is reversed and re-applied, so make rebuilds only what changed),
+config (`make allnoconfig` with kernel/config/lab.config as the base, then every option of
+the fragment is checked to have taken effect) and build (`make bzImage`, niced, logged).
+
+The result lands in <cache>/patched/<key>/ with its config and a manifest; the key hashes
+the source version, the patches, the fragment and this recipe, so building again with
+nothing changed returns at once, and a patched kernel never shadows the stock one the
+lab boots by default (that one lives in <cache>/kernels/).
+
+    python -m dmabuf_top.kernel.build            # build (or reuse) and print the bzImage path
+    python -m dmabuf_top.kernel.build --cached   # print it only if already built, else exit 1
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from dmabuf_top.errors import DmabufTopError, MissingDependency
+
+from . import fetch
+from .kconfig import read_kconfig
+
+HERE = Path(__file__).resolve().parent
+PATCH_DIR = HERE / "patches"
+CONFIG_FRAGMENT = HERE / "config" / "lab.config"
+# Bump when the way a kernel is built changes (make targets, flags): old builds stop matching.
+RECIPE = "allnoconfig+fragment/bzImage/v1"
+ARCH = "x86_64"
+DEFAULT_JOBS = 2
+
+# program -> Debian package, for the one-line hint when something is missing.
+BUILD_TOOLS = {
+    "make": "make", "gcc": "gcc", "ld": "binutils", "flex": "flex", "bison": "bison", "bc": "bc",
+    "pahole": "dwarves", "patch": "patch", "xz": "xz-utils", "tar": "tar", "perl": "perl",
+    "dpkg-deb": "dpkg", "nice": "coreutils",
+}
+BUILD_HEADERS = {"/usr/include/libelf.h": "libelf-dev", "/usr/include/openssl/opensslv.h": "libssl-dev"}
+
+
+@dataclass(frozen=True)
+class BuiltKernel:
+    vmlinuz: Path
+    config: Path
+    key: str
+    source_version: str  # Debian version of linux-source-*, e.g. 7.2.13-1
+    patches: tuple  # file names, in the order applied
+
+
+def log(message: str) -> None:
+    print(f"dmabuf-top kernel: {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- inputs and the cache key
+
+
+def patch_series(patch_dir: Path = PATCH_DIR) -> list:
+    """kernel/patches/*.patch in the order they apply (their names sort that way)."""
+    return sorted(Path(patch_dir).glob("*.patch"))
+
+
+def build_key(source_version: str, patches: Sequence[Path], fragment: Path, recipe: str = RECIPE) -> str:
+    """What decides the image: any change to these builds a new one."""
+    digest = hashlib.sha256()
+    for part in (recipe, source_version, fragment.read_bytes(),
+                 *[item for p in patches for item in (p.name, p.read_bytes())]):
+        digest.update(part if isinstance(part, bytes) else part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def inputs_digest(patches: Sequence[Path], fragment: Path) -> str:
+    """The key without the source version: what a cached build must match to be current."""
+    return build_key("", patches, fragment)
+
+
+def patched_dir(cache_dir: Optional[Path] = None) -> Path:
+    return fetch.cache_root(cache_dir) / "patched"
+
+
+def cached_build(cache_dir: Optional[Path] = None, patch_dir: Path = PATCH_DIR,
+                 fragment: Path = CONFIG_FRAGMENT) -> Optional[BuiltKernel]:
+    """The patched kernel already built from the current patches and fragment, if any (no network)."""
+    root = patched_dir(cache_dir)
+    if not root.is_dir():
+        return None
+    wanted = inputs_digest(patch_series(patch_dir), fragment)
+    found = []
+    for entry in root.iterdir():
+        built = _read_manifest(entry)
+        if built is not None and built[1] == wanted:
+            found.append(built[0])
+    found.sort(key=lambda k: k.vmlinuz.stat().st_mtime, reverse=True)
+    return found[0] if found else None
+
+
+def _read_manifest(directory: Path):
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    vmlinuz = directory / "vmlinuz"
+    if not vmlinuz.is_file():
+        return None
+    kernel = BuiltKernel(vmlinuz, directory / "config", manifest["key"], manifest["source_version"],
+                         tuple(manifest["patches"]))
+    return kernel, manifest.get("inputs")
+
+
+# ---------------------------------------------------------------- fetch: the matching source
+
+
+def source_package(kernel_version: str) -> str:
+    """linux-source-<major>.<minor> for a kernel version such as 7.2.13+deb14."""
+    match = re.match(r"(\d+)\.(\d+)", kernel_version)
+    if not match:
+        raise DmabufTopError(f"cannot tell the source package of kernel version {kernel_version!r}")
+    return f"linux-source-{match.group(1)}.{match.group(2)}"
+
+
+def package_version(show_output: str) -> Optional[str]:
+    """The Version field of the first stanza of `apt-cache show`."""
+    match = re.search(r"^Version: (\S+)$", show_output, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def resolve_source(apt: fetch.PrivateApt, lab: fetch.Kernel, flavour: str = fetch.DEFAULT_FLAVOUR) -> tuple:
+    """(package, Debian version) of the source the lab kernel was built from.
+
+    The binary package's version (e.g. 7.2.13-1) is the source's: both come from one
+    upload of Debian's linux package."""
+    def show(package):
+        try:
+            return apt.run("apt-cache", "show", package)
+        except DmabufTopError:
+            return ""
+
+    binary = fetch.binary_package(lab.version, flavour)
+    version = package_version(show(binary))
+    if version is None:
+        apt.update()
+        version = package_version(show(binary))
+    if version is None:
+        raise DmabufTopError(
+            f"the archive no longer lists {binary}, the lab kernel's package, so its source version is "
+            "unknown: run 'dmabuf-top vm --refresh --fetch-only' to move the lab to the archive's kernel")
+    return source_package(lab.version), version
+
+
+def fetch_source(apt: fetch.PrivateApt, package: str, version: str, cache_dir: Optional[Path]) -> Path:
+    debs = fetch.cache_root(cache_dir) / "source-debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    wanted = debs / f"{package}_{version}_all.deb"
+    if wanted.is_file():
+        return wanted
+    with tempfile.TemporaryDirectory(dir=debs, prefix=".fetch-") as work:
+        def download():
+            apt.run("apt-get", "download", f"{package}={version}", cwd=Path(work))
+            return next(Path(work).glob(f"{package}_*.deb"))
+
+        try:
+            deb = download()
+        except DmabufTopError:
+            apt.update()
+            try:
+                deb = download()
+            except DmabufTopError as error:
+                raise DmabufTopError(
+                    f"cannot download {package} {version} to match the lab kernel ({error}); if the archive "
+                    "moved on, run 'dmabuf-top vm --refresh --fetch-only' and build again") from None
+        deb.rename(wanted)
+    return wanted
+
+
+# ---------------------------------------------------------------- unpack and patch
+
+
+def unpack_source(deb: Path, package: str, into: Path) -> Path:
+    """<into>/<package>: the kernel tree out of the .tar.xz inside the .deb, unpacked once."""
+    tree = into / package
+    if (tree / ".dmabuf-top-unpacked").is_file():
+        return tree
+    into.mkdir(parents=True, exist_ok=True)
+    if tree.exists():
+        shutil.rmtree(tree)
+    with tempfile.TemporaryDirectory(dir=into, prefix=".unpack-") as work:
+        work = Path(work)
+        member = f"./usr/src/{package}.tar.xz"
+        with open(work / "source.tar.xz", "wb") as tarball:
+            fsys = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+            pick = subprocess.run(["tar", "-xO", member], stdin=fsys.stdout, stdout=tarball, stderr=subprocess.PIPE)
+            fsys.stdout.close()
+            if fsys.wait() != 0 or pick.returncode != 0:
+                raise DmabufTopError(f"{deb.name} holds no {member}: {pick.stderr.decode().strip()}")
+        _run(["tar", "-xJf", "source.tar.xz"], cwd=work, what="unpacking the kernel source")
+        (work / package / ".dmabuf-top-unpacked").touch()
+        (work / package).rename(tree)
+    return tree
+
+
+def apply_series(tree: Path, patches: Sequence[Path]) -> list:
+    """Make `tree` carry exactly `patches`, reversing a different series applied before.
+
+    Copies of the applied patches live in the tree, so they can be reversed even after
+    their files in kernel/patches/ changed. Returns the names of the patches applied now."""
+    applied_dir = tree / ".dmabuf-top-applied"
+    applied = sorted(applied_dir.glob("*.patch")) if applied_dir.is_dir() else []
+    if [p.read_bytes() for p in applied] == [p.read_bytes() for p in patches]:
+        return []
+    for old in reversed(applied):
+        _patch(tree, old, reverse=True)
+        old.unlink()
+    applied_dir.mkdir(exist_ok=True)
+    for index, new in enumerate(patches):
+        _patch(tree, new)
+        # The index keeps the order even if two series use the same names.
+        shutil.copyfile(new, applied_dir / f"{index:04d}-{new.name}")
+    return [p.name for p in patches]
+
+
+def _patch(tree: Path, patch_file: Path, reverse: bool = False) -> None:
+    args = ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-i", str(patch_file)]
+    if reverse:
+        args.insert(1, "--reverse")
+    result = subprocess.run(args, cwd=tree, capture_output=True, text=True)
+    if result.returncode != 0:
+        verb = "reverse" if reverse else "apply"
+        detail = " | ".join(line for line in result.stdout.splitlines() if "FAILED" in line or "rej" in line)
+        raise DmabufTopError(f"cannot {verb} {patch_file.name} on {tree.name}: {detail or result.stdout.strip()}")
+
+
+# ---------------------------------------------------------------- config and build
+
+
+def fragment_options(fragment: Path) -> dict:
+    return read_kconfig(fragment)
+
+
+def unmet_options(wanted: dict, got: dict) -> list:
+    """Fragment options the configured kernel does not have as asked (unmet dependencies, typos)."""
+    return [f"CONFIG_{name}={value} (got {got.get(name, 'nothing')})"
+            for name, value in wanted.items() if got.get(name, "n") != value]
+
+
+def configure(tree: Path, fragment: Path, build_log: Path) -> Path:
+    _make(tree, ["KCONFIG_ALLCONFIG=" + str(fragment), "allnoconfig"], build_log, jobs=1)
+    config = tree / ".config"
+    missing = unmet_options(fragment_options(fragment), read_kconfig(config))
+    if missing:
+        raise DmabufTopError(f"{fragment.name} asks for options the kernel did not take: {'; '.join(missing)}")
+    return config
+
+
+def _make(tree: Path, targets: Sequence[str], build_log: Path, jobs: int, heartbeat: Optional[Callable] = None):
+    # Other work shares the machine's cores: the compiler runs at the lowest priority.
+    args = ["nice", "-n", "19", "make", f"-j{jobs}", f"ARCH={ARCH}", *targets]
+    with open(build_log, "ab") as out:
+        out.write(f"\n$ {' '.join(args)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(args, cwd=tree, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            try:
+                process.wait(timeout=60)
+                break
+            except subprocess.TimeoutExpired:
+                if heartbeat:
+                    heartbeat()
+    if process.returncode != 0:
+        raise DmabufTopError(f"make {' '.join(targets)} failed: {_last_error(build_log)} (full log: {build_log})")
+
+
+def _last_error(build_log: Path) -> str:
+    lines = build_log.read_text(errors="replace").splitlines()
+    errors = [line.strip() for line in lines if "error" in line.lower() and "Error " not in line]
+    return (errors or [line.strip() for line in lines[-3:]] or ["no output"])[-1][:300]
+
+
+def _run(args, cwd, what):
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DmabufTopError(f"{what} failed: {(result.stderr or result.stdout).strip()[-300:]}")
+
+
+def require_build_tools() -> None:
+    missing = sorted({pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None}
+                     | {pkg for path, pkg in BUILD_HEADERS.items() if not os.path.exists(path)})
+    if missing:
+        raise MissingDependency(
+            f"building the lab kernel needs {', '.join(missing)}: install with "
+            f"'apt-get install {' '.join(missing)}' (or 'bash .ci/install-deps kernel' as root)")
+
+
+# ---------------------------------------------------------------- the whole build
+
+
+def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS, patch_dir: Path = PATCH_DIR,
+                 fragment: Path = CONFIG_FRAGMENT, lab: Optional[fetch.Kernel] = None) -> BuiltKernel:
+    """Build (or reuse) the patched lab kernel and return where it is."""
+    started = time.monotonic()
+    patches = patch_series(patch_dir)
+    lab = lab or fetch.fetch_kernel(cache_dir=cache_dir)
+    apt = fetch._private_apt(cache_dir, fetch.DEFAULT_SUITE, fetch.SYSTEM_SOURCES)
+    package, version = resolve_source(apt, lab)
+    key = build_key(version, patches, fragment)
+    destination = patched_dir(cache_dir) / key
+    if (destination / "vmlinuz").is_file():
+        log(f"up to date: {package} {version} with {len(patches)} patch(es), key {key}")
+        return _read_manifest(destination)[0]
+    require_build_tools()
+
+    log(f"fetch: {package} {version} (the source of the lab kernel {lab.version})")
+    deb = fetch_source(apt, package, version, cache_dir)
+
+    work = fetch.cache_root(cache_dir) / "kernel-src" / version
+    log(f"unpack: {deb.name} -> {work / package}")
+    tree = unpack_source(deb, package, work)
+
+    changed = apply_series(tree, patches)
+    log(f"patch: {', '.join(p.name for p in patches) or 'no patches'}"
+        + ("" if changed or not patches else " (already applied)"))
+
+    build_log = work / "build.log"
+    build_log.write_text("")
+    log(f"config: allnoconfig + {fragment.name} ({len(fragment_options(fragment))} options)")
+    config = configure(tree, fragment, build_log)
+
+    log(f"build: make -j{jobs} bzImage under nice (log: {build_log})")
+    build_started = time.monotonic()
+
+    def heartbeat():
+        compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if line.startswith("  CC"))
+        log(f"build: {compiled} files compiled, {(time.monotonic() - build_started) / 60:.1f} min")
+
+    _make(tree, ["bzImage"], build_log, jobs, heartbeat)
+
+    staged = Path(tempfile.mkdtemp(dir=patched_dir(cache_dir).parent, prefix=".build-"))
+    shutil.copyfile(tree / "arch" / "x86" / "boot" / "bzImage", staged / "vmlinuz")
+    shutil.copyfile(config, staged / "config")
+    manifest = {"key": key, "source_version": version, "source_package": package,
+                "patches": [p.name for p in patches], "inputs": inputs_digest(patches, fragment),
+                "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started)}
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if destination.exists():
+        shutil.rmtree(staged)
+    else:
+        staged.rename(destination)
+    log(f"done in {(time.monotonic() - started) / 60:.1f} min: {destination / 'vmlinuz'}")
+    return _read_manifest(destination)[0]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dmabuf_top.kernel.build",
+                                     description="Build the patched lab kernel into the cache and print its path.")
+    parser.add_argument("--cached", action="store_true",
+                        help="only print the path of an already built kernel for the current patches; exit 1 if none")
+    parser.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS)
+    args = parser.parse_args(argv)
+    try:
+        built = cached_build() if args.cached else build_kernel(jobs=args.jobs)
+    except DmabufTopError as error:
+        log(str(error))
+        return error.exit_code
+    if built is None:
+        log("no patched kernel built from the current patches in the cache: run 'make kernel'")
+        return 1
+    print(built.vmlinuz)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
