@@ -64,6 +64,8 @@ def program_specs():
     ]
     specs += [ProgramSpec(f"lifecycle_{name}", "lifecycle", "tracepoint", f"dma_buf:{name}")
               for name in LIFECYCLE_TRACEPOINTS]
+    # Patched kernels only (kernel/patches): the exporter rw_file path behind DMA_BUF_IOCTL_RW_FILE.
+    specs += [ProgramSpec(f"rw_file_{phase}", "rw_file", "fentry", "dma_buf_rw_file") for phase in ("enter", "exit")]
     specs += [
         ProgramSpec("lifecycle_fexit_export", "lifecycle", "fentry", "dma_buf_export", fallback=True),
         ProgramSpec("lifecycle_fentry_release", "lifecycle", "fentry", "dma_buf_file_release"),
@@ -103,6 +105,12 @@ def _plan(spec, report, tracefs):
     return False, None, feature.detail
 
 
+def _absent_from_kernel(report, function):
+    """The function is in neither BTF nor kallsyms (features.detect said so): nothing there to trace."""
+    feature = report.features.get(f"fn/{function}")
+    return feature is not None and not feature.available and feature.detail.startswith("absent")
+
+
 class Tracer:
     """Loads iopaths.bpf.o with the hooks this kernel allows and attaches them.
 
@@ -132,6 +140,8 @@ class Tracer:
                 load, via, reason = False, None, "not needed: the dma_buf tracepoints are present"
             if spec.concern == "children" and not (pid and follow_children):
                 load, via, reason = False, None, "not needed: no process to follow"
+            if spec.concern == "rw_file" and _absent_from_kernel(self.report, spec.target):
+                load, via, reason = False, None, "not needed: this kernel has no such path (unpatched)"
             statuses[spec.program] = HookStatus(spec.program, spec.concern, spec.target, load, via, reason)
         self._obj = BpfObject(object_path("iopaths"))
         try:

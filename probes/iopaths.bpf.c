@@ -488,6 +488,43 @@ FD_SYSCALL(copy_file_range, IOPATH_COPY_FILE_RANGE, 0, 2, 4) /* (fd_in, off_in, 
 FD_SYSCALL(sendfile64, IOPATH_SENDFILE, 1, 0, 3)	     /* (out_fd, in_fd, offset, count) */
 FD_SYSCALL(splice, IOPATH_SPLICE, 0, 2, 4)		     /* (fd_in, off_in, fd_out, off_out, len, flags) */
 
+/*
+ * Patched kernels only (kernel/patches): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
+ * moves bytes between a file and the exporter's own pages (DMA_BUF_IOCTL_RW_FILE). It opens
+ * the attribution record itself, so the copies, pins and page-cache pages inside it are its
+ * own; the memory object is the dma-buf. Loaded only where the function exists.
+ */
+#define RW_FILE_WRITE_FLAG (1U << 1)  /* DMA_BUF_RW_FILE_WRITE: buffer -> file */
+#define RW_FILE_DIRECT_FLAG (1U << 2) /* DMA_BUF_RW_FILE_DIRECT */
+
+SEC("fentry/dma_buf_rw_file")
+int BPF_PROG(rw_file_enter, struct dma_buf *dmabuf, struct file *file, loff_t pos, __u64 offset, __u64 len,
+	     unsigned int flags)
+{
+	struct inflight *io = begin(IOPATH_RW_FILE, len);
+	bool to_file = flags & RW_FILE_WRITE_FLAG;
+
+	if (!io)
+		return 0;
+	identify_file(BPF_CORE_READ(dmabuf, file), &io->target);
+	io->target.direct = 0;
+	identify_file(file, to_file ? &io->dst : &io->src);
+	if (to_file)
+		io->src = io->target;
+	else
+		io->dst = io->target;
+	io->direct = (flags & RW_FILE_DIRECT_FLAG) || (to_file ? io->dst.direct : io->src.direct);
+	return 0;
+}
+
+SEC("fexit/dma_buf_rw_file")
+int BPF_PROG(rw_file_exit, struct dma_buf *dmabuf, struct file *file, loff_t pos, __u64 offset, __u64 len,
+	     unsigned int flags, ssize_t ret)
+{
+	finish(ret);
+	return 0;
+}
+
 /* ------------------------------------------------------------------------- */
 /* Inside the syscall: work added to the current thread's inflight record */
 

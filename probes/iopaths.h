@@ -15,7 +15,8 @@ enum iopath {
 	IOPATH_COPY_FILE_RANGE = 3,
 	IOPATH_SENDFILE = 4,
 	IOPATH_SPLICE = 5,
-	IOPATH_COUNT = 6,
+	IOPATH_RW_FILE = 6,	   /* patched kernels: dma_buf_rw_file (DMA_BUF_IOCTL_RW_FILE, kernel/patches) */
+	IOPATH_COUNT = 7,
 };
 
 /* What a file (or the file mapped at a user address) is. */
