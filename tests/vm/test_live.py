@@ -1,0 +1,236 @@
+"""The live view and the Prometheus exporter in the lab guest, on real named dma-bufs and a real file load.
+
+A workload process allocates named heap buffers and a udmabuf, then reads a file from
+the NVMe ext4 scratch disk into the mapping of one heap buffer, over and over;
+`dmabuf-top` runs in a private tmux server at a fixed size and is read as a user
+reads it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.guest
+
+ROOT = Path(__file__).resolve().parents[2]
+DMABUF_TOP = str(ROOT / ".venv" / "bin" / "dmabuf-top")
+SCRATCH = "/mnt/scratch"
+MiB = 1 << 20
+WORKLOAD = textwrap.dedent("""\
+    import ctypes, os, sys, time
+    from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.read.restype = ctypes.c_ssize_t
+    libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+    path, loads = sys.argv[1], sys.argv[2] == "load"
+    weights = alloc_heap(16 << 20, name="live-weights")
+    others = [alloc_heap(4 << 20, name="live-other"), alloc_udmabuf(2 << 20, name="live-udma")]
+    mapping = weights.mmap()
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    print("ready", weights.inode, flush=True)
+    while True:
+        if loads:
+            fd = os.open(path, os.O_RDONLY)
+            done = 0
+            while done < 8 << 20:
+                got = libc.read(fd, address + done, (8 << 20) - done)
+                assert got > 0, ctypes.get_errno()
+                done += got
+            os.close(fd)
+        time.sleep(0.05)
+    """)
+
+
+@pytest.fixture(scope="module")
+def data_file():
+    if not os.path.ismount(SCRATCH):
+        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
+    path = os.path.join(SCRATCH, "live-8m.bin")
+    with open(path, "wb") as out:
+        out.write(os.urandom(8 * MiB))
+    yield path
+    os.unlink(path)
+
+
+@pytest.fixture
+def workload(heap_available, udmabuf_available, data_file):
+    def start(load=True):
+        process = subprocess.Popen([sys.executable, "-c", WORKLOAD, data_file, "load" if load else "idle"],
+                                   stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        started.append(process)
+        line = process.stdout.readline().split()
+        assert line[:1] == ["ready"], line
+        return process, int(line[1])
+
+    started = []
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+class Tmux:
+    def __init__(self, socket, command, width=180, height=40):
+        self.tmux = ["tmux", "-S", socket]
+        subprocess.run(self.tmux + ["new-session", "-d", "-x", str(width), "-y", str(height), "cat"], check=True)
+        subprocess.run(self.tmux + ["resize-window", "-t", "0", "-x", str(width), "-y", str(height)], check=True)
+        subprocess.run(self.tmux + ["respawn-pane", "-k", "-t", "0", "-e", "TERM=xterm-256color", command], check=True)
+
+    def screen(self):
+        return subprocess.run(self.tmux + ["capture-pane", "-p", "-t", "0"], capture_output=True, text=True,
+                              check=True).stdout
+
+    def keys(self, *keys):
+        subprocess.run(self.tmux + ["send-keys", "-t", "0", *keys], check=True)
+
+    def wait_for(self, predicate, timeout=90):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.screen()
+            if predicate(text):
+                return text
+            time.sleep(0.3)
+        raise AssertionError(f"the screen never matched; last screen:\n{self.screen()}")
+
+    def kill(self):
+        subprocess.run(self.tmux + ["kill-server"], capture_output=True)
+
+
+def buffer_row(screen, name):
+    return next((line for line in screen.splitlines() if line.rstrip().endswith(name)), None)
+
+
+def read_rate(line):
+    """The RD MB/s cell: the five I/O cells come right before the name (the last cell)."""
+    return line.split()[-6]
+
+
+def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path):
+    process, inode = workload(load=True)
+    done = tmp_path / "done"
+    term = Tmux(str(tmp_path / "tmux.sock"), f"cd {ROOT}; {DMABUF_TOP} 1; echo EXIT=$? > {done}; "
+                f"stty -a > {done}.stty; sleep 600")
+    try:
+        def loaded(screen):
+            line = buffer_row(screen, "live-weights")
+            return line is not None and read_rate(line) not in ("-", "0")
+
+        screen = term.wait_for(loaded)
+        line = buffer_row(screen, "live-weights")
+        cells = line.split()
+        assert cells[:4] == [str(inode), "system", "16.0", "MiB"], line
+        assert float(read_rate(line).lstrip("<")) > 0
+        assert f"{process.pid}(python" in line
+        assert buffer_row(screen, "live-other") is not None and buffer_row(screen, "live-udma") is not None
+        # size order: 16 MiB, 4 MiB, 2 MiB
+        names = [line.split()[-1] for line in screen.splitlines() if line.rstrip().endswith(("live-weights",
+                                                                                           "live-other", "live-udma"))]
+        assert names == ["live-weights", "live-other", "live-udma"]
+
+        term.keys("r")  # reverse: smallest first
+        screen = term.wait_for(lambda s: "sort: size ^" in s)
+        names = [line.split()[-1] for line in screen.splitlines() if line.rstrip().endswith(("live-weights",
+                                                                                           "live-other", "live-udma"))]
+        assert names == ["live-udma", "live-other", "live-weights"]
+        term.keys("r", ">")  # next column: attachments
+        term.wait_for(lambda s: "sort: attachments v" in s)
+
+        term.keys("/", "udma", "Enter")
+        screen = term.wait_for(lambda s: "filter: udma" in s and "live-weights" not in s)
+        assert buffer_row(screen, "live-udma") is not None and buffer_row(screen, "live-other") is None
+        term.keys("Escape")
+        term.wait_for(lambda s: "filter:" not in s and "live-weights" in s)
+
+        term.keys("2")  # processes: the workload with its dma-buf RSS and delay accounting
+        screen = term.wait_for(lambda s: "[2:Processes]" in s and f" {process.pid} " in s)
+        row = next(line for line in screen.splitlines() if line.split()[:1] == [str(process.pid)])
+        assert "22.0 MiB" in row  # RSS: 16 + 4 + 2 MiB
+        term.keys("q")
+        deadline = time.monotonic() + 60
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert done.read_text().strip() == "EXIT=0"
+        assert " icanon" in Path(f"{done}.stty").read_text()
+    finally:
+        term.kill()
+
+
+def test_json_process_pane_has_taskstats_for_the_workload(workload):
+    process, inode = workload(load=True)
+    out = subprocess.run([DMABUF_TOP, "--json", "-p", str(process.pid), "1", "2"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    from dmabuf_top.live.jsonout import JSON_SCHEMA
+    import jsonschema
+
+    objects = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(objects) == 2
+    for obj in objects:
+        jsonschema.validate(obj, JSON_SCHEMA)
+        assert {b["inode"] for b in obj["buffers"]} >= {inode}
+        row = next(p for p in obj["processes"] if p["pid"] == process.pid)
+        assert row["rss"] == 22 * MiB and row["buffers"] == 3
+        assert set(row["delays"]) >= {"blkio", "swapin", "freepages", "cpu"}
+        assert all(d["total_ns"] >= 0 and d["count"] >= 0 for d in row["delays"].values())
+        assert row["blkio"] is not None and 0 <= row["blkio"] <= 100
+        weights = next(b for b in obj["buffers"] if b["inode"] == inode)
+        assert weights["name"] == "live-weights" and weights["read"] > 0
+        assert weights["paths"]["read"]["bytes"] > 0 and "pin" in weights
+
+
+def test_prometheus_scrapes_export_and_answers_a_promql_query(workload, tmp_path):
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "the Debian package prometheus is missing on the host root (.ci/install-deps installs it)"
+    process, inode = workload(load=False)
+    export_port, prom_port = 19464, 19090
+    exporter = subprocess.Popen([DMABUF_TOP, "export", "--listen", f"127.0.0.1:{export_port}", "--top", "5"],
+                                stderr=subprocess.PIPE, text=True)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(textwrap.dedent(f"""\
+        global:
+          scrape_interval: 1s
+          scrape_timeout: 1s
+        scrape_configs:
+          - job_name: dmabuf-top
+            static_configs:
+              - targets: ["127.0.0.1:{export_port}"]
+        """))
+    server = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{prom_port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def query(promql):
+            url = f"http://127.0.0.1:{prom_port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                return json.load(reply)["data"]["result"]
+
+        deadline = time.monotonic() + 240
+        result = []
+        while time.monotonic() < deadline:
+            try:
+                result = query('dmabuf_buffer_bytes{name="live-weights"}')
+            except OSError:
+                result = []
+            if result:
+                break
+            time.sleep(1)
+        assert result, "Prometheus never scraped a live-weights series"
+        assert result[0]["metric"]["inode"] == str(inode) and result[0]["metric"]["exporter"] == "system"
+        assert float(result[0]["value"][1]) == 16 * MiB
+        by_exporter = {r["metric"]["exporter"]: float(r["value"][1]) for r in query("dmabuf_exporter_bytes")}
+        assert by_exporter["system"] >= 20 * MiB and by_exporter["udmabuf"] >= 2 * MiB
+        rss = query(f'dmabuf_process_rss_bytes{{pid="{process.pid}"}}')
+        assert float(rss[0]["value"][1]) == 22 * MiB
+    finally:
+        server.terminate()
+        exporter.terminate()
+        server.wait(timeout=60)
+        exporter.wait(timeout=60)
