@@ -37,13 +37,15 @@ MAP_FAILED = ctypes.c_void_p(-1).value
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20  # the default fs.pipe-max-size: the most an unprivileged splice loop gets per call
 
-# The v1/v2 proposal (May 2025, not merged): DMA_BUF_IOCTL_RW_FILE on the dma-buf fd with
-# struct dma_buf_rw_file { __u32 flags; __u32 fd; __u64 file_offset; __u64 buf_offset; __u64 buf_len; }.
-# No released uAPI header has it; a kernel that answers ENOTTY to this number lacks it.
-RW_FILE_STRUCT = struct.Struct("=IIQQQ")
+# DMA_BUF_IOCTL_RW_FILE as our own kernel patch defines it (kernel/patches/README), after the v1/v2
+# proposal (May 2025, not merged): struct dma_buf_rw_file { __s32 fd; __u32 flags; __u64 file_offset;
+# __u64 buf_offset; __u64 len; } on the dma-buf fd. No released uAPI header has it; a kernel that
+# answers ENOTTY to this number lacks it.
+RW_FILE_STRUCT = struct.Struct("=iIQQQ")
 DMA_BUF_IOCTL_RW_FILE = alloc._IOW("b", 4, RW_FILE_STRUCT.size)
 RW_FILE_READ = 1 << 0
-RW_FILE_DIRECT = 1 << 31
+RW_FILE_WRITE = 1 << 1
+RW_FILE_DIRECT = 1 << 2
 
 
 def _oserror(number, what):
@@ -247,15 +249,28 @@ def copy_range_to_dmabuf(buffer, fd, size, chunk):
     return done
 
 
+def dmabuf_spans(buffer, size):
+    """[(dma-buf fd, payload offset, length)] covering size bytes: a heap buffer is one dma-buf, a udmabuf
+    buffer several over one memfd (each at most the kernel's udmabuf size limit)."""
+    targets = getattr(buffer, "dmabuf_fds", None) or [buffer.fd]
+    span = alloc.udmabuf_size_limit() if buffer.kind == "udmabuf" else size
+    return [(target, index * span, min(span, size - index * span))
+            for index, target in enumerate(targets) if index * span < size]
+
+
 def rw_file_ioctl(buffer, fd, size, chunk, direct=False):
-    """DMA_BUF_IOCTL_RW_FILE (the v1/v2 proposal): the exporter reads the file into its own pages."""
+    """DMA_BUF_IOCTL_RW_FILE (patched kernels): the exporter reads the file into its own pages, a chunk per call."""
+    flags = RW_FILE_READ | (RW_FILE_DIRECT if direct else 0)
     done = 0
-    while done < size:
-        length = min(chunk, size - done)
-        request = bytearray(RW_FILE_STRUCT.pack(RW_FILE_READ | (RW_FILE_DIRECT if direct else 0), fd, done, done,
-                                                length))
-        fcntl.ioctl(buffer.fd, DMA_BUF_IOCTL_RW_FILE, request, True)
-        done += length
+    for target, start, length in dmabuf_spans(buffer, size):
+        offset = 0
+        while offset < length:
+            request = bytearray(RW_FILE_STRUCT.pack(fd, flags, start + offset, offset, min(chunk, length - offset)))
+            moved = fcntl.ioctl(target, DMA_BUF_IOCTL_RW_FILE, request, True)
+            if moved == 0:
+                return done
+            offset += moved
+            done += moved
     return done
 
 
@@ -274,7 +289,7 @@ class Method:
     direct: bool  # the file is opened O_DIRECT
     load: Callable
     summary: str
-    needs: Tuple[str, ...] = ()  # "symbol:NAME" (BTF or kallsyms), "ioctl:rw_file" (tried)
+    needs: Tuple[str, ...] = ()  # "symbol:NAME" (BTF or kallsyms), "ioctl:rw_file", "cfr:rw_file" (tried)
 
 
 def _both(name, buffer, load, summary, needs=()):
@@ -298,16 +313,21 @@ METHODS = (
     *_both("memfd-splice", "memfd", splice_through_pipe, "memfd: splice file -> pipe -> memfd"),
     Method("memfd-cfr", "memfd", False, copy_range, "memfd: copy_file_range"),
     # Patched kernels only (the 2025 proposals): detected, never assumed.
+    # The v3/v4 shape: tried (a page copied into a heap dma-buf), since an exporter rw_file symbol alone
+    # does not say copy_file_range reaches it (our kernel/patches serve the ioctl only).
     *_both("heap-cfr-rwfile", "heap", copy_range_to_dmabuf,
-           "system-heap dma-buf: copy_file_range served by the exporter's rw_file (patched)",
-           ("symbol:system_heap_rw_file",)),
+           "system-heap dma-buf: copy_file_range served by the exporter's rw_file (patched)", ("cfr:rw_file",)),
     *_both("udmabuf-cfr-rwfile", "udmabuf", copy_range_to_dmabuf,
-           "udmabuf: copy_file_range into the dma-buf fd, served by udmabuf's rw_file (patched)",
-           ("symbol:udmabuf_rw_file",)),
+           "udmabuf: copy_file_range into the dma-buf fd, served by udmabuf's rw_file (patched)", ("cfr:rw_file",)),
     Method("heap-rwfile-ioctl", "heap", False, rw_file_ioctl,
            "system-heap dma-buf: DMA_BUF_IOCTL_RW_FILE (patched)", ("ioctl:rw_file",)),
     Method("heap-rwfile-ioctl-direct", "heap", True, rw_file_ioctl_direct,
            "system-heap dma-buf: DMA_BUF_IOCTL_RW_FILE with DIRECT (patched)", ("ioctl:rw_file",)),
+    Method("udmabuf-rwfile-ioctl", "udmabuf", False, rw_file_ioctl,
+           "udmabuf: DMA_BUF_IOCTL_RW_FILE on each udmabuf (patched)", ("ioctl:rw_file", "symbol:udmabuf_rw_file")),
+    Method("udmabuf-rwfile-ioctl-direct", "udmabuf", True, rw_file_ioctl_direct,
+           "udmabuf: DMA_BUF_IOCTL_RW_FILE with DIRECT on each udmabuf (patched)",
+           ("ioctl:rw_file", "symbol:udmabuf_rw_file")),
 )
 
 BY_NAME = {method.name: method for method in METHODS}
@@ -335,7 +355,7 @@ def rw_file_ioctl_answer():
     except Exception as error:  # noqa: BLE001: any failure means the ioctl cannot be tried here
         return f"cannot try the ioctl without a heap buffer ({error})"
     try:
-        request = bytearray(RW_FILE_STRUCT.pack(RW_FILE_READ, 0xFFFFFFFF, 0, 0, alloc.PAGE_SIZE))
+        request = bytearray(RW_FILE_STRUCT.pack(-1, RW_FILE_READ, 0, 0, alloc.PAGE_SIZE))
         fcntl.ioctl(dmabuf.fd, DMA_BUF_IOCTL_RW_FILE, request, True)
     except OSError as error:
         if error.errno == errno.ENOTTY:
@@ -346,13 +366,35 @@ def rw_file_ioctl_answer():
     return None
 
 
-class KernelOffer:
-    """Answers `needs` entries once per run: symbols from BTF and kallsyms, the ioctl by trial."""
+def copy_file_range_answer():
+    """None if copy_file_range from a regular file into a heap dma-buf works, else why not (one page, tried)."""
+    import tempfile
 
-    def __init__(self, report, symbols=None, ioctl_answer=None):
+    try:
+        dmabuf = alloc.alloc_heap(alloc.PAGE_SIZE)
+    except Exception as error:  # noqa: BLE001: any failure means it cannot be tried here
+        return f"cannot try copy_file_range without a heap buffer ({error})"
+    try:
+        with tempfile.TemporaryFile() as source:
+            source.write(bytes(alloc.PAGE_SIZE))
+            source.flush()
+            os.copy_file_range(source.fileno(), dmabuf.fd, alloc.PAGE_SIZE, 0, 0)
+    except OSError as error:
+        return (f"absent on this kernel (copy_file_range into a dma-buf answers "
+                f"{errno.errorcode.get(error.errno, error.errno)}: no exporter rw_file behind it)")
+    finally:
+        dmabuf.close()
+    return None
+
+
+class KernelOffer:
+    """Answers `needs` entries once per run: symbols from BTF and kallsyms, the ioctl and copy_file_range by trial."""
+
+    def __init__(self, report, symbols=None, ioctl_answer=None, cfr_answer=None):
         self.report = report
         self._symbols = symbols
         self._ioctl = ioctl_answer
+        self._cfr = cfr_answer
 
     def _has_symbol(self, name):
         if self._symbols is None:
@@ -380,4 +422,9 @@ class KernelOffer:
                     self._ioctl = rw_file_ioctl_answer() or ""
                 if self._ioctl:
                     return self._ioctl
+            if kind == "cfr":
+                if self._cfr is None:
+                    self._cfr = copy_file_range_answer() or ""
+                if self._cfr:
+                    return self._cfr
         return None

@@ -98,6 +98,11 @@ def unmeasured_copy_sites(flows: Iterable[Flow]):
             if flow.dst_kind == "shmem" or (flow.dst_kind == "file" and flow.dst_fs in WRITE_COPY_MEASURED_FS):
                 continue
             add(f"write() into a {flow.dst_kind} on {flow.dst_fs} copies outside generic_perform_write")
+        elif flow.path == "rw_file":
+            # Patched kernels: the exporter hands its pages to the file's read_iter (kernel/patches). Buffered,
+            # the copy is filemap_read's on these filesystems; direct, the device DMAs into the pages.
+            if flow.src_kind == "file" and flow.src_fs not in READ_COPY_MEASURED_FS:
+                add(f"rw_file from a file on {flow.src_fs}: its read_iter may copy outside filemap_read")
         elif flow.path in FD_TO_FD_PATHS:
             # The source side hands pages over by reference (filemap_splice_read, shmem_file_splice_read, pipe
             # buffers) or, opened O_DIRECT, DMAs into kernel pages (copy_splice_read): no CPU copy to miss.

@@ -59,7 +59,8 @@ def test_the_matrix_covers_the_issue_and_names_are_unique():
                  "udmabuf-read", "udmabuf-read-direct", "udmabuf-sendfile", "udmabuf-splice", "udmabuf-cfr",
                  "memfd-rw", "memfd-rw-direct", "memfd-read", "memfd-read-direct", "memfd-sendfile",
                  "memfd-splice", "memfd-cfr", "heap-cfr-rwfile-direct", "udmabuf-cfr-rwfile-direct",
-                 "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct"):
+                 "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct", "udmabuf-rwfile-ioctl",
+                 "udmabuf-rwfile-ioctl-direct"):
         assert name in methods.BY_NAME
     assert all(m.buffer in methods.BUFFERS for m in methods.METHODS)
     assert all(m.direct == m.name.endswith("-direct") for m in methods.METHODS)
@@ -81,13 +82,42 @@ class Report:
 
 def test_patched_methods_are_detected_never_assumed():
     offer = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols=set(), ioctl_answer="absent on this kernel "
-                                "(DMA_BUF_IOCTL_RW_FILE answers ENOTTY)")
+                                "(DMA_BUF_IOCTL_RW_FILE answers ENOTTY)", cfr_answer="absent on this kernel "
+                                "(copy_file_range into a dma-buf answers EINVAL: no exporter rw_file behind it)")
     assert offer.missing(methods.BY_NAME["heap-read"]) is None
-    assert "system_heap_rw_file" in offer.missing(methods.BY_NAME["heap-cfr-rwfile"])
+    assert "EINVAL" in offer.missing(methods.BY_NAME["heap-cfr-rwfile"])
     assert "ENOTTY" in offer.missing(methods.BY_NAME["heap-rwfile-ioctl-direct"])
-    patched = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols={"udmabuf_rw_file"}, ioctl_answer="")
+    assert "ENOTTY" in offer.missing(methods.BY_NAME["udmabuf-rwfile-ioctl"])
+    patched = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols={"udmabuf_rw_file"}, ioctl_answer="",
+                                  cfr_answer="")
     assert patched.missing(methods.BY_NAME["udmabuf-cfr-rwfile"]) is None
     assert patched.missing(methods.BY_NAME["heap-rwfile-ioctl"]) is None
+    assert patched.missing(methods.BY_NAME["udmabuf-rwfile-ioctl-direct"]) is None
+    # Our kernel/patches: the ioctl and the exporter symbols, but copy_file_range into a dma-buf still refused.
+    ioctl_only = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols={"system_heap_rw_file"}, ioctl_answer="",
+                                     cfr_answer="absent on this kernel (copy_file_range into a dma-buf answers EINVAL)")
+    assert ioctl_only.missing(methods.BY_NAME["heap-rwfile-ioctl"]) is None
+    assert "copy_file_range" in ioctl_only.missing(methods.BY_NAME["heap-cfr-rwfile"])
+    assert "udmabuf_rw_file" in ioctl_only.missing(methods.BY_NAME["udmabuf-rwfile-ioctl"])
+
+
+def test_rw_file_request_is_the_patch_uapi():
+    # kernel/patches/README: _IOW('b', 4, struct dma_buf_rw_file) with {__s32 fd; __u32 flags; __u64 x3}.
+    assert methods.RW_FILE_STRUCT.size == 32
+    assert methods.DMA_BUF_IOCTL_RW_FILE == 0x40206204
+    assert methods.RW_FILE_STRUCT.pack(-1, methods.RW_FILE_READ | methods.RW_FILE_DIRECT, 1, 2, 3)[:8] == \
+        b"\xff\xff\xff\xff\x05\x00\x00\x00"
+
+
+class _Spans:
+    def __init__(self, kind, fds):
+        self.kind, self.fd, self.dmabuf_fds = kind, 9, fds
+
+
+def test_dmabuf_spans_split_a_udmabuf_buffer_at_the_size_limit(monkeypatch):
+    monkeypatch.setattr(methods.alloc, "udmabuf_size_limit", lambda: 64 << 20)
+    assert methods.dmabuf_spans(_Spans("udmabuf", [5, 6]), 100 << 20) == [(5, 0, 64 << 20), (6, 64 << 20, 36 << 20)]
+    assert methods.dmabuf_spans(_Spans("heap", None), 100 << 20) == [(9, 0, 100 << 20)]
 
 
 def test_a_kernel_without_heaps_has_no_heap_methods():

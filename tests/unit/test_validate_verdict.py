@@ -101,6 +101,7 @@ def flow(path, src_kind, dst_kind, src_fs="ext4", dst_fs="tmpfs", size=SIZE):
     [flow("splice", "file", "pipe", dst_fs="pipefs"), flow("splice", "pipe", "shmem", src_fs="pipefs")],
     [flow("read", "file", "shmem", src_fs="xfs")],
     [flow("read", "shmem", "none", size=0)],  # a call that moved nothing copies nothing
+    [flow("rw_file", "file", "dmabuf", dst_fs="dmabuf")],  # patched kernels: filemap_read or device DMA
 ])
 def test_paths_whose_copies_are_all_hooked(flows):
     assert unmeasured_copy_sites(flows) == ()
@@ -114,6 +115,7 @@ def test_paths_whose_copies_are_all_hooked(flows):
     ([flow("write", "none", "file", dst_fs="xfs")], "on xfs"),
     ([flow("copy_file_range", "file", "dmabuf", dst_fs="dmabuf")], "exporter's own callback"),
     ([flow("sendfile", "socket", "shmem", src_fs="sockfs")], "splice read is not hooked"),
+    ([flow("rw_file", "file", "dmabuf", src_fs="f2fs", dst_fs="dmabuf")], "rw_file from a file on f2fs"),
 ])
 def test_paths_with_copies_no_hook_sees(flows, words):
     sites = unmeasured_copy_sites(flows)

@@ -72,7 +72,7 @@ EXPECTED = {
 }
 # Patched-kernel methods: on Debian's stock 7.2 the symbols are absent and the ioctl answers ENOTTY.
 ABSENT = ("heap-cfr-rwfile", "heap-cfr-rwfile-direct", "udmabuf-cfr-rwfile", "udmabuf-cfr-rwfile-direct",
-          "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct")
+          "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct", "udmabuf-rwfile-ioctl", "udmabuf-rwfile-ioctl-direct")
 
 
 @pytest.fixture(scope="module")
