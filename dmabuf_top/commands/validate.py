@@ -52,7 +52,8 @@ def _method_names(value):
               "loaded 32 MB buffers).")
 @click.option("--expect", "expectation", callback=_expectation, metavar="zero-copy|copies=N",
               help="Exit 0 only if every method run (or the command) meets this claim, else 1.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object: methods, verdicts, evidence, hooks.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on one line: methods, verdicts, evidence, "
+              "hooks (with -- CMD, after the command's own output).")
 @click.option("--record", "session_path", type=click.Path(dir_okay=False), metavar="SESSION",
               help="Also write a session file; `dmabuf-top report SESSION` draws the comparison.")
 @click.option("--force", is_flag=True, help="Replace an existing --record file.")

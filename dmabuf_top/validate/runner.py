@@ -190,10 +190,10 @@ def _flows(before, after):
 
 
 def _path_deltas(before, after, tgid):
+    """{path: what this process did on it between the snapshots}, paths with no activity left out."""
     start = before.per_path(tgid)
-    return {path: c - start.get(path, Counters()) for path, c in after.per_path(tgid).items()
-            if (c - start.get(path, Counters())).calls or (c - start.get(path, Counters())).cpu_copied
-            or (c - start.get(path, Counters())).pc_added}
+    deltas = {path: c - start.get(path, Counters()) for path, c in after.per_path(tgid).items()}
+    return {path: d for path, d in deltas.items() if d.calls or d.cpu_copied or d.pc_added or d.pinned_pages}
 
 
 def _target_deltas(before, after, kinds):

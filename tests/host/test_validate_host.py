@@ -1,0 +1,47 @@
+"""validate on this machine's kernel (6.18: fentry refused, no kprobes, no heaps, no udmabuf): the verdicts
+must say what could not be measured, and never call anything zero-copy."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from dmabuf_top.validate import runner
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def host_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("validate")
+    run = runner.run_matrix(str(directory), 4 << 20, ["heap-read", "memfd-read", "memfd-read-direct", "memfd-rw"])
+    return {r.name: r for r in run.results}, run
+
+
+def test_heap_methods_are_absent_without_heaps(host_run):
+    results, _ = host_run
+    assert results["heap-read"].verdict.kind == "absent"
+    assert "no /dev/dma_heap/system" in results["heap-read"].verdict.reasons[0]
+
+
+def test_without_the_copy_hooks_nothing_is_zero_copy_and_the_data_is_still_checked(host_run):
+    results, run = host_run
+    if "cpu_copy" not in run.missing:
+        pytest.skip("this kernel lets fentry attach: the guest suite checks the measured verdicts")
+    for name in ("memfd-read", "memfd-rw"):
+        result = results[name]
+        assert result.verdict.kind == "unmeasured", result.verdict
+        assert any("CPU copies are not traced" in why for why in result.verdict.reasons)
+        assert result.cpu_copied is None  # n/t, not 0
+        assert result.checksum == "ok"
+        assert result.page_cache_pages == (4 << 20) // 4096  # the page cache tracepoints work here
+    assert results["memfd-read-direct"].verdict.kind in ("unmeasured", "failed")
+
+
+def test_the_command_prints_n_t_for_what_it_could_not_trace(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "dmabuf_top", "validate", "--size", "1M", "--dir", str(tmp_path),
+                           "--methods", "memfd-read", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)["methods"][0]
+    assert row["verdict"]["kind"] in ("unmeasured", "copies")
+    assert row["verdict"]["kind"] != "zero-copy"
