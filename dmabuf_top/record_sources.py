@@ -176,6 +176,9 @@ class IoPathSource:
         except DmabufTopError as error:
             return [records.Hook("iopaths", False, "", f"I/O path tracing off: {error}")]
         hooks = hook_rows(self._tracer.hooks)
+        # Read /proc/kallsyms now, before the command runs: in a poll it would stall the cadence
+        # (seconds on a slow machine).
+        self._tracer.kallsyms()
         try:
             if self._iterator_factory is None:
                 from .probes.dmabuf_iter import DmabufIterator
