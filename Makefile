@@ -14,7 +14,7 @@ BPF_SRCS := $(wildcard probes/*.bpf.c)
 BPF_OBJS := $(BPF_SRCS:.bpf.c=.bpf.o)
 BPF_HDRS := $(wildcard probes/*.h)
 
-.PHONY: all bpf deps venv test test-unit test-host test-vm demo clean
+.PHONY: all bpf deps venv test test-unit test-host test-vm demo clean kernel
 
 all: bpf
 
@@ -53,6 +53,12 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 
 test: venv bpf
 	@bash .ci/test-all
+
+# The patched lab kernel (kernel/patches, kernel/config/lab.config) from Debian's source of the lab
+# kernel's version, built into the cache; instant when nothing changed. Prints the bzImage path.
+kernel: venv
+	@bash .ci/install-deps kernel
+	@$(VENV_PY) -m dmabuf_top.kernel.build
 
 demo: venv bpf
 	@$(VENV_PY) -m dmabuf_top.demo
