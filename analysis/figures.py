@@ -43,11 +43,34 @@ def _mib(value):
     return value / (1024 * 1024)
 
 
-def _rate_lines(axes, series, labels, fontsize):
-    for key, label in labels:
-        points = series[key]
-        axes.plot([t for t, _ in points], [_mib(r) for _, r in points], marker=".", label=label)
+def dense_rates(series, width, keys):
+    """(bin centres, [rates per key]) on one grid from the bin before the first busy one to the bin
+    after the last, idle bins at 0.
+
+    throughput_series lists only busy bins; drawn as they are, a line would bridge idle time
+    and a lone busy bin would have no width.
+    """
+    slots = {key: {round(t / width - 0.5): rate for t, rate in series[key]} for key in keys}
+    busy = [slot for per_key in slots.values() for slot in per_key]
+    if not busy:
+        return [], [[] for _ in keys]
+    grid = range(min(busy) - 1, max(busy) + 2)
+    return [(slot + 0.5) * width for slot in grid], [[slots[key].get(slot, 0.0) for slot in grid] for key in keys]
+
+
+def _time_axis(axes, session, last_s):
+    """From the first recorded row to the end: the same window in every figure over time."""
+    axes.set_xlim(tables.first_row_s(session), max(tables.duration_s(session), last_s))
     axes.set_xlabel("seconds")
+
+
+def _rate_lines(axes, session, series, labels, fontsize, width):
+    """Stacked areas, one per key: rates that coincide (two buffers loaded at once) stay visible."""
+    keys = [key for key, _ in labels]
+    times, rates = dense_rates(series, width, keys)
+    axes.stackplot(times, *[[_mib(r) for r in per_key] for per_key in rates], labels=[label for _, label in labels],
+                   step="mid", alpha=0.85)
+    _time_axis(axes, session, times[-1] + width / 2)
     axes.set_ylabel("MiB/s")
     axes.set_ylim(bottom=0)
     axes.legend(fontsize=fontsize)
@@ -55,23 +78,24 @@ def _rate_lines(axes, series, labels, fontsize):
 
 def throughput_by_path(session):
     figure, axes = _figure("Throughput per I/O path")
-    _, series = tables.throughput_series(session, by="path")
+    width, series = tables.throughput_series(session, by="path")
     if not series:
         _empty(axes, "no I/O recorded (the I/O tracer was not running, or nothing moved)")
         return figure
-    _rate_lines(axes, series, [(path, safe_label(path)) for path in sorted(series)], fontsize=8)
+    _rate_lines(axes, session, series, [(path, safe_label(path)) for path in sorted(series)], fontsize=8, width=width)
     return figure
 
 
 def throughput_by_buffer(session, top=8):
     figure, axes = _figure("Throughput per buffer")
-    _, series = tables.throughput_series(session, by="buffer")
+    width, series = tables.throughput_series(session, by="buffer")
     if not series:
         _empty(axes, "no I/O attributed to a buffer")
         return figure
     names = {b.inode: b.name for b in tables.top_buffers(session)}
     busiest = sorted(series, key=lambda inode: -sum(r for _, r in series[inode]))[:top]
-    _rate_lines(axes, series, [(inode, buffer_label(inode, names.get(inode))) for inode in busiest], fontsize=7)
+    _rate_lines(axes, session, series, [(inode, buffer_label(inode, names.get(inode))) for inode in busiest], fontsize=7,
+                width=width)
     return figure
 
 
@@ -128,7 +152,7 @@ def buffers_over_time(session):
         axes.step([t for t, _, _ in points], [_mib(s) for _, _, s in points], where="post",
                   label=f"{safe_label(exporter)} (max {max(n for _, n, _ in points)} buffers, "
                         f"{human_size(max(s for _, _, s in points))})")
-    axes.set_xlabel("seconds")
+    _time_axis(axes, session, max(t for points in series.values() for t, _, _ in points))
     axes.set_ylabel("MiB")
     axes.set_ylim(bottom=0)
     axes.legend(fontsize=8)

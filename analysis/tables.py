@@ -68,6 +68,13 @@ def end_ns(session):
     return _edge(session, "ended_ns", "max") or start_ns(session)
 
 
+def first_row_s(session):
+    """When the first row was recorded, in seconds from the start (sources take a while to start)."""
+    first = session.query("SELECT min(t) FROM (SELECT min(time_ns) AS t FROM buffer_snapshots "
+                          "UNION ALL SELECT min(time_ns) FROM path_samples UNION ALL SELECT min(time_ns) FROM io_events)")
+    return max(0, (first[0][0] - start_ns(session)) / 1e9) if first and first[0][0] is not None else 0.0
+
+
 def duration_s(session):
     return max(0, end_ns(session) - start_ns(session)) / 1e9
 
@@ -122,10 +129,22 @@ def _bin_ns(session, bins):
     return max(1, int((end_ns(session) - start_ns(session)) / bins) or 1)
 
 
+def sample_interval_ns(session):
+    """The recorder's counter cadence (metadata interval_s), or 0 when the session does not say."""
+    interval = session.metadata.get("interval_s")
+    return int(interval * 1e9) if isinstance(interval, (int, float)) and interval > 0 else 0
+
+
 def throughput_series(session, by="path", bins=100) -> Tuple[float, Dict[object, List[Tuple[float, float]]]]:
-    """(bin width in s, {path or inode: [(t_s, bytes per second)]}) over `bins` equal bins."""
-    t0, width = start_ns(session), _bin_ns(session, bins)
+    """(bin width in s, {path or inode: [(t_s, bytes per second)]}) over at most `bins` equal bins.
+
+    Only bins that moved bytes are listed. A bin is never narrower than the interval of the
+    counter samples: narrower bins would alternate between a whole interval's bytes and none.
+    """
     table = counter_table(session)
+    t0, width = start_ns(session), _bin_ns(session, bins)
+    if table == "path_samples":
+        width = max(width, sample_interval_ns(session))
     key = "path" if by == "path" else "inode"
     where = "" if by == "path" else "WHERE inode != 0"
     series: Dict[object, List[Tuple[float, float]]] = {}

@@ -121,6 +121,24 @@ def stack_count_rows(stack_deltas: Mapping) -> List:
             for (stack_id, point, path), (hits, amount) in sorted(stack_deltas.items()) if hits or amount]
 
 
+def clean_frames(frames: List[str], hooked: Mapping[str, str]) -> List[str]:
+    """Leaf-first kernel frames with the tracer's own frames replaced by the function it hooks.
+
+    A stack taken in an fexit program starts "bpf_prog_<tag>_<program>", "bpf_trampoline_<id>":
+    they stand in for the traced function (filemap_read...), so that is what the leaf shows.
+    hooked: {program name: kernel function it is attached to}.
+    """
+    out = []
+    for frame in frames:
+        if frame.startswith("bpf_trampoline_"):
+            continue
+        if frame.startswith("bpf_prog_"):
+            program = frame.split("_", 3)[-1] if frame.count("_") >= 3 else frame
+            frame = hooked.get(program, frame)
+        out.append(frame)
+    return out
+
+
 def io_event(record, buffers: BufferMap):
     """An iopaths.IoRecord as a session IoEvent."""
     return records.IoEvent(
@@ -224,7 +242,8 @@ class IoPathSource:
                 continue  # a negative id: the kernel could not take that stack; the report says so
             self._stacks_written.add(stack_id)
             kallsyms = self._tracer.kallsyms()
-            frames = [kallsyms.name(ip) for ip in self._tracer.stack_ips(stack_id)]
+            hooked = {status.program: status.target for status in self._tracer.hooks}
+            frames = clean_frames([kallsyms.name(ip) for ip in self._tracer.stack_ips(stack_id)], hooked)
             if frames:
                 out.append(records.Stack(stack_id, "\n".join(frames)))
         return out

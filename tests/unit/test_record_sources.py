@@ -1,0 +1,201 @@
+"""record_sources: counter deltas, buffer attribution, row building and the poll loop, without a kernel."""
+from types import SimpleNamespace
+
+from dmabuf_top import session as s
+from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
+from dmabuf_top.record_sources import (
+    RING_DROPS, BufferMap, IoPathSource, TaskstatsSource, amount_deltas, clean_frames, counter_deltas,
+    descendants, io_event, latency_buckets, parse_ppid, path_samples, session_path, taskstats_sample)
+from dmabuf_top.recorder import RecordingContext
+from dmabuf_top.taskstats import Delay, TaskStats
+
+MIB = 1 << 20
+HEAP = Target(inode=11, dev=0, path="read", kind="dmabuf", direct=False)
+MEMFD = Target(inode=500, dev=7, path="read", kind="shmem", direct=True)
+ANON = Target(inode=0, dev=0, path="read", kind="none", direct=False)
+
+
+def counters(**values):
+    hist = [0] * 32
+    for bucket, count in values.pop("hist", {}).items():
+        hist[bucket] = count
+    return Counters(**values, latency_hist=tuple(hist))
+
+
+def buffers():
+    known = BufferMap()
+    known.learn([SimpleNamespace(inode=11, backing_inode=0, backing_dev=0),
+                 SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)])
+    return known
+
+
+def test_counter_deltas_subtract_and_drop_what_did_not_move():
+    before = {HEAP: counters(calls=1, bytes=MIB), ANON: counters(calls=2, bytes=10)}
+    after = {HEAP: counters(calls=3, bytes=3 * MIB), ANON: counters(calls=2, bytes=10), MEMFD: counters(calls=1)}
+    assert counter_deltas(after, before) == {HEAP: counters(calls=2, bytes=2 * MIB), MEMFD: counters(calls=1)}
+
+
+def test_amount_deltas_of_stacks():
+    before = {(1, "gup", "read"): (2, 512)}
+    after = {(1, "gup", "read"): (3, 1024), (2, "cpu_copy_read", "read"): (1, 64), (3, "gup", "other"): (0, 0)}
+    assert amount_deltas(after, before) == {(1, "gup", "read"): (1, 512), (2, "cpu_copy_read", "read"): (1, 64)}
+    assert amount_deltas(before, before) == {}
+
+
+def test_buffer_map_attributes_dmabufs_and_udmabuf_memfds_and_remembers_freed_ones():
+    known = buffers()
+    known.learn([])  # both freed: still known
+    assert known.buffer_of("dmabuf", 11, 0) == 11
+    assert known.buffer_of("shmem", 500, 7) == 12
+    assert known.buffer_of("shmem", 500, 8) == 0  # same inode number on another filesystem
+    assert known.buffer_of("dmabuf", 99, 0) == 0  # not a buffer we saw
+    assert known.buffer_of("file", 11, 0) == 0
+
+
+def test_path_samples_partition_the_counters():
+    targets = {HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB),
+               MEMFD: counters(calls=1, bytes=2 * MIB, pinned_pages=512),
+               ANON: counters(calls=4, bytes=100, cpu_copied=100, errors=1)}
+    tasks = {(42, "read"): counters(calls=6, bytes=MIB + 2 * MIB + 100),
+             (42, "other"): counters(cpu_copied=64, pc_added=3)}
+    rows = path_samples(1000, targets, tasks, buffers())
+    assert rows == [
+        s.PathSample(1000, 0, 0, "read", 100, 100, 0, 0, 4, 1),
+        s.PathSample(1000, 0, 42, "other", 0, 64, 0, 3, 0, 0),
+        s.PathSample(1000, 11, 0, "read", MIB, MIB, 0, 0, 1, 0),
+        s.PathSample(1000, 12, 0, "read_direct", 2 * MIB, 0, 512, 0, 1, 0),
+    ]
+    # Summed over rows: every byte once (the per-process read counters are not added again).
+    assert sum(r.bytes for r in rows) == MIB + 2 * MIB + 100
+
+
+def test_targets_of_one_buffer_and_path_merge_into_one_row():
+    other_anon = Target(inode=77, dev=3, path="read", kind="file", direct=False)
+    rows = path_samples(5, {ANON: counters(calls=1, bytes=10), other_anon: counters(calls=2, bytes=5)}, {}, buffers())
+    assert rows == [s.PathSample(5, 0, 0, "read", 15, 0, 0, 0, 3, 0)]
+
+
+def test_latency_buckets_add_per_path():
+    targets = {HEAP: counters(calls=3, hist={3: 2, 7: 1}), ANON: counters(calls=1, hist={3: 1}),
+               MEMFD: counters(calls=1, hist={13: 1})}
+    assert latency_buckets(targets) == [s.LatencyBucket("read", 3, 3), s.LatencyBucket("read", 7, 1),
+                                        s.LatencyBucket("read_direct", 13, 1)]
+
+
+def test_session_path_names_direct_io_apart():
+    assert session_path("read", False) == "read" and session_path("write", True) == "write_direct"
+
+
+def test_io_event_from_a_record():
+    record = IoRecord(tgid=42, tid=43, comm="python3", path="read", kind="shmem", direct=True, timestamp_ns=9000,
+                      latency_ns=800, ret=2 * MIB, requested=2 * MIB, inode=500, dev=7, cpu_copied=0,
+                      pinned_pages=512, pc_added=0)
+    assert io_event(record, buffers()) == s.IoEvent(9000, 800, 42, 43, "python3", "read_direct", 12, 2 * MIB, 0, -1,
+                                                    0, 512)
+    failed = IoRecord(42, 43, "python3", "read", "dmabuf", True, 9000, 5, -14, 4096, 11, 0, 0, 0, 0)
+    event = io_event(failed, buffers())
+    assert (event.bytes, event.errno, event.inode) == (0, 14, 11)
+
+
+def test_clean_frames_show_the_hooked_function_as_the_leaf():
+    frames = ["bpf_prog_4f0af96894539e21_copy_filemap_read", "bpf_trampoline_6442529929", "vfs_read", "ksys_read"]
+    assert clean_frames(frames, {"copy_filemap_read": "filemap_read"}) == ["filemap_read", "vfs_read", "ksys_read"]
+    assert clean_frames(["bpf_prog_ab_unknown_prog", "x"], {}) == ["bpf_prog_ab_unknown_prog", "x"]
+
+
+class FakeTracer:
+    """Cumulative snapshots, as the kernel maps give them, from a script of steps."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+        self.hooks = [SimpleNamespace(program="copy_filemap_read", concern="cpu_copy", target="filemap_read",
+                                      live=True, via="fentry", reason="")]
+        self.closed = False
+        self.records = []
+
+    def kallsyms(self):
+        return SimpleNamespace(name=lambda ip: {1: "bpf_prog_aa_copy_filemap_read", 2: "vfs_read"}[ip])
+
+    def stack_ips(self, stack_id):
+        return [1, 2]
+
+    def drain_records(self):
+        records, self.records = self.records, []
+        return records
+
+    def snapshot(self):
+        return self.steps.pop(0)
+
+    def close(self):
+        self.closed = True
+
+
+def snap(by_target=None, by_task=None, stacks=None, dropped=0):
+    return SimpleNamespace(by_target=by_target or {}, by_task=by_task or {}, stacks=stacks or {}, dropped=dropped)
+
+
+def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
+    tracer = FakeTracer([
+        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})}, stacks={(7, "cpu_copy_read", "read"): (1, MIB)}),
+        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})}, stacks={(7, "cpu_copy_read", "read"): (1, MIB)},
+             dropped=3),
+        snap({HEAP: counters(calls=2, bytes=3 * MIB, cpu_copied=3 * MIB, hist={5: 2})},
+             stacks={(7, "cpu_copy_read", "read"): (2, 3 * MIB), (-17, "gup", "read"): (1, 4)}, dropped=3),
+    ])
+    source = IoPathSource(tracer_factory=lambda pid: tracer,
+                          iterator_factory=lambda: SimpleNamespace(read=lambda: [SimpleNamespace(
+                              inode=11, backing_inode=0, backing_dev=0)], close=lambda: None))
+    hooks = source.start(RecordingContext(1234, 0.1))
+    assert hooks == [s.Hook("copy_filemap_read", True, "fentry", "filemap_read")]
+    tracer.records = [LifecycleRecord(1234, "load", "export", -1, 50, 11, 4 * MIB)]
+    first = source.poll(100)
+    assert first == [s.LifecycleEvent(50, 11, "export", 1234, "load", 4 * MIB, -1),
+                     s.PathSample(100, 11, 0, "read", MIB, MIB, 0, 0, 1, 0), s.LatencyBucket("read", 5, 1),
+                     s.Stack(7, "filemap_read\nvfs_read"), s.StackCount(7, "copy_read", "read", 1, MIB)]
+    assert source.poll(200) == [s.Drop(200, RING_DROPS, 3)]
+    final = source.stop(300)
+    assert final == [s.PathSample(300, 11, 0, "read", 2 * MIB, 2 * MIB, 0, 0, 1, 0), s.LatencyBucket("read", 5, 1),
+                     s.StackCount(-17, "gup", "read", 1, 4), s.StackCount(7, "copy_read", "read", 1, 2 * MIB)]
+    assert tracer.closed
+
+
+def test_io_path_source_that_cannot_start_records_why():
+    from dmabuf_top.errors import NeedsPrivilege
+
+    def refuse(pid):
+        raise NeedsPrivilege("I/O path tracing needs root")
+
+    source = IoPathSource(tracer_factory=refuse)
+    assert source.start(RecordingContext(None, 0.5)) == [
+        s.Hook("iopaths", False, "", "I/O path tracing off: I/O path tracing needs root")]
+    assert source.poll(1) == [] and source.stop(2) == []
+
+
+def test_descendants_follow_ancestry():
+    parents = {1: 0, 100: 1, 101: 100, 102: 101, 103: 1, 104: 102}
+    assert descendants(100, parents) == [100, 101, 102, 104]
+    assert descendants(999, parents) == [999]
+
+
+def test_parse_ppid_survives_hostile_comms():
+    assert parse_ppid("4242 (a) b) (c) S 17 4242 4242 0 -1") == 17
+
+
+def test_taskstats_sample_and_source():
+    stats = TaskStats(pid=0, ppid=1, comm="python3", version=14,
+                      delays={"cpu": Delay(3, 300), "blkio": Delay(1, 7000)}, read_bytes=4096, write_bytes=None)
+    assert taskstats_sample(5, 42, stats) == s.TaskstatsSample(5, 42, 42, "python3", 0, 300, 7000, 0, 0, 4096, 0, 0, 0)
+
+    class Client:
+        def for_process(self, tgid):
+            return None if tgid == 43 else stats
+
+        def close(self):
+            pass
+
+    source = TaskstatsSource(client_factory=Client, parents=lambda: {42: 1, 43: 42, 44: 43, 7: 1})
+    hooks = source.start(RecordingContext(42, 0.1))
+    assert [(h.name, h.live) for h in hooks] == [("taskstats", True)]
+    assert [r.tgid for r in source.poll(10)] == [42, 44]  # 43 has exited
+    assert [r.tgid for r in source.stop(20)] == [42, 44]
+    assert TaskstatsSource().start(RecordingContext(None, 0.1))[0].live is False
