@@ -248,6 +248,8 @@ class SessionWriter:
                 pass
             except IsADirectoryError:
                 raise SessionError(f"{self.path} is a directory: give a file name for the session") from None
+            except OSError as error:
+                raise SessionError(f"cannot create {self.path}: {error.strerror}") from None
         try:
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         except OSError as error:

@@ -207,3 +207,9 @@ def test_cli_says_one_line(tmp_path, capsys):
     assert main(["report", str(noise), "-o", str(tmp_path / "r.html")]) == SessionError.exit_code
     err = capsys.readouterr().err
     assert err == f"dmabuf-top: {noise} is not a dmabuf-top session (not an SQLite file)\n"
+
+
+def test_a_file_that_cannot_be_replaced_is_one_error_line():
+    # procfs refuses unlink even to root, as a read-only results directory does (EROFS).
+    with pytest.raises(SessionError, match=r"^cannot create /proc/version: "):
+        SessionWriter("/proc/version", overwrite=True)
