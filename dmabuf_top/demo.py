@@ -69,6 +69,12 @@ def show_validate(results_dir=None):
     print(render.render_table(run))
     failed = [r for r in run.results if r.checksum == "mismatch"]
     if results_dir:
+        import tempfile
+        import warnings
+
+        # The guest's root is read-only: matplotlib's cache goes to a scratch directory, and its advice stays quiet.
+        os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="matplotlib-"))
+        warnings.simplefilter("ignore", UserWarning)
         from .analysis.html import HtmlRenderer
         from .session import Session
         from .validate.store import record_run

@@ -40,17 +40,20 @@ def row_cells(result):
     )
 
 
-def _line(cells):
+def _line(cells, first_width):
     parts = []
-    for (_, width, right), cell in zip(COLUMNS, cells):
+    for index, ((_, width, right), cell) in enumerate(zip(COLUMNS, cells)):
+        width = first_width if index == 0 else width
         parts.append(cell.rjust(width) if right else (cell.ljust(width) if width else cell))
     return " ".join(parts).rstrip()
 
 
 def render_table(run):
     """The verdict table, then what was not traced, then the file and cache conditions."""
-    lines = [_line([header for header, _, _ in COLUMNS])]
-    lines += [_line(row_cells(result)) for result in run.results]
+    rows = [row_cells(result) for result in run.results]
+    first_width = max([COLUMNS[0][1]] + [len(row[0]) for row in rows])  # method names never push columns
+    lines = [_line([header for header, _, _ in COLUMNS], first_width)]
+    lines += [_line(row, first_width) for row in rows]
     if run.source is not None:
         lines.append(f"file: {terminal_safe(run.source.path)} ({human_size(run.source.size)} on "
                      f"{run.source.filesystem}); page cache {'kept warm' if run.warm else 'dropped before each method'}")

@@ -160,3 +160,11 @@ def test_page_faults_of_a_command_are_a_note_not_a_verdict():
     runner.measure_command(out, snapshot(), after, {}, 5, 0)
     assert out.verdict.kind == "zero-copy"
     assert any("300 page-cache pages were added by page faults" in note for note in out.notes)
+
+
+def test_a_long_method_name_widens_its_column_instead_of_shifting_the_others():
+    run = sample_run()
+    run.results[0].name = "udmabuf-rwfile-ioctl-direct-and-more"
+    lines = render.render_table(run).splitlines()[:len(run.results) + 1]
+    header_alloc_end = lines[0].index("ALLOC ms") + len("ALLOC ms")
+    assert all(line[header_alloc_end - 3:header_alloc_end] in ("1.5", "  -") for line in lines[1:]), lines
