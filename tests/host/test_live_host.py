@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from dmabuf_top.live.jsonout import JSON_SCHEMA
+from tmux_session import Tmux, wait_for_file
 
 pytestmark = pytest.mark.root
 
@@ -18,50 +19,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DMABUF_TOP = str(ROOT / ".venv" / "bin" / "dmabuf-top")
 
 
-class Tmux:
-    """A private tmux server (its own socket) with one window of a fixed size."""
-
-    def __init__(self, tmp_path, command, width=160, height=45):
-        self.socket = str(tmp_path / "tmux.sock")
-        tmux = ["tmux", "-S", self.socket]
-        subprocess.run(tmux + ["new-session", "-d", "-x", str(width), "-y", str(height), "cat"], check=True)
-        # without a client terminal some tmux versions ignore -x/-y: size the window, then start the command in it
-        subprocess.run(tmux + ["resize-window", "-t", "0", "-x", str(width), "-y", str(height)], check=True)
-        subprocess.run(tmux + ["respawn-pane", "-k", "-t", "0", "-e", "TERM=xterm-256color", command], check=True)
-
-    def screen(self):
-        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "0"], capture_output=True,
-                              text=True, check=True).stdout
-
-    def keys(self, *keys):
-        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "0", *keys], check=True)
-
-    def wait_for(self, predicate, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if predicate(text):
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"screen never matched; last screen:\n{self.screen()}")
-
-    def child_pid(self):
-        """The pid of the command the pane's shell is running."""
-        shell = subprocess.run(["tmux", "-S", self.socket, "display", "-p", "-t", "0", "#{pane_pid}"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-        children = Path(f"/proc/{shell}/task/{shell}/children").read_text().split()
-        return int(children[0])
-
-    def kill(self):
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
-
-
 @pytest.fixture
 def tmux(tmp_path):
     made = []
 
     def start(command, **size):
-        made.append(Tmux(tmp_path, command, **size))
+        made.append(Tmux(tmp_path / "tmux.sock", command, **size))
         return made[-1]
 
     yield start
@@ -83,10 +46,7 @@ def test_view_says_what_it_cannot_see_shows_tracepoint_paths_and_q_restores_the_
     rows = {line.split()[0]: line for line in screen.splitlines() if line.split()[:1] in (["read"], ["write"])}
     assert "traced (no cpu_copy, gup)" in rows["read"] and "n/t" in rows["read"]
     term.keys("q")
-    deadline = time.monotonic() + 15
-    while not done.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert done.read_text().strip() == "EXIT=0"
+    assert wait_for_file(done, 15).strip() == "EXIT=0"
     stty = Path(f"{done}.stty").read_text()
     assert " icanon" in stty and " echo" in stty  # cooked mode back: curses' cbreak/noecho undone
     screen = term.screen()
@@ -101,10 +61,7 @@ def test_sigterm_restores_the_terminal_and_delay_accounting(tmux, tmp_path):
     term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; echo EXIT=$? > {done}; stty -a > {done}.stty; sleep 60")
     term.wait_for(lambda s: "measured 0." in s)
     os.kill(term.child_pid(), 15)
-    deadline = time.monotonic() + 15
-    while not done.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert done.read_text().strip() == "EXIT=143"
+    assert wait_for_file(done, 15).strip() == "EXIT=143"
     assert " icanon" in Path(f"{done}.stty").read_text()
     assert Path("/proc/sys/kernel/task_delayacct").read_text() == before
 

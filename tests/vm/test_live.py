@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tmux_session import Tmux, wait_for_file
+
 pytestmark = pytest.mark.guest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,33 +79,6 @@ def workload(heap_available, udmabuf_available, data_file):
         process.wait()
 
 
-class Tmux:
-    def __init__(self, socket, command, width=180, height=40):
-        self.tmux = ["tmux", "-S", socket]
-        subprocess.run(self.tmux + ["new-session", "-d", "-x", str(width), "-y", str(height), "cat"], check=True)
-        subprocess.run(self.tmux + ["resize-window", "-t", "0", "-x", str(width), "-y", str(height)], check=True)
-        subprocess.run(self.tmux + ["respawn-pane", "-k", "-t", "0", "-e", "TERM=xterm-256color", command], check=True)
-
-    def screen(self):
-        return subprocess.run(self.tmux + ["capture-pane", "-p", "-t", "0"], capture_output=True, text=True,
-                              check=True).stdout
-
-    def keys(self, *keys):
-        subprocess.run(self.tmux + ["send-keys", "-t", "0", *keys], check=True)
-
-    def wait_for(self, predicate, timeout=90):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.screen()
-            if predicate(text):
-                return text
-            time.sleep(0.3)
-        raise AssertionError(f"the screen never matched; last screen:\n{self.screen()}")
-
-    def kill(self):
-        subprocess.run(self.tmux + ["kill-server"], capture_output=True)
-
-
 def buffer_row(screen, name):
     return next((line for line in screen.splitlines() if line.rstrip().endswith(name)), None)
 
@@ -116,8 +91,8 @@ def read_rate(line):
 def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path):
     process, inode = workload(load=True)
     done = tmp_path / "done"
-    term = Tmux(str(tmp_path / "tmux.sock"), f"cd {ROOT}; {DMABUF_TOP} 1; echo EXIT=$? > {done}; "
-                f"stty -a > {done}.stty; sleep 600")
+    term = Tmux(tmp_path / "tmux.sock", f"cd {ROOT}; {DMABUF_TOP} 1; echo EXIT=$? > {done}; "
+                f"stty -a > {done}.stty; sleep 600", width=180, height=40, timeout=90)
     try:
         def loaded(screen):
             line = buffer_row(screen, "live-weights")
@@ -154,10 +129,7 @@ def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path)
         row = next(line for line in screen.splitlines() if line.split()[:1] == [str(process.pid)])
         assert "22.0 MiB" in row  # RSS: 16 + 4 + 2 MiB
         term.keys("q")
-        deadline = time.monotonic() + 60
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert done.read_text().strip() == "EXIT=0"
+        assert wait_for_file(done, 60).strip() == "EXIT=0"
         assert " icanon" in Path(f"{done}.stty").read_text()
     finally:
         term.kill()
