@@ -135,3 +135,10 @@ def test_missing_build_tools_are_named_with_their_packages(monkeypatch):
     monkeypatch.setattr(build.shutil, "which", lambda tool: None if tool in ("pahole", "flex") else "/usr/bin/" + tool)
     with pytest.raises(build.MissingDependency, match=r"apt-get install dwarves flex"):
         build.require_build_tools()
+
+
+def test_cached_flag_says_when_nothing_is_built(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DMABUF_TOP_CACHE", str(tmp_path))
+    assert build.main(["--cached"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "run 'make kernel'" in captured.err
