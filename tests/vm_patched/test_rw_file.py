@@ -27,6 +27,19 @@ def source():
     os.unlink(path)
 
 
+@pytest.fixture
+def opened(source):
+    """(the source file open read-only, its bytes)."""
+    path, data = source
+    fd = os.open(path, os.O_RDONLY)
+    yield fd, data
+    os.close(fd)
+
+
+def read_flags(direct):
+    return RW_FILE_READ | (RW_FILE_DIRECT if direct else 0)
+
+
 def contents(dmabuf):
     with mmap.mmap(dmabuf.fd, dmabuf.size) as view:
         return bytes(view)
@@ -46,40 +59,30 @@ def test_heap_read_fills_the_buffer_with_the_file(source, direct_how):
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_offsets_place_the_bytes_and_leave_the_rest(source, direct):
-    path, data = source
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with alloc.alloc_heap(SIZE) as dmabuf:
-            flags = RW_FILE_READ | (RW_FILE_DIRECT if direct else 0)
-            # Crosses the heap's 1 MiB chunks: starts in the first, ends in the third.
-            start, length = (1 << 20) - 2 * PAGE, (1 << 20) + 5 * PAGE
-            assert rw_file(dmabuf.fd, fd, flags, 3 * PAGE, start, length) == length
-            got = contents(dmabuf)
-            assert got[start:start + length] == data[3 * PAGE:3 * PAGE + length]
-            assert got[:start] == bytes(start) and got[start + length:] == bytes(SIZE - start - length)
-    finally:
-        os.close(fd)
+def test_offsets_place_the_bytes_and_leave_the_rest(opened, direct):
+    fd, data = opened
+    with alloc.alloc_heap(SIZE) as dmabuf:
+        # Crosses the heap's 1 MiB chunks: starts in the first, ends in the third.
+        start, length = (1 << 20) - 2 * PAGE, (1 << 20) + 5 * PAGE
+        assert rw_file(dmabuf.fd, fd, read_flags(direct), 3 * PAGE, start, length) == length
+        got = contents(dmabuf)
+    assert got[start:start + length] == data[3 * PAGE:3 * PAGE + length]
+    assert got[:start] == bytes(start) and got[start + length:] == bytes(SIZE - start - length)
 
 
-def test_a_read_past_the_end_of_the_file_is_short_and_a_zero_length_moves_nothing(source):
-    path, data = source
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with alloc.alloc_heap(2 * PAGE) as dmabuf:
-            assert rw_file(dmabuf.fd, fd, RW_FILE_READ, SIZE - 1000, 0, 2 * PAGE) == 1000
-            assert rw_file(dmabuf.fd, fd, RW_FILE_READ, SIZE, 0, PAGE) == 0
-            assert rw_file(dmabuf.fd, fd, RW_FILE_READ, 0, PAGE, 0) == 0
-            assert contents(dmabuf)[:1000] == data[-1000:]
-    finally:
-        os.close(fd)
+def test_a_read_past_the_end_of_the_file_is_short_and_a_zero_length_moves_nothing(opened):
+    fd, data = opened
+    with alloc.alloc_heap(2 * PAGE) as dmabuf:
+        assert rw_file(dmabuf.fd, fd, RW_FILE_READ, SIZE - 1000, 0, 2 * PAGE) == 1000
+        assert rw_file(dmabuf.fd, fd, RW_FILE_READ, SIZE, 0, PAGE) == 0
+        assert rw_file(dmabuf.fd, fd, RW_FILE_READ, 0, PAGE, 0) == 0
+        assert contents(dmabuf)[:1000] == data[-1000:]
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_write_puts_the_buffer_into_a_file(source, direct):
-    path, data = source
+def test_write_puts_the_buffer_into_a_file(opened, direct):
+    fd, data = opened
     target = os.path.join(SCRATCH, f"rw-file-written-{int(direct)}.bin")
-    fd = os.open(path, os.O_RDONLY)
     out = os.open(target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with alloc.alloc_heap(SIZE) as dmabuf:
@@ -91,23 +94,17 @@ def test_write_puts_the_buffer_into_a_file(source, direct):
         assert os.pread(out, SIZE, PAGE) == data
         assert os.lseek(out, 0, os.SEEK_CUR) == 0  # like pwrite: the file position is not used
     finally:
-        os.close(fd)
         os.close(out)
         os.unlink(target)
 
 
 @pytest.mark.parametrize("direct", [False, True])
-def test_udmabuf_read_lands_in_the_memfd_pages(source, direct):
-    path, data = source
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        with alloc.alloc_udmabuf(SIZE) as dmabuf:
-            flags = RW_FILE_READ | (RW_FILE_DIRECT if direct else 0)
-            assert rw_file(dmabuf.fd, fd, flags, 0, 0, SIZE) == SIZE
-            with dmabuf.mmap_memfd() as view:
-                assert bytes(view) == data
-    finally:
-        os.close(fd)
+def test_udmabuf_read_lands_in_the_memfd_pages(opened, direct):
+    fd, data = opened
+    with alloc.alloc_udmabuf(SIZE) as dmabuf:
+        assert rw_file(dmabuf.fd, fd, read_flags(direct), 0, 0, SIZE) == SIZE
+        with dmabuf.mmap_memfd() as view:
+            assert bytes(view) == data
 
 
 def _errno_of(call):
@@ -116,9 +113,8 @@ def _errno_of(call):
     return errno.errorcode[raised.value.errno]
 
 
-def test_refusals_carry_the_documented_errors(source):
-    path, _ = source
-    fd = os.open(path, os.O_RDONLY)
+def test_refusals_carry_the_documented_errors(opened):
+    fd, _ = opened
     write_only = os.open(os.path.join(SCRATCH, "rw-file-wo.bin"), os.O_WRONLY | os.O_CREAT, 0o600)
     pipe_read, pipe_write = os.pipe()
     try:
@@ -140,15 +136,14 @@ def test_refusals_carry_the_documented_errors(source):
             assert _errno_of(lambda: rw_file(dmabuf.fd, write_only, RW_FILE_READ, 0, 0, PAGE)) == "EBADF"
             assert _errno_of(lambda: rw_file(dmabuf.fd, fd, RW_FILE_WRITE, 0, 0, PAGE)) == "EBADF"
     finally:
-        for opened in (fd, write_only, pipe_read, pipe_write):
-            os.close(opened)
+        for extra in (write_only, pipe_read, pipe_write):
+            os.close(extra)
         os.unlink(os.path.join(SCRATCH, "rw-file-wo.bin"))
 
 
-def test_a_read_only_dma_buf_cannot_be_filled(source):
-    path, data = source
+def test_a_read_only_dma_buf_cannot_be_filled(opened):
+    fd, _ = opened
     heap = os.open(os.path.join(alloc.DMA_HEAP_DIR, "system"), os.O_RDONLY | os.O_CLOEXEC)
-    fd = os.open(path, os.O_RDONLY)
     try:
         request = bytearray(alloc.HEAP_ALLOCATION_DATA.pack(PAGE, 0, os.O_RDONLY | os.O_CLOEXEC, 0))
         fcntl.ioctl(heap, alloc.DMA_HEAP_IOCTL_ALLOC, request, True)
@@ -166,7 +161,6 @@ def test_a_read_only_dma_buf_cannot_be_filled(source):
         finally:
             os.close(read_only)
     finally:
-        os.close(fd)
         os.close(heap)
 
 
