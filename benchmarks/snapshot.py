@@ -6,8 +6,10 @@ Ten processes each allocate 1,000 one-page buffers from the system heap (and
 map a tenth of them), then this process, holding none, times each way of
 taking the inventory; each figure is the median of --repeat runs, printed as
 milliseconds and as a ratio to `cat bufinfo` within this one run (guest times
-are emulated, so only ratios mean anything). Targets from issue 3 are printed
-with whether this run met them.
+are emulated, so only ratios mean anything). The runs are interleaved (every
+way once, then every way again, ...) so that a burst of load on the host (other
+guests share its cores) lands on all ways alike rather than on one. Targets from
+issue 3 are printed with whether this run met them.
 """
 import argparse
 import ctypes
@@ -25,6 +27,7 @@ from dmabuf_top.bufinfo import BUFINFO_PATH, read_bufinfo
 from dmabuf_top.inventory import (IteratorSnapshots, build_inventory, buffers_from_bufinfo, collect)
 from dmabuf_top.probes.dmabuf_iter import DmabufIterator
 from dmabuf_top.probes.task_dmabufs import TaskDmabufIterator
+from dmabuf_top.render_snapshot import render_json
 
 HEAP = "/dev/dma_heap/system"
 
@@ -77,18 +80,25 @@ def spawn(processes, per_process, mapped):
     return pids, release_write
 
 
-def median_seconds(function, repeat):
-    times = []
-    result = None
+def interleaved_medians(rows, repeat):
+    """{label: median seconds} and {label: last result}, each round running every row once."""
+    times = {label: [] for label, _ in rows}
+    results = {}
     for _ in range(repeat):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for label, function in rows:
+            start = time.perf_counter()
+            results[label] = function()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}, results
 
 
 def cat_bufinfo():
     subprocess.run(["cat", BUFINFO_PATH], stdout=subprocess.DEVNULL, check=True)
+
+
+def every_row(inventory):
+    """What the --buffers/--grid/--json views make on top of the numbers: an object per buffer and per ref."""
+    return len(inventory.buffers) + sum(len(process.buffers) for process in inventory.processes)
 
 
 def procfs_snapshot():
@@ -121,22 +131,27 @@ def main():
             rows = [
                 ("cat bufinfo", cat_bufinfo),
                 ("raw iter/dmabuf read (bytes only)", lambda: raw_program.read_iter(raw_link)),
-                ("inventory via iterator (read + decode)", buffers_iter.read),
+                ("inventory via iterator (read + decode)", buffers_iter.read_columns),
+                ("inventory via iterator as Buffer objects", buffers_iter.read),
                 ("inventory via bufinfo (read + parse)", bufinfo_inventory),
                 ("inventory via fdinfo scan (/proc)", lambda: procfs.scan().buffers()),
-                ("holders via task iterators (read + decode)", holders_iter.read),
+                ("raw task iterator reads (bytes only)", holders_iter.read_raw),
+                ("holders via task iterators (read + decode)", holders_iter.read_columns),
                 ("full snapshot, iterators loaded", live.take),
+                ("full snapshot + every row object", lambda: every_row(live.take())),
+                ("full snapshot + JSON text", lambda: render_json(live.take())),
                 ("full snapshot, one-shot incl. BPF load", lambda: collect("iterator", "iterator")),
                 ("full snapshot via procfs", procfs_snapshot),
             ]
-            timings = {}
-            for label, function in rows:
-                timings[label], result = median_seconds(function, args.repeat)
-                if label == "inventory via iterator (read + decode)":
-                    seen = len(result)
-                if label == "full snapshot, iterators loaded":
-                    fds_seen = sum(p.fd_refs for p in result.processes)
-                    maps_seen = sum(p.map_refs for p in result.processes)
+            timings, results = interleaved_medians(rows, args.repeat)
+            seen = len(results["inventory via iterator (read + decode)"])
+            result = results["full snapshot, iterators loaded"]
+            fds_seen = sum(p.fd_refs for p in result.processes)
+            maps_seen = sum(p.map_refs for p in result.processes)
+            # Each holder alone holds its buffers: RSS = PSS = its bytes, one entry per buffer.
+            per_holder = sorted((p.pid, p.rss, p.pss, len(p.buffers)) for p in result.processes if p.pid in pids)
+            expected = sorted((pid, args.buffers * PAGE_SIZE, args.buffers * PAGE_SIZE, args.buffers)
+                              for pid in pids)
     finally:
         os.close(release)
         for pid in pids:
@@ -165,7 +180,9 @@ def main():
     print("\ntargets")
     for text, met, detail in checks:
         print(f"  [{'met' if met else 'MISSED'}] {text}: {detail}")
-    if seen != total or fds_seen != total or maps_seen != args.processes * mapped:
+    if per_holder != expected:
+        print(f"per holder (pid, rss, pss, buffers): {per_holder}, built {expected}")
+    if seen != total or fds_seen != total or maps_seen != args.processes * mapped or per_holder != expected:
         sys.exit("the iterators did not see the population that was built")
 
 
