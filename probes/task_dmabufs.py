@@ -118,6 +118,9 @@ def _first_of_each(major, minor):
     """
     import numpy as np
 
+    later, earlier = slice(1, None), slice(None, -1)
+    if np.all((major[later] > major[earlier]) | ((major[later] == major[earlier]) & (minor[later] > minor[earlier]))):
+        return np.arange(len(major))  # strictly ascending, as a pass usually yields them: nothing repeats
     order = np.lexsort((minor, major))
     major, minor = major[order], minor[order]
     repeated = (major[1:] == major[:-1]) & (minor[1:] == minor[:-1])
@@ -150,9 +153,11 @@ def decode_columns(data) -> HolderColumns:
     thread = (tgid[fd_rows].astype(np.uint64) << np.uint64(32)) | u32[fd_rows, _U32_TID]
     fd_rows = fd_rows[_first_of_each(thread, u64[fd_rows, _U64_FD])]
     map_rows = map_rows[_first_of_each(tgid[map_rows], u64[map_rows, _U64_START])]
-    firsts = _first_of_each(tgid, np.zeros(len(tgid), dtype=np.uint8)).tolist()  # each process's first record
-    comms = {pid: _comm(data[row * RECORD.size + _COMM_OFFSET:(row + 1) * RECORD.size])
-             for pid, row in zip(tgid[firsts].tolist(), firsts)}
+    comms = {}  # the first comm seen per process; a process's records come in runs
+    runs = np.flatnonzero(np.concatenate(([len(tgid) > 0], tgid[1:] != tgid[:-1])))
+    for pid, row in zip(tgid[runs].tolist(), runs.tolist()):
+        if pid not in comms:
+            comms[pid] = _comm(data[row * RECORD.size + _COMM_OFFSET:(row + 1) * RECORD.size])
     return HolderColumns(tgid[fd_rows], inode[fd_rows], tgid[map_rows], inode[map_rows], comms)
 
 

@@ -50,12 +50,20 @@ def test_dmabuf_columns_reject_what_the_objects_reject():
 def test_task_columns_remove_the_same_duplicates_as_the_objects():
     data = (task_record(KIND_MAP, 7, 100, tid=7, start=0x1000) + task_record(KIND_MAP, 7, 100, tid=8, start=0x1000)
             + task_record(KIND_FD, 7, 100, tid=7, fd=3) + task_record(KIND_FD, 7, 100, tid=9, fd=3)
-            + task_record(KIND_FD, 7, 100, tid=7, fd=3) + task_record(KIND_FD, 8, 101, fd=4, comm=b"other\0junk"))
+            + task_record(KIND_FD, 7, 100, tid=7, fd=3) + task_record(KIND_FD, 8, 101, fd=4, comm=b"other\0junk")
+            + task_record(KIND_FD, 7, 102, tid=7, fd=5, comm=b"renamed"))
     columns = task_dmabufs.decode_columns(data)
     fds, maps, comms = task_dmabufs.decode_records(data)
     assert sorted(zip(columns.fd_pid.tolist(), columns.fd_inode.tolist())) == sorted((r.pid, r.inode) for r in fds)
     assert list(zip(columns.map_pid.tolist(), columns.map_inode.tolist())) == [(r.pid, r.inode) for r in maps]
     assert columns.comms == comms == {7: b"proc", 8: b"other"}
+
+
+def test_no_records_no_holders():
+    columns = task_dmabufs.decode_columns(b"")
+    assert (len(columns.fd_pid), len(columns.map_pid), columns.comms) == (0, 0, {})
+    inventory = build_inventory(dmabuf_iter.decode_columns(b""), columns, "iterator", "iterator")
+    assert (inventory.buffers, inventory.processes, inventory.exporters) == ([], [], [])
 
 
 def test_task_columns_reject_what_the_objects_reject():

@@ -28,6 +28,7 @@ CHILD_COMMS = (b"holder-one", b"holder\x1b[2J")
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
 _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 PROT_RW, MAP_SHARED = 3, 1
 
 
@@ -118,6 +119,7 @@ def population():
         children.append((pid, parent_end))
         releases.append(release_write)
     in_flight = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    own_mappings = []  # unmapped at the end: a mapping outlives its fd and would hold the buffer for later tests
     try:
         expected = Expected()
         b = expected.buffers
@@ -138,9 +140,9 @@ def population():
         for _, sock in children:
             assert sock.recv(5) == b"ready"
         socket.send_fds(in_flight[0], [b"k"], [b["K"].fd])
-        map_shared(b["B"].fd, b["B"].size)
+        own_mappings.append((map_shared(b["B"].fd, b["B"].size), b["B"].size))
         duplicate = os.dup(b["C"].fd)
-        map_shared(b["C"].fd, b["C"].size)
+        own_mappings.append((map_shared(b["C"].fd, b["C"].size), b["C"].size))
         for letter in "DEK":
             os.close(b[letter].fd)  # the DmaBuf keeps inode, size and name for the checks
             b[letter].fd = -1
@@ -154,6 +156,8 @@ def population():
         yield expected
         os.close(duplicate)
     finally:
+        for address, size in own_mappings:
+            _libc.munmap(address, size)
         for release in releases:
             os.close(release)
         for pid, sock in children:
