@@ -395,6 +395,9 @@ def collect(source: Optional[str] = None, holders_source: Optional[str] = None) 
         buffers = read_bufinfo_buffers()
     else:
         buffers = procfs_scan().buffers()
+    if scan is not None and scan.refused:
+        notes.append(f"the fds and mappings of {scan.refused} processes could not be read (other users'): "
+                     "their buffers and holdings are missing here; run as root")
     if source == "fdinfo":
         notes.append("buffers held only by the kernel are invisible from /proc; "
                      "a buffer only mapped shows the size its mappings cover and no exporter")

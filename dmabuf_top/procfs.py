@@ -19,8 +19,9 @@ exporter is unknown and its size is what the mappings cover (libdmabufinfo's
 answer too). A buffer held by the kernel alone (in flight in a unix socket, an
 attachment of a driver) is invisible to this scan.
 
-Processes that exit mid-scan and files we may not read are skipped silently:
-a snapshot of a moving system is all anyone gets. Only each process's own fd
+Processes that exit mid-scan are skipped silently: a snapshot of a moving
+system is all anyone gets. Processes whose fd table we may not read (another
+user's, without root) are skipped and counted in `ProcfsScan.refused`. Only each process's own fd
 table (/proc/PID/fd) is read; a thread with an fd table of its own (clone
 without CLONE_FILES) is not, as libdmabufinfo does.
 """
@@ -118,6 +119,7 @@ class ProcfsScan:
     fdinfo: Dict[int, DmabufFdinfo]  # inode -> the buffer as its fdinfo showed it
     maps: List[MapsEntry]
     holders: Holders
+    refused: int = 0  # processes whose fd table we may not read (another user's, without root)
 
     def buffers(self) -> List[Buffer]:
         """The inventory /proc can give: exact for buffers behind an fd, partial for mapped-only ones."""
@@ -154,11 +156,14 @@ def _pids(proc: str) -> List[int]:
 
 
 def scan_process(pid: int, proc: str, fdinfo: Dict[int, DmabufFdinfo], holders: Holders, maps: List[MapsEntry]):
+    """Adds what one process holds; returns False when its fd table is not ours to read."""
     base = f"{proc}/{pid}"
     try:
         fds = os.listdir(f"{base}/fd")
+    except PermissionError:
+        return False
     except OSError:
-        return  # exited, a kernel thread's empty table, or not ours to look at
+        return True  # exited, or a kernel thread's empty table
     held = False
     for name in fds:
         try:
@@ -192,6 +197,7 @@ def scan_process(pid: int, proc: str, fdinfo: Dict[int, DmabufFdinfo], holders: 
     if held:
         comm = _read(f"{base}/comm")
         holders.comms[pid] = comm[:-1] if comm and comm.endswith(b"\n") else (comm or b"")
+    return True
 
 
 def scan(proc: str = PROC) -> ProcfsScan:
@@ -199,6 +205,7 @@ def scan(proc: str = PROC) -> ProcfsScan:
     fdinfo: Dict[int, DmabufFdinfo] = {}
     maps: List[MapsEntry] = []
     holders = Holders([], [], {})
+    refused = 0
     for pid in _pids(proc):
-        scan_process(pid, proc, fdinfo, holders, maps)
-    return ProcfsScan(fdinfo, maps, holders)
+        refused += scan_process(pid, proc, fdinfo, holders, maps) is False
+    return ProcfsScan(fdinfo, maps, holders, refused)
