@@ -16,11 +16,11 @@ class Delta:
 
     @property
     def change(self):
-        return self.b - self.a
+        return None if self.a is None or self.b is None else self.b - self.a
 
     @property
     def ratio(self) -> Optional[float]:
-        return self.b / self.a if self.a else None
+        return self.b / self.a if self.a and self.b is not None else None
 
 
 METRICS = ("bytes", "cpu_copied_bytes", "pinned_bytes", "page_cache_added_bytes", "calls", "errors")
@@ -48,6 +48,8 @@ def deltas(session_a, session_b) -> List[Delta]:
 
 
 def _number(value):
+    if value is None:
+        return "n/t"  # not traced in that session
     return f"{value:.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value)}"
 
 

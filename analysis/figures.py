@@ -133,7 +133,7 @@ def zero_copy(session):
              ("page cache added", "page_cache_added_bytes"))
     width = 0.8 / len(kinds)
     for index, (label, field) in enumerate(kinds):
-        axes.bar([i + index * width for i in range(len(totals))], [_mib(getattr(t, field)) for t in totals],
+        axes.bar([i + index * width for i in range(len(totals))], [float("nan") if getattr(t, field) is None else _mib(getattr(t, field)) for t in totals],
                  width=width, label=label)
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(totals))], [safe_label(t.path) for t in totals],
                     fontsize=8)
@@ -191,7 +191,10 @@ def write_figures(session, directory):
         figure = draw(session)
         for ext, encode, mode in (("png", to_png, "wb"), ("svg", to_svg, "w")):
             path = os.path.join(directory, f"{name}.{ext}")
-            with open(path, mode) as file:
+            # 0600 whatever the umask: figures name processes and buffers, as the session does.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, mode) as file:
                 file.write(encode(figure))
             written.append(path)
     return written

@@ -85,11 +85,17 @@ def summary_html(session, summary):
     return table_html(("", ""), rows)
 
 
+def _traced(show, value):
+    """n/t (not traced: see Missing hooks) for a counter whose hooks were missing, never a zero."""
+    return "n/t" if value is None else show(value)
+
+
 def path_table_html(totals):
     return table_html(
         ("path", "calls", "errors", "bytes moved", "CPU-copied", "copied / moved", "pinned", "page cache added"),
-        [(text(t.path), t.calls, t.errors, human_size(t.bytes), human_size(t.cpu_copied_bytes),
-          f"{t.copied_fraction:.2f}", human_size(t.pinned_bytes), human_size(t.page_cache_added_bytes))
+        [(text(t.path), t.calls, t.errors, human_size(t.bytes), _traced(human_size, t.cpu_copied_bytes),
+          _traced("{:.2f}".format, t.copied_fraction), _traced(human_size, t.pinned_bytes),
+          human_size(t.page_cache_added_bytes))
          for t in totals], numeric=range(1, 8))
 
 

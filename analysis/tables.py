@@ -17,13 +17,15 @@ class PathTotal:
     calls: int
     errors: int
     bytes: int
-    cpu_copied_bytes: int
-    pinned_bytes: int
+    cpu_copied_bytes: Optional[int]  # None: the copy hooks were missing (not traced is not zero)
+    pinned_bytes: Optional[int]  # None: the GUP hooks were missing
     page_cache_added_bytes: int
 
     @property
     def copied_fraction(self):
-        """CPU-copied bytes per byte moved: 1.0 is one full copy, 0.0 zero-copy."""
+        """CPU-copied bytes per byte moved: 1.0 is one full copy, 0.0 zero-copy; None when not traced."""
+        if self.cpu_copied_bytes is None:
+            return None
         return self.cpu_copied_bytes / self.bytes if self.bytes else 0.0
 
 
@@ -99,9 +101,27 @@ def path_totals(session) -> List[PathTotal]:
         rows = session.query(
             "SELECT path, count(*), sum(errno != 0), sum(bytes), sum(cpu_copied_bytes), sum(pinned_pages), 0 "
             "FROM io_events GROUP BY path")
-    totals = [PathTotal(path, calls, errors, moved, copied, pinned * page, added * page)
+    untraced = untraced_concerns(session)
+    totals = [PathTotal(path, calls, errors, moved, None if "cpu_copy" in untraced else copied,
+                        None if "gup" in untraced else pinned * page, added * page)
               for path, calls, errors, moved, copied, pinned, added in rows]
     return sorted(totals, key=lambda t: (-t.bytes, t.path))
+
+
+# The tracer's programs (dmabuf_top.tracing.program_specs) whose hooks fill the copy and pin columns.
+CONCERN_OF_PROGRAM_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"))
+
+
+def untraced_concerns(session) -> set:
+    """The concerns ("cpu_copy", "gup") whose hooks the recording wanted but did not have."""
+    untraced = set()
+    for hook in session.hooks():
+        if hook.live or "not needed" in (hook.detail or ""):
+            continue
+        for prefix, concern in CONCERN_OF_PROGRAM_PREFIX:
+            if hook.name.startswith(prefix):
+                untraced.add(concern)
+    return untraced
 
 
 def buffer_io_bytes(session) -> Dict[int, int]:
