@@ -39,7 +39,7 @@ def write_rendered(render, output, force=False, allow_tty=False):
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
             render(out)
-        os.chmod(temporary, 0o644)
+        os.chmod(temporary, 0o600)  # reports hold command lines and process names, as sessions do
         os.replace(temporary, output)
     except OSError as error:
         os.unlink(temporary)
