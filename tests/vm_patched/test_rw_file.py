@@ -129,6 +129,8 @@ def test_refusals_carry_the_documented_errors(opened):
                 "a dma-buf as the file": (other.fd, RW_FILE_READ, 0, 0, PAGE),
                 "negative file offset": (fd, RW_FILE_READ, 2**63, 0, PAGE),
                 "direct I/O from a pipe": (pipe_read, RW_FILE_READ | RW_FILE_DIRECT, 0, 0, PAGE),
+                # ext4_dio_alignment -> 1 (iomap defaults): iomap_dio_bio_iter wants the logical block size.
+                "misaligned direct I/O": (fd, RW_FILE_READ | RW_FILE_DIRECT, 513, 0, PAGE),
             }
             for what, args in cases.items():
                 assert _errno_of(lambda: rw_file(dmabuf.fd, *args)) == "EINVAL", what

@@ -95,20 +95,6 @@ def test_direct_rw_file_is_dma_only(tracer, source, how):
     assert [t.direct for t in targets] == [True]
 
 
-def test_misaligned_direct_on_ext4_falls_back_to_a_copy_and_the_tracer_says_so(tracer, source):
-    fd = os.open(source, os.O_RDONLY)
-    try:
-        with alloc.alloc_heap(SIZE) as dmabuf:
-            drop_page_cache(source)
-            length = SIZE - PAGE
-            counters, _, _ = traced(tracer, lambda: rw_file(dmabuf.fd, fd, RW_FILE_READ | RW_FILE_DIRECT, 512 + 1,
-                                                            0, length))
-    finally:
-        os.close(fd)
-    # ext4_should_use_dio: position not aligned -> generic_file_read_iter, buffered.
-    assert counters.bytes == length and counters.cpu_copied == length and counters.pc_added > 0
-
-
 def test_writing_a_buffer_out_is_attributed_to_the_buffer_as_source(tracer, source):
     out_path = os.path.join(SCRATCH, "rw-file-traced-out.bin")
     out = os.open(out_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
