@@ -41,7 +41,10 @@ class Tmux:
 
 
 def wait_for_file(path, timeout):
+    """The file's text once a line has been written to it (the shell creates it before writing)."""
     deadline = time.monotonic() + timeout
-    while not Path(path).exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if Path(path).exists() and Path(path).read_text().endswith("\n"):
+            break
         time.sleep(0.2)
     return Path(path).read_text()

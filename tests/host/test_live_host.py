@@ -35,14 +35,16 @@ def tmux(tmp_path):
 def test_view_says_what_it_cannot_see_shows_tracepoint_paths_and_q_restores_the_terminal(tmux, tmp_path):
     done = tmp_path / "done"
     before = subprocess.run(["sysctl", "-n", "kernel.task_delayacct"], capture_output=True, text=True).stdout
-    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; echo EXIT=$? > {done}; stty -a > {done}.stty; sleep 60")
-    screen = term.wait_for(lambda s: "measured 0." in s)
+    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; rc=$?; stty -a > {done}.stty; echo EXIT=$rc > {done}; sleep 60")
+    # the whole expected paint in the predicate: a capture can land between two of curses' writes
+    screen = term.wait_for(lambda s: "measured 0." in s and "no dma-buf heaps and no udmabuf" in s
+                           and "cpu_copy not traced" in s and "EPERM" in s and "hooks live:" in s)
     assert "no dma-buf heaps and no udmabuf" in screen
     assert "cpu_copy not traced" in screen and "EPERM" in screen
     assert "hooks live:" in screen and " read " in screen.split("hooks live:")[1]
     term.keys("4")
-    # wait for the whole paint: a capture can land between two of curses' writes
-    screen = term.wait_for(lambda s: "[4:Paths]" in s and "splice" in s and "traced (no cpu_copy, gup)" in s)
+    screen = term.wait_for(lambda s: "[4:Paths]" in s and any(
+        line.split()[:1] == ["read"] and "traced (no cpu_copy, gup)" in line and "n/t" in line for line in s.splitlines()))
     rows = {line.split()[0]: line for line in screen.splitlines() if line.split()[:1] in (["read"], ["write"])}
     assert "traced (no cpu_copy, gup)" in rows["read"] and "n/t" in rows["read"]
     term.keys("q")
@@ -58,7 +60,7 @@ def test_view_says_what_it_cannot_see_shows_tracepoint_paths_and_q_restores_the_
 def test_sigterm_restores_the_terminal_and_delay_accounting(tmux, tmp_path):
     done = tmp_path / "done"
     before = Path("/proc/sys/kernel/task_delayacct").read_text()
-    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; echo EXIT=$? > {done}; stty -a > {done}.stty; sleep 60")
+    term = tmux(f"cd {ROOT}; {DMABUF_TOP} 0.5; rc=$?; stty -a > {done}.stty; echo EXIT=$rc > {done}; sleep 60")
     term.wait_for(lambda s: "measured 0." in s)
     os.kill(term.child_pid(), 15)
     assert wait_for_file(done, 15).strip() == "EXIT=143"

@@ -83,6 +83,12 @@ def buffer_row(screen, name):
     return next((line for line in screen.splitlines() if line.rstrip().endswith(name)), None)
 
 
+def names(screen):
+    """The workload's buffer names in screen order."""
+    return [line.split()[-1] for line in screen.splitlines()
+            if line.rstrip().endswith(("live-weights", "live-other", "live-udma"))]
+
+
 def read_rate(line):
     """The RD MB/s cell: the five I/O cells come right before the name (the last cell)."""
     return line.split()[-6]
@@ -91,8 +97,8 @@ def read_rate(line):
 def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path):
     process, inode = workload(load=True)
     done = tmp_path / "done"
-    term = Tmux(tmp_path / "tmux.sock", f"cd {ROOT}; {DMABUF_TOP} 1; echo EXIT=$? > {done}; "
-                f"stty -a > {done}.stty; sleep 600", width=180, height=40, timeout=90)
+    term = Tmux(tmp_path / "tmux.sock", f"cd {ROOT}; {DMABUF_TOP} 1; rc=$?; stty -a > {done}.stty; "
+                f"echo EXIT=$rc > {done}; sleep 600", width=180, height=40, timeout=90)
     try:
         def loaded(screen):
             line = buffer_row(screen, "live-weights")
@@ -106,28 +112,22 @@ def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path)
         assert f"{process.pid}(python" in line
         assert buffer_row(screen, "live-other") is not None and buffer_row(screen, "live-udma") is not None
         # size order: 16 MiB, 4 MiB, 2 MiB
-        names = [line.split()[-1] for line in screen.splitlines() if line.rstrip().endswith(("live-weights",
-                                                                                           "live-other", "live-udma"))]
-        assert names == ["live-weights", "live-other", "live-udma"]
+        assert names(screen) == ["live-weights", "live-other", "live-udma"]
 
+        # Each wait names the whole expected screen: a capture can land between two of curses' writes.
         term.keys("r")  # reverse: smallest first
-        screen = term.wait_for(lambda s: "sort: size ^" in s)
-        names = [line.split()[-1] for line in screen.splitlines() if line.rstrip().endswith(("live-weights",
-                                                                                           "live-other", "live-udma"))]
-        assert names == ["live-udma", "live-other", "live-weights"]
+        term.wait_for(lambda s: "sort: size ^" in s and names(s) == ["live-udma", "live-other", "live-weights"])
         term.keys("r", ">")  # next column: attachments
         term.wait_for(lambda s: "sort: attachments v" in s)
 
         term.keys("/", "udma", "Enter")
-        screen = term.wait_for(lambda s: "filter: udma" in s and "live-weights" not in s)
-        assert buffer_row(screen, "live-udma") is not None and buffer_row(screen, "live-other") is None
+        term.wait_for(lambda s: "filter: udma" in s and names(s) == ["live-udma"])
         term.keys("Escape")
-        term.wait_for(lambda s: "filter:" not in s and "live-weights" in s)
+        term.wait_for(lambda s: "filter:" not in s and len(names(s)) == 3)
 
-        term.keys("2")  # processes: the workload with its dma-buf RSS and delay accounting
-        screen = term.wait_for(lambda s: "[2:Processes]" in s and f" {process.pid} " in s)
-        row = next(line for line in screen.splitlines() if line.split()[:1] == [str(process.pid)])
-        assert "22.0 MiB" in row  # RSS: 16 + 4 + 2 MiB
+        term.keys("2")  # processes: the workload with its dma-buf RSS (16 + 4 + 2 MiB)
+        term.wait_for(lambda s: "[2:Processes]" in s and any(
+            line.split()[:2] == [str(process.pid), "python"] and "22.0 MiB" in line for line in s.splitlines()))
         term.keys("q")
         assert wait_for_file(done, 60).strip() == "EXIT=0"
         assert " icanon" in Path(f"{done}.stty").read_text()
