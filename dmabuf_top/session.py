@@ -507,11 +507,11 @@ class Session:
 
     def features(self):
         return {name: (bool(available), via, detail)
-                for name, available, via, detail in self.db.execute("SELECT * FROM features ORDER BY name")}
+                for name, available, via, detail in self.query("SELECT * FROM features ORDER BY name")}
 
     def hooks(self):
         return [Hook(name, bool(live), via, detail)
-                for name, live, via, detail in self.db.execute("SELECT * FROM hooks ORDER BY name")]
+                for name, live, via, detail in self.query("SELECT * FROM hooks ORDER BY name")]
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -519,13 +519,13 @@ class Session:
         """Rows of a read-only SQL query; SQLite errors become SessionError."""
         try:
             return self.db.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:  # a flipped byte in a TEXT column
             raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
 
     def iterate(self, sql, params=()):
         try:
             yield from self.db.execute(sql, params)
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
             raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
 
     def records(self, record_type, order_by="rowid"):
