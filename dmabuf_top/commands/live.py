@@ -1,4 +1,5 @@
 """`dmabuf-top [interval] [count]` (also `dmabuf-top live`): the live view, or a table/JSON per interval."""
+import math
 import sys
 
 import click
@@ -14,6 +15,8 @@ def _parse_numbers(args):
         except ValueError:
             raise DmabufTopError(f"'{arg}' is not a number: usage is 'dmabuf-top [interval] [count]', "
                                  "e.g. 'dmabuf-top 1 5'", exit_code=2) from None
+    if not all(math.isfinite(number) for number in numbers):  # nan and inf parse as floats
+        raise DmabufTopError("the interval and count must be finite numbers, e.g. 'dmabuf-top 1 5'", exit_code=2)
     if len(numbers) > 2:
         raise DmabufTopError("at most two numbers: 'dmabuf-top [interval] [count]'", exit_code=2)
     interval = numbers[0] if numbers else 1.0
