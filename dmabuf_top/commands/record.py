@@ -1,4 +1,5 @@
 """`dmabuf-top record`: record dma-bufs, their I/O paths, lifecycle and the traced tasks into a session file."""
+import math
 import sys
 
 import click
@@ -27,8 +28,8 @@ def command(output, duration, interval, force, argv):
     from ..recorder import Recorder
     from ..session import SessionWriter
 
-    if interval <= 0 or (duration is not None and duration <= 0):
-        raise DmabufTopError("--interval and --duration must be positive numbers of seconds", exit_code=2)
+    if not (0 < interval < math.inf) or (duration is not None and not 0 < duration < math.inf):  # nan too
+        raise DmabufTopError("--interval and --duration must be positive, finite numbers of seconds", exit_code=2)
     argv = list(argv)
     if argv and argv[0] == "--":
         argv = argv[1:]
