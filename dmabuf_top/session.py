@@ -32,6 +32,11 @@ SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+def _one_line(error):
+    """SQLite quotes the damaged schema text, newlines included: keep the error on one line."""
+    return " ".join(str(error).split())[:200]
+
+
 class SessionError(DmabufTopError):
     """A session file that cannot be read or written; the message says which and what to do."""
 
@@ -451,7 +456,7 @@ class Session:
             application_id = self.db.execute("PRAGMA application_id").fetchone()[0]
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as error:
-            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+            raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
         if application_id != APPLICATION_ID:
             self.db.close()
             raise SessionError(f"{self.path} is an SQLite file but not a dmabuf-top session")
@@ -471,9 +476,9 @@ class Session:
         try:
             self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
-        except (sqlite3.DatabaseError, ValueError) as error:
+        except (sqlite3.DatabaseError, ValueError, TypeError) as error:  # TypeError: a NULL where JSON was
             self.db.close()
-            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+            raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
 
     def _check_size(self, page_size, page_count):
         actual = os.path.getsize(self.path)
@@ -520,13 +525,13 @@ class Session:
         try:
             return self.db.execute(sql, params).fetchall()
         except (sqlite3.DatabaseError, UnicodeDecodeError) as error:  # a flipped byte in a TEXT column
-            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+            raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
 
     def iterate(self, sql, params=()):
         try:
             yield from self.db.execute(sql, params)
         except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
-            raise SessionError(f"{self.path} is damaged ({error}): it cannot be read") from None
+            raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
 
     def records(self, record_type, order_by="rowid"):
         """Every row of record_type's table as record_type instances."""
