@@ -36,13 +36,13 @@ class Sources:
         self.delayacct = delayacct
         self.cannot_see: List[str] = []
         self.report = None
-        try:
-            self.report = features.detect()
-        except DmabufTopError as error:
-            self.cannot_see.append(f"feature detection failed ({error})")
-        if self.report is not None:
-            if not self.report.available("heaps") and not self.report.available("udmabuf"):
-                self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
+        if trace:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
+            try:
+                self.report = features.detect()
+            except DmabufTopError as error:
+                self.cannot_see.append(f"feature detection failed ({error})")
+        if not features.DMA_HEAP_DIR.exists() and not features.UDMABUF_DEVICE.exists():
+            self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
         self._snapshots = None
         self._collect: Callable = self._open_inventory()
         self.tracer = None
