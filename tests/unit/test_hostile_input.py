@@ -36,12 +36,14 @@ MAX_NAMES = [bytes([byte]) * NAME_MAX for byte in (0x1b, 0x0a, 0xff, 0x3c, 0x2c)
 # -- /proc parsers -------------------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=512))
 def test_fdinfo_parser_never_raises(raw):
     info = procfs.parse_fdinfo(raw)
     assert info is None or isinstance(info, procfs.DmabufFdinfo)
 
 
+@settings(deadline=None)
 @given(name=names, prefix=st.sampled_from([b"pos:\t0\nflags:\t02\nsize:\t4096\ncount:\t1\nexp_name:\tsystem\n",
                                            b"size:\t-1\ncount:\tx\nexp_name:\t\n", b""]))
 def test_fdinfo_name_is_taken_raw(name, prefix):
@@ -49,6 +51,7 @@ def test_fdinfo_name_is_taken_raw(name, prefix):
     assert info is None or isinstance(info, procfs.DmabufFdinfo)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300))
 @example(b"7f0000000000-7f0000001000 rw-s 00000000 00:0d 1234                       /dmabuf:\x1b[31m\\012x")
 @example(b"ffffffffffffffffffff-0 rw-s 0 0:0 -1 /dmabuf:")
@@ -79,7 +82,7 @@ def _open_and_read(path):
         assert "\n" not in str(error)
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=4096))
 def test_random_bytes_are_refused_with_one_line(tmp_path, raw):
     path = tmp_path / "random.db"
@@ -88,7 +91,7 @@ def test_random_bytes_are_refused_with_one_line(tmp_path, raw):
         Session(path)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_truncated_or_corrupted_sessions_are_read_or_refused_never_a_crash(tmp_path, good_session, data):
     raw = bytearray(good_session.read_bytes())
@@ -110,6 +113,7 @@ NUMBER_WORDS = st.one_of(st.sampled_from(["0", "-1", "nan", "NaN", "inf", "-inf"
                          st.floats().map(repr), st.integers().map(str))
 
 
+@settings(deadline=None)
 @given(st.lists(NUMBER_WORDS, max_size=3))
 def test_live_interval_and_count_are_finite_positive_or_one_line_errors(words):
     try:
@@ -159,7 +163,7 @@ def assert_terminal_safe(text):
     assert all(ch.isprintable() or ch == "\n" for ch in text), [ch for ch in text if not ch.isprintable()]
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(name=names)
 def test_snapshot_renderers_keep_any_name_safe(name):
     for max_name in MAX_NAMES:
@@ -179,7 +183,7 @@ def _check_snapshot(name):
     assert bytes.fromhex(named["name_hex"]) == name
 
 
-@settings(max_examples=80)
+@settings(max_examples=80, deadline=None)
 @given(name=names)
 def test_live_screen_json_and_prometheus_keep_any_name_safe(name):
     from prometheus_client import CollectorRegistry, generate_latest
