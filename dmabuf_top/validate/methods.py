@@ -132,6 +132,7 @@ def udmabuf_buffer(size):
         raise
     buffer = Buffer("udmabuf", size, memfd, address, os.fstat(fds[0]).st_ino, closers=[close_all])
     buffer.dmabuf_fds = fds
+    buffer.dmabuf_span = limit  # read here, not in a load function: its sysfs read() would join the method's window
     return buffer
 
 
@@ -236,24 +237,23 @@ def copy_range(buffer, fd, size, chunk):
 
 def copy_range_to_dmabuf(buffer, fd, size, chunk):
     """copy_file_range(file -> the dma-buf fd itself), served on patched kernels by the exporter's rw_file."""
-    targets = getattr(buffer, "dmabuf_fds", None) or [buffer.fd]
-    limit = alloc.udmabuf_size_limit() if buffer.kind == "udmabuf" else size
     done = 0
-    for index, target in enumerate(targets):
-        end = min(size, (index + 1) * limit)
-        while done < end:
-            moved = os.copy_file_range(fd, target, min(chunk, end - done), done, done - index * limit)
+    for target, start, length in dmabuf_spans(buffer, size):
+        offset = 0
+        while offset < length:
+            moved = os.copy_file_range(fd, target, min(chunk, length - offset), start + offset, offset)
             if moved == 0:
                 return done
+            offset += moved
             done += moved
     return done
 
 
 def dmabuf_spans(buffer, size):
     """[(dma-buf fd, payload offset, length)] covering size bytes: a heap buffer is one dma-buf, a udmabuf
-    buffer several over one memfd (each at most the kernel's udmabuf size limit)."""
+    buffer several over one memfd (each at most the kernel's udmabuf size limit, kept at creation)."""
     targets = getattr(buffer, "dmabuf_fds", None) or [buffer.fd]
-    span = alloc.udmabuf_size_limit() if buffer.kind == "udmabuf" else size
+    span = getattr(buffer, "dmabuf_span", None) or size
     return [(target, index * span, min(span, size - index * span))
             for index, target in enumerate(targets) if index * span < size]
 
