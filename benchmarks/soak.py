@@ -218,8 +218,8 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
     figures["bpf_maps_full"] = sorted({name for name, tables_ in maps[-1].items()
                                        for entries, limit in tables_ if entries is not None and entries >= limit})
     for name, series in rss.items():
-        # Bounded: the last half of the run grows less than the first (a leak keeps its slope).
-        if series[-1] and series[1] and series[-1] > 2 * series[1] + 65536:
+        # Bounded: a tool may settle in, not double under a steady load (a leak keeps its slope).
+        if series[-1] and series[1] and series[-1] > 2 * series[1]:
             failures.append(f"{name} RSS grew from {series[1]} to {series[-1]} KiB")
 
     from dmabuf_top.analysis import tables
