@@ -191,16 +191,17 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
         figures["live_dropped_events"] = frame["dropped_events"]
     finally:
         log("stopping")
-        for _kind, proc in procs:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.wait(timeout=60)
+        # The recorder first: its closing buffer snapshot must see the kept buffers still held.
         if recorder.poll() is None:
             recorder.send_signal(signal.SIGINT)
         if live.poll() is None:
             live.send_signal(signal.SIGTERM)
-        record_code = recorder.wait(timeout=300)
+        record_code = recorder.wait(timeout=600)
         live_code = live.wait(timeout=120)
+        for _kind, proc in procs:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=60)
     figures.update(record_exit=record_code, live_exit=live_code)
     for name, path in (("live", "live.err"), ("record", "record.err")):
         text = (workdir / path).read_text()
