@@ -43,6 +43,22 @@ def missing():
 
 
 @pytest.fixture(scope="module")
+def busy_reader():
+    """A process that reads and writes ordinary files without pause, so a short trace window always sees the
+    read and write paths (a quiet CI machine may make no syscalls at all in 0.1 s)."""
+    loop = ("import os, tempfile\n"
+            "fd, name = tempfile.mkstemp(); os.unlink(name)\n"
+            "while True:\n"
+            "    os.pwrite(fd, b'x' * 4096, 0)\n"
+            "    os.pread(fd, 4096, 0)\n"
+            "    open('/etc/os-release', 'rb').read()\n")
+    reader = subprocess.Popen([sys.executable, "-c", loop])
+    yield reader.pid
+    reader.kill()
+    reader.wait()
+
+
+@pytest.fixture(scope="module")
 def session(tmp_path_factory):
     path = tmp_path_factory.mktemp("degraded") / "host.db"
     result = run(["record", "-o", str(path), "--", sys.executable, "-c", "open('/etc/os-release').read()"])
@@ -72,9 +88,9 @@ def test_this_host_really_is_degraded(missing):
     assert {"cpu_copy", "gup"} <= set(missing)
 
 
-def test_trace_json_leaves_missing_concerns_null(missing):
+def test_trace_json_leaves_missing_concerns_null(missing, busy_reader):
     out = json.loads(run(["trace", "--json", "0.1", "1"]).stdout)
-    assert out["paths"], "the syscall tracepoints count reads on any kernel"
+    assert out["paths"], "the syscall tracepoints count the busy reader's reads on any kernel"
     for counters in [*out["paths"].values(), *out["interval_paths"].values(), *out["processes"]]:
         if "cpu_copy" in missing:
             assert counters["cpu_copied"] is None
@@ -82,7 +98,7 @@ def test_trace_json_leaves_missing_concerns_null(missing):
             assert counters["pinned_pages"] is None and counters["got_pages"] is None
 
 
-def test_trace_table_shows_not_traced(missing):
+def test_trace_table_shows_not_traced(missing, busy_reader):
     text = run(["trace", "0.1", "1"]).stdout
     rows = [line for line in text.splitlines() if line.startswith(("read ", "write "))]
     assert rows
@@ -90,7 +106,7 @@ def test_trace_table_shows_not_traced(missing):
         assert row.split().count("n/t") == ("cpu_copy" in missing) + 2 * ("gup" in missing)
 
 
-def test_live_json_leaves_missing_concerns_null(missing):
+def test_live_json_leaves_missing_concerns_null(missing, busy_reader):
     frame = json.loads(run(["--json", "0.1", "1"]).stdout.splitlines()[0])
     assert set(missing) <= set(frame["hooks"]["missing"])
     assert frame["paths"] and frame["processes"]
@@ -101,7 +117,7 @@ def test_live_json_leaves_missing_concerns_null(missing):
             assert row["pin"] is None, row
 
 
-def test_live_table_shows_not_traced(missing):
+def test_live_table_shows_not_traced(missing, busy_reader):
     text = run(["-C", "--pane", "paths", "0.1", "1"]).stdout
     header = next(line for line in text.splitlines() if line.startswith("PATH"))
     # Headers hold spaces ("CPU-CP MB/s"): cut them at the right-aligned columns' ends instead.
