@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -284,6 +285,15 @@ def _make(tree: Path, targets: Sequence[str], build_log: Path, jobs: int, heartb
         raise DmabufTopError(f"make {' '.join(targets)} failed: {_last_error(build_log)} (full log: {build_log})")
 
 
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load() -> str:
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def _last_error(build_log: Path) -> str:
     lines = build_log.read_text(errors="replace").splitlines()
     errors = [line.strip() for line in lines if "error" in line.lower() and "Error " not in line]
@@ -339,8 +349,9 @@ def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS, 
     log(f"config: allnoconfig + {fragment.name} ({len(fragment_options(fragment))} options)")
     config = configure(tree, fragment, build_log)
 
-    log(f"build: make -j{jobs} bzImage under nice (log: {build_log})")
+    log(f"build: make -j{jobs} bzImage under nice (log: {build_log}; load average {_load()})")
     build_started = time.monotonic()
+    cpu_before = _children_cpu_seconds()
 
     def heartbeat():
         compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if line.startswith("  CC"))
@@ -353,14 +364,20 @@ def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS, 
     shutil.copyfile(config, staged / "config")
     manifest = {"key": key, "source_version": version, "source_package": package,
                 "patches": [p.name for p in patches], "inputs": inputs_digest(patches, fragment),
-                "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started)}
+                "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started),
+                "total_seconds": round(time.monotonic() - started),
+                # The compiler's own CPU time: what the build costs whatever else shares the cores
+                # (make runs niced, so a busy machine stretches the wall clock, not this).
+                "cpu_seconds": round(_children_cpu_seconds() - cpu_before), "jobs": jobs, "cpus": os.cpu_count()}
     (staged / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     destination.parent.mkdir(parents=True, exist_ok=True)
     if destination.exists():
         shutil.rmtree(staged)
     else:
         staged.rename(destination)
-    log(f"done in {(time.monotonic() - started) / 60:.1f} min: {destination / 'vmlinuz'}")
+    log(f"done in {manifest['total_seconds'] / 60:.1f} min (make {manifest['build_seconds'] / 60:.1f} min, "
+        f"compiler CPU {manifest['cpu_seconds'] / 60:.1f} min over {jobs} jobs; load average {_load()}): "
+        f"{destination / 'vmlinuz'}")
     return _read_manifest(destination)[0]
 
 
