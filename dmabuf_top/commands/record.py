@@ -8,6 +8,11 @@ from .. import __version__
 from ..errors import DmabufTopError
 
 
+def _usable_seconds(value):
+    """Positive and finite even in nanoseconds, as the recorder counts (nan fails every comparison)."""
+    return value > 0 and math.isfinite(value * 1e9)
+
+
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The session file to create (SQLite).")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: when CMD exits, or Ctrl-C).")
@@ -28,7 +33,7 @@ def command(output, duration, interval, force, argv):
     from ..recorder import Recorder
     from ..session import SessionWriter
 
-    if not (0 < interval < math.inf) or (duration is not None and not 0 < duration < math.inf):  # nan too
+    if not _usable_seconds(interval) or (duration is not None and not _usable_seconds(duration)):
         raise DmabufTopError("--interval and --duration must be positive, finite numbers of seconds", exit_code=2)
     argv = list(argv)
     if argv and argv[0] == "--":

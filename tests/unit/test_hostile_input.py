@@ -126,7 +126,9 @@ def test_live_interval_and_count_are_finite_positive_or_one_line_errors(words):
 
 
 @pytest.mark.parametrize("values", [["--interval", "nan"], ["--interval", "inf"], ["--duration", "nan"],
-                                    ["--interval", "-1"], ["--duration", "0"]], ids=" ".join)
+                                    ["--interval", "-1"], ["--duration", "0"],
+                                    # finite, but infinite once in nanoseconds (was an OverflowError traceback)
+                                    ["--interval", "1e300"], ["--duration", "1e305"]], ids=" ".join)
 def test_record_refuses_non_finite_times_before_creating_anything(values, tmp_path, capsys):
     code = cli.main(["record", "-o", str(tmp_path / "s.db"), "--duration", "0.2", *values])
     captured = capsys.readouterr()
