@@ -153,16 +153,31 @@ class Totals:
     userspace_pss: int
 
 
+class InventoryArrays(NamedTuple):
+    """The join's arrays, for views that work on columns rather than on one object per buffer (the
+    live view at ten thousand buffers). One entry per (process, buffer) holding, sorted by pid then
+    row; `pair_row` indexes `columns` (a probes.dmabuf_iter.BufferColumns, in the source's order)."""
+
+    columns: object
+    pair_pid: np.ndarray
+    pair_row: np.ndarray
+    pair_fds: np.ndarray
+    pair_maps: np.ndarray
+
+
 class Inventory:
     """A snapshot. `buffers` (largest first, then by inode) may be given as a function, called on
-    first use; `processes` are largest RSS first, then by pid."""
+    first use; `processes` are largest RSS first, then by pid. `arrays`: the join's InventoryArrays
+    (None for a part made by only_process)."""
 
     def __init__(self, source: str, holders_source: str, buffers, processes: List[ProcessEntry],
-                 exporters: List[ExporterTotal], totals: Totals, notes: Tuple[str, ...] = (), unmatched_refs: int = 0):
+                 exporters: List[ExporterTotal], totals: Totals, notes: Tuple[str, ...] = (), unmatched_refs: int = 0,
+                 arrays: Optional[InventoryArrays] = None):
         self.source, self.holders_source = source, holders_source
         self._buffers = buffers
         self.processes, self.exporters, self.totals = processes, exporters, totals
         self.notes, self.unmatched_refs = tuple(notes), unmatched_refs
+        self.arrays = arrays
 
     @property
     def buffers(self) -> List[BufferEntry]:
@@ -301,7 +316,8 @@ def _join(columns, holders, source, holders_source, notes) -> Inventory:
         order = np.lexsort((inode, ~size)).tolist()  # largest first, then by inode
         return [BufferEntry(buffer, holders_of.get(row, {})) for buffer, row in zip(columns.pick(order), order)]
 
-    return Inventory(source, holders_source, buffer_entries, processes, exporters, totals, notes, unmatched)
+    return Inventory(source, holders_source, buffer_entries, processes, exporters, totals, notes, unmatched,
+                     InventoryArrays(columns, pair_pid, pair_row, pair_fds, pair_maps))
 
 
 def _refs_of_process(inode, pair_row, pair_fds, pair_maps, start, end):

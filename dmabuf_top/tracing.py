@@ -330,8 +330,13 @@ def missing_concerns(hooks):
 
 def per_buffer(snapshot, buffers):
     """{dma-buf inode: {path: Counters}}: a dma-buf mapping directly, a udmabuf through its memfd."""
-    dmabuf_inodes = {b.inode for b in buffers}
-    by_memfd = {(b.backing_inode, b.backing_dev): b.inode for b in buffers if b.backing_inode}
+    return per_buffer_of(snapshot, {b.inode for b in buffers},
+                         {(b.backing_inode, b.backing_dev): b.inode for b in buffers if b.backing_inode})
+
+
+def per_buffer_of(snapshot, dmabuf_inodes, by_memfd):
+    """per_buffer for callers holding buffers as columns: `dmabuf_inodes` any container of inodes,
+    `by_memfd` {(memfd inode, st_dev): udmabuf inode}."""
     out = {}
     for target, counters in snapshot.by_target.items():
         if target.kind == "dmabuf" and target.inode in dmabuf_inodes:

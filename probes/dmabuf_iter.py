@@ -188,6 +188,50 @@ class BufferColumns:
             self._buffers = decode_records(self._data)
         return [self._buffers[row] for row in rows]
 
+    # Columns the live view sorts and joins on, read straight from the records (no Buffer per row).
+
+    def _u32_column(self, offset):
+        import numpy as np
+
+        return np.frombuffer(self._data, dtype="<u4").reshape(len(self), -1)[:, offset // 4]
+
+    def attachment_counts(self):
+        """attachment_count of every row as int64 (-1 where the source cannot know)."""
+        import numpy as np
+
+        if self._data is None:
+            return np.array([-1 if b.attachment_count is None else b.attachment_count for b in self._buffers],
+                            dtype=np.int64)
+        return self._u32_column(DmabufRecord.attachment_count.offset).astype(np.int64)
+
+    def names(self) -> list:
+        """Every row's name (bytes; None for a buffer never named), as Buffer.name, without whole records."""
+        import numpy as np
+
+        if self._data is None:
+            return [b.name for b in self._buffers]
+        size = ctypes.sizeof(DmabufRecord)
+        records = np.frombuffer(self._data, dtype=np.uint8).reshape(-1, size)
+        raw = records[:, DmabufRecord.name.offset:DmabufRecord.name.offset + NAME_LEN].copy().view(f"S{NAME_LEN}")
+        named = (self._u32_column(DmabufRecord.flags.offset) & RECORD_NAMED).astype(bool).tolist()
+        lengths = np.minimum(self._u32_column(DmabufRecord.name_len.offset), NAME_LEN).tolist()
+        # S32 drops trailing NULs only; the name ends at name_len, as decode_records cuts it.
+        return [text[:length] if is_named else None
+                for text, length, is_named in zip(raw.ravel().tolist(), lengths, named)]
+
+    def backing_files(self) -> dict:
+        """{(backing inode, st_dev as user space sees it): buffer inode} for the udmabufs (their memfds)."""
+        import numpy as np
+
+        if self._data is None:
+            return {(b.backing_inode, b.backing_dev): b.inode for b in self._buffers if b.backing_inode}
+        words = np.frombuffer(self._data, dtype="<u8").reshape(len(self), -1)
+        backing = words[:, DmabufRecord.backing_inode.offset // 8]
+        rows = np.flatnonzero(backing)
+        devs = words[rows, DmabufRecord.backing_dev.offset // 8].tolist()
+        return {(inode, kernel_dev_to_user(dev)): buffer
+                for inode, dev, buffer in zip(backing[rows].tolist(), devs, self.inode[rows].tolist())}
+
 
 def decode_columns(data) -> BufferColumns:
     """Bytes from the iterator -> BufferColumns, with the checks of decode_records, in a few array passes.

@@ -18,12 +18,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
+
+from ..inventory import ExporterTotal
 from ..text import human_size, terminal_safe
 from .rates import RateTracker
 
 PANES = ("buffers", "processes", "exporters", "paths")
 PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
-IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice")
+# rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/patches);
+# elsewhere its row says "absent", never 0.
+IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
 RATE_FIELDS = ("calls", "bytes", "cpu_copied", "pinned_pages", "pc_added", "latency_ns")
 DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
@@ -44,12 +49,13 @@ class Column:
         return self.fmt == "text"
 
 
-_XFER = ("copy_file_range", "sendfile", "splice")
+_XFER = ("copy_file_range", "sendfile", "splice", "rw_file")
 IO_COLUMNS = ("read", "write", "xfer", "copy", "pin")
 _IO = (
     Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
     Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
-    Column("xfer", "XFER MB/s", 9, "mbps", _XFER, "bytes/s by copy_file_range, sendfile and splice"),
+    Column("xfer", "XFER MB/s", 9, "mbps", _XFER,
+           "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)"),
     Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
     Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
 )
@@ -127,7 +133,8 @@ class Row:
 @dataclass
 class Sample:
     """What the collector read at one instant. trace: a tracing.TraceSnapshot or None (tracing
-    unavailable); taskstats: {pid: taskstats.TaskStats or None}."""
+    unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
+    cannot_see: sentences learnt since the model was made (a tracer that failed to start)."""
 
     monotonic: float
     wall: float
@@ -135,6 +142,8 @@ class Sample:
     trace: Optional[object] = None
     taskstats: Mapping[int, object] = field(default_factory=dict)
     delayacct: bool = False
+    tracing_pending: bool = False
+    cannot_see: Sequence[str] = ()
 
 
 @dataclass
@@ -155,6 +164,8 @@ class Frame:
     notes: List[str]
     pid: Optional[int] = None
     sequence: int = 0
+    absent: Dict[str, str] = field(default_factory=dict)  # path -> why this kernel has no such path
+    tracing_pending: bool = False  # the I/O hooks are still loading: rates read "-", nothing is "missing" yet
 
     def not_traced(self, pane) -> set:
         """Column keys of `pane` that read n/t in this frame."""
@@ -211,18 +222,22 @@ def _path_rates(rates: Optional[Mapping[str, float]]) -> Optional[Dict[str, Dict
 
 
 class LiveModel:
-    """Turns successive Samples into Frames. Holds the rate trackers and the previous inventory."""
+    """Turns successive Samples into Frames. Holds the rate trackers and the previous buffer table."""
 
     def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None):
+        from .buffer_table import NameCache
+
         self.interval = interval
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
         self.pid = pid
         self._trackers = {pane: RateTracker() for pane in PANES}
         self._delays = RateTracker()
-        self._previous_buffers: Optional[Dict[int, Row]] = None
+        self._previous_table = None
         self._previous_time: Optional[float] = None
         self._sequence = 0
+        self._names = NameCache()  # escaped names kept across refreshes
+        self._traced = False  # the previous sample had a trace snapshot
 
     def baseline(self, sample: Sample) -> None:
         """Start the counters without producing a numbered frame (batch mode's silent first sample)."""
@@ -231,78 +246,98 @@ class LiveModel:
 
     def update(self, sample: Sample) -> Frame:
         inventory = sample.inventory
-        if self.pid is not None:
-            inventory = inventory.only_process(self.pid)
+        arrays = inventory.arrays if inventory.arrays is not None else _arrays_of(inventory)
+        selection, processes = self._selected(inventory, arrays)
         trace = sample.trace
-        missing = dict(trace.missing_concerns()) if trace is not None else {"tracing": "I/O tracing could not start"}
-        if trace is None:
+        pending = trace is None and sample.tracing_pending
+        if pending:
+            missing = {}
+        elif trace is None:
+            missing = {"tracing": "I/O tracing could not start"}
             for concern in (*IO_PATHS, "cpu_copy", "gup", "page_cache"):
                 missing[concern] = "I/O tracing could not start"
+        else:
+            missing = dict(trace.missing_concerns())
         if not sample.delayacct:
             missing["delayacct"] = "delay accounting is off (kernel.task_delayacct could not be set)"
         live = sorted({h.concern for h in trace.hooks if h.live}) if trace is not None else []
+        absent = absent_paths(trace.hooks, missing) if trace is not None else {}
         elapsed = None if self._previous_time is None else sample.monotonic - self._previous_time
         self._previous_time = sample.monotonic
         self._sequence += 1
 
         comms = {p.pid: terminal_safe(p.comm) for p in inventory.processes}
-        from ..tracing import per_buffer
+        columns = arrays.columns
+        inodes = columns.inode[selection]
+        buffer_io = {}
+        if trace is not None:
+            from ..tracing import per_buffer_of
 
-        buffer_io = per_buffer(trace, [e.buffer for e in inventory.buffers]) if trace is not None else {}
-        first = elapsed is None
+            shown = _SortedSet(inodes)
+            backing = {memfd: inode for memfd, inode in columns.backing_files().items() if inode in shown}
+            buffer_io = per_buffer_of(trace, shown, backing)
+        # No rate before the second sample, nor while the hooks load, nor on the first traced sample.
+        first = elapsed is None or trace is None and pending or (trace is not None and not self._traced)
+        self._traced = trace is not None
         rows = {
-            "buffers": self._buffer_rows(sample.monotonic, inventory, buffer_io, comms),
-            "processes": self._process_rows(sample, inventory, trace, comms, first),
-            "exporters": self._exporter_rows(sample.monotonic, inventory, buffer_io, first),
-            "paths": self._path_rows(sample.monotonic, trace, missing),
+            "buffers": self._buffer_table(sample.monotonic, arrays, selection, buffer_io, comms, first),
+            "processes": self._process_rows(sample, processes, arrays, trace, comms, first),
+            "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
+            "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
         }
+        if self.pid is None:
+            exporters = list(inventory.exporters)
+        else:
+            exporters = [ExporterTotal(row.key, row.values["buffers"], row.values["bytes"]) for row in rows["exporters"]]
         return Frame(
             wall=sample.wall, elapsed=elapsed, interval=self.interval, kernel=self.kernel,
             source=inventory.source, holders_source=inventory.holders_source, totals=inventory.totals,
-            exporters=list(inventory.exporters), rows=rows, live_concerns=live, missing=missing,
-            dropped=trace.dropped if trace is not None else None, cannot_see=self.cannot_see,
-            notes=list(inventory.notes), pid=self.pid, sequence=self._sequence,
+            exporters=exporters, rows=rows, live_concerns=live, missing=missing,
+            dropped=trace.dropped if trace is not None else None,
+            cannot_see=self.cannot_see + [s for s in sample.cannot_see if s not in self.cannot_see],
+            notes=list(inventory.notes), pid=self.pid, sequence=self._sequence, absent=absent,
+            tracing_pending=pending,
         )
 
-    def _buffer_rows(self, now, inventory, buffer_io, comms) -> List[Row]:
+    def _selected(self, inventory, arrays):
+        """(rows of the inventory's columns shown, processes shown): all, or what -p PID holds."""
+        if self.pid is None:
+            return np.arange(len(arrays.columns)), list(inventory.processes)
+        mine = arrays.pair_pid == self.pid
+        # one pair per (pid, row), rows ascending within a pid: already sorted and distinct
+        return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
+
+    def _buffer_table(self, now, arrays, selection, buffer_io, comms, first):
+        from .buffer_table import BufferTable
+
         samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}
         rates = self._trackers["buffers"].update(now, samples)
-        first = self._previous_buffers is None
-        rows = []
-        current = {}
-        previous = self._previous_buffers or {}
-        labels = {pid: f"{pid}({comm})" for pid, comm in comms.items()}
-        for entry in inventory.buffers:
-            buffer = entry.buffer
-            name = terminal_safe(buffer.name)
-            holders = " ".join([labels.get(pid) or f"{pid}(?)" for pid in entry.holders])
-            inode = buffer.inode
+        inodes = arrays.columns.inode[selection]
+        blank = np.nan if first else 0.0  # an untouched buffer moved 0 bytes; before a rate, nothing is known
+        io = {column: np.full(len(selection), blank) for column in IO_COLUMNS}
+        path_rates = {}
+        where = _SortedSet(inodes)
+        for inode in samples:
+            row = where.position(inode)
             rate = rates.get(inode)
-            values = {
-                "inode": inode,
-                "exporter": buffer.exporter,
-                "size": buffer.size,
-                "attachments": buffer.attachment_count,
-                "holders": holders,
-                "name": name,
-                **_io_values(rate, first, inode in samples),
-            }
-            extra = {"name_raw": buffer.name, "holder_refs": entry.holders,
-                     "paths": None if rate is None else _path_rates(rate)}
-            state = None if first or inode in previous else "new"
-            row = Row(inode, values, extra, state,
-                      f"{inode} {buffer.exporter or ''} {name} {holders}".lower())
-            rows.append(row)
-            current[inode] = row
-        if not first:
-            for inode, old in self._previous_buffers.items():
-                if inode not in current and old.state != "freed":
-                    rows.append(Row(inode, {**old.values, **dict.fromkeys(IO_COLUMNS)},
-                                    old.extra, "freed", old.search))
-        self._previous_buffers = current
-        return rows
+            for column, value in _io_values(rate, first, True).items():
+                io[column][row] = np.nan if value is None else value
+            path_rates[inode] = None if rate is None else _path_rates(rate)
+        previous = self._previous_table
+        if previous is None:
+            new = np.zeros(len(selection), dtype=bool)
+            freed = []
+        else:
+            new = ~_SortedSet(previous.inode).contains(inodes)
+            gone = np.flatnonzero(~_SortedSet(inodes).contains(previous.inode))
+            freed = [Row(old.key, {**old.values, **dict.fromkeys(IO_COLUMNS)}, old.extra, "freed", old.search)
+                     for old in previous.rows(gone)]
+        labels = {pid: f"{pid}({comm})" for pid, comm in comms.items()}
+        table = BufferTable(arrays, selection, io, new, path_rates, labels, self._names, freed)
+        self._previous_table = table
+        return table
 
-    def _process_rows(self, sample, inventory, trace, comms, first) -> List[Row]:
+    def _process_rows(self, sample, processes, arrays, trace, comms, first) -> List[Row]:
         by_pid: Dict[int, Dict[str, object]] = {}
         if trace is not None:
             for (tgid, path), counters in trace.by_task.items():
@@ -317,7 +352,7 @@ class LiveModel:
                 delay_samples[pid] = {column: stats.delays[kind].total_ns
                                       for column, kind in DELAYS.items() if kind in stats.delays}
         delay_rates = self._delays.update(sample.monotonic, delay_samples)
-        held = {p.pid: p for p in inventory.processes}
+        held = {p.pid: p for p in processes}
         pids = list(held) + [pid for pid in by_pid if pid not in held]
         if self.pid is not None and self.pid not in pids:
             pids.append(self.pid)
@@ -332,7 +367,7 @@ class LiveModel:
             delays = delay_rates.get(pid, {})
             values = {
                 "pid": pid, "comm": comm,
-                "buffers": len(process.buffers) if process else 0,
+                "buffers": _buffers_held(arrays, pid) if process else 0,
                 "rss": process.rss if process else 0,
                 "pss": process.pss if process else 0,
                 "fds": process.fd_refs if process else 0,
@@ -343,32 +378,41 @@ class LiveModel:
             }
             extra = {
                 "comm_raw": process.comm if process else (stats.comm.encode() if stats is not None else None),
-                "paths": _path_rates(rates.get(pid)),
+                "paths": None if first else _path_rates(rates.get(pid)),
                 "delays": None if stats is None else {kind: {"count": d.count, "total_ns": d.total_ns}
                                                       for kind, d in stats.delays.items()},
             }
             rows.append(Row(pid, values, extra, None, f"{pid} {comm}".lower()))
         return rows
 
-    def _exporter_rows(self, now, inventory, buffer_io, first) -> List[Row]:
-        exporter_of = {e.buffer.inode: e.buffer.exporter for e in inventory.buffers}
+    def _exporter_rows(self, now, arrays, selection, buffer_io, first) -> List[Row]:
+        columns = arrays.columns
+        codes = columns.exporter_code[selection]
+        where = _SortedSet(columns.inode[selection])
         sums: Dict[Optional[str], Dict[str, int]] = {}
         for inode, paths in buffer_io.items():
-            flat = sums.setdefault(exporter_of.get(inode), {})
+            flat = sums.setdefault(columns.exporters[codes[where.position(inode)]], {})
             for name, value in _flatten(paths).items():
                 flat[name] = flat.get(name, 0) + value
         rates = self._trackers["exporters"].update(now, sums)
+        sizes = columns.size[selection]
+        totals = []
+        for code, name in enumerate(columns.exporters):
+            mine = codes == code
+            if mine.any():
+                totals.append((name, int(np.count_nonzero(mine)), int(sizes[mine].sum())))
+        totals.sort(key=lambda total: (-total[2], total[0] or ""))  # as inventory.exporters: largest first
         rows = []
-        for total in inventory.exporters:
-            name = total.exporter
-            values = {"exporter": name or "?", "buffers": total.buffers, "bytes": total.bytes,
+        for name, count, size in totals:
+            values = {"exporter": name or "?", "buffers": count, "bytes": size,
                       **_io_values(rates.get(name), first, name in sums)}
-            rows.append(Row(name, values, {"paths": _path_rates(rates.get(name))}, None, (name or "?").lower()))
+            rows.append(Row(name, values, {"paths": None if first else _path_rates(rates.get(name))}, None,
+                            (name or "?").lower()))
         return rows
 
     def _path_rates_values(self, path, rates):
         if rates is None:
-            return dict.fromkeys(("calls", "bytes", "copy", "pin", "pc_added", "latency"))
+            return dict.fromkeys(PATH_RATE_KEYS)
         calls = rates.get(f"{path}.calls", 0.0)
         return {
             "calls": calls,
@@ -379,22 +423,90 @@ class LiveModel:
             "latency": rates.get(f"{path}.latency_ns", 0.0) / calls / 1000 if calls else None,
         }
 
-    def _path_rows(self, now, trace, missing) -> List[Row]:
+    def _path_rows(self, now, trace, missing, absent, pending, first) -> List[Row]:
         per_path = trace.per_path() if trace is not None else {}
         flat = {"all": _flatten(per_path)}
         rates = self._trackers["paths"].update(now, flat).get("all")
         rows = []
         for path in IO_PATHS:
-            if path in missing:
-                status = f"{NOT_TRACED}: {missing[path]}"
+            untraced = set()
+            if pending:
+                status = "starting: the I/O hooks are loading"
+            elif path in missing:
+                status, untraced = f"{NOT_TRACED}: {missing[path]}", set(PATH_RATE_KEYS)
+            elif path in absent:
+                status, untraced = f"absent: {absent[path]}", set(PATH_RATE_KEYS)
             else:
                 gaps = [c for c in ("cpu_copy", "gup", "page_cache") if c in missing]
                 status = "traced" + (f" (no {', '.join(gaps)})" if gaps else "")
             counters = per_path.get(path)
-            values = {"path": path, **self._path_rates_values(path, rates), "status": status}
-            extra = {"counters": None if counters is None else {n: getattr(counters, n) for n in RATE_FIELDS}}
+            values = {"path": path, **self._path_rates_values(path, None if untraced or first else rates),
+                      "status": status}
+            extra = {"counters": None if counters is None else {n: getattr(counters, n) for n in RATE_FIELDS},
+                     "untraced": untraced}
             rows.append(Row(path, values, extra, None, path))
         return rows
+
+
+PATH_RATE_KEYS = ("calls", "bytes", "copy", "pin", "pc_added", "latency")
+
+
+def absent_paths(hooks, missing) -> Dict[str, str]:
+    """{path: why} for the I/O paths with no live hook that are not missing either: the kernel has no
+    such path (rw_file on an unpatched kernel: its hooks are 'not needed'), or nothing was planned for
+    it. Their rates are unknown, not 0."""
+    live = {h.concern for h in hooks if h.live}
+    reasons = {}
+    for hook in hooks:
+        if not hook.live:
+            reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason}")
+    return {path: reasons.get(path, "no hook for this path") for path in IO_PATHS
+            if path not in live and path not in missing}
+
+
+def _buffers_held(arrays, pid) -> int:
+    """Distinct buffers `pid` holds: its pairs (sorted by pid) are one per buffer."""
+    pids = arrays.pair_pid
+    return int(np.searchsorted(pids, pid, "right") - np.searchsorted(pids, pid, "left"))
+
+
+class _SortedSet:
+    """Membership and position in an array of distinct inodes, by binary search (no set of ten thousand ints)."""
+
+    def __init__(self, values):
+        self._order = np.argsort(values, kind="stable")
+        self._sorted = np.asarray(values)[self._order]
+
+    def _slots(self, values):
+        slots = np.searchsorted(self._sorted, values)
+        return np.minimum(slots, max(len(self._sorted) - 1, 0))
+
+    def contains(self, values) -> np.ndarray:
+        values = np.asarray(values, dtype=self._sorted.dtype)
+        if not len(self._sorted):
+            return np.zeros(len(values), dtype=bool)
+        return self._sorted[self._slots(values)] == values
+
+    def __contains__(self, value) -> bool:
+        return bool(self.contains([value])[0])
+
+    def position(self, value) -> int:
+        """The index of `value` in the original array (it must be there)."""
+        return int(self._order[self._slots(np.asarray([value], dtype=self._sorted.dtype))[0]])
+
+
+def _arrays_of(inventory):
+    """InventoryArrays for an inventory made without them (built from its objects: small inventories only)."""
+    from ..inventory import InventoryArrays
+    from ..probes.dmabuf_iter import BufferColumns
+
+    entries = inventory.buffers
+    columns = BufferColumns.from_buffers([entry.buffer for entry in entries])
+    pairs = sorted((pid, row, refs) for row, entry in enumerate(entries) for pid, refs in entry.holders.items())
+    return InventoryArrays(columns, np.array([p for p, _, _ in pairs], dtype=np.int64),
+                           np.array([r for _, r, _ in pairs], dtype=np.intp),
+                           np.array([refs.fds for _, _, refs in pairs], dtype=np.int64),
+                           np.array([refs.maps for _, _, refs in pairs], dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------
@@ -431,9 +543,14 @@ class ViewState:
         self.scroll = 0
 
 
-def visible_rows(frame: Frame, view: ViewState) -> List[Row]:
-    """The current pane's rows, filtered then sorted (None values last in either direction)."""
+def visible_rows(frame: Frame, view: ViewState) -> Sequence[Row]:
+    """The current pane's rows, filtered then sorted (None values last in either direction). The
+    Buffers pane's is a buffer_table.RowList: its Rows are built only when read."""
+    from .buffer_table import BufferTable
+
     rows = frame.rows[view.pane]
+    if isinstance(rows, BufferTable):
+        return rows.visible(view.sort[view.pane], view.reverse[view.pane], view.filter)
     if view.filter:
         needle = view.filter.lower()
         rows = [row for row in rows if needle in row.search]
@@ -441,17 +558,25 @@ def visible_rows(frame: Frame, view: ViewState) -> List[Row]:
 
 
 def sort_rows(rows: Sequence[Row], key: str, reverse: bool = False) -> List[Row]:
+    """Known values by `key` (text without case), ties by the row key ascending so the order is stable
+    from frame to frame; rows without a value last, by row key. buffer_table.BufferTable.order gives
+    the same order on arrays."""
     descending = key not in ASCENDING
     if reverse:
         descending = not descending
     known = [row for row in rows if row.values.get(key) is not None]
     unknown = [row for row in rows if row.values.get(key) is None]
     text = bool(known) and isinstance(known[0].values[key], str)
-    # Ties broken by the row key so the order is stable from frame to frame.
-    known.sort(key=lambda row: str(row.key))
+    known.sort(key=_tie)
     known.sort(key=(lambda row: row.values[key].lower()) if text else (lambda row: row.values[key]),
                reverse=descending)
+    unknown.sort(key=_tie)
     return known + unknown
+
+
+def _tie(row):
+    """Row keys are ints (inodes, pids) or names (None for an unknown exporter)."""
+    return (0, row.key, "") if isinstance(row.key, int) else (1, 0, str(row.key))
 
 
 # ---------------------------------------------------------------------------
