@@ -6,7 +6,8 @@
      "source": str, "holders_source": str, "notes": [str],
      "totals": {"buffers", "bytes", "kernel_only_buffers", "kernel_only_bytes",
                 "userspace_rss", "userspace_pss"} (ints),
-     "hooks": {"live": [concern], "missing": {concern: reason}}, "dropped_events": int|null,
+     "hooks": {"live": [concern], "missing": {concern: reason}, "absent": {path: reason}},
+     "dropped_events": int|null,
      "cannot_see": [str],
      "buffers":   [{"inode", "exporter", "size", "attachments", "holders": [{"pid", "fds", "maps"}],
                     "name", "name_hex", "state": "new"|"freed"|null, "read", "write", "xfer", "copy", "pin",
@@ -22,7 +23,8 @@ Rates are per second over the measured elapsed time: "read", "write", "xfer"
 pages/s, "calls" and "pc_added" (page-cache pages) per second, "latency" the
 mean in microseconds. A rate is null when there is none to give: on the first
 object, for a counter that went backwards, or when its hooks are missing (then
-the concern is in hooks.missing). "blkio", "swapin", "reclaim" are the percent of
+the concern is in hooks.missing, or the path in hooks.absent: a kernel without
+it, as rw_file on an unpatched kernel; "status" then says "n/t: ..." or "absent: ..."). "blkio", "swapin", "reclaim" are the percent of
 the interval the process waited for block I/O, swap-in and memory reclaim
 (taskstats delay accounting); "delays" holds the kernel's cumulative totals.
 Names and comms are given lossy ("name", UTF-8 with U+FFFD) and exact ("name_hex");
@@ -65,7 +67,8 @@ JSON_SCHEMA = _object({
     "totals": _object({name: {"type": "integer", "minimum": 0} for name in (
         "buffers", "bytes", "kernel_only_buffers", "kernel_only_bytes", "userspace_rss", "userspace_pss")}),
     "hooks": _object({"live": {"type": "array", "items": {"type": "string"}},
-                      "missing": {"type": "object", "additionalProperties": {"type": "string"}}}),
+                      "missing": {"type": "object", "additionalProperties": {"type": "string"}},
+                      "absent": {"type": "object", "additionalProperties": {"type": "string"}}}),
     "dropped_events": {"type": ["integer", "null"], "minimum": 0},
     "cannot_see": {"type": "array", "items": {"type": "string"}},
     "buffers": {"type": "array", "items": _object({
@@ -139,17 +142,15 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
         "holders_source": frame.holders_source, "notes": list(frame.notes),
         "totals": {name: getattr(totals, name) for name in (
             "buffers", "bytes", "kernel_only_buffers", "kernel_only_bytes", "userspace_rss", "userspace_pss")},
-        "hooks": {"live": list(frame.live_concerns), "missing": dict(frame.missing)},
+        "hooks": {"live": list(frame.live_concerns), "missing": dict(frame.missing), "absent": dict(frame.absent)},
         "dropped_events": frame.dropped, "cannot_see": list(frame.cannot_see),
         "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths,
     }
 
 
 def _missing_path(frame, row):
-    """A path whose own syscall hooks are missing has no rate at all."""
-    if row.values["path"] in frame.missing:
-        return {c.key for c in COLUMNS["paths"]} - {"path", "status"}
-    return set()
+    """A path whose own hooks are missing, or that this kernel lacks, has no rate at all."""
+    return set(row.extra.get("untraced", ()))
 
 
 def render_json(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[int] = None) -> str:
