@@ -588,6 +588,8 @@ class RingBuffer:
         self._lib = bpf_map._lib
         self._callback = callback
         self._error = None
+        self._limit = None
+        self._taken = 0
         self._sample_fn = RingBufferSampleFn(self._on_sample)  # kept alive while libbpf holds it
         ctypes.set_errno(0)
         self._rb = self._lib.ring_buffer__new(bpf_map.fd, self._sample_fn, None, None)
@@ -597,23 +599,39 @@ class RingBuffer:
     def _on_sample(self, _ctx, data, size):
         try:
             self._callback(ctypes.string_at(data, size))
-            return 0
         except BaseException as error:  # noqa: BLE001 - re-raised from poll(), not across C frames
             self._error = error
             return -1
+        self._taken += 1
+        # libbpf 1.1 keeps consuming while the producers keep writing (no consume_n before 1.3):
+        # a negative return is its only stop, after this record (which stays consumed).
+        return -1 if self._limit is not None and self._taken >= self._limit else 0
 
-    def poll(self, timeout_ms=100):
-        """Wait for records and hand each to the callback; returns how many were consumed."""
-        consumed = self._lib.ring_buffer__poll(self._rb, timeout_ms)
+    def _run(self, call, limit):
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._limit, self._taken = limit, 0
+        try:
+            result = call()
+        finally:
+            self._limit = None
         self._raise_pending()
-        if consumed < 0 and consumed != -errno_codes.EINTR:
-            raise BpfError(f"polling the ring buffer failed: {_errno_text(-consumed)}")
-        return max(consumed, 0)
+        if limit is not None and self._taken >= limit:
+            return self._taken  # stopped by _on_sample, not a failure
+        if result < 0 and result != -errno_codes.EINTR:
+            raise BpfError(f"polling the ring buffer failed: {_errno_text(-result)}")
+        return max(result, 0)
 
-    def consume(self):
-        consumed = self._lib.ring_buffer__consume(self._rb)
-        self._raise_pending()
-        return max(consumed, 0)
+    def poll(self, timeout_ms=100, limit=None):
+        """Wait for records and hand each to the callback; returns how many were consumed.
+
+        limit: stop after that many, even while producers keep writing (else a reader slower
+        than the producers never returns, and whatever its callback keeps grows without bound)."""
+        return self._run(lambda: self._lib.ring_buffer__poll(self._rb, timeout_ms), limit)
+
+    def consume(self, limit=None):
+        """Every record available now (at most limit), without waiting."""
+        return self._run(lambda: self._lib.ring_buffer__consume(self._rb), limit)
 
     def _raise_pending(self):
         if self._error is not None:

@@ -67,26 +67,41 @@ def session_path(path: str, direct: bool) -> str:
 class BufferMap:
     """Which dma-buf a traced memory object is: its own inode, or a udmabuf's memfd (inode, st_dev).
 
-    Remembers every buffer it was shown, so bytes moved into a buffer freed before the
-    next poll are still attributed to it.
+    A buffer stays known for KEPT_READS reads after the last one that showed it, so bytes
+    moved into a buffer freed before the next read are still attributed to it: IoPathSource
+    drains the ring before each read, and a record made between a drain and the read that
+    no longer shows its buffer reaches the poll after that one. Then it is forgotten, so what
+    is kept is bounded by the buffers alive over the last reads, not by every buffer ever
+    made (under churn that grew by thousands a second).
     """
 
+    KEPT_READS = 3
+
     def __init__(self):
-        self.dmabufs = set()
-        self.by_memfd: Dict[Tuple[int, int], int] = {}
+        self._reads = 0
+        self._dmabufs: Dict[int, int] = {}  # inode -> the read that last showed it
+        self._by_memfd: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (inode, dev) -> (dma-buf, read)
 
     def learn(self, buffers: Iterable):
+        self._reads += 1
+        read = self._reads
         for buffer in buffers:
-            self.dmabufs.add(buffer.inode)
+            self._dmabufs[buffer.inode] = read
             if getattr(buffer, "backing_inode", 0):
-                self.by_memfd[(buffer.backing_inode, buffer.backing_dev)] = buffer.inode
+                self._by_memfd[(buffer.backing_inode, buffer.backing_dev)] = (buffer.inode, read)
+        oldest = read - self.KEPT_READS + 1
+        self._dmabufs = {inode: seen for inode, seen in self._dmabufs.items() if seen >= oldest}
+        self._by_memfd = {memfd: entry for memfd, entry in self._by_memfd.items() if entry[1] >= oldest}
+
+    def __len__(self):
+        return len(self._dmabufs) + len(self._by_memfd)
 
     def buffer_of(self, kind: str, inode: int, dev: int) -> int:
         """The dma-buf inode, or 0 when the object is not a known buffer."""
-        if kind == "dmabuf" and inode in self.dmabufs:
+        if kind == "dmabuf" and inode in self._dmabufs:
             return inode
         if kind == "shmem":
-            return self.by_memfd.get((inode, dev), 0)
+            return self._by_memfd.get((inode, dev), (0, 0))[0]
         return 0
 
 
@@ -213,10 +228,23 @@ class IoPathSource:
         if self._iterator is not None:
             self._buffers.learn(self._iterator.read())
 
-    def poll(self, now_ns):
+    def _drain(self, until_ns=None):
+        """The ring's records, at most one ring's worth per call: a recorder slower than the
+        producers then loses records to the kernel's dropped count, not its memory to a list
+        that grows while the drain never catches up. until_ns (the last poll): go on, a ring's
+        worth at a time, until a record made at or after it, so nothing made before is left."""
+        limit = self._tracer.ring_capacity
+        events = self._tracer.drain_records(max_records=limit)
+        batch = events
+        while until_ns is not None and len(batch) == limit and batch[-1].timestamp_ns < until_ns:
+            batch = self._tracer.drain_records(max_records=limit)
+            events += batch
+        return events
+
+    def poll(self, now_ns, final=False):
         if self._tracer is None:
             return []
-        events = self._tracer.drain_records()
+        events = self._drain(until_ns=now_ns if final else None)
         self._learn_buffers()  # after the drain: every buffer the drained records can name exists or existed
         snapshot = self._tracer.snapshot()
         rows = []
@@ -250,7 +278,7 @@ class IoPathSource:
 
     def stop(self, now_ns):
         try:
-            return self.poll(now_ns)
+            return self.poll(now_ns, final=True)
         finally:
             for resource in (self._tracer, self._iterator):
                 if resource is not None:

@@ -14,6 +14,7 @@ Paths whose hooks are missing are reported in `hooks`/`missing_concerns()`, so
 only with `record=True`; failed reservations are counted in `dropped`.
 """
 import bisect
+import ctypes
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -33,6 +34,8 @@ SYSCALLS = {
 
 LIFECYCLE_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
                          "dma_buf_mmap_internal", "dma_buf_dynamic_attach", "dma_buf_detach")
+
+RINGBUF_HEADER = 8  # BPF_RINGBUF_HDR_SZ: each record's length word and page offset
 
 # The copy helpers themselves: reported, and used when a kernel lets us (none we met does).
 COPY_HELPERS = ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic", "_copy_from_iter")
@@ -229,22 +232,34 @@ class Tracer:
     def _on_record(self, raw):
         self._records.append(iopaths.decode_record(raw))
 
-    def poll_records(self, timeout_ms=100):
-        """Records seen since the last call (needs record=True)."""
+    def poll_records(self, timeout_ms=100, max_records=None):
+        """Records seen since the last call (needs record=True), at most max_records."""
         if self._ring is None:
             raise BpfError("per-event records need Tracer(record=True)")
-        self._ring.poll(timeout_ms)
+        self._ring.poll(timeout_ms, limit=max_records)
         records, self._records = self._records, []
         return records
 
-    def drain_records(self):
-        """Every record waiting in the ring buffer, without waiting for more."""
+    def drain_records(self, max_records=None):
+        """Every record waiting in the ring buffer (at most max_records), without waiting for more.
+
+        Without a bound a reader slower than the producers never returns, its list growing all
+        the while; ring_capacity is a bound that cannot lose what the ring holds at the call."""
         records = []
-        while True:
-            batch = self.poll_records(timeout_ms=0)
+        while max_records is None or len(records) < max_records:
+            batch = self.poll_records(timeout_ms=0,
+                                      max_records=None if max_records is None else max_records - len(records))
             if not batch:
-                return records
+                break
             records += batch
+        return records
+
+    @property
+    def ring_capacity(self):
+        """The most records the ring buffer can hold at once (all of the smallest kind)."""
+        smallest = min(ctypes.sizeof(iopaths.IoRecordC), ctypes.sizeof(iopaths.LifecycleRecordC))
+        return self._obj.map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)  # 8-aligned slots
+
 
     def close(self):
         if self._ring is not None:

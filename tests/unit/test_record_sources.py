@@ -52,6 +52,38 @@ def test_buffer_map_attributes_dmabufs_and_udmabuf_memfds_and_remembers_freed_on
     assert known.buffer_of("file", 11, 0) == 0
 
 
+def test_buffer_map_forgets_a_buffer_three_reads_after_the_last_that_showed_it():
+    known = buffers()  # read 1 shows both
+    known.learn([])  # read 2: both freed
+    known.learn([])  # read 3: a record made before read 2 may reach the poll of read 3
+    assert known.buffer_of("dmabuf", 11, 0) == 11 and known.buffer_of("shmem", 500, 7) == 12
+    known.learn([])
+    assert known.buffer_of("dmabuf", 11, 0) == 0 and known.buffer_of("shmem", 500, 7) == 0
+    assert len(known) == 0
+
+
+def test_buffer_map_stays_bounded_under_churn():
+    # Every read shows 5 heap buffers and 5 udmabufs never seen before (and never again), as under
+    # the soak's churn: what is kept is three reads' worth, whatever the number of reads.
+    known = BufferMap()
+    inode = 1000
+    for read in range(5000):
+        shown = []
+        for index in range(10):
+            inode += 1
+            udmabuf = index % 2
+            shown.append(SimpleNamespace(inode=inode, backing_inode=inode + 10**9 if udmabuf else 0,
+                                         backing_dev=7 if udmabuf else 0))
+        known.learn(shown)
+        assert len(known) <= 3 * (10 + 5)
+    assert len(known) == 3 * (10 + 5)
+    assert known.buffer_of("dmabuf", inode, 0) == inode
+    assert known.buffer_of("shmem", inode + 10**9, 7) == inode  # the last one was a udmabuf
+    assert known.buffer_of("shmem", inode - 1 + 10**9, 7) == 0  # the one before, a heap buffer
+    assert known.buffer_of("dmabuf", inode - 29, 0) == inode - 29  # the first of the three reads kept
+    assert known.buffer_of("dmabuf", inode - 30, 0) == 0  # the last of the read before
+
+
 def test_path_samples_partition_the_counters():
     targets = {HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB),
                MEMFD: counters(calls=1, bytes=2 * MIB, pinned_pages=512),
@@ -119,7 +151,9 @@ class FakeTracer:
     def stack_ips(self, stack_id):
         return [1, 2]
 
-    def drain_records(self):
+    ring_capacity = 16384
+
+    def drain_records(self, max_records=None):
         records, self.records = self.records, []
         return records
 
@@ -199,3 +233,36 @@ def test_taskstats_sample_and_source():
     assert [r.tgid for r in source.poll(10)] == [42, 44]  # 43 has exited
     assert [r.tgid for r in source.stop(20)] == [42, 44]
     assert TaskstatsSource().start(RecordingContext(None, 0.1))[0].live is False
+
+
+class EndlessRing(FakeTracer):
+    """A ring buffer whose producers never pause (the soak's churn against a slow reader): every drain
+    finds more. Each record is a lifecycle event one microsecond after the previous."""
+
+    ring_capacity = 500
+
+    def __init__(self, steps):
+        super().__init__(steps)
+        self.made = 0
+
+    def drain_records(self, max_records=None):
+        assert max_records is not None, "an unbounded drain of an endless ring never returns"
+        out = []
+        for _ in range(max_records):
+            self.made += 1
+            out.append(LifecycleRecord(1234, "churn", "export", -1, self.made * 1000, self.made, 4096))
+        return out
+
+
+def test_io_path_source_drains_at_most_a_ring_per_poll_and_up_to_the_stop_at_the_end():
+    tracer = EndlessRing([snap(), snap(), snap()])
+    source = IoPathSource(tracer_factory=lambda pid: tracer,
+                          iterator_factory=lambda: SimpleNamespace(read=lambda: [], close=lambda: None))
+    source.start(RecordingContext(None, 0.5))
+    for now in (1, 2):
+        rows = source.poll(now)
+        assert len(rows) == 500 and all(isinstance(row, s.LifecycleEvent) for row in rows)
+    # The last drain goes on until the records reach the stop time (records 1001 to 3000 here).
+    final = source.stop(3_000_000)
+    assert len(final) == 2000 and final[-1].time_ns == 3_000_000
+    assert tracer.closed
