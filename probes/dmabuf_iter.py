@@ -212,10 +212,10 @@ class BufferColumns:
             return [b.name for b in self._buffers]
         size = ctypes.sizeof(DmabufRecord)
         records = np.frombuffer(self._data, dtype=np.uint8).reshape(-1, size)
-        raw = records[:, DmabufRecord.name.offset:DmabufRecord.name.offset + NAME_LEN].copy().view(f"S{NAME_LEN}")
+        raw = records[:, DmabufRecord.name.offset:DmabufRecord.name.offset + NAME_LEN].copy().view(f"V{NAME_LEN}")
         named = (self._u32_column(DmabufRecord.flags.offset) & RECORD_NAMED).astype(bool).tolist()
         lengths = np.minimum(self._u32_column(DmabufRecord.name_len.offset), NAME_LEN).tolist()
-        # S32 drops trailing NULs only; the name ends at name_len, as decode_records cuts it.
+        # the name ends at name_len, as decode_records cuts it
         return [text[:length] if is_named else None
                 for text, length, is_named in zip(raw.ravel().tolist(), lengths, named)]
 

@@ -66,9 +66,10 @@ def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
     from ..live.collector import Sources, kernel_release, run_batch
 
     require_bpf_privileges("the live view")
-    if not batch:  # loading and attaching the BPF programs takes a moment (seconds on an emulated CPU)
-        click.echo("dmabuf-top: detecting features and loading BPF programs...", err=True)
-    with app.sigterm_exits(), delay_accounting() as delayacct, Sources(pid=pid, delayacct=delayacct) as sources:
+    # The full screen shows the inventory at once and the I/O hooks load behind it (tens of seconds
+    # on an emulated CPU); batch output waits for them, so that its first table is already traced.
+    with app.sigterm_exits(), delay_accounting() as delayacct, \
+            Sources(pid=pid, delayacct=delayacct, background=not batch) as sources:
         model = LiveModel(interval, kernel=kernel_release(), cannot_see=sources.cannot_see, pid=pid)
         if not batch:
             return app.run(sources, model, interval, count, view)

@@ -221,14 +221,17 @@ def run(sources, model, interval: float, count: Optional[int], view: ViewState) 
     """The full-screen view until `q` (or `count` frames); returns the exit code."""
     frames: "queue.Queue" = queue.Queue()
     collector = Collector(sources, model, interval, frames.put, frames.put, count=count)
-    with sigterm_exits(), terminal() as screen:
-        screen.timeout(100)
-        collector.start()
+    with sigterm_exits():
         try:
-            return _loop(screen, frames, collector, view, interval, count)
+            with terminal() as screen:
+                screen.timeout(100)
+                collector.start()
+                return _loop(screen, frames, collector, view, interval, count)
         finally:
+            # The terminal is the user's again before waiting for a sample in progress to end.
             collector.stop()
-            collector.join(timeout=max(interval, 1.0) + 5)
+            if collector.is_alive():
+                collector.join(timeout=max(interval, 1.0) + 5)
 
 
 def _loop(screen, frames, collector, view, interval, count):

@@ -29,39 +29,80 @@ MAX_TASKSTATS = 64
 
 
 class Sources:
-    def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False):
+    """pid: one process only. trace: attach the I/O hooks. background: start them in a thread of their
+    own (feature trials and the BPF load take tens of seconds on an emulated CPU), so the inventory can be
+    shown at once; samples taken meanwhile say `tracing_pending`. Batch modes and the exporter start
+    tracing before their first sample instead: their first figures are then already traced."""
+
+    def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False,
+                 background: bool = False):
         from .. import features
 
         self.pid = pid
         self.delayacct = delayacct
         self.cannot_see: List[str] = []
+        self.late_cannot_see: List[str] = []  # learnt by the background start, after the model was made
         self.report = None
-        if trace:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
-            try:
-                self.report = features.detect()
-            except DmabufTopError as error:
-                self.cannot_see.append(f"feature detection failed ({error})")
+        self.tracer = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._starting: Optional[threading.Thread] = None
         if not features.DMA_HEAP_DIR.exists() and not features.UDMABUF_DEVICE.exists():
             self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
         self._snapshots = None
         self._collect: Callable = self._open_inventory()
-        self.tracer = None
-        if trace:
+        try:
+            if trace and background:
+                self._starting = threading.Thread(target=self._start_tracing, args=(self.late_cannot_see,),
+                                                  name="dmabuf-top tracer start", daemon=True)
+                self._starting.start()
+            elif trace:
+                self._start_tracing(self.cannot_see)
+            self.taskstats = None
+            if taskstats:
+                try:
+                    from ..taskstats import TaskStatsClient
+
+                    self.taskstats = TaskStatsClient()
+                except DmabufTopError as error:
+                    self.cannot_see.append(f"no delay accounting ({error})")
+                    self.delayacct = False
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_tracing(self, cannot_see):
+        """Feature trials, then the tracer with the hooks they allow; a refusal becomes a sentence."""
+        from .. import features
+
+        report = None
+        try:
+            try:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
+                report = features.detect()
+            except DmabufTopError as error:
+                cannot_see.append(f"feature detection failed ({error})")
             try:
                 from ..tracing import Tracer
 
-                self.tracer = Tracer(pid=pid, report=self.report)
+                tracer = Tracer(pid=self.pid, report=report)
             except DmabufTopError as error:
-                self.cannot_see.append(f"no I/O tracing ({error})")
-        self.taskstats = None
-        if taskstats:
-            try:
-                from ..taskstats import TaskStatsClient
+                cannot_see.append(f"no I/O tracing ({error})")
+                return
+        except Exception as error:  # in the background thread: said on screen, not lost with the thread
+            if threading.current_thread() is not self._starting:
+                raise
+            log.exception("starting the I/O tracer")
+            cannot_see.append(f"no I/O tracing ({type(error).__name__}: {error})")
+            return
+        with self._lock:
+            if self._closed:  # the view ended while the hooks were loading
+                tracer.close()
+                return
+            self.report, self.tracer = report, tracer
 
-                self.taskstats = TaskStatsClient()
-            except DmabufTopError as error:
-                self.cannot_see.append(f"no delay accounting ({error})")
-                self.delayacct = False
+    @property
+    def tracing_pending(self) -> bool:
+        return self._starting is not None and self._starting.is_alive()
 
     def _open_inventory(self):
         from ..inventory import IteratorSnapshots, collect
@@ -77,8 +118,11 @@ class Sources:
         return self._collect()
 
     def sample(self, pids_hint=()) -> Sample:
+        pending = self.tracing_pending
+        with self._lock:
+            tracer = self.tracer
         inventory = self._collect()
-        trace = self.tracer.snapshot() if self.tracer is not None else None
+        trace = tracer.snapshot() if tracer is not None else None
         stats = {}
         if self.taskstats is not None:
             pids = [p.pid for p in inventory.processes][:MAX_TASKSTATS]
@@ -92,16 +136,20 @@ class Sources:
                     stats[pid] = self.taskstats.for_process(pid)
                 except DmabufTopError as error:
                     log.info("taskstats for %d: %s", pid, error)
-        return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct)
+        return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
+                      tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
 
     def close(self):
-        for closer in (self.taskstats, self.tracer, self._snapshots):
+        with self._lock:
+            self._closed = True  # a tracer still loading closes itself when it is ready
+            closers = (getattr(self, "taskstats", None), self.tracer, self._snapshots)
+            self.taskstats = self.tracer = self._snapshots = None
+        for closer in closers:
             if closer is not None:
                 try:
                     closer.close()
                 except Exception:  # closing must not hide the error that brought us here
                     log.exception("closing %r", closer)
-        self.taskstats = self.tracer = self._snapshots = None
 
     def __enter__(self):
         return self

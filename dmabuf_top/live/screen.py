@@ -50,7 +50,10 @@ def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional
     lines.append([(f"inventory: {SOURCE_DESCRIPTIONS.get(frame.source, frame.source)}; holders: "
                    f"{HOLDER_DESCRIPTIONS.get(frame.holders_source, frame.holders_source)}", "normal")])
     dropped = "-" if frame.dropped is None else str(frame.dropped)
-    hooks: Line = [(f"hooks live: {' '.join(frame.live_concerns) or 'none'}", "normal")]
+    if frame.tracing_pending:
+        hooks: Line = [("hooks: starting (feature trials, BPF load); I/O rates follow", "warn")]
+    else:
+        hooks = [(f"hooks live: {' '.join(frame.live_concerns) or 'none'}", "normal")]
     if frame.missing:
         hooks.append((f"  missing: {' '.join(sorted(frame.missing))}", "warn"))
     hooks.append((f"  dropped events: {dropped}", "normal"))

@@ -216,3 +216,24 @@ def test_any_population_sorts_and_filters_as_the_reference(spec, key, reverse, n
     view.sort["buffers"], view.reverse["buffers"] = key, reverse
     assert [row.key for row in visible_rows(frame, view)] == [row.key for row in reference(frame, view)]
     assert json.loads(render_json(frame, view)) == json.loads(render_json(as_list(frame), view))
+
+
+@settings(deadline=None, max_examples=50)
+@given(st.lists(st.tuples(names, st.integers(0, 2**32 - 1), st.integers(0, 1), st.integers(0, (1 << 32) - 1)),
+                min_size=1, max_size=20))
+def test_columns_read_straight_from_records_agree_with_decode_records(spec):
+    """BufferColumns.names/attachment_counts/backing_files (the live view's) = the fields of decode_records."""
+    from dmabuf_top.probes.dmabuf_iter import decode_records
+
+    data = b""
+    for i, (name, attachments, udmabuf, dev) in enumerate(spec):
+        raw = _record(Buffer(inode=10 + i, size=4096, exporter="udmabuf", name=name, file_refs=1,
+                             attachment_count=attachments % 1000), name or b"")
+        raw.name_len = len((name or b"").split(b"\0")[0])  # the kernel counts the bytes before the first NUL
+        if udmabuf:
+            raw.backing_inode, raw.backing_dev = 5000 + i, dev
+        data += bytes(raw)
+    columns, buffers = decode_columns(data), decode_records(data)
+    assert columns.names() == [b.name for b in buffers]
+    assert columns.attachment_counts().tolist() == [b.attachment_count for b in buffers]
+    assert columns.backing_files() == {(b.backing_inode, b.backing_dev): b.inode for b in buffers if b.backing_inode}
