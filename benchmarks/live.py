@@ -10,15 +10,22 @@ and filtered). CPU time (this process, every thread) is divided by the number of
 refreshes; at a 1 s interval that is the share of one CPU the view costs. Target
 (issue 5): under 5% of one CPU.
 
-Guest CPU is emulated (TCG), and pure Python ran 100-170x slower there than on the
+Guest CPU is emulated (TCG), and pure Python ran 70-170x slower there than on the
 CI host in our runs, so the raw guest figure says little about a real machine. A
 yardstick (a fixed pure-Python loop) is timed on both sides: run on the host (no
-arguments) this script times the yardstick, boots the lab, runs itself there and
-also prints the guest figure scaled by the host/guest yardstick ratio, the
-estimate for this host's CPU. Both figures are printed; the target is judged on the
-scaled one and the raw one is never hidden.
+arguments) this script first measures the host figure on a synthetic population
+(--synthetic: the same 10,000 buffers as raw iterator records, decoded, joined,
+modelled and rendered; no kernel pass), times the yardstick, boots the lab, runs
+itself there and also prints the guest figure scaled by the host/guest yardstick
+ratio, the estimate for this host's CPU. All figures are printed; the target is
+judged on the scaled one and the raw one is never hidden.
+
+Also printed: the same screen with a filter typed and sorted by name (the cases
+that need every row's text), and --json of one frame (every row built).
+--profile FILE writes a cProfile of the refreshes and prints its top entries.
 """
 import argparse
+import ctypes
 import os
 import statistics
 import sys
@@ -30,7 +37,7 @@ from snapshot import HEAP, raise_fd_limit, spawn  # noqa: E402  (the same popula
 
 from dmabuf_top.live.collector import Sources  # noqa: E402
 from dmabuf_top.live.jsonout import render_json  # noqa: E402
-from dmabuf_top.live.model import LiveModel, ViewState  # noqa: E402
+from dmabuf_top.live.model import LiveModel, Sample, ViewState  # noqa: E402
 from dmabuf_top.live.screen import render  # noqa: E402
 from dmabuf_top.taskstats import delay_accounting  # noqa: E402
 
@@ -44,10 +51,65 @@ def yardstick():
     return time.process_time() - start
 
 
+class SyntheticSources:
+    """The benchmark's population without a kernel: `processes` x `per_process` one-page system-heap
+    buffers (a tenth mapped, two in three named) as the iterators' raw records, decoded and joined on
+    every sample as the real ones are, and a trace in which 50 buffers and every process read."""
+
+    def __init__(self, processes, per_process):
+        from dmabuf_top.probes import task_dmabufs
+        from dmabuf_top.probes.dmabuf_iter import RECORD_MAGIC, DmabufRecord
+
+        buffers, holders = bytearray(), bytearray()
+        inode = 1000
+        for process in range(processes):
+            pid = 2000 + process
+            for i in range(per_process):
+                inode += 1
+                name = b"buf-%d" % inode if i % 3 else b""
+                buffers += bytes(DmabufRecord(magic=RECORD_MAGIC, record_size=ctypes.sizeof(DmabufRecord),
+                                              inode=inode, size=4096, file_refs=1 + (i < per_process // 10),
+                                              exporter=b"system", name=name, name_len=len(name),
+                                              flags=1 if name else 0))
+                holders += task_dmabufs.RECORD.pack(task_dmabufs.MAGIC, task_dmabufs.KIND_FD, pid, pid, inode,
+                                                    10 + i, 0, 0, 0, b"holder")
+                if i < per_process // 10:
+                    holders += task_dmabufs.RECORD.pack(task_dmabufs.MAGIC, task_dmabufs.KIND_MAP, pid, pid, inode,
+                                                        0, 0x10000 + i * 4096, 0x11000 + i * 4096, 0, b"holder")
+        self._buffers, self._holders, self._processes = bytes(buffers), bytes(holders), processes
+        self._step = 0
+        self.cannot_see = ["synthetic population: no kernel pass, no taskstats"]
+
+    def sample(self):
+        from dmabuf_top.inventory import build_inventory
+        from dmabuf_top.probes.dmabuf_iter import decode_columns
+        from dmabuf_top.probes.iopaths import Counters, Target
+        from dmabuf_top.probes.task_dmabufs import decode_columns as decode_holders
+        from dmabuf_top.tracing import HookStatus, TraceSnapshot
+
+        self._step += 1
+        step = self._step
+        inventory = build_inventory(decode_columns(self._buffers), decode_holders(self._holders), "iterator", "iterator")
+        by_target = {Target(1001 + k, 0, "read", "dmabuf", False): Counters(calls=step, bytes=step * 4096 * k)
+                     for k in range(50)}
+        by_task = {(2000 + p, "read"): Counters(calls=step, bytes=step * 4096 * p) for p in range(self._processes)}
+        hooks = [HookStatus("enter_read", "read", "syscalls:sys_enter_read", True, "tracepoint", "present")]
+        trace = TraceSnapshot(by_target, by_task, {}, {}, {}, {}, 0, hooks)
+        return Sample(time.monotonic(), time.time(), inventory, trace, {}, True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
 def from_host(argv):
-    """Time the yardstick here, then run this script in the lab with it."""
+    """The host figure on the synthetic population, the yardstick here, then this script in the lab."""
     from dmabuf_top.kernel.lab import run_in_guest
 
+    print("host, synthetic population:", flush=True)
+    os.system(f"{sys.executable} {Path(__file__).resolve()} --synthetic")
     host = min(yardstick() for _ in range(3))
     print(f"host yardstick: {host * 1000:.1f} ms")
     result = run_in_guest([sys.executable, str(Path(__file__).resolve()), "--host-yardstick", str(host), *argv],
@@ -56,10 +118,12 @@ def from_host(argv):
     return result.exit_code
 
 
-def refresh_cost(sources, model, view, refreshes, interval):
-    """[(cpu seconds, wall seconds)] per refresh, after one warm-up."""
-    model.update(sources.sample())
+def refresh_cost(sources, model, refreshes, interval, draw, profile=None):
+    """[(cpu seconds, wall seconds)] and [(sample, model, draw cpu seconds)] per refresh, after one warm-up."""
+    draw(model.update(sources.sample()))
     costs, parts = [], []
+    if profile is not None:
+        profile.enable()
     for _ in range(refreshes):
         time.sleep(interval)
         cpu, wall = time.process_time(), time.perf_counter()
@@ -67,10 +131,21 @@ def refresh_cost(sources, model, view, refreshes, interval):
         sampled = time.process_time()
         frame = model.update(sample)
         modelled = time.process_time()
-        render(frame, view, 200, 60)
+        draw(frame)
         costs.append((time.process_time() - cpu, time.perf_counter() - wall))
         parts.append((sampled - cpu, modelled - sampled, time.process_time() - modelled))
+    if profile is not None:
+        profile.disable()
     return costs, parts, frame
+
+
+def screen(view):
+    """What the drawing loop does with a frame: one full screen at 200x60."""
+    return lambda frame: render(frame, view, 200, 60)
+
+
+def median_ms(costs):
+    return statistics.median(c for c, _ in costs) * 1000
 
 
 def main():
@@ -80,10 +155,13 @@ def main():
     parser.add_argument("--refreshes", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.2, help="pause between refreshes (not counted)")
     parser.add_argument("--here", action="store_true", help="run without building the population (any kernel)")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="no kernel: the same population as raw iterator records (the host figure)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the refreshes and print its top")
     parser.add_argument("--host-yardstick", type=float, help="the host's yardstick seconds (set when run from the host)")
     args = parser.parse_args()
     pids, release = [], None
-    if not args.here:
+    if not args.here and not args.synthetic:
         if not os.path.exists(HEAP):
             if args.host_yardstick is None:
                 return from_host(sys.argv[1:])
@@ -94,15 +172,26 @@ def main():
         print(f"population: {args.processes} processes x {args.buffers} one-page buffers "
               f"(made in {time.perf_counter() - start:.1f} s)")
     try:
-        with delay_accounting() as delayacct, Sources(delayacct=delayacct) as sources:
+        profile = None
+        if args.profile:
+            import cProfile
+
+            profile = cProfile.Profile()
+        with delay_accounting() as delayacct, \
+                (SyntheticSources(args.processes, args.buffers) if args.synthetic else Sources(delayacct=delayacct)) \
+                as sources:
             model = LiveModel(1.0, kernel=os.uname().release, cannot_see=sources.cannot_see)
-            view = ViewState(filter="")
-            costs, parts, frame = refresh_cost(sources, model, view, args.refreshes, args.interval)
+            costs, parts, frame = refresh_cost(sources, model, args.refreshes, args.interval, screen(ViewState()),
+                                               profile)
             cpu = statistics.median(c for c, _ in costs)
             wall = statistics.median(w for _, w in costs)
-            json_cpu = time.process_time()
-            render_json(frame)
-            json_cpu = time.process_time() - json_cpu
+            # The cases that need every row's text, and --json (every row built and written), each as
+            # refreshes in a row: what the view costs per interval while a filter stays typed, and so on.
+            by_name = ViewState()
+            by_name.set_sort("name")
+            extra = {label: median_ms(refresh_cost(sources, model, 3, args.interval, draw)[0]) for label, draw in (
+                ("with a filter typed", screen(ViewState(filter="buf-1"))), ("sorted by name", screen(by_name)),
+                ("--json (every row)", render_json))}
     finally:
         if release is not None:
             os.close(release)
@@ -112,7 +201,12 @@ def main():
     print(f"CPU per refresh (median of {len(costs)}): {cpu * 1000:.1f} ms  (wall {wall * 1000:.1f} ms)")
     print("  of which: kernel sample (inventory, trace, taskstats) {:.1f} ms, model {:.1f} ms, screen {:.1f} ms".format(
         *(statistics.median(p[i] for p in parts) * 1000 for i in range(3))))
-    print(f"--json of one frame: {json_cpu * 1000:.1f} ms CPU")
+    print("CPU per refresh, median of 3, " + "; ".join(f"{label}: {ms:.1f} ms" for label, ms in extra.items()))
+    if profile is not None:
+        import pstats
+
+        profile.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
     share = cpu / 1.0
     print(f"at a 1 s interval: {share * 100:.1f}% of one CPU here")
     if args.host_yardstick:

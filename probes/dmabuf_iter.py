@@ -188,6 +188,10 @@ class BufferColumns:
             self._buffers = decode_records(self._data)
         return [self._buffers[row] for row in rows]
 
+    def records(self) -> Optional[bytes]:
+        """The iterator's raw records behind these columns (None for columns over a slower source's objects)."""
+        return self._data
+
     # Columns the live view sorts and joins on, read straight from the records (no Buffer per row).
 
     def _u32_column(self, offset):

@@ -76,8 +76,26 @@ class BufferTable:
         self._rows: Dict[int, Row] = {}
         self._raw_names: Optional[list] = None
         self._holders_text: Optional[List[str]] = None
-        self._search: Optional[List[str]] = None
+        self._live_search: Optional[List[str]] = None
+        self._text_keys: Dict[str, tuple] = {}  # sort key -> (uint64 ranks, known) over the live rows
+        self._all_refs: Optional[List[Dict[int, Refs]]] = None
         self._pairs_by_row = None
+
+    def inherit_text(self, previous: Optional["BufferTable"]) -> None:
+        """Take the previous frame's per-row texts (names, holders, search) when nothing they are made of
+        changed: the same records, the same holdings, the same process names. The usual case from one
+        refresh to the next, and what a typed filter would otherwise rebuild every second."""
+        if previous is None or previous._labels != self._labels or not np.array_equal(previous._selection,
+                                                                                       self._selection):
+            return
+        mine, theirs = self._arrays, previous._arrays
+        if mine.columns.records() is None or mine.columns.records() != theirs.columns.records():
+            return
+        if not (np.array_equal(mine.pair_pid, theirs.pair_pid) and np.array_equal(mine.pair_row, theirs.pair_row)):
+            return
+        self._raw_names, self._holders_text = previous._raw_names, previous._holders_text
+        self._live_search = previous._live_search
+        self._text_keys = previous._text_keys
 
     @property
     def live(self) -> int:
@@ -94,6 +112,8 @@ class BufferTable:
     def rows(self, indices) -> List[Row]:
         indices = [int(i) for i in indices]
         missing = [i for i in indices if i < self.live and i not in self._rows]
+        if len(missing) > 64 and self._all_refs is None:  # many rows (--json, -C): every holding in one pass
+            self._all_refs = self._refs_of_every_row()
         if missing:
             buffers = self._columns.pick(self._selection[missing].tolist())
             for i, buffer in zip(missing, buffers):
@@ -102,7 +122,7 @@ class BufferTable:
 
     def _live_row(self, i, buffer) -> Row:
         inode = buffer.inode
-        refs = self._refs(int(self._selection[i]))
+        refs = self._all_refs[i] if self._all_refs is not None else self._refs(int(self._selection[i]))
         holders = self._holders_line(refs)
         name = self._names(buffer.name)
         values = {"inode": inode, "exporter": buffer.exporter, "size": buffer.size,
@@ -116,6 +136,21 @@ class BufferTable:
 
     def _holders_line(self, refs) -> str:
         return " ".join([self._labels.get(pid) or f"{pid}(?)" for pid in refs])
+
+    def _refs_of_every_row(self) -> List[Dict[int, Refs]]:
+        refs: List[Dict[int, Refs]] = [{} for _ in range(self.live)]
+        a = self._arrays
+        for pid, row, fds, maps in zip(a.pair_pid.tolist(), self._position()[a.pair_row].tolist(),
+                                       a.pair_fds.tolist(), a.pair_maps.tolist()):
+            if row >= 0:
+                refs[row][pid] = Refs(fds, maps)  # pids ascending, as the pairs are sorted
+        return refs
+
+    def _position(self) -> np.ndarray:
+        """Table row of each row of the columns (-1: not selected)."""
+        position = np.full(len(self._columns), -1, dtype=np.intp)
+        position[self._selection] = np.arange(self.live)
+        return position
 
     def _refs(self, source_row) -> Dict[int, Refs]:
         """{pid: Refs} of one buffer, pids ascending (the pairs are sorted by pid, then row)."""
@@ -141,10 +176,8 @@ class BufferTable:
 
     def holders_text(self) -> List[str]:
         if self._holders_text is None:
-            position = np.full(len(self._columns), -1, dtype=np.intp)
-            position[self._selection] = np.arange(self.live)
             pids: List[List[int]] = [[] for _ in range(self.live)]
-            for pid, row in zip(self._arrays.pair_pid.tolist(), position[self._arrays.pair_row].tolist()):
+            for pid, row in zip(self._arrays.pair_pid.tolist(), self._position()[self._arrays.pair_row].tolist()):
                 if row >= 0:
                     pids[row].append(pid)
             labels = self._labels
@@ -156,12 +189,12 @@ class BufferTable:
         return [names[code] for code in self._columns.exporter_code[self._selection].tolist()]
 
     def search_text(self) -> List[str]:
-        if self._search is None:
+        if self._live_search is None:
             names = self._names
-            self._search = [_search_text(inode, exporter, names(raw), holders) for inode, exporter, raw, holders in
-                            zip(self.inode.tolist(), self._exporter_names(), self.raw_names(), self.holders_text())]
-            self._search += [row.search for row in self.freed]
-        return self._search
+            self._live_search = [_search_text(inode, exporter, names(raw), holders) for inode, exporter, raw, holders
+                                 in zip(self.inode.tolist(), self._exporter_names(), self.raw_names(),
+                                        self.holders_text())]
+        return self._live_search + [row.search for row in self.freed]
 
     # -- The pane as shown
 
@@ -205,6 +238,8 @@ class BufferTable:
             values = np.concatenate((live, np.array([-1 if v is None else v for v in freed], dtype=np.int64)))
             known = values >= 0
             return np.where(known, values, 0).astype(np.uint64), known
+        if not freed and key in self._text_keys:
+            return self._text_keys[key]
         if key == "exporter":
             texts = self._exporter_names()
         elif key == "name":
@@ -217,7 +252,10 @@ class BufferTable:
         lowered = [None if text is None else text.lower() for text in texts]
         rank = {text: number for number, text in enumerate(sorted({t for t in lowered if t is not None}))}
         known = np.array([text is not None for text in lowered], dtype=bool)
-        return np.array([rank.get(text, 0) for text in lowered], dtype=np.uint64), known
+        ranked = np.array([rank.get(text, 0) for text in lowered], dtype=np.uint64), known
+        if not freed:  # ranks over the live rows alone are kept for the next frame
+            self._text_keys[key] = ranked
+        return ranked
 
 
 def _search_text(inode, exporter, name, holders) -> str:

@@ -334,6 +334,7 @@ class LiveModel:
                      for old in previous.rows(gone)]
         labels = {pid: f"{pid}({comm})" for pid, comm in comms.items()}
         table = BufferTable(arrays, selection, io, new, path_rates, labels, self._names, freed)
+        table.inherit_text(previous)
         self._previous_table = table
         return table
 

@@ -237,3 +237,33 @@ def test_columns_read_straight_from_records_agree_with_decode_records(spec):
     assert columns.names() == [b.name for b in buffers]
     assert columns.attachment_counts().tolist() == [b.attachment_count for b in buffers]
     assert columns.backing_files() == {(b.backing_inode, b.backing_dev): b.inode for b in buffers if b.backing_inode}
+
+
+def test_texts_are_reused_only_while_records_holdings_and_comms_are_unchanged():
+    def inventory(rename=False, holder=False, comm=b"loader"):
+        buffers = [Buffer(inode=50 + i, size=4096, exporter="system", name=b"old-%d" % i, file_refs=1,
+                          attachment_count=0) for i in range(20)]
+        if rename:
+            buffers[3] = dataclasses.replace(buffers[3], name=b"renamed")
+        fds = [FdRef(10, 100 + i, 50 + i) for i in range(20)] + [FdRef(30, 6, 69)] + ([FdRef(30, 7, 55)] if holder else [])
+        data = b"".join(bytes(_record(b, b.name)) for b in buffers)
+        return build_inventory(decode_columns(data), Holders(fds, [], {10: comm, 30: b"late"}), "iterator", "iterator")
+
+    model = LiveModel(1.0)
+
+    def shown(inv, needle, key="name"):
+        frame = model.update(Sample(len(shown.frames) + 1.0, 0.0, inv, trace(1, []), {}, True))
+        shown.frames.append(frame)
+        view = ViewState(filter=needle)
+        view.sort["buffers"] = key
+        return [row.key for row in visible_rows(frame, view)]
+    shown.frames = []
+
+    assert len(shown(inventory(), "old-")) == 20
+    assert len(shown(inventory(), "old-")) == 20
+    first, second = (frame.rows["buffers"] for frame in shown.frames)
+    assert second._live_search is first._live_search  # the same records and holders: nothing rebuilt
+    assert shown(inventory(rename=True), "renamed") == [53]
+    assert shown(inventory(rename=True, holder=True), "30(late)") == [69, 55]  # old-19, old-5: the same processes, a new holding
+    assert shown(inventory(rename=True, holder=True, comm=b"other"), "10(other)", "holders")[:2] == [50, 51]
+    assert shown(inventory(rename=True, holder=True, comm=b"other"), "10(loader)") == []
