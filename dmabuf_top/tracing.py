@@ -25,12 +25,15 @@ from .errors import BpfError
 from .probes import iopaths, object_path
 from .probes.iopaths import Counters
 
-# The syscalls that open an attribution record, and the path each belongs to.
+# The syscalls that open an attribution record, and the path each belongs to. One program on the
+# raw sys_enter/sys_exit tracepoints handles them all (iopaths.bpf.c tells them by number); each is
+# still reported as its own pair of hooks (enter_read, exit_read...), so "is read traced?" has an answer.
 SYSCALLS = {
-    "read": "read", "pread64": "read", "readv": "read", "preadv": "read",
-    "write": "write", "pwrite64": "write", "writev": "write", "pwritev": "write",
+    "read": "read", "pread64": "read", "readv": "read", "preadv": "read", "preadv2": "read",
+    "write": "write", "pwrite64": "write", "writev": "write", "pwritev": "write", "pwritev2": "write",
     "copy_file_range": "copy_file_range", "sendfile64": "sendfile", "splice": "splice",
 }
+SYSCALL_CONCERN = "syscalls"
 
 LIFECYCLE_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
                          "dma_buf_mmap_internal", "dma_buf_dynamic_attach", "dma_buf_detach")
@@ -45,16 +48,19 @@ COPY_HELPERS = ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atom
 class ProgramSpec:
     program: str
     concern: str
-    attach: str  # "tracepoint" or "fentry" (fentry/fexit: the section says which)
-    target: str  # "category:event" or a kernel function
-    fallback: bool = False  # loaded only when the primary hooks of its concern are missing
+    attach: str  # "tracepoint", "tp_btf", "raw_tp" or "fentry" (fentry/fexit: the section says which)
+    target: str  # "category:event", a raw tracepoint, or a kernel function
+    primary: str = ""  # a fallback: loaded only when this program is not live
 
 
 def program_specs():
-    specs = []
-    for syscall, path in SYSCALLS.items():
-        for phase in ("enter", "exit"):
-            specs.append(ProgramSpec(f"{phase}_{syscall}", path, "tracepoint", f"syscalls:sys_{phase}_{syscall}"))
+    # The syscall hook: BTF-typed raw tracepoint (plain loads of the registers), else a raw_tp.
+    specs = [
+        ProgramSpec("syscall_enter_btf", SYSCALL_CONCERN, "tp_btf", "sys_enter"),
+        ProgramSpec("syscall_exit_btf", SYSCALL_CONCERN, "tp_btf", "sys_exit"),
+        ProgramSpec("syscall_enter_raw", SYSCALL_CONCERN, "raw_tp", "sys_enter", primary="syscall_enter_btf"),
+        ProgramSpec("syscall_exit_raw", SYSCALL_CONCERN, "raw_tp", "sys_exit", primary="syscall_exit_btf"),
+    ]
     specs += [
         ProgramSpec("copy_filemap_read", "cpu_copy", "fentry", "filemap_read"),
         ProgramSpec("copy_generic_perform_write", "cpu_copy", "fentry", "generic_perform_write"),
@@ -70,7 +76,8 @@ def program_specs():
     # Patched kernels only (kernel/patches): the exporter rw_file path behind DMA_BUF_IOCTL_RW_FILE.
     specs += [ProgramSpec(f"rw_file_{phase}", "rw_file", "fentry", "dma_buf_rw_file") for phase in ("enter", "exit")]
     specs += [
-        ProgramSpec("lifecycle_fexit_export", "lifecycle", "fentry", "dma_buf_export", fallback=True),
+        ProgramSpec("lifecycle_fexit_export", "lifecycle", "fentry", "dma_buf_export",
+                    primary="lifecycle_dma_buf_export"),
         ProgramSpec("lifecycle_fentry_release", "lifecycle", "fentry", "dma_buf_file_release"),
     ]
     return specs
@@ -95,6 +102,11 @@ def _plan(spec, report, tracefs):
         if feature_detection.tracepoint_exists(tracefs, spec.target):
             return True, "tracepoint", "present"
         return False, None, "tracepoint absent on this kernel"
+    if spec.attach in ("tp_btf", "raw_tp"):
+        feature = report.features.get("tp_btf" if spec.attach == "tp_btf" else "raw_tracepoint")
+        if feature is not None and feature.available:
+            return True, spec.attach, feature.detail
+        return False, None, f"{spec.attach} not available" + (f" ({feature.detail})" if feature else "")
     feature = report.features.get(f"fn/{spec.target}")
     if feature is None:  # not in the HOOKS catalogue: try it if fentry works at all
         if report.available("fentry"):
@@ -106,6 +118,19 @@ def _plan(spec, report, tracefs):
     if feature.available:
         return False, None, f"only {feature.via} works here and dmabuf-top has no {feature.via} variant yet: {feature.detail}"
     return False, None, feature.detail
+
+
+def _syscall_hooks(statuses):
+    """The syscall program pair, reported as a pair of hooks per syscall: enter_read, exit_read..."""
+    hooks = []
+    for phase in ("enter", "exit"):
+        primary, fallback = statuses[f"syscall_{phase}_btf"], statuses[f"syscall_{phase}_raw"]
+        used = primary if primary.live else fallback if fallback.live else None
+        reason = used.reason if used else f"{primary.reason}; raw_tp: {fallback.reason}"
+        for syscall, path in SYSCALLS.items():
+            hooks.append(HookStatus(f"{phase}_{syscall}", path, f"raw_syscalls:sys_{phase} ({syscall})",
+                                    used is not None, used.via if used else None, reason))
+    return hooks
 
 
 def _absent_from_kernel(report, function):
@@ -134,52 +159,66 @@ class Tracer:
         self._kallsyms = None
         tracefs = feature_detection.tracefs_root()
         specs = program_specs()
-        plans = {spec.program: _plan(spec, self.report, tracefs) for spec in specs}
-        lifecycle_primary = plans["lifecycle_dma_buf_export"][0]
+        self._plans = {spec.program: _plan(spec, self.report, tracefs) for spec in specs}
         statuses = {}
         for spec in specs:
-            load, via, reason = plans[spec.program]
-            if spec.fallback and lifecycle_primary:
-                load, via, reason = False, None, "not needed: the dma_buf tracepoints are present"
+            load, via, reason = self._plans[spec.program]
+            if spec.primary and self._plans[spec.primary][0]:
+                load, via, reason = False, None, f"not needed: {spec.primary} is used"
             if spec.concern == "children" and not (pid and follow_children):
                 load, via, reason = False, None, "not needed: no process to follow"
             if spec.concern == "rw_file" and _absent_from_kernel(self.report, spec.target):
                 load, via, reason = False, None, "not needed: this kernel has no such path (unpatched)"
             statuses[spec.program] = HookStatus(spec.program, spec.concern, spec.target, load, via, reason)
-        self._obj = BpfObject(object_path("iopaths"))
+        self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0,
+                                   record_events=record, collect_stacks=stacks,
+                                   follow_children=bool(pid and follow_children))
         try:
-            self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0, record_events=record,
-                                       collect_stacks=stacks, follow_children=bool(pid and follow_children))
-            self._obj.set_rodata(**self._rodata_values)
-            self._load(statuses)
-            self._attach(specs, statuses)
+            self._load_and_attach(specs, statuses)
             if record:
                 self._ring = RingBuffer(self._obj.map("records"), self._on_record)
         except BaseException:
             self.close()
             raise
-        self.hooks = list(statuses.values())
+        self.programs = statuses
+        self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
 
-    def _load(self, statuses):
-        # A program the verifier or the kernel refuses is dropped with its reason; the rest still load.
-        for _ in range(len(statuses) + 1):
+    def _load_and_attach(self, specs, statuses):
+        # A program the verifier or the kernel refuses is dropped with its reason, and its fallback
+        # (if any) takes its place in a fresh load; the rest still load.
+        for _ in range(2 * len(statuses) + 1):
+            self._obj = BpfObject(object_path("iopaths"))
+            self._obj.set_rodata(**self._rodata_values)
             for name, status in statuses.items():
                 self._obj.program(name).autoload = status.live
             try:
                 self._obj.load()
-                return
             except BpfLoadError as error:
                 if error.program not in statuses or not statuses[error.program].live:
                     raise
-                failed = statuses[error.program]
-                failed.live, failed.via = False, None
-                failed.reason = f"load refused: {error}"
+                self._refused(specs, statuses, error.program, f"load refused: {error}")
                 self._obj.close()
-                self._obj = BpfObject(self._obj.path)
-                self._obj.set_rodata(**self._rodata_values)
+                continue
+            failed = self._attach(specs, statuses)
+            if not failed:
+                return
+            self._obj.close()  # a fallback replaces a program whose attach failed: load again with it
         raise BpfError("iopaths: no set of programs could be loaded")
 
+    def _refused(self, specs, statuses, program, reason):
+        """Mark a program refused; enable its fallback if it has one. True when a fallback was enabled."""
+        failed = statuses[program]
+        failed.live, failed.via, failed.reason = False, None, reason
+        for spec in specs:
+            if spec.primary == program and self._plans[spec.program][0]:
+                statuses[spec.program] = HookStatus(spec.program, spec.concern, spec.target, True,
+                                                    *self._plans[spec.program][1:])
+                return True
+        return False
+
     def _attach(self, specs, statuses):
+        """Attach every loaded program; True when a refused one has a fallback to load instead."""
+        reload = False
         for spec in specs:
             status = statuses[spec.program]
             if not status.live:
@@ -187,7 +226,8 @@ class Tracer:
             try:
                 self._obj.program(spec.program).attach()
             except BpfAttachError as error:
-                status.live, status.via, status.reason = False, None, f"attach refused: {error}"
+                reload |= self._refused(specs, statuses, spec.program, f"attach refused: {error}")
+        return reload
 
     # -- reading
 
@@ -259,7 +299,6 @@ class Tracer:
         """The most records the ring buffer can hold at once (all of the smallest kind)."""
         smallest = min(ctypes.sizeof(iopaths.IoRecordC), ctypes.sizeof(iopaths.LifecycleRecordC))
         return self._obj.map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)  # 8-aligned slots
-
 
     def close(self):
         if self._ring is not None:

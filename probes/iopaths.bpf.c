@@ -4,14 +4,23 @@
  * memory object (a dma-buf mapping, a memfd behind a udmabuf, a file), and what
  * it cost inside: CPU copies, GUP pins, page-cache insertions, latency.
  *
- * Attribution: the syscall tracepoints (present on every kernel we support)
- * open a per-thread "inflight" record at entry, resolving the fds to files and
- * the user buffer to the file mapped there (bpf_find_vma). The inner hooks
- * (fexit filemap_read / generic_perform_write / gup_fast_fallback /
- * __get_user_pages, the filemap tracepoints) add to the inflight record of the
- * current thread; work seen with no inflight record goes to IOPATH_OTHER. At
- * syscall exit the record is folded into the aggregate maps. Python reads them
- * cumulatively (no draining): deltas between reads are the caller's math.
+ * Attribution: one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
+ * else raw_tp) picks out the I/O syscalls by number and opens a per-thread
+ * "inflight" record (task-local storage) at entry, resolving the fds to files
+ * and the user buffer to the file mapped there (bpf_find_vma, or the thread's
+ * cached answer while the address space is unchanged). The inner hooks (fexit
+ * filemap_read / generic_perform_write / gup_fast_fallback / __get_user_pages,
+ * the filemap tracepoints) add to the current thread's record; work seen with
+ * no open record goes to IOPATH_OTHER. At syscall exit the record is folded
+ * into the aggregate maps. Python reads them cumulatively (no draining):
+ * deltas between reads are the caller's math.
+ *
+ * Cost: the syscall hook runs for every syscall on the machine, so everything
+ * on that path is a plain load where the kernel allows one: BTF pointers
+ * (tp_btf arguments, bpf_get_current_task_btf, bpf_rdonly_cast) instead of
+ * bpf_probe_read_kernel chains, task storage instead of a hash keyed by
+ * pid_tgid. benchmarks/overhead.py measures what is left against do-nothing
+ * programs on the same hooks.
  *
  * The iov_iter copy helpers themselves (copy_page_to_iter, _copy_to_iter...)
  * are not ftrace-able on the kernels we met, so the CPU copy is read from the
@@ -60,10 +69,21 @@ struct file_identity {
 	__u8 pad;
 };
 
-struct inflight {
+/* A thread's last bpf_find_vma answer, valid while its address space is unchanged (see identify_user_address). */
+struct vma_cache {
+	__u64 mm;      /* the mm_struct it was found in */
+	__u64 exec_id; /* task->self_exec_id then: an exec gives the thread a new mm, maybe at the same address */
+	__u64 start;   /* the mapping's range */
+	__u64 end;
+	__u32 seq;     /* mm->mm_lock_seq then: every mmap write lock moves it */
+	__u32 valid;
+	struct file_identity id;
+};
+
+/* The syscall (or rw_file call) in progress on a thread: what the inner hooks add to. */
+struct inflight_call {
 	__u64 start_ns;
 	__u64 requested;
-	__u64 user_addr;
 	struct file_identity target; /* what the key is: the memory object */
 	struct file_identity src;    /* both ends, for io_outcomes */
 	struct file_identity dst;
@@ -77,10 +97,23 @@ struct inflight {
 	__u64 pc_removed;
 };
 
+struct inflight {
+	struct inflight_call call;
+	__s64 nr;      /* the syscall it belongs to (-1: rw_file), so only its own exit closes it */
+	__u32 active;  /* a call is open */
+	__u32 in_gup_fast; /* inside gup_fast_fallback, so __get_user_pages below it is not counted twice */
+	struct vma_cache vma;
+};
+
+/*
+ * Task-local storage: found through the task itself (no hash of pid_tgid, no
+ * lock), and freed with the thread, so a thread that never returns from a
+ * syscall leaves nothing behind.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* pid_tgid */
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
@@ -95,13 +128,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } traced_tgids SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, __u64); /* pid_tgid: inside gup_fast_fallback, so __get_user_pages below it is not counted twice */
-	__type(value, __u32);
-} gup_nesting SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -178,15 +204,17 @@ static __always_inline bool traced_tgid(__u64 pid_tgid)
 	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
 }
 
+/* floor(log2(value)) for value >= 1, 0 for 0; branch-light (the exit path runs it on every traced call). */
 static __always_inline __u32 log2_slot(__u64 value)
 {
-	__u32 slot = 0;
+	__u32 slot = 0, shift;
 
-	/* Bounded loop: 63 steps at most, the verifier sees the bound. */
-	for (int i = 0; i < 63 && value > 1; i++) {
-		value >>= 1;
-		slot++;
-	}
+	shift = (value > 0xFFFFFFFFULL) << 5; value >>= shift; slot |= shift;
+	shift = (value > 0xFFFF) << 4; value >>= shift; slot |= shift;
+	shift = (value > 0xFF) << 3; value >>= shift; slot |= shift;
+	shift = (value > 0xF) << 2; value >>= shift; slot |= shift;
+	shift = (value > 0x3) << 1; value >>= shift; slot |= shift;
+	slot |= (value >> 1);
 	return slot < IOPATHS_HIST_SLOTS ? slot : IOPATHS_HIST_SLOTS - 1;
 }
 
@@ -200,9 +228,16 @@ static __always_inline void *lookup_or_init(void *map, const void *key, const vo
 	return bpf_map_lookup_elem(map, key);
 }
 
+/*
+ * Read-only view of a kernel pointer got as a plain number (an fd table slot,
+ * a raw_tp argument): its fields are then plain loads (a fault reads 0) rather
+ * than one bpf_probe_read_kernel call each, which cost ~35 ns apiece here.
+ */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 static __always_inline __u8 kind_of(struct inode *inode, __u32 magic)
 {
-	__u32 mode = BPF_CORE_READ(inode, i_mode) & S_IFMT_;
+	__u32 mode = inode->i_mode & S_IFMT_;
 
 	if (magic == DMA_BUF_MAGIC)
 		return IOFILE_DMABUF;
@@ -217,109 +252,171 @@ static __always_inline __u8 kind_of(struct inode *inode, __u32 magic)
 	return IOFILE_REGULAR;
 }
 
+/* file: a BTF pointer (trusted, or from bpf_rdonly_cast), so every field below is a plain load. */
 static __always_inline void identify_file(struct file *file, struct file_identity *id)
 {
 	struct inode *inode;
+	struct super_block *sb;
 
 	if (!file)
 		return;
-	inode = BPF_CORE_READ(file, f_inode);
+	inode = file->f_inode;
 	if (!inode)
 		return;
-	id->inode = BPF_CORE_READ(inode, i_ino);
-	id->dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	id->magic = BPF_CORE_READ(inode, i_sb, s_magic);
+	sb = inode->i_sb;
+	id->inode = inode->i_ino;
+	id->dev = sb->s_dev;
+	id->magic = sb->s_magic;
 	id->kind = kind_of(inode, id->magic);
-	id->direct = (BPF_CORE_READ(file, f_flags) & O_DIRECT_FLAG) ? 1 : 0;
+	id->direct = (file->f_flags & O_DIRECT_FLAG) ? 1 : 0;
 }
 
 /* The current task's open file at fd, read through its fd table. */
 static __always_inline struct file *file_of_fd(__u64 fd)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	struct file **fds;
+	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!fdt || fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
-	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
-	return file;
+	/* fdt->fd is a pointer to pointers, which BTF loads cannot follow: one read for the slot. */
+	bpf_probe_read_kernel(&file, sizeof(file), &fdt->fd[fd]);
+	if (!file)
+		return NULL;
+	return bpf_rdonly_cast(file, bpf_core_type_id_kernel(struct file));
 }
+
+struct vma_found {
+	__u64 start;
+	__u64 end;
+	struct file_identity id;
+};
 
 static long vma_callback(struct task_struct *task, struct vm_area_struct *vma, void *data)
 {
-	struct file_identity *id = data;
-	struct file *file = BPF_CORE_READ(vma, vm_file);
+	struct vma_found *found = data;
 
+	found->start = vma->vm_start;
+	found->end = vma->vm_end;
 	if (bpf_core_field_exists(vma->vm_flags))
-		id->pfnmap = (BPF_CORE_READ(vma, vm_flags) & VM_PFNMAP_FLAG) ? 1 : 0;
-	identify_file(file, id);
-	id->direct = 0; /* the mapping has no open mode of its own */
+		found->id.pfnmap = (vma->vm_flags & VM_PFNMAP_FLAG) ? 1 : 0;
+	identify_file(vma->vm_file, &found->id);
+	found->id.direct = 0; /* the mapping has no open mode of its own */
 	return 0;
 }
 
-/* The file mapped at a user address in the current process (nothing for anonymous memory). */
-static __always_inline void identify_user_address(__u64 addr, struct file_identity *id)
+/*
+ * The file mapped at a user address in the current process (nothing for
+ * anonymous memory).
+ *
+ * bpf_find_vma takes mmap_lock (a trylock: under contention it fails with
+ * -EBUSY and the target stays unknown) and walks the maple tree. A thread
+ * that reads into the same buffer again asks again, so it keeps its last
+ * answer and reuses it while mm->mm_lock_seq shows that no mmap write lock
+ * was taken since: every change to the mappings (mmap, munmap, mremap,
+ * mprotect, brk) takes it and moves the count, and it is odd while one is in
+ * progress. This is the kernel's own speculation rule
+ * (mmap_lock_speculate_try_begin/retry, 6.13+); kernels without that
+ * seqcount (no CONFIG_PER_VMA_LOCK, or before 6.13, when the count moved
+ * only at unlock) always ask.
+ */
+static __always_inline void identify_user_address(struct inflight *io, __u64 addr, struct file_identity *id)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+	struct vma_cache *cache = &io->vma;
+	struct vma_found found = {};
+	__u32 seq = 1; /* odd: no speculation */
 
-	/* bpf_find_vma takes mmap_lock with a trylock: under contention it fails (-EBUSY) and the target stays unknown. */
-	bpf_find_vma(task, addr, vma_callback, id, 0);
+	if (!mm)
+		return;
+	if (bpf_core_field_exists(mm->mm_lock_seq.sequence))
+		seq = mm->mm_lock_seq.sequence;
+	if (!(seq & 1) && cache->valid && cache->seq == seq && cache->mm == (__u64)mm &&
+	    cache->exec_id == task->self_exec_id && addr >= cache->start && addr < cache->end) {
+		*id = cache->id;
+		return;
+	}
+	cache->valid = 0;
+	if (bpf_find_vma(task, addr, vma_callback, &found, 0)) /* -ENOENT: not mapped; -EBUSY: lock contended */
+		return;
+	*id = found.id;
+	if (seq & 1)
+		return;
+	cache->mm = (__u64)mm;
+	cache->exec_id = task->self_exec_id;
+	cache->start = found.start;
+	cache->end = found.end;
+	cache->seq = seq; /* read before the lookup: a change since then fails the next check */
+	cache->id = found.id;
+	cache->valid = 1;
 }
 
 /* ------------------------------------------------------------------------- */
 /* Syscall entry and exit: open and fold the inflight record */
 
-static __always_inline struct inflight *begin(__u32 path, __u64 requested)
+static __always_inline struct inflight *thread_record(bool create)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct inflight fresh = {};
+	return bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+}
 
-	if (!traced_tgid(pid_tgid))
+static __always_inline struct inflight *begin(__u32 path, __u64 requested, __s64 nr)
+{
+	struct inflight *io;
+
+	if (!traced_tgid(bpf_get_current_pid_tgid()))
 		return NULL;
-	fresh.start_ns = bpf_ktime_get_ns();
-	fresh.path = path;
-	fresh.requested = requested;
-	bpf_map_update_elem(&inflight, &pid_tgid, &fresh, BPF_ANY);
-	return bpf_map_lookup_elem(&inflight, &pid_tgid);
+	io = thread_record(true);
+	if (!io)
+		return NULL;
+	__builtin_memset(&io->call, 0, sizeof(io->call));
+	io->call.start_ns = bpf_ktime_get_ns();
+	io->call.path = path;
+	io->call.requested = requested;
+	io->nr = nr;
+	io->active = 1;
+	return io;
 }
 
 /* read/write family: the file side is fd, the memory side is the user buffer. */
-static __always_inline void begin_rw(__u32 path, __u64 fd, __u64 user_addr, __u64 count)
+static __always_inline void begin_rw(__s64 nr, __u32 path, __u64 fd, __u64 user_addr, __u64 count)
 {
-	struct inflight *io = begin(path, count);
+	struct inflight *io = begin(path, count, nr);
 	struct file_identity mapped = {};
+	struct inflight_call *call;
 
 	if (!io)
 		return;
-	io->user_addr = user_addr;
-	identify_file(file_of_fd(fd), path == IOPATH_READ ? &io->src : &io->dst);
-	identify_user_address(user_addr, &mapped); /* bpf_find_vma's context must live on the stack */
-	io->target = mapped;
+	call = &io->call;
+	identify_file(file_of_fd(fd), path == IOPATH_READ ? &call->src : &call->dst);
+	identify_user_address(io, user_addr, &mapped); /* bpf_find_vma's context must live on the stack */
+	call->target = mapped;
 	if (path == IOPATH_READ)
-		io->dst = io->target;
+		call->dst = mapped;
 	else
-		io->src = io->target;
-	io->direct = path == IOPATH_READ ? io->src.direct : io->dst.direct;
+		call->src = mapped;
+	call->direct = path == IOPATH_READ ? call->src.direct : call->dst.direct;
 }
 
 /* fd-to-fd paths: the memory object is the end that is a dma-buf or shmem, else the destination. */
-static __always_inline void begin_fd_to_fd(__u32 path, __u64 fd_in, __u64 fd_out, __u64 count)
+static __always_inline void begin_fd_to_fd(__s64 nr, __u32 path, __u64 fd_in, __u64 fd_out, __u64 count)
 {
-	struct inflight *io = begin(path, count);
+	struct inflight *io = begin(path, count, nr);
+	struct inflight_call *call;
 
 	if (!io)
 		return;
-	identify_file(file_of_fd(fd_in), &io->src);
-	identify_file(file_of_fd(fd_out), &io->dst);
-	if ((io->src.kind == IOFILE_DMABUF || io->src.kind == IOFILE_SHMEM) &&
-	    !(io->dst.kind == IOFILE_DMABUF || io->dst.kind == IOFILE_SHMEM))
-		io->target = io->src;
+	call = &io->call;
+	identify_file(file_of_fd(fd_in), &call->src);
+	identify_file(file_of_fd(fd_out), &call->dst);
+	if ((call->src.kind == IOFILE_DMABUF || call->src.kind == IOFILE_SHMEM) &&
+	    !(call->dst.kind == IOFILE_DMABUF || call->dst.kind == IOFILE_SHMEM))
+		call->target = call->src;
 	else
-		io->target = io->dst;
-	io->direct = io->src.direct | io->dst.direct;
+		call->target = call->dst;
+	call->direct = call->src.direct | call->dst.direct;
 }
 
 /*
@@ -327,22 +424,23 @@ static __always_inline void begin_fd_to_fd(__u32 path, __u64 fd_in, __u64 fd_out
  * add on a shared line (Python sums the CPUs). BPF programs run with migration
  * disabled, and none of these hooks fires from interrupt context.
  */
-static __always_inline void add_counters(struct io_counters *c, struct inflight *io, __s64 ret, __u64 latency)
+static __always_inline void add_counters(struct io_counters *c, struct inflight_call *call, __s64 ret, __u32 slot,
+					 __u64 latency)
 {
 	c->calls++;
 	if (ret < 0)
 		c->errors++;
 	else
 		c->bytes += ret;
-	c->requested += io->requested;
-	c->cpu_copied += io->cpu_copied;
-	c->pinned_pages += io->pinned_pages;
-	c->got_pages += io->got_pages;
-	c->gup_calls += io->gup_calls;
-	c->pc_added += io->pc_added;
-	c->pc_removed += io->pc_removed;
+	c->requested += call->requested;
+	c->cpu_copied += call->cpu_copied;
+	c->pinned_pages += call->pinned_pages;
+	c->got_pages += call->got_pages;
+	c->gup_calls += call->gup_calls;
+	c->pc_added += call->pc_added;
+	c->pc_removed += call->pc_removed;
 	c->latency_ns += latency;
-	c->latency_hist[log2_slot(latency / 1000) & (IOPATHS_HIST_SLOTS - 1)]++;
+	c->latency_hist[slot & (IOPATHS_HIST_SLOTS - 1)]++;
 }
 
 static const struct io_counters zero_counters;
@@ -356,7 +454,7 @@ static __always_inline void count_dropped(void)
 		(*lost)++; /* per-CPU slot: no atomics needed */
 }
 
-static __always_inline void record_io(struct inflight *io, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
+static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
 {
 	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 
@@ -367,60 +465,61 @@ static __always_inline void record_io(struct inflight *io, __u64 pid_tgid, __s64
 	rec->type = IORECORD_IO;
 	rec->tgid = pid_tgid >> 32;
 	rec->tid = (__u32)pid_tgid;
-	rec->path = io->path;
-	rec->kind = io->target.kind;
-	rec->direct = io->direct;
+	rec->path = call->path;
+	rec->kind = call->target.kind;
+	rec->direct = call->direct;
 	rec->timestamp_ns = now;
 	rec->latency_ns = latency;
 	rec->ret = ret;
-	rec->requested = io->requested;
-	rec->inode = io->target.inode;
-	rec->dev = io->target.dev;
+	rec->requested = call->requested;
+	rec->inode = call->target.inode;
+	rec->dev = call->target.dev;
 	rec->reserved = 0;
-	rec->cpu_copied = io->cpu_copied;
-	rec->pinned_pages = io->pinned_pages;
-	rec->pc_added = io->pc_added;
+	rec->cpu_copied = call->cpu_copied;
+	rec->pinned_pages = call->pinned_pages;
+	rec->pc_added = call->pc_added;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
 }
 
-static __always_inline void finish(__s64 ret)
+static __always_inline void finish(struct inflight *io, __s64 ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct inflight *io = bpf_map_lookup_elem(&inflight, &pid_tgid);
+	struct inflight_call *call = &io->call;
 	struct io_target_key target_key = {};
 	struct io_task_key task_key = {};
 	struct io_outcome_key outcome_key = {};
 	struct io_outcome *outcome;
 	struct io_counters *counters;
 	__u64 now, latency;
+	__u32 slot;
 
-	if (!io)
-		return;
+	io->active = 0;
 	now = bpf_ktime_get_ns();
-	latency = now - io->start_ns;
+	latency = now - call->start_ns;
+	slot = log2_slot(latency / 1000);
 
-	target_key.inode = io->target.inode;
-	target_key.dev = io->target.dev;
-	target_key.path = io->path;
-	target_key.kind = io->target.kind;
-	target_key.direct = io->direct;
+	target_key.inode = call->target.inode;
+	target_key.dev = call->target.dev;
+	target_key.path = call->path;
+	target_key.kind = call->target.kind;
+	target_key.direct = call->direct;
 	counters = lookup_or_init(&io_by_target, &target_key, &zero_counters);
 	if (counters)
-		add_counters(counters, io, ret, latency);
+		add_counters(counters, call, ret, slot, latency);
 
 	task_key.tgid = pid_tgid >> 32;
-	task_key.path = io->path;
+	task_key.path = call->path;
 	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters);
 	if (counters)
-		add_counters(counters, io, ret, latency);
+		add_counters(counters, call, ret, slot, latency);
 
-	outcome_key.path = io->path;
-	outcome_key.src_kind = io->src.kind;
-	outcome_key.dst_kind = io->dst.kind;
+	outcome_key.path = call->path;
+	outcome_key.src_kind = call->src.kind;
+	outcome_key.dst_kind = call->dst.kind;
 	outcome_key.error = ret < 0 ? (__s32)ret : 0;
-	outcome_key.src_magic = io->src.magic;
-	outcome_key.dst_magic = io->dst.magic;
+	outcome_key.src_magic = call->src.magic;
+	outcome_key.dst_magic = call->dst.magic;
 	{
 		struct io_outcome zero = {};
 
@@ -429,64 +528,194 @@ static __always_inline void finish(__s64 ret)
 	if (outcome) {
 		outcome->calls++;
 		outcome->bytes += ret > 0 ? ret : 0;
-		outcome->requested += io->requested;
+		outcome->requested += call->requested;
 	}
 
 	if (record_events)
-		record_io(io, pid_tgid, ret, now, latency);
-	bpf_map_delete_elem(&inflight, &pid_tgid);
+		record_io(call, pid_tgid, ret, now, latency);
 }
 
-#define SYSCALL_EXIT(name)                                    \
-	SEC("tracepoint/syscalls/sys_exit_" #name)            \
-	int exit_##name(struct trace_event_raw_sys_exit *ctx) \
-	{                                                     \
-		finish(ctx->ret);                             \
-		return 0;                                     \
+/*
+ * Syscall numbers, arguments and the 32-bit compat check by architecture. The
+ * one program sees every syscall, so it tells ours by number; compat syscalls
+ * have their own numbers and are left out, as the syscalls:* events do.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_read 0
+#define NR_write 1
+#define NR_pread64 17
+#define NR_pwrite64 18
+#define NR_readv 19
+#define NR_writev 20
+#define NR_sendfile64 40
+#define NR_splice 275
+#define NR_preadv 295
+#define NR_pwritev 296
+#define NR_copy_file_range 326
+#define NR_preadv2 327
+#define NR_pwritev2 328
+#define TS_COMPAT_ 0x0002 /* arch/x86/include/asm/thread_info.h: inside an ia32 syscall */
+
+static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
+{
+	switch (n) {
+	case 0:
+		return regs->di;
+	case 1:
+		return regs->si;
+	case 2:
+		return regs->dx;
+	case 3:
+		return regs->r10;
+	default:
+		return regs->r8;
 	}
+}
 
-#define RW_SYSCALL(name, path)                                            \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                       \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)           \
-	{                                                                 \
-		begin_rw(path, ctx->args[0], ctx->args[1], ctx->args[2]); \
-		return 0;                                                 \
-	}                                                                 \
-	SYSCALL_EXIT(name)
+static __always_inline __s64 syscall_nr(struct pt_regs *regs)
+{
+	return regs->orig_ax;
+}
 
-/* readv/writev: the memory side is the first iovec (args[1] points at the array). */
-#define VEC_SYSCALL(name, path)                                                     \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                 \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                     \
-	{                                                                           \
-		struct iovec first = {};                                            \
-		bpf_probe_read_user(&first, sizeof(first), (void *)ctx->args[1]);   \
-		begin_rw(path, ctx->args[0], (__u64)first.iov_base, first.iov_len); \
-		return 0;                                                           \
-	}                                                                           \
-	SYSCALL_EXIT(name)
+static __always_inline bool compat_syscall(void)
+{
+	return bpf_get_current_task_btf()->thread_info.status & TS_COMPAT_;
+}
+#elif defined(__TARGET_ARCH_arm64)
+/* include/uapi/asm-generic/unistd.h (untested here: the lab is x86-64). */
+#define NR_read 63
+#define NR_write 64
+#define NR_readv 65
+#define NR_writev 66
+#define NR_pread64 67
+#define NR_pwrite64 68
+#define NR_preadv 69
+#define NR_pwritev 70
+#define NR_sendfile64 71
+#define NR_splice 76
+#define NR_copy_file_range 285
+#define NR_preadv2 286
+#define NR_pwritev2 287
+#define TIF_32BIT_ 22
 
-/* fd-to-fd syscalls: which argument is the source fd, the destination fd and the length. */
-#define FD_SYSCALL(name, path, in_arg, out_arg, len_arg)                                             \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                                                  \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)                                      \
-	{                                                                                            \
-		begin_fd_to_fd(path, ctx->args[in_arg], ctx->args[out_arg], ctx->args[len_arg]);     \
-		return 0;                                                                            \
-	}                                                                                            \
-	SYSCALL_EXIT(name)
+static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
+{
+	return n == 0 ? regs->orig_x0 : regs->regs[n & 7];
+}
 
-RW_SYSCALL(read, IOPATH_READ)
-RW_SYSCALL(pread64, IOPATH_READ)
-RW_SYSCALL(write, IOPATH_WRITE)
-RW_SYSCALL(pwrite64, IOPATH_WRITE)
-VEC_SYSCALL(readv, IOPATH_READ)
-VEC_SYSCALL(preadv, IOPATH_READ)
-VEC_SYSCALL(writev, IOPATH_WRITE)
-VEC_SYSCALL(pwritev, IOPATH_WRITE)
-FD_SYSCALL(copy_file_range, IOPATH_COPY_FILE_RANGE, 0, 2, 4) /* (fd_in, off_in, fd_out, off_out, len, flags) */
-FD_SYSCALL(sendfile64, IOPATH_SENDFILE, 1, 0, 3)	     /* (out_fd, in_fd, offset, count) */
-FD_SYSCALL(splice, IOPATH_SPLICE, 0, 2, 4)		     /* (fd_in, off_in, fd_out, off_out, len, flags) */
+static __always_inline __s64 syscall_nr(struct pt_regs *regs)
+{
+	return regs->syscallno;
+}
+
+static __always_inline bool compat_syscall(void)
+{
+	return bpf_get_current_task_btf()->thread_info.flags & (1UL << TIF_32BIT_);
+}
+#else
+#error "iopaths.bpf.c: syscall numbers are defined for x86 and arm64 only"
+#endif
+
+static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
+{
+	struct iovec first = {};
+	__u32 path;
+
+	switch (nr) {
+	case NR_read:
+	case NR_pread64:
+	case NR_write:
+	case NR_pwrite64:
+		path = (nr == NR_read || nr == NR_pread64) ? IOPATH_READ : IOPATH_WRITE;
+		if (compat_syscall())
+			return;
+		begin_rw(nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
+		return;
+	case NR_readv:
+	case NR_preadv:
+	case NR_preadv2:
+	case NR_writev:
+	case NR_pwritev:
+	case NR_pwritev2:
+		/* The memory side is the first iovec (argument 1 points at the array). */
+		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
+		if (compat_syscall())
+			return;
+		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
+		begin_rw(nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
+		return;
+	case NR_copy_file_range: /* (fd_in, off_in, fd_out, off_out, len, flags) */
+	case NR_splice:		 /* (fd_in, off_in, fd_out, off_out, len, flags) */
+		if (compat_syscall())
+			return;
+		begin_fd_to_fd(nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
+			       syscall_arg(regs, 2), syscall_arg(regs, 4));
+		return;
+	case NR_sendfile64: /* (out_fd, in_fd, offset, count) */
+		if (compat_syscall())
+			return;
+		begin_fd_to_fd(nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
+		return;
+	}
+}
+
+static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
+{
+	__s64 nr = syscall_nr(regs);
+	struct inflight *io;
+
+	switch (nr) {
+	case NR_read:
+	case NR_pread64:
+	case NR_write:
+	case NR_pwrite64:
+	case NR_readv:
+	case NR_preadv:
+	case NR_preadv2:
+	case NR_writev:
+	case NR_pwritev:
+	case NR_pwritev2:
+	case NR_copy_file_range:
+	case NR_splice:
+	case NR_sendfile64:
+		break;
+	default:
+		return;
+	}
+	io = thread_record(false);
+	if (io && io->active && io->nr == nr)
+		finish(io, ret);
+}
+
+/* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(syscall_enter_btf, struct pt_regs *regs, long id)
+{
+	syscall_enter(regs, id);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(syscall_exit_btf, struct pt_regs *regs, long ret)
+{
+	syscall_exit(regs, ret);
+	return 0;
+}
+
+/* Where tp_btf is refused: plain raw tracepoints, the same work through a read-only cast of regs. */
+SEC("raw_tp/sys_enter")
+int syscall_enter_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	syscall_enter(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int syscall_exit_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	syscall_exit(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
+	return 0;
+}
 
 /*
  * Patched kernels only (kernel/patches): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
@@ -496,24 +725,27 @@ FD_SYSCALL(splice, IOPATH_SPLICE, 0, 2, 4)		     /* (fd_in, off_in, fd_out, off_
  */
 #define RW_FILE_WRITE_FLAG (1U << 1)  /* DMA_BUF_RW_FILE_WRITE: buffer -> file */
 #define RW_FILE_DIRECT_FLAG (1U << 2) /* DMA_BUF_RW_FILE_DIRECT */
+#define RW_FILE_NR (-1)		      /* not a syscall: closed by the fexit below */
 
 SEC("fentry/dma_buf_rw_file")
 int BPF_PROG(rw_file_enter, struct dma_buf *dmabuf, struct file *file, loff_t pos, __u64 offset, __u64 len,
 	     unsigned int flags)
 {
-	struct inflight *io = begin(IOPATH_RW_FILE, len);
+	struct inflight *io = begin(IOPATH_RW_FILE, len, RW_FILE_NR);
+	struct inflight_call *call;
 	bool to_file = flags & RW_FILE_WRITE_FLAG;
 
 	if (!io)
 		return 0;
-	identify_file(BPF_CORE_READ(dmabuf, file), &io->target);
-	io->target.direct = 0;
-	identify_file(file, to_file ? &io->dst : &io->src);
+	call = &io->call;
+	identify_file(dmabuf->file, &call->target);
+	call->target.direct = 0;
+	identify_file(file, to_file ? &call->dst : &call->src);
 	if (to_file)
-		io->src = io->target;
+		call->src = call->target;
 	else
-		io->dst = io->target;
-	io->direct = (flags & RW_FILE_DIRECT_FLAG) || (to_file ? io->dst.direct : io->src.direct);
+		call->dst = call->target;
+	call->direct = (flags & RW_FILE_DIRECT_FLAG) || (to_file ? call->dst.direct : call->src.direct);
 	return 0;
 }
 
@@ -521,18 +753,21 @@ SEC("fexit/dma_buf_rw_file")
 int BPF_PROG(rw_file_exit, struct dma_buf *dmabuf, struct file *file, loff_t pos, __u64 offset, __u64 len,
 	     unsigned int flags, ssize_t ret)
 {
-	finish(ret);
+	struct inflight *io = thread_record(false);
+
+	if (io && io->active && io->nr == RW_FILE_NR)
+		finish(io, ret);
 	return 0;
 }
 
 /* ------------------------------------------------------------------------- */
 /* Inside the syscall: work added to the current thread's inflight record */
 
-static __always_inline struct inflight *current_inflight(void)
+static __always_inline struct inflight_call *current_call(void)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct inflight *io = thread_record(false);
 
-	return bpf_map_lookup_elem(&inflight, &pid_tgid);
+	return io && io->active ? &io->call : NULL;
 }
 
 /* Work seen outside a traced syscall is still counted, under IOPATH_OTHER. */
@@ -566,15 +801,15 @@ static __always_inline void count_stack(void *ctx, __u16 point, __u32 path, __u6
 
 static __always_inline void count_cpu_copy(void *ctx, __s64 copied, __u16 point)
 {
-	struct inflight *io;
+	struct inflight_call *call;
 	struct io_counters *other;
 
 	if (copied <= 0 || !traced_tgid(bpf_get_current_pid_tgid()))
 		return;
-	io = current_inflight();
-	if (io) {
-		io->cpu_copied += copied;
-		count_stack(ctx, point, io->path, copied);
+	call = current_call();
+	if (call) {
+		call->cpu_copied += copied;
+		count_stack(ctx, point, call->path, copied);
 		return;
 	}
 	other = other_counters();
@@ -598,24 +833,21 @@ int BPF_PROG(copy_generic_perform_write, struct kiocb *iocb, struct iov_iter *i,
 	return 0;
 }
 
-static __always_inline void count_gup(void *ctx, long pages, __u32 gup_flags)
+static __always_inline void count_gup(void *ctx, struct inflight *io, long pages, __u32 gup_flags)
 {
-	struct inflight *io;
+	struct inflight_call *call = io && io->active ? &io->call : NULL;
 	struct io_counters *other;
 	bool pin = gup_flags & FOLL_PIN_FLAG;
 
-	if (!traced_tgid(bpf_get_current_pid_tgid()))
-		return;
-	io = current_inflight();
-	if (io) {
-		io->gup_calls++;
+	if (call) {
+		call->gup_calls++;
 		if (pages > 0) {
 			if (pin)
-				io->pinned_pages += pages;
+				call->pinned_pages += pages;
 			else
-				io->got_pages += pages;
+				call->got_pages += pages;
 		}
-		count_stack(ctx, IOSTACK_GUP, io->path, pages > 0 ? pages : 0);
+		count_stack(ctx, IOSTACK_GUP, call->path, pages > 0 ? pages : 0);
 		return;
 	}
 	other = other_counters();
@@ -639,10 +871,13 @@ static __always_inline void count_gup(void *ctx, long pages, __u32 gup_flags)
 SEC("fentry/gup_fast_fallback")
 int BPF_PROG(gup_fast_enter, unsigned long start, unsigned long nr_pages, unsigned int gup_flags)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 one = 1;
+	struct inflight *io;
 
-	bpf_map_update_elem(&gup_nesting, &pid_tgid, &one, BPF_ANY);
+	if (!traced_tgid(bpf_get_current_pid_tgid()))
+		return 0;
+	io = thread_record(true);
+	if (io)
+		io->in_gup_fast = 1;
 	return 0;
 }
 
@@ -650,10 +885,14 @@ SEC("fexit/gup_fast_fallback")
 int BPF_PROG(gup_fast_exit, unsigned long start, unsigned long nr_pages, unsigned int gup_flags,
 	     struct page **pages, long ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct inflight *io;
 
-	bpf_map_delete_elem(&gup_nesting, &pid_tgid);
-	count_gup(ctx, (int)ret, gup_flags); /* int or long by kernel version: the low 32 bits are the count */
+	if (!traced_tgid(bpf_get_current_pid_tgid()))
+		return 0;
+	io = thread_record(false);
+	if (io)
+		io->in_gup_fast = 0;
+	count_gup(ctx, io, (int)ret, gup_flags); /* int or long by kernel version: the low 32 bits are the count */
 	return 0;
 }
 
@@ -661,11 +900,14 @@ SEC("fexit/__get_user_pages")
 int BPF_PROG(gup_slow_exit, struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 	     unsigned int gup_flags, struct page **pages, int *locked, long ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct inflight *io;
 
-	if (bpf_map_lookup_elem(&gup_nesting, &pid_tgid))
+	if (!traced_tgid(bpf_get_current_pid_tgid()))
 		return 0;
-	count_gup(ctx, ret, gup_flags);
+	io = thread_record(false);
+	if (io && io->in_gup_fast)
+		return 0;
+	count_gup(ctx, io, ret, gup_flags);
 	return 0;
 }
 
@@ -676,7 +918,7 @@ static __always_inline void count_pagecache(struct trace_event_raw_mm_filemap_op
 	struct pagecache_key key = {};
 	struct pagecache_counts zero = {};
 	struct pagecache_counts *counts;
-	struct inflight *io;
+	struct inflight_call *call;
 	struct io_counters *other;
 	__u64 pages = 1;
 
@@ -690,12 +932,12 @@ static __always_inline void count_pagecache(struct trace_event_raw_mm_filemap_op
 	if (counts)
 		__sync_fetch_and_add(added ? &counts->added : &counts->removed, pages);
 
-	io = bpf_map_lookup_elem(&inflight, &pid_tgid);
-	if (io) {
+	call = current_call();
+	if (call) {
 		if (added)
-			io->pc_added += pages;
+			call->pc_added += pages;
 		else
-			io->pc_removed += pages;
+			call->pc_removed += pages;
 		return;
 	}
 	other = other_counters();

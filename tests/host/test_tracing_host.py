@@ -1,7 +1,9 @@
 """I/O path tracing on this kernel: the tracepoint-only subset, with real files on a real filesystem."""
 import ctypes
+import dataclasses
 import mmap
 import os
+import threading
 
 import pytest
 
@@ -14,6 +16,13 @@ PAGE = mmap.PAGESIZE
 libc = ctypes.CDLL(None, use_errno=True)
 libc.pread.restype = ctypes.c_ssize_t
 libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+libc.preadv2.restype = ctypes.c_ssize_t
+libc.preadv2.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_int)
+MAP_FAILED = ctypes.c_void_p(-1).value
+MAP_FIXED = 0x10  # <sys/mman.h>; Python's mmap module does not export it
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +56,12 @@ def has_page_cache(path):
 def test_tracepoint_subset_is_live_and_the_rest_says_why(report):
     with tracing.Tracer(report=report) as tracer:
         hooks = {hook.program: hook for hook in tracer.hooks}
+    # One program on the raw syscall tracepoints: tp_btf where the kernel takes it (this one does), else raw_tp.
+    via = "tp_btf" if report.available("tp_btf") else "raw_tp"
     for syscall in tracing.SYSCALLS:
-        assert hooks[f"enter_{syscall}"].live and hooks[f"exit_{syscall}"].via == "tracepoint"
+        assert hooks[f"enter_{syscall}"].live and hooks[f"exit_{syscall}"].via == via
+        assert hooks[f"enter_{syscall}"].concern == tracing.SYSCALLS[syscall]
+    assert tracer.programs["syscall_enter_raw"].reason.startswith("not needed")
     assert hooks["pagecache_add"].live and hooks["pagecache_delete"].live
     missing = tracing.missing_concerns(tracer.hooks)
     if not report.available("fentry"):
@@ -143,3 +156,100 @@ def test_the_trace_command_shows_paths_missing_hooks_and_drops():
     assert "read" in result.output and "dropped events: 0" in result.output
     if "n/t" in result.output:
         assert "not traced:" in result.output
+
+
+def _memfd_with(byte, size):
+    memfd = os.memfd_create(f"tracing-{chr(byte)}")
+    os.write(memfd, bytes([byte]) * size)
+    return memfd
+
+
+def _map_at(address, size, fd):
+    """mmap fd over [address, address + size) (MAP_FIXED), or anonymous memory there when fd is -1."""
+    flags = (MAP_FIXED if address else 0) | (mmap.MAP_SHARED if fd >= 0 else mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    got = libc.mmap(address, size, mmap.PROT_READ | mmap.PROT_WRITE, flags, fd, 0)
+    assert got not in (None, MAP_FAILED) and (address is None or got == address), ctypes.get_errno()
+    return got
+
+
+def _read_targets(snap):
+    return {(t.kind, t.inode): c.calls for t, c in snap.by_target.items() if t.path == "read"}
+
+
+def test_a_buffer_remapped_between_two_reads_is_attributed_to_what_is_mapped_now(report, cold_file):
+    """The tracer reuses a thread's last mapping lookup while the address space is unchanged: a remap at the
+    same address, by this thread or another, must show up at the next read (never the old file)."""
+    path, data = cold_file
+    size = 1 << 20
+    first, second = _memfd_with(ord("a"), size), _memfd_with(ord("b"), size)
+    first_inode, second_inode = os.fstat(first).st_ino, os.fstat(second).st_ino
+    fd = os.open(path, os.O_RDONLY)
+    address = _map_at(None, size, -1)
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            def read_here():
+                assert libc.pread(fd, address, size, 0) == size
+
+            _map_at(address, size, first)
+            read_here()
+            read_here()  # the same mapping again: the remembered answer
+            after_first = _read_targets(tracer.snapshot())
+            _map_at(address, size, second)
+            read_here()
+            after_second = _read_targets(tracer.snapshot())
+            worker_started, remapped, done = threading.Event(), threading.Event(), threading.Event()
+
+            def worker():
+                read_here()  # this thread's own answer: the second memfd
+                worker_started.set()
+                remapped.wait(10)
+                read_here()  # remapped by the main thread meanwhile: anonymous memory now
+                done.set()
+
+            thread = threading.Thread(target=worker)
+            thread.start()
+            worker_started.wait(10)
+            _map_at(address, size, -1)
+            remapped.set()
+            thread.join(10)
+            assert done.is_set()
+            after_threads = _read_targets(tracer.snapshot())
+    finally:
+        libc.munmap(address, size)
+        for opened in (fd, first, second):
+            os.close(opened)
+    assert after_first.get(("shmem", first_inode)) == 2 and ("shmem", second_inode) not in after_first
+    assert after_second.get(("shmem", first_inode)) == 2 and after_second.get(("shmem", second_inode)) == 1
+    assert after_threads.get(("shmem", first_inode)) == 2 and after_threads.get(("shmem", second_inode)) == 2
+    anonymous = after_threads.get(("none", 0), 0) - after_second.get(("none", 0), 0)
+    assert anonymous >= 1  # the worker's second read (Python's own reads in between land here too)
+
+
+def test_the_raw_tp_fallback_counts_what_tp_btf_counts(report, cold_file):
+    """A kernel that refuses tp_btf gets the raw_tp programs: the same syscalls, the same exact counts."""
+    if not report.available("raw_tracepoint"):
+        pytest.skip("this kernel has no raw tracepoints either")
+    path, data = cold_file
+    features_without_tp_btf = dict(report.features, tp_btf=features.Feature(False, None, "refused (test)"))
+    without_tp_btf = dataclasses.replace(report, features=features_without_tp_btf)
+    memfd = _memfd_with(ord("c"), PAGE)
+    memfd_inode = os.fstat(memfd).st_ino
+    target = _map_at(None, PAGE, memfd)
+    fd = os.open(path, os.O_RDONLY)
+    iov = (ctypes.c_void_p * 2)(target, PAGE)  # one struct iovec {base, len}
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=without_tp_btf) as tracer:
+            hooks = {hook.program: hook for hook in tracer.hooks}
+            for offset in range(0, 64 * PAGE, PAGE):
+                assert libc.pread(fd, target, PAGE, offset) == PAGE
+            assert libc.preadv2(fd, iov, 1, 0, 0) == PAGE
+            snap = tracer.snapshot()
+    finally:
+        libc.munmap(target, PAGE)
+        os.close(fd)
+        os.close(memfd)
+    assert hooks["enter_pread64"].via == "raw_tp" and hooks["exit_preadv2"].via == "raw_tp"
+    assert "tp_btf not available" in tracer.programs["syscall_enter_btf"].reason
+    (found, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == memfd_inode]
+    assert (found.path, found.kind) == ("read", "shmem")
+    assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (65, 0, 65 * PAGE, 65 * PAGE)
