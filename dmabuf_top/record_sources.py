@@ -15,7 +15,8 @@ it reads at each poll into session rows:
 - LatencyBucket: the deltas of the per-target log2 histograms, per path.
 - IoEvent and LifecycleEvent: the ring buffer's per-event records.
 - Stack and StackCount: kernel stacks at copy and GUP points (symbolized once per id).
-- Drop: ring-buffer records lost since the previous poll.
+- Drop: ring-buffer records lost since the previous poll, and new keys a full map refused
+  (SESSION_MAPS): what those would have counted is missing from the rows above.
 
 TaskstatsSource samples delay accounting of the traced command and its descendants.
 
@@ -30,6 +31,9 @@ from .errors import DmabufTopError
 from .probes.iopaths import Counters, IoRecord
 
 RING_DROPS = "iopaths ring buffer"
+# The tracer's maps the session's rows come from: a full one refuses new keys, whose counts are then
+# missing from the rows (Drop "<map> map full", counted in the kernel). The others feed no row here.
+SESSION_MAPS = ("io_by_target", "io_by_task", "stack_counts", "traced_tgids")
 # The tracer's stack points, by the names the session schema uses.
 STACK_POINTS = {"cpu_copy_read": "copy_read", "cpu_copy_write": "copy_write", "gup": "gup"}
 
@@ -95,6 +99,14 @@ class BufferMap:
 
     def __len__(self):
         return len(self._dmabufs) + len(self._by_memfd)
+
+    def alive(self, kind: str, inode: int, dev: int) -> bool:
+        """Shown by the latest read: a dma-buf, or the memfd behind a udmabuf."""
+        if kind == "dmabuf":
+            return self._reads > 0 and self._dmabufs.get(inode) == self._reads
+        if kind == "shmem":
+            return self._reads > 0 and self._by_memfd.get((inode, dev), (0, 0))[1] == self._reads
+        return False
 
     def buffer_of(self, kind: str, inode: int, dev: int) -> int:
         """The dma-buf inode, or 0 when the object is not a known buffer."""
@@ -196,6 +208,7 @@ class IoPathSource:
         self._buffers = BufferMap()
         self._previous = None
         self._dropped = 0
+        self._map_full = {}
         self._stacks_written = set()
 
     def start(self, context):
@@ -260,8 +273,35 @@ class IoPathSource:
         if snapshot.dropped > self._dropped:
             rows.append(records.Drop(now_ns, RING_DROPS, snapshot.dropped - self._dropped))
             self._dropped = snapshot.dropped
+        rows += self._map_full_drops(now_ns, getattr(snapshot, "map_full", {}))
+        self._forget_gone(snapshot)
         self._previous = snapshot
         return rows
+
+    def _map_full_drops(self, now_ns, map_full):
+        rows = []
+        for name in SESSION_MAPS:
+            refused = map_full.get(name, 0)
+            if refused > self._map_full.get(name, 0):
+                rows.append(records.Drop(now_ns, f"{name} map full", refused - self._map_full.get(name, 0)))
+                self._map_full[name] = refused
+        return rows
+
+    def _forget_gone(self, snapshot):
+        """Delete from the kernel maps the counters of buffers gone (their last delta is taken):
+        under churn the maps would otherwise fill with dead buffers and stop counting new ones.
+        A target is gone when it is a dma-buf or shmem object no longer shown by the latest read
+        and idle over the last interval; if it moves again its key comes back from zero, and the
+        next delta counts it as new, so nothing is counted twice or lost."""
+        gone = [target for target, counters in snapshot.by_target.items()
+                if target.kind in ("dmabuf", "shmem") and self._previous.by_target.get(target) == counters
+                and not self._buffers.alive(target.kind, target.inode, target.dev)]
+        dead_inodes = [inode for inode in {inode for inode, _event in getattr(snapshot, "lifecycle", {})}
+                       if not self._buffers.alive("dmabuf", inode, 0)]
+        if gone or dead_inodes:
+            self._tracer.forget(targets=gone, lifecycle_inodes=dead_inodes)
+            for target in gone:
+                del snapshot.by_target[target]
 
     def _new_stacks(self, stack_deltas):
         out = []

@@ -148,8 +148,10 @@ class Tracer:
     report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
     """
 
-    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False):
+    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False,
+                 max_entries=None):
         feature_detection.require_bpf_privileges("I/O path tracing")
+        self._max_entries = dict(max_entries or {})  # {map name: entries}: other sizes than the object's (tests)
         self.report = report or feature_detection.detect()
         self.record = record
         self.hooks: List[HookStatus] = []
@@ -157,6 +159,7 @@ class Tracer:
         self._ring = None
         self._records = []
         self._kallsyms = None
+        self._target_keys, self._lifecycle_keys = {}, {}
         tracefs = feature_detection.tracefs_root()
         specs = program_specs()
         self._plans = {spec.program: _plan(spec, self.report, tracefs) for spec in specs}
@@ -189,6 +192,8 @@ class Tracer:
         for _ in range(2 * len(statuses) + 1):
             self._obj = BpfObject(object_path("iopaths"))
             self._obj.set_rodata(**self._rodata_values)
+            for name, entries in self._max_entries.items():
+                self._obj.map(name).max_entries = entries
             for name, status in statuses.items():
                 self._obj.program(name).autoload = status.live
             try:
@@ -233,17 +238,52 @@ class Tracer:
 
     def snapshot(self):
         maps = self._obj.maps
-        by_target = {iopaths.decode_target(k): _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
-                     for k, v in maps["io_by_target"].items()}
+        by_target = {}
+        self._target_keys = {}  # for forget(): the raw key of each decoded target
+        for k, v in maps["io_by_target"].items():
+            target = iopaths.decode_target(k)
+            self._target_keys[target] = k
+            by_target[target] = _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
         by_task = {iopaths.decode_task(k): _sum_cpus(maps["io_by_task"], v, Counters.from_raw)
                    for k, v in maps["io_by_task"].items()}
         outcomes = dict(iopaths.decode_outcome(k, maps["io_outcomes"].split_percpu(v))
                         for k, v in maps["io_outcomes"].items())
         pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
-        lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
+        lifecycle = {}
+        self._lifecycle_keys = {}
+        for k, v in maps["lifecycle_counts"].items():
+            (inode, event), counts = iopaths.decode_lifecycle(k, v)
+            lifecycle[(inode, event)] = counts
+            self._lifecycle_keys.setdefault(inode, []).append(k)
         stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].items())
         return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
-                             list(self.hooks))
+                             list(self.hooks), self.map_full())
+
+    def map_full(self):
+        """{map name: new keys it refused because it was full}, for every map whose counts that loses:
+        what those keys carried (a target's bytes, a process's calls, a child to follow) is not counted."""
+        full = self._obj.map("map_full")
+        counts = {}
+        for index, name in enumerate(iopaths.COUNTED_MAPS):
+            raw = full.lookup(index.to_bytes(4, "little"))
+            counts[name] = sum(int.from_bytes(v, "little") for v in full.split_percpu(raw)) if raw else 0
+        return counts
+
+    def forget(self, targets=(), lifecycle_inodes=()):
+        """Delete counters whose last delta a reader has taken: targets (keys of the last snapshot's
+        by_target) and the lifecycle counts of those inodes. For a reader that owns this Tracer
+        (record): it keeps the maps from filling with buffers that are gone, which then stop
+        counting new ones. A key written again later comes back from zero, which a delta reader
+        counts as new. Returns how many entries were deleted."""
+        deleted = 0
+        io_map, lifecycle_map = self._obj.map("io_by_target"), self._obj.map("lifecycle_counts")
+        for target in targets:
+            raw = self._target_keys.pop(target, None)
+            deleted += raw is not None and io_map.delete(raw)
+        for inode in lifecycle_inodes:
+            for raw in self._lifecycle_keys.pop(inode, ()):
+                deleted += lifecycle_map.delete(raw)
+        return deleted
 
     def dropped(self):
         """Ring buffer records lost because the buffer was full (0 when not recording)."""
@@ -334,6 +374,7 @@ class TraceSnapshot:
     stacks: Dict[Tuple[int, str, str], Tuple[int, int]]  # (stack id, point, path) -> (hits, amount)
     dropped: int
     hooks: List[HookStatus] = field(default_factory=list)
+    map_full: Dict[str, int] = field(default_factory=dict)  # map name -> new keys refused (Tracer.map_full)
 
     def per_path(self, tgid=None):
         """{path: Counters} summed over processes (or for one)."""
@@ -364,6 +405,7 @@ class TraceSnapshot:
             "lifecycle": [{"inode": i, "event": e, "count": c, "size": s}
                           for (i, e), (c, s) in sorted(self.lifecycle.items())],
             "dropped_events": self.dropped,
+            "map_full": dict(self.map_full),
             "hooks": [h.to_dict() for h in self.hooks],
             "missing": missing_concerns(self.hooks),
         }
@@ -475,8 +517,9 @@ COLUMN_CONCERNS = {"cpu_copied": "cpu_copy", "pinned_pages": "gup", "got_pages":
 NOT_TRACED = "n/t"
 
 
-def render_text(per_path, missing, dropped, elapsed_s=None):
-    """Per-path totals as a table, then what is not traced and why, then the dropped-event count."""
+def render_text(per_path, missing, dropped, elapsed_s=None, map_full=None):
+    """Per-path totals as a table, then what is not traced and why, then the dropped-event count
+    and, for each full map, how many new keys it refused (what they carried is not in the table)."""
     from .text import human_size
 
     header = f"{'path':<16}" + "".join(f"{name:>13}" for name in COLUMNS) + f"{'avg lat':>11}"
@@ -498,4 +541,11 @@ def render_text(per_path, missing, dropped, elapsed_s=None):
     for concern, reason in sorted(missing.items()):
         lines.append(f"{NOT_TRACED} = not traced: {concern}: {reason}")
     lines.append(f"dropped events: {dropped}")
+    lines += map_full_lines(map_full or {})
     return "\n".join(lines)
+
+
+def map_full_lines(map_full):
+    """One line per map that refused new keys: the numbers are low bounds of what went uncounted."""
+    return [f"map full: {name} refused {count} new keys (what they would have counted is missing from it)"
+            for name, count in sorted(map_full.items()) if count]

@@ -190,6 +190,13 @@ struct {
 	__type(value, __u64);
 } dropped SEC(".maps"); /* ring buffer reservations that failed: records lost */
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IOMAP_COUNTED);
+	__type(key, __u32);
+	__type(value, __u64);
+} map_full SEC(".maps"); /* per enum iomap_counted: new keys a full map refused, so what they carried is not counted */
+
 /* ------------------------------------------------------------------------- */
 /* Small helpers */
 
@@ -218,14 +225,26 @@ static __always_inline __u32 log2_slot(__u64 value)
 	return slot < IOPATHS_HIST_SLOTS ? slot : IOPATHS_HIST_SLOTS - 1;
 }
 
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero)
+static __always_inline void count_map_full(__u32 which)
+{
+	__u64 *refused = bpf_map_lookup_elem(&map_full, &which);
+
+	if (refused)
+		(*refused)++; /* per-CPU slot: no atomics needed */
+}
+
+/* which: the map's enum iomap_counted, counted when the map has no room for the key. */
+static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero, __u32 which)
 {
 	void *value = bpf_map_lookup_elem(map, key);
 
 	if (value)
 		return value;
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(map, key);
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST); /* -EEXIST if another CPU made it meanwhile: fine */
+	value = bpf_map_lookup_elem(map, key);
+	if (!value)
+		count_map_full(which);
+	return value;
 }
 
 /*
@@ -504,13 +523,13 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 	target_key.path = call->path;
 	target_key.kind = call->target.kind;
 	target_key.direct = call->direct;
-	counters = lookup_or_init(&io_by_target, &target_key, &zero_counters);
+	counters = lookup_or_init(&io_by_target, &target_key, &zero_counters, IOMAP_IO_BY_TARGET);
 	if (counters)
 		add_counters(counters, call, ret, slot, latency);
 
 	task_key.tgid = pid_tgid >> 32;
 	task_key.path = call->path;
-	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters);
+	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters, IOMAP_IO_BY_TASK);
 	if (counters)
 		add_counters(counters, call, ret, slot, latency);
 
@@ -523,7 +542,7 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 	{
 		struct io_outcome zero = {};
 
-		outcome = lookup_or_init(&io_outcomes, &outcome_key, &zero);
+		outcome = lookup_or_init(&io_outcomes, &outcome_key, &zero, IOMAP_IO_OUTCOMES);
 	}
 	if (outcome) {
 		outcome->calls++;
@@ -778,7 +797,7 @@ static __always_inline struct io_counters *other_counters(void)
 
 	if (!traced_tgid(pid_tgid))
 		return NULL;
-	return lookup_or_init(&io_by_task, &key, &zero_counters);
+	return lookup_or_init(&io_by_task, &key, &zero_counters, IOMAP_IO_BY_TASK);
 }
 
 static __always_inline void count_stack(void *ctx, __u16 point, __u32 path, __u64 amount)
@@ -792,7 +811,7 @@ static __always_inline void count_stack(void *ctx, __u16 point, __u32 path, __u6
 	key.stack_id = bpf_get_stackid(ctx, &stack_traces, 0);
 	key.point = point;
 	key.path = path;
-	counts = lookup_or_init(&stack_counts, &key, &zero);
+	counts = lookup_or_init(&stack_counts, &key, &zero, IOMAP_STACK_COUNTS);
 	if (counts) {
 		__sync_fetch_and_add(&counts->hits, 1);
 		__sync_fetch_and_add(&counts->amount, amount);
@@ -928,7 +947,7 @@ static __always_inline void count_pagecache(struct trace_event_raw_mm_filemap_op
 		pages = 1ULL << (BPF_CORE_READ(ctx, order) & 31);
 	key.inode = BPF_CORE_READ(ctx, i_ino);
 	key.dev = BPF_CORE_READ(ctx, s_dev);
-	counts = lookup_or_init(&pagecache_by_file, &key, &zero);
+	counts = lookup_or_init(&pagecache_by_file, &key, &zero, IOMAP_PAGECACHE);
 	if (counts)
 		__sync_fetch_and_add(added ? &counts->added : &counts->removed, pages);
 
@@ -974,7 +993,8 @@ int follow_fork(struct trace_event_raw_sched_process_fork *ctx)
 
 	if (!follow_children || !target_tgid || !traced_tgid(bpf_get_current_pid_tgid()))
 		return 0;
-	bpf_map_update_elem(&traced_tgids, &child, &one, BPF_ANY);
+	if (bpf_map_update_elem(&traced_tgids, &child, &one, BPF_ANY))
+		count_map_full(IOMAP_TRACED_TGIDS); /* that child and its own children go untraced */
 	return 0;
 }
 
@@ -1001,7 +1021,7 @@ static __always_inline void lifecycle(__u32 event, __u64 inode, __u64 size, __s3
 
 	if (!traced_tgid(pid_tgid))
 		return;
-	counts = lookup_or_init(&lifecycle_counts, &key, &zero);
+	counts = lookup_or_init(&lifecycle_counts, &key, &zero, IOMAP_LIFECYCLE);
 	if (counts) {
 		__sync_fetch_and_add(&counts->count, 1);
 		counts->size = size;

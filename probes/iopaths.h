@@ -56,6 +56,18 @@ enum lifecycle_event {
 	LIFECYCLE_COUNT = 10,
 };
 
+/* The maps whose counts are lost when they are full: map_full[which] counts the updates that found no room. */
+enum iomap_counted {
+	IOMAP_IO_BY_TARGET = 0,
+	IOMAP_IO_BY_TASK = 1,
+	IOMAP_IO_OUTCOMES = 2,
+	IOMAP_PAGECACHE = 3,
+	IOMAP_STACK_COUNTS = 4,
+	IOMAP_LIFECYCLE = 5,
+	IOMAP_TRACED_TGIDS = 6,
+	IOMAP_COUNTED = 7,
+};
+
 #define IOPATHS_HIST_SLOTS 32 /* log2 buckets of microseconds: slot n holds [2^n, 2^(n+1)) us, slot 0 also < 1 us */
 #define IOPATHS_COMM_LEN 16
 #define IOPATHS_EXPORTER_LEN 32

@@ -20,6 +20,9 @@ LIFECYCLE_EVENTS = {1: "export", 2: "fd", 3: "get", 4: "put", 5: "mmap", 6: "mma
                     8: "detach", 9: "release"}
 RECORD_IO = 1
 RECORD_LIFECYCLE = 2
+# enum iomap_counted: the maps whose refused new keys the map_full array counts, in its order.
+COUNTED_MAPS = ("io_by_target", "io_by_task", "io_outcomes", "pagecache_by_file", "stack_counts",
+                "lifecycle_counts", "traced_tgids")
 
 # Superblock magics worth a name in output (include/uapi/linux/magic.h).
 MAGICS = {0x444D4142: "dmabuf", 0x01021994: "tmpfs", 0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs",

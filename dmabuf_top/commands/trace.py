@@ -19,7 +19,7 @@ def _emit(tracer, previous, as_json, elapsed, pid):
         out["elapsed_s"] = elapsed
         click.echo(json.dumps(out, sort_keys=True))
     else:
-        click.echo(render_text(shown, snap.missing_concerns(), snap.dropped, elapsed))
+        click.echo(render_text(shown, snap.missing_concerns(), snap.dropped, elapsed, snap.map_full))
         click.echo("")
     return per_path
 
@@ -27,7 +27,7 @@ def _emit(tracer, previous, as_json, elapsed, pid):
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("-p", "--pid", type=int, default=None, help="Trace this process (tgid) only.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per interval (paths, processes, targets, "
-              "outcomes, page cache, lifecycle, hooks, missing, dropped_events).")
+              "outcomes, page cache, lifecycle, hooks, missing, dropped_events, map_full).")
 @click.option("--hooks", "show_hooks", is_flag=True, help="List every hook, live or missing, with the reason, and exit.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def command(pid, as_json, show_hooks, args):

@@ -144,6 +144,7 @@ class FakeTracer:
                                       live=True, via="fentry", reason="")]
         self.closed = False
         self.records = []
+        self.forgotten = []
 
     def kallsyms(self):
         return SimpleNamespace(name=lambda ip: {1: "bpf_prog_aa_copy_filemap_read", 2: "vfs_read"}[ip])
@@ -160,12 +161,16 @@ class FakeTracer:
     def snapshot(self):
         return self.steps.pop(0)
 
+    def forget(self, targets=(), lifecycle_inodes=()):
+        self.forgotten.append((sorted(targets, key=str), sorted(lifecycle_inodes)))
+
     def close(self):
         self.closed = True
 
 
-def snap(by_target=None, by_task=None, stacks=None, dropped=0):
-    return SimpleNamespace(by_target=by_target or {}, by_task=by_task or {}, stacks=stacks or {}, dropped=dropped)
+def snap(by_target=None, by_task=None, stacks=None, dropped=0, lifecycle=None):
+    return SimpleNamespace(by_target=by_target or {}, by_task=by_task or {}, stacks=stacks or {}, dropped=dropped,
+                           lifecycle=lifecycle or {})
 
 
 def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
@@ -266,3 +271,49 @@ def test_io_path_source_drains_at_most_a_ring_per_poll_and_up_to_the_stop_at_the
     final = source.stop(3_000_000)
     assert len(final) == 2000 and final[-1].time_ns == 3_000_000
     assert tracer.closed
+
+
+def test_io_path_source_forgets_the_counters_of_buffers_gone_and_counts_a_comeback_from_zero():
+    # HEAP (inode 11) is read into, then freed; MEMFD's udmabuf (12) stays alive but idle.
+    reads = iter([[SimpleNamespace(inode=11, backing_inode=0, backing_dev=0),
+                   SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)]] +
+                 [[SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)]] * 4)
+    tracer = FakeTracer([
+        snap({HEAP: counters(calls=1, bytes=MIB), MEMFD: counters(calls=1, bytes=MIB)},
+             lifecycle={(11, "export"): (1, MIB), (12, "export"): (1, MIB)}),
+        snap({HEAP: counters(calls=2, bytes=2 * MIB), MEMFD: counters(calls=1, bytes=MIB)}),  # 11 gone, moved
+        snap({HEAP: counters(calls=2, bytes=2 * MIB), MEMFD: counters(calls=1, bytes=MIB)},  # 11 idle: forgotten
+             lifecycle={(11, "export"): (1, MIB), (11, "put"): (1, MIB), (12, "export"): (1, MIB)}),
+        # The same key again (an inode number reused, say): the kernel made it afresh, from zero.
+        snap({HEAP: counters(calls=1, bytes=4096), MEMFD: counters(calls=1, bytes=MIB)}),
+        snap({HEAP: counters(calls=1, bytes=4096), MEMFD: counters(calls=1, bytes=MIB)}),
+    ])
+    source = IoPathSource(tracer_factory=lambda pid: tracer,
+                          iterator_factory=lambda: SimpleNamespace(read=lambda: next(reads), close=lambda: None))
+    source.start(RecordingContext(None, 0.5))
+    source.poll(1)
+    assert tracer.forgotten == []
+    assert [r for r in source.poll(2) if isinstance(r, s.PathSample)] == [
+        s.PathSample(2, 11, 0, "read", MIB, 0, 0, 0, 1, 0)]
+    assert tracer.forgotten == []  # it moved in this interval: not idle yet
+    assert [r for r in source.poll(3) if isinstance(r, s.PathSample)] == []
+    assert tracer.forgotten == [([HEAP], [11])]  # the alive, idle udmabuf stays
+    # Counted as new, not as 4096 - 2 MiB.
+    assert [r for r in source.poll(4) if isinstance(r, s.PathSample)] == [s.PathSample(4, 0, 0, "read", 4096, 0, 0, 0, 1, 0)]
+    assert source.poll(5) == [] and len(tracer.forgotten) == 2
+
+
+def test_io_path_source_keeps_what_full_maps_refused_as_drops_per_poll():
+    tracer = FakeTracer([SimpleNamespace(**vars(snap()), map_full=counts) for counts in (
+        {"io_by_target": 0, "pagecache_by_file": 5},  # a map no session row comes from: not a drop here
+        {"io_by_target": 7, "traced_tgids": 1, "pagecache_by_file": 9},
+        {"io_by_target": 7, "traced_tgids": 1},
+        {"io_by_target": 10, "traced_tgids": 1},
+    )])
+    source = IoPathSource(tracer_factory=lambda pid: tracer,
+                          iterator_factory=lambda: SimpleNamespace(read=lambda: [], close=lambda: None))
+    source.start(RecordingContext(None, 0.5))
+    assert source.poll(1) == []
+    assert source.poll(2) == [s.Drop(2, "io_by_target map full", 7), s.Drop(2, "traced_tgids map full", 1)]
+    assert source.poll(3) == []
+    assert source.stop(4) == [s.Drop(4, "io_by_target map full", 3)]

@@ -1,0 +1,116 @@
+"""The tracer's maps under churn, on the host kernel: counters of objects gone are deleted by their
+reader (Tracer.forget), so the maps do not fill with them."""
+import mmap
+import os
+
+import pytest
+
+from dmabuf_top import tracing
+
+pytestmark = pytest.mark.root
+
+
+def shmem_mapping(size=4096):
+    """A memfd (shmem, as behind a udmabuf) mapped shared: reads into it have it as their target."""
+    fd = os.memfd_create("tracer-maps-test")
+    os.ftruncate(fd, size)
+    return fd, mmap.mmap(fd, size)
+
+
+
+def test_forget_deletes_a_targets_counters_and_a_new_read_counts_from_zero(tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"s" * 4096)
+    memfd, mapping = shmem_mapping()
+    source_fd = os.open(source, os.O_RDONLY)
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+            inode = os.fstat(memfd).st_ino
+            for _ in range(3):
+                os.lseek(source_fd, 0, os.SEEK_SET)
+                os.readv(source_fd, [memoryview(mapping)])
+            mine = [t for t in tracer.snapshot().by_target if t.kind == "shmem" and t.inode == inode]
+            assert len(mine) == 1
+            assert tracer.snapshot().by_target[mine[0]].calls == 3
+            assert tracer.forget(targets=mine) == 1
+            assert mine[0] not in tracer.snapshot().by_target
+            assert tracer.forget(targets=mine) == 0  # not in the last snapshot: nothing to delete
+            os.lseek(source_fd, 0, os.SEEK_SET)
+            os.readv(source_fd, [memoryview(mapping)])
+            again = tracer.snapshot().by_target[mine[0]]
+    finally:
+        os.close(source_fd)
+        mapping.close()
+        os.close(memfd)
+    assert again.calls == 1 and again.bytes == 4096
+
+
+def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(tmp_path):
+    # io_by_target with room for 4 targets; reads into 10 memfd mappings (10 new targets) and one
+    # more read into each of the first ones. Every call is still in io_by_task (it has room); the
+    # calls missing from io_by_target are exactly what map_full counted (this process's own stray reads
+    # may take a slot too), and trace's text says so.
+    source = tmp_path / "source"
+    source.write_bytes(b"s" * 4096)
+    source_fd = os.open(source, os.O_RDONLY)
+    mappings = [shmem_mapping() for _ in range(10)]
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, max_entries={"io_by_target": 4}) as tracer:
+            for _fd, mapping in mappings + mappings[:2]:
+                os.lseek(source_fd, 0, os.SEEK_SET)
+                os.readv(source_fd, [memoryview(mapping)])
+            snap = tracer.snapshot()
+    finally:
+        os.close(source_fd)
+        for fd, mapping in mappings:
+            mapping.close()
+            os.close(fd)
+    assert len(snap.by_target) == 4
+    in_tasks = sum(c.calls for (tgid, path), c in snap.by_task.items() if path != "other")
+    in_targets = sum(c.calls for c in snap.by_target.values())
+    refused = snap.map_full["io_by_target"]
+    assert refused >= 10 - 4 and in_tasks == in_targets + refused
+    assert {name: count for name, count in snap.map_full.items() if name != "io_by_target"} == \
+        dict.fromkeys(["io_by_task", "io_outcomes", "pagecache_by_file", "stack_counts", "lifecycle_counts",
+                       "traced_tgids"], 0)
+    assert snap.to_dict()["map_full"]["io_by_target"] == refused
+    text = tracing.render_text(snap.per_path(), snap.missing_concerns(), snap.dropped, map_full=snap.map_full)
+    assert f"map full: io_by_target refused {refused} new keys" in text
+
+
+READS_INTO_MEMFDS = """
+import mmap, os, sys
+source = os.open(sys.argv[1], os.O_RDONLY)
+for _ in range(12):
+    fd = os.memfd_create("reader")
+    os.ftruncate(fd, 4096)
+    with mmap.mmap(fd, 4096) as mapping:
+        os.lseek(source, 0, os.SEEK_SET)
+        os.readv(source, [memoryview(mapping)])
+    os.close(fd)
+"""
+
+
+def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
+    import sys
+
+    from dmabuf_top.analysis import tables
+    from dmabuf_top.record_sources import IoPathSource
+    from dmabuf_top.recorder import Recorder
+    from dmabuf_top.session import Session, SessionWriter
+
+    source = tmp_path / "source"
+    source.write_bytes(b"s" * 4096)
+    path = tmp_path / "full.db"
+    tiny = IoPathSource(tracer_factory=lambda pid: tracing.Tracer(
+        pid=pid, record=True, follow_children=True, max_entries={"io_by_target": 2}))
+    with SessionWriter(path) as writer:
+        result = Recorder(writer, [tiny], interval_s=0.2,
+                          command=[sys.executable, "-c", READS_INTO_MEMFDS, str(source)]).run()
+    assert result.exit_code == 0
+    with Session(path) as session:
+        dropped = tables.dropped_events(session)
+        memfd_reads = session.query("SELECT count(*) FROM io_events WHERE path = 'read' AND bytes = 4096")[0][0]
+    # 12 memfds, 12 new targets, room for 2 (the interpreter's own reads may take those first).
+    assert dropped.get("io_by_target map full", 0) >= 10, dropped
+    assert memfd_reads == 12  # the ring buffer still carried every call
