@@ -29,10 +29,12 @@ MAX_TASKSTATS = 64
 
 
 class Sources:
-    """pid: one process only. trace: attach the I/O hooks. background: start them in a thread of their
-    own (feature trials and the BPF load take tens of seconds on an emulated CPU), so the inventory can be
-    shown at once; samples taken meanwhile say `tracing_pending`. Batch modes and the exporter start
-    tracing before their first sample instead: their first figures are then already traced."""
+    """pid: one process only. trace: attach the I/O hooks. background: the inventory first, everything
+    else after the first sample, in a thread of its own: the taskstats socket (importing pyroute2), the
+    feature trials and the BPF load take tens of seconds on an emulated CPU, and a thread started
+    earlier would compete with the first screen for the interpreter. Samples taken meanwhile say
+    `tracing_pending` and carry no taskstats (delays read '-'). Batch modes and the exporter open
+    everything before their first sample instead: their first figures are then already traced."""
 
     def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False,
                  background: bool = False):
@@ -47,52 +49,68 @@ class Sources:
         self._lock = threading.Lock()
         self._closed = False
         self._starting: Optional[threading.Thread] = None
+        self._trace = trace
+        self.taskstats = None
         if not features.DMA_HEAP_DIR.exists() and not features.UDMABUF_DEVICE.exists():
             self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
         self._snapshots = None
         self._collect: Callable = self._open_inventory()
+        if background:
+            # started by the first sample (start_background), so that it waits for the first screen
+            self._starting = threading.Thread(target=self._open_in_background, args=(taskstats, trace),
+                                              name="dmabuf-top tracer start", daemon=True)
+            return
         try:
-            if trace and background:
-                self._starting = threading.Thread(target=self._start_tracing, args=(self.late_cannot_see,),
-                                                  name="dmabuf-top tracer start", daemon=True)
-                self._starting.start()
-            elif trace:
-                self._start_tracing(self.cannot_see)
-            self.taskstats = None
-            if taskstats:
-                try:
-                    from ..taskstats import TaskStatsClient
-
-                    self.taskstats = TaskStatsClient()
-                except DmabufTopError as error:
-                    self.cannot_see.append(f"no delay accounting ({error})")
-                    self.delayacct = False
+            self._open_rest(taskstats, trace, self.cannot_see)
         except BaseException:
             self.close()
             raise
+
+    def start_background(self):
+        """Start opening what `background` deferred (idempotent; never once closed)."""
+        with self._lock:
+            if self._starting is not None and self._starting.ident is None and not self._closed:
+                self._starting.start()
+
+    def _open_in_background(self, taskstats, trace):
+        try:
+            self._open_rest(taskstats, trace, self.late_cannot_see)
+        except Exception as error:  # said on screen, not lost with the thread (nor printed over the screen)
+            log.exception("opening taskstats and the I/O tracer")
+            self.late_cannot_see.append(f"no I/O tracing ({type(error).__name__}: {error})")
+
+    def _open_rest(self, taskstats, trace, cannot_see):
+        if taskstats:
+            try:
+                from ..taskstats import TaskStatsClient
+
+                client = TaskStatsClient()
+                with self._lock:
+                    if self._closed:
+                        client.close()
+                        return
+                    self.taskstats = client
+            except DmabufTopError as error:
+                cannot_see.append(f"no delay accounting ({error})")
+                self.delayacct = False
+        if trace:
+            self._start_tracing(cannot_see)
 
     def _start_tracing(self, cannot_see):
         """Feature trials, then the tracer with the hooks they allow; a refusal becomes a sentence."""
         from .. import features
 
         report = None
+        try:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
+            report = features.detect()
+        except DmabufTopError as error:
+            cannot_see.append(f"feature detection failed ({error})")
         try:
-            try:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
-                report = features.detect()
-            except DmabufTopError as error:
-                cannot_see.append(f"feature detection failed ({error})")
-            try:
-                from ..tracing import Tracer
+            from ..tracing import Tracer
 
-                tracer = Tracer(pid=self.pid, report=report)
-            except DmabufTopError as error:
-                cannot_see.append(f"no I/O tracing ({error})")
-                return
-        except Exception as error:  # in the background thread: said on screen, not lost with the thread
-            if threading.current_thread() is not self._starting:
-                raise
-            log.exception("starting the I/O tracer")
-            cannot_see.append(f"no I/O tracing ({type(error).__name__}: {error})")
+            tracer = Tracer(pid=self.pid, report=report)
+        except DmabufTopError as error:
+            cannot_see.append(f"no I/O tracing ({error})")
             return
         with self._lock:
             if self._closed:  # the view ended while the hooks were loading
@@ -102,7 +120,9 @@ class Sources:
 
     @property
     def tracing_pending(self) -> bool:
-        return self._starting is not None and self._starting.is_alive()
+        """The background start has not finished (or not begun) and the hooks were asked for."""
+        starting = self._starting
+        return self._trace and starting is not None and (starting.ident is None or starting.is_alive())
 
     def _open_inventory(self):
         from ..inventory import IteratorSnapshots, collect
@@ -120,11 +140,11 @@ class Sources:
     def sample(self, pids_hint=()) -> Sample:
         pending = self.tracing_pending
         with self._lock:
-            tracer = self.tracer
+            tracer, taskstats = self.tracer, self.taskstats
         inventory = self._collect()
         trace = tracer.snapshot() if tracer is not None else None
         stats = {}
-        if self.taskstats is not None:
+        if taskstats is not None:
             pids = [p.pid for p in inventory.processes][:MAX_TASKSTATS]
             if trace is not None:
                 pids += [pid for pid in busiest(trace) if pid not in pids][: max(MAX_TASKSTATS - len(pids), 0)]
@@ -133,16 +153,18 @@ class Sources:
                 pids = [self.pid]
             for pid in pids:
                 try:
-                    stats[pid] = self.taskstats.for_process(pid)
+                    stats[pid] = taskstats.for_process(pid)
                 except DmabufTopError as error:
                     log.info("taskstats for %d: %s", pid, error)
-        return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
-                      tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
+        sample = Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
+                        tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
+        self.start_background()  # after the first sample: it is on screen before the slow part begins
+        return sample
 
     def close(self):
         with self._lock:
             self._closed = True  # a tracer still loading closes itself when it is ready
-            closers = (getattr(self, "taskstats", None), self.tracer, self._snapshots)
+            closers = (self.taskstats, self.tracer, self._snapshots)
             self.taskstats = self.tracer = self._snapshots = None
         for closer in closers:
             if closer is not None:

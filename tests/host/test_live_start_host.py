@@ -57,8 +57,18 @@ def test_samples_are_taken_while_the_hooks_load_and_traced_once_they_are_up(held
         assert read.values["bytes"] is not None  # ...the second has
 
 
+def test_nothing_but_the_inventory_is_opened_before_the_first_sample(held_detection):
+    with Sources(background=True) as sources:
+        assert sources.taskstats is None and sources.tracer is None and sources.tracing_pending
+        assert sources._starting.ident is None  # not even started: it would compete with the first screen
+        sample = sources.sample()
+        assert sample.taskstats == {} and sample.tracing_pending
+        assert sources._starting.ident is not None
+
+
 def test_closing_while_the_hooks_load_leaves_no_tracer_behind(held_detection):
     sources = Sources(background=True, taskstats=False)
+    sources.sample()
     starting = sources._starting
     sources.close()
     held_detection.set()
