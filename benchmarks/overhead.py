@@ -5,9 +5,9 @@
 
 Workloads: (a) copy_file_range in 1 MiB chunks between two files on one filesystem,
 (b) 4 KiB pread loops on a cached file (Python's os.pread, as a Python tool would).
-Each round runs three passes in a rotating order: untraced; traced (the tracer on
-every process, kernel stacks on, as `dmabuf-top trace` does); and "floor":
-do-nothing programs (probes/hook_floor.bpf.c) on exactly the hooks the tracer
+Each round runs four passes in a rotating order: untraced; traced (the tracer on
+every process, kernel stacks on, as `dmabuf-top trace` does); "no stacks" (the
+same without kernel stacks); and "floor": do-nothing programs (probes/hook_floor.bpf.c) on exactly the hooks the tracer
 has live. The floor is what the hooks cost before any program body runs, so
 traced - floor is the tracer's own work, and floor - untraced the attach
 points' price, which no program body can win back.
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 TARGETS = {"host": 0.97, "guest": 0.90}
 CHUNK = 1 << 20
 PREAD = 4096
-MODES = ("untraced", "traced", "floor")
+MODES = ("untraced", "traced", "floor", "no stacks")
 
 
 def scratch_dir():
@@ -126,10 +126,10 @@ def measure(where, rounds, size, preads):
     for name, (run, _bytes_per_call) in workloads.items():
         run()  # warm the page cache and the code paths
         for round_ in range(rounds):
-            order = MODES[round_ % 3:] + MODES[:round_ % 3]
+            order = MODES[round_ % len(MODES):] + MODES[:round_ % len(MODES)]
             for mode in (order if round_ % 2 == 0 else tuple(reversed(order))):
-                if mode == "traced":
-                    with Tracer(report=report, ignore_self=False):
+                if mode in ("traced", "no stacks"):
+                    with Tracer(report=report, ignore_self=False, stacks=mode == "traced"):
                         results[name][mode].append(run())
                 elif mode == "floor":
                     with FloorPrograms(live):
@@ -155,15 +155,16 @@ def measure(where, rounds, size, preads):
         met = ratio >= target
         all_met &= met
         print(f"[{where}] {name}: target >= {target:.2f} (wall-clock throughput ratio): {'met' if met else 'NOT met'}")
-        print(f"[{where}]   {'ns per call':<12}{'untraced':>10}{'floor':>10}{'traced':>10}"
-              f"{'hooks':>9}{'body':>9}   ratio traced  ratio floor   untraced MiB/s")
+        print(f"[{where}]   {'ns per call':<12}{'untraced':>10}{'floor':>10}{'traced':>10}{'no stacks':>10}"
+              f"{'hooks':>9}{'body':>9}{'stacks':>9}   ratio traced  ratio floor   untraced MiB/s")
         for clock, of in (("wall", wall), ("cpu", cpu)):
             print(f"[{where}]   {clock:<12}{of('untraced'):>10.0f}{of('floor'):>10.0f}{of('traced'):>10.0f}"
-                  f"{of('floor') - of('untraced'):>+9.0f}{of('traced') - of('floor'):>+9.0f}"
+                  f"{of('no stacks'):>10.0f}{of('floor') - of('untraced'):>+9.0f}{of('traced') - of('floor'):>+9.0f}"
+                  f"{of('traced') - of('no stacks'):>+9.0f}"
                   f"   {of('untraced') / of('traced'):>12.3f}  {of('untraced') / of('floor'):>11.3f}"
                   f"   {bytes_per_call / of('untraced') * 1e9 / 2**20:>14.1f}")
     print(f"[{where}] hooks = floor - untraced (the attach points' own price); body = traced - floor (the tracer's work); "
-          "cpu = this thread's CPU time")
+          "stacks = traced - no stacks (kernel stacks at copy and GUP points); cpu = this thread's CPU time")
     return all_met
 
 

@@ -130,3 +130,42 @@ def test_log2_histogram_rows():
 def test_stack_ips_drop_trailing_zeros():
     raw = (ctypes.c_uint64 * 4)(0xffffffff81000000, 0xffffffff81000010, 0, 0)
     assert iopaths.decode_stack_ips(bytes(raw)) == [0xffffffff81000000, 0xffffffff81000010]
+
+
+def test_plan_for_the_syscall_hooks_follows_tp_btf_and_raw_tracepoint():
+    specs = {spec.program: spec for spec in tracing.program_specs()}
+    both = _report(tp_btf=Feature(True, "tp_btf", "ok"), raw_tracepoint=Feature(True, "raw_tp", "ok"))
+    assert tracing._plan(specs["syscall_enter_btf"], both, None) == (True, "tp_btf", "ok")
+    assert tracing._plan(specs["syscall_exit_raw"], both, None) == (True, "raw_tp", "ok")
+    no_btf = _report(tp_btf=Feature(False, None, "EINVAL"), raw_tracepoint=Feature(True, "raw_tp", "ok"))
+    assert tracing._plan(specs["syscall_enter_btf"], no_btf, None) == (False, None, "tp_btf not available (EINVAL)")
+    assert specs["syscall_enter_raw"].primary == "syscall_enter_btf"
+    assert specs["lifecycle_fexit_export"].primary == "lifecycle_dma_buf_export"
+
+
+def _statuses(enter_btf, enter_raw, exit_btf, exit_raw):
+    """The four syscall programs' statuses from (live, reason) pairs."""
+    given = {"syscall_enter_btf": enter_btf, "syscall_enter_raw": enter_raw,
+             "syscall_exit_btf": exit_btf, "syscall_exit_raw": exit_raw}
+    return {name: tracing.HookStatus(name, "syscalls", "sys", live,
+                                     ("tp_btf" if name.endswith("btf") else "raw_tp") if live else None, reason)
+            for name, (live, reason) in given.items()}
+
+
+def test_syscall_hooks_are_reported_per_syscall_with_the_program_that_serves_them():
+    hooks = tracing._syscall_hooks(_statuses((True, "ok"), (False, "not needed: btf is used"),
+                                             (False, "load refused: EINVAL"), (True, "fallback ok")))
+    by_name = {hook.program: hook for hook in hooks}
+    assert len(hooks) == 2 * len(tracing.SYSCALLS)
+    assert (by_name["enter_pread64"].live, by_name["enter_pread64"].via) == (True, "tp_btf")
+    assert (by_name["exit_preadv2"].live, by_name["exit_preadv2"].via) == (True, "raw_tp")
+    assert by_name["exit_sendfile64"].concern == "sendfile" and by_name["enter_pwritev2"].concern == "write"
+    assert tracing.missing_concerns(hooks) == {}
+
+
+def test_syscall_hooks_missing_say_why_for_both_programs():
+    hooks = tracing._syscall_hooks(_statuses((False, "tp_btf not available"), (False, "raw_tp not available"),
+                                             (False, "tp_btf not available"), (False, "raw_tp not available")))
+    missing = tracing.missing_concerns(hooks)
+    assert set(missing) == {"read", "write", "copy_file_range", "sendfile", "splice"}
+    assert missing["read"] == "raw_syscalls:sys_enter (read): tp_btf not available; raw_tp: raw_tp not available"
