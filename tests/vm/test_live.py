@@ -178,6 +178,10 @@ def test_json_process_pane_has_taskstats_for_the_workload(workload):
         weights = next(b for b in obj["buffers"] if b["inode"] == inode)
         assert weights["name"] == "live-weights" and weights["read"] > 0
         assert weights["paths"]["read"]["bytes"] > 0 and "pin" in weights
+        # the stock kernel has no exporter rw_file: absent, with no rate rather than 0
+        rw_file = next(p for p in obj["paths"] if p["path"] == "rw_file")
+        assert rw_file["status"].startswith("absent") and rw_file["bytes"] is None and rw_file["calls"] is None
+        assert "rw_file" in obj["hooks"]["absent"] and "rw_file" not in obj["hooks"]["missing"]
 
 
 def test_prometheus_scrapes_export_and_answers_a_promql_query(workload, tmp_path):
