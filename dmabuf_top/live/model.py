@@ -460,7 +460,7 @@ def absent_paths(hooks, missing) -> Dict[str, str]:
     reasons = {}
     for hook in hooks:
         if not hook.live:
-            reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason}")
+            reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason.removeprefix('not needed: ')}")
     return {path: reasons.get(path, "no hook for this path") for path in IO_PATHS
             if path not in live and path not in missing}
 
