@@ -164,6 +164,10 @@ class InventoryArrays(NamedTuple):
     pair_fds: np.ndarray
     pair_maps: np.ndarray
 
+    def buffers_held(self, pid) -> int:
+        """Distinct buffers `pid` holds: its pairs, one per buffer (no per-buffer dict built)."""
+        return int(np.searchsorted(self.pair_pid, pid, "right") - np.searchsorted(self.pair_pid, pid, "left"))
+
 
 class Inventory:
     """A snapshot. `buffers` (largest first, then by inode) may be given as a function, called on

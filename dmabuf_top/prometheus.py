@@ -52,17 +52,15 @@ def families(inventory, trace=None, top: int = DEFAULT_TOP):
         size.add_metric([name], total.bytes)
     out += [buffers, size]
 
-    ordered = sorted(inventory.buffers, key=lambda e: (-e.size, e.inode))
-    shown, rest = ordered[:top], ordered[top:]
+    shown, rest_count, rest_bytes = _largest(inventory, top)
     per_buffer = GaugeMetricFamily("dmabuf_buffer_bytes", f"size of each of the {top} largest dma-bufs",
                                    labels=["inode", "exporter", "name"])
-    for entry in shown:
-        b = entry.buffer
+    for b in shown:
         per_buffer.add_metric([str(b.inode), b.exporter or "unknown", terminal_safe(b.name, none="")], b.size)
     out.append(per_buffer)
-    out.append(GaugeMetricFamily("dmabuf_other_buffers", "dma-bufs beyond the top ones", value=len(rest)))
+    out.append(GaugeMetricFamily("dmabuf_other_buffers", "dma-bufs beyond the top ones", value=rest_count))
     out.append(GaugeMetricFamily("dmabuf_other_buffers_bytes", "bytes of dma-bufs beyond the top ones",
-                                 value=sum(e.size for e in rest)))
+                                 value=rest_bytes))
 
     processes = sorted(inventory.processes, key=lambda p: (-p.rss, p.pid))
     labels = ["pid", "comm"]
@@ -73,21 +71,46 @@ def families(inventory, trace=None, top: int = DEFAULT_TOP):
         key = [str(process.pid), terminal_safe(process.comm, none="")]
         rss.add_metric(key, process.rss)
         pss.add_metric(key, process.pss)
-        count.add_metric(key, len(process.buffers))
+        count.add_metric(key, _buffers_held(inventory, process))
     if processes[top:]:
         others = processes[top:]
         rss.add_metric(["other", ""], sum(p.rss for p in others))
         pss.add_metric(["other", ""], sum(p.pss for p in others))
-        count.add_metric(["other", ""], sum(len(p.buffers) for p in others))
+        count.add_metric(["other", ""], sum(_buffers_held(inventory, p) for p in others))
     out += [rss, pss, count]
 
     if trace is not None:
-        out += _trace_families(trace, inventory, {e.inode for e in shown})
+        out += _trace_families(trace, inventory, {b.inode for b in shown})
     return out
 
 
+def _largest(inventory, top):
+    """(the `top` largest buffers as Buffer objects, largest first then by inode; how many others; their
+    bytes), from the inventory's arrays: a scrape at ten thousand buffers makes `top` objects, not all."""
+    if inventory.arrays is None:
+        ordered = sorted((e.buffer for e in inventory.buffers), key=lambda b: (-b.size, b.inode))
+        return ordered[:top], len(ordered[top:]), sum(b.size for b in ordered[top:])
+    import numpy as np
+
+    columns = inventory.arrays.columns
+    order = np.lexsort((columns.inode, ~columns.size))  # stable; ~ on uint64 orders largest first
+    return columns.pick(order[:top].tolist()), max(len(order) - top, 0), int(columns.size[order[top:]].sum())
+
+
+def _buffers_held(inventory, process):
+    return len(process.buffers) if inventory.arrays is None else inventory.arrays.buffers_held(process.pid)
+
+
+def _per_buffer(trace, inventory):
+    from .tracing import per_buffer, per_buffer_of
+
+    if inventory.arrays is None:
+        return per_buffer(trace, [e.buffer for e in inventory.buffers])
+    columns = inventory.arrays.columns
+    return per_buffer_of(trace, set(columns.inode.tolist()), columns.backing_files())
+
+
 def _trace_families(trace, inventory, shown_inodes):
-    from .tracing import per_buffer
 
     missing = trace.missing_concerns()
     out = []
@@ -102,7 +125,7 @@ def _trace_families(trace, inventory, shown_inodes):
     buffer_io = CounterMetricFamily("dmabuf_buffer_io_bytes", "bytes moved into or out of the top dma-bufs",
                                     labels=["inode", "path"])
     aggregated = {}
-    for inode, paths in sorted(per_buffer(trace, [e.buffer for e in inventory.buffers]).items()):
+    for inode, paths in sorted(_per_buffer(trace, inventory).items()):
         for path, counters in paths.items():
             if inode in shown_inodes:
                 buffer_io.add_metric([str(inode), path], counters.bytes)

@@ -368,7 +368,7 @@ class LiveModel:
             delays = delay_rates.get(pid, {})
             values = {
                 "pid": pid, "comm": comm,
-                "buffers": _buffers_held(arrays, pid) if process else 0,
+                "buffers": arrays.buffers_held(pid) if process else 0,
                 "rss": process.rss if process else 0,
                 "pss": process.pss if process else 0,
                 "fds": process.fd_refs if process else 0,
@@ -463,12 +463,6 @@ def absent_paths(hooks, missing) -> Dict[str, str]:
             reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason.removeprefix('not needed: ')}")
     return {path: reasons.get(path, "no hook for this path") for path in IO_PATHS
             if path not in live and path not in missing}
-
-
-def _buffers_held(arrays, pid) -> int:
-    """Distinct buffers `pid` holds: its pairs (sorted by pid) are one per buffer."""
-    pids = arrays.pair_pid
-    return int(np.searchsorted(pids, pid, "right") - np.searchsorted(pids, pid, "left"))
 
 
 class _SortedSet:
