@@ -125,6 +125,10 @@ _SIGNATURES = {
         ctypes.c_int,
         [ctypes.c_int, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_uint32), _P],
     ),
+    "bpf_map_lookup_batch": (
+        ctypes.c_int,
+        [ctypes.c_int, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_uint32), _P],
+    ),
     "ring_buffer__new": (_P, [ctypes.c_int, RingBufferSampleFn, _P, _P]),
     "ring_buffer__poll": (ctypes.c_int, [_P, ctypes.c_int]),
     "ring_buffer__consume": (ctypes.c_int, [_P]),
@@ -546,28 +550,39 @@ class Map:
         call does both per entry. Falls back to per-key lookup+delete where a kernel or
         map type lacks it.
         """
+        result = self._walk_batches(self._lib.bpf_map_lookup_and_delete_batch, batch, "draining")
+        return self._pop_all_by_key() if result is None else result
+
+    def lookup_all(self, batch=1024):
+        """[(key, value)] of every entry, a batch per bpf() call (lookup_batch) where items() makes
+        two per entry: the difference is seconds for thousands of entries on a slow machine.
+        Falls back to items() where a kernel or map type lacks the batch call."""
+        result = self._walk_batches(self._lib.bpf_map_lookup_batch, batch, "reading")
+        return list(self.items()) if result is None else result
+
+    def _walk_batches(self, function, batch, what):
+        """Every (key, value) through a batch call; None when the call is not supported here."""
         keys = ctypes.create_string_buffer(self.key_size * batch)
-        values = ctypes.create_string_buffer(self._value_buffer_size() * batch)
+        value_size = self._value_buffer_size()
+        values = ctypes.create_string_buffer(value_size * batch)
         in_batch = None
         out_batch = ctypes.create_string_buffer(max(self.key_size, 8))
         opts = _BpfMapBatchOpts(ctypes.sizeof(_BpfMapBatchOpts), 0, 0)
         result = []
-        value_size = self._value_buffer_size()
         while True:
             count = ctypes.c_uint32(batch)
-            rc = self._lib.bpf_map_lookup_and_delete_batch(
-                self.fd, in_batch, out_batch, keys, values, ctypes.byref(count), ctypes.byref(opts)
-            )
-            for i in range(count.value):
-                result.append(
-                    (keys.raw[i * self.key_size : (i + 1) * self.key_size], values.raw[i * value_size : (i + 1) * value_size])
-                )
+            rc = function(self.fd, in_batch, out_batch, keys, values, ctypes.byref(count), ctypes.byref(opts))
+            got = count.value
+            key_bytes, value_bytes = keys.raw[: got * self.key_size], values.raw[: got * value_size]
+            for i in range(got):
+                result.append((key_bytes[i * self.key_size : (i + 1) * self.key_size],
+                               value_bytes[i * value_size : (i + 1) * value_size]))
             if rc < 0:
                 if -rc == errno_codes.ENOENT:  # walked to the end
                     return result
                 if -rc in (errno_codes.EINVAL, errno_codes.ENOTSUP, errno_codes.EOPNOTSUPP) and not result:
-                    return self._pop_all_by_key()
-                raise BpfError(f"draining map {self.name} failed: {_errno_text(-rc)}")
+                    return None
+                raise BpfError(f"{what} map {self.name} failed: {_errno_text(-rc)}")
             in_batch = ctypes.create_string_buffer(out_batch.raw, len(out_batch))
 
     def _pop_all_by_key(self):

@@ -259,7 +259,7 @@ class IoPathSource:
             return []
         events = self._drain(until_ns=now_ns if final else None)
         self._learn_buffers()  # after the drain: every buffer the drained records can name exists or existed
-        snapshot = self._tracer.snapshot()
+        snapshot = self._tracer.snapshot(minimal=True)
         rows = []
         for event in events:
             rows.append(io_event(event, self._buffers) if isinstance(event, IoRecord) else lifecycle_event(event))
@@ -296,10 +296,8 @@ class IoPathSource:
         gone = [target for target, counters in snapshot.by_target.items()
                 if target.kind in ("dmabuf", "shmem") and self._previous.by_target.get(target) == counters
                 and not self._buffers.alive(target.kind, target.inode, target.dev)]
-        dead_inodes = [inode for inode in {inode for inode, _event in getattr(snapshot, "lifecycle", {})}
-                       if not self._buffers.alive("dmabuf", inode, 0)]
-        if gone or dead_inodes:
-            self._tracer.forget(targets=gone, lifecycle_inodes=dead_inodes)
+        if gone:
+            self._tracer.forget(targets=gone)
             for target in gone:
                 del snapshot.by_target[target]
 

@@ -159,7 +159,7 @@ class Tracer:
         self._ring = None
         self._records = []
         self._kallsyms = None
-        self._target_keys, self._lifecycle_keys = {}, {}
+        self._target_keys, self._decoded_targets = {}, {}
         tracefs = feature_detection.tracefs_root()
         specs = program_specs()
         self._plans = {spec.program: _plan(spec, self.report, tracefs) for spec in specs}
@@ -236,28 +236,54 @@ class Tracer:
 
     # -- reading
 
-    def snapshot(self):
+    def snapshot(self, minimal=False):
+        """Cumulative counters now. minimal: only what a delta reader of targets, tasks and stacks
+        needs (record): outcomes, page cache and lifecycle are left empty, as reading every entry
+        of maps it does not use costs seconds per poll on a slow machine under churn."""
         maps = self._obj.maps
         by_target = {}
         self._target_keys = {}  # for forget(): the raw key of each decoded target
-        for k, v in maps["io_by_target"].items():
-            target = iopaths.decode_target(k)
+        decoded = {}
+        for k, v in maps["io_by_target"].lookup_all():
+            # An entry whose bytes did not change since the last snapshot keeps its decoded Counters:
+            # under churn most entries are idle (buffers gone), and decoding is the cost.
+            known = self._decoded_targets.get(k)
+            if known is None:
+                target = iopaths.decode_target(k)
+                counters = _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
+            else:
+                target = known[1]
+                counters = known[2] if known[0] == v else _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
             self._target_keys[target] = k
-            by_target[target] = _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
+            decoded[k] = (v, target, counters)
+            by_target[target] = counters
+        self._decoded_targets = decoded
         by_task = {iopaths.decode_task(k): _sum_cpus(maps["io_by_task"], v, Counters.from_raw)
-                   for k, v in maps["io_by_task"].items()}
-        outcomes = dict(iopaths.decode_outcome(k, maps["io_outcomes"].split_percpu(v))
-                        for k, v in maps["io_outcomes"].items())
-        pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
-        lifecycle = {}
-        self._lifecycle_keys = {}
-        for k, v in maps["lifecycle_counts"].items():
-            (inode, event), counts = iopaths.decode_lifecycle(k, v)
-            lifecycle[(inode, event)] = counts
-            self._lifecycle_keys.setdefault(inode, []).append(k)
-        stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].items())
+                   for k, v in maps["io_by_task"].lookup_all()}
+        stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].lookup_all())
+        if minimal:
+            outcomes, pagecache, lifecycle = {}, {}, {}
+        else:
+            outcomes = dict(iopaths.decode_outcome(k, maps["io_outcomes"].split_percpu(v))
+                            for k, v in maps["io_outcomes"].items())
+            pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
+            lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
         return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
                              list(self.hooks), self.map_full())
+
+    def forget(self, targets=()):
+        """Delete the counters of these targets (keys of the last snapshot's by_target) once their
+        last delta is taken. For a reader that owns this Tracer (record): it keeps io_by_target from
+        filling with buffers that are gone, which would then refuse new ones. A key written again
+        later comes back from zero, which a delta reader counts as new. Returns how many were deleted."""
+        deleted = 0
+        io_map = self._obj.map("io_by_target")
+        for target in targets:
+            raw = self._target_keys.pop(target, None)
+            if raw is not None and io_map.delete(raw):
+                deleted += 1
+                self._decoded_targets.pop(raw, None)
+        return deleted
 
     def map_full(self):
         """{map name: new keys it refused because it was full}, for every map whose counts that loses:
@@ -268,22 +294,6 @@ class Tracer:
             raw = full.lookup(index.to_bytes(4, "little"))
             counts[name] = sum(int.from_bytes(v, "little") for v in full.split_percpu(raw)) if raw else 0
         return counts
-
-    def forget(self, targets=(), lifecycle_inodes=()):
-        """Delete counters whose last delta a reader has taken: targets (keys of the last snapshot's
-        by_target) and the lifecycle counts of those inodes. For a reader that owns this Tracer
-        (record): it keeps the maps from filling with buffers that are gone, which then stop
-        counting new ones. A key written again later comes back from zero, which a delta reader
-        counts as new. Returns how many entries were deleted."""
-        deleted = 0
-        io_map, lifecycle_map = self._obj.map("io_by_target"), self._obj.map("lifecycle_counts")
-        for target in targets:
-            raw = self._target_keys.pop(target, None)
-            deleted += raw is not None and io_map.delete(raw)
-        for inode in lifecycle_inodes:
-            for raw in self._lifecycle_keys.pop(inode, ()):
-                deleted += lifecycle_map.delete(raw)
-        return deleted
 
     def dropped(self):
         """Ring buffer records lost because the buffer was full (0 when not recording)."""

@@ -951,9 +951,10 @@ static __always_inline void count_pagecache(struct trace_event_raw_mm_filemap_op
 	if (!traced_tgid(pid_tgid))
 		return;
 	if (bpf_core_field_exists(ctx->order))
-		pages = 1ULL << (BPF_CORE_READ(ctx, order) & 31);
-	key.inode = BPF_CORE_READ(ctx, i_ino);
-	key.dev = BPF_CORE_READ(ctx, s_dev);
+		pages = 1ULL << (ctx->order & 31);
+	/* The event record is the program's context: plain loads (BPF_CORE_READ would be a helper call each). */
+	key.inode = ctx->i_ino;
+	key.dev = ctx->s_dev;
 	counts = lookup_or_init(&pagecache_by_file, &key, &zero, IOMAP_PAGECACHE);
 	if (counts)
 		__sync_fetch_and_add(added ? &counts->added : &counts->removed, pages);
@@ -995,7 +996,7 @@ int pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 SEC("tracepoint/sched/sched_process_fork")
 int follow_fork(struct trace_event_raw_sched_process_fork *ctx)
 {
-	__u32 child = BPF_CORE_READ(ctx, child_pid);
+	__u32 child = ctx->child_pid;
 	__u8 one = 1;
 
 	if (!follow_children || !target_tgid || !traced_tgid(bpf_get_current_pid_tgid()))
@@ -1028,13 +1029,16 @@ static __always_inline void lifecycle(__u32 event, __u64 inode, __u64 size, __s3
 
 	if (!traced_tgid(pid_tgid))
 		return;
-	counts = lookup_or_init(&lifecycle_counts, &key, &zero, IOMAP_LIFECYCLE);
-	if (counts) {
-		__sync_fetch_and_add(&counts->count, 1);
-		counts->size = size;
-	}
-	if (!record_events)
+	if (!record_events) {
+		/* Per-inode counts for readers without the ring buffer. With it, every event is a record
+		 * (or a counted drop) and a key per buffer and event would only fill the map under churn. */
+		counts = lookup_or_init(&lifecycle_counts, &key, &zero, IOMAP_LIFECYCLE);
+		if (counts) {
+			__sync_fetch_and_add(&counts->count, 1);
+			counts->size = size;
+		}
 		return;
+	}
 	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
 		count_dropped();

@@ -114,3 +114,25 @@ def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
     # 12 memfds, 12 new targets, room for 2 (the interpreter's own reads may take those first).
     assert dropped.get("io_by_target map full", 0) >= 10, dropped
     assert memfd_reads == 12  # the ring buffer still carried every call
+
+
+def test_lookup_all_reads_what_items_reads_in_batches(tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"s" * 4096)
+    source_fd = os.open(source, os.O_RDONLY)
+    mappings = [shmem_mapping() for _ in range(40)]
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+            for _fd, mapping in mappings:
+                os.lseek(source_fd, 0, os.SEEK_SET)
+                os.readv(source_fd, [memoryview(mapping)])
+            io_map = tracer._obj.map("io_by_target")
+            by_items = dict(io_map.items())
+            assert len(by_items) >= 40
+            assert dict(io_map.lookup_all(batch=7)) == by_items  # several batches, the last one short
+            assert dict(io_map.lookup_all()) == by_items
+    finally:
+        os.close(source_fd)
+        for fd, mapping in mappings:
+            mapping.close()
+            os.close(fd)
