@@ -171,6 +171,10 @@ def measure(where, rounds, size, preads):
                   f"{of('traced') - of('no stacks'):>+9.0f}"
                   f"   {of('untraced') / of('traced'):>12.3f}  {of('untraced') / of('floor'):>11.3f}"
                   f"   {bytes_per_call / of('untraced') * 1e9 / 2**20:>14.1f}")
+        floor_ratio = max(wall("untraced") / wall("floor"), cpu("untraced") / cpu("floor"))
+        if floor_ratio < target:
+            print(f"[{where}]   the hooks alone, with do-nothing programs, reach only {floor_ratio:.3f} "
+                  f"(best of wall and cpu) < {target:.2f}: no program body can meet the target on these hooks")
     print(f"[{where}] hooks = floor - untraced (the attach points' own price); body = traced - floor (the tracer's work); "
           "stacks = traced - no stacks (kernel stacks at copy and GUP points); cpu = this thread's CPU time")
     return all_met

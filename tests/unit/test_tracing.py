@@ -169,3 +169,14 @@ def test_syscall_hooks_missing_say_why_for_both_programs():
     missing = tracing.missing_concerns(hooks)
     assert set(missing) == {"read", "write", "copy_file_range", "sendfile", "splice"}
     assert missing["read"] == "raw_syscalls:sys_enter (read): tp_btf not available; raw_tp: raw_tp not available"
+
+
+def test_every_hot_path_program_has_a_do_nothing_twin_on_the_same_hook():
+    """benchmarks/overhead.py's floor attaches hook_floor's floor_<program> where each live program is."""
+    from dmabuf_top.bpf import BpfObject
+
+    hot = [spec.program for spec in tracing.program_specs()
+           if spec.concern in ("syscalls", "cpu_copy", "gup", "page_cache")]
+    with BpfObject(object_path("iopaths")) as tracer, BpfObject(object_path("hook_floor")) as floor:
+        sections = {name: floor.programs[f"floor_{name}"].section for name in hot if f"floor_{name}" in floor.programs}
+        assert sections == {name: tracer.program(name).section for name in hot}
