@@ -10,8 +10,11 @@ tools exit cleanly with no traceback; their RSS and the tracer's BPF map entry c
 time; snapshots taken in a loop under the churn never fail (references to buffers freed between the
 passes are counted); every kept buffer is in the last live frame and in the session's last buffer
 snapshot; the session opens and its dma_buf export events plus the ring buffer's dropped events account
-for every buffer the workers made. A watched map at its max_entries is listed in bpf_maps_full: from
-then on it silently stops counting new buffers and files.
+for every buffer the workers made. Each tool's watched BPF maps (found through its fds) are counted
+over time; a map at its max_entries refuses new keys, which the tracer counts (map_full) and the session
+keeps as "<map> map full" drops (session_map_full). The recorder deletes the counters of buffers gone:
+after the churn, no dma-buf or shmem target but the kept buffers' may stay in its io_by_target. The
+live view does not delete them yet: its maps are a figure (bpf_maps_full).
 Prints one JSON object of figures (--json) or a table; exits 1 when a check fails.
 """
 import argparse
@@ -58,8 +61,8 @@ def rss_kib(pid):
     return None
 
 
-def _count_keys(map_id, key_size):
-    """Entries of a loaded BPF map, by walking its keys (bpftool's dump formats every value: minutes here)."""
+def _walk_keys(map_id, key_size):
+    """The keys of a loaded BPF map (bpftool's dump formats every value: minutes here); None if it is gone."""
     import ctypes
 
     libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
@@ -67,26 +70,75 @@ def _count_keys(map_id, key_size):
     if fd < 0:
         return None
     try:
-        previous, key = None, ctypes.create_string_buffer(key_size)
-        count = 0
+        keys, previous, key = [], None, ctypes.create_string_buffer(key_size)
         while libbpf.bpf_map_get_next_key(fd, previous, key) == 0:
-            count += 1
+            keys.append(key.raw)
             previous = ctypes.create_string_buffer(key.raw, key_size)
-        return count
+        return keys
     finally:
         os.close(fd)
 
 
-def map_entries():
-    """{map name: [(entries, max_entries) for each loaded map of that name]} for the watched maps."""
+def _count_keys(map_id, key_size):
+    keys = _walk_keys(map_id, key_size)
+    return None if keys is None else len(keys)
+
+
+def buffer_targets(pid):
+    """How many of the io_by_target keys a process's tracer holds name a dma-buf or a shmem object
+    (the kinds the recorder deletes once the buffer is gone); None without such a map."""
+    from dmabuf_top.probes.iopaths import KINDS, decode_target
+
     shown = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
                                       check=True).stdout or "[]")
-    counts = {}
+    held = bpf_map_ids(pid)
     for bpf_map in shown:
-        if bpf_map.get("name") in WATCHED_MAPS:
-            entries = _count_keys(bpf_map["id"], bpf_map["bytes_key"])
-            counts.setdefault(bpf_map["name"], []).append((entries, bpf_map.get("max_entries")))
+        if bpf_map.get("name") == "io_by_target" and bpf_map["id"] in held:
+            keys = _walk_keys(bpf_map["id"], bpf_map["bytes_key"])
+            if keys is not None:
+                return sum(decode_target(key).kind in (KINDS[1], KINDS[2]) for key in keys)
+    return None
+
+
+def bpf_map_ids(pid):
+    """The ids of the BPF maps a process holds open (its fds' fdinfo says map_id)."""
+    ids = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fdinfo")
+    except OSError:
+        return ids
+    for fd in fds:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("map_id:"):
+                        ids.add(int(line.split()[1]))
+        except OSError:
+            pass
+    return ids
+
+
+def map_entries(owners):
+    """{tool: {map name: (entries, max_entries)}} for the watched maps each tool (pid) holds."""
+    shown = json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True, text=True,
+                                      check=True).stdout or "[]")
+    ids = {tool: bpf_map_ids(pid) for tool, pid in owners.items()}
+    counts = {tool: {} for tool in owners}
+    for bpf_map in shown:
+        if bpf_map.get("name") not in WATCHED_MAPS:
+            continue
+        for tool, held in ids.items():
+            if bpf_map["id"] in held:
+                counts[tool][bpf_map["name"]] = (_count_keys(bpf_map["id"], bpf_map["bytes_key"]),
+                                                 bpf_map.get("max_entries"))
     return counts
+
+
+def full_maps(sample):
+    """{tool: [names of its watched maps at max_entries]} in one map_entries() sample."""
+    # max_entries 0: task storage (inflight), which holds one entry per live thread and cannot fill.
+    return {tool: sorted(name for name, (entries, limit) in maps.items() if entries is not None and entries >= limit > 0)
+            for tool, maps in sample.items()}
 
 
 def wait_for(predicate, timeout, what):
@@ -139,7 +191,8 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
             raise RuntimeError("soak: a tool exited before the workload started: "
                                + Path(workdir / "live.err").read_text()[-500:] + Path(workdir / "record.err").read_text()[-500:])
         rss = {"live": [rss_kib(live.pid)], "record": [rss_kib(recorder.pid)]}
-        maps = [map_entries()]
+        owners = {"live": live.pid, "record": recorder.pid}
+        maps = [map_entries(owners)]
         snapshots = IteratorSnapshots()  # loaded before the churn starts: a BPF load takes seconds here
         log("maps counted; starting the workers")
         started = time.monotonic()
@@ -157,7 +210,7 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
                     passes += 1
                 rss["live"].append(rss_kib(live.pid))
                 rss["record"].append(rss_kib(recorder.pid))
-                maps.append(map_entries())
+                maps.append(map_entries(owners))
                 log(f"sample {step}: rss {rss['live'][-1]} / {rss['record'][-1]} KiB")
         figures.update(snapshot_passes=passes, unmatched_refs=unmatched)
         results = [(kind, proc.stdout.readline().split()) for kind, proc in procs]
@@ -189,6 +242,20 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
         if missing:
             failures.append(f"kept buffers absent from the last live frame: {missing}")
         figures["live_dropped_events"] = frame["dropped_events"]
+
+        # Freed buffers leave the recorder's maps: once the churn is over, its next polls delete the
+        # counters of every buffer gone (the kept ones, alive, may stay: they had no I/O here anyway).
+        log("waiting for the recorder to forget the buffers gone")
+        deadline = time.monotonic() + 300
+        while True:
+            left = buffer_targets(recorder.pid)
+            if (left is not None and left <= len(kept)) or time.monotonic() > deadline or recorder.poll() is not None:
+                break
+            time.sleep(5)
+        figures["recorder_buffer_targets_after_churn"] = left
+        figures["recorder_forgot_within_s"] = round(time.monotonic() - deadline + 300, 1)
+        if left is None or left > len(kept):
+            failures.append(f"{left} dma-buf/shmem targets stayed in the recorder's io_by_target after the churn")
     finally:
         log("stopping")
         # The recorder first: its closing buffer snapshot must see the kept buffers still held.
@@ -214,10 +281,15 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
 
     figures["rss_kib"] = {name: {"first": values[0], "peak": max(v for v in values if v), "last": values[-1]}
                           for name, values in rss.items()}
-    figures["bpf_map_entries_last"] = {name: maps[-1].get(name) for name in WATCHED_MAPS}
-    # Bounded by max_entries; a map that reached it stops counting new keys (nothing reports that).
-    figures["bpf_maps_full"] = sorted({name for name, tables_ in maps[-1].items()
-                                       for entries, limit in tables_ if entries is not None and entries >= limit})
+    figures["bpf_map_entries_last"] = maps[-1]
+    figures["bpf_map_entries_peak"] = {tool: {name: max(sample[tool].get(name, (0, 0))[0] or 0 for sample in maps)
+                                              for name in WATCHED_MAPS if name in maps[-1][tool]}
+                                       for tool in maps[-1]}
+    # A map at max_entries refuses new keys (counted: map_full, and the session's Drop rows). The recorder
+    # deletes the counters of buffers gone, so its maps must never fill under churn; the live view does
+    # not yet (its maps are a figure here, and its JSON's trace counts are cumulative).
+    figures["bpf_maps_full"] = {tool: sorted({name for sample in maps for name in full_maps(sample)[tool]})
+                                for tool in maps[-1]}
     for name, series in rss.items():
         # Bounded: a tool may settle in, not double under a steady load (a leak keeps its slope).
         if series[-1] and series[1] and series[-1] > 2 * series[1]:
@@ -229,14 +301,18 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
     with Session(session) as recorded:
         exports = recorded.query("SELECT count(DISTINCT inode) FROM lifecycle_events WHERE event = 'export'")[0][0]
         releases = recorded.query("SELECT count(*) FROM lifecycle_events WHERE event = 'release'")[0][0]
-        dropped = sum(tables.dropped_events(recorded).values())
+        drops = tables.dropped_events(recorded)
+        dropped = drops.get("iopaths ring buffer", 0)  # records lost: events the session does not have
+        # Keys a full map refused: counted in the kernel and kept as drops, so the session says what it
+        # lacks. A recorder slower than the churn between two polls (the emulated guest) meets it.
+        map_full = {source: count for source, count in drops.items() if source.endswith(" map full") and count}
         last = recorded.query("SELECT inode FROM buffer_snapshots WHERE time_ns = "
                               "(SELECT max(time_ns) FROM buffer_snapshots)")
         missing = sorted(set(kept) - {inode for inode, in last})
         if missing:
             failures.append(f"kept buffers absent from the session's last buffer snapshot: {missing}")
         figures.update(session_exports=exports, session_releases=releases, session_dropped_events=dropped,
-                       session_end=recorded.end_reason)
+                       session_map_full=map_full, session_end=recorded.end_reason)
     # Exports the recorder saw plus the records the ring buffer lost account for every buffer made
     # (nothing else in the lab allocates dma-bufs while the soak runs).
     if not exports + dropped >= made >= exports:

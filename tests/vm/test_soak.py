@@ -27,8 +27,10 @@ def test_churn_soak(heap_available, udmabuf_available, tmp_path):
     assert figures["cycles"]["heap"] > 0 and figures["cycles"]["udmabuf"] > 0
     assert figures["snapshot_passes"] > 0
     assert figures["record_exit"] == 0
-    for name, tables in figures["bpf_map_entries_last"].items():
-        for entries, limit in tables or []:
-            assert entries is not None and entries <= limit, name
+    # The recorder's maps were found and counted (its tracer holds them); once the churn was over, the
+    # buffers gone had left its io_by_target (run_soak fails otherwise, this says it was measured).
+    recorder_maps = figures["bpf_map_entries_last"]["record"]
+    assert {"io_by_target", "io_by_task", "lifecycle_count"} <= set(recorder_maps), recorder_maps
+    assert figures["recorder_buffer_targets_after_churn"] <= figures["kept"]
     # The recorder reports what its ring buffer lost; with it, its exports account for every buffer.
     assert figures["session_exports"] + figures["session_dropped_events"] >= figures["buffers_made"]
