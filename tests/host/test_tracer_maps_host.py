@@ -10,61 +10,72 @@ from dmabuf_top import tracing
 pytestmark = pytest.mark.root
 
 
-def shmem_mapping(size=4096):
-    """A memfd (shmem, as behind a udmabuf) mapped shared: reads into it have it as their target."""
-    fd = os.memfd_create("tracer-maps-test")
-    os.ftruncate(fd, size)
-    return fd, mmap.mmap(fd, size)
+class MemfdTargets:
+    """count memfds mapped shared (shmem, as behind a udmabuf) and a file to read a page from into
+    them: each mapping is a target of its own for the tracer."""
+
+    def __init__(self, directory, count):
+        source = directory / "source"
+        source.write_bytes(b"s" * 4096)
+        self.source_fd = os.open(source, os.O_RDONLY)
+        self.memfds, self.mappings = [], []
+        for _ in range(count):
+            fd = os.memfd_create("tracer-maps-test")
+            os.ftruncate(fd, 4096)
+            self.memfds.append(fd)
+            self.mappings.append(mmap.mmap(fd, 4096))
+
+    def read_into(self, index):
+        os.lseek(self.source_fd, 0, os.SEEK_SET)
+        os.readv(self.source_fd, [memoryview(self.mappings[index])])
+
+    def close(self):
+        os.close(self.source_fd)
+        for fd, mapping in zip(self.memfds, self.mappings):
+            mapping.close()
+            os.close(fd)
 
 
+@pytest.fixture
+def memfd_targets(tmp_path):
+    made = []
 
-def test_forget_deletes_a_targets_counters_and_a_new_read_counts_from_zero(tmp_path):
-    source = tmp_path / "source"
-    source.write_bytes(b"s" * 4096)
-    memfd, mapping = shmem_mapping()
-    source_fd = os.open(source, os.O_RDONLY)
-    try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
-            inode = os.fstat(memfd).st_ino
-            for _ in range(3):
-                os.lseek(source_fd, 0, os.SEEK_SET)
-                os.readv(source_fd, [memoryview(mapping)])
-            mine = [t for t in tracer.snapshot().by_target if t.kind == "shmem" and t.inode == inode]
-            assert len(mine) == 1
-            assert tracer.snapshot().by_target[mine[0]].calls == 3
-            assert tracer.forget(targets=mine) == 1
-            assert mine[0] not in tracer.snapshot().by_target
-            assert tracer.forget(targets=mine) == 0  # not in the last snapshot: nothing to delete
-            os.lseek(source_fd, 0, os.SEEK_SET)
-            os.readv(source_fd, [memoryview(mapping)])
-            again = tracer.snapshot().by_target[mine[0]]
-    finally:
-        os.close(source_fd)
-        mapping.close()
-        os.close(memfd)
+    def make(count):
+        made.append(MemfdTargets(tmp_path, count))
+        return made[-1]
+
+    yield make
+    for targets in made:
+        targets.close()
+
+
+def test_forget_deletes_a_targets_counters_and_a_new_read_counts_from_zero(memfd_targets):
+    targets = memfd_targets(1)
+    with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+        inode = os.fstat(targets.memfds[0]).st_ino
+        for _ in range(3):
+            targets.read_into(0)
+        mine = [t for t in tracer.snapshot().by_target if t.kind == "shmem" and t.inode == inode]
+        assert len(mine) == 1
+        assert tracer.snapshot().by_target[mine[0]].calls == 3
+        assert tracer.forget(targets=mine) == 1
+        assert mine[0] not in tracer.snapshot().by_target
+        assert tracer.forget(targets=mine) == 0  # not in the last snapshot: nothing to delete
+        targets.read_into(0)
+        again = tracer.snapshot().by_target[mine[0]]
     assert again.calls == 1 and again.bytes == 4096
 
 
-def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(tmp_path):
+def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(memfd_targets):
     # io_by_target with room for 4 targets; reads into 10 memfd mappings (10 new targets) and one
     # more read into each of the first ones. Every call is still in io_by_task (it has room); the
     # calls missing from io_by_target are exactly what map_full counted (this process's own stray reads
     # may take a slot too), and trace's text says so.
-    source = tmp_path / "source"
-    source.write_bytes(b"s" * 4096)
-    source_fd = os.open(source, os.O_RDONLY)
-    mappings = [shmem_mapping() for _ in range(10)]
-    try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, max_entries={"io_by_target": 4}) as tracer:
-            for _fd, mapping in mappings + mappings[:2]:
-                os.lseek(source_fd, 0, os.SEEK_SET)
-                os.readv(source_fd, [memoryview(mapping)])
-            snap = tracer.snapshot()
-    finally:
-        os.close(source_fd)
-        for fd, mapping in mappings:
-            mapping.close()
-            os.close(fd)
+    targets = memfd_targets(10)
+    with tracing.Tracer(pid=os.getpid(), ignore_self=False, max_entries={"io_by_target": 4}) as tracer:
+        for index in list(range(10)) + [0, 1]:
+            targets.read_into(index)
+        snap = tracer.snapshot()
     assert len(snap.by_target) == 4
     in_tasks = sum(c.calls for (tgid, path), c in snap.by_task.items() if path != "other")
     in_targets = sum(c.calls for c in snap.by_target.values())
@@ -116,23 +127,13 @@ def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
     assert memfd_reads == 12  # the ring buffer still carried every call
 
 
-def test_lookup_all_reads_what_items_reads_in_batches(tmp_path):
-    source = tmp_path / "source"
-    source.write_bytes(b"s" * 4096)
-    source_fd = os.open(source, os.O_RDONLY)
-    mappings = [shmem_mapping() for _ in range(40)]
-    try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
-            for _fd, mapping in mappings:
-                os.lseek(source_fd, 0, os.SEEK_SET)
-                os.readv(source_fd, [memoryview(mapping)])
-            io_map = tracer._obj.map("io_by_target")
-            by_items = dict(io_map.items())
-            assert len(by_items) >= 40
-            assert dict(io_map.lookup_all(batch=7)) == by_items  # several batches, the last one short
-            assert dict(io_map.lookup_all()) == by_items
-    finally:
-        os.close(source_fd)
-        for fd, mapping in mappings:
-            mapping.close()
-            os.close(fd)
+def test_lookup_all_reads_what_items_reads_in_batches(memfd_targets):
+    targets = memfd_targets(40)
+    with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+        for index in range(40):
+            targets.read_into(index)
+        io_map = tracer._obj.map("io_by_target")
+        by_items = dict(io_map.items())
+        assert len(by_items) >= 40
+        assert dict(io_map.lookup_all(batch=7)) == by_items  # several batches, the last one short
+        assert dict(io_map.lookup_all()) == by_items
