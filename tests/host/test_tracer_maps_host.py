@@ -1,5 +1,5 @@
-"""The tracer's maps under churn, on the host kernel: counters of objects gone are deleted by their
-reader (Tracer.forget), so the maps do not fill with them."""
+"""The tracer's maps on the host kernel: a full map counts the new keys it refused (and record keeps them
+as drops); counters of objects gone are deleted by their reader (Tracer.forget); lookup_all reads in batches."""
 import mmap
 import os
 
