@@ -30,6 +30,8 @@ def test_tcg_boot_shares_memory_and_never_reboots(tmp_path):
     assert option_values(args, "-kernel") == ["/k/vmlinuz"]
     append = option_values(args, "-append")[0]
     assert "console=ttyS0" in append and "panic=-1" in append
+    # A starved TCG vCPU must not fail the boot-time timer check (kernel panic "IO-APIC + timer doesn't work!").
+    assert "no_timer_check" in append.split()
 
 
 def test_kvm_uses_host_cpu(tmp_path):
