@@ -226,7 +226,7 @@ def run(sources, model, interval: float, count: Optional[int], view: ViewState) 
             with terminal() as screen:
                 screen.timeout(100)
                 collector.start()
-                return _loop(screen, frames, collector, view, interval, count)
+                return _loop(screen, frames, collector, view, interval, count, on_first_paint=sources.start_background)
         finally:
             # The terminal is the user's again before waiting for a sample in progress to end.
             collector.stop()
@@ -234,8 +234,10 @@ def run(sources, model, interval: float, count: Optional[int], view: ViewState) 
                 collector.join(timeout=max(interval, 1.0) + 5)
 
 
-def _loop(screen, frames, collector, view, interval, count):
+def _loop(screen, frames, collector, view, interval, count, on_first_paint=lambda: None):
+    """on_first_paint: called once the first frame is on screen (the slow part of the start begins then)."""
     frame, dirty, shown, last_frame_at = None, True, 0, time.monotonic()
+    painted = False
     while True:
         while True:
             try:
@@ -254,6 +256,9 @@ def _loop(screen, frames, collector, view, interval, count):
             height, width = screen.getmaxyx()
             _draw(screen, render(frame, view, width, height, footer=footer_text(view)))
             dirty = False
+            if frame is not None and not painted:
+                painted = True
+                on_first_paint()
         key = screen.getch()
         if key == -1:
             continue

@@ -29,12 +29,12 @@ MAX_TASKSTATS = 64
 
 
 class Sources:
-    """pid: one process only. trace: attach the I/O hooks. background: the inventory first, everything
-    else after the first sample, in a thread of its own: the taskstats socket (importing pyroute2), the
-    feature trials and the BPF load take tens of seconds on an emulated CPU, and a thread started
-    earlier would compete with the first screen for the interpreter. Samples taken meanwhile say
-    `tracing_pending` and carry no taskstats (delays read '-'). Batch modes and the exporter open
-    everything before their first sample instead: their first figures are then already traced."""
+    """pid: one process only. trace: attach the I/O hooks. background: the inventory only, and the rest
+    (the taskstats socket, importing pyroute2; the feature trials; the BPF load: tens of seconds on an
+    emulated CPU) in a thread of its own once `start_background()` is called: the view calls it after its
+    first paint, since a thread started earlier competes with that paint for the interpreter. Samples
+    taken meanwhile say `tracing_pending` and carry no taskstats (delays read '-'). Batch modes and the
+    exporter open everything before their first sample instead: their first figures are already traced."""
 
     def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False,
                  background: bool = False):
@@ -56,7 +56,6 @@ class Sources:
         self._snapshots = None
         self._collect: Callable = self._open_inventory()
         if background:
-            # started by the first sample (start_background), so that it waits for the first screen
             self._starting = threading.Thread(target=self._open_in_background, args=(taskstats, trace),
                                               name="dmabuf-top tracer start", daemon=True)
             return
@@ -156,10 +155,8 @@ class Sources:
                     stats[pid] = taskstats.for_process(pid)
                 except DmabufTopError as error:
                     log.info("taskstats for %d: %s", pid, error)
-        sample = Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
-                        tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
-        self.start_background()  # after the first sample: it is on screen before the slow part begins
-        return sample
+        return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
+                      tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
 
     def close(self):
         with self._lock:

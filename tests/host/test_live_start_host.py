@@ -35,6 +35,7 @@ def test_samples_are_taken_while_the_hooks_load_and_traced_once_they_are_up(held
     with Sources(background=True, taskstats=False) as sources:
         model = LiveModel(1.0, kernel="host", cannot_see=sources.cannot_see)
         sample = sources.sample()
+        sources.start_background()  # as the view does after its first paint
         assert sample.tracing_pending and sample.trace is None
         frame = model.update(sample)
         assert frame.tracing_pending and frame.missing == {"delayacct": frame.missing["delayacct"]}
@@ -57,18 +58,20 @@ def test_samples_are_taken_while_the_hooks_load_and_traced_once_they_are_up(held
         assert read.values["bytes"] is not None  # ...the second has
 
 
-def test_nothing_but_the_inventory_is_opened_before_the_first_sample(held_detection):
+def test_nothing_but_the_inventory_is_opened_before_start_background(held_detection):
     with Sources(background=True) as sources:
         assert sources.taskstats is None and sources.tracer is None and sources.tracing_pending
         assert sources._starting.ident is None  # not even started: it would compete with the first screen
         sample = sources.sample()
         assert sample.taskstats == {} and sample.tracing_pending
+        assert sources._starting.ident is None  # samples do not start it: the view does, once it has painted
+        sources.start_background()
         assert sources._starting.ident is not None
 
 
 def test_closing_while_the_hooks_load_leaves_no_tracer_behind(held_detection):
     sources = Sources(background=True, taskstats=False)
-    sources.sample()
+    sources.start_background()
     starting = sources._starting
     sources.close()
     held_detection.set()

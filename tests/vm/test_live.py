@@ -117,7 +117,7 @@ def test_screen_shows_the_buffer_its_read_rate_and_keys_work(workload, tmp_path)
                               timeout=300)
         first_screen_s = time.monotonic() - started
         print(f"first screen {first_screen_s:.1f} s; snapshot {snapshot_s:.1f} s")
-        assert first_screen_s < 2 * snapshot_s + 5, (first_screen_s, snapshot_s)
+        assert first_screen_s < 2 * snapshot_s + 10, (first_screen_s, snapshot_s)
         if "hooks: starting" in first:  # no rate before the hooks are up and sampled twice: '-', not 0
             assert read_rate(buffer_row(first, "live-weights")) == "-", first
 
