@@ -80,8 +80,9 @@ def _walk_keys(map_id, key_size):
 
 
 def _count_keys(map_id, key_size):
+    # Distinct keys: a walk whose current key is deleted meanwhile starts over from the first.
     keys = _walk_keys(map_id, key_size)
-    return None if keys is None else len(keys)
+    return None if keys is None else len(set(keys))
 
 
 def buffer_targets(pid):
@@ -96,7 +97,7 @@ def buffer_targets(pid):
         if bpf_map.get("name") == "io_by_target" and bpf_map["id"] in held:
             keys = _walk_keys(bpf_map["id"], bpf_map["bytes_key"])
             if keys is not None:
-                return sum(decode_target(key).kind in (KINDS[1], KINDS[2]) for key in keys)
+                return sum(decode_target(key).kind in (KINDS[1], KINDS[2]) for key in set(keys))
     return None
 
 
