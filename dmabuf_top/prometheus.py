@@ -156,7 +156,7 @@ class DmabufCollector:
     def collect(self):
         with self._lock:
             inventory = self._take()
-            trace = self._tracer.snapshot() if self._tracer is not None else None
+            trace = self._tracer.snapshot(minimal=True) if self._tracer is not None else None  # targets, tasks
         return families(inventory, trace, self._top)
 
 

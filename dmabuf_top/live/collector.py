@@ -107,7 +107,8 @@ class Sources:
         try:
             from ..tracing import Tracer
 
-            tracer = Tracer(pid=self.pid, report=report)
+            # no kernel stacks: neither the view nor the exporter shows them, and each costs the traced work
+            tracer = Tracer(pid=self.pid, report=report, stacks=False)
         except DmabufTopError as error:
             cannot_see.append(f"no I/O tracing ({error})")
             return
@@ -141,7 +142,8 @@ class Sources:
         with self._lock:
             tracer, taskstats = self.tracer, self.taskstats
         inventory = self._collect()
-        trace = tracer.snapshot() if tracer is not None else None
+        # minimal: targets and tasks only (outcomes, page cache and lifecycle maps are never shown here)
+        trace = tracer.snapshot(minimal=True) if tracer is not None else None
         stats = {}
         if taskstats is not None:
             pids = [p.pid for p in inventory.processes][:MAX_TASKSTATS]

@@ -23,7 +23,8 @@ class _Tracer:
     def __init__(self, snap):
         self.snap = snap
 
-    def snapshot(self):
+    def snapshot(self, minimal=False):
+        assert minimal  # a scrape reads targets and tasks only
         return self.snap
 
 
