@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 
 from ..text import terminal_safe
-from . import tables
+from . import methods, tables
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -43,7 +43,19 @@ def _latency_rows(session):
     return header, [tuple(asdict(r).values()) for r in tables.latency_table(session)]
 
 
-CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows}
+METHOD_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
+                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
+                  "checksum")
+
+
+def _method_rows(session):
+    """A validate session's methods (empty for other sessions); what was not measured is an empty cell."""
+    header = METHOD_COLUMNS + ("verdict",)
+    return header, [tuple(row.get(name) for name in METHOD_COLUMNS) + (row.get("verdict", {}).get("label"),)
+                    for row in methods.rows(session)]
+
+
+CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows}
 
 
 class CsvRenderer:
@@ -78,6 +90,7 @@ def tables_dict(session):
         "buffers": [_buffer_json(b) for b in tables.top_buffers(session)],
         "missing_hooks": [{"hook": name, "why": why} for name, why in tables.missing_hooks(session)],
         "dropped_events": tables.dropped_events(session),
+        "methods": [dict(zip(_method_rows(session)[0], row)) for row in _method_rows(session)[1]],
     }
 
 

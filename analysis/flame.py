@@ -9,6 +9,7 @@ import hashlib
 from html import escape
 from typing import Dict
 
+from ..stacks import kernel_frames
 from ..text import terminal_safe
 
 UNKNOWN_STACK = "[stack not recorded]"
@@ -40,7 +41,8 @@ def folded_stacks(session, weight="amount") -> Dict[str, int]:
     for path, frames, amount in rows:
         if not amount:
             continue
-        leaf_first = frames.split("\n") if frames else [UNKNOWN_STACK]
+        # The tracer's own frames are left out here too, for sessions recorded before they were at decoding.
+        leaf_first = (kernel_frames(frames.split("\n")) or [UNKNOWN_STACK]) if frames else [UNKNOWN_STACK]
         line = ";".join([_frame(path)] + [_frame(f) for f in reversed(leaf_first) if f.strip()])
         folded[line] = folded.get(line, 0) + amount
     return folded

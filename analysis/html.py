@@ -78,7 +78,9 @@ def summary_html(session, summary):
         ("duration", f"{summary['duration_s']:.2f} s"),
         ("kernel", text(summary["kernel"])),
         ("buffers seen", str(summary["buffers_seen"])),
-        ("I/O events", str(summary["io_events"])),
+        ("I/O calls traced", str(summary["calls"])),
+        ("I/O events", text(summary["io_events"], none="not recorded (validate keeps each method's totals, "
+                                                       "not per-call events)")),
         ("bytes moved", f"{human_size(summary['bytes_moved'])} ({summary['bytes_moved']} B)"),
         ("dropped events", str(summary["dropped_events"])),
     ]
@@ -142,18 +144,45 @@ def flame_html(session):
     return f'<div id="flame-graph">{flame.render_svg(folded)}</div>'
 
 
+def muted(sentence):
+    return f'<p class="muted">{escape(sentence)}</p>'
+
+
+def validate_notes(session):
+    """{section: why it shows what it shows} for a validate session; {} for others."""
+    if not tables.is_validate_session(session):
+        return {}
+    notes = {"throughput": "validate measures each method's totals over its I/O window, not a time series: the plots "
+                           "spread each total evenly over that window (the method's average rate)."}
+    memfd = methods.without_dmabuf(session)
+    if memfd:
+        notes["top-buffers"] = notes["buffers-over-time"] = (
+            f"{', '.join(memfd)} load into a memfd, which is no dma-buf: the kernel's dma-buf list has no row for "
+            "it, so these methods have none here.")
+    dmabuf_methods = [row for row in methods.rows(session) if methods.ran(row) and row.get("buffer") != "memfd"]
+    if dmabuf_methods and not tables.top_buffers(session, limit=1):
+        notes["top-buffers"] = notes["buffers-over-time"] = (
+            "the kernel's dma-buf list (iter/dmabuf) could not be read, so no method's dma-buf is shown.")
+    return notes
+
+
 def report_body(session, title=None):
     summary = tables.summary(session)
+    notes = validate_notes(session)
+    note = lambda key: muted(notes[key]) if key in notes else ""  # noqa: E731
+    buffers = tables.top_buffers(session, limit=50)
     sections = {
         "summary": summary_html(session, summary),
-        "throughput": png_img(figures.throughput_by_path(session), "throughput_by_path")
+        "throughput": note("throughput") + png_img(figures.throughput_by_path(session), "throughput_by_path")
         + png_img(figures.throughput_by_buffer(session), "throughput_by_buffer")
         + path_table_html(tables.path_totals(session)),
         "latency": png_img(figures.latency_histograms(session), "latency")
         + latency_table_html(tables.latency_table(session)),
         "zero-copy": png_img(figures.zero_copy(session), "zero_copy"),
-        "buffers-over-time": png_img(figures.buffers_over_time(session), "buffers_over_time"),
-        "top-buffers": buffers_table_html(tables.top_buffers(session, limit=50)),
+        "buffers-over-time": note("buffers-over-time") + png_img(figures.buffers_over_time(session),
+                                                                 "buffers_over_time"),
+        "top-buffers": note("top-buffers") + (buffers_table_html(buffers) if buffers
+                                              else muted("No buffer was seen (no inventory pass listed one).")),
         "flame": flame_html(session),
         "missing-hooks": missing_html(session),
         "dropped-events": dropped_html(session),

@@ -15,12 +15,30 @@ COLOURS = {"zero-copy": "#2a9d47", "copies": "#e0a030", "failed": "#b0b0b0", "wr
            "incomplete": "#c0392b", "unmeasured": "#7f8fa6", "absent": "#dddddd"}
 
 
+# What a method measures once it runs: a method that never ran has none of them (null, shown '-', never 0).
+MEASURED = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls", "errors")
+
+
+def ran(row):
+    """Did the method reach its I/O? (Sessions recorded before absent rows carried nulls had zeros there.)"""
+    return row.get("verdict", {}).get("kind") != "absent" and row.get("io_ms") is not None
+
+
 def rows(session):
-    """The validate rows of a session ([] when it is not a validate session)."""
+    """The validate rows of a session ([] when it is not a validate session); unmeasured counters None."""
     data = session.metadata.get("validate")
     if not isinstance(data, dict):
         return []
-    return [row for row in data.get("methods", []) if isinstance(row, dict)]
+    out = []
+    for row in data.get("methods", []):
+        if isinstance(row, dict):
+            out.append(row if ran(row) else {**row, **{name: None for name in MEASURED}})
+    return out
+
+
+def without_dmabuf(session):
+    """Names of the methods that ran into a buffer that is no dma-buf (memfd): no buffer rows for them."""
+    return [row["name"] for row in rows(session) if ran(row) and row.get("buffer") == "memfd"]
 
 
 def _label(text):

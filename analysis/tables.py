@@ -257,9 +257,16 @@ def dropped_events(session) -> Dict[str, int]:
     return dict(session.query("SELECT source, sum(count) FROM drops GROUP BY source ORDER BY source"))
 
 
+def is_validate_session(session):
+    """A `validate --record` session: per-method totals (metadata `validate`), no per-call events."""
+    return isinstance(session.metadata.get("validate"), dict)
+
+
 def summary(session) -> Dict[str, object]:
     meta = session.metadata
     kernel = meta.get("kernel") or {}
+    totals = path_totals(session)
+    io_events = session.query("SELECT count(*) FROM io_events")[0][0]
     return {
         "command": meta.get("command"),
         "exit_code": session.exit_code,
@@ -268,7 +275,9 @@ def summary(session) -> Dict[str, object]:
         "duration_s": duration_s(session),
         "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
         "buffers_seen": session.query("SELECT count(DISTINCT inode) FROM buffer_snapshots")[0][0],
-        "io_events": session.query("SELECT count(*) FROM io_events")[0][0],
-        "bytes_moved": sum(t.bytes for t in path_totals(session)),
+        # None: this kind of session keeps no per-call events (validate keeps per-method totals), not "none happened".
+        "io_events": None if io_events == 0 and is_validate_session(session) else io_events,
+        "calls": sum(t.calls for t in totals),
+        "bytes_moved": sum(t.bytes for t in totals),
         "dropped_events": sum(dropped_events(session).values()),
     }

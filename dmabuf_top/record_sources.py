@@ -29,6 +29,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 from . import session as records
 from .errors import DmabufTopError
 from .probes.iopaths import Counters, IoRecord
+from .stacks import kernel_frames
 
 RING_DROPS = "iopaths ring buffer"
 # The tracer's maps the session's rows come from: a full one refuses new keys, whose counts are then
@@ -153,17 +154,9 @@ def clean_frames(frames: List[str], hooked: Mapping[str, str]) -> List[str]:
 
     A stack taken in an fexit program starts "bpf_prog_<tag>_<program>", "bpf_trampoline_<id>":
     they stand in for the traced function (filemap_read...), so that is what the leaf shows.
-    hooked: {program name: kernel function it is attached to}.
+    hooked: {program name: kernel function it is attached to}. See dmabuf_top.stacks.
     """
-    out = []
-    for frame in frames:
-        if frame.startswith("bpf_trampoline_"):
-            continue
-        if frame.startswith("bpf_prog_"):
-            program = frame.split("_", 3)[-1] if frame.count("_") >= 3 else frame
-            frame = hooked.get(program, frame)
-        out.append(frame)
-    return out
+    return kernel_frames(frames, hooked)
 
 
 def io_event(record, buffers: BufferMap):

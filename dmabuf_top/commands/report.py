@@ -37,8 +37,8 @@ def renderer_for(fmt, table, session_b=None):
 @click.argument("session_b", metavar="[B]", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", help="File to write ('-' for stdout); default: SESSION's name with the format's suffix.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), help="Default: guessed from -o (.html, .trace.json, .csv, .json).")
-@click.option("--table", type=click.Choice(("buffers", "paths", "latency")), default="buffers", show_default=True,
-              help="Which table --format csv writes.")
+@click.option("--table", type=click.Choice(("buffers", "paths", "latency", "methods")), default="buffers",
+              show_default=True, help="Which table --format csv writes (methods: a validate session's).")
 @click.option("--figures", "figures_dir", type=click.Path(file_okay=False), help="Also write each figure as PNG and SVG here.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")
 def command(session_path, session_b, output, fmt, table, figures_dir, force):

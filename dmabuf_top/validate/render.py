@@ -1,4 +1,5 @@
 """The verdict table and its evidence, as text (pure: tested without a kernel)."""
+from ..stacks import kernel_frames
 from ..text import human_size, terminal_safe
 
 NOT_TRACED = "n/t"
@@ -24,7 +25,8 @@ def _copies(result):
 
 
 def row_cells(result):
-    absent = result.verdict.kind == "absent"
+    # Absent, or failed before its I/O: nothing was measured ('-'), which is not "not traced" (n/t).
+    absent = result.verdict.kind == "absent" or result.syscalls is None
     mb_s = result.mb_s
     return (
         terminal_safe(result.name),
@@ -70,12 +72,11 @@ def render_table(run):
 # Where the tracer took the stack: the hooked function (its own frame is the probe's trampoline).
 POINTS = {"cpu_copy_read": "copy at filemap_read", "cpu_copy_write": "copy at generic_perform_write",
           "gup": "pin at gup_fast_fallback/__get_user_pages"}
-TRACER_FRAMES = ("bpf_prog_", "bpf_trampoline_")  # our own probe, not the kernel path being judged
 
 
 def short_stack(frames, depth=6):
     """The innermost kernel frames of a stack (our probe's own frames left out) as one line."""
-    kernel = [frame for frame in frames if not frame.startswith(TRACER_FRAMES)]
+    kernel = kernel_frames(frames)
     shown = [terminal_safe(frame) for frame in kernel[:depth]]
     return " <- ".join(shown) + (" <- ..." if len(kernel) > depth else "")
 

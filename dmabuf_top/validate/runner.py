@@ -19,6 +19,8 @@ from typing import Dict, List, Optional
 from .. import features as feature_detection
 from ..errors import DmabufTopError, NeedsPrivilege
 from ..probes.iopaths import Counters
+from ..session import BufferSnapshot
+from ..stacks import kernel_frames
 from . import methods as method_table
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
 
@@ -135,7 +137,14 @@ class MethodResult:
     paths: Dict[str, dict] = field(default_factory=dict)
     flows: List[dict] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    # CLOCK_MONOTONIC: the allocation began, the I/O began and ended, the buffer was closed (0: did not happen).
+    started_ns: int = 0
+    io_started_ns: int = 0
     ended_ns: int = 0
+    closed_ns: int = 0
+    # What the kernel's dma-buf list said of this method's dma-bufs after allocating and after the I/O
+    # (session.BufferSnapshot rows; none for a memfd, which is no dma-buf). Not in to_dict: names are bytes.
+    snapshots: list = field(default_factory=list)
 
     @property
     def mb_s(self):
@@ -144,7 +153,7 @@ class MethodResult:
         return self.payload / MiB / (self.io_ms / 1000)
 
     def to_dict(self):
-        out = {key: value for key, value in self.__dict__.items() if key != "verdict"}
+        out = {key: value for key, value in self.__dict__.items() if key not in ("verdict", "snapshots")}
         out["verdict"] = self.verdict.to_dict()
         out["errno_name"] = errno_module.errorcode.get(self.errno) if self.errno else None
         out["mb_s"] = self.mb_s
@@ -161,9 +170,11 @@ class ValidateRun:
     stacks: Dict[int, List[str]] = field(default_factory=dict)  # evidence stack id -> frames
     command: Optional[List[str]] = None
     command_exit: Optional[int] = None
+    kernel: Optional[dict] = None  # FeatureReport.kernel: release, version, machine
 
     def to_dict(self):
         return {
+            "kernel": self.kernel,
             "file": None if self.source is None else {"path": self.source.path, "size": self.source.size,
                                                       "filesystem": self.source.filesystem},
             "page_cache": "warm" if self.warm else "dropped before each method",
@@ -215,11 +226,31 @@ def _evidence(tracer, before, after, stack_table, kallsyms):
     out = []
     for (stack_id, point, path), hits, amount in rows[:EVIDENCE_STACKS]:
         if stack_id not in stack_table:
-            frames = [kallsyms.name(ip) for ip in tracer.stack_ips(stack_id)] or [f"[stack lost: {stack_id}]"]
+            hooked = {hook.program: hook.target for hook in tracer.hooks}
+            frames = (kernel_frames([kallsyms.name(ip) for ip in tracer.stack_ips(stack_id)], hooked)
+                      or [f"[stack lost: {stack_id}]"])
             stack_table[stack_id] = frames
         out.append({"stack_id": stack_id, "point": point, "path": path, "hits": hits, "amount": amount,
                     "unit": "pages" if point == "gup" else "bytes", "frames": stack_table[stack_id]})
     return out
+
+
+def dmabuf_inodes(buffer):
+    """The dma-bufs a method's buffer is: the heap buffer itself, the udmabufs over a memfd, none for a memfd."""
+    if buffer.kind == "heap":
+        return [buffer.inode]
+    return [os.fstat(fd).st_ino for fd in getattr(buffer, "dmabuf_fds", ())]
+
+
+UNMEASURED_FIELDS = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls",
+                     "errors")
+
+
+def _unmeasured(result):
+    """A method that never reached its I/O measured nothing: its counters are None (shown '-'), never 0."""
+    for name in UNMEASURED_FIELDS:
+        setattr(result, name, None)
+    return result
 
 
 def _untraced(value, concern, missing):
@@ -256,8 +287,11 @@ class Runner:
         self.missing = self.tracer.snapshot().missing_concerns()
         self.stacks: Dict[int, List[str]] = {}
         self._kallsyms = None
+        self._iterator = None  # DmabufIterator once needed; False where the kernel has no iter/dmabuf
 
     def close(self):
+        if self._iterator:
+            self._iterator.close()
         self.tracer.close()
 
     def __enter__(self):
@@ -268,7 +302,8 @@ class Runner:
 
     def run(self, methods) -> ValidateRun:
         results = [self.run_one(method) for method in methods]
-        return ValidateRun(results, self.source, self.warm, list(self.tracer.hooks), dict(self.missing), self.stacks)
+        return ValidateRun(results, self.source, self.warm, list(self.tracer.hooks), dict(self.missing), self.stacks,
+                           kernel=dict(self.report.kernel))
 
     def run_one(self, method) -> MethodResult:
         size = self.source.size
@@ -276,9 +311,10 @@ class Runner:
         why_not = self.offer.missing(method)
         if why_not:
             result.verdict = absent(why_not)
-            return result
+            return _unmeasured(result)
         if not self.warm:
             drop_page_cache(self.source.path)
+        result.started_ns = time.monotonic_ns()
         started = time.monotonic()
         try:
             buffer = method_table.BUFFERS[method.buffer](size)
@@ -288,12 +324,14 @@ class Runner:
         result.alloc_ms = (allocated - started) * 1000
         result.buffer_inode = buffer.inode
         try:
+            self._snapshot_buffers(result, buffer)
             try:
                 fd = os.open(self.source.path, os.O_RDONLY | (os.O_DIRECT if method.direct else 0))
             except OSError as error:
                 return self._failed_before_io(result, "opening the file", error)
             try:
                 before = self.tracer.snapshot()
+                result.io_started_ns = time.monotonic_ns()
                 io_started = time.monotonic()
                 try:
                     result.moved = method.load(buffer, fd, size, self.chunk)
@@ -307,12 +345,31 @@ class Runner:
             result.io_ms = (io_ended - io_started) * 1000
             if result.errno is None:
                 result.checksum = "ok" if digest(buffer.view()) == self.source.digest else "mismatch"
+            self._snapshot_buffers(result, buffer)
         finally:
             closing = time.monotonic()
             buffer.close()
             result.close_ms = (time.monotonic() - closing) * 1000
+            result.closed_ns = time.monotonic_ns()
         self._judge(result, before, after)
         return result
+
+    def _snapshot_buffers(self, result, buffer):
+        """The kernel's own record of this method's dma-bufs now (iter/dmabuf), outside the traced window."""
+        inodes = set(dmabuf_inodes(buffer))
+        if not inodes or self._iterator is False:
+            return
+        if self._iterator is None:
+            try:
+                from ..probes.dmabuf_iter import DmabufIterator
+
+                self._iterator = DmabufIterator()
+            except DmabufTopError:
+                self._iterator = False  # no iter/dmabuf here: the report says the buffers were not listed
+                return
+        now = time.monotonic_ns()
+        result.snapshots += [BufferSnapshot(now, b.inode, b.exporter, b.name, b.size, b.file_refs, b.attachment_count,
+                                            b.backing_inode) for b in self._iterator.read() if b.inode in inodes]
 
     @staticmethod
     def _failed_before_io(result, doing, error):
@@ -321,7 +378,7 @@ class Runner:
         result.notes.append(f"{doing} failed: {error}")
         what = f"{errno_module.errorcode.get(number, number)}, {doing}" if number else doing
         result.verdict = Verdict("failed", f"failed ({what})", reasons=(str(error),))
-        return result
+        return _unmeasured(result)
 
     def _judge(self, result, before, after):
         tgid = os.getpid()
@@ -393,12 +450,14 @@ def trace_command(argv, report=None):
         after = tracer.snapshot()
         name = os.path.basename(argv[0])
         result = MethodResult(name, " ".join(argv), "command", False, 0, absent("?"))
-        result.ended_ns = time.monotonic_ns()
+        result.ended_ns = result.closed_ns = time.monotonic_ns()
+        result.started_ns = result.io_started_ns = result.ended_ns - int(io_s * 1e9)
         stacks: Dict[int, List[str]] = {}
         measure_command(result, before, after, missing, command.pid, returncode)
         result.evidence = _evidence(tracer, before, after, stacks, tracer.kallsyms())
         result.io_ms = io_s * 1000
-    run = ValidateRun([result], None, True, list(tracer.hooks), missing, stacks, list(argv), returncode)
+    run = ValidateRun([result], None, True, list(tracer.hooks), missing, stacks, list(argv), returncode,
+                      kernel=dict(report.kernel))
     return run
 
 

@@ -130,6 +130,28 @@ def test_evidence_names_the_kernel_paths(matrix):
     assert sum(s["amount"] for s in results["udmabuf-read-direct"].evidence if s["point"] == "gup") == PAGES
 
 
+def test_evidence_stacks_hold_no_frame_of_our_tracer(matrix):
+    results, _ = matrix
+    stacks = [s["frames"] for r in results.values() for s in r.evidence]
+    assert stacks and not [f for frames in stacks for f in frames if f.startswith(("bpf_prog_", "bpf_trampoline_"))]
+    # the fentry trampoline hides the hooked function's own frame: the decoder puts it back at the leaf
+    assert {s["frames"][0] for s in results["heap-read"].evidence if s["point"] == "cpu_copy_read"} == {"filemap_read"}
+
+
+def test_each_method_is_timed_in_order_and_its_dmabufs_listed_by_the_kernel(matrix):
+    results, _ = matrix
+    ran = [r for r in results.values() if r.started_ns]
+    assert len(ran) == len(EXPECTED)
+    for result in ran:
+        assert result.started_ns < result.io_started_ns < result.ended_ns <= result.closed_ns
+    heap = results["heap-read"]
+    # iter/dmabuf after allocating and after the I/O: the heap buffer as heap_buffer named it
+    assert [(b.inode, b.exporter, b.name, b.size) for b in heap.snapshots] == [
+        (heap.buffer_inode, "system", b"validate:heap", SIZE)] * 2
+    assert {b.exporter for b in results["udmabuf-read"].snapshots} == {"udmabuf"}
+    assert results["memfd-rw"].snapshots == []  # a memfd is no dma-buf
+
+
 def test_patched_kernel_methods_are_absent_never_assumed(matrix):
     results, _ = matrix
     for name in ABSENT:
@@ -243,3 +265,22 @@ def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, ud
     assert report.returncode == 0, report.stderr
     page = open(html, encoding="utf-8").read()
     assert 'id="methods"' in page and "udmabuf-read-direct" in page and 'id="fig-methods"' in page
+
+    from dmabuf_top.analysis import flame, tables
+    from dmabuf_top.session import Session
+
+    with Session(session) as recorded:
+        # The session spans the methods (first allocation to last close), not the writing of the file.
+        assert recorded.metadata["started_ns"] == min(row["started_ns"] for row in rows.values())
+        assert recorded.metadata["ended_ns"] == max(row["closed_ns"] for row in rows.values())
+        summary = tables.summary(recorded)
+        assert summary["duration_s"] >= sum(row["io_ms"] for row in rows.values()) / 1000
+        assert summary["kernel"] == os.uname().release
+        assert summary["buffers_seen"] == 2  # the heap dma-buf and the udmabuf over its memfd
+        # The kernel's latency histograms: one entry per read() call of each method.
+        latency = {row.path: row.calls for row in tables.latency_table(recorded)}
+        assert latency == {"read": rows["heap-read"]["syscalls"] + rows["udmabuf-read-direct"]["syscalls"]}
+        heap = next(b for b in tables.top_buffers(recorded) if b.inode == rows["heap-read"]["buffer_inode"])
+        assert (heap.exporter, heap.name, heap.size, heap.io_bytes) == ("system", b"validate:heap", 8 << 20, 8 << 20)
+        assert not [line for line in flame.folded_stacks(recorded) if "bpf_prog_" in line or "bpf_trampoline_" in line]
+    assert "no latency recorded" not in page and "bpf_trampoline" not in page
