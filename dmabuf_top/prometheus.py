@@ -17,8 +17,11 @@ Metrics (all names prefixed `dmabuf_`):
     buffer_io_bytes_total{inode, path}         counter I/O of the `top` buffers; others under inode="other"
     hook_live{concern}                         gauge   1 traced, 0 missing (what "absent" means above)
     dropped_events_total                       counter
+    map_full_refused_keys_total{map}           counter new keys a full map refused (their I/O is
+                                                       missing from the counters above)
 
-Label cardinality is bounded by `top` (buffers and processes); a metric whose
+Each scrape forgets the counters of buffers gone (live.collector.TraceReader), so the tracer's
+maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes); a metric whose
 hooks are missing is left out rather than reported as 0. Buffer names and comms
 are label values escaped as on a terminal (text.terminal_safe), so a hostile
 name is one readable line; prometheus_client escapes quotes and backslashes.
@@ -140,6 +143,14 @@ def _trace_families(trace, inventory, shown_inodes):
         live.add_metric([concern], 0 if concern in missing else 1)
     out.append(live)
     out.append(CounterMetricFamily("dmabuf_dropped_events", "ring buffer records lost", value=trace.dropped))
+    from .tracing import MINIMAL_MAPS
+
+    refused = CounterMetricFamily("dmabuf_map_full_refused_keys",
+                                  "new keys a full BPF map refused: what they carried is missing from the counters",
+                                  labels=["map"])
+    for name in MINIMAL_MAPS:  # the maps these counters come from; the others are never read here
+        refused.add_metric([name], trace.map_full.get(name, 0))
+    out.append(refused)
     return out
 
 
@@ -148,15 +159,17 @@ class DmabufCollector:
     Scrapes may come from several threads at once (the HTTP server is threaded): one at a time here."""
 
     def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP):
+        from .live.collector import TraceReader
+
         self._take = take_inventory
-        self._tracer = tracer
+        self._reader = TraceReader(tracer) if tracer is not None else None
         self._top = top
         self._lock = threading.Lock()
 
     def collect(self):
         with self._lock:
             inventory = self._take()
-            trace = self._tracer.snapshot(minimal=True) if self._tracer is not None else None  # targets, tasks
+            trace = self._reader.snapshot(inventory) if self._reader is not None else None  # targets, tasks
         return families(inventory, trace, self._top)
 
 

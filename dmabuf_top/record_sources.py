@@ -281,18 +281,11 @@ class IoPathSource:
         return rows
 
     def _forget_gone(self, snapshot):
-        """Delete from the kernel maps the counters of buffers gone (their last delta is taken):
-        under churn the maps would otherwise fill with dead buffers and stop counting new ones.
-        A target is gone when it is a dma-buf or shmem object no longer shown by the latest read
-        and idle over the last interval; if it moves again its key comes back from zero, and the
-        next delta counts it as new, so nothing is counted twice or lost."""
-        gone = [target for target, counters in snapshot.by_target.items()
-                if target.kind in ("dmabuf", "shmem") and self._previous.by_target.get(target) == counters
-                and not self._buffers.alive(target.kind, target.inode, target.dev)]
-        if gone:
-            self._tracer.forget(targets=gone)
-            for target in gone:
-                del snapshot.by_target[target]
+        """Delete from the kernel maps the counters of buffers gone (tracing.forget_gone: the rule is
+        shared with the live view and the exporter)."""
+        from .tracing import forget_gone
+
+        forget_gone(self._tracer, snapshot, self._previous.by_target, self._buffers.alive)
 
     def _new_stacks(self, stack_deltas):
         out = []

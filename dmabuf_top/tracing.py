@@ -425,6 +425,37 @@ class TraceSnapshot:
         return out
 
 
+# Targets whose objects can be gone for good (a dma-buf freed, a memfd closed): their counters can be
+# forgotten. Files on disk stay, and a reader cannot tell an idle file from a deleted one.
+FORGETTABLE_KINDS = ("dmabuf", "shmem")
+# The maps snapshot(minimal=True) reads (targets, tasks, stacks) and the tgid set behind them: a key one of
+# them refused is I/O missing from what such a reader shows. The others (outcomes, page cache per file,
+# lifecycle) it never reads, so what they refuse loses nothing it shows.
+MINIMAL_MAPS = ("io_by_target", "io_by_task", "stack_counts", "traced_tgids")
+
+
+def gone_targets(by_target, previous_by_target, alive):
+    """The targets of a snapshot whose counters a delta reader may forget (Tracer.forget): a dma-buf or
+    shmem object that did nothing since the previous snapshot (its last delta is taken) and that the
+    reader's latest buffer read no longer shows (alive(kind, inode, dev) is False). If it moves again,
+    its key comes back from zero and the next delta counts it as new: nothing counted twice or lost."""
+    return [target for target, counters in by_target.items()
+            if target.kind in FORGETTABLE_KINDS and previous_by_target.get(target) == counters
+            and not alive(target.kind, target.inode, target.dev)]
+
+
+def forget_gone(tracer, snapshot, previous_by_target, alive):
+    """Forget the gone targets (gone_targets) in the kernel and in `snapshot`, so that the snapshot is
+    the next call's `previous_by_target`. Under churn the maps would otherwise fill with buffers that
+    are gone and refuse new ones. Returns the targets forgotten."""
+    gone = gone_targets(snapshot.by_target, previous_by_target, alive)
+    if gone:
+        tracer.forget(targets=gone)
+        for target in gone:
+            del snapshot.by_target[target]
+    return gone
+
+
 def missing_concerns(hooks):
     """{concern: reason} for every concern with a hook not live: what is NOT counted, as opposed to zero."""
     missing = {}

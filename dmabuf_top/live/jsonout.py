@@ -8,6 +8,8 @@
                 "userspace_rss", "userspace_pss"} (ints),
      "hooks": {"live": [concern], "missing": {concern: reason}, "absent": {path: reason}},
      "dropped_events": int|null,
+     "map_full": {map: int}|null (new keys each map the counters come from refused because it was
+                 full: "io_by_target", "io_by_task", "stack_counts", "traced_tgids"; null without tracing),
      "cannot_see": [str],
      "buffers":   [{"inode", "exporter", "size", "attachments", "holders": [{"pid", "fds", "maps"}],
                     "name", "name_hex", "state": "new"|"freed"|null, "read", "write", "xfer", "copy", "pin",
@@ -70,6 +72,7 @@ JSON_SCHEMA = _object({
                       "missing": {"type": "object", "additionalProperties": {"type": "string"}},
                       "absent": {"type": "object", "additionalProperties": {"type": "string"}}}),
     "dropped_events": {"type": ["integer", "null"], "minimum": 0},
+    "map_full": {"type": ["object", "null"], "additionalProperties": {"type": "integer", "minimum": 0}},
     "cannot_see": {"type": "array", "items": {"type": "string"}},
     "buffers": {"type": "array", "items": _object({
         "inode": _INT, "exporter": _STR_OR_NULL, "size": {"type": "integer", "minimum": 0},
@@ -143,7 +146,8 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
         "totals": {name: getattr(totals, name) for name in (
             "buffers", "bytes", "kernel_only_buffers", "kernel_only_bytes", "userspace_rss", "userspace_pss")},
         "hooks": {"live": list(frame.live_concerns), "missing": dict(frame.missing), "absent": dict(frame.absent)},
-        "dropped_events": frame.dropped, "cannot_see": list(frame.cannot_see),
+        "dropped_events": frame.dropped, "map_full": None if frame.map_full is None else dict(frame.map_full),
+        "cannot_see": list(frame.cannot_see),
         "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths,
     }
 

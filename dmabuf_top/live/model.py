@@ -166,6 +166,9 @@ class Frame:
     sequence: int = 0
     absent: Dict[str, str] = field(default_factory=dict)  # path -> why this kernel has no such path
     tracing_pending: bool = False  # the I/O hooks are still loading: rates read "-", nothing is "missing" yet
+    # {map: new keys it refused} for the maps the view's counters come from (tracing.MINIMAL_MAPS): what
+    # those keys carried is missing from the rates. None without a trace snapshot.
+    map_full: Optional[Dict[str, int]] = None
 
     def not_traced(self, pane) -> set:
         """Column keys of `pane` that read n/t in this frame."""
@@ -296,7 +299,7 @@ class LiveModel:
             dropped=trace.dropped if trace is not None else None,
             cannot_see=self.cannot_see + [s for s in sample.cannot_see if s not in self.cannot_see],
             notes=list(inventory.notes), pid=self.pid, sequence=self._sequence, absent=absent,
-            tracing_pending=pending,
+            tracing_pending=pending, map_full=_map_full(trace),
         )
 
     def _selected(self, inventory, arrays):
@@ -450,6 +453,15 @@ class LiveModel:
 
 
 PATH_RATE_KEYS = ("calls", "bytes", "copy", "pin", "pc_added", "latency")
+
+
+def _map_full(trace) -> Optional[Dict[str, int]]:
+    """The refusals of the maps the view reads; the others (page cache per file, lifecycle) it never shows."""
+    if trace is None:
+        return None
+    from ..tracing import MINIMAL_MAPS
+
+    return {name: int(trace.map_full.get(name, 0)) for name in MINIMAL_MAPS}
 
 
 def absent_paths(hooks, missing) -> Dict[str, str]:

@@ -57,6 +57,9 @@ def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional
     if frame.missing:
         hooks.append((f"  missing: {' '.join(sorted(frame.missing))}", "warn"))
     hooks.append((f"  dropped events: {dropped}", "normal"))
+    for name, refused in sorted((frame.map_full or {}).items()):
+        if refused:  # those keys' I/O is missing from the rates: said next to the drops, in warning colour
+            hooks.append((f"  map full: {name} refused {refused} new keys", "warn"))
     lines.append(hooks)
     cannot = list(frame.cannot_see) + [f"{concern} not traced ({reason})" for concern, reason in sorted(frame.missing.items())
                                        if concern not in ("tracing",)]
