@@ -53,8 +53,11 @@ class Hook:
 
 
 HOOKS = (
-    Hook("copy_file_range", "bytes moved by copy_file_range", ("vfs_copy_file_range",),
-         ("syscalls:sys_enter_copy_file_range", "syscalls:sys_exit_copy_file_range")),
+    # One program on each raw syscall tracepoint (tp_btf, else raw_tp) tells the traced syscalls apart by
+    # number: half the cost of the per-syscall perf events (benchmarks/overhead.py).
+    Hook("syscalls", "read, write and their p/v variants, copy_file_range, sendfile and splice: who, "
+         "which file, which buffer, bytes, errors, latency", (), ("raw_syscalls:sys_enter", "raw_syscalls:sys_exit")),
+    Hook("copy_file_range", "bytes moved by copy_file_range", ("vfs_copy_file_range",)),
     Hook("exporter_rw_file", "an exporter's direct file I/O callback (patched kernels)",
          ("dma_buf_rw_file", "system_heap_rw_file", "udmabuf_rw_file"), patched_only=True),
     Hook("direct_io", "O_DIRECT through iomap", ("__iomap_dio_rw", "iomap_dio_rw"),
@@ -69,8 +72,7 @@ HOOKS = (
           "_copy_from_iter",
           # Around the helpers (which are not ftrace-able on the kernels we met): their return values are the copies.
           "filemap_read", "generic_perform_write")),
-    Hook("sendfile_splice", "sendfile and splice", ("do_splice", "do_splice_direct", "splice_file_to_pipe"),
-         ("syscalls:sys_enter_sendfile64", "syscalls:sys_enter_splice")),
+    Hook("sendfile_splice", "sendfile and splice", ("do_splice", "do_splice_direct", "splice_file_to_pipe")),
     Hook("lifecycle", "dma-buf creation, attach, mmap and release", ("dma_buf_export", "dma_buf_file_release"),
          tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS)),
 )
