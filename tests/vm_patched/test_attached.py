@@ -24,7 +24,7 @@ from dmabuf_top import alloc
 from dmabuf_top.bufinfo import read_bufinfo
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.validate.methods import RW_FILE_READ
-from rw_file_request import SCRATCH, rw_file
+from rw_file_request import rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 
@@ -95,13 +95,8 @@ def record_of(inode):
 
 @pytest.fixture(scope="module")
 def source():
-    data = os.urandom(SIZE)
-    path = os.path.join(SCRATCH, "attached-source.bin")
-    with open(path, "wb") as out:
-        out.write(data)
-        os.fsync(out.fileno())
-    yield path, data
-    os.unlink(path)
+    with scratch_file("attached-source.bin", SIZE) as made:
+        yield made
 
 
 @pytest.mark.parametrize("kind", ["heap", "udmabuf"])

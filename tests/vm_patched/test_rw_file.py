@@ -9,7 +9,7 @@ import pytest
 
 from dmabuf_top import alloc
 from dmabuf_top.validate.methods import RW_FILE_DIRECT, RW_FILE_READ, RW_FILE_WRITE
-from rw_file_request import PAGE, SCRATCH, rw_file
+from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 
@@ -18,13 +18,8 @@ SIZE = 4 << 20
 
 @pytest.fixture(scope="module")
 def source():
-    data = os.urandom(SIZE)
-    path = os.path.join(SCRATCH, "rw-file-source.bin")
-    with open(path, "wb") as out:
-        out.write(data)
-        os.fsync(out.fileno())
-    yield path, data
-    os.unlink(path)
+    with scratch_file("rw-file-source.bin", SIZE) as made:
+        yield made
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from dmabuf_top.tracing import Tracer
 from dmabuf_top.validate.methods import RW_FILE_DIRECT, RW_FILE_READ, RW_FILE_WRITE
 from dmabuf_top.validate.runner import drop_page_cache
 
-from rw_file_request import PAGE, SCRATCH, rw_file
+from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 
@@ -23,12 +23,8 @@ PAGES = SIZE // PAGE
 
 @pytest.fixture(scope="module")
 def source():
-    path = os.path.join(SCRATCH, "rw-file-traced.bin")
-    with open(path, "wb") as out:
-        out.write(os.urandom(SIZE))
-        os.fsync(out.fileno())
-    yield path
-    os.unlink(path)
+    with scratch_file("rw-file-traced.bin", SIZE) as (path, _):
+        yield path
 
 
 @pytest.fixture(scope="module")
