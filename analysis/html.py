@@ -157,8 +157,9 @@ def validate_notes(session):
     memfd = methods.without_dmabuf(session)
     if memfd:
         notes["top-buffers"] = notes["buffers-over-time"] = (
-            f"{', '.join(memfd)} load into a memfd, which is no dma-buf: the kernel's dma-buf list has no row for "
-            "it, so these methods have none here.")
+            f"{', '.join(memfd)} load{'s' if len(memfd) == 1 else ''} into a memfd, which is no dma-buf: the kernel's "
+            f"dma-buf list has no row for it, so {'this method has' if len(memfd) == 1 else 'these methods have'} "
+            "none here.")
     dmabuf_methods = [row for row in methods.rows(session) if methods.ran(row) and row.get("buffer") != "memfd"]
     if dmabuf_methods and not tables.top_buffers(session, limit=1):
         notes["top-buffers"] = notes["buffers-over-time"] = (

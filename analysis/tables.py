@@ -228,7 +228,10 @@ def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
     """{exporter: [(t_s, buffers, bytes)]} per inventory pass."""
     t0 = start_ns(session)
     series: Dict[str, List[Tuple[float, int, int]]] = {}
-    times = [t for (t,) in session.query("SELECT DISTINCT time_ns FROM buffer_snapshots ORDER BY time_ns")]
+    times = {t for (t,) in session.query("SELECT DISTINCT time_ns FROM buffer_snapshots")}
+    # Passes that listed none of the recorded buffers have no row; a session may name them (validate does).
+    passes = session.metadata.get("inventory_passes_ns")
+    times = sorted(times | set(passes if isinstance(passes, list) and times else ()))
     exporters = [e for (e,) in session.query("SELECT DISTINCT exporter FROM buffer_snapshots ORDER BY exporter")]
     counts = {(t, e): (n, s) for t, e, n, s in session.query(
         "SELECT time_ns, exporter, count(*), sum(size) FROM buffer_snapshots GROUP BY 1, 2")}

@@ -142,9 +142,11 @@ class MethodResult:
     io_started_ns: int = 0
     ended_ns: int = 0
     closed_ns: int = 0
-    # What the kernel's dma-buf list said of this method's dma-bufs after allocating and after the I/O
-    # (session.BufferSnapshot rows; none for a memfd, which is no dma-buf). Not in to_dict: names are bytes.
+    # What the kernel's dma-buf list said of this method's dma-bufs after allocating, after the I/O and after
+    # closing (session.BufferSnapshot rows; none for a memfd, which is no dma-buf), and when it was read: a
+    # pass that found none of them (after the close) has no row. Not in to_dict: names are bytes.
     snapshots: list = field(default_factory=list)
+    inventory_passes: List[int] = field(default_factory=list)
 
     @property
     def mb_s(self):
@@ -153,7 +155,8 @@ class MethodResult:
         return self.payload / MiB / (self.io_ms / 1000)
 
     def to_dict(self):
-        out = {key: value for key, value in self.__dict__.items() if key not in ("verdict", "snapshots")}
+        out = {key: value for key, value in self.__dict__.items() if key not in ("verdict", "snapshots",
+                                                                                     "inventory_passes")}
         out["verdict"] = self.verdict.to_dict()
         out["errno_name"] = errno_module.errorcode.get(self.errno) if self.errno else None
         out["mb_s"] = self.mb_s
@@ -323,8 +326,9 @@ class Runner:
         allocated = time.monotonic()
         result.alloc_ms = (allocated - started) * 1000
         result.buffer_inode = buffer.inode
+        inodes = dmabuf_inodes(buffer)
         try:
-            self._snapshot_buffers(result, buffer)
+            self._snapshot_buffers(result, inodes)
             try:
                 fd = os.open(self.source.path, os.O_RDONLY | (os.O_DIRECT if method.direct else 0))
             except OSError as error:
@@ -338,25 +342,25 @@ class Runner:
                 except OSError as error:
                     result.errno = error.errno
                 io_ended = time.monotonic()
-                after = self.tracer.snapshot()
                 result.ended_ns = time.monotonic_ns()
+                after = self.tracer.snapshot()
             finally:
                 os.close(fd)
             result.io_ms = (io_ended - io_started) * 1000
             if result.errno is None:
                 result.checksum = "ok" if digest(buffer.view()) == self.source.digest else "mismatch"
-            self._snapshot_buffers(result, buffer)
+            self._snapshot_buffers(result, inodes)
         finally:
             closing = time.monotonic()
             buffer.close()
             result.close_ms = (time.monotonic() - closing) * 1000
             result.closed_ns = time.monotonic_ns()
+        self._snapshot_buffers(result, inodes)
         self._judge(result, before, after)
         return result
 
-    def _snapshot_buffers(self, result, buffer):
+    def _snapshot_buffers(self, result, inodes):
         """The kernel's own record of this method's dma-bufs now (iter/dmabuf), outside the traced window."""
-        inodes = set(dmabuf_inodes(buffer))
         if not inodes or self._iterator is False:
             return
         if self._iterator is None:
@@ -368,6 +372,7 @@ class Runner:
                 self._iterator = False  # no iter/dmabuf here: the report says the buffers were not listed
                 return
         now = time.monotonic_ns()
+        result.inventory_passes.append(now)
         result.snapshots += [BufferSnapshot(now, b.inode, b.exporter, b.name, b.size, b.file_refs, b.attachment_count,
                                             b.backing_inode) for b in self._iterator.read() if b.inode in inodes]
 

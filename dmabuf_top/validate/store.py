@@ -13,8 +13,10 @@ No schema change: a reader without validate support ignores the key. Per method:
   Calls and errors go to the window's last sample, when they had returned.
 - its per-path latency histograms (log2 of microseconds, from the kernel) become
   latency_hist rows, summed per path over the methods;
-- its dma-bufs, as the kernel listed them after allocating and after the I/O, become
-  buffer_snapshots (a memfd method has no dma-buf, so no row);
+- its dma-bufs, as the kernel listed them after allocating, after the I/O and after the
+  close, become buffer_snapshots (a memfd method has no dma-buf, so no row), and the times
+  of those passes metadata `inventory_passes_ns` (the pass after the close found none: the
+  buffers-over-time figure drops to zero there instead of holding the last value);
 - its evidence stacks go into stacks/stack_counts (so the flame graph shows them).
 The tracer's hooks go into hooks.
 """
@@ -77,6 +79,7 @@ def record_run(run, path, report=None, overwrite=False):
             writer.set_metadata(kernel=run.kernel)
         if started_ns:
             writer.set_metadata(started_ns=started_ns)
+        writer.set_metadata(inventory_passes_ns=sorted(t for result in run.results for t in result.inventory_passes))
         if report is not None:
             writer.set_features(report)
         for hook in run.hooks:

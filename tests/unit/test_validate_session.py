@@ -53,6 +53,8 @@ def method(name, buffer, start_s, io_s, close_s, *, inode, paths, snapshots=(), 
     result.pinned_pages = sum(c.pinned_pages for c, _ in paths.values())
     result.snapshots = [BufferSnapshot(t, *snapshot) for snapshot in snapshots
                         for t in (result.started_ns + S // 10, result.ended_ns + S // 10)]
+    if snapshots:  # the pass after the close found none of the method's dma-bufs: no row, only its time
+        result.inventory_passes = [result.started_ns + S // 10, result.ended_ns + S // 10, result.closed_ns + S // 20]
     for key, value in values.items():
         setattr(result, key, value)
     return result
@@ -157,10 +159,15 @@ def test_buffers_are_the_methods_dmabufs_and_the_memfd_methods_are_said_to_have_
         assert (buffers[7].first_seen_s, buffers[7].last_seen_s) == pytest.approx((0.1, 0.2 + 0.4 + 0.1))
         over_time = tables.buffers_over_time(session)
         assert set(over_time) == {"system", "udmabuf"}
+        # The heap buffer from its allocation to its close (0.67 s after the session began; the pass after it at 0.72 s), not until the
+        # udmabuf method's first pass 6.6 s later.
+        assert [(round(t, 6), n, size) for t, n, size in over_time["system"][:4]] == [
+            (0.1, 1, SIZE), (0.7, 1, SIZE), (0.72, 0, 0), (6.6, 0, 0)]
+        assert [n for _, n, _ in over_time["udmabuf"]] == [0, 0, 0, 1, 1, 0]
         page = rendered(session)
     top = section(page, "top-buffers")
     assert "validate:heap" in top and "<td>udmabuf</td>" in top
-    assert "memfd-rw, memfd-read load into a memfd, which is no dma-buf" in top
+    assert "memfd-rw, memfd-read load into a memfd, which is no dma-buf" in top and "these methods have none" in top
     assert "no buffer snapshot recorded" not in section(page, "buffers-over-time")
 
 
@@ -175,7 +182,8 @@ def test_a_method_that_did_not_run_shows_dashes_and_exports_nulls(tmp_path):
     # alloc, I/O, close ms, MB/s, CPU-copied, page cache, pinned, calls, data: nothing measured
     assert [cell.rsplit(">", 1)[-1] for cell in cells[2:11]] == ["-"] * 9
     absent_row = next(m for m in data["methods"] if m["name"] == "heap-rwfile-ioctl")
-    assert [absent_row[k] for k in ("cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "moved")] == [None] * 5
+    unmeasured = ("cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "moved")
+    assert [absent_row[k] for k in unmeasured] == [None] * len(unmeasured)
     assert next(m for m in data["methods"] if m["name"] == "heap-read")["cpu_copied"] == SIZE
     json.dumps(data)
     table = {r["name"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}

@@ -145,9 +145,11 @@ def test_each_method_is_timed_in_order_and_its_dmabufs_listed_by_the_kernel(matr
     for result in ran:
         assert result.started_ns < result.io_started_ns < result.ended_ns <= result.closed_ns
     heap = results["heap-read"]
-    # iter/dmabuf after allocating and after the I/O: the heap buffer as heap_buffer named it
+    # iter/dmabuf after allocating and after the I/O: the heap buffer as heap_buffer named it; after the close
+    # (the last fput ran before close() returned) the kernel no longer lists it
     assert [(b.inode, b.exporter, b.name, b.size) for b in heap.snapshots] == [
         (heap.buffer_inode, "system", b"validate:heap", SIZE)] * 2
+    assert len(heap.inventory_passes) == 3 and heap.inventory_passes[-1] > heap.closed_ns
     assert {b.exporter for b in results["udmabuf-read"].snapshots} == {"udmabuf"}
     assert results["memfd-rw"].snapshots == []  # a memfd is no dma-buf
 
@@ -280,6 +282,7 @@ def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, ud
         # The kernel's latency histograms: one entry per read() call of each method.
         latency = {row.path: row.calls for row in tables.latency_table(recorded)}
         assert latency == {"read": rows["heap-read"]["syscalls"] + rows["udmabuf-read-direct"]["syscalls"]}
+        assert [n for _, n, _ in tables.buffers_over_time(recorded)["system"]] == [1, 1, 0, 0, 0, 0]
         heap = next(b for b in tables.top_buffers(recorded) if b.inode == rows["heap-read"]["buffer_inode"])
         assert (heap.exporter, heap.name, heap.size, heap.io_bytes) == ("system", b"validate:heap", 8 << 20, 8 << 20)
         assert not [line for line in flame.folded_stacks(recorded) if "bpf_prog_" in line or "bpf_trampoline_" in line]
