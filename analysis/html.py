@@ -160,8 +160,12 @@ def validate_notes(session):
             f"{', '.join(memfd)} load{'s' if len(memfd) == 1 else ''} into a memfd, which is no dma-buf: the kernel's "
             f"dma-buf list has no row for it, so {'this method has' if len(memfd) == 1 else 'these methods have'} "
             "none here.")
-    dmabuf_methods = [row for row in methods.rows(session) if methods.ran(row) and row.get("buffer") != "memfd"]
-    if dmabuf_methods and not tables.top_buffers(session, limit=1):
+    ran = [row for row in methods.rows(session) if methods.ran(row)]
+    if any(row.get("buffer") == "command" for row in ran):
+        notes["top-buffers"] = notes["buffers-over-time"] = (
+            "validate -- CMD judges the command's calls, it does not list its buffers: "
+            "`dmabuf-top record -- CMD` does.")
+    elif any(row.get("buffer") in ("heap", "udmabuf") for row in ran) and not tables.top_buffers(session, limit=1):
         notes["top-buffers"] = notes["buffers-over-time"] = (
             "the kernel's dma-buf list (iter/dmabuf) could not be read, so no method's dma-buf is shown.")
     return notes

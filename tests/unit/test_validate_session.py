@@ -221,3 +221,16 @@ def test_kernel_frames_leave_out_every_tracer_frame_and_name_the_hooked_function
     assert kernel_frames(kprobe) == ["__get_user_pages", "vfs_read"]
     # kernel functions that merely start like a program are kept
     assert kernel_frames(["bpf_prog_add", "bpf_prog_run_pin_on_cpu"]) == ["bpf_prog_add", "bpf_prog_run_pin_on_cpu"]
+
+
+def test_a_traced_command_says_why_its_buffers_are_not_listed(tmp_path):
+    command = method("load_model.py", "command", 10.0, 3.0, 0.0, inode=0,
+                     paths={"read": (Counters(calls=4, bytes=SIZE, cpu_copied=SIZE), hist(b17=4))})
+    run = runner.ValidateRun([command], None, True, [], {}, {}, ["python3", "load_model.py"], 0,
+                             kernel={"release": "7.2.13-cloud-amd64"})
+    record_run(run, str(tmp_path / "c.session"))
+    with Session(str(tmp_path / "c.session")) as session:
+        assert tables.summary(session)["duration_s"] == 3.2
+        page = rendered(session)
+    assert "it does not list its buffers" in section(page, "top-buffers")
+    assert "iter/dmabuf" not in section(page, "top-buffers")
