@@ -7,8 +7,10 @@ import queue
 import pytest
 
 from dmabuf_top import tracing
+from dmabuf_top.inventory import collect
 from dmabuf_top.live.collector import Collector, Sources
-from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.live.screen import render_table
 from test_tracer_maps_host import MemfdTargets
 
 pytestmark = pytest.mark.root
@@ -78,17 +80,11 @@ def test_the_collector_forgets_memfds_gone_and_its_small_map_refuses_nothing(tmp
 
 
 def test_without_forgetting_the_same_churn_fills_the_map_and_the_frame_says_so(tmp_path):
-    from dmabuf_top.live.model import Sample
-    from dmabuf_top.live.screen import render_table
-    from dmabuf_top.live.model import ViewState
-
     with tracing.Tracer(pid=os.getpid(), ignore_self=False, stacks=False, max_entries={"io_by_target": ROOM}) as tracer:
         churn(tmp_path, lambda: tracer.snapshot(minimal=True))  # read, never forgotten
         snap = tracer.snapshot(minimal=True)
     refused = snap.map_full["io_by_target"]
     assert len(snap.by_target) == ROOM and refused >= ROUNDS * PER_ROUND - ROOM
-    from dmabuf_top.inventory import collect
-
     frame = LiveModel(1.0).update(Sample(1.0, 1.0, collect(), snap))
     assert frame.map_full["io_by_target"] == refused
     assert f"map full: io_by_target refused {refused} new keys" in render_table(frame, "buffers", ViewState())

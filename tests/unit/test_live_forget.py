@@ -7,9 +7,8 @@ import jsonschema
 from live_fixtures import LIVE_HOOKS, MiB, inventory
 from dmabuf_top.live.collector import TraceReader, alive_in
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
-from dmabuf_top.live.model import LiveModel, Sample
+from dmabuf_top.live.model import LiveModel, Sample, ViewState
 from dmabuf_top.live.screen import render_table
-from dmabuf_top.live.model import ViewState
 from dmabuf_top.probes.dmabuf_iter import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
 from dmabuf_top.tracing import MINIMAL_MAPS, TraceSnapshot, gone_targets
