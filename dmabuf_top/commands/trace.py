@@ -42,7 +42,8 @@ def command(pid, as_json, show_hooks, args):
     count = int(numbers[1]) if len(numbers) > 1 else None
     if interval <= 0:
         raise DmabufTopError("the interval must be a positive number of seconds, e.g. 'dmabuf-top trace 1 5'", 2)
-    with Tracer(pid=pid) as tracer:
+    # No kernel stacks: trace shows none, and each one costs the traced call microseconds (benchmarks/overhead.py).
+    with Tracer(pid=pid, stacks=False) as tracer:
         if show_hooks:
             for hook in tracer.hooks:
                 state = f"live via {hook.via}" if hook.live else "MISSING"
