@@ -145,6 +145,8 @@ mkdir -p "$NEWROOT/run/dmabuf-top"
 cp /job/command.sh "$NEWROOT/run/dmabuf-top/command.sh"
 
 [ -n "$OUTPUT_PORT" ] || OUTPUT_PORT=/dev/console
+# From here on the command runs: a failure before this line left nothing of it done (the host may boot again).
+report "started"
 # A clean environment: command.sh exports exactly what the host passed on.
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     HOME="$LAB_HOME" TERM=dumb \

@@ -160,3 +160,15 @@ def test_working_directory_under_tmp_is_visible(lab_kernel, tmp_path):
     result = lab.run_in_guest(["sh", "-c", script], kernel=lab_kernel.vmlinuz, scratch_mb=0, cwd=tmp_path, timeout=120)
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == ["seen from the guest", "tmp-writable", str(tmp_path)]
+
+
+def test_a_kernel_panic_while_booting_boots_once_more_then_says_so(lab_kernel, capfd):
+    # rdinit pointing nowhere makes the kernel panic before init, so before the command: the lab boots a
+    # second time (nothing of the command ran), and when that fails too it reports the panic as it is.
+    with pytest.raises(lab.GuestFailed) as failed:
+        lab.run_in_guest(["true"], kernel=lab_kernel.vmlinuz, scratch_mb=0, timeout=120, append="rdinit=/no-such-init")
+    assert "Kernel panic" in str(failed.value)
+    said = [line for line in capfd.readouterr().err.splitlines() if "booting once more" in line]
+    assert len(said) == 1 and "before the command started" in said[0], said
+    kept = Path(said[0].split("console kept in ")[1].split(")")[0])
+    assert "Kernel panic" in kept.read_text()

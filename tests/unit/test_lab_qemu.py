@@ -171,3 +171,24 @@ def test_working_directory_under_a_guest_tmpfs_is_kept():
     assert GuestJob(["true"], cwd="/work/main").kept_path == ""
     assert GuestJob(["true"], cwd="/tmp").kept_path == ""  # /tmp itself: nothing of the host's to keep
     assert "LAB_KEEP_PATH=/tmp/ci" in GuestJob(["true"], cwd="/tmp/ci").lab_env()
+
+
+def test_a_panic_before_the_command_started_is_told_apart():
+    from dmabuf_top.kernel.lab import panicked_before_command
+
+    panic = "[    1.095121] Kernel panic - not syncing: Fatal exception in interrupt\n"
+    # Booting: init never reported "started", so none of the command ran and booting again is safe.
+    assert panicked_before_command("", panic)
+    # The command was running: its side effects may have happened, so this is reported, never retried.
+    assert not panicked_before_command("started\n", panic)
+    assert not panicked_before_command("started\nexit=0\n", "")
+    # No oops at all (init's own error, a timeout): not a kernel failure.
+    assert not panicked_before_command("init-error=scratch disk did not appear\n", "[ 0.5] ok\n")
+
+
+def test_init_reports_started_right_before_the_command():
+    init = (Path(__file__).resolve().parents[2] / "kernel" / "init.sh").read_text()
+    started, command = init.index('report "started"'), init.index("/run/dmabuf-top/command.sh \\")
+    assert started < command
+    between = init[started:command]
+    assert "need_mount" not in between and "fail " not in between and "wait_for" not in between
