@@ -16,7 +16,8 @@ it reads at each poll into session rows:
 - IoEvent and LifecycleEvent: the ring buffer's per-event records.
 - Stack and StackCount: kernel stacks at copy and GUP points (symbolized once per id).
 - Drop: ring-buffer records lost since the previous poll, and new keys a full map refused
-  (SESSION_MAPS): what those would have counted is missing from the rows above.
+  (tracing.MINIMAL_MAPS, the maps the rows come from): what those would have counted is missing
+  from the rows above.
 
 TaskstatsSource samples delay accounting of the traced command and its descendants.
 
@@ -32,9 +33,6 @@ from .probes.iopaths import Counters, IoRecord
 from .stacks import kernel_frames
 
 RING_DROPS = "iopaths ring buffer"
-# The tracer's maps the session's rows come from: a full one refuses new keys, whose counts are then
-# missing from the rows (Drop "<map> map full", counted in the kernel). The others feed no row here.
-SESSION_MAPS = ("io_by_target", "io_by_task", "stack_counts", "traced_tgids")
 # The tracer's stack points, by the names the session schema uses.
 STACK_POINTS = {"cpu_copy_read": "copy_read", "cpu_copy_write": "copy_write", "gup": "gup"}
 
@@ -272,8 +270,11 @@ class IoPathSource:
         return rows
 
     def _map_full_drops(self, now_ns, map_full):
+        # The rows come from snapshot(minimal=True): a key its maps refused is missing from them.
+        from .tracing import MINIMAL_MAPS
+
         rows = []
-        for name in SESSION_MAPS:
+        for name in MINIMAL_MAPS:
             refused = map_full.get(name, 0)
             if refused > self._map_full.get(name, 0):
                 rows.append(records.Drop(now_ns, f"{name} map full", refused - self._map_full.get(name, 0)))

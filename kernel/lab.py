@@ -474,7 +474,7 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
             message = _failure_message(status, console, qemu_log, qemu_process.returncode)
             if panicked_before_command(status, console):
                 raise GuestPanickedBeforeCommand(message, _keep_console(console))
-            if any(marker in console for marker in ("Kernel panic", "BUG:", "Oops")):
+            if kernel_failed(console):
                 message += f" (console kept in {_keep_console(console) or 'nowhere: not writable'})"
             raise GuestFailed(message)
         return GuestResult(
@@ -525,10 +525,18 @@ def _parse_status(status: str) -> Optional[int]:
     return None
 
 
+# What the guest console shows when its kernel failed (an oops, a BUG, a panic).
+KERNEL_FAILURE_MARKERS = ("Kernel panic", "BUG:", "Oops")
+
+
 def panicked_before_command(status: str, console: str) -> bool:
     """The kernel oopsed or panicked and init never reported that the command started."""
     started = any(line.strip() == "started" for line in status.splitlines())
-    return not started and any(marker in console for marker in ("Kernel panic", "BUG:", "Oops"))
+    return not started and kernel_failed(console)
+
+
+def kernel_failed(console: str) -> bool:
+    return any(marker in console for marker in KERNEL_FAILURE_MARKERS)
 
 
 def _keep_console(console: str) -> Optional[Path]:
@@ -547,7 +555,7 @@ def _failure_message(status: str, console: str, qemu_log: str, returncode) -> st
     for line in status.splitlines():
         if line.startswith("init-error="):
             return f"the guest could not set up: {line[len('init-error='):]}"
-    for marker in ("Kernel panic", "BUG:", "Oops"):
+    for marker in KERNEL_FAILURE_MARKERS:
         lines = [line.strip() for line in console.splitlines() if marker in line]
         if lines:
             return f"the guest kernel failed: {lines[0]}"
