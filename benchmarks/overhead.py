@@ -36,11 +36,12 @@ TARGETS = {"host": 0.97, "guest": 0.90}
 CHUNK = 1 << 20
 PREAD = 4096
 MODES = ("untraced", "traced", "floor", "with stacks")
-# Each pass starts after a pause and untimed calls of its own kind: attaching or detaching programs
-# patches kernel text (and frees programs after RCU grace periods), which the emulated guest (TCG)
-# then translates again, and that cost belongs to no mode. Without the pause the guest's untraced
-# passes, which follow a detach, ran slower than passes with do-nothing programs attached.
-WARMUP_CHUNKS = 4
+# Each pass starts after a settling time spent making untimed calls of its own kind: attaching or
+# detaching programs patches kernel text (and frees programs after RCU grace periods), which the
+# emulated guest (TCG) then translates again, and that cost belongs to no mode. The settling is busy,
+# not a sleep: in the guest a pass that followed an idle second ran 50% slower now and then whatever
+# was attached (untraced passes alone, 12 passes after sleep(1): 11971..18962 ns per pread; after one
+# second of spinning: 11603..12903), which made single passes swing more than the tracer costs.
 SETTLE_S = {"host": 0.1, "guest": 1.0}
 
 
@@ -62,12 +63,20 @@ class Pass:
         return self
 
 
+def settle(call, slots, step, seconds):
+    """Untimed calls of the pass's own kind for `seconds` (see SETTLE_S): busy, never idle."""
+    end = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < end:
+        call((i % slots) * step)
+        i += 1
+
+
 def copy_file_range_pass(src, dst, size, settle_s):
     fd_in, fd_out = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        time.sleep(settle_s)
-        for offset in range(0, min(size, WARMUP_CHUNKS * CHUNK), CHUNK):  # untimed: see WARMUP_CHUNKS
-            os.copy_file_range(fd_in, fd_out, CHUNK, offset, offset)
+        settle(lambda offset: os.copy_file_range(fd_in, fd_out, CHUNK, offset, offset), size // CHUNK, CHUNK,
+               settle_s)
         os.ftruncate(fd_out, 0)
         timed = Pass(size // CHUNK)
         done = 0
@@ -82,9 +91,7 @@ def copy_file_range_pass(src, dst, size, settle_s):
 def pread_pass(src, count, settle_s):
     fd = os.open(src, os.O_RDONLY)
     try:
-        time.sleep(settle_s)
-        for i in range(count // 5):  # untimed: see WARMUP_CHUNKS
-            os.pread(fd, PREAD, (i % 256) * PREAD)
+        settle(lambda offset: os.pread(fd, PREAD, offset), 256, PREAD, settle_s)
         timed = Pass(count)
         for i in range(count):
             os.pread(fd, PREAD, (i % 256) * PREAD)
@@ -180,6 +187,9 @@ def measure(where, rounds, size, preads):
                   f"   {of('untraced') / of('traced'):>12.3f}  {of('untraced') / of('floor'):>11.3f}"
                   f"  {of('untraced') / of('with stacks'):>12.3f}"
                   f"   {bytes_per_call / of('untraced') * 1e9 / 2**20:>14.1f}")
+        spread = "  ".join(f"{mode} {min(p.wall_ns / p.calls for p in runs[mode]):.0f}..{max(p.wall_ns / p.calls for p in runs[mode]):.0f}"
+                           for mode in MODES)
+        print(f"[{where}]   wall ns per call, fastest..slowest pass: {spread}")
         floor_ratio = max(wall("untraced") / wall("floor"), cpu("untraced") / cpu("floor"))
         if floor_ratio < target:
             print(f"[{where}]   the hooks alone, with do-nothing programs, reach only {floor_ratio:.3f} "
@@ -198,7 +208,7 @@ def main():
     in_guest = os.path.ismount("/mnt/scratch") and os.path.exists("/dev/udmabuf")
     where = "guest" if in_guest else "host"
     heavy = where == "host"
-    ok = measure(where, args.rounds or (9 if heavy else 5), (64 if heavy else 16) << 20, 20000 if heavy else 4000)
+    ok = measure(where, args.rounds or 9, (64 if heavy else 16) << 20, 20000 if heavy else 4000)
     if not args.here and where == "host":
         from dmabuf_top.kernel.lab import run_in_guest
 

@@ -238,7 +238,7 @@ class Tracer:
 
     def snapshot(self, minimal=False):
         """Cumulative counters now. minimal: only what a delta reader of targets, tasks and stacks
-        needs (record): outcomes, page cache and lifecycle are left empty, as reading every entry
+        needs (record): page cache and lifecycle are left empty, as reading every entry
         of maps it does not use costs seconds per poll on a slow machine under churn."""
         maps = self._obj.maps
         by_target = {}
@@ -258,14 +258,13 @@ class Tracer:
             decoded[k] = (v, target, counters)
             by_target[target] = counters
         self._decoded_targets = decoded
-        by_task = {iopaths.decode_task(k): _sum_cpus(maps["io_by_task"], v, Counters.from_raw)
-                   for k, v in maps["io_by_task"].lookup_all()}
+        by_task, outcomes = iopaths.tasks_and_outcomes(
+            (*iopaths.decode_task(k), _sum_cpus(maps["io_by_task"], v, Counters.from_raw))
+            for k, v in maps["io_by_task"].lookup_all())
         stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].lookup_all())
         if minimal:
-            outcomes, pagecache, lifecycle = {}, {}, {}
+            pagecache, lifecycle = {}, {}
         else:
-            outcomes = dict(iopaths.decode_outcome(k, maps["io_outcomes"].split_percpu(v))
-                            for k, v in maps["io_outcomes"].items())
             pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
             lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
         return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
@@ -429,7 +428,7 @@ class TraceSnapshot:
 # forgotten. Files on disk stay, and a reader cannot tell an idle file from a deleted one.
 FORGETTABLE_KINDS = ("dmabuf", "shmem")
 # The maps snapshot(minimal=True) reads (targets, tasks, stacks) and the tgid set behind them: a key one of
-# them refused is I/O missing from what such a reader shows. The others (outcomes, page cache per file,
+# them refused is I/O missing from what such a reader shows. The others (page cache per file,
 # lifecycle) it never reads, so what they refuse loses nothing it shows.
 MINIMAL_MAPS = ("io_by_target", "io_by_task", "stack_counts", "traced_tgids")
 

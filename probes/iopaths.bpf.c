@@ -85,7 +85,7 @@ struct inflight_call {
 	__u64 start_ns;
 	__u64 requested;
 	struct file_identity target; /* what the key is: the memory object */
-	struct file_identity src;    /* both ends, for io_outcomes */
+	struct file_identity src;    /* both ends, for io_by_task's outcome */
 	struct file_identity dst;
 	__u32 path;
 	__u32 direct;
@@ -99,6 +99,7 @@ struct inflight_call {
 
 struct inflight {
 	struct inflight_call call;
+	__u64 pid_tgid; /* of the thread that opened it: the exit needs it, and a helper call costs */
 	__s64 nr;      /* the syscall it belongs to (-1: rw_file), so only its own exit closes it */
 	__u32 active;  /* a call is open */
 	__u32 in_gup_fast; /* inside gup_fast_fallback, so __get_user_pages below it is not counted twice */
@@ -142,13 +143,6 @@ struct {
 	__type(key, struct io_task_key);
 	__type(value, struct io_counters);
 } io_by_task SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct io_outcome_key);
-	__type(value, struct io_outcome);
-} io_outcomes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -390,14 +384,16 @@ static __always_inline struct inflight *thread_record(bool create)
 
 static __always_inline struct inflight *begin(__u32 path, __u64 requested, __s64 nr)
 {
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct inflight *io;
 
-	if (!traced_tgid(bpf_get_current_pid_tgid()))
+	if (!traced_tgid(pid_tgid))
 		return NULL;
 	io = thread_record(true);
 	if (!io)
 		return NULL;
 	__builtin_memset(&io->call, 0, sizeof(io->call));
+	io->pid_tgid = pid_tgid;
 	io->call.start_ns = bpf_ktime_get_ns();
 	io->call.path = path;
 	io->call.requested = requested;
@@ -449,6 +445,10 @@ static __always_inline void begin_fd_to_fd(__s64 nr, __u32 path, __u64 fd_in, __
  * The counter maps are per-CPU: a plain add on this CPU's copy replaces a locked
  * add on a shared line (Python sums the CPUs). BPF programs run with migration
  * disabled, and none of these hooks fires from interrupt context.
+ *
+ * Counts that most calls leave at zero (GUP, page cache) are added only when set:
+ * every add is a load and a store to the map value, which the emulated guest
+ * pays dearly for, and a cached 4 KiB pread has none of them.
  */
 static __always_inline void add_counters(struct io_counters *c, struct inflight_call *call, __s64 ret, __u32 slot,
 					 __u64 latency)
@@ -459,12 +459,17 @@ static __always_inline void add_counters(struct io_counters *c, struct inflight_
 	else
 		c->bytes += ret;
 	c->requested += call->requested;
-	c->cpu_copied += call->cpu_copied;
-	c->pinned_pages += call->pinned_pages;
-	c->got_pages += call->got_pages;
-	c->gup_calls += call->gup_calls;
-	c->pc_added += call->pc_added;
-	c->pc_removed += call->pc_removed;
+	if (call->cpu_copied)
+		c->cpu_copied += call->cpu_copied;
+	if (call->gup_calls) { /* pages are only counted with a GUP call */
+		c->pinned_pages += call->pinned_pages;
+		c->got_pages += call->got_pages;
+		c->gup_calls += call->gup_calls;
+	}
+	if (call->pc_added | call->pc_removed) {
+		c->pc_added += call->pc_added;
+		c->pc_removed += call->pc_removed;
+	}
 	c->latency_ns += latency;
 	c->latency_hist[slot & (IOPATHS_HIST_SLOTS - 1)]++;
 }
@@ -510,12 +515,10 @@ static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid
 
 static __always_inline void finish(struct inflight *io, __s64 ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 pid_tgid = io->pid_tgid;
 	struct inflight_call *call = &io->call;
 	struct io_target_key target_key = {};
 	struct io_task_key task_key = {};
-	struct io_outcome_key outcome_key = {};
-	struct io_outcome *outcome;
 	struct io_counters *counters;
 	__u64 now, latency;
 	__u32 slot;
@@ -536,26 +539,14 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 
 	task_key.tgid = pid_tgid >> 32;
 	task_key.path = call->path;
+	task_key.src_kind = call->src.kind;
+	task_key.dst_kind = call->dst.kind;
+	task_key.error = ret < 0 ? (__s32)ret : 0;
+	task_key.src_magic = call->src.magic;
+	task_key.dst_magic = call->dst.magic;
 	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters, IOMAP_IO_BY_TASK);
 	if (counters)
 		add_counters(counters, call, ret, slot, latency);
-
-	outcome_key.path = call->path;
-	outcome_key.src_kind = call->src.kind;
-	outcome_key.dst_kind = call->dst.kind;
-	outcome_key.error = ret < 0 ? (__s32)ret : 0;
-	outcome_key.src_magic = call->src.magic;
-	outcome_key.dst_magic = call->dst.magic;
-	{
-		struct io_outcome zero = {};
-
-		outcome = lookup_or_init(&io_outcomes, &outcome_key, &zero, IOMAP_IO_OUTCOMES);
-	}
-	if (outcome) {
-		outcome->calls++;
-		outcome->bytes += ret > 0 ? ret : 0;
-		outcome->requested += call->requested;
-	}
 
 	if (record_events)
 		record_io(call, pid_tgid, ret, now, latency);
@@ -830,15 +821,15 @@ static __always_inline void count_cpu_copy(void *ctx, __s64 copied, __u16 point)
 	struct inflight_call *call;
 	struct io_counters *other;
 
-	if (copied <= 0 || !traced_tgid(bpf_get_current_pid_tgid()))
+	if (copied <= 0)
 		return;
-	call = current_call();
+	call = current_call(); /* open only on a thread begin() found traced */
 	if (call) {
 		call->cpu_copied += copied;
 		count_stack(ctx, point, call->path, copied);
 		return;
 	}
-	other = other_counters();
+	other = other_counters(); /* checks traced_tgid itself */
 	if (other)
 		other->cpu_copied += copied;
 	count_stack(ctx, point, IOPATH_OTHER, copied);

@@ -21,8 +21,8 @@ LIFECYCLE_EVENTS = {1: "export", 2: "fd", 3: "get", 4: "put", 5: "mmap", 6: "mma
 RECORD_IO = 1
 RECORD_LIFECYCLE = 2
 # enum iomap_counted: the maps whose refused new keys the map_full array counts, in its order.
-COUNTED_MAPS = ("io_by_target", "io_by_task", "io_outcomes", "pagecache_by_file", "stack_counts",
-                "lifecycle_counts", "traced_tgids")
+COUNTED_MAPS = ("io_by_target", "io_by_task", "pagecache_by_file", "stack_counts", "lifecycle_counts",
+                "traced_tgids")
 
 # Superblock magics worth a name in output (include/uapi/linux/magic.h).
 MAGICS = {0x444D4142: "dmabuf", 0x01021994: "tmpfs", 0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs",
@@ -35,22 +35,15 @@ class IoTargetKey(ctypes.Structure):
 
 
 class IoTaskKey(ctypes.Structure):
-    _fields_ = [("tgid", ctypes.c_uint32), ("path", ctypes.c_uint32)]
+    _fields_ = [("tgid", ctypes.c_uint32), ("path", ctypes.c_uint16), ("src_kind", ctypes.c_uint8),
+                ("dst_kind", ctypes.c_uint8), ("error", ctypes.c_int32), ("src_magic", ctypes.c_uint32),
+                ("dst_magic", ctypes.c_uint32)]
 
 
 class IoCountersC(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in (
         "calls", "errors", "bytes", "requested", "cpu_copied", "pinned_pages", "got_pages", "gup_calls",
         "pc_added", "pc_removed", "latency_ns")] + [("latency_hist", ctypes.c_uint64 * HIST_SLOTS)]
-
-
-class IoOutcomeKey(ctypes.Structure):
-    _fields_ = [("path", ctypes.c_uint16), ("src_kind", ctypes.c_uint8), ("dst_kind", ctypes.c_uint8),
-                ("error", ctypes.c_int32), ("src_magic", ctypes.c_uint32), ("dst_magic", ctypes.c_uint32)]
-
-
-class IoOutcomeC(ctypes.Structure):
-    _fields_ = [("calls", ctypes.c_uint64), ("bytes", ctypes.c_uint64), ("requested", ctypes.c_uint64)]
 
 
 class PagecacheKey(ctypes.Structure):
@@ -95,7 +88,7 @@ class LifecycleRecordC(ctypes.Structure):
 # Each mirror and the C struct it mirrors, for the size test.
 MIRRORS = {
     "io_target_key": IoTargetKey, "io_task_key": IoTaskKey, "io_counters": IoCountersC,
-    "io_outcome_key": IoOutcomeKey, "io_outcome": IoOutcomeC, "pagecache_key": PagecacheKey,
+    "pagecache_key": PagecacheKey,
     "pagecache_counts": PagecacheCountsC, "stack_key": StackKey, "stack_counts": StackCountsC,
     "lifecycle_key": LifecycleKey, "lifecycle_counts": LifecycleCountsC, "io_record": IoRecordC,
     "lifecycle_record": LifecycleRecordC,
@@ -173,11 +166,6 @@ def decode_target(raw):
                   KINDS.get(k.kind, str(k.kind)), bool(k.direct))
 
 
-def decode_task(raw):
-    k = _decode(IoTaskKey, raw)
-    return k.tgid, PATHS.get(k.path, str(k.path))
-
-
 @dataclass(frozen=True)
 class Outcome:
     path: str
@@ -192,13 +180,33 @@ def _fs_name(magic):
     return MAGICS.get(magic, f"0x{magic:x}") if magic else "-"
 
 
-def decode_outcome(raw_key, raw_values):
-    """raw_values: the value, or one value per CPU (io_outcomes is per-CPU), summed."""
-    k = _decode(IoOutcomeKey, raw_key)
-    values = [_decode(IoOutcomeC, raw) for raw in ([raw_values] if isinstance(raw_values, bytes) else raw_values)]
-    outcome = Outcome(PATHS.get(k.path, str(k.path)), KINDS.get(k.src_kind, "?"), KINDS.get(k.dst_kind, "?"),
-                      k.error, _fs_name(k.src_magic), _fs_name(k.dst_magic))
-    return outcome, {name: sum(getattr(v, name) for v in values) for name in ("calls", "bytes", "requested")}
+OUTCOME_FIELDS = ("calls", "bytes", "requested")
+
+
+def decode_task(raw):
+    """An io_by_task key -> (tgid, path, Outcome); the outcome is None for IOPATH_OTHER (work outside a
+    traced call has no ends)."""
+    k = _decode(IoTaskKey, raw)
+    path = PATHS.get(k.path, str(k.path))
+    if k.path == 0:
+        return k.tgid, path, None
+    return k.tgid, path, Outcome(path, KINDS.get(k.src_kind, "?"), KINDS.get(k.dst_kind, "?"), k.error,
+                                 _fs_name(k.src_magic), _fs_name(k.dst_magic))
+
+
+def tasks_and_outcomes(entries):
+    """[(tgid, path, Outcome or None, Counters)] from io_by_task -> ({(tgid, path): Counters},
+    {Outcome: {"calls", "bytes", "requested"}}): the per-process totals and the outcomes across
+    processes, both sums over io_by_task's keys."""
+    by_task, outcomes = {}, {}
+    for tgid, path, outcome, counters in entries:
+        known = by_task.get((tgid, path))
+        by_task[(tgid, path)] = counters if known is None else known + counters
+        if outcome is not None:
+            totals = outcomes.setdefault(outcome, dict.fromkeys(OUTCOME_FIELDS, 0))
+            for name in OUTCOME_FIELDS:
+                totals[name] += getattr(counters, name)
+    return by_task, outcomes
 
 
 def decode_pagecache(raw_key, raw_value):

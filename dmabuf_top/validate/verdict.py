@@ -32,7 +32,7 @@ ZERO_COPY, COPIES, FAILED, WRONG_DATA, INCOMPLETE, UNMEASURED, ABSENT = (
 
 @dataclass(frozen=True)
 class Flow:
-    """One kind of traced call (an io_outcomes key of the I/O path tracer) and the bytes it moved."""
+    """One kind of traced call (an outcome of the I/O path tracer: path, both ends, error) and the bytes it moved."""
 
     path: str
     src_kind: str

@@ -82,7 +82,7 @@ def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(memfd_tar
     refused = snap.map_full["io_by_target"]
     assert refused >= 10 - 4 and in_tasks == in_targets + refused
     assert {name: count for name, count in snap.map_full.items() if name != "io_by_target"} == \
-        dict.fromkeys(["io_by_task", "io_outcomes", "pagecache_by_file", "stack_counts", "lifecycle_counts",
+        dict.fromkeys(["io_by_task", "pagecache_by_file", "stack_counts", "lifecycle_counts",
                        "traced_tgids"], 0)
     assert snap.to_dict()["map_full"]["io_by_target"] == refused
     text = tracing.render_text(snap.per_path(), snap.missing_concerns(), snap.dropped, map_full=snap.map_full)

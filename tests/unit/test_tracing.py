@@ -33,6 +33,30 @@ def test_target_key_decodes_dev_to_user_space_encoding():
     assert target == iopaths.Target(42, os.makedev(259, 1), "read", "dmabuf", True)
 
 
+def test_per_process_totals_and_outcomes_are_both_sums_over_the_task_keys():
+    """io_by_task keys carry the outcome (both ends, filesystems, error): one process's calls with
+    two outcomes are one per-process total; the same outcome in two processes is one outcome row."""
+    def key(tgid, path, src, dst, error=0, src_magic=0xEF53, dst_magic=0x01021994):
+        return bytes(iopaths.IoTaskKey(tgid=tgid, path=iopaths.PATH_IDS[path], src_kind=src, dst_kind=dst,
+                                       error=error, src_magic=src_magic, dst_magic=dst_magic))
+
+    entries = [
+        (key(10, "copy_file_range", 3, 2), Counters(calls=2, bytes=2 << 20, requested=2 << 20, latency_ns=7)),
+        (key(10, "copy_file_range", 3, 2, error=-18), Counters(calls=1, errors=1, requested=1 << 20)),
+        (key(11, "copy_file_range", 3, 2), Counters(calls=1, bytes=4096, requested=4096)),
+        (key(11, "other", 0, 0, src_magic=0, dst_magic=0), Counters(cpu_copied=4096)),
+    ]
+    by_task, outcomes = iopaths.tasks_and_outcomes(
+        (*iopaths.decode_task(raw), counters) for raw, counters in entries)
+    assert by_task[(10, "copy_file_range")] == Counters(calls=3, errors=1, bytes=2 << 20, requested=3 << 20,
+                                                        latency_ns=7)
+    assert by_task[(11, "copy_file_range")].calls == 1 and by_task[(11, "other")].cpu_copied == 4096
+    fine = iopaths.Outcome("copy_file_range", "file", "shmem", 0, "ext4", "tmpfs")
+    exdev = iopaths.Outcome("copy_file_range", "file", "shmem", -18, "ext4", "tmpfs")
+    assert outcomes == {fine: {"calls": 3, "bytes": (2 << 20) + 4096, "requested": (2 << 20) + 4096},
+                        exdev: {"calls": 1, "bytes": 0, "requested": 1 << 20}}  # work outside calls: no outcome
+
+
 def test_short_values_are_an_error_not_garbage():
     with pytest.raises(Exception, match="rebuild"):
         Counters.from_raw(b"\0" * 8)
