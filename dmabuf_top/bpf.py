@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BpfError, MissingDependency
+from .features import tracefs_root
 
 log = logging.getLogger("libbpf")
 
@@ -201,6 +202,12 @@ def _route_libbpf_print(level, fmt, args):
         else:
             log.debug("%s", line)
     return 0
+
+
+def _ensure_tracefs():
+    """libbpf finds a tracepoint's id (and a legacy kprobe's) in tracefs; a freshly booted machine may
+    have none mounted, and libbpf then answers ENOENT as if the event did not exist."""
+    tracefs_root(mount_if_missing=True)
 
 
 def _check(result, what):
@@ -413,10 +420,13 @@ class Program:
 
     def attach(self):
         """Attach as the section name says (SEC("tp/..."), SEC("fentry/..."), SEC("kprobe/...") ...)."""
+        if self.section.startswith(("tp/", "tracepoint/", "kprobe/", "kretprobe/")):
+            _ensure_tracefs()
         ctypes.set_errno(0)
         return self._attach(self._lib.bpf_program__attach(self._prog), self.section)
 
     def attach_tracepoint(self, category, name):
+        _ensure_tracefs()
         ctypes.set_errno(0)
         link = self._lib.bpf_program__attach_tracepoint(self._prog, category.encode(), name.encode())
         return self._attach(link, f"tracepoint {category}:{name}")
@@ -431,6 +441,7 @@ class Program:
         return self._attach(self._lib.bpf_program__attach_trace(self._prog), self.section)
 
     def attach_kprobe(self, function_name, retprobe=False):
+        _ensure_tracefs()
         ctypes.set_errno(0)
         link = self._lib.bpf_program__attach_kprobe(self._prog, retprobe, function_name.encode())
         return self._attach(link, f"{'kretprobe' if retprobe else 'kprobe'} {function_name}")

@@ -137,20 +137,51 @@ def choose_accel() -> str:
 
 
 _KVM_BROKEN_THIS_PROCESS = False
+# KVM found unable to run the guest, remembered for this boot of the machine (its boot_id) so that
+# every later `dmabuf-top vm` goes straight to TCG instead of losing seconds on a failing KVM boot.
+KVM_UNUSABLE_MARK = Path.home() / ".cache" / "dmabuf-top" / "kvm-unusable"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def _boot_id() -> str:
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 def _kvm_known_broken() -> bool:
-    return _KVM_BROKEN_THIS_PROCESS
+    if _KVM_BROKEN_THIS_PROCESS:
+        return True
+    try:
+        first_line = KVM_UNUSABLE_MARK.read_text().splitlines()[:1]
+    except OSError:
+        return False
+    return bool(first_line) and bool(_boot_id()) and first_line[0] == _boot_id()
 
 
-def _mark_kvm_broken() -> None:
+def _mark_kvm_broken(why: str = "") -> None:
     global _KVM_BROKEN_THIS_PROCESS
     _KVM_BROKEN_THIS_PROCESS = True
+    try:
+        KVM_UNUSABLE_MARK.parent.mkdir(parents=True, exist_ok=True)
+        KVM_UNUSABLE_MARK.write_text(f"{_boot_id()}\n{why.strip()}\n")
+    except OSError:
+        pass  # remembered in this process only
 
 
 def looks_like_kvm_failure(qemu_log: str) -> bool:
     text = qemu_log.lower()
     return "kvm" in text or "failed to set msr" in text
+
+
+# qemu's words when KVM could not run the guest but qemu stays alive with the guest paused (a paravirtual
+# /dev/kvm: "KVM internal error. Suberror: 1 ... emulation failure"), so only its log tells.
+KVM_STALL_MARKERS = ("KVM internal error", "KVM: entry failed")
+
+
+class KvmUnusable(DmabufTopError):
+    """KVM stopped the guest (qemu stays alive, the guest paused): the boot is given up and done with TCG."""
 
 
 # ---------------------------------------------------------------- qemu command line
@@ -414,7 +445,6 @@ def run_in_guest(
     if result is None and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
         raise GuestFailed("KVM was asked for (DMABUF_TOP_ACCEL=kvm) but qemu could not run the guest with it")
     if result is None:  # KVM advertised but unable to run this kernel: once more without it
-        _mark_kvm_broken()
         result = _boot_once_more_after_a_boot_panic(*boot, "tcg", *rest)
     return result
 
@@ -459,7 +489,13 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
                                 workdir / "virtiofsd-results.log")
             started = time.monotonic()
             qemu_process = daemons.start(qemu_args(qemu, plan), workdir / "qemu.log")
-            _wait(qemu_process, plan, timeout, on_output, started, daemons)
+            try:
+                _wait(qemu_process, plan, timeout, on_output, started, daemons)
+            except KvmUnusable as stall:
+                if plan.status_file.read_text(errors="replace").strip():
+                    raise GuestFailed(f"KVM stopped the guest after its command started ({stall})") from None
+                _mark_kvm_broken(str(stall))
+                return None
             duration = time.monotonic() - started
         finally:
             daemons.stop()
@@ -470,6 +506,7 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
         exit_code = _parse_status(status)
         if exit_code is None:
             if accel == "kvm" and not console.strip() and looks_like_kvm_failure(qemu_log):
+                _mark_kvm_broken(_tail(workdir / "qemu.log", 1))
                 return None
             message = _failure_message(status, console, qemu_log, qemu_process.returncode)
             if panicked_before_command(status, console):
@@ -491,12 +528,19 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
 def _wait(process, plan: QemuPlan, timeout: float, on_output, started: float, daemons: Daemons) -> None:
     """Wait for qemu, forwarding new output as it lands; stop everything on timeout."""
     offset = 0
+    next_kvm_check = 0.0
     while True:
         finished = process.poll() is not None
         if on_output is not None:
             offset = _forward_new_output(plan.output_log, offset, on_output)
         if finished:
             return
+        if plan.accel == "kvm" and time.monotonic() >= next_kvm_check:
+            next_kvm_check = time.monotonic() + 0.5
+            stall = _kvm_stall(plan.workdir / "qemu.log")
+            if stall:
+                daemons.stop(grace=1.0)
+                raise KvmUnusable(f"qemu: {stall}")
         if time.monotonic() - started > timeout:
             daemons.stop(grace=1.0)
             raise GuestTimeout(
@@ -504,6 +548,15 @@ def _wait(process, plan: QemuPlan, timeout: float, on_output, started: float, da
                 f"(last console line: {_tail(plan.console_log, 1) or 'none'})"
             )
         time.sleep(0.05)
+
+
+def _kvm_stall(qemu_log: Path) -> str:
+    """The line of qemu's log that says KVM stopped the guest, or ''."""
+    try:
+        text = qemu_log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return next((line.strip() for line in text.splitlines() if any(m in line for m in KVM_STALL_MARKERS)), "")
 
 
 def _forward_new_output(path: Path, offset: int, on_output) -> int:

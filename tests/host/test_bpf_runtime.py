@@ -1,6 +1,7 @@
 """The libbpf binding against the running kernel: load, attach, maps, ring buffer, iterator, failures."""
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -115,3 +116,29 @@ def test_close_is_idempotent_and_closing_twice_is_safe():
     obj.close()
     with pytest.raises(BpfError):
         obj.set_rodata(trial_target_tgid=1)
+
+
+TRACEFS_MOUNTS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
+
+
+def _mounted(path):
+    with open("/proc/self/mounts") as mounts:
+        return any(line.split()[1] == path for line in mounts)
+
+
+def test_tracepoint_attach_works_on_a_machine_where_nothing_mounted_tracefs():
+    # A freshly booted CI machine has no tracefs mounted; libbpf then looks for the event's id under
+    # /sys/kernel/debug/tracing and fails with ENOENT. Run in a new process: libbpf remembers where it looked.
+    for path in TRACEFS_MOUNTS:
+        if _mounted(path) and subprocess.run(["umount", path]).returncode != 0:
+            pytest.skip(f"{path} is busy (another tracer holds it): cannot show a machine without tracefs")
+    try:
+        attach = ("from dmabuf_top import bpf\nfrom dmabuf_top.probes import object_path\n"
+                  "with bpf.BpfObject(object_path('feature_probe')) as obj:\n"
+                  "    obj.only('trial_round_trip'); obj.load(); obj.program('trial_round_trip').attach()\n")
+        result = subprocess.run([sys.executable, "-c", attach], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-600:]
+        assert _mounted("/sys/kernel/tracing")
+    finally:
+        if not _mounted("/sys/kernel/tracing"):
+            subprocess.run(["mount", "-t", "tracefs", "nodev", "/sys/kernel/tracing"], check=True)

@@ -105,6 +105,62 @@ def test_kvm_failure_is_recognised():
     assert not lab.looks_like_kvm_failure("")
 
 
+# What qemu printed on a paravirtual (PVM) /dev/kvm that cannot emulate an instruction of the guest's
+# boot: it then pauses the guest and stays alive, so nothing but the log says KVM failed.
+KVM_STALL_LOG = """KVM internal error. Suberror: 1
+extra data[0]: 0x0000000000000001
+emulation failure
+RAX=000000000c692990 RBX=0000000004bdbb64 RCX=000000000c692990 RDX=0000000000000005
+"""
+
+
+def test_a_kvm_guest_that_stalls_alive_is_given_up_at_once(tmp_path):
+    import subprocess
+    import time
+
+    lab_plan = plan(tmp_path, accel="kvm")
+    for log in (lab_plan.console_log, lab_plan.output_log, lab_plan.status_file):
+        log.touch()
+    (tmp_path / "qemu.log").write_text(KVM_STALL_LOG)
+    daemons = lab.Daemons()
+    alive = daemons.start(["sleep", "60"], tmp_path / "sleep.log")
+    started = time.monotonic()
+    try:
+        with pytest.raises(lab.KvmUnusable, match="KVM internal error"):
+            lab._wait(alive, lab_plan, 30.0, None, started, daemons)
+    finally:
+        daemons.stop()
+    assert time.monotonic() - started < 10  # not the 30 s timeout
+    assert alive.poll() is not None  # qemu was stopped
+
+
+def test_a_tcg_guest_is_not_judged_by_kvm_words_in_its_log(tmp_path):
+    lab_plan = plan(tmp_path, accel="tcg")
+    for log in (lab_plan.console_log, lab_plan.output_log, lab_plan.status_file):
+        log.touch()
+    (tmp_path / "qemu.log").write_text(KVM_STALL_LOG)
+    daemons = lab.Daemons()
+    alive = daemons.start(["sleep", "60"], tmp_path / "sleep.log")
+    try:
+        with pytest.raises(lab.GuestTimeout):
+            lab._wait(alive, lab_plan, 1.0, None, __import__("time").monotonic(), daemons)
+    finally:
+        daemons.stop()
+
+
+def test_kvm_found_unusable_is_remembered_for_this_boot_of_the_machine(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "KVM_UNUSABLE_MARK", tmp_path / "kvm-unusable")
+    monkeypatch.setattr(lab, "_KVM_BROKEN_THIS_PROCESS", False)
+    monkeypatch.delenv("DMABUF_TOP_ACCEL", raising=False)
+    monkeypatch.setattr(lab, "kvm_usable", lambda: True)
+    assert lab.choose_accel() == "kvm"
+    lab._mark_kvm_broken("KVM internal error. Suberror: 1")
+    monkeypatch.setattr(lab, "_KVM_BROKEN_THIS_PROCESS", False)  # a later process
+    assert lab.choose_accel() == "tcg"
+    (tmp_path / "kvm-unusable").write_text("another-boot-id\nKVM internal error\n")  # after a reboot: try again
+    assert lab.choose_accel() == "kvm"
+
+
 CONFIG_TEXT = """\
 CONFIG_DMABUF_HEAPS=y
 CONFIG_DMABUF_HEAPS_SYSTEM=y
