@@ -34,6 +34,7 @@ SYSCALLS = {
     "copy_file_range": "copy_file_range", "sendfile64": "sendfile", "splice": "splice",
 }
 SYSCALL_CONCERN = "syscalls"
+BATCH_FLUSH_PROGRAM = "flush_on_switch"
 
 LIFECYCLE_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
                          "dma_buf_mmap_internal", "dma_buf_dynamic_attach", "dma_buf_detach")
@@ -60,6 +61,9 @@ def program_specs():
         ProgramSpec("syscall_exit_btf", SYSCALL_CONCERN, "tp_btf", "sys_exit"),
         ProgramSpec("syscall_enter_raw", SYSCALL_CONCERN, "raw_tp", "sys_enter", primary="syscall_enter_btf"),
         ProgramSpec("syscall_exit_raw", SYSCALL_CONCERN, "raw_tp", "sys_exit", primary="syscall_exit_btf"),
+        # Flushes a thread's run of same-keyed calls when it is switched out; without it every call
+        # updates the maps itself (iopaths.bpf.c, struct call_batch).
+        ProgramSpec(BATCH_FLUSH_PROGRAM, SYSCALL_CONCERN, "tp_btf", "sched_switch"),
     ]
     specs += [
         ProgramSpec("copy_filemap_read", "cpu_copy", "fentry", "filemap_read"),
@@ -191,6 +195,7 @@ class Tracer:
         # (if any) takes its place in a fresh load; the rest still load.
         for _ in range(2 * len(statuses) + 1):
             self._obj = BpfObject(object_path("iopaths"))
+            self._rodata_values["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
             self._obj.set_rodata(**self._rodata_values)
             for name, entries in self._max_entries.items():
                 self._obj.map(name).max_entries = entries

@@ -25,6 +25,9 @@ int floor_syscall_enter_raw(void *ctx) { return 0; }
 SEC("raw_tp/sys_exit")
 int floor_syscall_exit_raw(void *ctx) { return 0; }
 
+SEC("tp_btf/sched_switch")
+int BPF_PROG(floor_flush_on_switch) { return 0; }
+
 SEC("fexit/filemap_read")
 int BPF_PROG(floor_copy_filemap_read) { return 0; }
 

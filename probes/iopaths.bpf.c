@@ -58,6 +58,7 @@ const volatile __u32 ignore_tgid = 0; /* the tracer itself */
 const volatile bool record_events = false;
 const volatile bool collect_stacks = true;
 const volatile bool follow_children = false; /* with target_tgid: also trace what it forks (traced_tgids) */
+const volatile bool batch_calls = true; /* only with a live flush_on_switch program: see struct call_batch */
 
 struct file_identity {
 	__u64 inode;
@@ -97,6 +98,26 @@ struct inflight_call {
 	__u64 pc_removed;
 };
 
+/*
+ * A thread's run of calls with the same keys in io_by_target and io_by_task, summed here and
+ * added to those maps once (flush_batch) instead of two hash updates per call: a loader reading
+ * a file chunk by chunk into one buffer makes thousands of calls with the same keys, and the two
+ * updates were most of a traced call's exit. The run is flushed when a call has other keys or
+ * fails, when it is FLUSH_AFTER_NS old at a call's exit, when the thread is switched out
+ * (flush_on_switch: it sleeps, is preempted or exits), and when the thread itself calls bpf()
+ * (a reader of the maps sees its own calls). A thread that stops making calls and computes
+ * without ever being switched out keeps its last run, at most FLUSH_AFTER_NS of calls, until it is.
+ */
+#define FLUSH_AFTER_NS (20 * 1000 * 1000ULL)
+
+struct call_batch {
+	struct io_target_key target_key;
+	struct io_task_key task_key;
+	__u32 active;
+	__u64 started_ns;
+	struct io_counters counters;
+};
+
 struct inflight {
 	struct inflight_call call;
 	__u64 pid_tgid; /* of the thread that opened it: the exit needs it, and a helper call costs */
@@ -104,6 +125,7 @@ struct inflight {
 	__u32 active;  /* a call is open */
 	__u32 in_gup_fast; /* inside gup_fast_fallback, so __get_user_pages below it is not counted twice */
 	struct vma_cache vma;
+	struct call_batch batch;
 };
 
 /*
@@ -284,10 +306,9 @@ static __always_inline void identify_file(struct file *file, struct file_identit
 	id->direct = (file->f_flags & O_DIRECT_FLAG) ? 1 : 0;
 }
 
-/* The current task's open file at fd, read through its fd table. */
-static __always_inline struct file *file_of_fd(__u64 fd)
+/* The task's (the current one's) open file at fd, read through its fd table. */
+static __always_inline struct file *file_of_fd(struct task_struct *task, __u64 fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	struct file *file = NULL;
 
@@ -341,9 +362,9 @@ static long vma_callback(struct task_struct *task, struct vm_area_struct *vma, v
  * seqcount (no CONFIG_PER_VMA_LOCK, or before 6.13, when the count moved
  * only at unlock) always ask.
  */
-static __always_inline void identify_user_address(struct inflight *io, __u64 addr, struct file_identity *id)
+static __always_inline void identify_user_address(struct task_struct *task, struct inflight *io, __u64 addr,
+						  struct file_identity *id)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = task->mm;
 	struct vma_cache *cache = &io->vma;
 	struct vma_found found = {};
@@ -376,20 +397,30 @@ static __always_inline void identify_user_address(struct inflight *io, __u64 add
 /* ------------------------------------------------------------------------- */
 /* Syscall entry and exit: open and fold the inflight record */
 
-static __always_inline struct inflight *thread_record(bool create)
+/*
+ * The syscall path asks for the current task once and hands it down: every
+ * bpf_get_current_task_btf() and bpf_get_current_pid_tgid() is a helper call,
+ * and the entry of a traced read made seven of them.
+ */
+static __always_inline struct inflight *task_record(struct task_struct *task, bool create)
 {
-	return bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
-				    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	return bpf_task_storage_get(&inflight, task, 0, create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
-static __always_inline struct inflight *begin(__u32 path, __u64 requested, __s64 nr)
+static __always_inline struct inflight *thread_record(bool create)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	return task_record(bpf_get_current_task_btf(), create);
+}
+
+/* task: the current one. Its pid_tgid as bpf_get_current_pid_tgid() gives it, from plain loads. */
+static __always_inline struct inflight *begin(struct task_struct *task, __u32 path, __u64 requested, __s64 nr)
+{
+	__u64 pid_tgid = ((__u64)task->tgid << 32) | (__u32)task->pid;
 	struct inflight *io;
 
 	if (!traced_tgid(pid_tgid))
 		return NULL;
-	io = thread_record(true);
+	io = task_record(task, true);
 	if (!io)
 		return NULL;
 	__builtin_memset(&io->call, 0, sizeof(io->call));
@@ -403,17 +434,18 @@ static __always_inline struct inflight *begin(__u32 path, __u64 requested, __s64
 }
 
 /* read/write family: the file side is fd, the memory side is the user buffer. */
-static __always_inline void begin_rw(__s64 nr, __u32 path, __u64 fd, __u64 user_addr, __u64 count)
+static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 path, __u64 fd, __u64 user_addr,
+				     __u64 count)
 {
-	struct inflight *io = begin(path, count, nr);
+	struct inflight *io = begin(task, path, count, nr);
 	struct file_identity mapped = {};
 	struct inflight_call *call;
 
 	if (!io)
 		return;
 	call = &io->call;
-	identify_file(file_of_fd(fd), path == IOPATH_READ ? &call->src : &call->dst);
-	identify_user_address(io, user_addr, &mapped); /* bpf_find_vma's context must live on the stack */
+	identify_file(file_of_fd(task, fd), path == IOPATH_READ ? &call->src : &call->dst);
+	identify_user_address(task, io, user_addr, &mapped); /* bpf_find_vma's context must live on the stack */
 	call->target = mapped;
 	if (path == IOPATH_READ)
 		call->dst = mapped;
@@ -423,16 +455,17 @@ static __always_inline void begin_rw(__s64 nr, __u32 path, __u64 fd, __u64 user_
 }
 
 /* fd-to-fd paths: the memory object is the end that is a dma-buf or shmem, else the destination. */
-static __always_inline void begin_fd_to_fd(__s64 nr, __u32 path, __u64 fd_in, __u64 fd_out, __u64 count)
+static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, __u32 path, __u64 fd_in,
+					   __u64 fd_out, __u64 count)
 {
-	struct inflight *io = begin(path, count, nr);
+	struct inflight *io = begin(task, path, count, nr);
 	struct inflight_call *call;
 
 	if (!io)
 		return;
 	call = &io->call;
-	identify_file(file_of_fd(fd_in), &call->src);
-	identify_file(file_of_fd(fd_out), &call->dst);
+	identify_file(file_of_fd(task, fd_in), &call->src);
+	identify_file(file_of_fd(task, fd_out), &call->dst);
 	if ((call->src.kind == IOFILE_DMABUF || call->src.kind == IOFILE_SHMEM) &&
 	    !(call->dst.kind == IOFILE_DMABUF || call->dst.kind == IOFILE_SHMEM))
 		call->target = call->src;
@@ -513,7 +546,57 @@ static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid
 	bpf_ringbuf_submit(rec, 0);
 }
 
-static __always_inline void finish(struct inflight *io, __s64 ret)
+/* What a run of calls added up to (call_batch), added to a map's counters at once. */
+static __always_inline void add_batch(struct io_counters *c, const struct io_counters *run)
+{
+	c->calls += run->calls;
+	c->errors += run->errors;
+	c->bytes += run->bytes;
+	c->requested += run->requested;
+	c->cpu_copied += run->cpu_copied;
+	c->pinned_pages += run->pinned_pages;
+	c->got_pages += run->got_pages;
+	c->gup_calls += run->gup_calls;
+	c->pc_added += run->pc_added;
+	c->pc_removed += run->pc_removed;
+	c->latency_ns += run->latency_ns;
+	for (int slot = 0; slot < IOPATHS_HIST_SLOTS; slot++)
+		if (run->latency_hist[slot])
+			c->latency_hist[slot] += run->latency_hist[slot];
+}
+
+static __always_inline void flush_batch(struct call_batch *batch)
+{
+	struct io_counters *counters;
+
+	if (!batch->active)
+		return;
+	batch->active = 0;
+	counters = lookup_or_init(&io_by_target, &batch->target_key, &zero_counters, IOMAP_IO_BY_TARGET);
+	if (counters)
+		add_batch(counters, &batch->counters);
+	counters = lookup_or_init(&io_by_task, &batch->task_key, &zero_counters, IOMAP_IO_BY_TASK);
+	if (counters)
+		add_batch(counters, &batch->counters);
+}
+
+static __always_inline bool same_keys(const struct call_batch *batch, const struct io_target_key *target,
+				      const struct io_task_key *task)
+{
+	const struct io_target_key *t = &batch->target_key;
+	const struct io_task_key *k = &batch->task_key;
+
+	return t->inode == target->inode && t->dev == target->dev && t->path == target->path &&
+	       t->kind == target->kind && t->direct == target->direct && k->tgid == task->tgid &&
+	       k->path == task->path && k->src_kind == task->src_kind && k->dst_kind == task->dst_kind &&
+	       k->error == task->error && k->src_magic == task->src_magic && k->dst_magic == task->dst_magic;
+}
+
+/*
+ * may_batch: only from programs that cannot be preempted (tracepoints run with preemption off),
+ * since flush_on_switch flushes the run of the task it switches out; the fexit of rw_file can be.
+ */
+static __always_inline void finish(struct inflight *io, __s64 ret, bool may_batch)
 {
 	__u64 pid_tgid = io->pid_tgid;
 	struct inflight_call *call = &io->call;
@@ -533,10 +616,6 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 	target_key.path = call->path;
 	target_key.kind = call->target.kind;
 	target_key.direct = call->direct;
-	counters = lookup_or_init(&io_by_target, &target_key, &zero_counters, IOMAP_IO_BY_TARGET);
-	if (counters)
-		add_counters(counters, call, ret, slot, latency);
-
 	task_key.tgid = pid_tgid >> 32;
 	task_key.path = call->path;
 	task_key.src_kind = call->src.kind;
@@ -544,9 +623,30 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 	task_key.error = ret < 0 ? (__s32)ret : 0;
 	task_key.src_magic = call->src.magic;
 	task_key.dst_magic = call->dst.magic;
-	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters, IOMAP_IO_BY_TASK);
-	if (counters)
-		add_counters(counters, call, ret, slot, latency);
+
+	if (batch_calls && may_batch && ret >= 0) {
+		struct call_batch *batch = &io->batch;
+
+		if (batch->active && !same_keys(batch, &target_key, &task_key))
+			flush_batch(batch);
+		if (!batch->active) {
+			batch->target_key = target_key;
+			batch->task_key = task_key;
+			__builtin_memset(&batch->counters, 0, sizeof(batch->counters));
+			batch->started_ns = now;
+			batch->active = 1;
+		}
+		add_counters(&batch->counters, call, ret, slot, latency);
+		if (now - batch->started_ns > FLUSH_AFTER_NS)
+			flush_batch(batch);
+	} else {
+		counters = lookup_or_init(&io_by_target, &target_key, &zero_counters, IOMAP_IO_BY_TARGET);
+		if (counters)
+			add_counters(counters, call, ret, slot, latency);
+		counters = lookup_or_init(&io_by_task, &task_key, &zero_counters, IOMAP_IO_BY_TASK);
+		if (counters)
+			add_counters(counters, call, ret, slot, latency);
+	}
 
 	if (record_events)
 		record_io(call, pid_tgid, ret, now, latency);
@@ -571,6 +671,7 @@ static __always_inline void finish(struct inflight *io, __s64 ret)
 #define NR_copy_file_range 326
 #define NR_preadv2 327
 #define NR_pwritev2 328
+#define NR_bpf 321
 #define TS_COMPAT_ 0x0002 /* arch/x86/include/asm/thread_info.h: inside an ia32 syscall */
 
 static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
@@ -594,9 +695,9 @@ static __always_inline __s64 syscall_nr(struct pt_regs *regs)
 	return regs->orig_ax;
 }
 
-static __always_inline bool compat_syscall(void)
+static __always_inline bool compat_syscall(struct task_struct *task)
 {
-	return bpf_get_current_task_btf()->thread_info.status & TS_COMPAT_;
+	return task->thread_info.status & TS_COMPAT_;
 }
 #elif defined(__TARGET_ARCH_arm64)
 /* include/uapi/asm-generic/unistd.h (untested here: the lab is x86-64). */
@@ -613,6 +714,7 @@ static __always_inline bool compat_syscall(void)
 #define NR_copy_file_range 285
 #define NR_preadv2 286
 #define NR_pwritev2 287
+#define NR_bpf 280
 #define TIF_32BIT_ 22
 
 static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
@@ -625,9 +727,9 @@ static __always_inline __s64 syscall_nr(struct pt_regs *regs)
 	return regs->syscallno;
 }
 
-static __always_inline bool compat_syscall(void)
+static __always_inline bool compat_syscall(struct task_struct *task)
 {
-	return bpf_get_current_task_btf()->thread_info.flags & (1UL << TIF_32BIT_);
+	return task->thread_info.flags & (1UL << TIF_32BIT_);
 }
 #else
 #error "iopaths.bpf.c: syscall numbers are defined for x86 and arm64 only"
@@ -635,6 +737,7 @@ static __always_inline bool compat_syscall(void)
 
 static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 {
+	struct task_struct *task; /* asked for in the I/O cases only: every other syscall returns at once */
 	struct iovec first = {};
 	__u32 path;
 
@@ -644,9 +747,10 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 	case NR_write:
 	case NR_pwrite64:
 		path = (nr == NR_read || nr == NR_pread64) ? IOPATH_READ : IOPATH_WRITE;
-		if (compat_syscall())
+		task = bpf_get_current_task_btf();
+		if (compat_syscall(task))
 			return;
-		begin_rw(nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
+		begin_rw(task, nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
 		return;
 	case NR_readv:
 	case NR_preadv:
@@ -656,22 +760,33 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 	case NR_pwritev2:
 		/* The memory side is the first iovec (argument 1 points at the array). */
 		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
-		if (compat_syscall())
+		task = bpf_get_current_task_btf();
+		if (compat_syscall(task))
 			return;
 		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
-		begin_rw(nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
+		begin_rw(task, nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
 		return;
 	case NR_copy_file_range: /* (fd_in, off_in, fd_out, off_out, len, flags) */
 	case NR_splice:		 /* (fd_in, off_in, fd_out, off_out, len, flags) */
-		if (compat_syscall())
+		task = bpf_get_current_task_btf();
+		if (compat_syscall(task))
 			return;
-		begin_fd_to_fd(nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
+		begin_fd_to_fd(task, nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
 			       syscall_arg(regs, 2), syscall_arg(regs, 4));
 		return;
 	case NR_sendfile64: /* (out_fd, in_fd, offset, count) */
-		if (compat_syscall())
+		task = bpf_get_current_task_btf();
+		if (compat_syscall(task))
 			return;
-		begin_fd_to_fd(nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
+		begin_fd_to_fd(task, nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
+		return;
+	case NR_bpf: /* a thread about to read the maps sees its own calls in them */
+		if (batch_calls) {
+			struct inflight *io = thread_record(false);
+
+			if (io)
+				flush_batch(&io->batch);
+		}
 		return;
 	}
 }
@@ -701,7 +816,7 @@ static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 	}
 	io = thread_record(false);
 	if (io && io->active && io->nr == nr)
-		finish(io, ret);
+		finish(io, ret, true);
 }
 
 /* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
@@ -734,6 +849,20 @@ int syscall_exit_raw(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
+/* The run of calls of a thread being switched out (it sleeps, is preempted, or exits) goes to the maps. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+	struct inflight *io;
+
+	if (!batch_calls)
+		return 0;
+	io = bpf_task_storage_get(&inflight, prev, 0, 0);
+	if (io)
+		flush_batch(&io->batch);
+	return 0;
+}
+
 /*
  * Patched kernels only (kernel/patches): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
  * moves bytes between a file and the exporter's own pages (DMA_BUF_IOCTL_RW_FILE). It opens
@@ -748,7 +877,7 @@ SEC("fentry/dma_buf_rw_file")
 int BPF_PROG(rw_file_enter, struct dma_buf *dmabuf, struct file *file, loff_t pos, __u64 offset, __u64 len,
 	     unsigned int flags)
 {
-	struct inflight *io = begin(IOPATH_RW_FILE, len, RW_FILE_NR);
+	struct inflight *io = begin(bpf_get_current_task_btf(), IOPATH_RW_FILE, len, RW_FILE_NR);
 	struct inflight_call *call;
 	bool to_file = flags & RW_FILE_WRITE_FLAG;
 
@@ -773,7 +902,7 @@ int BPF_PROG(rw_file_exit, struct dma_buf *dmabuf, struct file *file, loff_t pos
 	struct inflight *io = thread_record(false);
 
 	if (io && io->active && io->nr == RW_FILE_NR)
-		finish(io, ret);
+		finish(io, ret, false);
 	return 0;
 }
 
