@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from overhead import PREAD, SETTLE_S, pread_pass, scratch_dir  # noqa: E402
+from overhead import PASS_CALLS, PREAD, ROUNDS, SETTLE_S, Pread, quartiles, scratch_dir, timed_pass  # noqa: E402
 
 HOOK_SETS = {
     "none": (),
@@ -35,20 +35,24 @@ COPY_HOOKS = {"both": "floor_copy_filemap_read", "least tracer": "least_copy_fil
 
 
 class Programs:
-    def __init__(self, names):
-        self.names = names
+    """One hook set, loaded once, attached only while its passes run."""
 
-    def __enter__(self):
+    def __init__(self, names):
         from dmabuf_top.bpf import BpfObject
         from dmabuf_top.probes import object_path
 
         self._obj = BpfObject(object_path("hook_floor"))
-        self._obj.only(*self.names).load()
+        self.names = names
+        self._obj.only(*names).load()
+
+    def reattach(self):
         for name in self.names:
             self._obj.program(name).attach()
-        return self
 
-    def __exit__(self, *exc):
+    def detach(self):
+        self._obj.detach_all()
+
+    def close(self):
         self._obj.close()
 
 
@@ -60,29 +64,37 @@ def main():
     copy_hook = features.detect().features.get("fentry")
     hook_sets = {name: programs + ((COPY_HOOKS[name],) if copy_hook and copy_hook.available and name in COPY_HOOKS
                                    else ()) for name, programs in HOOK_SETS.items()}
-    rounds, calls = (9, 4000) if in_guest else (9, 20000)
+    rounds, calls = ROUNDS[where], PASS_CALLS[where]["pread"]
     src = scratch_dir() / "hook-floor-src.bin"
     src.write_bytes(os.urandom(256 * PREAD))
     results = {name: [] for name in hook_sets}
     names = list(hook_sets)
+    loaded = {}
+    workload = Pread(src)
     try:
-        pread_pass(src, calls, SETTLE_S[where])
+        loaded = {name: Programs(programs) for name, programs in hook_sets.items() if programs}
+        timed_pass(workload, calls, SETTLE_S[where])
         for round_ in range(rounds):
             order = names[round_ % len(names):] + names[:round_ % len(names)]
             for name in (order if round_ % 2 == 0 else order[::-1]):
-                if hook_sets[name]:
-                    with Programs(hook_sets[name]):
-                        results[name].append(pread_pass(src, calls, SETTLE_S[where]))
-                else:
-                    results[name].append(pread_pass(src, calls, SETTLE_S[where]))
+                if name in loaded:
+                    loaded[name].reattach()
+                results[name].append(timed_pass(workload, calls, SETTLE_S[where]))
+                if name in loaded:
+                    loaded[name].detach()
     finally:
+        workload.close()
+        for programs in loaded.values():
+            programs.close()
         src.unlink(missing_ok=True)
-    per_call = {name: statistics.median(p.wall_ns / p.calls for p in passes) for name, passes in results.items()}
-    print(f"[{where}] kernel {os.uname().release}: 4 KiB pread, {rounds} rounds of {calls} calls, "
-          "do-nothing tp_btf programs on the raw syscall tracepoints")
-    for name, ns in per_call.items():
-        extra = f"   (+ fexit/filemap_read)" if COPY_HOOKS.get(name) in hook_sets[name] else ""
-        print(f"[{where}]   {name:<16}{ns:>9.0f} ns/call   ratio {per_call['none'] / ns:.3f}{extra}")
+    print(f"[{where}] kernel {os.uname().release}: 4 KiB pread, {rounds} paired rounds of {calls} calls, "
+          "do-nothing tp_btf programs on the raw syscall tracepoints; ratio = median over rounds of "
+          "none / this set in the same round (interquartile range)")
+    for name, passes in results.items():
+        ns = statistics.median(p.wall_ns / p.calls for p in passes)
+        median, low, high = quartiles([u.wall_ns / p.wall_ns for u, p in zip(results["none"], passes)])
+        extra = "   (+ fexit/filemap_read)" if COPY_HOOKS.get(name) in hook_sets[name] else ""
+        print(f"[{where}]   {name:<16}{ns:>9.0f} ns/call   ratio {median:.3f} ({low:.3f}..{high:.3f}){extra}")
     return 0
 
 

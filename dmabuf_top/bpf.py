@@ -349,10 +349,14 @@ class BpfObject:
 
     # -- lifetime
 
-    def close(self):
+    def detach_all(self):
+        """Destroy every link; the programs stay loaded and can be attached again."""
         for link in reversed(self._links):
             link.destroy()
         self._links.clear()
+
+    def close(self):
+        self.detach_all()
         if self._obj:
             self._lib.bpf_object__close(self._obj)
             self._obj = None

@@ -239,6 +239,16 @@ class Tracer:
                 reload |= self._refused(specs, statuses, spec.program, f"attach refused: {error}")
         return reload
 
+    def detach(self):
+        """Take every program off its hook, keeping them loaded and the counters as they are."""
+        self._obj.detach_all()
+
+    def reattach(self):
+        """Put the live programs back on their hooks after detach()."""
+        for name, status in self.programs.items():
+            if status.live:
+                self._obj.program(name).attach()
+
     # -- reading
 
     def snapshot(self, minimal=False):

@@ -12,8 +12,10 @@
  * filemap_read / generic_perform_write / gup_fast_fallback / __get_user_pages,
  * the filemap tracepoints) add to the current thread's record; work seen with
  * no open record goes to IOPATH_OTHER. At syscall exit the record is folded
- * into the aggregate maps. Python reads them cumulatively (no draining):
- * deltas between reads are the caller's math.
+ * into the thread's run of calls with the same keys (struct call_batch), which
+ * reaches the aggregate maps when the keys change, when the run is 20 ms old,
+ * when the thread is switched out, or when it calls bpf() itself. Python reads
+ * the maps cumulatively (no draining): deltas between reads are the caller's math.
  *
  * Cost: the syscall hook runs for every syscall on the machine, so everything
  * on that path is a plain load where the kernel allows one: BTF pointers

@@ -253,3 +253,34 @@ def test_the_raw_tp_fallback_counts_what_tp_btf_counts(report, cold_file):
     (found, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == memfd_inode]
     assert (found.path, found.kind) == ("read", "shmem")
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (65, 0, 65 * PAGE, 65 * PAGE)
+
+
+def test_a_detached_tracer_counts_nothing_until_it_is_attached_again(report, cold_file):
+    """benchmarks/overhead.py switches modes by detach/reattach, every few milliseconds."""
+    path, _data = cold_file
+    memfd = os.memfd_create("tracing-detach")
+    os.ftruncate(memfd, PAGE)
+    mapping = mmap.mmap(memfd, PAGE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    fd = os.open(path, os.O_RDONLY)
+
+    def reads(n):
+        for i in range(n):
+            assert libc.pread(fd, address, PAGE, i * PAGE) == PAGE
+
+    try:
+        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            inode = os.fstat(memfd).st_ino
+            calls = lambda: sum(c.calls for t, c in tracer.snapshot().by_target.items() if t.inode == inode)
+            reads(5)
+            assert calls() == 5
+            tracer.detach()
+            reads(7)
+            assert calls() == 5
+            tracer.reattach()
+            reads(3)
+            assert calls() == 8
+    finally:
+        os.close(fd)
+        mapping.close()
+        os.close(memfd)
