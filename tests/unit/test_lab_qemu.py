@@ -1,4 +1,5 @@
 """The lab's qemu and virtiofsd command lines, kernel feature reports and the vm command's environment."""
+import time
 from pathlib import Path
 
 import pytest
@@ -114,38 +115,38 @@ RAX=000000000c692990 RBX=0000000004bdbb64 RCX=000000000c692990 RDX=0000000000000
 """
 
 
-def test_a_kvm_guest_that_stalls_alive_is_given_up_at_once(tmp_path):
-    import subprocess
-    import time
+@pytest.fixture
+def stalled_qemu(tmp_path):
+    """A 'qemu' that stays alive with KVM_STALL_LOG in its log: (plan for an accel, the process, Daemons)."""
+    started = []
 
-    lab_plan = plan(tmp_path, accel="kvm")
-    for log in (lab_plan.console_log, lab_plan.output_log, lab_plan.status_file):
-        log.touch()
-    (tmp_path / "qemu.log").write_text(KVM_STALL_LOG)
-    daemons = lab.Daemons()
-    alive = daemons.start(["sleep", "60"], tmp_path / "sleep.log")
-    started = time.monotonic()
-    try:
-        with pytest.raises(lab.KvmUnusable, match="KVM internal error"):
-            lab._wait(alive, lab_plan, 30.0, None, started, daemons)
-    finally:
+    def start(accel):
+        lab_plan = plan(tmp_path, accel=accel)
+        for log in (lab_plan.console_log, lab_plan.output_log, lab_plan.status_file):
+            log.touch()
+        (tmp_path / "qemu.log").write_text(KVM_STALL_LOG)
+        daemons = lab.Daemons()
+        started.append(daemons)
+        return lab_plan, daemons.start(["sleep", "60"], tmp_path / "sleep.log"), daemons
+
+    yield start
+    for daemons in started:
         daemons.stop()
+
+
+def test_a_kvm_guest_that_stalls_alive_is_given_up_at_once(stalled_qemu):
+    lab_plan, alive, daemons = stalled_qemu("kvm")
+    started = time.monotonic()
+    with pytest.raises(lab.KvmUnusable, match="KVM internal error"):
+        lab._wait(alive, lab_plan, 30.0, None, started, daemons)
     assert time.monotonic() - started < 10  # not the 30 s timeout
     assert alive.poll() is not None  # qemu was stopped
 
 
-def test_a_tcg_guest_is_not_judged_by_kvm_words_in_its_log(tmp_path):
-    lab_plan = plan(tmp_path, accel="tcg")
-    for log in (lab_plan.console_log, lab_plan.output_log, lab_plan.status_file):
-        log.touch()
-    (tmp_path / "qemu.log").write_text(KVM_STALL_LOG)
-    daemons = lab.Daemons()
-    alive = daemons.start(["sleep", "60"], tmp_path / "sleep.log")
-    try:
-        with pytest.raises(lab.GuestTimeout):
-            lab._wait(alive, lab_plan, 1.0, None, __import__("time").monotonic(), daemons)
-    finally:
-        daemons.stop()
+def test_a_tcg_guest_is_not_judged_by_kvm_words_in_its_log(stalled_qemu):
+    lab_plan, alive, daemons = stalled_qemu("tcg")
+    with pytest.raises(lab.GuestTimeout):
+        lab._wait(alive, lab_plan, 1.0, None, time.monotonic(), daemons)
 
 
 def test_kvm_found_unusable_is_remembered_for_this_boot_of_the_machine(tmp_path, monkeypatch):
