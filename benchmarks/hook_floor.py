@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from overhead import PASS_CALLS, PREAD, ROUNDS, SETTLE_S, Pread, quartiles, scratch_dir, timed_pass  # noqa: E402
+from overhead import (PASS_CALLS, PREAD, ROUNDS, SETTLE_S, HookFloorPrograms, Pread, quartiles,  # noqa: E402
+                      scratch_dir, timed_pass)
 
 HOOK_SETS = {
     "none": (),
@@ -32,28 +33,6 @@ HOOK_SETS = {
     "least tracer": ("least_syscall_enter", "least_syscall_exit"),
 }
 COPY_HOOKS = {"both": "floor_copy_filemap_read", "least tracer": "least_copy_filemap_read"}
-
-
-class Programs:
-    """One hook set, loaded once, attached only while its passes run."""
-
-    def __init__(self, names):
-        from dmabuf_top.bpf import BpfObject
-        from dmabuf_top.probes import object_path
-
-        self._obj = BpfObject(object_path("hook_floor"))
-        self.names = names
-        self._obj.only(*names).load()
-
-    def reattach(self):
-        for name in self.names:
-            self._obj.program(name).attach()
-
-    def detach(self):
-        self._obj.detach_all()
-
-    def close(self):
-        self._obj.close()
 
 
 def main():
@@ -72,7 +51,7 @@ def main():
     loaded = {}
     workload = Pread(src)
     try:
-        loaded = {name: Programs(programs) for name, programs in hook_sets.items() if programs}
+        loaded = {name: HookFloorPrograms(programs) for name, programs in hook_sets.items() if programs}
         timed_pass(workload, calls, SETTLE_S[where])
         for round_ in range(rounds):
             order = names[round_ % len(names):] + names[:round_ % len(names)]

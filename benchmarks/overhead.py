@@ -69,13 +69,11 @@ class Pass:
         return self
 
 
-def settle(call, slots, step, seconds):
+def settle(call, seconds):
     """Untimed calls of the pass's own kind for `seconds` (see SETTLE_S): busy, never idle."""
     end = time.monotonic() + seconds
-    i = 0
     while time.monotonic() < end:
-        call((i % slots) * step)
-        i += 1
+        call()
 
 
 class CopyFileRange:
@@ -85,7 +83,7 @@ class CopyFileRange:
         self.chunks = size // CHUNK
         self.next = 0
 
-    def call(self, _offset=None):
+    def call(self):
         offset = (self.next % self.chunks) * CHUNK
         self.next += 1
         return os.copy_file_range(self.fd_in, self.fd_out, CHUNK, offset, offset)
@@ -100,7 +98,7 @@ class Pread:
         self.fd = os.open(src, os.O_RDONLY)
         self.next = 0
 
-    def call(self, _offset=None):
+    def call(self):
         offset = (self.next % 256) * PREAD
         self.next += 1
         return os.pread(self.fd, PREAD, offset)
@@ -110,26 +108,26 @@ class Pread:
 
 
 def timed_pass(workload, calls, settle_s):
-    settle(workload.call, 1, 0, settle_s)
+    settle(workload.call, settle_s)
     timed = Pass(calls)
     for _ in range(calls):
         workload.call()
     return timed.stop()
 
 
-class FloorPrograms:
-    """hook_floor.bpf.c's do-nothing program for each of the tracer's live programs, attached alike."""
+class HookFloorPrograms:
+    """Programs of hook_floor.bpf.c, loaded once and attached only while their passes run."""
 
-    def __init__(self, live_programs):
+    def __init__(self, names):
         from dmabuf_top.bpf import BpfObject
         from dmabuf_top.probes import object_path
 
         self._obj = BpfObject(object_path("hook_floor"))
-        self.attached = [f"floor_{name}" for name in live_programs if f"floor_{name}" in self._obj.programs]
-        self._obj.only(*self.attached).load()
+        self.names = [name for name in names if name in self._obj.programs]
+        self._obj.only(*self.names).load()
 
     def reattach(self):
-        for name in self.attached:
+        for name in self.names:
             self._obj.program(name).attach()
 
     def detach(self):
@@ -152,7 +150,8 @@ class Modes:
             traced = self._loaded["traced"]
             self.live = [name for name, status in traced.programs.items() if status.live]
             self.missing = missing_concerns(traced.hooks)
-            self._loaded["floor"] = FloorPrograms(self.live)
+            # hook_floor.bpf.c's do-nothing twin of each live program, on the same hook
+            self._loaded["floor"] = HookFloorPrograms(f"floor_{name}" for name in self.live)
         except BaseException:
             self.close()
             raise
