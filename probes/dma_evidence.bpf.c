@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Positive DMA evidence: which page frames the storage device wrote into (reads), and how many bytes.
+ *
+ * A bio is tagged with its submitter's tgid where it enters the block layer (block_bio_queue, and
+ * block_split for the piece a split makes), because that runs in the submitter's context even when
+ * the request is later issued by a plug flush, a kworker or an io_uring worker. When a read request
+ * completes (block_rq_complete: blk_update_request and the batched blk_complete_request, before
+ * either advances or ends a bio), its bios are walked through their bvec_iter, page by page, and
+ * the bytes are added per page frame. See docs/dma-evidence.md for the choices and their costs.
+ *
+ * Every program has a tp_btf and a raw_tp form (same code, BPF_CORE_READ throughout);
+ * dma_evidence.py loads one set.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "dma_evidence.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* include/linux/blk_types.h: the operation is the low REQ_OP_BITS (8) of bi_opf / cmd_flags; READ is 0. */
+#define OP_MASK 0xffu
+#define OP_READ 0u
+
+/* Record every read, whoever queued it (a validate run that owns the machine); else only traced_tgids'. */
+const volatile bool record_all = false;
+
+/* x86_64 with CONFIG_RANDOMIZE_MEMORY (or 5-level paging): vmemmap's start is this variable. */
+extern const void vmemmap_base __ksym __weak;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18); /* 1 GiB of 4 KiB pages; user space may change it before load */
+	__type(key, __u64);
+	__type(value, __u64);
+} device_writes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct dma_evidence_tgid);
+} tgid_writes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_tgids SEC(".maps");
+
+/*
+ * Bios in flight -> submitter. LRU: a bio that never completes through a request (a bio-based
+ * driver's, or one failed before it became a request) must not fill the map for good; an evicted
+ * tag only makes its bytes "untraced", which is counted.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32);
+} bio_owner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dma_evidence_stats);
+} stats SEC(".maps");
+
+static __always_inline struct dma_evidence_stats *stats_slot(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&stats, &zero);
+}
+
+/* ---- tagging bios with their submitter */
+
+static __always_inline int tag_bio(struct bio *bio)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 key = (__u64)bio;
+	struct dma_evidence_stats *s;
+
+	if ((BPF_CORE_READ(bio, bi_opf) & OP_MASK) != OP_READ)
+		return 0;
+	if (!record_all && !bpf_map_lookup_elem(&traced_tgids, &tgid))
+		return 0;
+	bpf_map_update_elem(&bio_owner, &key, &tgid, BPF_ANY);
+	s = stats_slot();
+	if (s)
+		s->bios_tagged++;
+	return 0;
+}
+
+SEC("tp_btf/block_bio_queue")
+int BPF_PROG(bio_queue_btf, struct bio *bio)
+{
+	return tag_bio(bio);
+}
+
+SEC("raw_tp/block_bio_queue")
+int BPF_PROG(bio_queue_raw, struct bio *bio)
+{
+	return tag_bio(bio);
+}
+
+/* bio_submit_split_bioset: `split` is a new bio (the front part) that block_bio_queue never sees. */
+SEC("tp_btf/block_split")
+int BPF_PROG(bio_split_btf, struct bio *split, unsigned int new_sector)
+{
+	return tag_bio(split);
+}
+
+SEC("raw_tp/block_split")
+int BPF_PROG(bio_split_raw, struct bio *split, unsigned int new_sector)
+{
+	return tag_bio(split);
+}
+
+/* ---- the completion walk */
+
+struct walk {
+	__u64 bio;		/* the bio being walked; 0 before the first */
+	__u64 next_bio;		/* where the walk goes when this bio is done */
+	__u64 vecs;		/* its bi_io_vec */
+	__u64 vmemmap;
+	__u64 page_size;	/* sizeof(struct page) */
+	__u64 recorded;
+	__u64 untraced;
+	__u64 map_full;
+	__u32 rq_left;		/* bytes of this completion not yet walked */
+	__u32 bio_left;		/* bytes of this bio not yet walked (within rq_left) */
+	__u32 idx;		/* bvec index, from bi_iter.bi_idx */
+	__u32 done;		/* bytes of bvec[idx] already done, from bi_iter.bi_bvec_done */
+	__u32 traced;		/* this bio's bytes go to device_writes */
+	__u32 tgid_full;
+	__u32 started;
+	__u32 finished;		/* the walk reached the end of the bios (else: the step bound) */
+	__u32 unplaced;		/* bytes the request claims that no bio vector holds */
+};
+
+/*
+ * The walk's state lives in a map, not on the stack: the verifier checks a bpf_loop callback until
+ * its states converge, and precise stack values that change every step never do (E2BIG).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk);
+} walk_state SEC(".maps");
+
+static __always_inline void add_page(struct walk *w, __u64 pfn, __u64 bytes)
+{
+	__u64 *value = bpf_map_lookup_elem(&device_writes, &pfn);
+
+	if (value) {
+		__sync_fetch_and_add(value, bytes);
+		w->recorded += bytes;
+		return;
+	}
+	if (bpf_map_update_elem(&device_writes, &pfn, &bytes, BPF_NOEXIST) == 0) {
+		w->recorded += bytes;
+		return;
+	}
+	value = bpf_map_lookup_elem(&device_writes, &pfn); /* another CPU made it meanwhile */
+	if (value) {
+		__sync_fetch_and_add(value, bytes);
+		w->recorded += bytes;
+	} else {
+		w->map_full += bytes;
+	}
+}
+
+static __always_inline void credit_tgid(struct walk *w, __u32 tgid, __u64 bytes)
+{
+	struct dma_evidence_tgid fresh = { .bytes = bytes, .bios = 1 };
+	struct dma_evidence_tgid *entry = bpf_map_lookup_elem(&tgid_writes, &tgid);
+
+	if (entry) {
+		__sync_fetch_and_add(&entry->bytes, bytes);
+		__sync_fetch_and_add(&entry->bios, 1);
+		return;
+	}
+	if (bpf_map_update_elem(&tgid_writes, &tgid, &fresh, BPF_NOEXIST) == 0)
+		return;
+	entry = bpf_map_lookup_elem(&tgid_writes, &tgid);
+	if (entry) {
+		__sync_fetch_and_add(&entry->bytes, bytes);
+		__sync_fetch_and_add(&entry->bios, 1);
+	} else {
+		w->tgid_full++;
+	}
+}
+
+/* Move to w->next_bio: load its iterator and decide whether its bytes are traced. 1 ends the walk. */
+static __always_inline int enter_bio(struct walk *w)
+{
+	struct bio *bio = (struct bio *)w->next_bio;
+	__u64 key = w->next_bio;
+	__u32 size, *owner;
+	__u32 tgid = 0;
+
+	if (!bio || !w->rq_left) {
+		w->finished = 1;
+		return 1;
+	}
+	w->bio = w->next_bio;
+	w->next_bio = (__u64)BPF_CORE_READ(bio, bi_next);
+	w->vecs = (__u64)BPF_CORE_READ(bio, bi_io_vec);
+	w->idx = BPF_CORE_READ(bio, bi_iter.bi_idx);
+	w->done = BPF_CORE_READ(bio, bi_iter.bi_bvec_done);
+	size = BPF_CORE_READ(bio, bi_iter.bi_size);
+	w->bio_left = size < w->rq_left ? size : w->rq_left;
+
+	owner = bpf_map_lookup_elem(&bio_owner, &key);
+	if (owner)
+		tgid = *owner;
+	w->traced = owner || record_all;
+	if (w->traced)
+		credit_tgid(w, tgid, w->bio_left);
+	/* Completed in full here: the bio ends after this tracepoint, and its address may be reused. */
+	if (owner && w->bio_left == size)
+		bpf_map_delete_elem(&bio_owner, &key);
+	return 0;
+}
+
+static long walk_step(__u32 index, void *ctx)
+{
+	__u32 zero = 0;
+	struct walk *w = bpf_map_lookup_elem(&walk_state, &zero);
+	struct bio_vec vec = {};
+	__u64 offset, chunk, in_page;
+
+	if (!w)
+		return 1;
+	/*
+	 * bi_iter alone says what a bio covers (bvec_iter_bvec): a clone made by bio_split shares the
+	 * parent's bi_io_vec and has bi_vcnt 0, so bi_vcnt is not a bound.
+	 */
+	if (!w->started || !w->bio_left) {
+		w->started = 1;
+		return enter_bio(w);
+	}
+	if (bpf_probe_read_kernel(&vec, sizeof(vec), (void *)(w->vecs + (__u64)w->idx * sizeof(vec)))) {
+		w->unplaced += w->bio_left; /* an unreadable vector: the rest of this bio cannot be placed */
+		w->rq_left -= w->bio_left;
+		w->bio_left = 0;
+		return 0;
+	}
+	if (w->done >= vec.bv_len) { /* an empty vector: next */
+		w->idx++;
+		w->done = 0;
+		return 0;
+	}
+	/* A bvec may span several pages (multi-page bvecs, 5.1+): split it at page boundaries. */
+	offset = (__u64)vec.bv_offset + w->done;
+	in_page = offset & (DMA_EVIDENCE_PAGE_SIZE - 1);
+	chunk = DMA_EVIDENCE_PAGE_SIZE - in_page;
+	if (chunk > vec.bv_len - w->done)
+		chunk = vec.bv_len - w->done;
+	if (chunk > w->bio_left)
+		chunk = w->bio_left;
+	if (w->traced) {
+		__u64 pfn = ((__u64)vec.bv_page - w->vmemmap) / w->page_size + (offset >> DMA_EVIDENCE_PAGE_SHIFT);
+
+		add_page(w, pfn, chunk);
+	} else {
+		w->untraced += chunk;
+	}
+	w->done += chunk;
+	w->bio_left -= chunk;
+	w->rq_left -= chunk;
+	if (w->done >= vec.bv_len) {
+		w->idx++;
+		w->done = 0;
+	}
+	return 0;
+}
+
+static __always_inline __u64 vmemmap_start(void)
+{
+	__u64 base = DMA_EVIDENCE_VMEMMAP_L4;
+
+	if (&vmemmap_base)
+		bpf_probe_read_kernel(&base, sizeof(base), &vmemmap_base);
+	return base;
+}
+
+static __always_inline int read_completed(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	struct dma_evidence_stats *s;
+	struct walk *w;
+	__u32 zero = 0;
+
+	if ((BPF_CORE_READ(rq, cmd_flags) & OP_MASK) != OP_READ || !nr_bytes)
+		return 0;
+	s = stats_slot();
+	if (!s)
+		return 0;
+	s->read_requests++;
+	s->read_bytes += nr_bytes;
+	if (error) {
+		s->error_bytes += nr_bytes;
+		return 0;
+	}
+	w = bpf_map_lookup_elem(&walk_state, &zero);
+	if (!w)
+		return 0;
+	__builtin_memset(w, 0, sizeof(*w));
+	w->next_bio = (__u64)BPF_CORE_READ(rq, bio);
+	if (!w->next_bio) {
+		s->unplaced_bytes += nr_bytes;
+		return 0;
+	}
+	w->rq_left = nr_bytes;
+	w->vmemmap = vmemmap_start();
+	w->page_size = bpf_core_type_size(struct page);
+	if (!w->page_size)
+		return 0;
+	bpf_loop(DMA_EVIDENCE_MAX_STEPS, walk_step, NULL, 0);
+	/* What is left: past the step bound, or claimed by the request beyond its bios. */
+	if (w->finished)
+		w->unplaced += w->rq_left;
+	else
+		s->loop_bound_bytes += w->rq_left;
+	s->unplaced_bytes += w->unplaced;
+	s->recorded_bytes += w->recorded;
+	s->untraced_bytes += w->untraced;
+	s->map_full_bytes += w->map_full;
+	s->tgid_map_full += w->tgid_full;
+	s->vmemmap_base = w->vmemmap;
+	s->page_struct_size = w->page_size;
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(rq_complete_btf, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	return read_completed(rq, error, nr_bytes);
+}
+
+SEC("raw_tp/block_rq_complete")
+int BPF_PROG(rq_complete_raw, struct request *rq, blk_status_t error, unsigned int nr_bytes)
+{
+	return read_completed(rq, error, nr_bytes);
+}

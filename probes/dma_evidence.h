@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Positive DMA evidence: where the storage device wrote, page frame by page frame.
+ *
+ * Shared by dma_evidence.bpf.c and the ctypes mirrors in dma_evidence.py (a test asserts the sizes match).
+ * Maps:
+ *   device_writes   key: __u64 page frame number      value: __u64 bytes the device wrote into it (reads)
+ *   tgid_writes     key: __u32 tgid (0: not known)     value: struct dma_evidence_tgid
+ *   stats           key: __u32 0 (per-CPU array)       value: struct dma_evidence_stats
+ *   traced_tgids    key: __u32 tgid                    value: __u8 (present = traced)
+ *   bio_owner       key: __u64 struct bio address      value: __u32 tgid of the task that queued it
+ */
+#ifndef DMABUF_TOP_DMA_EVIDENCE_H
+#define DMABUF_TOP_DMA_EVIDENCE_H
+
+/* Page size the walk splits bio_vecs by: x86_64 (the only architecture the pfn arithmetic is written for). */
+#define DMA_EVIDENCE_PAGE_SHIFT 12
+#define DMA_EVIDENCE_PAGE_SIZE (1u << DMA_EVIDENCE_PAGE_SHIFT)
+
+/*
+ * Steps of one request's walk (one step per page touched, plus one per bio): 16 MiB of 4 KiB pages
+ * and their bios. Bytes past the bound are counted in loop_bound_bytes, never lost silently.
+ */
+#define DMA_EVIDENCE_MAX_STEPS 8192
+
+/* vmemmap's start with 4-level paging and no CONFIG_RANDOMIZE_MEMORY (Documentation/arch/x86/x86_64/mm.rst). */
+#define DMA_EVIDENCE_VMEMMAP_L4 0xffffea0000000000ULL
+
+/* value of tgid_writes */
+struct dma_evidence_tgid {
+	__u64 bytes;	/* bytes the device wrote for bios this process queued */
+	__u64 bios;	/* bios (or bio splits) of this process that completed */
+};
+
+/* value of stats, one per CPU; user space sums them */
+struct dma_evidence_stats {
+	__u64 read_requests;	  /* completions of REQ_OP_READ requests seen */
+	__u64 read_bytes;	  /* bytes those completions reported (nr_bytes), traced or not */
+	__u64 recorded_bytes;	  /* bytes added to device_writes */
+	__u64 untraced_bytes;	  /* bytes of bios queued by tasks not traced (or queued before attach) */
+	__u64 error_bytes;	  /* bytes of read completions with an error status: not counted as written */
+	__u64 map_full_bytes;	  /* bytes not recorded: device_writes was full */
+	__u64 tgid_map_full;	  /* bios whose tgid_writes entry could not be made */
+	__u64 loop_bound_bytes;	  /* bytes past DMA_EVIDENCE_MAX_STEPS, not walked */
+	__u64 unplaced_bytes;	  /* bytes a read completion reported that no bio vector places */
+	__u64 bios_tagged;	  /* bios (and splits) tagged with their submitter at queue time */
+	__u64 vmemmap_base;	  /* the vmemmap start used for struct page -> pfn (the last seen) */
+	__u64 page_struct_size;	  /* sizeof(struct page) on the running kernel (CO-RE) */
+};
+
+#endif

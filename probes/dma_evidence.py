@@ -1,0 +1,288 @@
+"""Positive DMA evidence: which page frames the storage device wrote into, from dma_evidence.bpf.c.
+
+`DmaEvidence` loads and attaches the block-layer programs (tp_btf, else raw_tp) and reads what the
+device wrote for reads queued by the traced processes (or by anyone, with record_all): bytes per page
+frame, bytes per submitting process, and counters of everything it could not place. `pagemap_pfns`
+gives the page frames behind a mapping of this (or another) process; `intersect` says how many of the
+device's bytes landed in those frames and how many elsewhere. See docs/dma-evidence.md.
+"""
+import ctypes
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional
+
+from ..bpf import BpfLoadError, BpfObject
+from ..errors import BpfError, KernelLacks, NeedsPrivilege
+from . import object_path
+
+PAGE_SIZE = 4096  # DMA_EVIDENCE_PAGE_SIZE: the walk splits bio_vecs into 4 KiB pages (x86_64)
+
+# (hook name, program per tracepoint) in order of preference: BTF-typed tracepoints, else raw tracepoints.
+PROGRAM_SETS = (
+    ("tp_btf", ("bio_queue_btf", "bio_split_btf", "rq_complete_btf")),
+    ("raw_tp", ("bio_queue_raw", "bio_split_raw", "rq_complete_raw")),
+)
+TRACEPOINTS = ("block_bio_queue", "block_split", "block_rq_complete")
+
+
+class DmaEvidenceTgid(ctypes.Structure):
+    """Mirror of struct dma_evidence_tgid (dma_evidence.h): the value of tgid_writes."""
+
+    _fields_ = [("bytes", ctypes.c_uint64), ("bios", ctypes.c_uint64)]
+
+
+class DmaEvidenceStats(ctypes.Structure):
+    """Mirror of struct dma_evidence_stats (dma_evidence.h): one per CPU in the stats map."""
+
+    _fields_ = [
+        ("read_requests", ctypes.c_uint64),
+        ("read_bytes", ctypes.c_uint64),
+        ("recorded_bytes", ctypes.c_uint64),
+        ("untraced_bytes", ctypes.c_uint64),
+        ("error_bytes", ctypes.c_uint64),
+        ("map_full_bytes", ctypes.c_uint64),
+        ("tgid_map_full", ctypes.c_uint64),
+        ("loop_bound_bytes", ctypes.c_uint64),
+        ("unplaced_bytes", ctypes.c_uint64),
+        ("bios_tagged", ctypes.c_uint64),
+        ("vmemmap_base", ctypes.c_uint64),
+        ("page_struct_size", ctypes.c_uint64),
+    ]
+
+
+_SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in ("vmemmap_base", "page_struct_size"))
+_U64 = struct.Struct("<Q")
+_U32 = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The counters of all CPUs, summed. Bytes the walk could not place are never silently lost:
+    map_full_bytes, loop_bound_bytes and unplaced_bytes say how many, error_bytes how many failed."""
+
+    read_requests: int = 0
+    read_bytes: int = 0
+    recorded_bytes: int = 0
+    untraced_bytes: int = 0
+    error_bytes: int = 0
+    map_full_bytes: int = 0
+    tgid_map_full: int = 0
+    loop_bound_bytes: int = 0
+    unplaced_bytes: int = 0
+    bios_tagged: int = 0
+    vmemmap_base: int = 0
+    page_struct_size: int = 0
+
+    @property
+    def lost_bytes(self):
+        """Bytes the device wrote for traced tasks that are in no page frame's count."""
+        return self.map_full_bytes + self.loop_bound_bytes + self.unplaced_bytes
+
+
+@dataclass(frozen=True)
+class DeviceWrites:
+    """What the device wrote: bytes per page frame, and per submitting process (tgid 0: not known)."""
+
+    pages: Dict[int, int]
+    by_tgid: Dict[int, int] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    hook: str = ""
+
+    @property
+    def total(self):
+        return sum(self.pages.values())
+
+
+@dataclass(frozen=True)
+class Intersection:
+    """The device's bytes split by where they landed: into the buffer's own page frames, or elsewhere."""
+
+    into_buffer: int  # bytes written into the buffer's frames (a frame written twice counts twice)
+    elsewhere: int  # bytes written into frames that are not the buffer's (the page cache, a bounce buffer ...)
+    buffer_pages: int  # distinct frames of the buffer
+    buffer_pages_written: int  # of those, how many the device wrote into
+    unmapped_pages: int = 0  # pages of the buffer whose frame was not known (not present in the mapping)
+
+
+def decode_stats(per_cpu_values) -> Stats:
+    """[raw struct dma_evidence_stats bytes per CPU] -> Stats (summed; vmemmap_base and the size: the last set)."""
+    size = ctypes.sizeof(DmaEvidenceStats)
+    totals = dict.fromkeys(_SUMMED, 0)
+    vmemmap_base = page_struct_size = 0
+    for raw in per_cpu_values:
+        if len(raw) < size:
+            raise BpfError(f"a dma_evidence stats value is {len(raw)} bytes, not {size}: rebuild with 'make bpf'")
+        value = DmaEvidenceStats.from_buffer_copy(raw[:size])
+        for name in _SUMMED:
+            totals[name] += getattr(value, name)
+        vmemmap_base = value.vmemmap_base or vmemmap_base
+        page_struct_size = value.page_struct_size or page_struct_size
+    return Stats(**totals, vmemmap_base=vmemmap_base, page_struct_size=page_struct_size)
+
+
+def decode_pages(pairs) -> Dict[int, int]:
+    """[(8-byte pfn key, 8-byte bytes value)] from device_writes -> {pfn: bytes}."""
+    pages = {}
+    for key, value in pairs:
+        if len(key) != 8 or len(value) < 8:
+            raise BpfError("device_writes holds entries of another layout: rebuild with 'make bpf'")
+        pages[_U64.unpack(key)[0]] = _U64.unpack_from(value)[0]
+    return pages
+
+
+def decode_tgids(pairs) -> Dict[int, int]:
+    """[(4-byte tgid key, struct dma_evidence_tgid value)] from tgid_writes -> {tgid: bytes}."""
+    size = ctypes.sizeof(DmaEvidenceTgid)
+    by_tgid = {}
+    for key, value in pairs:
+        if len(key) != 4 or len(value) < size:
+            raise BpfError("tgid_writes holds entries of another layout: rebuild with 'make bpf'")
+        by_tgid[_U32.unpack(key)[0]] = DmaEvidenceTgid.from_buffer_copy(value[:size]).bytes
+    return by_tgid
+
+
+def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[int]]) -> Intersection:
+    """Split the device's bytes ({pfn: bytes}) into those written into `buffer_pfns` and the rest.
+
+    `buffer_pfns` lists the buffer's frames page by page (None for a page whose frame is not known);
+    a frame listed twice (mapped twice) counts once.
+    """
+    frames, unmapped = set(), 0
+    for pfn in buffer_pfns:
+        if pfn is None:
+            unmapped += 1
+        else:
+            frames.add(pfn)
+    into = written = 0
+    for pfn in frames:
+        got = device_writes.get(pfn, 0)
+        if got:
+            into += got
+            written += 1
+    total = sum(device_writes.values())
+    return Intersection(into, total - into, len(frames), written, unmapped)
+
+
+# ---- page frames behind a mapping, from /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst)
+
+PAGEMAP_PRESENT = 1 << 63
+PAGEMAP_PFN_MASK = (1 << 55) - 1
+
+
+def decode_pagemap(raw) -> List[Optional[int]]:
+    """pagemap entries (8 bytes each) -> the frame of each page, None where no page is present."""
+    if len(raw) % 8:
+        raise ValueError(f"pagemap returned {len(raw)} bytes, not whole 8-byte entries")
+    return [entry & PAGEMAP_PFN_MASK if entry & PAGEMAP_PRESENT else None
+            for (entry,) in _U64.iter_unpack(raw)]
+
+
+def pagemap_pfns(address: int, length: int, pid="self") -> List[Optional[int]]:
+    """The page frame of every page of [address, address + length) in process `pid`, None where absent.
+
+    Pages must be present to have a frame: touch (populate) a memfd or udmabuf-backed mapping first.
+    Mappings the kernel made with VM_PFNMAP (the mmap of a system-heap dma-buf or of a udmabuf) are
+    reported absent: the page walk skips them (mm/pagewalk.c, walk_page_test). Needs CAP_SYS_ADMIN:
+    others read zeros for every frame.
+    """
+    first = address // PAGE_SIZE
+    count = (address + length + PAGE_SIZE - 1) // PAGE_SIZE - first
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        raw = pagemap.read(count * 8)
+    if len(raw) != count * 8:
+        raise BpfError(f"/proc/{pid}/pagemap gave {len(raw)} bytes for {count} pages")
+    frames = decode_pagemap(raw)
+    if any(pfn == 0 for pfn in frames):
+        raise NeedsPrivilege("/proc/PID/pagemap hides page frames from this user: run as root (CAP_SYS_ADMIN)")
+    return frames
+
+
+def mapping_address(mapping: mmap.mmap) -> int:
+    """Where a Python mmap object sits in this process."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+
+
+def mapping_pfns(mapping: mmap.mmap, populate: bool = True) -> List[Optional[int]]:
+    """The frames behind a Python mmap of this process; `populate` touches every page (a read) first."""
+    if populate:
+        for offset in range(0, len(mapping), PAGE_SIZE):
+            mapping[offset]
+    return pagemap_pfns(mapping_address(mapping), len(mapping))
+
+
+# ---- the probe
+
+
+class DmaEvidence:
+    """The block-layer programs loaded and attached; read() returns what the device wrote so far.
+
+    tgids: processes whose reads are recorded (more can be added while running); record_all records
+    every read on the machine (bios queued before attach too, as tgid 0). max_pages bounds the
+    pfn map (entries; bytes past it are counted in stats.map_full_bytes). hooks: the program sets
+    to try, in order ("tp_btf", "raw_tp"); tests pass one to prove the fallback works.
+    """
+
+    def __init__(self, tgids: Iterable[int] = (), record_all: bool = False, max_pages: Optional[int] = None,
+                 hooks: Iterable[str] = ("tp_btf", "raw_tp")):
+        self.hook = ""
+        self._obj = None
+        failures = []
+        wanted = tuple(hooks)
+        for hook, programs in sorted((s for s in PROGRAM_SETS if s[0] in wanted), key=lambda s: wanted.index(s[0])):
+            obj = BpfObject(object_path("dma_evidence"))
+            try:
+                obj.only(*programs)
+                obj.set_rodata(record_all=bool(record_all))
+                if max_pages:
+                    obj.map("device_writes").max_entries = int(max_pages)
+                obj.load()
+                for name in programs:
+                    program = obj.program(name)
+                    if hook == "tp_btf":
+                        program.attach_trace()
+                    else:
+                        program.attach_raw_tracepoint(TRACEPOINTS[programs.index(name)])
+            except (BpfLoadError, BpfError) as error:
+                obj.close()
+                failures.append(f"{hook}: {error}")
+                continue
+            self._obj, self.hook = obj, hook
+            break
+        if self._obj is None:
+            raise KernelLacks("the block-layer tracepoints (block_bio_queue, block_split, block_rq_complete) "
+                              "cannot be traced here, so no DMA evidence: " + "; ".join(failures))
+        for tgid in tgids:
+            self.add_tgid(tgid)
+
+    def add_tgid(self, tgid: int):
+        """Record the reads this process queues from now on."""
+        self._obj.map("traced_tgids").update(_U32.pack(tgid), b"\1")
+
+    def stats(self) -> Stats:
+        stats_map = self._obj.map("stats")
+        raw = stats_map.lookup(_U32.pack(0))
+        return decode_stats(stats_map.split_percpu(raw) if raw else [])
+
+    def read(self) -> DeviceWrites:
+        """Everything recorded since attach (or the last drain), left in place."""
+        return DeviceWrites(decode_pages(self._obj.map("device_writes").lookup_all()),
+                            decode_tgids(self._obj.map("tgid_writes").lookup_all()), self.stats(), self.hook)
+
+    def drain(self) -> DeviceWrites:
+        """Everything recorded, removed from the maps in the same pass (the counters stay cumulative)."""
+        return DeviceWrites(decode_pages(self._obj.map("device_writes").pop_all()),
+                            decode_tgids(self._obj.map("tgid_writes").pop_all()), self.stats(), self.hook)
+
+    def close(self):
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
