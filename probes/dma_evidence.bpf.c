@@ -350,3 +350,148 @@ int BPF_PROG(rq_complete_raw, struct request *rq, blk_status_t error, unsigned i
 {
 	return read_completed(rq, error, nr_bytes);
 }
+
+/* ---- the buffer's own frames, from the exporter (iter/dmabuf, 6.16+) */
+
+/* The dma-buf whose frames dump_buffer_frames writes (its inode, as fstat shows it). */
+const volatile __u64 frames_of_inode = 0;
+
+/* drivers/dma-buf/heaps/system_heap.c: the pages behind a system-heap buffer (absent from a heapless BTF). */
+struct system_heap_buffer___dma_evidence {
+	unsigned long len;
+	struct sg_table sg_table;
+} __attribute__((preserve_access_index));
+
+/* drivers/dma-buf/udmabuf.c (7.2): one struct page * per page of the buffer. */
+struct udmabuf___dma_evidence {
+	unsigned long pagecount;
+	struct page **pages;
+} __attribute__((preserve_access_index));
+
+#define SG_CHAIN_BIT 0x1UL
+#define SG_END_BIT 0x2UL
+
+struct frames_walk {
+	__u64 cursor;		/* system heap: the scatterlist entry; udmabuf: the page index */
+	__u64 limit;		/* udmabuf: pagecount */
+	__u64 array;		/* udmabuf: pages */
+	__u64 vmemmap;
+	__u64 page_size;
+	__u64 sg_size;		/* sizeof(struct scatterlist) */
+	struct dma_evidence_frames run; /* the run being grown */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct frames_walk);
+} frames_state SEC(".maps");
+
+struct frames_ctx {
+	struct seq_file *seq;
+};
+
+static __always_inline void frames_add(struct seq_file *seq, struct frames_walk *f, __u64 pfn, __u64 pages)
+{
+	if (f->run.pages && f->run.pfn + f->run.pages == pfn) {
+		f->run.pages += pages;
+		return;
+	}
+	if (f->run.pages)
+		bpf_seq_write(seq, &f->run, sizeof(f->run));
+	f->run.pfn = pfn;
+	f->run.pages = pages;
+}
+
+static long heap_step(__u32 index, void *ctx)
+{
+	struct seq_file *seq = ((struct frames_ctx *)ctx)->seq;
+	__u32 zero = 0;
+	struct frames_walk *f = bpf_map_lookup_elem(&frames_state, &zero);
+	struct scatterlist *sg;
+	unsigned long link;
+	__u32 offset, length;
+
+	if (!f || !f->cursor)
+		return 1;
+	sg = (struct scatterlist *)f->cursor;
+	link = BPF_CORE_READ(sg, page_link);
+	if (link & SG_CHAIN_BIT) { /* sg_chain: this entry points at the next array */
+		f->cursor = link & ~(SG_CHAIN_BIT | SG_END_BIT);
+		return 0;
+	}
+	offset = BPF_CORE_READ(sg, offset);
+	length = BPF_CORE_READ(sg, length);
+	if (length)
+		frames_add(seq, f, ((link & ~(SG_CHAIN_BIT | SG_END_BIT)) - f->vmemmap) / f->page_size +
+				   (offset >> DMA_EVIDENCE_PAGE_SHIFT),
+			   ((offset & (DMA_EVIDENCE_PAGE_SIZE - 1)) + length + DMA_EVIDENCE_PAGE_SIZE - 1) >>
+				   DMA_EVIDENCE_PAGE_SHIFT);
+	f->cursor = (link & SG_END_BIT) ? 0 : f->cursor + f->sg_size;
+	return 0;
+}
+
+static long udmabuf_step(__u32 index, void *ctx)
+{
+	struct seq_file *seq = ((struct frames_ctx *)ctx)->seq;
+	__u32 zero = 0;
+	struct frames_walk *f = bpf_map_lookup_elem(&frames_state, &zero);
+	__u64 page = 0;
+
+	if (!f || f->cursor >= f->limit)
+		return 1;
+	if (bpf_probe_read_kernel(&page, sizeof(page), (void *)(f->array + f->cursor * sizeof(page))) || !page)
+		return 1;
+	frames_add(seq, f, (page - f->vmemmap) / f->page_size, 1);
+	f->cursor++;
+	return 0;
+}
+
+SEC("iter/dmabuf")
+int dump_buffer_frames(struct bpf_iter__dmabuf *ctx)
+{
+	struct dma_buf *dmabuf = ctx->dmabuf;
+	struct frames_ctx walk_ctx = { .seq = ctx->meta->seq };
+	struct frames_walk *f;
+	char exporter[8] = {};
+	const char *exp_name;
+	void *priv;
+	__u32 zero = 0;
+
+	if (!dmabuf || BPF_CORE_READ(dmabuf, file, f_inode, i_ino) != frames_of_inode)
+		return 0;
+	f = bpf_map_lookup_elem(&frames_state, &zero);
+	if (!f)
+		return 0;
+	__builtin_memset(f, 0, sizeof(*f));
+	f->vmemmap = vmemmap_start();
+	f->page_size = bpf_core_type_size(struct page);
+	f->sg_size = bpf_core_type_size(struct scatterlist);
+	if (!f->page_size || !f->sg_size)
+		return 0;
+	exp_name = BPF_CORE_READ(dmabuf, exp_name);
+	priv = BPF_CORE_READ(dmabuf, priv);
+	if (!exp_name || !priv || bpf_probe_read_kernel_str(exporter, sizeof(exporter), exp_name) < 0)
+		return 0;
+	/* "system" is the system heap's exp_name (dma_heap_get_name); its priv is a system_heap_buffer. */
+	if (exporter[0] == 's' && exporter[1] == 'y' && exporter[2] == 's' && exporter[3] == 't' &&
+	    exporter[4] == 'e' && exporter[5] == 'm' && exporter[6] == 0) {
+		if (!bpf_core_type_exists(struct system_heap_buffer___dma_evidence))
+			return 0;
+		f->cursor = (__u64)BPF_CORE_READ((struct system_heap_buffer___dma_evidence *)priv, sg_table.sgl);
+		bpf_loop(DMA_EVIDENCE_MAX_FRAME_RUNS, heap_step, &walk_ctx, 0);
+	} else if (exporter[0] == 'u' && exporter[1] == 'd' && exporter[2] == 'm' && exporter[3] == 'a' &&
+		   exporter[4] == 'b' && exporter[5] == 'u' && exporter[6] == 'f') {
+		if (!bpf_core_type_exists(struct udmabuf___dma_evidence) ||
+		    !bpf_core_field_exists(struct udmabuf___dma_evidence, pages))
+			return 0;
+		f->limit = BPF_CORE_READ((struct udmabuf___dma_evidence *)priv, pagecount);
+		f->array = (__u64)BPF_CORE_READ((struct udmabuf___dma_evidence *)priv, pages);
+		bpf_loop(DMA_EVIDENCE_MAX_FRAME_RUNS, udmabuf_step, &walk_ctx, 0);
+	}
+	f = bpf_map_lookup_elem(&frames_state, &zero);
+	if (f && f->run.pages)
+		bpf_seq_write(ctx->meta->seq, &f->run, sizeof(f->run));
+	return 0;
+}

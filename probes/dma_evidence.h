@@ -48,4 +48,16 @@ struct dma_evidence_stats {
 	__u64 page_struct_size;	  /* sizeof(struct page) on the running kernel (CO-RE) */
 };
 
+/*
+ * Written by the iter/dmabuf program dump_buffer_frames, one per run of consecutive page frames of the
+ * buffer whose inode is frames_of_inode, in buffer order: the buffer's own pages, from the exporter.
+ */
+struct dma_evidence_frames {
+	__u64 pfn;	/* first frame of the run */
+	__u64 pages;	/* frames in the run */
+};
+
+/* Frames dump_buffer_frames writes at most per buffer (64 GiB of 4 KiB pages); the rest is cut. */
+#define DMA_EVIDENCE_MAX_FRAME_RUNS (1u << 24)
+
 #endif

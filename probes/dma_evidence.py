@@ -52,6 +52,14 @@ class DmaEvidenceStats(ctypes.Structure):
     ]
 
 
+class DmaEvidenceFrames(ctypes.Structure):
+    """Mirror of struct dma_evidence_frames (dma_evidence.h): a run of a buffer's consecutive page frames."""
+
+    _fields_ = [("pfn", ctypes.c_uint64), ("pages", ctypes.c_uint64)]
+
+
+FRAMES_PROGRAM = "dump_buffer_frames"
+_RUN = struct.Struct("<QQ")
 _SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in ("vmemmap_base", "page_struct_size"))
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
@@ -163,6 +171,36 @@ def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[i
             written += 1
     total = sum(device_writes.values())
     return Intersection(into, total - into, len(frames), written, unmapped)
+
+
+def decode_frame_runs(data) -> List[int]:
+    """Bytes from dump_buffer_frames -> the buffer's frames, page by page in buffer order."""
+    if len(data) % _RUN.size:
+        raise BpfError(f"the frames iterator returned {len(data)} bytes, not whole {_RUN.size}-byte runs: "
+                       "rebuild with 'make bpf'")
+    frames = []
+    for pfn, pages in _RUN.iter_unpack(data):
+        frames.extend(range(pfn, pfn + pages))
+    return frames
+
+
+def buffer_frames(inode: int) -> List[int]:
+    """The page frames of dma-buf `inode`, page by page, from its exporter's own records (iter/dmabuf, 6.16+):
+    a system-heap buffer's sg_table, a udmabuf's pages. [] for a buffer of another exporter (or none such).
+
+    The mmap of either is VM_PFNMAP, which pagemap cannot see; this reads what the exporter holds.
+    """
+    obj = BpfObject(object_path("dma_evidence"))
+    try:
+        obj.only(FRAMES_PROGRAM)
+        obj.set_rodata(frames_of_inode=inode)
+        try:
+            obj.load()
+        except BpfLoadError as error:
+            raise KernelLacks(f"the dma-buf iterator (iter/dmabuf, Linux 6.16+) cannot run here: {error}") from None
+        return decode_frame_runs(obj.program(FRAMES_PROGRAM).read_iter())
+    finally:
+        obj.close()
 
 
 # ---- page frames behind a mapping, from /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst)

@@ -1,0 +1,95 @@
+"""dma_evidence.py's decoding and intersection, without a kernel."""
+import ctypes
+import struct
+
+import pytest
+
+from dmabuf_top.bpf import struct_size_in_object
+from dmabuf_top.errors import BpfError
+from dmabuf_top.probes import object_path
+from dmabuf_top.probes.dma_evidence import (
+    PAGEMAP_PRESENT,
+    DmaEvidenceStats,
+    DmaEvidenceTgid,
+    Intersection,
+    Stats,
+    decode_pagemap,
+    decode_pages,
+    decode_stats,
+    decode_tgids,
+    intersect,
+)
+
+
+def test_the_ctypes_mirrors_match_the_compiled_structs():
+    path = object_path("dma_evidence")
+    assert struct_size_in_object(path, "dma_evidence_stats") == ctypes.sizeof(DmaEvidenceStats)
+    assert struct_size_in_object(path, "dma_evidence_tgid") == ctypes.sizeof(DmaEvidenceTgid)
+
+
+def _stats(**values):
+    return bytes(DmaEvidenceStats(**values))
+
+
+def test_stats_of_all_cpus_are_summed_and_the_layout_facts_kept():
+    per_cpu = [_stats(read_requests=2, recorded_bytes=8192, map_full_bytes=4096, vmemmap_base=0xffffea0000000000,
+                      page_struct_size=64),
+               _stats(read_requests=1, recorded_bytes=4096, loop_bound_bytes=512, unplaced_bytes=1),
+               b"\0" * ctypes.sizeof(DmaEvidenceStats)]
+    stats = decode_stats(per_cpu)
+    assert (stats.read_requests, stats.recorded_bytes) == (3, 12288)
+    assert (stats.vmemmap_base, stats.page_struct_size) == (0xffffea0000000000, 64)
+    assert stats.lost_bytes == 4096 + 512 + 1
+    assert decode_stats([]) == Stats()
+
+
+def test_a_short_stats_value_is_a_layout_error():
+    with pytest.raises(BpfError, match="make bpf"):
+        decode_stats([b"\0" * 8])
+
+
+def test_pages_and_tgids_decode_from_map_entries():
+    pages = decode_pages([(struct.pack("<Q", 0x1234), struct.pack("<Q", 4096)),
+                          (struct.pack("<Q", 7), struct.pack("<Q", 512))])
+    assert pages == {0x1234: 4096, 7: 512}
+    tgids = decode_tgids([(struct.pack("<I", 42), bytes(DmaEvidenceTgid(bytes=1 << 20, bios=3)))])
+    assert tgids == {42: 1 << 20}
+    with pytest.raises(BpfError):
+        decode_pages([(b"\0" * 4, b"\0" * 8)])
+    with pytest.raises(BpfError):
+        decode_tgids([(b"\0" * 4, b"\0" * 8)])
+
+
+def test_intersect_splits_the_devices_bytes_between_the_buffer_and_elsewhere():
+    device = {10: 4096, 11: 4096, 12: 2048, 99: 4096}
+    seen = intersect(device, [10, 11, 12, 13, None])
+    assert seen == Intersection(into_buffer=10240, elsewhere=4096, buffer_pages=4, buffer_pages_written=3,
+                                unmapped_pages=1)
+
+
+def test_a_frame_mapped_twice_counts_once_and_a_frame_written_twice_counts_twice():
+    seen = intersect({5: 8192}, [5, 5])
+    assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (8192, 0, 1, 1)
+
+
+def test_nothing_written_is_nothing_anywhere():
+    assert intersect({}, [1, 2]) == Intersection(0, 0, 2, 0, 0)
+    assert intersect({1: 4096}, []) == Intersection(0, 4096, 0, 0, 0)
+
+
+def test_pagemap_entries_give_frames_of_present_pages_only():
+    raw = struct.pack("<QQQ", PAGEMAP_PRESENT | 0x1abcd, 0, PAGEMAP_PRESENT | (1 << 61) | 5)
+    assert decode_pagemap(raw) == [0x1abcd, None, 5]
+    with pytest.raises(ValueError):
+        decode_pagemap(b"\0" * 7)
+
+
+def test_frame_runs_expand_to_pages_in_buffer_order():
+    from dmabuf_top.probes.dma_evidence import DmaEvidenceFrames, decode_frame_runs
+
+    assert struct_size_in_object(object_path("dma_evidence"), "dma_evidence_frames") == \
+        ctypes.sizeof(DmaEvidenceFrames)
+    raw = struct.pack("<QQQQ", 100, 3, 7, 1)
+    assert decode_frame_runs(raw) == [100, 101, 102, 7]
+    with pytest.raises(BpfError):
+        decode_frame_runs(raw[:-1])

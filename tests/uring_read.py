@@ -1,0 +1,101 @@
+"""io_uring reads through the raw syscalls (ctypes), for guest tests: no liburing headers on these machines.
+
+One ring, one IORING_OP_READ in flight at a time, completed before the next is queued: enough to make
+the kernel's io_uring read path (inline with IOCB_NOWAIT, or punted to an iou-wrk thread) do the I/O.
+Layouts from include/uapi/linux/io_uring.h.
+"""
+import ctypes
+import mmap
+import os
+import struct
+
+SYS_IO_URING_SETUP = 425
+SYS_IO_URING_ENTER = 426
+IORING_OP_READ = 22
+IORING_ENTER_GETEVENTS = 1
+IORING_OFF_SQ_RING = 0
+IORING_OFF_CQ_RING = 0x8000000
+IORING_OFF_SQES = 0x10000000
+SQE_SIZE = 64
+CQE = struct.Struct("<QiI")  # user_data, res, flags
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _SqOffsets(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in
+                ("head", "tail", "ring_mask", "ring_entries", "flags", "dropped", "array", "resv1")] + [
+        ("user_addr", ctypes.c_uint64)]
+
+
+class _CqOffsets(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in
+                ("head", "tail", "ring_mask", "ring_entries", "overflow", "cqes", "flags", "resv1")] + [
+        ("user_addr", ctypes.c_uint64)]
+
+
+class _Params(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint32) for name in
+                ("sq_entries", "cq_entries", "flags", "sq_thread_cpu", "sq_thread_idle", "features", "wq_fd")] + [
+        ("resv", ctypes.c_uint32 * 3), ("sq_off", _SqOffsets), ("cq_off", _CqOffsets)]
+
+
+assert ctypes.sizeof(_Params) == 120
+
+
+def _u32(ring, offset):
+    return struct.unpack_from("<I", ring, offset)[0]
+
+
+class Ring:
+    def __init__(self, entries=4):
+        params = _Params()
+        fd = _libc.syscall(SYS_IO_URING_SETUP, entries, ctypes.byref(params))
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "io_uring_setup")
+        self.fd, self.p = fd, params
+        self.sq = mmap.mmap(fd, params.sq_off.array + params.sq_entries * 4, offset=IORING_OFF_SQ_RING)
+        self.cq = mmap.mmap(fd, params.cq_off.cqes + params.cq_entries * CQE.size, offset=IORING_OFF_CQ_RING)
+        self.sqes = mmap.mmap(fd, params.sq_entries * SQE_SIZE, offset=IORING_OFF_SQES)
+
+    def read(self, fd, address, length, offset):
+        """One IORING_OP_READ, submitted and waited for: the CQE's result (bytes, or -errno)."""
+        p = self.p
+        tail = _u32(self.sq, p.sq_off.tail)
+        index = tail & _u32(self.sq, p.sq_off.ring_mask)
+        sqe = struct.pack("<BBHiQQIIQ", IORING_OP_READ, 0, 0, fd, offset, address, length, 0, 0x5151)
+        self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = sqe.ljust(SQE_SIZE, b"\0")
+        struct.pack_into("<I", self.sq, p.sq_off.array + index * 4, index)
+        struct.pack_into("<I", self.sq, p.sq_off.tail, (tail + 1) & 0xFFFFFFFF)  # x86: stores are ordered
+        done = _libc.syscall(SYS_IO_URING_ENTER, self.fd, 1, 1, IORING_ENTER_GETEVENTS, None, 0)
+        if done < 0:
+            raise OSError(ctypes.get_errno(), "io_uring_enter")
+        head = _u32(self.cq, p.cq_off.head)
+        if head == _u32(self.cq, p.cq_off.tail):
+            raise OSError("io_uring_enter returned without a completion")
+        slot = head & _u32(self.cq, p.cq_off.ring_mask)
+        user_data, res, _flags = CQE.unpack_from(self.cq, p.cq_off.cqes + slot * CQE.size)
+        assert user_data == 0x5151
+        struct.pack_into("<I", self.cq, p.cq_off.head, (head + 1) & 0xFFFFFFFF)
+        return res
+
+    def read_fully(self, fd, address, length, chunk=4 << 20):
+        done = 0
+        while done < length:
+            got = self.read(fd, address + done, min(chunk, length - done), done)
+            if got <= 0:
+                raise OSError(-got if got < 0 else 0, f"io_uring read at {done} returned {got}")
+            done += got
+        return done
+
+    def close(self):
+        for region in (self.sqes, self.cq, self.sq):
+            region.close()
+        os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

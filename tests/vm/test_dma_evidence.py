@@ -1,0 +1,237 @@
+"""Positive DMA evidence in the lab guest: real NVMe DMA into real buffers, measured per page frame.
+
+Each loader reads a 16 MiB file from the ext4/NVMe scratch disk (page cache dropped first) while
+DmaEvidence records what the device wrote for this process; the buffer's own frames come from
+/proc/self/pagemap of the udmabuf's memfd mapping and, from the exporter itself, iter/dmabuf
+(buffer_frames): a udmabuf's own mmap and a heap buffer's mmap are VM_PFNMAP, which pagemap does not
+walk. Both sources must agree where both exist.
+"""
+import ctypes
+import hashlib
+import json
+import mmap
+import os
+import subprocess
+import time
+
+import pytest
+
+from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.probes.dma_evidence import DmaEvidence, buffer_frames, intersect, mapping_address, mapping_pfns
+
+from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
+
+pytestmark = pytest.mark.guest
+
+SCRATCH = "/mnt/scratch"
+SIZE = 16 << 20
+PAGES = SIZE // 4096
+# ext4 metadata the same process may read on the way (inode table, extent blocks): well under this.
+METADATA_SLACK = 1 << 20
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.pread.restype = ctypes.c_ssize_t
+libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+libc.memmove.restype = ctypes.c_void_p
+libc.memmove.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+@pytest.fixture(scope="module")
+def data_file():
+    """16 MiB of random bytes on the NVMe ext4 scratch disk, with its digest."""
+    if not os.path.ismount(SCRATCH):
+        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
+    path = os.path.join(SCRATCH, "dma-evidence-16m.bin")
+    payload = os.urandom(SIZE)
+    with open(path, "wb") as out:
+        out.write(payload)
+        out.flush()
+        os.fsync(out.fileno())
+    yield path, hashlib.sha256(payload).hexdigest()
+    os.unlink(path)
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as control:
+        control.write("3\n")
+
+
+def pread_fully(fd, address, length, chunk=4 << 20):
+    done = 0
+    while done < length:
+        got = libc.pread(fd, address + done, min(chunk, length - done), done)
+        if got <= 0:
+            raise OSError(ctypes.get_errno(), f"pread at {done} returned {got}")
+        done += got
+    return done
+
+
+def page_cache_pfns(path):
+    """The frames of the file's page-cache pages (a private file mapping, only read: no copy on write)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with mmap.mmap(fd, SIZE, access=mmap.ACCESS_COPY) as mapping:
+            return mapping_pfns(mapping)
+    finally:
+        os.close(fd)
+
+
+def assert_nothing_lost(writes):
+    stats = writes.stats
+    assert (stats.lost_bytes, stats.error_bytes, stats.tgid_map_full) == (0, 0, 0), stats
+
+
+def test_both_hook_forms_load_and_vmemmap_base_comes_from_the_kernel():
+    with open("/proc/kallsyms") as kallsyms:
+        assert any(line.split()[2] == "vmemmap_base" for line in kallsyms)  # CONFIG_RANDOMIZE_MEMORY=y
+    for hook in ("tp_btf", "raw_tp"):
+        with DmaEvidence(tgids=[os.getpid()], hooks=(hook,)) as evidence:
+            assert evidence.hook == hook
+
+
+def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_file, udmabuf_available):
+    path, digest = data_file
+    drop_caches()
+    with alloc_udmabuf(SIZE, name="dma-evidence-a") as buf, buf.mmap_memfd() as pages:
+        frames = mapping_pfns(pages)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            with DmaEvidence(tgids=[os.getpid()]) as evidence:
+                assert pread_fully(fd, mapping_address(pages), SIZE) == SIZE
+                writes = evidence.read()
+        finally:
+            os.close(fd)
+        assert hashlib.sha256(pages[:]).hexdigest() == digest
+        assert mapping_pfns(pages, populate=False) == frames  # pinned, not moved
+        assert buffer_frames(buf.inode) == frames  # the udmabuf's own pages are the memfd's
+    assert_nothing_lost(writes)
+    seen = intersect(writes.pages, frames)
+    assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (SIZE, PAGES, PAGES)
+    assert seen.elsewhere < METADATA_SLACK
+    assert writes.by_tgid[os.getpid()] == writes.total
+
+
+def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, heap_available):
+    path, digest = data_file
+    drop_caches()
+    with alloc_heap(SIZE, name="dma-evidence-b") as buf, buf.mmap() as mapping:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with DmaEvidence(tgids=[os.getpid()]) as evidence:
+                assert pread_fully(fd, mapping_address(mapping), SIZE) == SIZE
+                writes = evidence.read()
+        finally:
+            os.close(fd)
+        assert hashlib.sha256(mapping[:]).hexdigest() == digest
+        # The heap's mmap is VM_PFNMAP: pagemap reports none of its frames (mm/pagewalk.c walk_page_test).
+        assert set(mapping_pfns(mapping)) == {None}
+        heap_frames = buffer_frames(buf.inode)
+    assert_nothing_lost(writes)
+    assert len(set(heap_frames)) == PAGES
+    assert intersect(writes.pages, heap_frames).into_buffer == 0
+    cache = intersect(writes.pages, page_cache_pfns(path))
+    # Every payload byte the device wrote went into the file's page cache: none can be in the heap's pages.
+    assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
+    assert cache.elsewhere < METADATA_SLACK
+
+
+def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabuf_available):
+    path, digest = data_file
+    drop_caches()
+    with alloc_udmabuf(SIZE, name="dma-evidence-c") as buf, buf.mmap() as target, buf.mmap_memfd() as pages:
+        frames = mapping_pfns(pages)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            # MAP_PRIVATE, as loaders map weights: reading never copies on write, the pages are the page cache's.
+            with DmaEvidence(tgids=[os.getpid()]) as evidence, mmap.mmap(fd, SIZE, access=mmap.ACCESS_COPY) as source:
+                libc.memmove(mapping_address(target), mapping_address(source), SIZE)
+                writes = evidence.read()
+        finally:
+            os.close(fd)
+        assert hashlib.sha256(pages[:]).hexdigest() == digest
+        assert buffer_frames(buf.inode) == frames
+    assert_nothing_lost(writes)
+    assert intersect(writes.pages, frames).into_buffer == 0
+    cache = intersect(writes.pages, page_cache_pfns(path))
+    assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
+
+
+def test_d_io_uring_direct_read_into_a_udmabuf_is_attributed_to_the_submitter(data_file, udmabuf_available):
+    path, digest = data_file
+    drop_caches()
+    # O_DIRECT into the udmabuf's own mapping (VM_PFNMAP) fails with EFAULT in pin_user_pages; loaders
+    # read into the memfd mapping, whose pages the udmabuf holds.
+    with alloc_udmabuf(SIZE, name="dma-evidence-d") as buf, buf.mmap_memfd() as pages:
+        frames = mapping_pfns(pages)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            with DmaEvidence(tgids=[os.getpid()]) as evidence, Ring() as ring:
+                assert ring.read_fully(fd, mapping_address(pages), SIZE) == SIZE
+                writes = evidence.read()
+        finally:
+            os.close(fd)
+        assert hashlib.sha256(pages[:]).hexdigest() == digest
+    assert_nothing_lost(writes)
+    seen = intersect(writes.pages, frames)
+    assert (seen.into_buffer, seen.buffer_pages_written) == (SIZE, PAGES)
+    assert seen.elsewhere < METADATA_SLACK
+    assert writes.by_tgid.get(os.getpid(), 0) >= SIZE
+    assert writes.stats.untraced_bytes < METADATA_SLACK
+
+
+def _program_stats(names):
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "--json"], check=True,
+                                      capture_output=True, text=True).stdout)
+    return {p["name"]: (p.get("run_time_ns", 0), p.get("run_cnt", 0)) for p in shown if p.get("name") in names}
+
+
+def test_cost_per_request_of_the_hooks(data_file):
+    """bpf_stats run time of the three programs for 4 KiB and 1 MiB O_DIRECT reads (TCG guest: emulated ns)."""
+    path, _ = data_file
+    names = ("bio_queue_btf", "bio_split_btf", "rq_complete_btf")
+    with open("/proc/sys/kernel/bpf_stats_enabled", "r+") as control:
+        was = control.read().strip()
+        control.seek(0)
+        control.write("1\n")
+    figures = {}
+    try:
+        buffer = mmap.mmap(-1, 1 << 20)
+        mapping_pfns(buffer)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+        try:
+            for label, size, count in (("4KiB", 4096, 1024), ("1MiB", 1 << 20, 64)):
+                offsets = [(index * 7919 * 4096) % (SIZE - size) // 4096 * 4096 for index in range(count)]
+
+                def reads():
+                    started = time.perf_counter_ns()
+                    for offset in offsets:
+                        assert libc.pread(fd, mapping_address(buffer), size, offset) == size
+                    return (time.perf_counter_ns() - started) / count
+
+                without = min(reads() for _ in range(3))
+                with DmaEvidence(tgids=[os.getpid()]) as evidence:
+                    before = _program_stats(names)
+                    requests_before = evidence.stats().read_requests
+                    with_hooks = reads()
+                    after = _program_stats(names)
+                    requests = evidence.stats().read_requests - requests_before
+                    with_hooks = min([with_hooks] + [reads() for _ in range(2)])
+                spent = {n: (after[n][0] - before.get(n, (0, 0))[0], after[n][1] - before.get(n, (0, 0))[1])
+                         for n in after}
+                total_ns = sum(ns for ns, _ in spent.values())
+                figures[label] = {"reads": count, "requests": requests, "programs": spent,
+                                  "ns_per_read": total_ns / count, "ns_per_request": total_ns / max(requests, 1),
+                                  "read_ns_without_hooks": without, "read_ns_with_hooks": with_hooks}
+        finally:
+            os.close(fd)
+    finally:
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as control:
+            control.write(was + "\n")
+    out = os.environ.get("DMA_EVIDENCE_FIGURES")
+    if out:
+        with open(out, "w") as sink:
+            json.dump(figures, sink, indent=1)
+    print(json.dumps(figures, indent=1))
+    assert figures["4KiB"]["requests"] >= 1024 and figures["1MiB"]["requests"] >= 64
+    assert all(f["programs"]["rq_complete_btf"][1] >= f["requests"] for f in figures.values())
