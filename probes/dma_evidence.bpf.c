@@ -222,8 +222,13 @@ static __always_inline int enter_bio(struct walk *w)
 	if (owner)
 		tgid = *owner;
 	w->traced = owner || record_all;
-	if (w->traced)
+	if (w->traced) {
 		credit_tgid(w, tgid, w->bio_left);
+	} else { /* not ours: counted in one step, its pages not walked */
+		w->untraced += w->bio_left;
+		w->rq_left -= w->bio_left;
+		w->bio_left = 0;
+	}
 	/* Completed in full here: the bio ends after this tracepoint, and its address may be reused. */
 	if (owner && w->bio_left == size)
 		bpf_map_delete_elem(&bio_owner, &key);
@@ -266,13 +271,7 @@ static long walk_step(__u32 index, void *ctx)
 		chunk = vec.bv_len - w->done;
 	if (chunk > w->bio_left)
 		chunk = w->bio_left;
-	if (w->traced) {
-		__u64 pfn = ((__u64)vec.bv_page - w->vmemmap) / w->page_size + (offset >> DMA_EVIDENCE_PAGE_SHIFT);
-
-		add_page(w, pfn, chunk);
-	} else {
-		w->untraced += chunk;
-	}
+	add_page(w, ((__u64)vec.bv_page - w->vmemmap) / w->page_size + (offset >> DMA_EVIDENCE_PAGE_SHIFT), chunk);
 	w->done += chunk;
 	w->bio_left -= chunk;
 	w->rq_left -= chunk;
