@@ -378,6 +378,7 @@ struct frames_walk {
 	__u64 page_size;
 	__u64 sg_size;		/* sizeof(struct scatterlist) */
 	struct dma_evidence_frames run; /* the run being grown */
+	struct dma_evidence_frame_count count;
 };
 
 struct {
@@ -387,25 +388,50 @@ struct {
 	__type(value, struct frames_walk);
 } frames_state SEC(".maps");
 
-struct frames_ctx {
-	struct seq_file *seq;
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 16); /* user space sizes it to the buffer's pages before load */
+	__type(key, __u32);
+	__type(value, struct dma_evidence_frames);
+} frame_runs SEC(".maps");
 
-static __always_inline void frames_add(struct seq_file *seq, struct frames_walk *f, __u64 pfn, __u64 pages)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dma_evidence_frame_count);
+} frame_count SEC(".maps");
+
+static __always_inline void frames_flush(struct frames_walk *f)
+{
+	__u32 index = f->count.runs;
+	struct dma_evidence_frames *slot;
+
+	if (!f->run.pages)
+		return;
+	slot = index == f->count.runs ? bpf_map_lookup_elem(&frame_runs, &index) : NULL;
+	if (slot) {
+		*slot = f->run;
+		f->count.runs++;
+	} else {
+		f->count.cut_pages += f->run.pages;
+	}
+	f->run.pages = 0;
+}
+
+static __always_inline void frames_add(struct frames_walk *f, __u64 pfn, __u64 pages)
 {
 	if (f->run.pages && f->run.pfn + f->run.pages == pfn) {
 		f->run.pages += pages;
 		return;
 	}
-	if (f->run.pages)
-		bpf_seq_write(seq, &f->run, sizeof(f->run));
+	frames_flush(f);
 	f->run.pfn = pfn;
 	f->run.pages = pages;
 }
 
 static long heap_step(__u32 index, void *ctx)
 {
-	struct seq_file *seq = ((struct frames_ctx *)ctx)->seq;
 	__u32 zero = 0;
 	struct frames_walk *f = bpf_map_lookup_elem(&frames_state, &zero);
 	struct scatterlist *sg;
@@ -423,8 +449,8 @@ static long heap_step(__u32 index, void *ctx)
 	offset = BPF_CORE_READ(sg, offset);
 	length = BPF_CORE_READ(sg, length);
 	if (length)
-		frames_add(seq, f, ((link & ~(SG_CHAIN_BIT | SG_END_BIT)) - f->vmemmap) / f->page_size +
-				   (offset >> DMA_EVIDENCE_PAGE_SHIFT),
+		frames_add(f, ((link & ~(SG_CHAIN_BIT | SG_END_BIT)) - f->vmemmap) / f->page_size +
+			      (offset >> DMA_EVIDENCE_PAGE_SHIFT),
 			   ((offset & (DMA_EVIDENCE_PAGE_SIZE - 1)) + length + DMA_EVIDENCE_PAGE_SIZE - 1) >>
 				   DMA_EVIDENCE_PAGE_SHIFT);
 	f->cursor = (link & SG_END_BIT) ? 0 : f->cursor + f->sg_size;
@@ -433,7 +459,6 @@ static long heap_step(__u32 index, void *ctx)
 
 static long udmabuf_step(__u32 index, void *ctx)
 {
-	struct seq_file *seq = ((struct frames_ctx *)ctx)->seq;
 	__u32 zero = 0;
 	struct frames_walk *f = bpf_map_lookup_elem(&frames_state, &zero);
 	__u64 page = 0;
@@ -442,7 +467,7 @@ static long udmabuf_step(__u32 index, void *ctx)
 		return 1;
 	if (bpf_probe_read_kernel(&page, sizeof(page), (void *)(f->array + f->cursor * sizeof(page))) || !page)
 		return 1;
-	frames_add(seq, f, (page - f->vmemmap) / f->page_size, 1);
+	frames_add(f, (page - f->vmemmap) / f->page_size, 1);
 	f->cursor++;
 	return 0;
 }
@@ -451,7 +476,6 @@ SEC("iter/dmabuf")
 int dump_buffer_frames(struct bpf_iter__dmabuf *ctx)
 {
 	struct dma_buf *dmabuf = ctx->dmabuf;
-	struct frames_ctx walk_ctx = { .seq = ctx->meta->seq };
 	struct frames_walk *f;
 	char exporter[8] = {};
 	const char *exp_name;
@@ -478,19 +502,23 @@ int dump_buffer_frames(struct bpf_iter__dmabuf *ctx)
 	    exporter[4] == 'e' && exporter[5] == 'm' && exporter[6] == 0) {
 		if (!bpf_core_type_exists(struct system_heap_buffer___dma_evidence))
 			return 0;
+		f->count.found = 1;
 		f->cursor = (__u64)BPF_CORE_READ((struct system_heap_buffer___dma_evidence *)priv, sg_table.sgl);
-		bpf_loop(DMA_EVIDENCE_MAX_FRAME_RUNS, heap_step, &walk_ctx, 0);
+		bpf_loop(DMA_EVIDENCE_MAX_FRAME_STEPS, heap_step, NULL, 0);
 	} else if (exporter[0] == 'u' && exporter[1] == 'd' && exporter[2] == 'm' && exporter[3] == 'a' &&
-		   exporter[4] == 'b' && exporter[5] == 'u' && exporter[6] == 'f') {
+		   exporter[4] == 'b' && exporter[5] == 'u' && exporter[6] == 'f' && exporter[7] == 0) {
 		if (!bpf_core_type_exists(struct udmabuf___dma_evidence) ||
 		    !bpf_core_field_exists(struct udmabuf___dma_evidence, pages))
 			return 0;
+		f->count.found = 1;
 		f->limit = BPF_CORE_READ((struct udmabuf___dma_evidence *)priv, pagecount);
 		f->array = (__u64)BPF_CORE_READ((struct udmabuf___dma_evidence *)priv, pages);
-		bpf_loop(DMA_EVIDENCE_MAX_FRAME_RUNS, udmabuf_step, &walk_ctx, 0);
+		bpf_loop(DMA_EVIDENCE_MAX_FRAME_STEPS, udmabuf_step, NULL, 0);
 	}
 	f = bpf_map_lookup_elem(&frames_state, &zero);
-	if (f && f->run.pages)
-		bpf_seq_write(ctx->meta->seq, &f->run, sizeof(f->run));
+	if (!f)
+		return 0;
+	frames_flush(f);
+	bpf_map_update_elem(&frame_count, &zero, &f->count, BPF_ANY);
 	return 0;
 }

@@ -49,15 +49,24 @@ struct dma_evidence_stats {
 };
 
 /*
- * Written by the iter/dmabuf program dump_buffer_frames, one per run of consecutive page frames of the
- * buffer whose inode is frames_of_inode, in buffer order: the buffer's own pages, from the exporter.
+ * Written by the iter/dmabuf program dump_buffer_frames into the array map frame_runs (index 0, 1, ...),
+ * one per run of consecutive page frames of the buffer whose inode is frames_of_inode, in buffer order:
+ * the buffer's own pages, from the exporter. A map, not the iterator's seq_file: one object's output
+ * is capped at 8 pages there (bpf_iter.c), 2048 runs, and a udmabuf's memfd pages rarely touch.
  */
 struct dma_evidence_frames {
 	__u64 pfn;	/* first frame of the run */
 	__u64 pages;	/* frames in the run */
 };
 
-/* Frames dump_buffer_frames writes at most per buffer (64 GiB of 4 KiB pages); the rest is cut. */
-#define DMA_EVIDENCE_MAX_FRAME_RUNS (1u << 24)
+/* value of frame_count[0] */
+struct dma_evidence_frame_count {
+	__u64 runs;	/* runs written to frame_runs */
+	__u64 cut_pages; /* pages past frame_runs' size, not written */
+	__u64 found;	/* 1 when the buffer was found and its exporter known */
+};
+
+/* Steps of the exporter walk (bpf_loop allows at most 1 << 23): 16 GiB of 4 KiB pages. */
+#define DMA_EVIDENCE_MAX_FRAME_STEPS (1u << 22)
 
 #endif

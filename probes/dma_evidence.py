@@ -173,20 +173,29 @@ def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[i
     return Intersection(into, total - into, len(frames), written, unmapped)
 
 
-def decode_frame_runs(data) -> List[int]:
-    """Bytes from dump_buffer_frames -> the buffer's frames, page by page in buffer order."""
-    if len(data) % _RUN.size:
-        raise BpfError(f"the frames iterator returned {len(data)} bytes, not whole {_RUN.size}-byte runs: "
-                       "rebuild with 'make bpf'")
+def decode_frame_runs(pairs, runs) -> List[int]:
+    """[(4-byte index, struct dma_evidence_frames)] from frame_runs and the count written -> the buffer's
+    frames, page by page in buffer order."""
+    ordered = {}
+    for key, value in pairs:
+        if len(key) != 4 or len(value) < _RUN.size:
+            raise BpfError("frame_runs holds entries of another layout: rebuild with 'make bpf'")
+        index = _U32.unpack(key)[0]
+        if index < runs:
+            ordered[index] = _RUN.unpack_from(value)
+    if len(ordered) != runs:
+        raise BpfError(f"the frames walk wrote {runs} runs but {len(ordered)} were read back")
     frames = []
-    for pfn, pages in _RUN.iter_unpack(data):
+    for index in range(runs):
+        pfn, pages = ordered[index]
         frames.extend(range(pfn, pfn + pages))
     return frames
 
 
-def buffer_frames(inode: int) -> List[int]:
+def buffer_frames(inode: int, max_pages: int = 1 << 16) -> Optional[List[int]]:
     """The page frames of dma-buf `inode`, page by page, from its exporter's own records (iter/dmabuf, 6.16+):
-    a system-heap buffer's sg_table, a udmabuf's pages. [] for a buffer of another exporter (or none such).
+    a system-heap buffer's sg_table, a udmabuf's pages. None when no such buffer exists or its exporter is
+    neither. max_pages: the buffer's size in pages at most (it sizes the map the runs go to).
 
     The mmap of either is VM_PFNMAP, which pagemap cannot see; this reads what the exporter holds.
     """
@@ -194,11 +203,20 @@ def buffer_frames(inode: int) -> List[int]:
     try:
         obj.only(FRAMES_PROGRAM)
         obj.set_rodata(frames_of_inode=inode)
+        obj.map("frame_runs").max_entries = max(1, int(max_pages))
         try:
             obj.load()
         except BpfLoadError as error:
             raise KernelLacks(f"the dma-buf iterator (iter/dmabuf, Linux 6.16+) cannot run here: {error}") from None
-        return decode_frame_runs(obj.program(FRAMES_PROGRAM).read_iter())
+        obj.program(FRAMES_PROGRAM).read_iter()
+        raw = obj.map("frame_count").lookup(_U32.pack(0))
+        runs, cut_pages, found = struct.unpack_from("<QQQ", raw)
+        if not found:
+            return None
+        if cut_pages:
+            raise BpfError(f"dma-buf {inode} has more than {max_pages} pages ({cut_pages} not read): "
+                           "pass its size in pages as max_pages")
+        return decode_frame_runs(obj.map("frame_runs").lookup_all(), runs)
     finally:
         obj.close()
 

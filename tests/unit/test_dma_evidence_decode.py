@@ -87,9 +87,11 @@ def test_pagemap_entries_give_frames_of_present_pages_only():
 def test_frame_runs_expand_to_pages_in_buffer_order():
     from dmabuf_top.probes.dma_evidence import DmaEvidenceFrames, decode_frame_runs
 
-    assert struct_size_in_object(object_path("dma_evidence"), "dma_evidence_frames") == \
-        ctypes.sizeof(DmaEvidenceFrames)
-    raw = struct.pack("<QQQQ", 100, 3, 7, 1)
-    assert decode_frame_runs(raw) == [100, 101, 102, 7]
+    path = object_path("dma_evidence")
+    assert struct_size_in_object(path, "dma_evidence_frames") == ctypes.sizeof(DmaEvidenceFrames)
+    assert struct_size_in_object(path, "dma_evidence_frame_count") == 24
+    pairs = [(struct.pack("<I", 1), struct.pack("<QQ", 7, 1)), (struct.pack("<I", 0), struct.pack("<QQ", 100, 3)),
+             (struct.pack("<I", 2), struct.pack("<QQ", 0, 0))]  # a slot past the count: ignored
+    assert decode_frame_runs(pairs, 2) == [100, 101, 102, 7]
     with pytest.raises(BpfError):
-        decode_frame_runs(raw[:-1])
+        decode_frame_runs(pairs, 4)

@@ -104,7 +104,7 @@ def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_f
             os.close(fd)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert mapping_pfns(pages, populate=False) == frames  # pinned, not moved
-        assert buffer_frames(buf.inode) == frames  # the udmabuf's own pages are the memfd's
+        assert buffer_frames(buf.inode, PAGES) == frames  # the udmabuf's own pages are the memfd's
     assert_nothing_lost(writes)
     seen = intersect(writes.pages, frames)
     assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (SIZE, PAGES, PAGES)
@@ -126,7 +126,7 @@ def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, h
         assert hashlib.sha256(mapping[:]).hexdigest() == digest
         # The heap's mmap is VM_PFNMAP: pagemap reports none of its frames (mm/pagewalk.c walk_page_test).
         assert set(mapping_pfns(mapping)) == {None}
-        heap_frames = buffer_frames(buf.inode)
+        heap_frames = buffer_frames(buf.inode, PAGES)
     assert_nothing_lost(writes)
     assert len(set(heap_frames)) == PAGES
     assert intersect(writes.pages, heap_frames).into_buffer == 0
@@ -150,7 +150,7 @@ def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabu
         finally:
             os.close(fd)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
-        assert buffer_frames(buf.inode) == frames
+        assert buffer_frames(buf.inode, PAGES) == frames
     assert_nothing_lost(writes)
     assert intersect(writes.pages, frames).into_buffer == 0
     cache = intersect(writes.pages, page_cache_pfns(path))
