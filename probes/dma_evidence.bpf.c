@@ -409,6 +409,7 @@ static __always_inline void frames_flush(struct frames_walk *f)
 
 	if (!f->run.pages)
 		return;
+	/* past frame_runs' size (or 2^32 runs) the lookup fails: the pages are counted as cut */
 	slot = index == f->count.runs ? bpf_map_lookup_elem(&frame_runs, &index) : NULL;
 	if (slot) {
 		*slot = f->run;

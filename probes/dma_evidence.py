@@ -287,7 +287,8 @@ class DmaEvidence:
         self._obj = None
         failures = []
         wanted = tuple(hooks)
-        for hook, programs in sorted((s for s in PROGRAM_SETS if s[0] in wanted), key=lambda s: wanted.index(s[0])):
+        programs_of = dict(PROGRAM_SETS)
+        for hook, programs in ((name, programs_of[name]) for name in wanted if name in programs_of):
             obj = BpfObject(object_path("dma_evidence"))
             try:
                 obj.only(*programs)
