@@ -50,7 +50,7 @@ def command(ctx, kernel, timeout, memory, cpus, results, scratch, assignments, f
     \b
     Examples:
       dmabuf-top vm -- uname -r
-      dmabuf-top vm --results out -- dmabuf-top validate --out out
+      dmabuf-top vm --results out -- dmabuf-top validate --record out/validate.db
       dmabuf-top vm --kernel arch/x86/boot/bzImage -- python3 -m pytest tests/vm
     The exit code is the command's own.
     """
