@@ -113,17 +113,17 @@ def watch_json(reader, target):
 
 
 def test_json_objects_validate_and_the_process_pane_has_growing_block_io_delay():
-    # The kernel keeps block-I/O delays only for tasks forked while delay accounting is on (the view turns it
-    # on, but a process older than that reads 0 for ever: seen on a fresh CI machine), so the reader starts
-    # after it is on.
+    # The kernel keeps block-I/O delays only for tasks forked while delay accounting is on, so the reader
+    # starts after it is on, and the view finds it on (then every process counts; a process older than the
+    # moment the view itself turned it on reads n/a: the test below).
     target = ROOT / "build" / "live-odirect.bin"
     before = DELAYACCT.read_text()
     DELAYACCT.write_text("1")
     try:
         reader = odirect_reader(target)
+        out = watch_json(reader, target)
     finally:
         DELAYACCT.write_text(before)
-    out = watch_json(reader, target)
     assert out.returncode == 0, out.stderr
     objects = [json.loads(line) for line in out.stdout.splitlines()]
     assert [obj["sequence"] for obj in objects] == [1, 2, 3, 4]
@@ -175,4 +175,4 @@ def test_a_process_older_than_the_views_delay_accounting_reads_na_and_a_younger_
     assert "started before delay accounting was turned on" in old_row["delays_na"]
     assert "blkio" not in old_row["delays"] and "cpu" in old_row["delays"]
     assert young_row["delays_na"] is None
-    assert 0 < young_row["blkio"] <= 100 and young_row["delays"]["blkio"]["total_ns"] > 0
+    assert young_row["blkio"] > 0 and young_row["delays"]["blkio"]["total_ns"] > 0
