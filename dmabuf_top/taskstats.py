@@ -11,9 +11,14 @@ we must read only what the running kernel actually sent.
 
 Delay accounting is off by default since 5.14 (kernel.task_delayacct=0):
 `delay_accounting()` turns it on for the duration of a view and puts the old
-value back on every exit path.
+value back on every exit path. The kernel keeps those delays (all but the CPU
+wait) only for tasks forked while it is on: a process older than the moment
+the view turned it on reads 0 for ever, so `DelayAccounting` says whose
+delays are kept, by the process's start time.
 """
+import os
 import struct
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,9 +99,15 @@ class Delay:
     total_ns: int
 
 
+# The CPU wait comes from the scheduler's own run-queue statistics, kept for every task; the other kinds live
+# in the task's delay record, which the kernel allocates at fork only while delay accounting is on.
+KEPT_FOR_EVERY_TASK = ("cpu",)
+
+
 @dataclass(frozen=True)
 class TaskStats:
-    """One process's delay accounting. A kind the kernel does not report is absent from `delays`."""
+    """One process's delay accounting. A kind the kernel does not report is absent from `delays`.
+    started: when the process started, in clock ticks since boot (/proc/PID/stat), None if unknown."""
 
     pid: int
     ppid: int
@@ -105,6 +116,7 @@ class TaskStats:
     delays: Dict[str, Delay]
     read_bytes: Optional[int] = None
     write_bytes: Optional[int] = None
+    started: Optional[int] = None
 
 
 def decode_taskstats(raw):
@@ -182,7 +194,7 @@ class TaskStatsClient:
                 stats = decode_taskstats(raw)
                 # A TGID request leaves the basic accounting (pid, comm) empty: fill in whose it is.
                 return TaskStats(tgid, stats.ppid, stats.comm or _comm_of(tgid), stats.version, stats.delays,
-                                 stats.read_bytes, stats.write_bytes)
+                                 stats.read_bytes, stats.write_bytes, process_start_ticks(tgid))
         return None
 
     def close(self):
@@ -235,6 +247,59 @@ def _comm_of(pid):
         return ""
 
 
+def process_start_ticks(pid) -> Optional[int]:
+    """When `pid` started, in clock ticks since boot (field 22 of /proc/PID/stat), or None if it is gone."""
+    try:
+        return start_ticks_in(Path(f"/proc/{pid}/stat").read_bytes())
+    except OSError:
+        return None
+
+
+def start_ticks_in(stat: bytes) -> Optional[int]:
+    """The start time in a /proc/PID/stat line, or None if the line is cut short."""
+    # The comm (field 2) may hold spaces and parentheses: the fields after it follow its last ')'.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22, counted from field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def boot_ticks() -> int:
+    """Now, on the clock and in the unit of process start times: USER_HZ ticks since boot (rounded down,
+    as the kernel rounds a start time)."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+NOT_KEPT = ("started before delay accounting was turned on: the kernel keeps block I/O, swap-in and reclaim "
+            "delays only for processes forked while it is on")
+
+
+@dataclass(frozen=True)
+class DelayAccounting:
+    """Whether delay accounting is on (true as a bool), and since when: since_ticks is the boot-clock tick
+    (as process start times count them) in which this program turned it on, None when it was on already
+    (then every process counts)."""
+
+    on: bool
+    since_ticks: Optional[int] = None
+
+    def __bool__(self):
+        return self.on
+
+    def why_not_kept(self, started_ticks: Optional[int]) -> Optional[str]:
+        """Why a process started at `started_ticks` has no block I/O, swap-in or reclaim delays (its 0 is
+        not a measurement), or None when they are kept (or accounting is off, which views say as a whole).
+
+        A process started in the very tick accounting came on may have been forked either side of it:
+        n/a too, rather than a 0 that may be false."""
+        if not self.on or self.since_ticks is None:
+            return None
+        if started_ticks is None:
+            return "start time unknown (the process has gone): whether the kernel kept its delays is not known"
+        return None if started_ticks > self.since_ticks else NOT_KEPT
+
+
 def delay_accounting_state():
     try:
         return DELAYACCT_SYSCTL.read_text().strip() == "1"
@@ -246,19 +311,22 @@ def delay_accounting_state():
 def delay_accounting():
     """Turn delay accounting on while the block runs; put the old setting back afterwards.
 
-    Yields True when it is on, False when it could not be turned on (no root, or
-    no CONFIG_TASK_DELAY_ACCT): then only CPU delay is meaningful, and views say so.
+    Yields a DelayAccounting: true when it is on, false when it could not be turned on (no root,
+    or no CONFIG_TASK_DELAY_ACCT): then only CPU delay is meaningful, and views say so. When this
+    turned it on, it says since when (processes older than that have no delays kept).
     """
     before = delay_accounting_state()
     changed = False
+    since = None
     if before is False:
         try:
             DELAYACCT_SYSCTL.write_text("1\n")
             changed = True
+            since = boot_ticks()  # after the write: a task forked in a later tick had its delays kept
         except OSError:
             pass
     try:
-        yield bool(before or changed)
+        yield DelayAccounting(bool(before or changed), since)
     finally:
         if changed:
             try:

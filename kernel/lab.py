@@ -206,6 +206,12 @@ def kernel_command_line(extra: str = "") -> str:
     return " ".join(parts)
 
 
+# QEMU's instruction-counting clock: one virtual nanosecond per guest instruction (shift=0), the guest never
+# slowed to real time (align=off), idle time skipped (sleep=on). A loop timing itself then reads instructions,
+# whatever the host's load. TCG only, and with one vCPU (several share the one clock).
+ICOUNT = "shift=0,align=off,sleep=on"
+
+
 @dataclass
 class QemuPlan:
     """Everything qemu needs for one boot, kept apart so it can be checked without booting."""
@@ -221,6 +227,7 @@ class QemuPlan:
     cpus: int = DEFAULT_CPUS
     accel: str = "tcg"
     append: str = ""
+    icount: bool = False
 
     @property
     def console_log(self) -> Path:
@@ -234,11 +241,17 @@ class QemuPlan:
     def status_file(self) -> Path:
         return self.workdir / "status"
 
+    @property
+    def qemu_log(self) -> Path:
+        return self.workdir / "qemu.log"
+
 
 def qemu_args(qemu: str, plan: QemuPlan) -> list:
     # One TCG thread for all vCPUs: with thread=multi, attaching BPF trampolines (live kernel text patching)
     # while another vCPU ran the patched code crashed the guest ("RIP: 0010:0x0" in a read(), then an int3
     # Oops in vfs_read+0x5: "Fatal exception in interrupt") in 3 of ~7 soak runs; 0 of 5 with thread=single.
+    if plan.icount and plan.accel != "tcg":
+        raise DmabufTopError("the instruction-counting clock (icount) needs TCG, not KVM")
     accel = ["-accel", "kvm", "-cpu", "host"] if plan.accel == "kvm" else [
         "-accel", "tcg,thread=single", "-cpu", "max"]
     args = [
@@ -264,6 +277,8 @@ def qemu_args(qemu: str, plan: QemuPlan) -> list:
         "-chardev", f"socket,id=rootfs,path={plan.root_socket}",
         "-device", f"vhost-user-fs-pci,chardev=rootfs,tag={initramfs.ROOT_TAG}",
     ]
+    if plan.icount:
+        args += ["-icount", ICOUNT]
     if plan.results_socket is not None:
         args += [
             "-chardev", f"socket,id=resultsfs,path={plan.results_socket}",
@@ -397,33 +412,82 @@ def _check_cwd_visible(cwd: Path, results_path: Optional[str]) -> None:
             )
 
 
+@dataclass(frozen=True)
+class LabRun:
+    """One run_in_guest call, settled: what every boot attempt of it (KVM, then TCG; once more after a
+    panic while booting) shares. Each attempt makes its own work directory and QemuPlan from it."""
+
+    qemu: str
+    kernel: Kernel
+    base_initramfs: Path
+    job: initramfs.GuestJob
+    timeout: float
+    memory_mb: int
+    cpus: int
+    scratch_mb: int
+    append: str
+    icount: bool
+    on_output: Optional[Callable[[bytes], None]]
+
+    def plan(self, workdir: Path, accel: str) -> QemuPlan:
+        """This run's qemu plan for one boot in `workdir` (writes the initrd and the scratch disk there)."""
+        plan = QemuPlan(
+            kernel=self.kernel.vmlinuz,
+            initrd=initramfs.write_initrd(self.base_initramfs, self.job, workdir / "initrd"),
+            workdir=workdir,
+            root_socket=workdir / "root.sock",
+            results_socket=workdir / "results.sock" if self.job.results_path else None,
+            memory_mb=self.memory_mb,
+            cpus=self.cpus,
+            accel=accel,
+            append=self.append,
+            icount=self.icount,
+        )
+        if self.scratch_mb > 0:
+            plan.scratch_image = make_scratch_disk(workdir / "scratch.img", self.scratch_mb)
+            plan.scratch_direct = supports_o_direct(plan.scratch_image)
+        return plan
+
+
+def guest_cpus(asked: Optional[int], icount: bool) -> int:
+    """The vCPUs asked for, else one under the instruction-counting clock (which all vCPUs share), else two."""
+    if asked is not None:
+        return asked
+    return 1 if icount else DEFAULT_CPUS
+
+
 def run_in_guest(
     argv: Sequence[str],
     *,
     kernel: Optional[Path] = None,
     timeout: float = DEFAULT_TIMEOUT,
     memory_mb: int = DEFAULT_MEMORY_MB,
-    cpus: int = DEFAULT_CPUS,
+    cpus: Optional[int] = None,
     results_dir: Optional[Path] = None,
     scratch_mb: int = DEFAULT_SCRATCH_MB,
     env: Optional[Mapping[str, str]] = None,
     cwd: Optional[Path] = None,
     on_output: Optional[Callable[[bytes], None]] = None,
     append: str = "",
+    icount: bool = False,
 ) -> GuestResult:
     """Boot `kernel` (default: the cached Debian cloud kernel), run argv, power off.
 
     `env` is the command's whole environment besides PATH, HOME and TERM: the
     host's is not copied in. `cwd` defaults to the host's current directory
     (the same path exists in the guest). `on_output` gets the command's output
-    as it arrives. `scratch_mb=0` attaches no scratch disk. Raises GuestTimeout
-    after `timeout` seconds, with qemu and virtiofsd stopped.
+    as it arrives. `scratch_mb=0` attaches no scratch disk. `icount` boots under
+    TCG with the instruction-counting clock and, unless `cpus` says otherwise,
+    one vCPU (else DEFAULT_CPUS). Raises GuestTimeout after `timeout` seconds,
+    with qemu and virtiofsd stopped.
     """
     if not argv:
         raise DmabufTopError("no command given to run in the guest")
     qemu = find_qemu()
     if os.geteuid() != 0:
         raise NeedsPrivilege("the kernel lab runs virtiofsd, which needs root: run it as root")
+    if icount and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
+        raise DmabufTopError("--icount needs TCG, but DMABUF_TOP_ACCEL=kvm asks for KVM")
     chosen = resolve_kernel(kernel)
     job = initramfs.GuestJob(
         argv=list(argv),
@@ -436,48 +500,37 @@ def run_in_guest(
     if job.results_path is not None:
         Path(job.results_path).mkdir(parents=True, exist_ok=True)
     _check_cwd_visible(Path(job.cwd), job.results_path)
-    base = initramfs.build_base_initramfs()
+    run = LabRun(
+        qemu=qemu, kernel=chosen, base_initramfs=initramfs.build_base_initramfs(), job=job,
+        timeout=timeout, memory_mb=memory_mb, cpus=guest_cpus(cpus, icount),
+        scratch_mb=scratch_mb, append=append, icount=icount, on_output=on_output,
+    )
 
-    accel = choose_accel()
-    boot = (qemu, chosen, base, job)
-    rest = (timeout, memory_mb, cpus, scratch_mb, on_output, append)
-    result = _boot_once_more_after_a_boot_panic(*boot, accel, *rest)
+    result = _boot_once_more_after_a_boot_panic(run, "tcg" if icount else choose_accel())
     if result is None and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
         raise GuestFailed("KVM was asked for (DMABUF_TOP_ACCEL=kvm) but qemu could not run the guest with it")
     if result is None:  # KVM advertised but unable to run this kernel: once more without it
-        result = _boot_once_more_after_a_boot_panic(*boot, "tcg", *rest)
+        result = _boot_once_more_after_a_boot_panic(run, "tcg")
     return result
 
 
-def _boot_once_more_after_a_boot_panic(*args):
+def _boot_once_more_after_a_boot_panic(run: LabRun, accel: str) -> Optional[GuestResult]:
     try:
-        return _boot(*args)
+        return _boot(run, accel)
     except GuestPanickedBeforeCommand as failure:
         # The emulated guest kernel now and then oopses while booting on a loaded host (seen: "Fatal
         # exception in interrupt" at 1.1 s, not reproducible in 12 quiet boots). Nothing of the command
         # ran, so one more boot is safe; a second failure is reported as it is.
         print(f"dmabuf-top vm: {failure} (before the command started; console kept in "
               f"{failure.console_kept or 'nowhere: not writable'}): booting once more", file=sys.stderr, flush=True)
-        return _boot(*args)
+        return _boot(run, accel)
 
 
-def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus, scratch_mb, on_output, append):
+def _boot(run: LabRun, accel: str) -> Optional[GuestResult]:
+    """One boot; None when KVM turned out unable to run the guest (the caller then boots with TCG)."""
     with tempfile.TemporaryDirectory(prefix="dmabuf-top-lab-") as workdir:
         workdir = Path(workdir)
-        plan = QemuPlan(
-            kernel=kernel.vmlinuz,
-            initrd=initramfs.write_initrd(base, job, workdir / "initrd"),
-            workdir=workdir,
-            root_socket=workdir / "root.sock",
-            results_socket=workdir / "results.sock" if job.results_path else None,
-            memory_mb=memory_mb,
-            cpus=cpus,
-            accel=accel,
-            append=append,
-        )
-        if scratch_mb > 0:
-            plan.scratch_image = make_scratch_disk(workdir / "scratch.img", scratch_mb)
-            plan.scratch_direct = supports_o_direct(plan.scratch_image)
+        plan = run.plan(workdir, accel)
         for log in (plan.console_log, plan.output_log, plan.status_file):
             log.touch()
 
@@ -485,12 +538,12 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
         try:
             start_virtiofsd(daemons, Path("/"), plan.root_socket, workdir / "virtiofsd-root.log")
             if plan.results_socket is not None:
-                start_virtiofsd(daemons, Path(job.results_path), plan.results_socket,
+                start_virtiofsd(daemons, Path(run.job.results_path), plan.results_socket,
                                 workdir / "virtiofsd-results.log")
             started = time.monotonic()
-            qemu_process = daemons.start(qemu_args(qemu, plan), workdir / "qemu.log")
+            qemu_process = daemons.start(qemu_args(run.qemu, plan), plan.qemu_log)
             try:
-                _wait(qemu_process, plan, timeout, on_output, started, daemons)
+                _wait(qemu_process, plan, run.timeout, run.on_output, started, daemons)
             except KvmUnusable as stall:
                 if plan.status_file.read_text(errors="replace").strip():
                     raise GuestFailed(f"KVM stopped the guest after its command started ({stall})") from None
@@ -502,11 +555,11 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
 
         status = plan.status_file.read_text(errors="replace")
         console = plan.console_log.read_text(errors="replace")
-        qemu_log = (workdir / "qemu.log").read_text(errors="replace")
+        qemu_log = plan.qemu_log.read_text(errors="replace")
         exit_code = _parse_status(status)
         if exit_code is None:
             if accel == "kvm" and not console.strip() and looks_like_kvm_failure(qemu_log):
-                _mark_kvm_broken(_tail(workdir / "qemu.log", 1))
+                _mark_kvm_broken(_tail(plan.qemu_log, 1))
                 return None
             message = _failure_message(status, console, qemu_log, qemu_process.returncode)
             if panicked_before_command(status, console):
@@ -519,8 +572,8 @@ def _boot(qemu, kernel: Kernel, base: Path, job, accel, timeout, memory_mb, cpus
             output=plan.output_log.read_bytes().decode(errors="replace"),
             console=console,
             duration=duration,
-            kernel=kernel.vmlinuz,
-            kernel_release=kernel.release,
+            kernel=run.kernel.vmlinuz,
+            kernel_release=run.kernel.release,
             accel=accel,
         )
 
@@ -537,7 +590,7 @@ def _wait(process, plan: QemuPlan, timeout: float, on_output, started: float, da
             return
         if plan.accel == "kvm" and time.monotonic() >= next_kvm_check:
             next_kvm_check = time.monotonic() + 0.5
-            stall = _kvm_stall(plan.workdir / "qemu.log")
+            stall = _kvm_stall(plan.qemu_log)
             if stall:
                 daemons.stop(grace=1.0)
                 raise KvmUnusable(f"qemu: {stall}")

@@ -33,7 +33,9 @@ def _stream_to_stdout(chunk):
 @click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel image to boot (bzImage); default: Debian's cloud kernel, fetched once and cached.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds before the guest is stopped.")
 @click.option("--memory", type=int, default=1024, show_default=True, help="Guest memory in MiB.")
-@click.option("--cpus", type=int, default=2, show_default=True, help="Guest vCPUs.")
+@click.option("--cpus", type=click.IntRange(min=1), help="Guest vCPUs.  [default: 2, or 1 with --icount]")
+@click.option("--icount", is_flag=True, help="Instruction-counting clock (TCG, one vCPU unless --cpus): one guest "
+              "nanosecond per guest instruction, for exact benchmarks whatever the host's load.")
 @click.option("--results", type=click.Path(file_okay=False), help="Host directory the guest may write, mounted at the same path.")
 @click.option("--scratch", type=int, default=1024, show_default=True, help="Size in MiB of the ext4 NVMe scratch disk at /mnt/scratch (0: none).")
 @click.option("-e", "--env", "assignments", multiple=True, metavar="NAME[=VALUE]", help="Set (or pass on) a variable in the guest; repeatable.")
@@ -43,14 +45,15 @@ def _stream_to_stdout(chunk):
 @click.option("--console", "show_console", is_flag=True, help="Print the guest kernel's console log to stderr after the run.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def command(ctx, kernel, timeout, memory, cpus, results, scratch, assignments, fetch_only, refresh,
+def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only, refresh,
             check_only, show_console, argv):
     """Boot a test kernel with the host's root filesystem and run CMD in it.
 
     \b
     Examples:
       dmabuf-top vm -- uname -r
-      dmabuf-top vm --results out -- dmabuf-top validate --out out
+      dmabuf-top vm --results out -- dmabuf-top validate --record out/validate.db
+      dmabuf-top vm --icount -- python3 benchmarks/overhead.py --here
       dmabuf-top vm --kernel arch/x86/boot/bzImage -- python3 -m pytest tests/vm
     The exit code is the command's own.
     """
@@ -76,6 +79,7 @@ def command(ctx, kernel, timeout, memory, cpus, results, scratch, assignments, f
         timeout=timeout,
         memory_mb=memory,
         cpus=cpus,
+        icount=icount,
         results_dir=results,
         scratch_mb=scratch,
         env=guest_environment(os.environ, assignments),

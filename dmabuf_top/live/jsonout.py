@@ -16,7 +16,7 @@
                     "paths": {path: {field: per second}}|null}],
      "processes": [{"pid", "comm", "comm_hex", "buffers", "rss", "pss", "fds", "maps",
                     "read", "write", "xfer", "copy", "pin", "blkio", "swapin", "reclaim",
-                    "delays": {kind: {"count", "total_ns"}}|null, "paths": {...}|null}],
+                    "delays": {kind: {"count", "total_ns"}}|null, "delays_na": str|null, "paths": {...}|null}],
      "exporters": [{"exporter", "buffers", "bytes", "read", "write", "xfer", "copy", "pin"}],
      "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}]}
 
@@ -29,6 +29,11 @@ the concern is in hooks.missing, or the path in hooks.absent: a kernel without
 it, as rw_file on an unpatched kernel; "status" then says "n/t: ..." or "absent: ..."). "blkio", "swapin", "reclaim" are the percent of
 the interval the process waited for block I/O, swap-in and memory reclaim
 (taskstats delay accounting); "delays" holds the kernel's cumulative totals.
+"delays_na" says why a process has none of the three (they are null, "n/a" on
+screen, and "delays" keeps only "cpu"): the kernel keeps them only for processes
+forked while delay accounting is on, and this one is older than the moment the
+view turned it on. Null when they are kept (or accounting is off altogether:
+then "delayacct" is in hooks.missing).
 Names and comms are given lossy ("name", UTF-8 with U+FFFD) and exact ("name_hex");
 the output is ASCII, so any bytes in a name keep it valid. `-r ROWS` caps every list.
 `JSON_SCHEMA` below is the same contract as a JSON Schema; the tests validate against it.
@@ -86,7 +91,7 @@ JSON_SCHEMA = _object({
         "blkio": _RATE, "swapin": _RATE, "reclaim": _RATE,
         "delays": {"type": ["object", "null"], "additionalProperties": _object(
             {"count": {"type": "integer", "minimum": 0}, "total_ns": {"type": "integer", "minimum": 0}})},
-        "paths": _PATHS})},
+        "delays_na": _STR_OR_NULL, "paths": _PATHS})},
     "exporters": {"type": "array", "items": _object({
         "exporter": {"type": "string"}, "buffers": _INT, "bytes": _INT, **_IO})},
     "paths": {"type": "array", "items": _object({
@@ -132,7 +137,8 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
             "pid": row.values["pid"], "comm": comm.decode("utf-8", "replace"), "comm_hex": comm.hex(),
             **{key: row.values[key] for key in ("buffers", "rss", "pss", "fds", "maps")},
             **_rates(row, (*IO_COLUMNS, "blkio", "swapin", "reclaim"), nt["processes"]),
-            "delays": row.extra.get("delays"), "paths": row.extra.get("paths"),
+            "delays": row.extra.get("delays"), "delays_na": row.extra.get("delays_na"),
+            "paths": row.extra.get("paths"),
         })
     exporters = [{"exporter": row.values["exporter"], "buffers": row.values["buffers"], "bytes": row.values["bytes"],
                   **_rates(row, IO_COLUMNS, nt["exporters"])} for row in panes["exporters"]]

@@ -9,8 +9,11 @@ buffers that appeared or vanished since the previous sample marked.
 Every column is declared once, in `COLUMNS`, with its sort key (what `-s` and
 `<`/`>` use), label, width, format and the tracing concerns that fill it: when
 all of those concerns' hooks are missing the cell reads "n/t" (not traced),
-never 0. A value that exists but is not known yet (the first sample has no
-rate) is None and reads "-".
+never 0. A value the kernel does not keep for one row reads "n/a" (a process
+older than the moment the view turned delay accounting on has no block-I/O,
+swap-in or reclaim delays: its row's extra["delays_na"] says why). A value
+that exists but is not known yet (the first sample has no rate) is None and
+reads "-".
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..inventory import ExporterTotal
+from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
 from ..text import human_size, terminal_safe
 from .rates import RateTracker
 
@@ -33,6 +37,7 @@ IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
 RATE_FIELDS = ("calls", "bytes", "cpu_copied", "pinned_pages", "pc_added", "latency_ns")
 DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
 NOT_TRACED = "n/t"
+NOT_AVAILABLE = "n/a"  # the kernel keeps no such figure for this row (see Row.unavailable)
 
 
 @dataclass(frozen=True)
@@ -129,19 +134,26 @@ class Row:
     def __repr__(self):
         return f"Row({self.key!r}, {self.values!r}, state={self.state!r})"
 
+    @property
+    def unavailable(self) -> Tuple[str, ...]:
+        """Column keys the kernel keeps no figure for in this row: they read n/a, never 0."""
+        return tuple(DELAYS) if self.extra.get("delays_na") else ()
+
 
 @dataclass
 class Sample:
     """What the collector read at one instant. trace: a tracing.TraceSnapshot or None (tracing
     unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
-    cannot_see: sentences learnt since the model was made (a tracer that failed to start)."""
+    delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
+    every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that
+    failed to start)."""
 
     monotonic: float
     wall: float
     inventory: object
     trace: Optional[object] = None
     taskstats: Mapping[int, object] = field(default_factory=dict)
-    delayacct: bool = False
+    delayacct: object = False
     tracing_pending: bool = False
     cannot_see: Sequence[str] = ()
 
@@ -350,9 +362,13 @@ class LiveModel:
             by_pid = {pid: paths for pid, paths in by_pid.items() if pid == self.pid}
         samples = {pid: _flatten(paths) for pid, paths in by_pid.items()}
         rates = self._trackers["processes"].update(sample.monotonic, samples)
+        accounting = sample.delayacct if isinstance(sample.delayacct, DelayAccounting) else \
+            DelayAccounting(bool(sample.delayacct))
+        not_kept = {pid: accounting.why_not_kept(stats.started) for pid, stats in sample.taskstats.items()
+                    if stats is not None}
         delay_samples = {}
         for pid, stats in sample.taskstats.items():
-            if stats is not None:
+            if stats is not None and not not_kept[pid]:
                 delay_samples[pid] = {column: stats.delays[kind].total_ns
                                       for column, kind in DELAYS.items() if kind in stats.delays}
         delay_rates = self._delays.update(sample.monotonic, delay_samples)
@@ -380,11 +396,15 @@ class LiveModel:
                 # ns of waiting per second of wall time, as a share of the interval (iotop's IO>)
                 **{column: (delays[column] / 1e7 if column in delays else None) for column in DELAYS},
             }
+            why_na = not_kept.get(pid)
             extra = {
                 "comm_raw": process.comm if process else (stats.comm.encode() if stats is not None else None),
                 "paths": None if first else _path_rates(rates.get(pid)),
+                # the kernel's totals; without the kinds it did not keep for this process (their 0 means nothing)
                 "delays": None if stats is None else {kind: {"count": d.count, "total_ns": d.total_ns}
-                                                      for kind, d in stats.delays.items()},
+                                                      for kind, d in stats.delays.items()
+                                                      if not why_na or kind in KEPT_FOR_EVERY_TASK},
+                "delays_na": why_na,
             }
             rows.append(Row(pid, values, extra, None, f"{pid} {comm}".lower()))
         return rows
@@ -590,9 +610,11 @@ def _tie(row):
 # Cells
 
 
-def format_cell(col: Column, value, not_traced=False) -> str:
+def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
     if not_traced:
         return NOT_TRACED
+    if unavailable:
+        return NOT_AVAILABLE
     if value is None:
         return "-"
     fmt = col.fmt

@@ -100,9 +100,11 @@ def table_header(pane: str, view: Optional[ViewState], widths: List[int]) -> Lin
 def row_line(pane: str, row, widths: List[int], not_traced: set) -> Line:
     attr = row.state or "normal"
     not_traced = not_traced | row.extra.get("untraced", set())  # a path whose own hooks are missing or absent
+    unavailable = row.unavailable
     cells = []
     for col, width in zip(COLUMNS[pane], widths):
-        cells.append(_fit(format_cell(col, row.values.get(col.key), col.key in not_traced), width, col.left))
+        cells.append(_fit(format_cell(col, row.values.get(col.key), col.key in not_traced, col.key in unavailable),
+                          width, col.left))
     return [(" ".join(cells), attr)]
 
 

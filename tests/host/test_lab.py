@@ -172,3 +172,24 @@ def test_a_kernel_panic_while_booting_boots_once_more_then_says_so(lab_kernel, c
     assert len(said) == 1 and "before the command started" in said[0], said
     kept = Path(said[0].split("console kept in ")[1].split(")")[0])
     assert "Kernel panic" in kept.read_text()
+
+
+def test_icount_gives_the_same_instruction_count_in_two_boots(lab_kernel, tmp_path):
+    # Under the instruction-counting clock one guest ns is one guest instruction, whatever this host's
+    # load: a getppid loop timing itself by its thread's CPU clock must give the same per-call figure in
+    # two separate boots (minimum of several rounds: the first ones after a boot can be disturbed).
+    compiler = shutil.which("gcc") or pytest.skip("gcc is not installed")
+    program = tmp_path / "syscall_cost"  # the results share: the guest sees it at the same path
+    subprocess.run([compiler, "-O2", "-Wall", "-o", str(program), str(REPO / "benchmarks" / "syscall_cost.c")],
+                   check=True)
+    figures = []
+    for _ in range(2):
+        result = lab.run_in_guest([str(program), "7", "100000"], kernel=lab_kernel.vmlinuz, scratch_mb=0,
+                                  results_dir=tmp_path, timeout=600, icount=True)
+        assert result.exit_code == 0 and result.accel == "tcg", result.output
+        minimum = [line for line in result.output.splitlines() if line.startswith("min ")]
+        assert len(minimum) == 1, result.output
+        figures.append(float(minimum[0].split()[1]))
+    print(f"icount getppid, ns (= guest instructions) per call, two boots: {figures[0]:.1f} / {figures[1]:.1f}")
+    assert 100 < figures[0] < 10_000  # instructions per syscall, not host nanoseconds or zero
+    assert abs(figures[0] - figures[1]) <= 0.005 * min(figures), figures

@@ -113,17 +113,17 @@ def watch_json(reader, target):
 
 
 def test_json_objects_validate_and_the_process_pane_has_growing_block_io_delay():
-    # The kernel keeps block-I/O delays only for tasks forked while delay accounting is on (the view turns it
-    # on, but a process older than that reads 0 for ever: seen on a fresh CI machine), so the reader starts
-    # after it is on.
+    # The kernel keeps block-I/O delays only for tasks forked while delay accounting is on, so the reader
+    # starts after it is on, and the view finds it on (then every process counts; a process older than the
+    # moment the view itself turned it on reads n/a: the test below).
     target = ROOT / "build" / "live-odirect.bin"
     before = DELAYACCT.read_text()
     DELAYACCT.write_text("1")
     try:
         reader = odirect_reader(target)
+        out = watch_json(reader, target)
     finally:
         DELAYACCT.write_text(before)
-    out = watch_json(reader, target)
     assert out.returncode == 0, out.stderr
     objects = [json.loads(line) for line in out.stdout.splitlines()]
     assert [obj["sequence"] for obj in objects] == [1, 2, 3, 4]
@@ -137,3 +137,42 @@ def test_json_objects_validate_and_the_process_pane_has_growing_block_io_delay()
     assert blkio == sorted(blkio) and blkio[-1] > blkio[0] > 0
     assert all(0 < row["blkio"] <= 100 for row in rows)  # share of each interval spent waiting for the disk
     assert all(row["read"] > 0 for row in rows)  # O_DIRECT reads into anonymous memory, on the read path
+
+
+def test_a_process_older_than_the_views_delay_accounting_reads_na_and_a_younger_one_a_number():
+    # The kernel keeps block-I/O delays only for tasks forked while delay accounting is on: a reader started
+    # before the view turned it on has none (n/a, not 0); one forked after has them.
+    old_target, young_target = ROOT / "build" / "live-odirect-old.bin", ROOT / "build" / "live-odirect-young.bin"
+    before = DELAYACCT.read_text()
+    DELAYACCT.write_text("0")
+    old = young = None
+    try:
+        old = odirect_reader(old_target)
+        view = subprocess.Popen([DMABUF_TOP, "--json", "0.5", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        deadline = time.monotonic() + 30
+        while DELAYACCT.read_text().strip() != "1" and view.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # past the tick in which the view turned it on: the start times then tell them apart
+        young = odirect_reader(young_target)
+        out, err = view.communicate(timeout=90)
+    finally:
+        for reader in (old, young):
+            if reader is not None:
+                reader.kill()
+                reader.wait()
+        DELAYACCT.write_text(before)
+        for target in (old_target, young_target):
+            target.unlink(missing_ok=True)
+    assert view.returncode == 0, err
+    objects = [json.loads(line) for line in out.splitlines()]
+    for obj in objects:
+        jsonschema.validate(obj, JSON_SCHEMA)
+    last = objects[-1]["processes"]
+    old_row = next(p for p in last if p["pid"] == old.pid)
+    young_row = next(p for p in last if p["pid"] == young.pid)
+    assert old_row["blkio"] is None and old_row["swapin"] is None and old_row["reclaim"] is None
+    assert "started before delay accounting was turned on" in old_row["delays_na"]
+    assert "blkio" not in old_row["delays"] and "cpu" in old_row["delays"]
+    assert young_row["delays_na"] is None
+    assert young_row["blkio"] > 0 and young_row["delays"]["blkio"]["total_ns"] > 0

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,28 @@ def test_exited_process_is_none():
     child.wait()
     with taskstats.TaskStatsClient() as client:
         assert client.for_process(child.pid) is None
+
+
+def test_turning_accounting_on_says_since_when_and_start_times_tell_whose_delays_are_kept():
+    before = taskstats.DELAYACCT_SYSCTL.read_text()
+    taskstats.DELAYACCT_SYSCTL.write_text("0")
+    older = younger = None
+    try:
+        older = subprocess.Popen(["sleep", "30"])
+        time.sleep(0.05)
+        with taskstats.delay_accounting() as accounting, taskstats.TaskStatsClient() as client:
+            assert accounting and accounting.since_ticks is not None
+            time.sleep(0.05)
+            younger = subprocess.Popen(["sleep", "30"])
+            old, young = client.for_process(older.pid), client.for_process(younger.pid)
+            with taskstats.delay_accounting() as already_on:  # on already: every process counts
+                assert already_on and already_on.since_ticks is None
+        assert old.started < accounting.since_ticks < young.started
+        assert "started before" in accounting.why_not_kept(old.started)
+        assert accounting.why_not_kept(young.started) is None
+    finally:
+        for child in (older, younger):
+            if child is not None:
+                child.kill()
+                child.wait()
+        taskstats.DELAYACCT_SYSCTL.write_text(before)

@@ -40,6 +40,21 @@ def test_kvm_uses_host_cpu(tmp_path):
     assert option_values(args, "-accel") == ["kvm"] and option_values(args, "-cpu") == ["host"]
 
 
+def test_icount_counts_instructions_on_single_threaded_tcg(tmp_path):
+    assert "-icount" not in lab.qemu_args("qemu", plan(tmp_path))
+    args = lab.qemu_args("qemu", plan(tmp_path, icount=True, cpus=1))
+    assert option_values(args, "-icount") == ["shift=0,align=off,sleep=on"]
+    assert option_values(args, "-accel") == ["tcg,thread=single"] and option_values(args, "-smp") == ["1"]
+    with pytest.raises(DmabufTopError, match="needs TCG"):
+        lab.qemu_args("qemu", plan(tmp_path, icount=True, accel="kvm"))
+
+
+def test_icount_means_one_vcpu_unless_asked():
+    assert lab.guest_cpus(None, icount=True) == 1
+    assert lab.guest_cpus(3, icount=True) == 3
+    assert lab.guest_cpus(None, icount=False) == lab.DEFAULT_CPUS
+
+
 def test_output_and_status_ports_are_apart_from_the_console(tmp_path):
     args = lab.qemu_args("qemu", plan(tmp_path))
     chardevs = option_values(args, "-chardev")

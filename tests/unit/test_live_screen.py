@@ -183,3 +183,42 @@ def test_schema_rejects_what_it_should():
                    {**obj, "buffers": [{**obj["buffers"][0], "name_hex": "zz"}]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, JSON_SCHEMA)
+
+
+def frames_with_an_old_and_a_young_process():
+    """Delay accounting turned on by the view at tick 1000: loader (pid 10) started at tick 900, before it, so the
+    kernel kept no block-I/O delay for it (it reads 0 for ever); npu (pid 20) started at tick 1100."""
+    from live_fixtures import inventory
+    from dmabuf_top.live.model import LiveModel, Sample
+    from dmabuf_top.taskstats import Delay, DelayAccounting, TaskStats
+
+    def stats(blkio_ns):
+        delays = {"cpu": Delay(2, 40), "blkio": Delay(0, 0), "swapin": Delay(0, 0), "freepages": Delay(0, 0)}
+        young = {**delays, "blkio": Delay(4, blkio_ns)}
+        return {10: TaskStats(10, 1, "loader", 16, delays, started=900),
+                20: TaskStats(20, 1, "npu", 16, young, started=1100)}
+
+    model = LiveModel(1.0, kernel="7.2.13-test")
+    since = DelayAccounting(True, since_ticks=1000)
+    frames = [model.update(Sample(monotonic=t, wall=1_800_000_000 + t, inventory=inventory(), taskstats=stats(ns),
+                                  delayacct=since)) for t, ns in ((100.0, 0), (102.0, 200_000_000))]
+    return frames[1]
+
+
+def test_a_process_older_than_delay_accounting_reads_na_not_zero():
+    frame = frames_with_an_old_and_a_young_process()
+    # the last three columns: BLKIO% SWAPIN% RECLAIM%
+    screen = {int(line.split()[0]): line.split()[-3:] for line in
+              table_rows(screen_text(frame, ViewState(pane="processes"), width=200))}
+    assert screen == {10: ["n/a"] * 3, 20: ["10.0", "0.0", "0.0"]}  # 0.2 s of waiting in 2.0 s
+    table = render_table(frame, "processes", ViewState(), width=200).splitlines()
+    assert table[-3].split()[-3:] == ["BLKIO%", "SWAPIN%", "RECLAIM%"]
+    assert {int(line.split()[0]): line.split()[-3:] for line in table[-2:]} == screen
+    obj = json.loads(render_json(frame))
+    jsonschema.validate(obj, JSON_SCHEMA)
+    old, young = (next(p for p in obj["processes"] if p["pid"] == pid) for pid in (10, 20))
+    assert old["blkio"] is None and old["swapin"] is None and old["reclaim"] is None
+    assert "started before delay accounting was turned on" in old["delays_na"]
+    assert old["delays"] == {"cpu": {"count": 2, "total_ns": 40}}  # the kinds the kernel did not keep are left out
+    assert young["blkio"] == pytest.approx(10.0) and young["delays_na"] is None
+    assert young["delays"]["blkio"] == {"count": 4, "total_ns": 200_000_000}

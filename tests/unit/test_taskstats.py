@@ -5,7 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmabuf_top.errors import DmabufTopError
-from dmabuf_top.taskstats import _FIELDS, _V15_FIELDS, DELAY_KINDS, decode_taskstats, find_attribute
+from dmabuf_top.taskstats import (_FIELDS, _V15_FIELDS, DELAY_KINDS, DelayAccounting, decode_taskstats,
+                                  find_attribute, start_ticks_in)
 
 
 def build(version, values, layout=_FIELDS, size=432):
@@ -64,3 +65,21 @@ def test_attribute_walk_finds_the_stats_and_stops_on_garbage():
     assert find_attribute(first + second, 3) == b"hello"
     assert find_attribute(first, 3) is None
     assert find_attribute(struct.pack("<HH", 200, 3), 3) is None
+
+
+def test_start_time_is_read_past_a_comm_with_spaces_and_parentheses():
+    fields_after_comm = " ".join(["S"] + [str(n) for n in range(4, 22)] + ["123456"] + ["0"] * 30)
+    assert start_ticks_in(f"42 (a) b (c)) {fields_after_comm}\n".encode()) == 123456
+    assert start_ticks_in(b"42 (cut) S 1 2") is None
+
+
+def test_delays_are_kept_only_for_processes_started_after_accounting_came_on():
+    turned_on = DelayAccounting(True, since_ticks=1000)
+    assert turned_on.why_not_kept(1001) is None  # forked in a later tick: counted
+    assert "started before delay accounting was turned on" in turned_on.why_not_kept(999)
+    assert turned_on.why_not_kept(1000) == turned_on.why_not_kept(999)  # the same tick: either side, so n/a
+    assert "start time unknown" in turned_on.why_not_kept(None)
+    # Already on when the view started: every process counts, whenever it started.
+    assert DelayAccounting(True, since_ticks=None).why_not_kept(5) is None
+    # Off: no process has them, which views say once for the whole column (n/t), not per row.
+    assert not DelayAccounting(False) and DelayAccounting(False).why_not_kept(5) is None
