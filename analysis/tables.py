@@ -108,20 +108,9 @@ def path_totals(session) -> List[PathTotal]:
     return sorted(totals, key=lambda t: (-t.bytes, t.path))
 
 
-# The tracer's programs (dmabuf_top.tracing.program_specs) whose hooks fill the copy and pin columns.
-CONCERN_OF_PROGRAM_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"))
-
-
 def untraced_concerns(session) -> set:
-    """The concerns ("cpu_copy", "gup") whose hooks the recording wanted but did not have."""
-    untraced = set()
-    for hook in session.hooks():
-        if hook.live or "not needed" in (hook.detail or ""):
-            continue
-        for prefix, concern in CONCERN_OF_PROGRAM_PREFIX:
-            if hook.name.startswith(prefix):
-                untraced.add(concern)
-    return untraced
+    """The concerns ("cpu_copy", "gup"...) with a hook the recording wanted but did not have (state missing)."""
+    return {hook.concern for hook in session.hooks() if hook.missing}
 
 
 def buffer_io_bytes(session) -> Dict[int, int]:
