@@ -160,6 +160,21 @@ def test_the_trace_command_shows_paths_missing_hooks_and_drops():
         assert "not traced:" in result.output
 
 
+def test_the_trace_command_lists_each_hook_with_its_state():
+    """--hooks: live (and how), MISSING or NOT NEEDED: a fallback whose primary is live is not missing."""
+    from click.testing import CliRunner
+
+    from dmabuf_top.cli import cli
+
+    result = CliRunner().invoke(cli, ["trace", "--hooks"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines and all(" live via " in line or " MISSING " in line or " NOT NEEDED " in line for line in lines)
+    # Without -p there is no process whose children to follow: that hook is not needed, not missing.
+    (children,) = [line for line in lines if line.startswith("children ")]
+    assert "NOT NEEDED" in children and "no process to follow" in children
+
+
 def _memfd_with(byte, size):
     memfd = os.memfd_create(f"tracing-{chr(byte)}")
     os.write(memfd, bytes([byte]) * size)
