@@ -8,6 +8,8 @@ from the session's start (metadata started_ns).
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..probes.hooks import State
+
 # Latency buckets are log2 of microseconds: bucket n holds [2^n, 2^(n+1)) us (bucket 0 also < 1 us).
 
 
@@ -110,7 +112,7 @@ def path_totals(session) -> List[PathTotal]:
 
 def untraced_concerns(session) -> set:
     """The concerns ("cpu_copy", "gup"...) with a hook the recording wanted but did not have (state missing)."""
-    return {hook.concern for hook in session.hooks() if hook.missing}
+    return {hook.concern for hook in session.hooks() if hook.state is State.MISSING}
 
 
 def buffer_io_bytes(session) -> Dict[int, int]:

@@ -165,10 +165,6 @@ class Hook(NamedTuple):
     def live(self):
         return self.state is State.LIVE
 
-    @property
-    def missing(self):
-        return self.state is State.MISSING
-
 
 TABLE_OF = {
     BufferSnapshot: "buffer_snapshots",
