@@ -233,9 +233,10 @@ def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
 
 
 def missing_hooks(session) -> List[Tuple[str, str]]:
-    """(name, why) for each hook the recording wanted but could not attach, and each kernel feature
-    dmabuf-top traces through that this kernel refused."""
-    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if not hook.live]
+    """(name, why) for each hook the recording wanted but could not attach (not those it did not need: a
+    fallback whose primary was live, a path the kernel lacks), and each kernel feature dmabuf-top traces
+    through that this kernel refused."""
+    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if hook.state is State.MISSING]
     named = {name for name, _ in missing}
     for name, (available, _via, detail) in session.features().items():
         if not available and name not in named and name.startswith(("fn/", "tracepoint/", "iter/")):

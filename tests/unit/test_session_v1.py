@@ -22,6 +22,7 @@ def test_v1_session_reports_its_missing_concerns():
         states = {hook.name: hook.state for hook in session.hooks()}
         assert states["rw_file_enter"] is states["syscall_enter_raw"] is State.NOT_NEEDED
         assert states["copy_filemap_read"] is State.MISSING and states["gup_fast_enter"] is State.LIVE
+        assert [name for name, _ in tables.missing_hooks(session)] == ["copy_filemap_read", "copy_generic_perform_write"]
         (read,) = tables.path_totals(session)
         assert read.path == "read" and read.bytes == 3 * 65536
         assert read.cpu_copied_bytes is None  # not traced: never shown as 0
@@ -40,5 +41,6 @@ def test_v2_stores_the_concern_and_state_so_program_names_do_not_matter(tmp_path
         assert session.hooks()[1] == Hook("renamed_copy_program", "cpu_copy", State.MISSING, "",
                                           "filemap_read: fentry refused")
         assert tables.untraced_concerns(session) == {"cpu_copy"}
+        assert tables.missing_hooks(session) == [("renamed_copy_program", "filemap_read: fentry refused")]
         (read,) = tables.path_totals(session)
         assert read.cpu_copied_bytes is None and read.pinned_bytes == session.page_size
