@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import List, Optional
 
+from ..trace_model import NOT_TRACED
 from . import figures, tables
 from .html import page, png_img, table_html, text
 
@@ -49,7 +50,7 @@ def deltas(session_a, session_b) -> List[Delta]:
 
 def _number(value):
     if value is None:
-        return "n/t"  # not traced in that session
+        return NOT_TRACED  # not traced in that session
     return f"{value:.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value)}"
 
 

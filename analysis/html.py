@@ -6,6 +6,7 @@ import base64
 from html import escape
 
 from ..text import human_size, terminal_safe
+from ..trace_model import NOT_TRACED
 from . import figures, flame, methods, tables
 
 STYLE = """
@@ -89,7 +90,7 @@ def summary_html(session, summary):
 
 def _traced(show, value):
     """n/t (not traced: see Missing hooks) for a counter whose hooks were missing, never a zero."""
-    return "n/t" if value is None else show(value)
+    return NOT_TRACED if value is None else show(value)
 
 
 def path_table_html(totals):

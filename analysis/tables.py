@@ -8,6 +8,8 @@ from the session's start (metadata started_ns).
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..probes.hooks import State
+
 # Latency buckets are log2 of microseconds: bucket n holds [2^n, 2^(n+1)) us (bucket 0 also < 1 us).
 
 
@@ -108,20 +110,9 @@ def path_totals(session) -> List[PathTotal]:
     return sorted(totals, key=lambda t: (-t.bytes, t.path))
 
 
-# The tracer's programs (dmabuf_top.tracing.program_specs) whose hooks fill the copy and pin columns.
-CONCERN_OF_PROGRAM_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"))
-
-
 def untraced_concerns(session) -> set:
-    """The concerns ("cpu_copy", "gup") whose hooks the recording wanted but did not have."""
-    untraced = set()
-    for hook in session.hooks():
-        if hook.live or "not needed" in (hook.detail or ""):
-            continue
-        for prefix, concern in CONCERN_OF_PROGRAM_PREFIX:
-            if hook.name.startswith(prefix):
-                untraced.add(concern)
-    return untraced
+    """The concerns ("cpu_copy", "gup"...) with a hook the recording wanted but did not have (state missing)."""
+    return {hook.concern for hook in session.hooks() if hook.state is State.MISSING}
 
 
 def buffer_io_bytes(session) -> Dict[int, int]:
@@ -242,9 +233,10 @@ def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
 
 
 def missing_hooks(session) -> List[Tuple[str, str]]:
-    """(name, why) for each hook the recording wanted but could not attach, and each kernel feature
-    dmabuf-top traces through that this kernel refused."""
-    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if not hook.live]
+    """(name, why) for each hook the recording wanted but could not attach (not those it did not need: a
+    fallback whose primary was live, a path the kernel lacks), and each kernel feature dmabuf-top traces
+    through that this kernel refused."""
+    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if hook.state is State.MISSING]
     named = {name for name, _ in missing}
     for name, (available, _via, detail) in session.features().items():
         if not available and name not in named and name.startswith(("fn/", "tracepoint/", "iter/")):

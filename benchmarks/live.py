@@ -85,7 +85,8 @@ class SyntheticSources:
         from dmabuf_top.probes.dmabuf_iter import decode_columns
         from dmabuf_top.probes.iopaths import Counters, Target
         from dmabuf_top.probes.task_dmabufs import decode_columns as decode_holders
-        from dmabuf_top.tracing import HookStatus, TraceSnapshot
+        from dmabuf_top.probes.hooks import HookState, State
+        from dmabuf_top.trace_model import TraceSnapshot
 
         self._step += 1
         step = self._step
@@ -93,7 +94,7 @@ class SyntheticSources:
         by_target = {Target(1001 + k, 0, "read", "dmabuf", False): Counters(calls=step, bytes=step * 4096 * k)
                      for k in range(50)}
         by_task = {(2000 + p, "read"): Counters(calls=step, bytes=step * 4096 * p) for p in range(self._processes)}
-        hooks = [HookStatus("enter_read", "read", "syscalls:sys_enter_read", True, "tracepoint", "present")]
+        hooks = [HookState("enter_read", "read", "syscalls:sys_enter_read", State.LIVE, "tracepoint", "present")]
         trace = TraceSnapshot(by_target, by_task, {}, {}, {}, {}, 0, hooks)
         return Sample(time.monotonic(), time.time(), inventory, trace, {}, True)
 

@@ -105,7 +105,7 @@ def _buffers_held(inventory, process):
 
 
 def _per_buffer(trace, inventory):
-    from .tracing import per_buffer, per_buffer_of
+    from .trace_model import per_buffer, per_buffer_of
 
     if inventory.arrays is None:
         return per_buffer(trace, [e.buffer for e in inventory.buffers])
@@ -143,7 +143,7 @@ def _trace_families(trace, inventory, shown_inodes):
         live.add_metric([concern], 0 if concern in missing else 1)
     out.append(live)
     out.append(CounterMetricFamily("dmabuf_dropped_events", "ring buffer records lost", value=trace.dropped))
-    from .tracing import MINIMAL_MAPS
+    from .trace_model import MINIMAL_MAPS
 
     refused = CounterMetricFamily("dmabuf_map_full_refused_keys",
                                   "new keys a full BPF map refused: what they carried is missing from the counters",

@@ -1,6 +1,6 @@
 """Recorder sources for the I/O paths, dma-buf lifecycle and taskstats (see recorder.py for the Source seam).
 
-IoPathSource wraps one tracing.Tracer (record=True, following the traced command and
+IoPathSource wraps one probes.tracer.Tracer (record=True, following the traced command and
 every process it forks through a tgid set filled at sched_process_fork) and turns what
 it reads at each poll into session rows:
 
@@ -16,7 +16,7 @@ it reads at each poll into session rows:
 - IoEvent and LifecycleEvent: the ring buffer's per-event records.
 - Stack and StackCount: kernel stacks at copy and GUP points (symbolized once per id).
 - Drop: ring-buffer records lost since the previous poll, and new keys a full map refused
-  (tracing.MINIMAL_MAPS, the maps the rows come from): what those would have counted is missing
+  (trace_model.MINIMAL_MAPS, the maps the rows come from): what those would have counted is missing
   from the rows above.
 
 TaskstatsSource samples delay accounting of the traced command and its descendants.
@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from . import session as records
+from .probes.hooks import State
 from .errors import DmabufTopError
 from .probes.iopaths import Counters, IoRecord
 from .stacks import kernel_frames
@@ -173,11 +174,11 @@ def lifecycle_event(record):
 
 
 def hook_rows(statuses) -> List:
-    """tracing.HookStatus list -> session Hooks (name: the program; detail: what it hooks and why not)."""
+    """hooks.HookState list -> session Hooks (name: the program; detail: what it hooks and why not)."""
     rows = []
     for status in statuses:
-        detail = status.target if status.live else f"{status.target}: {status.reason}"
-        rows.append(records.Hook(status.program, status.live, status.via or "", detail))
+        detail = status.target if status.live else f"{status.target}: {status.why}"
+        rows.append(records.Hook(status.program, status.concern, status.state, status.via or "", detail))
     return rows
 
 
@@ -205,13 +206,13 @@ class IoPathSource:
     def start(self, context):
         try:
             if self._tracer_factory is None:
-                from .tracing import Tracer
+                from .probes.tracer import Tracer
 
                 self._tracer_factory = lambda pid: Tracer(pid=pid, record=True, stacks=True, report=self._report,
                                                           follow_children=True)
             self._tracer = self._tracer_factory(context.target_pid)
         except DmabufTopError as error:
-            return [records.Hook("iopaths", False, "", f"I/O path tracing off: {error}")]
+            return [records.Hook("iopaths", "tracing", State.MISSING, "", f"I/O path tracing off: {error}")]
         hooks = hook_rows(self._tracer.hooks)
         # Read /proc/kallsyms now, before the command runs: in a poll it would stall the cadence
         # (seconds on a slow machine).
@@ -223,7 +224,7 @@ class IoPathSource:
                 self._iterator_factory = DmabufIterator
             self._iterator = self._iterator_factory()
         except DmabufTopError as error:
-            hooks.append(records.Hook("iopaths/buffers", False, "",
+            hooks.append(records.Hook("iopaths/buffers", "attribution", State.MISSING, "",
                                       f"I/O is not attributed to buffers (inode 0): {error}"))
         self._previous = _empty_snapshot()
         return hooks
@@ -271,7 +272,7 @@ class IoPathSource:
 
     def _map_full_drops(self, now_ns, map_full):
         # The rows come from snapshot(minimal=True): a key its maps refused is missing from them.
-        from .tracing import MINIMAL_MAPS
+        from .trace_model import MINIMAL_MAPS
 
         rows = []
         for name in MINIMAL_MAPS:
@@ -282,9 +283,9 @@ class IoPathSource:
         return rows
 
     def _forget_gone(self, snapshot):
-        """Delete from the kernel maps the counters of buffers gone (tracing.forget_gone: the rule is
+        """Delete from the kernel maps the counters of buffers gone (trace_model.forget_gone: the rule is
         shared with the live view and the exporter)."""
-        from .tracing import forget_gone
+        from .trace_model import forget_gone
 
         forget_gone(self._tracer, snapshot, self._previous.by_target, self._buffers.alive)
 
@@ -377,7 +378,8 @@ class TaskstatsSource:
 
     def start(self, context):
         if context.target_pid is None:
-            return [records.Hook("taskstats", False, "", "taskstats follow a traced command: record -- CMD")]
+            return [records.Hook("taskstats", "taskstats", State.NOT_NEEDED, "",
+                                 "taskstats follow a traced command: record -- CMD")]
         try:
             from .taskstats import TaskStatsClient, delay_accounting
 
@@ -386,11 +388,11 @@ class TaskstatsSource:
             self._resources.callback(self._client.close)
         except DmabufTopError as error:
             self._resources.close()
-            return [records.Hook("taskstats", False, "", f"taskstats off: {error}")]
+            return [records.Hook("taskstats", "taskstats", State.MISSING, "", f"taskstats off: {error}")]
         self._root = context.target_pid
         detail = "delay accounting on" if accounting else \
             "delay accounting could not be turned on: only CPU delay is counted"
-        return [records.Hook("taskstats", True, "netlink", detail)]
+        return [records.Hook("taskstats", "taskstats", State.LIVE, "netlink", detail)]
 
     def poll(self, now_ns):
         if self._client is None:

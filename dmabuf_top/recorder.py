@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, Optional, Protocol, Sequence
 
 from . import session as records
+from .probes.hooks import State
 from .errors import DmabufTopError
 
 POLL_STEP_S = 0.02  # how soon the loop notices the command's exit or a signal
@@ -79,8 +80,8 @@ class BufferSnapshots:
                 self._factory = DmabufIterator
             self._iterator = self._factory()
         except DmabufTopError as error:
-            return [records.Hook("iter/dmabuf", False, "", f"buffer snapshots off: {error}")]
-        return [records.Hook("iter/dmabuf", True, "iter/dmabuf", "periodic buffer snapshots")]
+            return [records.Hook("iter/dmabuf", "buffers", State.MISSING, "", f"buffer snapshots off: {error}")]
+        return [records.Hook("iter/dmabuf", "buffers", State.LIVE, "iter/dmabuf", "periodic buffer snapshots")]
 
     def _snapshot(self, now_ns):
         self._last_ns = now_ns

@@ -26,9 +26,11 @@ import time
 from typing import Dict, Iterable, NamedTuple, Optional
 
 from .errors import DmabufTopError
+from .probes.hooks import SYSCALLS, State
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OLDEST_READABLE_VERSION = 1  # v1: hooks without concern and state (Session.hooks reads them the old way)
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -150,12 +152,18 @@ class Drop(NamedTuple):
 
 
 class Hook(NamedTuple):
-    """A hook this recording tried: live or not, how, and why not."""
+    """A hook this recording tried: what it counts, its state (live, missing: not traced, or not needed),
+    how it was attached, and what it hooks and why it is not live."""
 
     name: str
-    live: bool
+    concern: str  # what it counts (probes/hooks.py HookPoint.concern, "taskstats", "buffers"...)
+    state: State  # stored as its value: "live", "missing", "not needed"
     via: str
     detail: str
+
+    @property
+    def live(self):
+        return self.state is State.LIVE
 
 
 TABLE_OF = {
@@ -174,7 +182,7 @@ TABLE_OF = {
 SCHEMA = """
 CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- value: JSON
 CREATE TABLE features (name TEXT PRIMARY KEY, available INTEGER NOT NULL, via TEXT, detail TEXT);
-CREATE TABLE hooks (name TEXT PRIMARY KEY, live INTEGER NOT NULL, via TEXT, detail TEXT);
+CREATE TABLE hooks (name TEXT PRIMARY KEY, concern TEXT NOT NULL, state TEXT NOT NULL, via TEXT, detail TEXT);
 CREATE TABLE drops (time_ns INTEGER NOT NULL, source TEXT NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE buffer_snapshots (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, exporter TEXT NOT NULL, name BLOB,
@@ -464,10 +472,12 @@ class Session:
             self.db.close()
             raise SessionError(f"{self.path} uses session schema v{version}, newer than the v{SCHEMA_VERSION} "
                                "this dmabuf-top reads: upgrade dmabuf-top")
-        if version < SCHEMA_VERSION:
+        if version < OLDEST_READABLE_VERSION:
             self.db.close()
-            raise SessionError(f"{self.path} uses session schema v{version}, older than the v{SCHEMA_VERSION} "
-                               "this dmabuf-top reads: read it with the dmabuf-top that wrote it, or record again")
+            raise SessionError(f"{self.path} uses session schema v{version}, older than the "
+                               f"v{OLDEST_READABLE_VERSION} this dmabuf-top reads: read it with the dmabuf-top that "
+                               "wrote it, or record again")
+        self.schema_version = version
         try:
             self._check_size(*_header_facts(self.path))
         except SessionError:
@@ -515,8 +525,10 @@ class Session:
                 for name, available, via, detail in self.query("SELECT * FROM features ORDER BY name")}
 
     def hooks(self):
-        return [Hook(name, bool(live), via, detail)
-                for name, live, via, detail in self.query("SELECT * FROM hooks ORDER BY name")]
+        if self.schema_version == 1:
+            return [_v1_hook(*row) for row in self.query("SELECT name, live, via, detail FROM hooks ORDER BY name")]
+        return [Hook(name, concern, State(state), via, detail) for name, concern, state, via, detail
+                in self.query("SELECT name, concern, state, via, detail FROM hooks ORDER BY name")]
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -549,6 +561,22 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# Schema v1 stored no concern and no state: the concern is the v1 tracer's program-name prefix, and a hook
+# that was not live was "not needed" when its detail said so. Only v1 files are read this way.
+_V1_CONCERN_OF_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"), ("pagecache_", "page_cache"),
+                         ("lifecycle_", "lifecycle"), ("rw_file_", "rw_file"), ("syscall_", "syscalls"),
+                         ("flush_on_switch", "syscalls"), ("follow_fork", "children"))
+
+
+def _v1_hook(name, live, via, detail):
+    concern = next((concern for prefix, concern in _V1_CONCERN_OF_PREFIX if name.startswith(prefix)), None)
+    if concern is None:
+        phase, _, syscall = name.partition("_")
+        concern = SYSCALLS[syscall] if phase in ("enter", "exit") and syscall in SYSCALLS else name
+    state = State.LIVE if live else State.NOT_NEEDED if "not needed" in (detail or "") else State.MISSING
+    return Hook(name, concern, state, via, detail)
 
 
 def open_session(path):

@@ -9,13 +9,13 @@ the tracer, the demo), `decode_columns` into arrays for the snapshot's join at
 tens of thousands of buffers (numpy, imported only there).
 """
 import ctypes
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
 from ..bpf import open_object
 from ..errors import BpfError
+from ..kernelfs import kernel_dev_to_user
 from . import object_path
 
 RECORD_MAGIC = 0x64627566
@@ -72,12 +72,6 @@ class Buffer:
     def name_text(self):
         """The name decoded for programs (invalid UTF-8 replaced); escape it again before showing it."""
         return None if self.name is None else self.name.decode("utf-8", "replace")
-
-
-def kernel_dev_to_user(dev):
-    """The kernel's internal dev_t (major << 20 | minor) -> the st_dev user space sees (new_encode_dev)."""
-    major, minor = dev >> 20, dev & 0xFFFFF
-    return os.makedev(major, minor)
 
 
 def _cstring(raw):

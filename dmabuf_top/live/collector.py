@@ -107,7 +107,7 @@ class Sources:
         except DmabufTopError as error:
             cannot_see.append(f"feature detection failed ({error})")
         try:
-            from ..tracing import Tracer
+            from ..probes.tracer import Tracer
 
             # no kernel stacks: neither the view nor the exporter shows them, and each costs the traced work
             tracer = Tracer(pid=self.pid, report=report, stacks=False, **self._tracer_options)
@@ -187,7 +187,7 @@ class Sources:
 
 class TraceReader:
     """Snapshots of a Tracer for a reader that owns it and shows buffers from an inventory (the live view,
-    the exporter). Each read forgets the counters of dma-bufs and memfds gone (tracing.forget_gone, the
+    the exporter). Each read forgets the counters of dma-bufs and memfds gone (trace_model.forget_gone, the
     recorder's rule): otherwise io_by_target fills under churn (a 10-minute soak left it at 8192 of 8192)
     and refuses the keys of new buffers. A forgotten target belonged to no buffer on show, so no rate
     the view shows drops; one that moves again counts from zero, as a new key."""
@@ -198,7 +198,7 @@ class TraceReader:
         self.forgotten = 0  # targets forgotten so far (tests and benchmarks read it)
 
     def snapshot(self, inventory):
-        from ..tracing import forget_gone
+        from ..trace_model import forget_gone
 
         # minimal: targets and tasks only (outcomes, page cache and lifecycle maps are never shown)
         trace = self.tracer.snapshot(minimal=True)
@@ -208,7 +208,7 @@ class TraceReader:
 
 
 def alive_in(inventory):
-    """alive(kind, inode, dev) for tracing.gone_targets: a dma-buf the inventory shows, or the memfd
+    """alive(kind, inode, dev) for trace_model.gone_targets: a dma-buf the inventory shows, or the memfd
     behind a udmabuf it shows. The sets are made on the first question (most reads have no idle target)."""
     known = []
 

@@ -24,8 +24,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..inventory import ExporterTotal
+from ..probes.hooks import State
 from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
 from ..text import human_size, terminal_safe
+from ..trace_model import NOT_TRACED
 from .rates import RateTracker
 
 PANES = ("buffers", "processes", "exporters", "paths")
@@ -36,7 +38,6 @@ IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
 RATE_FIELDS = ("calls", "bytes", "cpu_copied", "pinned_pages", "pc_added", "latency_ns")
 DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
-NOT_TRACED = "n/t"
 NOT_AVAILABLE = "n/a"  # the kernel keeps no such figure for this row (see Row.unavailable)
 
 
@@ -142,7 +143,7 @@ class Row:
 
 @dataclass
 class Sample:
-    """What the collector read at one instant. trace: a tracing.TraceSnapshot or None (tracing
+    """What the collector read at one instant. trace: a trace_model.TraceSnapshot or None (tracing
     unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
     delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
     every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that
@@ -178,7 +179,7 @@ class Frame:
     sequence: int = 0
     absent: Dict[str, str] = field(default_factory=dict)  # path -> why this kernel has no such path
     tracing_pending: bool = False  # the I/O hooks are still loading: rates read "-", nothing is "missing" yet
-    # {map: new keys it refused} for the maps the view's counters come from (tracing.MINIMAL_MAPS): what
+    # {map: new keys it refused} for the maps the view's counters come from (trace_model.MINIMAL_MAPS): what
     # those keys carried is missing from the rates. None without a trace snapshot.
     map_full: Optional[Dict[str, int]] = None
 
@@ -286,7 +287,7 @@ class LiveModel:
         inodes = columns.inode[selection]
         buffer_io = {}
         if trace is not None:
-            from ..tracing import per_buffer_of
+            from ..trace_model import per_buffer_of
 
             shown = _SortedSet(inodes)
             backing = {memfd: inode for memfd, inode in columns.backing_files().items() if inode in shown}
@@ -479,7 +480,7 @@ def _map_full(trace) -> Optional[Dict[str, int]]:
     """The refusals of the maps the view reads; the others (page cache per file, lifecycle) it never shows."""
     if trace is None:
         return None
-    from ..tracing import MINIMAL_MAPS
+    from ..trace_model import MINIMAL_MAPS
 
     return {name: int(trace.map_full.get(name, 0)) for name in MINIMAL_MAPS}
 
@@ -491,8 +492,8 @@ def absent_paths(hooks, missing) -> Dict[str, str]:
     live = {h.concern for h in hooks if h.live}
     reasons = {}
     for hook in hooks:
-        if not hook.live:
-            reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason.removeprefix('not needed: ')}")
+        if hook.state is State.NOT_NEEDED:
+            reasons.setdefault(hook.concern, f"{hook.target}: {hook.why}")
     return {path: reasons.get(path, "no hook for this path") for path in IO_PATHS
             if path not in live and path not in missing}
 

@@ -83,7 +83,8 @@ def record_run(run, path, report=None, overwrite=False):
         if report is not None:
             writer.set_features(report)
         for hook in run.hooks:
-            writer.add(records.Hook(hook.program, hook.live, hook.via or "", "" if hook.live else hook.reason))
+            writer.add(records.Hook(hook.program, hook.concern, hook.state, hook.via or "",
+                                    "" if hook.live else hook.why))
         for stack_id, frames in run.stacks.items():
             writer.add(records.Stack(stack_id, "\n".join(frames)))
         for result in run.results:

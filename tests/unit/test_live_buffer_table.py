@@ -26,7 +26,7 @@ from dmabuf_top.probes.dmabuf_iter import Buffer, DmabufRecord, RECORD_MAGIC, de
 from dmabuf_top.probes.iopaths import Counters, Target
 from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
 from dmabuf_top.text import terminal_safe
-from dmabuf_top.tracing import TraceSnapshot
+from dmabuf_top.trace_model import TraceSnapshot
 
 BUFFER_KEYS = [c.key for c in COLUMNS["buffers"]]
 FILTERS = ["", "system", "20(", "-7", "\\x1b", "nothing-like-this"]

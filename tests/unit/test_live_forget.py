@@ -1,4 +1,4 @@
-"""The live view and the exporter forget the counters of buffers gone (tracing.forget_gone, the recorder's
+"""The live view and the exporter forget the counters of buffers gone (trace_model.forget_gone, the recorder's
 rule) and say when a map refused keys: header, JSON and Prometheus. No kernel: a tracer of plain dicts."""
 import json
 
@@ -11,7 +11,7 @@ from dmabuf_top.live.model import LiveModel, Sample, ViewState
 from dmabuf_top.live.screen import render_table
 from dmabuf_top.probes.dmabuf_iter import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.tracing import MINIMAL_MAPS, TraceSnapshot, gone_targets
+from dmabuf_top.trace_model import MINIMAL_MAPS, TraceSnapshot, gone_targets
 
 READ_101 = Target(101, 0, "read", "dmabuf", False)
 GONE_77 = Target(77, 0, "read", "dmabuf", False)

@@ -2,6 +2,7 @@
 from types import SimpleNamespace
 
 from dmabuf_top import session as s
+from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
 from dmabuf_top.record_sources import (
     RING_DROPS, BufferMap, IoPathSource, TaskstatsSource, amount_deltas, clean_frames, counter_deltas,
@@ -141,8 +142,7 @@ class FakeTracer:
 
     def __init__(self, steps):
         self.steps = list(steps)
-        self.hooks = [SimpleNamespace(program="copy_filemap_read", concern="cpu_copy", target="filemap_read",
-                                      live=True, via="fentry", reason="")]
+        self.hooks = [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "")]
         self.closed = False
         self.records = []
         self.forgotten = []
@@ -187,7 +187,7 @@ def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
                           iterator_factory=lambda: SimpleNamespace(read=lambda: [SimpleNamespace(
                               inode=11, backing_inode=0, backing_dev=0)], close=lambda: None))
     hooks = source.start(RecordingContext(1234, 0.1))
-    assert hooks == [s.Hook("copy_filemap_read", True, "fentry", "filemap_read")]
+    assert hooks == [s.Hook("copy_filemap_read", "cpu_copy", State.LIVE, "fentry", "filemap_read")]
     tracer.records = [LifecycleRecord(1234, "load", "export", -1, 50, 11, 4 * MIB)]
     first = source.poll(100)
     assert first == [s.LifecycleEvent(50, 11, "export", 1234, "load", 4 * MIB, -1),
@@ -208,7 +208,7 @@ def test_io_path_source_that_cannot_start_records_why():
 
     source = IoPathSource(tracer_factory=refuse)
     assert source.start(RecordingContext(None, 0.5)) == [
-        s.Hook("iopaths", False, "", "I/O path tracing off: I/O path tracing needs root")]
+        s.Hook("iopaths", "tracing", State.MISSING, "", "I/O path tracing off: I/O path tracing needs root")]
     assert source.poll(1) == [] and source.stop(2) == []
 
 

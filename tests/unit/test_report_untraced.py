@@ -6,6 +6,7 @@ import json
 
 from dmabuf_top import session as s
 from dmabuf_top.analysis import compare, export, figures, html, tables
+from dmabuf_top.probes.hooks import State
 from dmabuf_top.session import Session, SessionWriter
 
 MIB = 1 << 20
@@ -15,11 +16,14 @@ T0 = 1_000_000_000
 def build(path, copy_hook_live, gup_hook_live=True):
     writer = SessionWriter(path)
     writer.set_metadata(started_ns=T0)
-    writer.add(s.Hook("copy_filemap_read", copy_hook_live, "fentry" if copy_hook_live else "",
+    writer.add(s.Hook("copy_filemap_read", "cpu_copy", State.LIVE if copy_hook_live else State.MISSING,
+                      "fentry" if copy_hook_live else "",
                       "filemap_read" if copy_hook_live else "filemap_read: fentry refused (EPERM)"))
-    writer.add(s.Hook("gup_fast_enter", gup_hook_live, "fentry" if gup_hook_live else "",
+    writer.add(s.Hook("gup_fast_enter", "gup", State.LIVE if gup_hook_live else State.MISSING,
+                      "fentry" if gup_hook_live else "",
                       "gup_fast_fallback" if gup_hook_live else "gup_fast_fallback: fentry refused (EPERM)"))
-    writer.add(s.Hook("lifecycle_fexit_export", False, "", "dma_buf_export: not needed: the tracepoints are present"))
+    writer.add(s.Hook("lifecycle_fexit_export", "lifecycle", State.NOT_NEEDED, "",
+                      "dma_buf_export: the tracepoints are present"))
     writer.add(s.PathSample(T0 + 100_000_000, 11, 7, "read", 3 * MIB, 0, 0, 768, 3, 0))
     writer.close("completed", 0, ended_ns=T0 + 1_000_000_000)
     return Session(path)

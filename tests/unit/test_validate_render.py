@@ -3,7 +3,8 @@ import json
 
 from dmabuf_top.probes.iopaths import Counters, Outcome, Target
 from dmabuf_top.session import Session
-from dmabuf_top.tracing import HookStatus, TraceSnapshot
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.trace_model import TraceSnapshot
 from dmabuf_top.validate import render, runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
@@ -35,7 +36,7 @@ def sample_run(missing=None):
         result("heap-rwfile-ioctl", absent("absent on this kernel (ENOTTY)"), alloc_ms=None, io_ms=None,
                close_ms=None, checksum=None),
         result("evil\x1b[2J\nname", Verdict("copies", "1 copy\x1b[31m", 1.0), cpu_copied=SIZE),
-    ], SOURCE, False, [HookStatus("copy_filemap_read", "cpu_copy", "filemap_read", True, "fentry", "ok")],
+    ], SOURCE, False, [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "ok")],
         missing or {}, {3: ["bpf_prog_1_copy", "bpf_trampoline_2", "vfs_read", "ksys_read"]})
 
 

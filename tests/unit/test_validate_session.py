@@ -15,7 +15,7 @@ from dmabuf_top.analysis import export, flame, html, methods, tables
 from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.session import BufferSnapshot, Session
 from dmabuf_top.stacks import kernel_frames
-from dmabuf_top.tracing import HookStatus
+from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.validate import runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
@@ -85,7 +85,7 @@ def sample_run():
                   paths={"read": (Counters(calls=2, bytes=SIZE, cpu_copied=SIZE, pc_added=16384), hist(b18=2))})
     return runner.ValidateRun(
         [heap_read, udmabuf_direct, memfd_rw, never_ran("heap-rwfile-ioctl", "heap", "absent on this kernel"), last],
-        SOURCE, False, [HookStatus("copy_filemap_read", "cpu_copy", "filemap_read", True, "fentry", "ok")], {},
+        SOURCE, False, [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "ok")], {},
         {5: RAW_STACK}, kernel={"release": "7.2.13-cloud-amd64", "machine": "x86_64"})
 
 
