@@ -43,16 +43,9 @@ def _latency_rows(session):
     return header, [tuple(asdict(r).values()) for r in tables.latency_table(session)]
 
 
-METHOD_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
-                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
-                  "checksum")
-
-
 def _method_rows(session):
-    """A validate session's methods (empty for other sessions); what was not measured is an empty cell."""
-    header = METHOD_COLUMNS + ("verdict",)
-    return header, [tuple(row.get(name) for name in METHOD_COLUMNS) + (row.get("verdict", {}).get("label"),)
-                    for row in methods.rows(session)]
+    """The methods of a validate session (none for others); what was not measured is an empty cell."""
+    return methods.EXPORT_COLUMNS, [tuple(methods.export_row(m).values()) for m in methods.rows(session)]
 
 
 CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows}

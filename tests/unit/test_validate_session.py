@@ -191,19 +191,6 @@ def test_a_method_that_did_not_run_shows_dashes_and_exports_nulls(tmp_path):
     assert table["heap-read"]["cpu_copied"] == str(SIZE)
 
 
-def test_a_session_recorded_before_absent_rows_had_nulls_still_shows_dashes(tmp_path):
-    with recorded(tmp_path) as session:
-        data = session.metadata["validate"]
-    for row in data["methods"]:
-        if row["verdict"]["kind"] == "absent":
-            row.update(dict.fromkeys(methods.MEASURED, 0))  # what the CI's session of 2026-11-21 holds
-
-    class Old:
-        metadata = {"validate": data}
-
-    assert {row["name"]: row["syscalls"] for row in methods.rows(Old)}["heap-rwfile-ioctl"] is None
-
-
 def test_the_flame_graph_has_no_frame_of_our_tracer(tmp_path):
     with recorded(tmp_path) as session:
         folded = flame.folded_stacks(session)
