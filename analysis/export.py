@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from ..text import terminal_safe
 from . import methods, tables
+from .renderers import FORMATS, Renderer
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -51,16 +52,13 @@ def _method_rows(session):
 CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows}
 
 
-class CsvRenderer:
-    """render(session, out): one table (buffers, paths or latency) as CSV."""
+class CsvRenderer(Renderer):
+    """One table (options.table: buffers, paths, latency or methods) as CSV."""
 
-    binary = False
-
-    def __init__(self, table="buffers"):
-        self.table = table
+    format = FORMATS["csv"]
 
     def render(self, session, out):
-        header, rows = CSV_TABLES[self.table](session)
+        header, rows = CSV_TABLES[self.options.table](session)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
@@ -87,10 +85,10 @@ def tables_dict(session):
     }
 
 
-class JsonRenderer:
-    """render(session, out): every table in one JSON object."""
+class JsonRenderer(Renderer):
+    """Every table in one JSON object."""
 
-    binary = False
+    format = FORMATS["json"]
 
     def render(self, session, out):
         json.dump(tables_dict(session), out, indent=1, sort_keys=True)

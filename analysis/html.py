@@ -7,6 +7,7 @@ from html import escape
 
 from ..text import human_size, terminal_safe
 from . import figures, flame, methods, tables
+from .renderers import FORMATS, Renderer
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1700px; }
@@ -181,10 +182,10 @@ def report_body(session, title=None):
     return "\n".join(body)
 
 
-class HtmlRenderer:
-    """render(session, out): the whole report as one HTML document (text)."""
+class HtmlRenderer(Renderer):
+    """The whole report as one HTML document."""
 
-    binary = False
+    format = FORMATS["html"]
 
     def render(self, session, out):
         out.write(page(f"dmabuf-top report: {terminal_safe(session.path)}", report_body(session)))

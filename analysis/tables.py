@@ -73,7 +73,8 @@ def end_ns(session):
 def first_row_s(session):
     """When the first row was recorded, in seconds from the start (sources take a while to start)."""
     first = session.query("SELECT min(t) FROM (SELECT min(time_ns) AS t FROM buffer_snapshots "
-                          "UNION ALL SELECT min(time_ns) FROM path_samples UNION ALL SELECT min(time_ns) FROM io_events "
+                          "UNION ALL SELECT min(time_ns) FROM path_samples "
+                          "UNION ALL SELECT min(time_ns) FROM io_events "
                           "UNION ALL SELECT min(io_started_ns) FROM methods WHERE io_started_ns > 0)")
     return max(0, (first[0][0] - start_ns(session)) / 1e9) if first and first[0][0] is not None else 0.0
 

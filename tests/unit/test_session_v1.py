@@ -13,6 +13,7 @@ import sqlite3
 import pytest
 
 from dmabuf_top.analysis import export, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.session import Session
 
 FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "data", "validate-v1.session")
@@ -71,7 +72,7 @@ def test_a_v1_validate_session_has_the_same_totals(v1):
         assert sum(rate * width for points in series.values() for _, rate in points) == pytest.approx(5 * SIZE)
         data = export.tables_dict(session)
         out = io.StringIO()
-        export.CsvRenderer("methods").render(session, out)
+        export.CsvRenderer(RenderOptions(table="methods")).render(session, out)
     json.dumps(data)
     rows = {row["name"]: row for row in data["methods"]}
     assert rows["heap-read"]["cpu_copied"] == SIZE and rows["heap-read"]["syscalls"] == 2

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from dmabuf_top.analysis import export, flame, html, methods, tables
+from dmabuf_top.analysis import export, flame, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.session import BufferSnapshot, Session
 from dmabuf_top.stacks import kernel_frames
@@ -176,7 +177,7 @@ def test_a_method_that_did_not_run_shows_dashes_and_exports_nulls(tmp_path):
         page = section(rendered(session), "methods")
         data = export.tables_dict(session)
         out = io.StringIO()
-        export.CsvRenderer("methods").render(session, out)
+        export.CsvRenderer(RenderOptions(table="methods")).render(session, out)
     row = page[page.index("<td>heap-rwfile-ioctl</td>"):]
     cells = row[:row.index("</tr>")].split("</td>")
     # alloc, I/O, close ms, MB/s, CPU-copied, page cache, pinned, calls, data: nothing measured
