@@ -14,7 +14,7 @@ import pytest
 from dmabuf_top.analysis import export, flame, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.session import BufferSnapshot, Session
+from dmabuf_top.session import BufferSnapshot, PathSample, Session
 from dmabuf_top.stacks import kernel_frames
 from dmabuf_top.tracing import HookStatus
 from dmabuf_top.validate import runner
@@ -127,6 +127,25 @@ def test_the_session_spans_the_methods_not_the_writing_of_the_file(tmp_path):
         page = section(rendered(session), "summary")
     assert "<td>duration</td><td>44.30 s</td>" in page
     assert "7.2.13-cloud-amd64" in page and "not recorded" in page
+
+
+def test_the_session_holds_what_was_measured_and_nothing_else(tmp_path):
+    with recorded(tmp_path) as session:
+        assert "validate" not in session.metadata  # v1's JSON blob
+        methods = session.query("SELECT name, buffer, buffer_inode, io_started_ns, io_ended_ns, calls, cpu_copied, "
+                                "verdict FROM methods ORDER BY rowid")
+        assert [row[:3] for row in methods] == [("heap-read", "heap", 7), ("udmabuf-read-direct", "udmabuf", 14),
+                                                ("memfd-rw", "memfd", 1058), ("heap-rwfile-ioctl", "heap", 0),
+                                                ("memfd-read", "memfd", 1059)]
+        assert methods[2][3:] == (74_200_000_000, 78_200_000_000, 4, 2 * SIZE, "copies")
+        assert methods[3][3:] == (0, 0, None, None, "absent")  # never ran: nothing measured, not zeros
+        # One row per method and path, at the end of the method's I/O window, with the totals measured there.
+        samples = session.query("SELECT m.name, p.path, p.time_ns, p.bytes, p.calls FROM path_samples p JOIN methods m "
+                                "ON p.inode = m.buffer_inode AND p.time_ns = m.io_ended_ns ORDER BY m.rowid, p.path")
+        assert [(name, path, moved, calls) for name, path, _, moved, calls in samples] == [
+            ("heap-read", "read", SIZE, 2), ("udmabuf-read-direct", "read", SIZE, 2), ("memfd-rw", "read", SIZE, 2),
+            ("memfd-rw", "write", SIZE, 2), ("memfd-read", "read", SIZE, 2)]
+        assert session.count(PathSample) == len(samples)
 
 
 def test_throughput_shows_each_method_at_its_average_rate_where_it_ran(tmp_path):
