@@ -160,8 +160,8 @@ def sample_interval_ns(session):
 # A path_samples row counts what happened in the interval that ends at its time_ns. In a recording that
 # is the sampling interval, and a bin is never narrower. A validate method's rows cover its I/O window
 # (methods: io_started_ns to io_ended_ns, the row at its end, inode = its buffer), which spans many bins.
-WINDOW_JOIN = ("JOIN methods m ON m.buffer_inode = p.inode AND m.io_ended_ns = p.time_ns "
-               "AND 0 < m.io_started_ns AND m.io_started_ns < m.io_ended_ns")
+WINDOW_OF_ROW = ("m.buffer_inode = p.inode AND m.io_ended_ns = p.time_ns "
+                 "AND 0 < m.io_started_ns AND m.io_started_ns < m.io_ended_ns")
 
 
 def _window_bytes(session, key, where, t0, width):
@@ -170,7 +170,8 @@ def _window_bytes(session, key, where, t0, width):
     Integer shares of a running total: they add up to the bytes measured, exactly."""
     binned: Dict[Tuple[object, int], int] = {}
     for name, start, end, moved in session.iterate(
-            f"SELECT p.{key}, m.io_started_ns, m.io_ended_ns, p.bytes FROM path_samples p {WINDOW_JOIN} {where}"):
+            f"SELECT p.{key}, m.io_started_ns, m.io_ended_ns, p.bytes FROM path_samples p "
+            f"JOIN methods m ON {WINDOW_OF_ROW} {where}"):
         span = end - start
         for slot in range((start - t0) // width, (end - 1 - t0) // width + 1):
             low, high = max(start, t0 + slot * width), min(end, t0 + (slot + 1) * width)
@@ -196,8 +197,8 @@ def throughput_series(session, by="path", bins=100) -> Tuple[float, Dict[object,
         width = max(width, sample_interval_ns(session))
         binned = _window_bytes(session, key, where, t0, width)
         points = (f"SELECT p.{key}, (p.time_ns - ?) / ?, sum(p.bytes) FROM path_samples p "
-                  f"{where or 'WHERE 1'} AND NOT EXISTS (SELECT 1 FROM methods m WHERE "
-                  f"{WINDOW_JOIN.split(' ON ', 1)[1]}) GROUP BY 1, 2")
+                  f"{where or 'WHERE 1'} AND NOT EXISTS (SELECT 1 FROM methods m WHERE {WINDOW_OF_ROW}) "
+                  "GROUP BY 1, 2")
     else:
         points = (f"SELECT p.{key}, (p.time_ns - ?) / ?, sum(p.bytes) FROM io_events p {where} "
                   "GROUP BY 1, 2")
