@@ -16,7 +16,6 @@ table { border-collapse: collapse; font-size: 0.9em; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: left; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
 img.figure { max-width: 100%; height: auto; display: block; }
-#flame-graph svg { max-width: 100%; height: auto; }  /* 1200 px wide: no sideways scrolling */
 .side { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
 .muted { color: #777; }
 code { background: #f4f4f4; padding: 0 3px; }
