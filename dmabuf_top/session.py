@@ -30,7 +30,9 @@ from .probes.hooks import SYSCALLS, State
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
 SCHEMA_VERSION = 2
-OLDEST_READABLE_VERSION = 1  # v1: hooks without concern and state (Session.hooks reads them the old way)
+# v1: hooks without concern and state (Session.hooks reads them the old way), validate runs as a metadata
+# blob (read_v1_validate).
+OLDEST_READABLE_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -166,6 +168,61 @@ class Hook(NamedTuple):
         return self.state is State.LIVE
 
 
+class Method(NamedTuple):
+    """One method of a `dmabuf-top validate` run: its times, what it measured, and the verdict.
+
+    Counters are None (NULL) where nothing was measured: the method never reached its I/O, or the
+    hooks that count them were missing. Its per-path counters are path_samples rows at io_ended_ns
+    with inode = buffer_inode: their interval is the method's I/O window, io_started_ns to io_ended_ns.
+    """
+
+    name: str
+    summary: str
+    buffer: str  # heap, udmabuf, memfd, or command (a user's command traced)
+    direct: bool  # the file was opened O_DIRECT
+    file: Optional[str]  # the file loaded; None for a command
+    filesystem: Optional[str]
+    page_cache: str  # "warm", or "dropped" before the method
+    payload: int  # bytes the method had to load
+    buffer_inode: int  # the buffer it loaded into (a dma-buf or a memfd); 0: none
+    started_ns: int  # CLOCK_MONOTONIC: the allocation began; 0 for each time that did not happen
+    io_started_ns: int
+    io_ended_ns: int
+    closed_ns: int
+    alloc_ms: Optional[float]
+    io_ms: Optional[float]
+    close_ms: Optional[float]
+    moved: Optional[int]  # bytes the method's calls returned
+    reached: Optional[int]  # bytes the tracer saw reach memory (a dma-buf or a memfd)
+    cpu_copied: Optional[int]  # bytes
+    page_cache_pages: Optional[int]
+    pinned_pages: Optional[int]
+    got_pages: Optional[int]
+    calls: Optional[int]
+    errors: Optional[int]
+    errno: Optional[int]  # positive errno the method failed with
+    checksum: Optional[str]  # "ok", "mismatch", or None (not checked)
+    verdict: str  # zero-copy, copies, failed, wrong-data, incomplete, unmeasured, absent
+    verdict_label: str
+    verdict_copies: Optional[float]  # CPU-copied bytes / payload, when measured
+    verdict_reasons: str  # one per line
+    notes: str  # one per line
+
+
+class MethodFlow(NamedTuple):
+    """One kind of call a method made (path, both ends, error) and the bytes it moved in its I/O window."""
+
+    method: str
+    path: str
+    src_kind: str
+    dst_kind: str
+    src_fs: str
+    dst_fs: str
+    bytes: int
+    calls: int
+    error: int  # 0 or a negative errno
+
+
 TABLE_OF = {
     BufferSnapshot: "buffer_snapshots",
     LifecycleEvent: "lifecycle_events",
@@ -177,6 +234,8 @@ TABLE_OF = {
     TaskstatsSample: "taskstats",
     Drop: "drops",
     Hook: "hooks",
+    Method: "methods",
+    MethodFlow: "method_flows",
 }
 
 SCHEMA = """
@@ -211,6 +270,22 @@ CREATE TABLE taskstats (
     swapin_delay_ns INTEGER NOT NULL, freepages_delay_ns INTEGER NOT NULL, read_bytes INTEGER NOT NULL,
     write_bytes INTEGER NOT NULL, read_syscalls INTEGER NOT NULL, write_syscalls INTEGER NOT NULL);
 """
+
+# The tables of a `validate` run (v2); read_v1_validate builds them as TEMP tables for a v1 session.
+METHOD_TABLES = """
+CREATE TABLE methods (
+    name TEXT PRIMARY KEY, summary TEXT NOT NULL, buffer TEXT NOT NULL, direct INTEGER NOT NULL, file TEXT,
+    filesystem TEXT, page_cache TEXT NOT NULL, payload INTEGER NOT NULL, buffer_inode INTEGER NOT NULL,
+    started_ns INTEGER NOT NULL, io_started_ns INTEGER NOT NULL, io_ended_ns INTEGER NOT NULL,
+    closed_ns INTEGER NOT NULL, alloc_ms REAL, io_ms REAL, close_ms REAL, moved INTEGER, reached INTEGER,
+    cpu_copied INTEGER, page_cache_pages INTEGER, pinned_pages INTEGER, got_pages INTEGER, calls INTEGER,
+    errors INTEGER, errno INTEGER, checksum TEXT, verdict TEXT NOT NULL, verdict_label TEXT NOT NULL,
+    verdict_copies REAL, verdict_reasons TEXT NOT NULL, notes TEXT NOT NULL);
+CREATE TABLE method_flows (
+    method TEXT NOT NULL, path TEXT NOT NULL, src_kind TEXT NOT NULL, dst_kind TEXT NOT NULL, src_fs TEXT NOT NULL,
+    dst_fs TEXT NOT NULL, bytes INTEGER NOT NULL, calls INTEGER NOT NULL, error INTEGER NOT NULL);
+"""
+SCHEMA += METHOD_TABLES
 
 # Written at creation with fixed-width placeholders, so the end can be recorded in place
 # even when the disk is full (see SessionWriter._record_end).
@@ -486,7 +561,10 @@ class Session:
         try:
             self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
-        except (sqlite3.DatabaseError, ValueError, TypeError) as error:  # TypeError: a NULL where JSON was
+            if version == 1:
+                read_v1_validate(self.db, self.metadata)
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, AttributeError) as error:
+            # TypeError: a NULL where JSON was; KeyError, AttributeError: a v1 validate run of another shape
             self.db.close()
             raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
 
@@ -577,6 +655,63 @@ def _v1_hook(name, live, via, detail):
         concern = SYSCALLS[syscall] if phase in ("enter", "exit") and syscall in SYSCALLS else name
     state = State.LIVE if live else State.NOT_NEEDED if "not needed" in (detail or "") else State.MISSING
     return Hook(name, concern, state, via, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema v1: validate sessions kept their run as a JSON blob
+
+
+V1_MEASURED = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls",
+               "errors")
+
+
+def read_v1_validate(db, metadata):
+    """Reads a v1 session as v2 without changing the file. v1 had no methods tables: they are made empty
+    (TEMP tables), so every session answers the same queries.
+
+    v1 kept the run as JSON in metadata `validate` and spread each method's per-path totals evenly over its I/O
+    window as path_samples. Here the run becomes TEMP methods and method_flows tables, and a TEMP path_samples
+    (it shadows the file's) holds what was measured, as v2 writes it: one row per method and path at the end of
+    the method's window. The blob leaves the metadata; `per_call_events` says validate kept none.
+    """
+    tables = [statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1)
+              for statement in METHOD_TABLES.split(";") if statement.strip()]
+    for statement in tables:
+        db.execute(statement)
+    run = metadata.pop("validate", None)
+    if not isinstance(run, dict):
+        return
+    metadata["per_call_events"] = False
+    db.execute("CREATE TEMP TABLE path_samples AS SELECT * FROM main.path_samples WHERE 0")
+    tgid = (db.execute("SELECT tgid FROM main.path_samples LIMIT 1").fetchone() or (0,))[0]
+    source = run.get("file") or {}
+    page_cache = "warm" if run.get("page_cache") == "warm" else "dropped"
+    methods, flows, samples = [], [], []
+    for row in run.get("methods", []):
+        verdict = row.get("verdict") or {}
+        # Sessions recorded before a method that never ran had nulls held zeros (the CI's of 2026-11-21).
+        ran = verdict.get("kind") != "absent" and row.get("io_ms") is not None
+        measured = {name: row.get(name) if ran else None for name in V1_MEASURED}
+        ended_ns = row.get("ended_ns") or 0
+        methods.append(Method(
+            row["name"], row.get("summary", ""), row.get("buffer", ""), bool(row.get("direct")), source.get("path"),
+            source.get("filesystem"), page_cache, row.get("payload") or 0, row.get("buffer_inode") or 0,
+            row.get("started_ns") or 0, row.get("io_started_ns") or 0, ended_ns, row.get("closed_ns") or 0,
+            row.get("alloc_ms"), row.get("io_ms"), row.get("close_ms"), measured["moved"], measured["reached"],
+            measured["cpu_copied"], measured["page_cache_pages"], measured["pinned_pages"], measured["got_pages"],
+            measured["syscalls"], measured["errors"], row.get("errno"), row.get("checksum"),
+            verdict.get("kind", "unmeasured"), verdict.get("label", ""), verdict.get("copies"),
+            "\n".join(verdict.get("reasons") or ()), "\n".join(row.get("notes") or ())))
+        flows += [MethodFlow(row["name"], f["path"], f["src_kind"], f["dst_kind"], f["src_fs"], f["dst_fs"],
+                             f["bytes"], f["calls"], f["error"]) for f in row.get("flows") or ()]
+        if ran and ended_ns:
+            samples += [PathSample(ended_ns, row.get("buffer_inode") or 0, tgid, path, c.get("bytes") or 0,
+                                   c.get("cpu_copied") or 0, c.get("pinned_pages") or 0, c.get("pc_added") or 0,
+                                   c.get("calls") or 0, c.get("errors") or 0)
+                        for path, c in (row.get("paths") or {}).items()]
+    for table, rows in (("methods", methods), ("method_flows", flows), ("path_samples", samples)):
+        if rows:
+            db.executemany(f"INSERT INTO temp.{table} VALUES ({','.join('?' * len(rows[0]))})", rows)
 
 
 def open_session(path):

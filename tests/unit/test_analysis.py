@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dmabuf_top import session as s
 from dmabuf_top.analysis import compare, export, figures, flame, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
 from dmabuf_top.session import Session, SessionWriter
 
@@ -219,7 +220,7 @@ def test_figures_write_png_and_svg(session, tmp_path):
 
 def test_exports(session):
     out = io.StringIO()
-    export.CsvRenderer("buffers").render(session, out)
+    export.CsvRenderer(RenderOptions(table="buffers")).render(session, out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     rows = list(csv.reader(io.StringIO(out.getvalue())))

@@ -6,6 +6,7 @@ import json
 
 from dmabuf_top import session as s
 from dmabuf_top.analysis import compare, export, figures, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
 from dmabuf_top.session import Session, SessionWriter
 
@@ -40,7 +41,7 @@ def test_missing_copy_hooks_are_none_not_zero(tmp_path):
         (row,) = json.loads(out.getvalue())["paths"]
         assert row["cpu_copied_bytes"] is None and row["pinned_bytes"] is None
         out = io.StringIO()
-        export.CsvRenderer("paths").render(session, out)
+        export.CsvRenderer(RenderOptions(table="paths")).render(session, out)
         (row,) = csv.DictReader(io.StringIO(out.getvalue()))
         assert row["cpu_copied_bytes"] == "" and row["pinned_bytes"] == ""
         cells = html.path_table_html(tables.path_totals(session))

@@ -90,8 +90,9 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
     path = tmp_path / "v.session"
     record_run(sample_run(), str(path))
     with Session(str(path)) as session:
-        assert [row["name"] for row in session.metadata["validate"]["methods"]][:2] == ["heap-read",
-                                                                                      "udmabuf-read-direct"]
+        assert [name for (name,) in session.query("SELECT name FROM methods ORDER BY rowid")][:2] == [
+            "heap-read", "udmabuf-read-direct"]
+        assert "validate" not in session.metadata  # v1 kept the run as a JSON blob there
         assert session.query("SELECT path, bytes, cpu_copied_bytes, inode FROM path_samples") == [
             ("read", SIZE, SIZE, 7)]
         assert session.query("SELECT frames FROM stacks WHERE id=3")[0][0].endswith("ksys_read")
@@ -104,13 +105,19 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
 
 
 def test_a_plain_session_has_no_method_section(tmp_path):
+    import io
+
     from dmabuf_top.analysis import methods
+    from dmabuf_top.analysis.html import HtmlRenderer
     from dmabuf_top.session import SessionWriter
 
     path = tmp_path / "plain.session"
     SessionWriter(str(path)).close()
     with Session(str(path)) as session:
-        assert methods.section_html(session, lambda figure, name: "") is None
+        assert methods.rows(session) == []
+        out = io.StringIO()
+        HtmlRenderer().render(session, out)
+    assert 'id="methods"' not in out.getvalue()
 
 
 # -- a user's command, judged on the calls that reached a dma-buf or memfd
