@@ -1,7 +1,7 @@
 """`dmabuf-top flame`: kernel stacks at copy and GUP points as a flame graph or folded stacks."""
 import click
 
-from ..session import Session
+from ..recording.session import Session
 from ._output import default_output, write_rendered
 
 

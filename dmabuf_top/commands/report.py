@@ -2,7 +2,7 @@
 import click
 
 from ..errors import DmabufTopError
-from ..session import Session
+from ..recording.session import Session
 from ._output import default_output, write_rendered
 
 FORMATS = ("html", "perfetto", "csv", "json")

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 from .. import features as feature_detection
 from ..errors import DmabufTopError, NeedsPrivilege
 from ..probes.iopaths import Counters
-from ..session import BufferSnapshot
+from ..recording.session import BufferSnapshot
 from ..stacks import kernel_frames
 from . import methods as method_table
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
@@ -434,7 +434,7 @@ def trace_command(argv, report=None):
     not count). A copy into anonymous memory made before the bytes were written into the buffer
     is noted, not counted.
     """
-    from ..recorder import Command
+    from ..recording.command import Command
     from ..tracing import Tracer
 
     feature_detection.require_bpf_privileges("validate")

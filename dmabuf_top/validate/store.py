@@ -24,7 +24,7 @@ import os
 import sys
 from typing import Dict, Tuple
 
-from .. import session as records
+from ..recording import session as records
 
 SPREAD_STEPS = 10_000
 MIN_STEP_NS = 1_000_000

@@ -7,9 +7,11 @@ import queue
 import pytest
 
 from dmabuf_top import tracing
-from dmabuf_top.inventory import collect
-from dmabuf_top.live.collector import Collector, Sources
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.inventory.inventory import collect
+from dmabuf_top.sampler import Collector, Sources
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
+from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import render_table
 from test_tracer_maps_host import MemfdTargets
 

@@ -7,7 +7,7 @@ import pytest
 from live_fixtures import HOSTILE, MiB, two_frames
 from dmabuf_top.live import app
 from dmabuf_top.live.jsonout import JSON_SCHEMA, SCHEMA, render_json
-from dmabuf_top.live.model import ViewState
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.live.screen import line_text, render, render_table
 
 WIDTH, HEIGHT = 120, 20
@@ -65,7 +65,7 @@ def test_hostile_names_cannot_reach_the_terminal():
 
 def test_new_and_freed_rows_carry_their_attribute():
     from dmabuf_top.live.model import LiveModel
-    from dmabuf_top.probes.dmabuf_iter import Buffer
+    from dmabuf_top.inventory.types import Buffer
     from live_fixtures import sample
 
     model = LiveModel(1.0)

@@ -7,7 +7,7 @@ from dmabuf_top import tracing
 from dmabuf_top.bpf import struct_size_in_object
 from dmabuf_top.features import Feature, FeatureReport
 from dmabuf_top.probes import iopaths, object_path
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.iopaths import Counters
 
 

@@ -2,7 +2,7 @@
 import json
 
 from dmabuf_top.probes.iopaths import Counters, Outcome, Target
-from dmabuf_top.session import Session
+from dmabuf_top.recording.session import Session
 from dmabuf_top.tracing import HookStatus, TraceSnapshot
 from dmabuf_top.validate import render, runner
 from dmabuf_top.validate.store import record_run
@@ -104,7 +104,7 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
 
 def test_a_plain_session_has_no_method_section(tmp_path):
     from dmabuf_top.analysis import methods
-    from dmabuf_top.session import SessionWriter
+    from dmabuf_top.recording.session import SessionWriter
 
     path = tmp_path / "plain.session"
     SessionWriter(str(path)).close()

@@ -13,7 +13,7 @@ import pytest
 
 from dmabuf_top.analysis import export, flame, html, methods, tables
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.session import BufferSnapshot, Session
+from dmabuf_top.recording.session import BufferSnapshot, Session
 from dmabuf_top.stacks import kernel_frames
 from dmabuf_top.tracing import HookStatus
 from dmabuf_top.validate import runner

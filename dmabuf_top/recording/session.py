@@ -25,7 +25,7 @@ import struct
 import time
 from typing import Dict, Iterable, NamedTuple, Optional
 
-from .errors import DmabufTopError
+from ..errors import DmabufTopError
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
 SCHEMA_VERSION = 1

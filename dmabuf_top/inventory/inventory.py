@@ -40,7 +40,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .errors import DmabufTopError
+from ..errors import DmabufTopError
+from .types import Buffer, ExporterTotal, Refs
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,8 @@ HOLDER_DESCRIPTIONS = {
 }
 
 
-class Refs(NamedTuple):
-    """References one process holds on one buffer."""
-
-    fds: int = 0
-    maps: int = 0
-
-
 class BufferEntry:
-    """One buffer and its holders {pid: Refs}. `buffer` is a probes.dmabuf_iter.Buffer; fields a
+    """One buffer and its holders {pid: Refs}. `buffer` is a types.Buffer; fields a
     source cannot know are None (exporter, file_refs and attachment_count from fdinfo).
     A plain class with slots: ten thousand are made when a view lists every buffer."""
 
@@ -134,13 +128,6 @@ class ProcessEntry:
     def __repr__(self):
         return (f"ProcessEntry(pid={self.pid}, comm={self.comm!r}, rss={self.rss}, pss={self.pss}, "
                 f"fd_refs={self.fd_refs}, map_refs={self.map_refs})")
-
-
-@dataclass(frozen=True)
-class ExporterTotal:
-    exporter: Optional[str]
-    buffers: int
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -225,8 +212,8 @@ def build_inventory(buffers, holders, source: str, holders_source: str, notes=()
     `holders` a probes.task_dmabufs.HolderColumns or Holders. Sequences are
     turned into columns first (the slow sources' path).
     """
-    from .probes.dmabuf_iter import BufferColumns
-    from .probes.task_dmabufs import HolderColumns
+    from ..probes.dmabuf_iter import BufferColumns
+    from ..probes.task_dmabufs import HolderColumns
 
     if not isinstance(buffers, BufferColumns):
         buffers = BufferColumns.from_buffers(buffers)
@@ -338,8 +325,6 @@ def _refs_of_process(inode, pair_row, pair_fds, pair_maps, start, end):
 
 def buffers_from_bufinfo(bufinfo) -> list:
     """bufinfo records as Buffer (buffers without an inode, pre-5.3 kernels, cannot be joined: dropped)."""
-    from .probes.dmabuf_iter import Buffer
-
     return [
         Buffer(inode=b.inode, size=b.size, exporter=b.exporter, name=b.name, file_refs=b.count,
                attachment_count=len(b.devices), attached_devices=tuple(b.devices))
@@ -348,7 +333,7 @@ def buffers_from_bufinfo(bufinfo) -> list:
 
 
 def read_iterator_buffers():
-    from .probes.dmabuf_iter import DmabufIterator
+    from ..probes.dmabuf_iter import DmabufIterator
 
     with DmabufIterator() as iterator:
         return iterator.read_columns()
@@ -361,7 +346,7 @@ def read_bufinfo_buffers() -> list:
 
 
 def read_task_holders():
-    from .probes.task_dmabufs import TaskDmabufIterator
+    from ..probes.task_dmabufs import TaskDmabufIterator
 
     with TaskDmabufIterator() as iterator:
         return iterator.read_columns()
@@ -429,8 +414,8 @@ class IteratorSnapshots:
     kernel passes and the decoding, no BPF load (what a live view repeats every interval)."""
 
     def __init__(self):
-        from .probes.dmabuf_iter import DmabufIterator
-        from .probes.task_dmabufs import TaskDmabufIterator
+        from ..probes.dmabuf_iter import DmabufIterator
+        from ..probes.task_dmabufs import TaskDmabufIterator
 
         self._buffers = DmabufIterator()
         try:

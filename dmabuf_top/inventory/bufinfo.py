@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from .errors import DmabufTopError, KernelLacks, NeedsPrivilege
+from ..errors import DmabufTopError, KernelLacks, NeedsPrivilege
 
 DEBUGFS_MOUNTPOINT = "/sys/kernel/debug"
 BUFINFO_PATH = DEBUGFS_MOUNTPOINT + "/dma_buf/bufinfo"
