@@ -24,7 +24,8 @@ import time
 from dmabuf_top.inventory import procfs
 from dmabuf_top.alloc import DMA_HEAP_IOCTL_ALLOC, HEAP_ALLOCATION_DATA, PAGE_SIZE
 from dmabuf_top.inventory.bufinfo import BUFINFO_PATH, read_bufinfo
-from dmabuf_top.inventory.inventory import (IteratorSnapshots, build_inventory, buffers_from_bufinfo, collect)
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.collect import IteratorSnapshots, buffers_from_bufinfo, collect
 from dmabuf_top.probes.dmabuf_iter import DmabufIterator
 from dmabuf_top.probes.task_dmabufs import TaskDmabufIterator
 from dmabuf_top.inventory.render_snapshot import render_json

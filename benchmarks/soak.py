@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dmabuf_top.inventory.inventory import IteratorSnapshots  # noqa: E402
+from dmabuf_top.inventory.collect import IteratorSnapshots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DMABUF_TOP = [sys.executable, "-m", "dmabuf_top"]

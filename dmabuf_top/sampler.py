@@ -151,7 +151,7 @@ class Sources:
         return self._trace and starting is not None and (starting.ident is None or starting.is_alive())
 
     def _open_inventory(self):
-        from .inventory.inventory import IteratorSnapshots, collect  # numpy: not for --help
+        from .inventory.collect import IteratorSnapshots, collect  # numpy: not for --help
 
         try:
             self._snapshots = IteratorSnapshots()

@@ -2,7 +2,8 @@
 import click
 
 from ..errors import DmabufTopError
-from ..inventory.inventory import HOLDER_SOURCES, SOURCES, collect
+from ..inventory.inventory import HOLDER_SOURCES, SOURCES
+from ..inventory.collect import collect
 from ..inventory.render_snapshot import render_csv, render_json, render_table
 
 

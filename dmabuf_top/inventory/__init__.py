@@ -4,7 +4,8 @@ types.py          the domain types (Buffer, FdRef, MapRef, Holders, Refs, Export
                   the BPF decoders in probes/ and the /proc and debugfs readers all produce them
 procfs.py         buffers and holders from /proc (no BPF)
 bufinfo.py        buffers from debugfs dma_buf/bufinfo
-inventory.py      the join (per buffer, per process, totals) and the choice of source
+inventory.py      the join (per buffer, per process, totals), pure
+collect.py        taking an inventory: the best source for buffers and for holders, or the one asked for
 index.py          the buffer index: which buffer an I/O target is, and which buffers are alive or gone
 render_snapshot.py  `snapshot` as a table, JSON or CSV
 

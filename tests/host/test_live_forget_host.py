@@ -7,7 +7,7 @@ import queue
 import pytest
 
 from dmabuf_top import tracing
-from dmabuf_top.inventory.inventory import collect
+from dmabuf_top.inventory.collect import collect
 from dmabuf_top.sampler import Collector, Sources
 from dmabuf_top.live.model import LiveModel
 from dmabuf_top.live.view import ViewState
