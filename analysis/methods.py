@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..session import Method
+from ..recording.session import Method
 from ..text import terminal_safe
 
 MiB = 1 << 20

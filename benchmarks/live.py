@@ -35,9 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot import HEAP, raise_fd_limit, spawn  # noqa: E402  (the same population as the snapshot benchmark)
 
-from dmabuf_top.live.collector import Sources  # noqa: E402
+from dmabuf_top.sampler import Sources  # noqa: E402
 from dmabuf_top.live.jsonout import render_json  # noqa: E402
-from dmabuf_top.live.model import LiveModel, Sample, ViewState  # noqa: E402
+from dmabuf_top.live.model import LiveModel  # noqa: E402
+from dmabuf_top.live.view import ViewState  # noqa: E402
+from dmabuf_top.sampler import Sample  # noqa: E402
 from dmabuf_top.live.screen import render  # noqa: E402
 from dmabuf_top.taskstats import delay_accounting  # noqa: E402
 
@@ -81,7 +83,7 @@ class SyntheticSources:
         self.cannot_see = ["synthetic population: no kernel pass, no taskstats"]
 
     def sample(self):
-        from dmabuf_top.inventory import build_inventory
+        from dmabuf_top.inventory.inventory import build_inventory
         from dmabuf_top.probes.dmabuf_iter import decode_columns
         from dmabuf_top.probes.iopaths import Counters, Target
         from dmabuf_top.probes.task_dmabufs import decode_columns as decode_holders

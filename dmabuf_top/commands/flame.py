@@ -2,7 +2,7 @@
 import click
 
 from ..analysis.renderers import FORMATS, RenderOptions, guess_format
-from ..session import Session
+from ..recording.session import Session
 from ._output import default_output, write_rendered
 
 FLAME_FORMATS = ("svg", "folded")

@@ -3,7 +3,7 @@ import click
 
 from ..analysis.renderers import FORMATS, RenderOptions, guess_format
 from ..errors import DmabufTopError
-from ..session import Session
+from ..recording.session import Session
 from ._output import default_output, write_rendered
 
 SUFFIXES = ", ".join(f"{extension}: {name}" for name, entry in FORMATS.items() for extension in entry.extensions)

@@ -20,7 +20,7 @@ from .. import features as feature_detection
 from ..errors import DmabufTopError, NeedsPrivilege
 from ..kernelfs import filesystem_name
 from ..probes.iopaths import Counters
-from ..session import BufferSnapshot
+from ..recording.session import BufferSnapshot
 from ..stacks import kernel_frames
 from . import methods as method_table
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
@@ -433,8 +433,8 @@ def trace_command(argv, report=None):
     not count). A copy into anonymous memory made before the bytes were written into the buffer
     is noted, not counted.
     """
-    from ..recorder import Command
     from ..probes.tracer import Tracer
+    from ..recording.command import Command
 
     feature_detection.require_bpf_privileges("validate")
     report = report or feature_detection.detect()

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Dict, Tuple
 
-from .. import session as records
+from ..recording import session as records
 
 
 def run_span(run) -> Tuple[int, int]:

@@ -6,10 +6,11 @@ import queue
 
 import pytest
 
+from dmabuf_top.inventory.collect import collect
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.probes.tracer import Tracer
-from dmabuf_top.inventory import collect
-from dmabuf_top.live.collector import Collector, Sources
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.sampler import Collector, Sample, Sources
 from dmabuf_top.live.screen import render_table
 from test_tracer_maps_host import MemfdTargets
 

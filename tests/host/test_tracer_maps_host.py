@@ -107,14 +107,15 @@ def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
     import sys
 
     from dmabuf_top.analysis import tables
-    from dmabuf_top.record_sources import IoPathSource
-    from dmabuf_top.recorder import Recorder
-    from dmabuf_top.session import Session, SessionWriter
+    from dmabuf_top.inventory.index import BufferFeed
+    from dmabuf_top.recording.recorder import Recorder
+    from dmabuf_top.recording.session import Session, SessionWriter
+    from dmabuf_top.recording.sources import IoPathSource
 
     source = tmp_path / "source"
     source.write_bytes(b"s" * 4096)
     path = tmp_path / "full.db"
-    tiny = IoPathSource(tracer_factory=lambda pid: Tracer(
+    tiny = IoPathSource(BufferFeed(), tracer_factory=lambda pid: Tracer(
         pid=pid, record=True, follow_children=True, max_entries={"io_by_target": 2}))
     with SessionWriter(path) as writer:
         result = Recorder(writer, [tiny], interval_s=0.2,

@@ -1,9 +1,10 @@
 """Samples for the live view's unit tests: real Inventory, TraceSnapshot and TaskStats objects, no kernel."""
-from dmabuf_top.inventory import build_inventory
-from dmabuf_top.live.model import LiveModel, Sample
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.sampler import Sample
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
+from dmabuf_top.inventory.types import FdRef, Holders, MapRef
 from dmabuf_top.taskstats import Delay, TaskStats
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.trace_model import TraceSnapshot

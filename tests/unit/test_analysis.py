@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, flame, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1024 * 1024
 T0 = 1_000_000_000

@@ -7,7 +7,9 @@ import jsonschema
 
 from live_fixtures import LIVE_HOOKS, MiB, inventory, taskstats
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
+from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import line_text, render
 from dmabuf_top.probes.iopaths import Counters, Target
 from dmabuf_top.probes.hooks import HookState, State

@@ -3,10 +3,13 @@ import os
 import signal
 import threading
 
-from dmabuf_top import session as s
+from dmabuf_top.inventory.index import BufferFeed
 from dmabuf_top.probes.hooks import State
-from dmabuf_top.recorder import BufferSnapshots, Recorder, RecordingContext, exit_status
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording import session as s
+from dmabuf_top.recording.command import exit_status
+from dmabuf_top.recording.recorder import Recorder, RecordingContext
+from dmabuf_top.recording.session import Session, SessionWriter
+from dmabuf_top.recording.sources import BufferSnapshots
 
 
 class Counter:
@@ -89,7 +92,7 @@ def test_buffer_snapshots_without_the_iterator_is_a_missing_hook():
     def refuse():
         raise KernelLacks("no iter/dmabuf here")
 
-    source = BufferSnapshots(iterator_factory=refuse)
+    source = BufferSnapshots(BufferFeed(refuse))
     hooks = source.start(RecordingContext(None, 0.1))
     assert hooks == [s.Hook("iter/dmabuf", "buffers", State.MISSING, "", "buffer snapshots off: no iter/dmabuf here")]
     assert source.poll(1) == [] and source.stop(2) == []

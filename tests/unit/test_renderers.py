@@ -13,11 +13,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.compare import CompareHtmlRenderer
 from dmabuf_top.analysis.renderers import FORMATS, RenderOptions, Renderer
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.tracing import HookStatus
+from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.validate import runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict
@@ -34,7 +34,7 @@ V1_FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "data", "validat
 def recording(path):
     with s.SessionWriter(path) as writer:
         writer.set_metadata(command=[HOSTILE, "--flag"], started_ns=1 * S, interval_s=0.1)
-        writer.add(s.Hook("copy_filemap_read", False, "", HOSTILE))
+        writer.add(s.Hook("copy_filemap_read", "cpu_copy", State.MISSING, "", HOSTILE))
         for t in (1, 2):
             writer.add(s.BufferSnapshot(t * S, 5, "system", HOSTILE_BYTES, 4096, 1, 0))
             writer.add(s.BufferSnapshot(t * S, 6, HOSTILE, b"@SUM(A1)", 8192, 1, 1))
@@ -68,7 +68,7 @@ def validate_session(path):
     heap.snapshots = [s.BufferSnapshot(10 * S + S // 10, 7, "system", HOSTILE_BYTES, 2 * MiB, 1, 0)]
     heap.inventory_passes = [10 * S + S // 10]
     run = runner.ValidateRun([heap, command], runner.SourceFile(f"/mnt/{HOSTILE}", 2 * MiB, "d", "ext4"), False,
-                             [HookStatus("gup_fast", "gup", "pin_user_pages_fast", False, None, HOSTILE)], {},
+                             [HookState("gup_fast", "gup", "pin_user_pages_fast", State.MISSING, None, HOSTILE)], {},
                              {4: ["copy_page_to_iter", HOSTILE, "ksys_read"]}, [HOSTILE], 0,
                              kernel={"release": HOSTILE})
     record_run(run, str(path))

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
 from dmabuf_top.analysis.renderers import guess_format
-from dmabuf_top.session import SessionWriter
+from dmabuf_top.recording.session import SessionWriter
 
 
 @pytest.fixture

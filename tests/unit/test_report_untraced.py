@@ -4,11 +4,11 @@ import csv
 import io
 import json
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1 << 20
 T0 = 1_000_000_000

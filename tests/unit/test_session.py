@@ -9,10 +9,10 @@ import textwrap
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
 from dmabuf_top.probes.hooks import State
-from dmabuf_top.session import Session, SessionError, SessionWriter
+from dmabuf_top.recording.session import Session, SessionError, SessionWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -125,7 +125,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from dmabuf_top import session as s
+    from dmabuf_top.recording import session as s
     writer = s.SessionWriter(sys.argv[1], batch_rows=100, batch_seconds=3600)
     i = 0
     while True:

@@ -10,7 +10,7 @@ from pathlib import Path
 from dmabuf_top.analysis import tables
 from dmabuf_top.probes.hooks import State
 
-from dmabuf_top.session import SCHEMA_VERSION, Hook, PathSample, Session, SessionWriter
+from dmabuf_top.recording.session import SCHEMA_VERSION, Hook, PathSample, Session, SessionWriter
 
 V1_SESSION = Path(__file__).resolve().parent.parent / "data" / "session-v1.db"
 

@@ -14,7 +14,7 @@ import pytest
 
 from dmabuf_top.analysis import export, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
-from dmabuf_top.session import Session
+from dmabuf_top.recording.session import Session
 
 FIXTURE = os.path.join(os.path.dirname(__file__), os.pardir, "data", "validate-v1.session")
 MiB = 1 << 20

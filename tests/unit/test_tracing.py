@@ -4,7 +4,7 @@ import ctypes
 import pytest
 from dmabuf_top.probes import hooks, iopaths, object_path
 from dmabuf_top.probes import tracer as tracing
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters
 

@@ -2,8 +2,8 @@
 import json
 
 from dmabuf_top.probes.iopaths import Counters, Outcome, Target
-from dmabuf_top.session import Session
 from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.recording.session import Session
 from dmabuf_top.trace_model import TraceSnapshot
 from dmabuf_top.validate import render, runner
 from dmabuf_top.validate.store import record_run
@@ -109,7 +109,7 @@ def test_a_plain_session_has_no_method_section(tmp_path):
 
     from dmabuf_top.analysis import methods
     from dmabuf_top.analysis.html import HtmlRenderer
-    from dmabuf_top.session import SessionWriter
+    from dmabuf_top.recording.session import SessionWriter
 
     path = tmp_path / "plain.session"
     SessionWriter(str(path)).close()

@@ -14,7 +14,7 @@ import pytest
 from dmabuf_top.analysis import export, flame, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.session import BufferSnapshot, PathSample, Session
+from dmabuf_top.recording.session import BufferSnapshot, PathSample, Session
 from dmabuf_top.stacks import kernel_frames
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.validate import runner

@@ -269,7 +269,7 @@ def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, ud
     assert 'id="methods"' in page and "udmabuf-read-direct" in page and 'id="fig-methods"' in page
 
     from dmabuf_top.analysis import flame, tables
-    from dmabuf_top.session import Session
+    from dmabuf_top.recording.session import Session
 
     with Session(session) as recorded:
         # The session spans the methods (first allocation to last close), not the writing of the file.

@@ -37,8 +37,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from .errors import DmabufTopError, KernelLacks, NeedsPrivilege
-from .kernelfs import BUFINFO, DEBUGFS
+from ..errors import DmabufTopError, KernelLacks, NeedsPrivilege
+from ..kernelfs import BUFINFO, DEBUGFS
 
 DEBUGFS_MOUNTPOINT = str(DEBUGFS)
 BUFINFO_PATH = str(BUFINFO)

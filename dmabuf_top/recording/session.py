@@ -25,8 +25,8 @@ import struct
 import time
 from typing import Dict, Iterable, NamedTuple, Optional
 
-from .errors import DmabufTopError
-from .probes.hooks import SYSCALLS, State
+from ..errors import DmabufTopError
+from ..probes.hooks import SYSCALLS, State
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
 SCHEMA_VERSION = 2
