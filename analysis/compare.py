@@ -6,7 +6,9 @@ from typing import List, Optional
 from ..trace_model import NOT_TRACED
 from . import figures, tables
 from .html import page, png_img, table_html, text
-from .renderers import FORMATS, RenderOptions, Renderer
+from .renderers import FORMATS, Renderer, RenderOptions
+
+_DEFAULT_OPTIONS = RenderOptions()  # frozen: one shared default, as the default argument was
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class CompareHtmlRenderer(Renderer):
 
     format = FORMATS["html"]
 
-    def __init__(self, session_b, options=RenderOptions()):
+    def __init__(self, session_b, options=_DEFAULT_OPTIONS):
         super().__init__(options)
         self.session_b = session_b
 

@@ -94,8 +94,8 @@ def throughput_by_buffer(session, top=8):
         return figure
     names = {b.inode: b.name for b in tables.top_buffers(session)}
     busiest = sorted(series, key=lambda inode: -sum(r for _, r in series[inode]))[:top]
-    _rate_lines(axes, session, series, [(inode, buffer_label(inode, names.get(inode))) for inode in busiest], fontsize=7,
-                width=width)
+    _rate_lines(axes, session, series, [(inode, buffer_label(inode, names.get(inode))) for inode in busiest],
+                fontsize=7, width=width)
     return figure
 
 
@@ -133,7 +133,8 @@ def zero_copy(session):
              ("page cache added", "page_cache_added_bytes"))
     width = 0.8 / len(kinds)
     for index, (label, field) in enumerate(kinds):
-        axes.bar([i + index * width for i in range(len(totals))], [float("nan") if getattr(t, field) is None else _mib(getattr(t, field)) for t in totals],
+        axes.bar([i + index * width for i in range(len(totals))],
+                 [float("nan") if getattr(t, field) is None else _mib(getattr(t, field)) for t in totals],
                  width=width, label=label)
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(totals))], [safe_label(t.path) for t in totals],
                     fontsize=8)

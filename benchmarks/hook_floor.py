@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from overhead import (PASS_CALLS, PREAD, ROUNDS, SETTLE_S, HookFloorPrograms, Pread, quartiles,  # noqa: E402
-                      scratch_dir, timed_pass)
+from overhead import PASS_CALLS, PREAD, ROUNDS, SETTLE_S, HookFloorPrograms, Pread, quartiles, scratch_dir, timed_pass  # noqa: E402
 
 HOOK_SETS = {
     "none": (),

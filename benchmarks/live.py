@@ -35,12 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot import HEAP, raise_fd_limit, spawn  # noqa: E402  (the same population as the snapshot benchmark)
 
-from dmabuf_top.sampler import Sources  # noqa: E402
 from dmabuf_top.live.jsonout import render_json  # noqa: E402
 from dmabuf_top.live.model import LiveModel  # noqa: E402
-from dmabuf_top.live.view import ViewState  # noqa: E402
-from dmabuf_top.sampler import Sample  # noqa: E402
 from dmabuf_top.live.screen import render  # noqa: E402
+from dmabuf_top.live.view import ViewState  # noqa: E402
+from dmabuf_top.sampler import Sample, Sources  # noqa: E402
 from dmabuf_top.taskstats import delay_accounting  # noqa: E402
 
 TARGET = 0.05
@@ -85,14 +84,15 @@ class SyntheticSources:
     def sample(self):
         from dmabuf_top.inventory.inventory import build_inventory
         from dmabuf_top.probes.dmabuf_iter import decode_columns
+        from dmabuf_top.probes.hooks import HookState, State
         from dmabuf_top.probes.iopaths import Counters, Target
         from dmabuf_top.probes.task_dmabufs import decode_columns as decode_holders
-        from dmabuf_top.probes.hooks import HookState, State
         from dmabuf_top.trace_model import TraceSnapshot
 
         self._step += 1
         step = self._step
-        inventory = build_inventory(decode_columns(self._buffers), decode_holders(self._holders), "iterator", "iterator")
+        inventory = build_inventory(decode_columns(self._buffers), decode_holders(self._holders),
+                                    "iterator", "iterator")
         by_target = {Target(1001 + k, 0, "read", "dmabuf", False): Counters(calls=step, bytes=step * 4096 * k)
                      for k in range(50)}
         by_task = {(2000 + p, "read"): Counters(calls=step, bytes=step * 4096 * p) for p in range(self._processes)}
@@ -161,7 +161,8 @@ def main():
     parser.add_argument("--synthetic", action="store_true",
                         help="no kernel: the same population as raw iterator records (the host figure)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the refreshes and print its top")
-    parser.add_argument("--host-yardstick", type=float, help="the host's yardstick seconds (set when run from the host)")
+    parser.add_argument("--host-yardstick", type=float,
+                        help="the host's yardstick seconds (set when run from the host)")
     args = parser.parse_args()
     pids, release = [], None
     if not args.here and not args.synthetic:

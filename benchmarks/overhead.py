@@ -238,9 +238,12 @@ def measure(where, rounds, size):
         all_met &= verdict == "met"
         print(f"[{where}] {name}: traced / untraced throughput, median of {rounds} paired rounds "
               f"{ratio:.3f} (interquartile {low:.3f}..{high:.3f}); target >= {target:.2f}: {verdict}")
-        print(f"[{where}]   paired ratios: floor {paired['floor'][0]:.3f} ({paired['floor'][1]:.3f}..{paired['floor'][2]:.3f}), "
-              f"with stacks {paired['with stacks'][0]:.3f} ({paired['with stacks'][1]:.3f}..{paired['with stacks'][2]:.3f})")
-        wall, cpu = (lambda mode: per_call[mode]["wall"]), (lambda mode: per_call[mode]["cpu"])
+        print(f"[{where}]   paired ratios: floor {paired['floor'][0]:.3f} "
+              f"({paired['floor'][1]:.3f}..{paired['floor'][2]:.3f}), "
+              f"with stacks {paired['with stacks'][0]:.3f} "
+              f"({paired['with stacks'][1]:.3f}..{paired['with stacks'][2]:.3f})")
+        wall, cpu = ((lambda mode, per_call=per_call: per_call[mode]["wall"]),
+                     (lambda mode, per_call=per_call: per_call[mode]["cpu"]))
         print(f"[{where}]   {'ns per call':<12}{'untraced':>10}{'floor':>10}{'traced':>10}{'w/ stacks':>10}"
               f"{'hooks':>9}{'body':>9}{'stacks':>9}   untraced MiB/s   (medians of all passes)")
         for clock, of in (("wall", wall), ("cpu", cpu)):
@@ -248,13 +251,15 @@ def measure(where, rounds, size):
                   f"{of('with stacks'):>10.0f}{of('floor') - of('untraced'):>+9.0f}{of('traced') - of('floor'):>+9.0f}"
                   f"{of('with stacks') - of('traced'):>+9.0f}"
                   f"   {bytes_per_call / of('untraced') * 1e9 / 2**20:>14.1f}")
-        spread = "  ".join(f"{mode} {min(p.wall_ns / p.calls for p in runs[mode]):.0f}..{max(p.wall_ns / p.calls for p in runs[mode]):.0f}"
+        spread = "  ".join(f"{mode} {min(p.wall_ns / p.calls for p in runs[mode]):.0f}"
+                           f"..{max(p.wall_ns / p.calls for p in runs[mode]):.0f}"
                            for mode in MODES)
         print(f"[{where}]   wall ns per call, fastest..slowest pass: {spread}")
         if paired["floor"][0] < target:
             print(f"[{where}]   the hooks alone, with do-nothing programs, reach only {paired['floor'][0]:.3f} "
                   f"< {target:.2f}: no program body can meet the target on these hooks")
-    print(f"[{where}] hooks = floor - untraced (the attach points' own price); body = traced - floor (the tracer's work); "
+    print(f"[{where}] hooks = floor - untraced (the attach points' own price); "
+          "body = traced - floor (the tracer's work); "
           "stacks = with stacks - traced (kernel stacks at copy and GUP points, taken by record and validate); "
           "cpu = this thread's CPU time")
     return all_met

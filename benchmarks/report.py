@@ -12,8 +12,8 @@ import sys
 import tempfile
 import time
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.html import HtmlRenderer
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionWriter
 
 TARGET = 20.0

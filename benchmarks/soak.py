@@ -138,7 +138,8 @@ def map_entries(owners):
 def full_maps(sample):
     """{tool: [names of its watched maps at max_entries]} in one map_entries() sample."""
     # max_entries 0: task storage (inflight), which holds one entry per live thread and cannot fill.
-    return {tool: sorted(name for name, (entries, limit) in maps.items() if entries is not None and entries >= limit > 0)
+    return {tool: sorted(name for name, (entries, limit) in maps.items()
+                         if entries is not None and entries >= limit > 0)
             for tool, maps in sample.items()}
 
 
@@ -190,7 +191,8 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
         time.sleep(2 * interval)  # the recorder's tracer attaches after its hooks row is written
         if live.poll() is not None or recorder.poll() is not None:
             raise RuntimeError("soak: a tool exited before the workload started: "
-                               + Path(workdir / "live.err").read_text()[-500:] + Path(workdir / "record.err").read_text()[-500:])
+                               + Path(workdir / "live.err").read_text()[-500:]
+                               + Path(workdir / "record.err").read_text()[-500:])
         rss = {"live": [rss_kib(live.pid)], "record": [rss_kib(recorder.pid)]}
         owners = {"live": live.pid, "record": recorder.pid}
         maps = [map_entries(owners)]
@@ -215,7 +217,6 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
                 log(f"sample {step}: rss {rss['live'][-1]} / {rss['record'][-1]} KiB")
         figures.update(snapshot_passes=passes, unmatched_refs=unmatched)
         results = [(kind, proc.stdout.readline().split()) for kind, proc in procs]
-        churned = time.monotonic() - started
         log(f"workers said: {results}")
         cycles = {"heap": 0, "udmabuf": 0}
         cycle_failures = 0

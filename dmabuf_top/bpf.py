@@ -161,7 +161,8 @@ def libbpf(library_name=None):
         lib = ctypes.CDLL(name, use_errno=True)
     except OSError:
         raise MissingDependency(
-            f"the libbpf shared library ({name}) could not be loaded: install it with 'apt-get install libbpf1' (libbpf >= 1.0)"
+            f"the libbpf shared library ({name}) could not be loaded: "
+            "install it with 'apt-get install libbpf1' (libbpf >= 1.0)"
         ) from None
     missing = [symbol for symbol in _SIGNATURES if not hasattr(lib, symbol)]
     if missing:
@@ -538,7 +539,8 @@ class Map:
     def update(self, key, value, flags=0):
         value = bytes(value)
         _check(
-            self._lib.bpf_map_update_elem(self.fd, self._key(key), ctypes.create_string_buffer(value, len(value)), flags),
+            self._lib.bpf_map_update_elem(self.fd, self._key(key), ctypes.create_string_buffer(value, len(value)),
+                                          flags),
             f"update of map {self.name}",
         )
 
@@ -693,7 +695,8 @@ class KernelBtf:
         self._btf = self._lib.btf__load_vmlinux_btf()
         if not self._btf:
             raise BpfError(
-                f"the kernel's BTF could not be read ({_errno_text(_errno())}): dmabuf-top needs CONFIG_DEBUG_INFO_BTF=y"
+                f"the kernel's BTF could not be read ({_errno_text(_errno())}): "
+                "dmabuf-top needs CONFIG_DEBUG_INFO_BTF=y"
             )
 
     def has_function(self, name):

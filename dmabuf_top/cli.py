@@ -12,6 +12,7 @@ import click
 from . import __version__
 from .errors import DmabufTopError
 
+
 def command_modules():
     from . import commands
 

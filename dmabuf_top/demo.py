@@ -15,8 +15,8 @@ from .text import human_size, terminal_safe
 
 
 def show_inside():
-    from .inventory.bufinfo import read_bufinfo
     from .features import detect
+    from .inventory.bufinfo import read_bufinfo
     from .probes.dmabuf_iter import read_buffers
     from .scene import build
 

@@ -42,8 +42,9 @@ class Sample:
     """What the sampler read at one instant. trace: a trace_model.TraceSnapshot or None (tracing
     unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
     delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
-    every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that failed to start); index: the
-    BufferIndex that learnt this inventory (None: whoever needs one makes it from the inventory)."""
+    every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that
+    failed to start); index: the BufferIndex that learnt this inventory (None: whoever needs one makes it
+    from the inventory)."""
 
     monotonic: float
     wall: float

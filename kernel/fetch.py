@@ -181,7 +181,8 @@ def _last_error_line(stderr: str) -> str:
 def _require_program(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise MissingDependency(f"{name} not found: fetching a kernel needs Debian's apt tools (`apt-get install {package}`), or pass --kernel PATH")
+        raise MissingDependency(f"{name} not found: fetching a kernel needs Debian's apt tools "
+                                f"(`apt-get install {package}`), or pass --kernel PATH")
     return path
 
 

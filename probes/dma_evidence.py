@@ -8,7 +8,6 @@ device's bytes landed in those frames and how many elsewhere. See docs/dma-evide
 """
 import ctypes
 import mmap
-import os
 import struct
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional

@@ -87,7 +87,8 @@ def trial_round_trip():
                 for _ in range(calls):
                     os.getppid()
                 ring.poll(timeout_ms=100)
-            counted = {int.from_bytes(k, "little"): int.from_bytes(v, "little") for k, v in obj.map("trial_counts").items()}
+            counted = {int.from_bytes(k, "little"): int.from_bytes(v, "little")
+                       for k, v in obj.map("trial_counts").items()}
     except BpfError as error:
         return Trial.refused(error)
     if len(records) == calls and counted.get(os.getpid()) == calls:

@@ -22,7 +22,8 @@ def write_rendered(render, output, force=False, allow_tty=False):
     """Calls render(out) with out a text stream for `output` ('-' is stdout); returns the path written or None."""
     if output == "-":
         if sys.stdout.isatty() and not allow_tty:
-            raise DmabufTopError("refusing to write a report to the terminal: give -o FILE, or pipe stdout", exit_code=2)
+            raise DmabufTopError("refusing to write a report to the terminal: give -o FILE, or pipe stdout",
+                                 exit_code=2)
         render(sys.stdout)
         sys.stdout.flush()
         return None

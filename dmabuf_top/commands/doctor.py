@@ -38,7 +38,8 @@ def render_table(report):
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: {kernel, features: {name: {available, via, detail}}}.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object: {kernel, features: {name: {available, via, detail}}}.")
 def command(as_json):
     """Show which hooks, iterators, tracepoints and dma-buf devices this kernel offers (needs root)."""
     report = detect()

@@ -33,7 +33,8 @@ def _parse_numbers(args):
 @click.option("-s", "--sort", "sort_key", metavar="KEY",
               help="Sort by this column key (size, read, write, xfer, copy, pin, rss, pss, blkio, name, ...).")
 @click.option("-r", "--rows", type=click.IntRange(min=1), help="At most this many rows per pane.")
-@click.option("-C", "--no-clear", "no_clear", is_flag=True, help="No full screen: print a table per interval (like biotop -C).")
+@click.option("-C", "--no-clear", "no_clear", is_flag=True,
+              help="No full screen: print a table per interval (like biotop -C).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per interval (schema dmabuf-top.live/1: "
               "see dmabuf_top/live/jsonout.py).")
 @click.option("--pane", type=click.Choice(["buffers", "processes", "exporters", "paths"]), default="buffers",
@@ -58,7 +59,8 @@ def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
         try:
             view.set_sort(sort_key)
         except ValueError:
-            raise DmabufTopError(f"no column '{sort_key}': -s takes one of {', '.join(sort_keys())}", exit_code=2) from None
+            raise DmabufTopError(f"no column '{sort_key}': -s takes one of {', '.join(sort_keys())}",
+                                 exit_code=2) from None
     batch = no_clear or as_json
     if not batch and not (sys.stdout.isatty() and sys.stdin.isatty()):
         raise DmabufTopError("the live view needs a terminal: use -C for a table per interval or --json", exit_code=2)

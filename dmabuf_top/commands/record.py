@@ -14,9 +14,11 @@ def _usable_seconds(value):
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The session file to create (SQLite).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The session file to create (SQLite).")
 @click.option("--duration", type=float, help="Stop after this many seconds (default: when CMD exits, or Ctrl-C).")
-@click.option("--interval", type=float, default=0.5, show_default=True, help="Seconds between buffer snapshots and counter samples.")
+@click.option("--interval", type=float, default=0.5, show_default=True,
+              help="Seconds between buffer snapshots and counter samples.")
 @click.option("--force", is_flag=True, help="Replace an existing session file.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 def command(output, duration, interval, force, argv):
@@ -44,7 +46,8 @@ def command(output, duration, interval, force, argv):
     writer.set_metadata(tool_version=__version__, argv=sys.argv, command=argv or None, interval_s=interval,
                         duration_s=duration)
     writer.set_features(features)
-    recorder = Recorder(writer, all_sources(report=features), interval_s=interval, duration_s=duration, command=argv or None)
+    recorder = Recorder(writer, all_sources(report=features), interval_s=interval, duration_s=duration,
+                        command=argv or None)
     result = recorder.run()
     click.echo(f"dmabuf-top: recording ended: {result.end_reason}; {result.rows} rows in {output} "
                f"(next: dmabuf-top report {output} -o report.html)", err=True)

@@ -29,7 +29,8 @@ def _emit(tracer, previous, as_json, elapsed, pid):
 @click.option("-p", "--pid", type=int, default=None, help="Trace this process (tgid) only.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per interval (paths, processes, targets, "
               "outcomes, page cache, lifecycle, hooks, missing, dropped_events, map_full).")
-@click.option("--hooks", "show_hooks", is_flag=True, help="List every hook, live or missing, with the reason, and exit.")
+@click.option("--hooks", "show_hooks", is_flag=True,
+              help="List every hook, live or missing, with the reason, and exit.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def command(pid, as_json, show_hooks, args):
     """Trace I/O paths into and out of dma-bufs: [interval] [count], or -- CMD ARGS... (needs root)."""

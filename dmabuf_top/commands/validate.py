@@ -113,7 +113,7 @@ def command(size, directory, method_names, list_methods, warm, chunk, expectatio
     if expectation is not None:
         judged = [r for r in run.results if r.verdict.kind != "absent" or names or argv]
         outcomes = [(r.name, *expectation.holds(r.verdict)) for r in judged]
-        for name, held, why in outcomes:
+        for name, _, why in outcomes:
             click.echo(f"expect {name}: {why}", err=True)
         raise SystemExit(0 if outcomes and all(held for _, held, _ in outcomes) else 1)
     if run.command_exit:

@@ -30,19 +30,25 @@ def _stream_to_stdout(chunk):
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel image to boot (bzImage); default: Debian's cloud kernel, fetched once and cached.")
+@click.option("--kernel", type=click.Path(dir_okay=False),
+              help="Kernel image to boot (bzImage); default: Debian's cloud kernel, fetched once and cached.")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds before the guest is stopped.")
 @click.option("--memory", type=int, default=1024, show_default=True, help="Guest memory in MiB.")
 @click.option("--cpus", type=click.IntRange(min=1), help="Guest vCPUs.  [default: 2, or 1 with --icount]")
 @click.option("--icount", is_flag=True, help="Instruction-counting clock (TCG, one vCPU unless --cpus): one guest "
               "nanosecond per guest instruction, for exact benchmarks whatever the host's load.")
-@click.option("--results", type=click.Path(file_okay=False), help="Host directory the guest may write, mounted at the same path.")
-@click.option("--scratch", type=int, default=1024, show_default=True, help="Size in MiB of the ext4 NVMe scratch disk at /mnt/scratch (0: none).")
-@click.option("-e", "--env", "assignments", multiple=True, metavar="NAME[=VALUE]", help="Set (or pass on) a variable in the guest; repeatable.")
+@click.option("--results", type=click.Path(file_okay=False),
+              help="Host directory the guest may write, mounted at the same path.")
+@click.option("--scratch", type=int, default=1024, show_default=True,
+              help="Size in MiB of the ext4 NVMe scratch disk at /mnt/scratch (0: none).")
+@click.option("-e", "--env", "assignments", multiple=True, metavar="NAME[=VALUE]",
+              help="Set (or pass on) a variable in the guest; repeatable.")
 @click.option("--fetch-only", is_flag=True, help="Fetch the default kernel if needed, print its path and exit.")
 @click.option("--refresh", is_flag=True, help="Ask the archive for its newest kernel instead of using the cached one.")
-@click.option("--check", "check_only", is_flag=True, help="Print which lab and dma-buf options the kernel has built in, and exit.")
-@click.option("--console", "show_console", is_flag=True, help="Print the guest kernel's console log to stderr after the run.")
+@click.option("--check", "check_only", is_flag=True,
+              help="Print which lab and dma-buf options the kernel has built in, and exit.")
+@click.option("--console", "show_console", is_flag=True,
+              help="Print the guest kernel's console log to stderr after the run.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
 def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only, refresh,

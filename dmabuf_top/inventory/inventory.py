@@ -185,8 +185,8 @@ class Inventory:
         processes = [entry for entry in self.processes if entry.pid == pid]
         inodes = set(processes[0].buffers) if processes else set()
         buffers = [entry for entry in self.buffers if entry.inode in inodes]
-        return Inventory(self.source, self.holders_source, buffers, processes, exporter_totals(b.buffer for b in buffers),
-                         self.totals, self.notes, self.unmatched_refs)
+        return Inventory(self.source, self.holders_source, buffers, processes,
+                         exporter_totals(b.buffer for b in buffers), self.totals, self.notes, self.unmatched_refs)
 
 
 def _ranked(tallies) -> List[ExporterTotal]:

@@ -32,8 +32,8 @@ import csv
 import io
 import json
 
-from .inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
 from ..text import human_size, terminal_safe
+from .inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
 
 SCHEMA = "dmabuf-top.snapshot/1"
 

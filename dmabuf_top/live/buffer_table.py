@@ -218,7 +218,8 @@ class BufferTable:
         return np.concatenate((with_value, without))
 
     def _ties(self) -> np.ndarray:
-        return np.concatenate((self.inode.astype(np.uint64), np.array([row.key for row in self.freed], dtype=np.uint64)))
+        return np.concatenate((self.inode.astype(np.uint64),
+                               np.array([row.key for row in self.freed], dtype=np.uint64)))
 
     def _sort_column(self, key):
         """(values over every table row, known mask): uint64 or float64 for numbers, uint64 ranks for text."""

@@ -26,9 +26,10 @@ pages/s, "calls" and "pc_added" (page-cache pages) per second, "latency" the
 mean in microseconds. A rate is null when there is none to give: on the first
 object, for a counter that went backwards, or when its hooks are missing (then
 the concern is in hooks.missing, or the path in hooks.absent: a kernel without
-it, as rw_file on an unpatched kernel; "status" then says "n/t: ..." or "absent: ..."). "blkio", "swapin", "reclaim" are the percent of
-the interval the process waited for block I/O, swap-in and memory reclaim
-(taskstats delay accounting); "delays" holds the kernel's cumulative totals.
+it, as rw_file on an unpatched kernel; "status" then says "n/t: ..." or "absent: ...").
+"blkio", "swapin", "reclaim" are the percent of the interval the process waited for
+block I/O, swap-in and memory reclaim (taskstats delay accounting); "delays" holds the
+kernel's cumulative totals.
 "delays_na" says why a process has none of the three (they are null, "n/a" on
 screen, and "delays" keeps only "cpu"): the kernel keeps them only for processes
 forked while delay accounting is on, and this one is older than the moment the

@@ -178,7 +178,8 @@ class LiveModel:
         if self.pid is None:
             exporters = list(inventory.exporters)
         else:
-            exporters = [ExporterTotal(row.key, row.values["buffers"], row.values["bytes"]) for row in rows["exporters"]]
+            exporters = [ExporterTotal(row.key, row.values["buffers"], row.values["bytes"])
+                         for row in rows["exporters"]]
         return Frame(
             wall=sample.wall, elapsed=elapsed, interval=self.interval, kernel=self.kernel,
             source=inventory.source, holders_source=inventory.holders_source, totals=inventory.totals,

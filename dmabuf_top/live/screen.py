@@ -47,8 +47,9 @@ def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional
     lines: List[Line] = [[(first, "title")] + ([("  PAUSED", "warn")] if view is not None and view.paused else [])]
     totals = frame.totals
     by_exporter = "  ".join(f"{e.exporter or '?'} {e.buffers}/{human_size(e.bytes)}" for e in frame.exporters)
-    lines.append([(f"buffers {totals.buffers}  bytes {human_size(totals.bytes)}  kernel-only {totals.kernel_only_buffers}"
-                   f"  rss {human_size(totals.userspace_rss)}" + (f"  | {by_exporter}" if by_exporter else ""), "normal")])
+    lines.append([(f"buffers {totals.buffers}  bytes {human_size(totals.bytes)}"
+                   f"  kernel-only {totals.kernel_only_buffers}  rss {human_size(totals.userspace_rss)}"
+                   + (f"  | {by_exporter}" if by_exporter else ""), "normal")])
     lines.append([(f"inventory: {SOURCE_DESCRIPTIONS.get(frame.source, frame.source)}; holders: "
                    f"{HOLDER_DESCRIPTIONS.get(frame.holders_source, frame.holders_source)}", "normal")])
     dropped = "-" if frame.dropped is None else str(frame.dropped)
@@ -63,7 +64,8 @@ def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional
         if refused:  # those keys' I/O is missing from the rates: said next to the drops, in warning colour
             hooks.append((f"  map full: {name} refused {refused} new keys", "warn"))
     lines.append(hooks)
-    cannot = list(frame.cannot_see) + [f"{concern} not traced ({reason})" for concern, reason in sorted(frame.missing.items())
+    cannot = list(frame.cannot_see) + [f"{concern} not traced ({reason})"
+                                       for concern, reason in sorted(frame.missing.items())
                                        if concern not in ("tracing",)]
     if not cannot:
         lines.append([("cannot see: nothing missing", "dim")])

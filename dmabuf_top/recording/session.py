@@ -532,8 +532,8 @@ class Session:
             self._check_size(page_size, page_count)
         # Read-write when allowed: a writer killed mid-transaction leaves a hot journal that
         # only a writable connection can roll back. Nothing else is ever written.
-        mode = "rw" if os.access(self.path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK) \
-            else "ro"
+        mode = ("rw" if os.access(self.path, os.W_OK)
+                and os.access(os.path.dirname(os.path.abspath(self.path)), os.W_OK) else "ro")
         try:
             self.db = sqlite3.connect(f"file:{self._uri_path()}?mode={mode}", uri=True, check_same_thread=False)
             application_id = self.db.execute("PRAGMA application_id").fetchone()[0]
@@ -559,7 +559,8 @@ class Session:
             self.db.close()
             raise
         try:
-            self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
+            self.metadata = {key: json.loads(value)
+                             for key, value in self.db.execute("SELECT key, value FROM metadata")}
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
             if version == 1:
                 read_v1_validate(self.db, self.metadata)

@@ -19,8 +19,17 @@ from ..inventory.index import BufferFeed
 from ..probes.hooks import State
 from ..probes.iopaths import IoRecord
 from . import session as records
-from .rows import (amount_deltas, clean_frames, counter_deltas, hook_rows, io_event, latency_buckets,
-                   lifecycle_event, path_samples, stack_count_rows)
+from .rows import (
+    amount_deltas,
+    clean_frames,
+    counter_deltas,
+    hook_rows,
+    io_event,
+    latency_buckets,
+    lifecycle_event,
+    path_samples,
+    stack_count_rows,
+)
 from .taskstats_source import TaskstatsSource
 
 RING_DROPS = "iopaths ring buffer"

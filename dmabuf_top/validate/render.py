@@ -58,7 +58,8 @@ def render_table(run):
     lines += [_line(row, first_width) for row in rows]
     if run.source is not None:
         lines.append(f"file: {terminal_safe(run.source.path)} ({human_size(run.source.size)} on "
-                     f"{run.source.filesystem}); page cache {'kept warm' if run.warm else 'dropped before each method'}")
+                     f"{run.source.filesystem}); "
+                     f"page cache {'kept warm' if run.warm else 'dropped before each method'}")
     if run.command is not None:
         shown = " ".join(terminal_safe(arg) for arg in run.command)
         lines.append(f"command: {shown} (exit {run.command_exit}); payload = bytes that reached a dma-buf or memfd")

@@ -131,7 +131,8 @@ def verdict(m: Measurement) -> Verdict:
     """The method's verdict from what the kernel counted, in order of precedence:
     failed > wrong data > incomplete > unmeasured > zero-copy / N copies."""
     if m.errno:
-        return Verdict(FAILED, f"failed ({errno_name(m.errno)})", reasons=(f"the kernel answered {errno_name(m.errno)}",))
+        return Verdict(FAILED, f"failed ({errno_name(m.errno)})",
+                       reasons=(f"the kernel answered {errno_name(m.errno)}",))
     if m.checksum_ok is False:
         return Verdict(WRONG_DATA, "WRONG DATA (checksum)",
                        reasons=("the buffer's bytes differ from the file's: a fast wrong method does not win",))

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
 
 from dmabuf_top.probes.dma_evidence import DmaEvidence, intersect, mapping_address, mapping_pfns
-from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
 
 SIZE = 4 << 20
 PAGES = SIZE // 4096

@@ -5,14 +5,14 @@ import os
 import queue
 
 import pytest
+from test_tracer_maps_host import MemfdTargets
 
 from dmabuf_top.inventory.collect import collect
 from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.screen import render_table
 from dmabuf_top.live.view import ViewState
 from dmabuf_top.probes.tracer import Tracer
 from dmabuf_top.sampler import Collector, Sample, Sources
-from dmabuf_top.live.screen import render_table
-from test_tracer_maps_host import MemfdTargets
 
 pytestmark = pytest.mark.root
 

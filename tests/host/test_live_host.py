@@ -10,9 +10,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from tmux_session import Tmux, wait_for_file
 
 from dmabuf_top.live.jsonout import JSON_SCHEMA
-from tmux_session import Tmux, wait_for_file
 
 pytestmark = pytest.mark.root
 
@@ -45,7 +45,8 @@ def test_view_says_what_it_cannot_see_shows_tracepoint_paths_and_q_restores_the_
     assert "hooks live:" in screen and " read " in screen.split("hooks live:")[1]
     term.keys("4")
     screen = term.wait_for(lambda s: "[4:Paths]" in s and any(
-        line.split()[:1] == ["read"] and "traced (no cpu_copy, gup)" in line and "n/t" in line for line in s.splitlines()))
+        line.split()[:1] == ["read"] and "traced (no cpu_copy, gup)" in line and "n/t" in line
+        for line in s.splitlines()))
     rows = {line.split()[0]: line for line in screen.splitlines() if line.split()[:1] in (["read"], ["write"])}
     assert "traced (no cpu_copy, gup)" in rows["read"] and "n/t" in rows["read"]
     term.keys("q")

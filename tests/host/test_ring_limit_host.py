@@ -5,8 +5,8 @@ import os
 import pytest
 
 from dmabuf_top import bpf
-from dmabuf_top.probes.tracer import Tracer
 from dmabuf_top.probes import object_path
+from dmabuf_top.probes.tracer import Tracer
 
 pytestmark = pytest.mark.root
 

@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionWriter
 
 pytestmark = pytest.mark.root

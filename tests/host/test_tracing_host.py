@@ -51,7 +51,7 @@ def cold_file():
 def has_page_cache(path):
     """A block filesystem keeps pages after a read; virtiofs/overlay setups may not: say so instead of failing."""
     with open("/proc/self/mountinfo") as mounts:
-        fs = max((line for line in mounts if path.startswith(line.split()[4])), key=lambda l: len(l.split()[4]))
+        fs = max((line for line in mounts if path.startswith(line.split()[4])), key=lambda entry: len(entry.split()[4]))
     return fs.split(" - ")[1].split()[0] in ("ext4", "xfs", "btrfs")
 
 
@@ -71,7 +71,8 @@ def test_tracepoint_subset_is_live_and_the_rest_says_why(report):
         assert {"cpu_copy", "gup"} <= set(missing)
         assert "EPERM" in missing["cpu_copy"] and "kprobe refused" in missing["cpu_copy"]
         assert not hooks["copy_filemap_read"].live
-    if not kernelfs.tracepoint_exists(kernelfs.tracefs_root(), "dma_buf:dma_buf_export") and not report.available("fentry"):
+    if (not kernelfs.tracepoint_exists(kernelfs.tracefs_root(), "dma_buf:dma_buf_export")
+            and not report.available("fentry")):
         assert "absent" in missing["lifecycle"] or "refused" in missing["lifecycle"]
 
 
@@ -288,7 +289,10 @@ def test_a_detached_tracer_counts_nothing_until_it_is_attached_again(report, col
     try:
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             inode = os.fstat(memfd).st_ino
-            calls = lambda: sum(c.calls for t, c in tracer.snapshot().by_target.items() if t.inode == inode)
+
+            def calls():
+                return sum(c.calls for t, c in tracer.snapshot().by_target.items() if t.inode == inode)
+
             reads(5)
             assert calls() == 5
             tracer.detach()

@@ -1,12 +1,11 @@
 """Samples for the live view's unit tests: real Inventory, TraceSnapshot and TaskStats objects, no kernel."""
 from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
 from dmabuf_top.live.model import LiveModel
-from dmabuf_top.sampler import Sample
-from dmabuf_top.inventory.types import Buffer
-from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.inventory.types import FdRef, Holders, MapRef
-from dmabuf_top.taskstats import Delay, TaskStats
 from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters, Target
+from dmabuf_top.sampler import Sample
+from dmabuf_top.taskstats import Delay, TaskStats
 from dmabuf_top.trace_model import TraceSnapshot
 
 MiB = 1 << 20
@@ -39,7 +38,8 @@ def trace(read_bytes=0, shmem_write=0, hooks=LIVE_HOOKS):
     by_target = {Target(101, 0, "read", "dmabuf", False): Counters(calls=1, bytes=read_bytes),
                  Target(555, 42, "write", "shmem", False): Counters(calls=1, bytes=shmem_write),
                  Target(9, 1, "read", "file", False): Counters(calls=5, bytes=7)}
-    by_task = {(10, "read"): Counters(calls=4 if read_bytes else 0, bytes=read_bytes, latency_ns=8000 if read_bytes else 0),
+    by_task = {(10, "read"): Counters(calls=4 if read_bytes else 0, bytes=read_bytes,
+                                      latency_ns=8000 if read_bytes else 0),
                (20, "write"): Counters(calls=1, bytes=shmem_write)}
     return TraceSnapshot(by_target, by_task, {}, {}, {}, {}, 0, list(hooks))
 
@@ -50,8 +50,8 @@ def taskstats(blkio_ns):
 
 
 def sample(t, read_bytes=0, blkio_ns=0, extra=(), shmem_write=0, hooks=LIVE_HOOKS):
-    return Sample(monotonic=t, wall=1_800_000_000 + t, inventory=inventory(extra), trace=trace(read_bytes, shmem_write, hooks),
-                  taskstats=taskstats(blkio_ns), delayacct=True)
+    return Sample(monotonic=t, wall=1_800_000_000 + t, inventory=inventory(extra),
+                  trace=trace(read_bytes, shmem_write, hooks), taskstats=taskstats(blkio_ns), delayacct=True)
 
 
 def two_frames(**kwargs):

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, flame, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1024 * 1024

@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dmabuf_top.errors import KernelLacks, NeedsPrivilege
 from dmabuf_top.inventory import bufinfo as bufinfo_module
 from dmabuf_top.inventory.bufinfo import (
     BufinfoFormatError,
@@ -12,7 +13,6 @@ from dmabuf_top.inventory.bufinfo import (
     printable,
     read_bufinfo,
 )
-from dmabuf_top.errors import KernelLacks, NeedsPrivilege
 
 
 def render_bufinfo(buffers):

@@ -5,21 +5,19 @@ import csv
 import io
 import json
 import math
-import os
 import random
 
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from live_fixtures import two_frames
 from dmabuf_top import cli
-from dmabuf_top.inventory import procfs
 from dmabuf_top.commands.live import _parse_numbers
 from dmabuf_top.errors import DmabufTopError
+from dmabuf_top.inventory import procfs
 from dmabuf_top.inventory.inventory import build_inventory
-from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
 from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
 from dmabuf_top.recording.session import BufferSnapshot, Session, SessionError, SessionWriter
 
 NAME_MAX = 31
@@ -193,10 +191,10 @@ def test_live_screen_json_and_prometheus_keep_any_name_safe(name):
 
     from dmabuf_top.live.jsonout import render_json as live_json
     from dmabuf_top.live.model import LiveModel
-    from dmabuf_top.live.view import ViewState
-    from dmabuf_top.sampler import Sample
     from dmabuf_top.live.screen import render_table as live_table
+    from dmabuf_top.live.view import ViewState
     from dmabuf_top.prometheus import DmabufCollector
+    from dmabuf_top.sampler import Sample
 
     model = LiveModel(1.0, kernel="k")
     frame = None

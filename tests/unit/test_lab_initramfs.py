@@ -140,5 +140,6 @@ def test_static_elf_detection(tmp_path):
     busybox = shutil.which("busybox")
     if busybox is None:
         pytest.skip("busybox is not installed")
-    if shutil.which("file") and "static" in subprocess.run(["file", "-L", busybox], capture_output=True, text=True).stdout:
+    if shutil.which("file") and "static" in subprocess.run(["file", "-L", busybox], capture_output=True,
+                                                           text=True).stdout:
         assert initramfs.is_static_elf(Path(busybox).resolve()) is True

@@ -15,20 +15,19 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from live_fixtures import HOSTILE, LIVE_HOOKS
+
 from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
 from dmabuf_top.live.buffer_table import BufferTable, NameCache
-from dmabuf_top.live.jsonout import render_json
 from dmabuf_top.live.columns import COLUMNS, IO_COLUMNS
+from dmabuf_top.live.jsonout import render_json
 from dmabuf_top.live.model import LiveModel
-from dmabuf_top.live.view import ViewState, sort_rows, visible_rows
-from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import line_text, render, render_table
-from dmabuf_top.probes.dmabuf_iter import DmabufRecord, RECORD_MAGIC, decode_columns
-from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.live.view import ViewState, sort_rows, visible_rows
+from dmabuf_top.probes.dmabuf_iter import RECORD_MAGIC, DmabufRecord, decode_columns
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.inventory.types import FdRef, Holders, MapRef
+from dmabuf_top.sampler import Sample
 from dmabuf_top.text import terminal_safe
 from dmabuf_top.trace_model import TraceSnapshot
 
@@ -249,7 +248,8 @@ def test_texts_are_reused_only_while_records_holdings_and_comms_are_unchanged():
                           attachment_count=0) for i in range(20)]
         if rename:
             buffers[3] = dataclasses.replace(buffers[3], name=b"renamed")
-        fds = [FdRef(10, 100 + i, 50 + i) for i in range(20)] + [FdRef(30, 6, 69)] + ([FdRef(30, 7, 55)] if holder else [])
+        fds = ([FdRef(10, 100 + i, 50 + i) for i in range(20)] + [FdRef(30, 6, 69)]
+               + ([FdRef(30, 7, 55)] if holder else []))
         data = b"".join(bytes(_record(b, b.name)) for b in buffers)
         return build_inventory(decode_columns(data), Holders(fds, [], {10: comm, 30: b"late"}), "iterator", "iterator")
 
@@ -268,6 +268,7 @@ def test_texts_are_reused_only_while_records_holdings_and_comms_are_unchanged():
     first, second = (frame.rows["buffers"] for frame in shown.frames)
     assert second._live_search is first._live_search  # the same records and holders: nothing rebuilt
     assert shown(inventory(rename=True), "renamed") == [53]
-    assert shown(inventory(rename=True, holder=True), "30(late)") == [69, 55]  # old-19, old-5: the same processes, a new holding
+    # old-19, old-5: the same processes, a new holding
+    assert shown(inventory(rename=True, holder=True), "30(late)") == [69, 55]
     assert shown(inventory(rename=True, holder=True, comm=b"other"), "10(other)", "holders")[:2] == [50, 51]
     assert shown(inventory(rename=True, holder=True, comm=b"other"), "10(loader)") == []

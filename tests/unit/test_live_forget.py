@@ -3,14 +3,14 @@ rule) and say when a map refused keys: header, JSON and Prometheus. No kernel: a
 import json
 
 import jsonschema
-
 from live_fixtures import LIVE_HOOKS, MiB, inventory
+
 from dmabuf_top.inventory.index import BufferIndex
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
 from dmabuf_top.live.model import LiveModel
-from dmabuf_top.live.view import ViewState
 from dmabuf_top.live.screen import render_table
-from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.probes.iopaths import Counters, Target
 from dmabuf_top.sampler import Sample, TraceReader
 from dmabuf_top.trace_model import MINIMAL_MAPS, TraceSnapshot

@@ -1,9 +1,9 @@
 """Prometheus families: bounded label cardinality, hostile names as safe label values, no fake zeros."""
 import pytest
+from live_fixtures import MiB, inventory, trace
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from live_fixtures import HOSTILE, MiB, inventory, trace
 from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.prometheus import DmabufCollector, families, parse_listen
 

@@ -4,15 +4,15 @@ never 0 without a live hook."""
 import json
 
 import jsonschema
-
 from live_fixtures import LIVE_HOOKS, MiB, inventory, taskstats
+
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
 from dmabuf_top.live.model import LiveModel
-from dmabuf_top.live.view import ViewState
-from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import line_text, render
-from dmabuf_top.probes.iopaths import Counters, Target
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters, Target
+from dmabuf_top.sampler import Sample
 from dmabuf_top.trace_model import TraceSnapshot
 
 UNPATCHED = HookState("rw_file_enter", "rw_file", "dma_buf_rw_file", State.NOT_NEEDED, None,

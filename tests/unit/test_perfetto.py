@@ -5,8 +5,8 @@ from collections import defaultdict
 
 import pytest
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.perfetto import BUFFER_PID_BASE, PerfettoRenderer
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionWriter
 
 T0 = 5_000_000_000

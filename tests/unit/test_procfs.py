@@ -4,7 +4,8 @@ import os
 from dmabuf_top.inventory.procfs import DmabufFdinfo, parse_fdinfo, parse_maps_line, scan, unescape_maps_path
 
 # Taken from the 7.2 lab guest (tests/vm/test_alloc.py shows the same layout).
-NAMED = b"pos:\t0\nflags:\t02000002\nmnt_id:\t14\nino:\t1\nsize:\t1048576\ncount:\t1\nexp_name:\tsystem\nname:\tx\nname:\tevil\n\n"
+NAMED = (b"pos:\t0\nflags:\t02000002\nmnt_id:\t14\nino:\t1\nsize:\t1048576\ncount:\t1\nexp_name:\tsystem\n"
+         b"name:\tx\nname:\tevil\n\n")
 UNNAMED = b"pos:\t0\nflags:\t02000002\nmnt_id:\t14\nino:\t2\nsize:\t4096\ncount:\t3\nexp_name:\tsystem\n"
 REGULAR = b"pos:\t0\nflags:\t0100002\nmnt_id:\t25\nino:\t1234\n"
 

@@ -1,14 +1,21 @@
 """recording: counter deltas, buffer attribution (inventory.index), row building and the poll loop, without a kernel."""
 from types import SimpleNamespace
 
-from dmabuf_top.probes.hooks import HookState, State
-from dmabuf_top.recording import session as s
-from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
 from dmabuf_top.inventory.index import BufferFeed, BufferIndex
 from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.recorder import RecordingContext
 from dmabuf_top.recording.rows import (
-    amount_deltas, clean_frames, counter_deltas, io_event, latency_buckets, path_samples, session_path)
+    amount_deltas,
+    clean_frames,
+    counter_deltas,
+    io_event,
+    latency_buckets,
+    path_samples,
+    session_path,
+)
 from dmabuf_top.recording.sources import RING_DROPS, IoPathSource, all_sources
 from dmabuf_top.recording.taskstats_source import TaskstatsSource, descendants, parse_ppid, taskstats_sample
 from dmabuf_top.taskstats import Delay, TaskStats
@@ -71,7 +78,7 @@ def test_buffer_map_stays_bounded_under_churn():
     # the soak's churn: what is kept is three reads' worth, whatever the number of reads.
     known = BufferIndex()
     inode = 1000
-    for read in range(5000):
+    for _ in range(5000):
         shown = []
         for index in range(10):
             inode += 1
@@ -185,9 +192,10 @@ def snap(by_target=None, by_task=None, stacks=None, dropped=0, lifecycle=None):
 
 def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
     tracer = FakeTracer([
-        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})}, stacks={(7, "cpu_copy_read", "read"): (1, MIB)}),
-        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})}, stacks={(7, "cpu_copy_read", "read"): (1, MIB)},
-             dropped=3),
+        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})},
+             stacks={(7, "cpu_copy_read", "read"): (1, MIB)}),
+        snap({HEAP: counters(calls=1, bytes=MIB, cpu_copied=MIB, hist={5: 1})},
+             stacks={(7, "cpu_copy_read", "read"): (1, MIB)}, dropped=3),
         snap({HEAP: counters(calls=2, bytes=3 * MIB, cpu_copied=3 * MIB, hist={5: 2})},
              stacks={(7, "cpu_copy_read", "read"): (2, 3 * MIB), (-17, "gup", "read"): (1, 4)}, dropped=3),
     ])
@@ -306,7 +314,8 @@ def test_io_path_source_forgets_the_counters_of_buffers_gone_and_counts_a_comeba
     assert [r for r in source.poll(3) if isinstance(r, s.PathSample)] == []
     assert tracer.forgotten == [[HEAP]]  # the alive, idle udmabuf stays
     # Counted as new, not as 4096 - 2 MiB.
-    assert [r for r in source.poll(4) if isinstance(r, s.PathSample)] == [s.PathSample(4, 0, 0, "read", 4096, 0, 0, 0, 1, 0)]
+    assert [r for r in source.poll(4) if isinstance(r, s.PathSample)] == [
+        s.PathSample(4, 0, 0, "read", 4096, 0, 0, 0, 1, 0)]
     assert source.poll(5) == [] and len(tracer.forgotten) == 2
 
 

@@ -13,11 +13,11 @@ from html.parser import HTMLParser
 
 import pytest
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.compare import CompareHtmlRenderer
-from dmabuf_top.analysis.renderers import FORMATS, RenderOptions, Renderer
-from dmabuf_top.probes.iopaths import Counters
+from dmabuf_top.analysis.renderers import FORMATS, Renderer, RenderOptions
 from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters
+from dmabuf_top.recording import session as s
 from dmabuf_top.validate import runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict
@@ -200,7 +200,7 @@ def test_every_renderer_writes_its_format_and_neutralises_hostile_strings(sessio
 
 def test_every_format_names_its_own_renderer_class():
     assert set(CHECKS) >= set(FORMATS)
-    for name, entry in FORMATS.items():
+    for _, entry in FORMATS.items():
         cls = entry.renderer_class()
         assert issubclass(cls, Renderer) and cls.format is entry and entry.extensions
 

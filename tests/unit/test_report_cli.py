@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from dmabuf_top.recording import session as s
-from dmabuf_top.cli import main
 from dmabuf_top.analysis.renderers import guess_format
+from dmabuf_top.cli import main
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import SessionWriter
 
 
@@ -20,8 +20,9 @@ def recorded(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("name, fmt", [("r.html", "html"), ("r.trace.json", "perfetto"), ("r.perfetto.json", "perfetto"),
-                                       ("r.json", "json"), ("r.CSV", "csv"), (None, "html"), ("r.txt", "html"),
+@pytest.mark.parametrize("name, fmt", [("r.html", "html"), ("r.trace.json", "perfetto"),
+                                       ("r.perfetto.json", "perfetto"), ("r.json", "json"),
+                                       ("r.CSV", "csv"), (None, "html"), ("r.txt", "html"),
                                        ("r.flame.svg", "svg"), ("r.svg", "svg"), ("r.folded", "folded")])
 def test_format_from_the_output_name(name, fmt):
     assert guess_format(name) == fmt

@@ -4,10 +4,10 @@ import csv
 import io
 import json
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1 << 20

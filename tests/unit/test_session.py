@@ -9,9 +9,9 @@ import textwrap
 
 import pytest
 
-from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
 from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording import session as s
 from dmabuf_top.recording.session import Session, SessionError, SessionWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

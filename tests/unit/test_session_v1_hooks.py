@@ -9,7 +9,6 @@ from pathlib import Path
 
 from dmabuf_top.analysis import tables
 from dmabuf_top.probes.hooks import State
-
 from dmabuf_top.recording.session import SCHEMA_VERSION, Hook, PathSample, Session, SessionWriter
 
 V1_SESSION = Path(__file__).resolve().parent.parent / "data" / "session-v1.db"
@@ -22,7 +21,8 @@ def test_v1_session_reports_its_missing_concerns():
         states = {hook.name: hook.state for hook in session.hooks()}
         assert states["rw_file_enter"] is states["syscall_enter_raw"] is State.NOT_NEEDED
         assert states["copy_filemap_read"] is State.MISSING and states["gup_fast_enter"] is State.LIVE
-        assert [name for name, _ in tables.missing_hooks(session)] == ["copy_filemap_read", "copy_generic_perform_write"]
+        assert [name for name, _ in tables.missing_hooks(session)] == ["copy_filemap_read",
+                                                                       "copy_generic_perform_write"]
         (read,) = tables.path_totals(session)
         assert read.path == "read" and read.bytes == 3 * 65536
         assert read.cpu_copied_bytes is None  # not traced: never shown as 0

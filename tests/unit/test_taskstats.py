@@ -5,8 +5,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dmabuf_top.errors import DmabufTopError
-from dmabuf_top.taskstats import (_FIELDS, _V15_FIELDS, DELAY_KINDS, DelayAccounting, decode_taskstats,
-                                  find_attribute, start_ticks_in)
+from dmabuf_top.taskstats import (
+    _FIELDS,
+    _V15_FIELDS,
+    DELAY_KINDS,
+    DelayAccounting,
+    decode_taskstats,
+    find_attribute,
+    start_ticks_in,
+)
 
 
 def build(version, values, layout=_FIELDS, size=432):

@@ -2,16 +2,16 @@
 import ctypes
 
 import pytest
-from dmabuf_top.probes import hooks, iopaths, object_path
-from dmabuf_top.probes import tracer as tracing
-from dmabuf_top.inventory.index import BufferIndex
-from dmabuf_top.inventory.types import Buffer
-from dmabuf_top.probes.hooks import HookState, State
-from dmabuf_top.probes.iopaths import Counters
 
 from dmabuf_top import trace_model
 from dmabuf_top.bpf import struct_size_in_object
 from dmabuf_top.features import Feature, FeatureReport
+from dmabuf_top.inventory.index import BufferIndex
+from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.probes import hooks, iopaths, object_path
+from dmabuf_top.probes import tracer as tracing
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.render_trace import render_text
 
 

@@ -1,8 +1,8 @@
 """The verdict table, the evidence, the session a validate run records, and the report's method section."""
 import json
 
-from dmabuf_top.probes.iopaths import Counters, Outcome, Target
 from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters, Outcome, Target
 from dmabuf_top.recording.session import Session
 from dmabuf_top.trace_model import TraceSnapshot
 from dmabuf_top.validate import render, runner
@@ -30,7 +30,8 @@ def sample_run(missing=None):
                page_cache_pages=16384, buffer_inode=7, paths={"read": Counters(calls=2, bytes=SIZE, cpu_copied=SIZE,
                                                                                  pc_added=16384).to_dict()},
                evidence=[{"stack_id": 3, "point": "cpu_copy_read", "path": "read", "hits": 2, "amount": SIZE,
-                          "unit": "bytes", "frames": ["bpf_prog_1_copy", "bpf_trampoline_2", "vfs_read", "ksys_read"]}]),
+                          "unit": "bytes",
+                          "frames": ["bpf_prog_1_copy", "bpf_trampoline_2", "vfs_read", "ksys_read"]}]),
         result("udmabuf-read-direct", Verdict("zero-copy", "zero-copy", 0.0), pinned_pages=16384),
         result("heap-read-direct", Verdict("failed", "failed (EFAULT)"), errno=14, checksum=None, moved=0, reached=0),
         result("heap-rwfile-ioctl", absent("absent on this kernel (ENOTTY)"), alloc_ms=None, io_ms=None,
@@ -84,8 +85,9 @@ def test_json_is_valid_and_complete():
 
 
 def test_a_recorded_run_reports_a_method_comparison(tmp_path):
-    from dmabuf_top.analysis.html import HtmlRenderer
     import io
+
+    from dmabuf_top.analysis.html import HtmlRenderer
 
     path = tmp_path / "v.session"
     record_run(sample_run(), str(path))

@@ -13,10 +13,10 @@ import pytest
 
 from dmabuf_top.analysis import export, flame, html, tables
 from dmabuf_top.analysis.renderers import RenderOptions
+from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.recording.session import BufferSnapshot, PathSample, Session
 from dmabuf_top.stacks import kernel_frames
-from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.validate import runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
@@ -179,8 +179,8 @@ def test_buffers_are_the_methods_dmabufs_and_the_memfd_methods_are_said_to_have_
         assert (buffers[7].first_seen_s, buffers[7].last_seen_s) == pytest.approx((0.1, 0.2 + 0.4 + 0.1))
         over_time = tables.buffers_over_time(session)
         assert set(over_time) == {"system", "udmabuf"}
-        # The heap buffer from its allocation to its close (0.67 s after the session began; the pass after it at 0.72 s), not until the
-        # udmabuf method's first pass 6.6 s later.
+        # The heap buffer from its allocation to its close (0.67 s after the session began; the pass after it
+        # at 0.72 s), not until the udmabuf method's first pass 6.6 s later.
         assert [(round(t, 6), n, size) for t, n, size in over_time["system"][:4]] == [
             (0.1, 1, SIZE), (0.7, 1, SIZE), (0.72, 0, 0), (6.6, 0, 0)]
         assert [n for _, n, _ in over_time["udmabuf"]] == [0, 0, 0, 1, 1, 0]

@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from dmabuf_top.validate.verdict import (Flow, Measurement, absent, unmeasured_copy_sites, verdict)
+from dmabuf_top.validate.verdict import Flow, Measurement, absent, unmeasured_copy_sites, verdict
 
 MiB = 1 << 20
 SIZE = 64 * MiB

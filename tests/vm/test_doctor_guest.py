@@ -6,7 +6,6 @@ import sys
 
 import pytest
 
-
 pytestmark = pytest.mark.guest
 
 

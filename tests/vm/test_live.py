@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from tmux_session import Tmux, wait_for_file
 
 pytestmark = pytest.mark.guest
@@ -170,8 +169,9 @@ def test_json_process_pane_has_taskstats_for_the_workload(workload):
     finally:
         delayacct.write_text(before)
     assert out.returncode == 0, out.stderr
-    from dmabuf_top.live.jsonout import JSON_SCHEMA
     import jsonschema
+
+    from dmabuf_top.live.jsonout import JSON_SCHEMA
 
     objects = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(objects) == 2

@@ -15,12 +15,12 @@ import subprocess
 import sys
 
 import pytest
+from inventory_oracle import expected_numbers, numbers_of
 
 from dmabuf_top.alloc import alloc_heap
 from dmabuf_top.inventory.collect import IteratorSnapshots
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.probes.task_dmabufs import read_holders
-from inventory_oracle import expected_numbers, numbers_of
 
 pytestmark = pytest.mark.guest
 

@@ -13,11 +13,11 @@ import pytest
 
 from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.probes import iopaths
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.probes.hooks import missing_concerns
 from dmabuf_top.probes.tracer import Tracer
-from dmabuf_top.inventory.index import BufferIndex
 
 pytestmark = pytest.mark.guest
 

@@ -19,12 +19,12 @@ import sys
 from contextlib import contextmanager
 
 import pytest
+from rw_file_request import rw_file, scratch_file
 
 from dmabuf_top import alloc
 from dmabuf_top.inventory.bufinfo import read_bufinfo
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.validate.methods import RW_FILE_READ
-from rw_file_request import rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 

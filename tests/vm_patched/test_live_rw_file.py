@@ -10,10 +10,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from rw_file_request import SCRATCH
 
 from dmabuf_top.live.jsonout import JSON_SCHEMA
-
-from rw_file_request import SCRATCH
 
 pytestmark = pytest.mark.guest
 

@@ -6,10 +6,10 @@ import mmap
 import os
 
 import pytest
+from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 from dmabuf_top import alloc
 from dmabuf_top.validate.methods import RW_FILE_DIRECT, RW_FILE_READ, RW_FILE_WRITE
-from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 
@@ -128,7 +128,7 @@ def test_refusals_carry_the_documented_errors(opened):
                 "misaligned direct I/O": (fd, RW_FILE_READ | RW_FILE_DIRECT, 513, 0, PAGE),
             }
             for what, args in cases.items():
-                assert _errno_of(lambda: rw_file(dmabuf.fd, *args)) == "EINVAL", what
+                assert _errno_of(lambda args=args: rw_file(dmabuf.fd, *args)) == "EINVAL", what
             assert _errno_of(lambda: rw_file(dmabuf.fd, -1, RW_FILE_READ, 0, 0, PAGE)) == "EBADF"
             assert _errno_of(lambda: rw_file(dmabuf.fd, write_only, RW_FILE_READ, 0, 0, PAGE)) == "EBADF"
             assert _errno_of(lambda: rw_file(dmabuf.fd, fd, RW_FILE_WRITE, 0, 0, PAGE)) == "EBADF"

@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 from dmabuf_top import alloc
 from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.probes.tracer import Tracer
 from dmabuf_top.validate.methods import RW_FILE_DIRECT, RW_FILE_READ, RW_FILE_WRITE
 from dmabuf_top.validate.runner import drop_page_cache
-
-from rw_file_request import PAGE, SCRATCH, rw_file, scratch_file
 
 pytestmark = pytest.mark.guest
 

@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from rw_file_request import SCRATCH
 
 from dmabuf_top.validate import render, runner
-from rw_file_request import SCRATCH
 
 pytestmark = pytest.mark.guest
 
