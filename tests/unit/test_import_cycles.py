@@ -10,9 +10,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Cycles another branch removes; each entry is deleted when that branch merges.
-
-
 def package_dirs():
     """{package name: source directory}: dmabuf_top/, and each other top-level directory with an __init__.py
     (probes/, analysis/, kernel/), installed as dmabuf_top.<directory>."""
@@ -129,3 +126,33 @@ def test_cycle_finder_finds_a_cycle():
 def test_no_import_cycles():
     found = cycles(import_graph())
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in found)
+
+
+def reachable(graph, start):
+    """Every package module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for successor in graph.get(todo.pop(), ()):
+            if successor not in seen:
+                seen.add(successor)
+                todo.append(successor)
+    return seen
+
+
+def test_layers_hold():
+    """The rules of docs/architecture.md that keep the layers apart."""
+    graph = import_graph()
+    for module in (m for m in graph if m.startswith("dmabuf_top.analysis")):
+        reached = reachable(graph, module)
+        assert not {m for m in reached if m.startswith(("dmabuf_top.live", "dmabuf_top.sampler"))}, \
+            f"{module} reaches the live view: analysis reads sessions only"
+    for module in ("dmabuf_top.kernelfs", "dmabuf_top.trace_model", "dmabuf_top.probes.hooks"):
+        assert "dmabuf_top.bpf" not in reachable(graph, module), f"{module} must load no BPF"
+    assert reachable(graph, "dmabuf_top.kernelfs") <= {"dmabuf_top.errors"}
+    assert reachable(graph, "dmabuf_top.inventory.types") == set()
+    assert not {m for m in reachable(graph, "dmabuf_top.prometheus") if m.startswith("dmabuf_top.live")}
+
+
+def test_layer_check_sees_a_violation():
+    graph = {"dmabuf_top.analysis.html": {"dmabuf_top.text"}, "dmabuf_top.text": {"dmabuf_top.live.model"}}
+    assert "dmabuf_top.live.model" in reachable(graph, "dmabuf_top.analysis.html")
