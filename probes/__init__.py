@@ -21,7 +21,7 @@ def bpf_arch(machine=None):
 
 
 def object_path(concern, machine=None):
-    """Path of the compiled BPF object for a concern on this machine, e.g. 'dmabuf_iter' -> .../dmabuf_iter.x86.bpf.o."""
+    """Path of the compiled BPF object for a concern on this machine: 'dmabuf_iter' -> .../dmabuf_iter.x86.bpf.o."""
     path = PROBES_DIR / f"{concern}.{bpf_arch(machine)}.bpf.o"
     if not path.is_file():
         raise BpfError(

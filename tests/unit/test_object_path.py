@@ -1,8 +1,8 @@
 """The BPF object loaded is the one built for the machine's architecture."""
 import pytest
+from dmabuf_top.probes import bpf_arch, object_path
 
 from dmabuf_top.errors import BpfError
-from dmabuf_top.probes import bpf_arch, object_path
 
 
 @pytest.mark.parametrize("machine, arch", [("x86_64", "x86"), ("aarch64", "arm64"), ("arm64", "arm64")])
