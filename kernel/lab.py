@@ -556,7 +556,8 @@ def run_in_guest(
         job.source_path = str(source_dir)
         job.env = {**job.env, userland.PACKAGES_VARIABLE: userland.encode_mapping(mapping)}
         _check_cwd_in_shares(Path(job.cwd), source_dir, job.results_path)
-        userland.make_mount_points(root_dir, [p for p in (job.source_path, job.results_path) if p])
+        userland.make_mount_points(root_dir, [p for p in (job.source_path, job.results_path) if p],
+                                   initramfs.TMPFS_COVERED)
         busybox = userland.guest_busybox(root_dir)
     run = LabRun(
         qemu=qemu, kernel=chosen, base_initramfs=initramfs.build_base_initramfs(busybox=busybox), job=job,

@@ -30,11 +30,12 @@ from .arch import GuestArch
 from .fetch import PrivateApt, cache_root, foreign_apt
 
 # Bump when what goes into the tree changes, so a stale cached tree is rebuilt.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"
 COMPLETE_MARK = ".dmabuf-top-complete"
 
 # Debian packages the guest needs; their dependencies come along.
-GUEST_PACKAGES = ("busybox-static", "dash", "coreutils", "python3", "libbpf1")
+# libstdc++6: manylinux wheels with C++ inside (numpy) expect the system's, like every manylinux library but libpython.
+GUEST_PACKAGES = ("busybox-static", "dash", "coreutils", "python3", "libbpf1", "libstdc++6")
 # Python packages for the guest besides the project's own requirements (the guest test suites run pytest).
 GUEST_EXTRA_WHEELS = ("pytest",)
 
@@ -281,8 +282,10 @@ def guest_busybox(tree: Path) -> Path:
     raise DmabufTopError(f"the guest tree {tree} holds no busybox (busybox-static): assemble it again")
 
 
-def make_mount_points(tree: Path, host_paths: Iterable[str]) -> None:
+def make_mount_points(tree: Path, host_paths: Iterable[str], under_tmpfs: Iterable[str] = ()) -> None:
     """Create, in the tree, the directories the guest mounts host directories on: the root is read-only
-    in the guest, so init cannot make them there (under /tmp or /run it could, but need not)."""
-    for path in host_paths:
-        (tree / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    in the guest, so init cannot make them there. Under a tmpfs of the guest (`under_tmpfs`) init makes them."""
+    covered = [Path(p) for p in under_tmpfs]
+    for path in map(Path, host_paths):
+        if not any(c in path.parents for c in covered):
+            (tree / str(path).lstrip("/")).mkdir(parents=True, exist_ok=True)
