@@ -26,7 +26,7 @@ from typing import Iterable, Optional
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency
 
-from .arch import GuestArch, X86_64
+from .arch import X86_64, GuestArch, is_native
 
 SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEFAULT_FLAVOUR = "cloud-amd64"
@@ -366,10 +366,10 @@ def _private_apt(cache_dir: Optional[Path], suite: str, sources_file: Path, arch
             f"cannot read {sources_file} ({error.strerror}): fetching a kernel needs a Debian "
             "apt setup; pass --kernel PATH instead"
         ) from None
-    if arch == X86_64:  # the state directory amd64 always used, with the machine's default architecture
-        return PrivateApt(cache_root(cache_dir) / "apt", derive_apt_source(sources_text, suite))
-    return PrivateApt(cache_root(cache_dir) / f"apt-{arch.debian}",
-                      derive_apt_source(sources_text, suite, arch.debian), arch.debian)
+    # amd64 keeps the state directory it always had; the machine's own architecture needs no override.
+    state = cache_root(cache_dir) / ("apt" if arch == X86_64 else f"apt-{arch.debian}")
+    architecture = None if is_native(arch) else arch.debian
+    return PrivateApt(state, derive_apt_source(sources_text, suite, architecture), architecture)
 
 
 def _download_and_unpack(apt: PrivateApt, version: str, flavour: str, cache_dir, arch: GuestArch = X86_64) -> Kernel:

@@ -219,3 +219,15 @@ def test_lab_env_names_the_source_share():
     assert "LAB_SOURCE_TAG=dmabuf-top-source" in env and "LAB_SOURCE_PATH=/work/checkout" in env
     assert "LAB_SOURCE_TAG=''" in GuestJob(["true"]).lab_env()
 
+
+
+@pytest.mark.parametrize("machine, wanted", [("x86_64", {"amd64": None, "arm64": "arm64"}),
+                                             ("aarch64", {"amd64": "amd64", "arm64": None})])
+def test_apt_overrides_the_architecture_only_for_a_foreign_guest(tmp_path, monkeypatch, machine, wanted):
+    monkeypatch.setattr(arch.platform, "machine", lambda: machine)
+    sources = tmp_path / "debian.sources"
+    sources.write_text(SAMPLE_SOURCES)
+    for guest in (arch.X86_64, arch.ARM64):
+        apt = fetch._private_apt(tmp_path, "sid", sources, guest)
+        overridden = next((o.split("=", 1)[1] for o in apt.options if o.startswith("APT::Architecture=")), None)
+        assert overridden == wanted[guest.debian]
