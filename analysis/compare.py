@@ -3,8 +3,10 @@ from dataclasses import dataclass
 from html import escape
 from typing import List, Optional
 
+from ..trace_model import NOT_TRACED
 from . import figures, tables
 from .html import page, png_img, table_html, text
+from .renderers import FORMATS, RenderOptions, Renderer
 
 
 @dataclass(frozen=True)
@@ -49,16 +51,17 @@ def deltas(session_a, session_b) -> List[Delta]:
 
 def _number(value):
     if value is None:
-        return "n/t"  # not traced in that session
+        return NOT_TRACED  # not traced in that session
     return f"{value:.1f}" if isinstance(value, float) and not value.is_integer() else f"{int(value)}"
 
 
-class CompareHtmlRenderer:
+class CompareHtmlRenderer(Renderer):
     """render(session_a, out) against session_b: a table of deltas, then each figure A | B."""
 
-    binary = False
+    format = FORMATS["html"]
 
-    def __init__(self, session_b):
+    def __init__(self, session_b, options=RenderOptions()):
+        super().__init__(options)
         self.session_b = session_b
 
     def render(self, session_a, out):

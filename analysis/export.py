@@ -11,6 +11,7 @@ from dataclasses import asdict
 
 from ..text import terminal_safe
 from . import methods, tables
+from .renderers import FORMATS, Renderer
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -43,31 +44,21 @@ def _latency_rows(session):
     return header, [tuple(asdict(r).values()) for r in tables.latency_table(session)]
 
 
-METHOD_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
-                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
-                  "checksum")
-
-
 def _method_rows(session):
-    """A validate session's methods (empty for other sessions); what was not measured is an empty cell."""
-    header = METHOD_COLUMNS + ("verdict",)
-    return header, [tuple(row.get(name) for name in METHOD_COLUMNS) + (row.get("verdict", {}).get("label"),)
-                    for row in methods.rows(session)]
+    """The methods of a validate session (none for others); what was not measured is an empty cell."""
+    return methods.EXPORT_COLUMNS, [tuple(methods.export_row(m).values()) for m in methods.rows(session)]
 
 
 CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows}
 
 
-class CsvRenderer:
-    """render(session, out): one table (buffers, paths or latency) as CSV."""
+class CsvRenderer(Renderer):
+    """One table (options.table: buffers, paths, latency or methods) as CSV."""
 
-    binary = False
-
-    def __init__(self, table="buffers"):
-        self.table = table
+    format = FORMATS["csv"]
 
     def render(self, session, out):
-        header, rows = CSV_TABLES[self.table](session)
+        header, rows = CSV_TABLES[self.options.table](session)
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         for row in rows:
@@ -94,10 +85,10 @@ def tables_dict(session):
     }
 
 
-class JsonRenderer:
-    """render(session, out): every table in one JSON object."""
+class JsonRenderer(Renderer):
+    """Every table in one JSON object."""
 
-    binary = False
+    format = FORMATS["json"]
 
     def render(self, session, out):
         json.dump(tables_dict(session), out, indent=1, sort_keys=True)

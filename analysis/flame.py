@@ -11,6 +11,7 @@ from typing import Dict
 
 from ..stacks import kernel_frames
 from ..text import terminal_safe
+from .renderers import FORMATS, Renderer
 
 UNKNOWN_STACK = "[stack not recorded]"
 
@@ -121,17 +122,20 @@ def _depth(node):
     return 1 + max((_depth(child) for child in node["children"].values()), default=0)
 
 
-class FoldedRenderer:
-    """render(session, out): folded stacks as text."""
+class FoldedRenderer(Renderer):
+    """Folded stacks, weighed by options.weight."""
 
-    binary = False
-
-    def render(self, session, out):
-        out.write(render_folded(folded_stacks(session)))
-
-
-class FlameSvgRenderer:
-    binary = False
+    format = FORMATS["folded"]
 
     def render(self, session, out):
-        out.write(render_svg(folded_stacks(session)))
+        out.write(render_folded(folded_stacks(session, weight=self.options.weight)))
+
+
+class FlameSvgRenderer(Renderer):
+    """The flame graph as one SVG document, weighed by options.weight."""
+
+    format = FORMATS["svg"]
+
+    def render(self, session, out):
+        unit = "bytes" if self.options.weight == "amount" else "hits"
+        out.write(render_svg(folded_stacks(session, weight=self.options.weight), unit=unit))

@@ -6,7 +6,9 @@ import base64
 from html import escape
 
 from ..text import human_size, terminal_safe
+from ..trace_model import NOT_TRACED
 from . import figures, flame, methods, tables
+from .renderers import FORMATS, Renderer
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 1700px; }
@@ -89,7 +91,7 @@ def summary_html(session, summary):
 
 def _traced(show, value):
     """n/t (not traced: see Missing hooks) for a counter whose hooks were missing, never a zero."""
-    return "n/t" if value is None else show(value)
+    return NOT_TRACED if value is None else show(value)
 
 
 def path_table_html(totals):
@@ -148,34 +150,12 @@ def muted(sentence):
     return f'<p class="muted">{escape(sentence)}</p>'
 
 
-def validate_notes(session):
-    """{section: why it shows what it shows} for a validate session; {} for others."""
-    if not tables.is_validate_session(session):
-        return {}
-    notes = {"throughput": "validate measures each method's totals over its I/O window, not a time series: the plots "
-                           "spread each total evenly over that window (the method's average rate)."}
-    memfd = methods.without_dmabuf(session)
-    if memfd:
-        notes["top-buffers"] = notes["buffers-over-time"] = (
-            f"{', '.join(memfd)} load{'s' if len(memfd) == 1 else ''} into a memfd, which is no dma-buf: the kernel's "
-            f"dma-buf list has no row for it, so {'this method has' if len(memfd) == 1 else 'these methods have'} "
-            "none here.")
-    ran = [row for row in methods.rows(session) if methods.ran(row)]
-    if any(row.get("buffer") == "command" for row in ran):
-        notes["top-buffers"] = notes["buffers-over-time"] = (
-            "validate -- CMD judges the command's calls, it does not list its buffers: "
-            "`dmabuf-top record -- CMD` does.")
-    elif any(row.get("buffer") in ("heap", "udmabuf") for row in ran) and not tables.top_buffers(session, limit=1):
-        notes["top-buffers"] = notes["buffers-over-time"] = (
-            "the kernel's dma-buf list (iter/dmabuf) could not be read, so no method's dma-buf is shown.")
-    return notes
-
-
 def report_body(session, title=None):
     summary = tables.summary(session)
-    notes = validate_notes(session)
-    note = lambda key: muted(notes[key]) if key in notes else ""  # noqa: E731
     buffers = tables.top_buffers(session, limit=50)
+    method_rows = methods.rows(session)  # a validate run's: its own section, and notes on the others
+    notes = methods.notes(method_rows, bool(buffers)) if method_rows else {}
+    note = lambda key: muted(notes[key]) if key in notes else ""  # noqa: E731
     sections = {
         "summary": summary_html(session, summary),
         "throughput": note("throughput") + png_img(figures.throughput_by_path(session), "throughput_by_path")
@@ -193,9 +173,8 @@ def report_body(session, title=None):
         "dropped-events": dropped_html(session),
     }
     listed = SECTIONS
-    methods_html = methods.section_html(session, png_img)  # validate sessions only
-    if methods_html is not None:
-        sections["methods"] = methods_html
+    if method_rows:
+        sections["methods"] = methods.section_html(method_rows, png_img)
         listed = (("methods", "Load methods compared"),) + SECTIONS
     body = [f"<h1>{escape(title or 'dmabuf-top session report')}</h1>"]
     body.append("<p>" + " · ".join(f'<a href="#{key}">{escape(name)}</a>' for key, name in listed) + "</p>")
@@ -204,10 +183,10 @@ def report_body(session, title=None):
     return "\n".join(body)
 
 
-class HtmlRenderer:
-    """render(session, out): the whole report as one HTML document (text)."""
+class HtmlRenderer(Renderer):
+    """The whole report as one HTML document."""
 
-    binary = False
+    format = FORMATS["html"]
 
     def render(self, session, out):
         out.write(page(f"dmabuf-top report: {terminal_safe(session.path)}", report_body(session)))

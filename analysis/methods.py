@@ -1,116 +1,141 @@
-"""The method comparison of a `dmabuf-top validate --record` session: a figure and a table.
+"""The method comparison of a session that has `methods` rows (`dmabuf-top validate --record`).
 
-The rows come from the session's metadata key `validate` (what ValidateRun.to_dict() wrote).
-Sessions without it (plain `record`) have no method section.
+What is particular to such a session is here, and only this: its methods as a figure and a
+table, and the sentences that explain what the report's other sections show of them. Every
+other section reads it through the same tables as a recording.
 """
+import errno as errno_module
 from html import escape
+from typing import Dict, List, Optional
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..recording.session import Method
 from ..text import terminal_safe
+
+MiB = 1 << 20
 
 # One colour per verdict kind, the same in the figure and the table.
 COLOURS = {"zero-copy": "#2a9d47", "copies": "#e0a030", "failed": "#b0b0b0", "wrong-data": "#c0392b",
            "incomplete": "#c0392b", "unmeasured": "#7f8fa6", "absent": "#dddddd"}
 
-
-# What a method measures once it runs: a method that never ran has none of them (null, shown '-', never 0).
-MEASURED = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls", "errors")
-
-
-def ran(row):
-    """Did the method reach its I/O? (Sessions recorded before absent rows carried nulls had zeros there.)"""
-    return row.get("verdict", {}).get("kind") != "absent" and row.get("io_ms") is not None
+# What the exports call each column (the names of validate's JSON, which scripts read).
+EXPORT_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
+                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
+                  "checksum", "verdict")
 
 
-def rows(session):
-    """The validate rows of a session ([] when it is not a validate session); unmeasured counters None."""
-    data = session.metadata.get("validate")
-    if not isinstance(data, dict):
-        return []
-    out = []
-    for row in data.get("methods", []):
-        if isinstance(row, dict):
-            out.append(row if ran(row) else {**row, **{name: None for name in MEASURED}})
-    return out
+def rows(session) -> List[Method]:
+    """The session's methods in the order they ran ([] for a recording)."""
+    return session.records(Method)
 
 
-def without_dmabuf(session):
-    """Names of the methods that ran into a buffer that is no dma-buf (memfd): no buffer rows for them."""
-    return [row["name"] for row in rows(session) if ran(row) and row.get("buffer") == "memfd"]
+def ran(method):
+    """Did the method reach its I/O?"""
+    return method.verdict != "absent" and method.io_ms is not None
+
+
+def mb_s(method) -> Optional[float]:
+    """Payload over I/O time; None for a method that failed or never ran."""
+    if not method.io_ms or method.verdict in ("failed", "absent"):
+        return None
+    return method.payload / MiB / (method.io_ms / 1000)
+
+
+def errno_name(method):
+    return errno_module.errorcode.get(method.errno) if method.errno else None
+
+
+def export_row(method) -> Dict[str, object]:
+    """A method as the CSV and JSON exports show it; what was not measured is None."""
+    derived = {"mb_s": mb_s(method), "syscalls": method.calls, "errno_name": errno_name(method),
+               "direct": bool(method.direct), "verdict": method.verdict_label}
+    return {name: derived[name] if name in derived else getattr(method, name) for name in EXPORT_COLUMNS}
 
 
 def _label(text):
     return terminal_safe(text).replace("$", r"\$")
 
 
-def comparison_figure(method_rows):
+def comparison_figure(methods):
     """Two panels per method: I/O throughput (MB/s), and CPU copies with page-cache use, coloured by verdict."""
-    shown = [row for row in method_rows if row.get("verdict", {}).get("kind") != "absent"]
+    shown = [m for m in methods if m.verdict != "absent"]
     height = max(2.5, 0.28 * len(shown) + 1.2)
     figure = Figure(figsize=(10.0, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     speed, copies = figure.subplots(1, 2, sharey=True)
-    names = [_label(row["name"]) for row in shown]
     positions = list(range(len(shown)))
-    colours = [COLOURS.get(row["verdict"]["kind"], "#999999") for row in shown]
-    speed.barh(positions, [row.get("mb_s") or 0 for row in shown], color=colours)
-    speed.set_yticks(positions, names, fontsize=8)
+    colours = [COLOURS.get(m.verdict, "#999999") for m in shown]
+    speed.barh(positions, [mb_s(m) or 0 for m in shown], color=colours)
+    speed.set_yticks(positions, [_label(m.name) for m in shown], fontsize=8)
     speed.invert_yaxis()
     speed.set_xlabel("MB/s (payload / I/O time)")
     speed.set_title("Load throughput", fontsize=10)
-    ratios = [(row["cpu_copied"] or 0) / row["payload"] if row.get("payload") and row.get("cpu_copied") is not None
-              else 0 for row in shown]
+    ratios = [m.cpu_copied / m.payload if m.payload and m.cpu_copied is not None else 0 for m in shown]
     copies.barh(positions, ratios, color=colours)
-    for position, row, ratio in zip(positions, shown, ratios):
-        copies.text(ratio + 0.03, position, _label(row["verdict"]["label"]), va="center", fontsize=7)
+    for position, method, ratio in zip(positions, shown, ratios):
+        copies.text(ratio + 0.03, position, _label(method.verdict_label), va="center", fontsize=7)
     copies.set_xlim(0, max(ratios + [1]) + 1.6)
     copies.set_xlabel("CPU-copied bytes / payload")
     copies.set_title("Copies (colour: verdict)", fontsize=10)
     return figure
 
 
-def table_html(method_rows):
+def table_html(methods):
     def cell(value, fmt="{}"):
         return "-" if value is None else escape(fmt.format(value))
 
     head = ("method", "what", "alloc ms", "I/O ms", "close ms", "MB/s", "CPU-copied", "page cache (pages)",
             "pinned (pages)", "calls", "data", "verdict")
     body = []
-    for row in method_rows:
-        verdict = row.get("verdict", {})
-        colour = COLOURS.get(verdict.get("kind"), "#999999")
+    for m in methods:
+        reasons = "; ".join(terminal_safe(reason) for reason in m.verdict_reasons.splitlines())
         body.append("<tr>" + "".join([
-            f"<td>{escape(terminal_safe(row['name']))}</td>",
-            f"<td>{escape(terminal_safe(row.get('summary', '')))}</td>",
-            f'<td class="n">{cell(row.get("alloc_ms"), "{:.1f}")}</td>',
-            f'<td class="n">{cell(row.get("io_ms"), "{:.1f}")}</td>',
-            f'<td class="n">{cell(row.get("close_ms"), "{:.1f}")}</td>',
-            f'<td class="n">{cell(row.get("mb_s"), "{:.0f}")}</td>',
-            f'<td class="n">{cell(row.get("cpu_copied"))}</td>',
-            f'<td class="n">{cell(row.get("page_cache_pages"))}</td>',
-            f'<td class="n">{cell(row.get("pinned_pages"))}</td>',
-            f'<td class="n">{cell(row.get("syscalls"))}</td>',
-            f"<td>{cell(row.get('checksum'))}</td>",
-            f'<td style="border-left: 6px solid {colour}" title="{escape("; ".join(verdict.get("reasons", [])))}">'
-            f"{escape(terminal_safe(verdict.get('label', '')))}</td>",
+            f"<td>{escape(terminal_safe(m.name))}</td>",
+            f"<td>{escape(terminal_safe(m.summary))}</td>",
+            f'<td class="n">{cell(m.alloc_ms, "{:.1f}")}</td>',
+            f'<td class="n">{cell(m.io_ms, "{:.1f}")}</td>',
+            f'<td class="n">{cell(m.close_ms, "{:.1f}")}</td>',
+            f'<td class="n">{cell(mb_s(m), "{:.0f}")}</td>',
+            f'<td class="n">{cell(m.cpu_copied)}</td>',
+            f'<td class="n">{cell(m.page_cache_pages)}</td>',
+            f'<td class="n">{cell(m.pinned_pages)}</td>',
+            f'<td class="n">{cell(m.calls)}</td>',
+            f"<td>{cell(m.checksum and terminal_safe(m.checksum))}</td>",
+            f'<td style="border-left: 6px solid {COLOURS.get(m.verdict, "#999999")}" title="{escape(reasons)}">'
+            f"{escape(terminal_safe(m.verdict_label))}</td>",
         ]) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)
     return f"<table><tr>{header}</tr>{''.join(body)}</table>"
 
 
-def section_html(session, png_img):
-    """The report section for a validate session, or None. png_img(figure, name) inlines a figure."""
-    method_rows = rows(session)
-    if not method_rows:
-        return None
-    data = session.metadata["validate"]
-    source = data.get("file") or {}
-    context = (f"<p>{escape(terminal_safe(source.get('path', '')))}: {source.get('size', 0)} bytes on "
-               f"{escape(terminal_safe(source.get('filesystem', '?')))}; page cache "
-               f"{escape(str(data.get('page_cache', '?')))}.</p>") if source else ""
-    missing = data.get("missing") or {}
-    note = "".join(f"<p class=\"muted\">not traced: {escape(terminal_safe(k))}: {escape(terminal_safe(v))}</p>"
-                   for k, v in sorted(missing.items()))
-    return context + png_img(comparison_figure(method_rows), "methods") + table_html(method_rows) + note
+def section_html(methods, png_img):
+    """The report's method section. png_img(figure, name) inlines a figure."""
+    files = sorted({(m.file, m.payload, m.filesystem or "?", m.page_cache) for m in methods if m.file})
+    context = "".join(
+        f"<p>{escape(terminal_safe(path))}: {size} bytes on {escape(terminal_safe(filesystem))}; page cache "
+        f"{'warm' if cache == 'warm' else 'dropped before each method'}.</p>"
+        for path, size, filesystem, cache in files)
+    return context + png_img(comparison_figure(methods), "methods") + table_html(methods)
+
+
+def notes(methods, has_buffers) -> Dict[str, str]:
+    """{report section: what it shows of the methods, and why}. has_buffers: did any inventory pass list one?"""
+    out = {"throughput": "validate measures each method's totals over its I/O window, not a time series: the plots "
+                         "draw each method at its measured average rate across its window."}
+    done = [m for m in methods if ran(m)]
+    memfd = [m.name for m in done if m.buffer == "memfd"]
+    if memfd:
+        out["top-buffers"] = out["buffers-over-time"] = (
+            f"{', '.join(memfd)} load{'s' if len(memfd) == 1 else ''} into a memfd, which is no dma-buf: the kernel's "
+            f"dma-buf list has no row for it, so {'this method has' if len(memfd) == 1 else 'these methods have'} "
+            "none here.")
+    if any(m.buffer == "command" for m in done):
+        out["top-buffers"] = out["buffers-over-time"] = (
+            "validate -- CMD judges the command's calls, it does not list its buffers: "
+            "`dmabuf-top record -- CMD` does.")
+    elif any(m.buffer in ("heap", "udmabuf") for m in done) and not has_buffers:
+        out["top-buffers"] = out["buffers-over-time"] = (
+            "the kernel's dma-buf list (iter/dmabuf) could not be read, so no method's dma-buf is shown.")
+    return out

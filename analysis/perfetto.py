@@ -13,6 +13,7 @@ import json
 
 from ..text import terminal_safe
 from . import tables
+from .renderers import FORMATS, Renderer
 
 BUFFER_PID_BASE = 1 << 30
 
@@ -21,10 +22,10 @@ def _ts(ns, t0):
     return round((ns - t0) / 1000.0, 3)
 
 
-class PerfettoRenderer:
-    """render(session, out): Chrome trace event JSON (text)."""
+class PerfettoRenderer(Renderer):
+    """Chrome trace event JSON."""
 
-    binary = False
+    format = FORMATS["perfetto"]
 
     def render(self, session, out):
         t0 = tables.start_ns(session)

@@ -8,6 +8,8 @@ from the session's start (metadata started_ns).
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..probes.hooks import State
+
 # Latency buckets are log2 of microseconds: bucket n holds [2^n, 2^(n+1)) us (bucket 0 also < 1 us).
 
 
@@ -73,7 +75,9 @@ def end_ns(session):
 def first_row_s(session):
     """When the first row was recorded, in seconds from the start (sources take a while to start)."""
     first = session.query("SELECT min(t) FROM (SELECT min(time_ns) AS t FROM buffer_snapshots "
-                          "UNION ALL SELECT min(time_ns) FROM path_samples UNION ALL SELECT min(time_ns) FROM io_events)")
+                          "UNION ALL SELECT min(time_ns) FROM path_samples "
+                          "UNION ALL SELECT min(time_ns) FROM io_events "
+                          "UNION ALL SELECT min(io_started_ns) FROM methods WHERE io_started_ns > 0)")
     return max(0, (first[0][0] - start_ns(session)) / 1e9) if first and first[0][0] is not None else 0.0
 
 
@@ -108,20 +112,9 @@ def path_totals(session) -> List[PathTotal]:
     return sorted(totals, key=lambda t: (-t.bytes, t.path))
 
 
-# The tracer's programs (dmabuf_top.tracing.program_specs) whose hooks fill the copy and pin columns.
-CONCERN_OF_PROGRAM_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"))
-
-
 def untraced_concerns(session) -> set:
-    """The concerns ("cpu_copy", "gup") whose hooks the recording wanted but did not have."""
-    untraced = set()
-    for hook in session.hooks():
-        if hook.live or "not needed" in (hook.detail or ""):
-            continue
-        for prefix, concern in CONCERN_OF_PROGRAM_PREFIX:
-            if hook.name.startswith(prefix):
-                untraced.add(concern)
-    return untraced
+    """The concerns ("cpu_copy", "gup"...) with a hook the recording wanted but did not have (state missing)."""
+    return {hook.concern for hook in session.hooks() if hook.state is State.MISSING}
 
 
 def buffer_io_bytes(session) -> Dict[int, int]:
@@ -155,23 +148,57 @@ def sample_interval_ns(session):
     return int(interval * 1e9) if isinstance(interval, (int, float)) and interval > 0 else 0
 
 
+# A path_samples row counts what happened in the interval that ends at its time_ns. In a recording that
+# is the sampling interval, and a bin is never narrower. A validate method's rows cover its I/O window
+# (methods: io_started_ns to io_ended_ns, the row at its end, inode = its buffer), which spans many bins.
+WINDOW_OF_ROW = ("m.buffer_inode = p.inode AND m.io_ended_ns = p.time_ns "
+                 "AND 0 < m.io_started_ns AND m.io_started_ns < m.io_ended_ns")
+
+
+def _window_bytes(session, key, where, t0, width):
+    """{(key, bin): bytes} of the rows that cover a method's I/O window, each spread over the bins of the
+    window in proportion to the time it spends in them: the method's measured average rate, drawn as such.
+    Integer shares of a running total: they add up to the bytes measured, exactly."""
+    binned: Dict[Tuple[object, int], int] = {}
+    for name, start, end, moved in session.iterate(
+            f"SELECT p.{key}, m.io_started_ns, m.io_ended_ns, p.bytes FROM path_samples p "
+            f"JOIN methods m ON {WINDOW_OF_ROW} {where}"):
+        span = end - start
+        for slot in range((start - t0) // width, (end - 1 - t0) // width + 1):
+            low, high = max(start, t0 + slot * width), min(end, t0 + (slot + 1) * width)
+            share = moved * (high - start) // span - moved * (low - start) // span
+            if share:
+                binned[(name, slot)] = binned.get((name, slot), 0) + share
+    return binned
+
+
 def throughput_series(session, by="path", bins=100) -> Tuple[float, Dict[object, List[Tuple[float, float]]]]:
     """(bin width in s, {path or inode: [(t_s, bytes per second)]}) over at most `bins` equal bins.
 
     Only bins that moved bytes are listed. A bin is never narrower than the interval of the
     counter samples: narrower bins would alternate between a whole interval's bytes and none.
+    Rows that cover a validate method's I/O window are drawn at its average rate across it.
     """
     table = counter_table(session)
     t0, width = start_ns(session), _bin_ns(session, bins)
+    key = "path" if by == "path" else "inode"
+    where = "" if by == "path" else "WHERE p.inode != 0"
+    binned: Dict[Tuple[object, int], int] = {}
     if table == "path_samples":
         width = max(width, sample_interval_ns(session))
-    key = "path" if by == "path" else "inode"
-    where = "" if by == "path" else "WHERE inode != 0"
+        binned = _window_bytes(session, key, where, t0, width)
+        points = (f"SELECT p.{key}, (p.time_ns - ?) / ?, sum(p.bytes) FROM path_samples p "
+                  f"{where or 'WHERE 1'} AND NOT EXISTS (SELECT 1 FROM methods m WHERE {WINDOW_OF_ROW}) "
+                  "GROUP BY 1, 2")
+    else:
+        points = (f"SELECT p.{key}, (p.time_ns - ?) / ?, sum(p.bytes) FROM io_events p {where} "
+                  "GROUP BY 1, 2")
+    for name, slot, moved in session.iterate(points, (t0, width)):
+        binned[(name, slot)] = binned.get((name, slot), 0) + moved
     series: Dict[object, List[Tuple[float, float]]] = {}
-    for name, slot, moved in session.iterate(
-            f"SELECT {key}, (time_ns - ?) / ?, sum(bytes) FROM {table} {where} GROUP BY 1, 2 ORDER BY 1, 2",
-            (t0, width)):
-        series.setdefault(name, []).append(((slot + 0.5) * width / 1e9, moved / (width / 1e9)))
+    for (name, slot), moved in sorted(binned.items()):
+        if moved:
+            series.setdefault(name, []).append(((slot + 0.5) * width / 1e9, moved / (width / 1e9)))
     return width / 1e9, series
 
 
@@ -242,9 +269,10 @@ def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
 
 
 def missing_hooks(session) -> List[Tuple[str, str]]:
-    """(name, why) for each hook the recording wanted but could not attach, and each kernel feature
-    dmabuf-top traces through that this kernel refused."""
-    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if not hook.live]
+    """(name, why) for each hook the recording wanted but could not attach (not those it did not need: a
+    fallback whose primary was live, a path the kernel lacks), and each kernel feature dmabuf-top traces
+    through that this kernel refused."""
+    missing = [(hook.name, hook.detail or "not attached") for hook in session.hooks() if hook.state is State.MISSING]
     named = {name for name, _ in missing}
     for name, (available, _via, detail) in session.features().items():
         if not available and name not in named and name.startswith(("fn/", "tracepoint/", "iter/")):
@@ -260,11 +288,6 @@ def dropped_events(session) -> Dict[str, int]:
     return dict(session.query("SELECT source, sum(count) FROM drops GROUP BY source ORDER BY source"))
 
 
-def is_validate_session(session):
-    """A `validate --record` session: per-method totals (metadata `validate`), no per-call events."""
-    return isinstance(session.metadata.get("validate"), dict)
-
-
 def summary(session) -> Dict[str, object]:
     meta = session.metadata
     kernel = meta.get("kernel") or {}
@@ -278,8 +301,8 @@ def summary(session) -> Dict[str, object]:
         "duration_s": duration_s(session),
         "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
         "buffers_seen": session.query("SELECT count(DISTINCT inode) FROM buffer_snapshots")[0][0],
-        # None: this kind of session keeps no per-call events (validate keeps per-method totals), not "none happened".
-        "io_events": None if io_events == 0 and is_validate_session(session) else io_events,
+        # None: the session keeps no per-call events (validate keeps per-method totals), not "none happened".
+        "io_events": None if meta.get("per_call_events") is False else io_events,
         "calls": sum(t.calls for t in totals),
         "bytes_moved": sum(t.bytes for t in totals),
         "dropped_events": sum(dropped_events(session).values()),

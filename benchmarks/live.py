@@ -35,9 +35,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snapshot import HEAP, raise_fd_limit, spawn  # noqa: E402  (the same population as the snapshot benchmark)
 
-from dmabuf_top.live.collector import Sources  # noqa: E402
+from dmabuf_top.sampler import Sources  # noqa: E402
 from dmabuf_top.live.jsonout import render_json  # noqa: E402
-from dmabuf_top.live.model import LiveModel, Sample, ViewState  # noqa: E402
+from dmabuf_top.live.model import LiveModel  # noqa: E402
+from dmabuf_top.live.view import ViewState  # noqa: E402
+from dmabuf_top.sampler import Sample  # noqa: E402
 from dmabuf_top.live.screen import render  # noqa: E402
 from dmabuf_top.taskstats import delay_accounting  # noqa: E402
 
@@ -81,11 +83,12 @@ class SyntheticSources:
         self.cannot_see = ["synthetic population: no kernel pass, no taskstats"]
 
     def sample(self):
-        from dmabuf_top.inventory import build_inventory
+        from dmabuf_top.inventory.inventory import build_inventory
         from dmabuf_top.probes.dmabuf_iter import decode_columns
         from dmabuf_top.probes.iopaths import Counters, Target
         from dmabuf_top.probes.task_dmabufs import decode_columns as decode_holders
-        from dmabuf_top.tracing import HookStatus, TraceSnapshot
+        from dmabuf_top.probes.hooks import HookState, State
+        from dmabuf_top.trace_model import TraceSnapshot
 
         self._step += 1
         step = self._step
@@ -93,7 +96,7 @@ class SyntheticSources:
         by_target = {Target(1001 + k, 0, "read", "dmabuf", False): Counters(calls=step, bytes=step * 4096 * k)
                      for k in range(50)}
         by_task = {(2000 + p, "read"): Counters(calls=step, bytes=step * 4096 * p) for p in range(self._processes)}
-        hooks = [HookStatus("enter_read", "read", "syscalls:sys_enter_read", True, "tracepoint", "present")]
+        hooks = [HookState("enter_read", "read", "syscalls:sys_enter_read", State.LIVE, "tracepoint", "present")]
         trace = TraceSnapshot(by_target, by_task, {}, {}, {}, {}, 0, hooks)
         return Sample(time.monotonic(), time.time(), inventory, trace, {}, True)
 

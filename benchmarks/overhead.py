@@ -141,7 +141,8 @@ class Modes:
     """Every mode loaded once; switch() leaves exactly one of them attached (none for untraced)."""
 
     def __init__(self, report):
-        from dmabuf_top.tracing import Tracer, missing_concerns
+        from dmabuf_top.probes.hooks import missing_concerns
+        from dmabuf_top.probes.tracer import Tracer
 
         self._loaded = {}
         try:

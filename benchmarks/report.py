@@ -12,9 +12,9 @@ import sys
 import tempfile
 import time
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.html import HtmlRenderer
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 TARGET = 20.0
 T0 = 10_000_000_000

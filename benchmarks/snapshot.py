@@ -21,13 +21,14 @@ import subprocess
 import sys
 import time
 
-from dmabuf_top import procfs
+from dmabuf_top.inventory import procfs
 from dmabuf_top.alloc import DMA_HEAP_IOCTL_ALLOC, HEAP_ALLOCATION_DATA, PAGE_SIZE
-from dmabuf_top.bufinfo import BUFINFO_PATH, read_bufinfo
-from dmabuf_top.inventory import (IteratorSnapshots, build_inventory, buffers_from_bufinfo, collect)
+from dmabuf_top.inventory.bufinfo import BUFINFO_PATH, read_bufinfo
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.collect import IteratorSnapshots, buffers_from_bufinfo, collect
 from dmabuf_top.probes.dmabuf_iter import DmabufIterator
 from dmabuf_top.probes.task_dmabufs import TaskDmabufIterator
-from dmabuf_top.render_snapshot import render_json
+from dmabuf_top.inventory.render_snapshot import render_json
 
 HEAP = "/dev/dma_heap/system"
 

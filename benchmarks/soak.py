@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dmabuf_top.inventory import IteratorSnapshots  # noqa: E402
+from dmabuf_top.inventory.collect import IteratorSnapshots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DMABUF_TOP = [sys.executable, "-m", "dmabuf_top"]
@@ -297,7 +297,7 @@ def run_soak(seconds, workdir, workers=4, keep=3, interval=0.5, samples=4):
             failures.append(f"{name} RSS grew from {series[1]} to {series[-1]} KiB")
 
     from dmabuf_top.analysis import tables
-    from dmabuf_top.session import Session
+    from dmabuf_top.recording.session import Session
 
     with Session(session) as recorded:
         exports = recorded.query("SELECT count(DISTINCT inode) FROM lifecycle_events WHERE event = 'export'")[0][0]

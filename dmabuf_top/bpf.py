@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import BpfError, MissingDependency
-from .features import tracefs_root
+from .kernelfs import tracefs_root
 
 log = logging.getLogger("libbpf")
 

@@ -15,7 +15,7 @@ from .text import human_size, terminal_safe
 
 
 def show_inside():
-    from .bufinfo import read_bufinfo
+    from .inventory.bufinfo import read_bufinfo
     from .features import detect
     from .probes.dmabuf_iter import read_buffers
     from .scene import build
@@ -76,7 +76,7 @@ def show_validate(results_dir=None):
         os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="matplotlib-"))
         warnings.simplefilter("ignore", UserWarning)
         from .analysis.html import HtmlRenderer
-        from .session import Session
+        from .recording.session import Session
         from .validate.store import record_run
 
         session_path = os.path.join(results_dir, "validate.session")

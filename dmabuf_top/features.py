@@ -8,13 +8,14 @@ import os
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional
 
+from .bpf import KernelBtf, libbpf_version
 from .errors import NeedsPrivilege
+from .kernelfs import BUFINFO, Kallsyms, ensure_debugfs, tracefs_root, tracepoint_exists
+from .probes import feature_probe as trials
+from .probes.hooks import DMA_BUF_TRACEPOINTS, HOOK_POINTS
 
-TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
-DEBUGFS = Path("/sys/kernel/debug")
-BUFINFO = DEBUGFS / "dma_buf" / "bufinfo"
 DMA_HEAP_DIR = Path("/dev/dma_heap")
 UDMABUF_DEVICE = Path("/dev/udmabuf")
 KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -28,54 +29,9 @@ CAP_BPF = 39
 PROBE_TRACEPOINT = ("sched", "sched_process_fork")
 PROBE_FUNCTION = "vfs_read"
 
-# The 7.0+ dma_buf tracepoints (drivers/dma-buf/dma-buf-trace.h).
-DMA_BUF_TRACEPOINTS = (
-    "dma_buf_export",
-    "dma_buf_fd",
-    "dma_buf_get",
-    "dma_buf_put",
-    "dma_buf_mmap",
-    "dma_buf_mmap_internal",
-    "dma_buf_dynamic_attach",
-    "dma_buf_detach",
-)
-
-
-@dataclass(frozen=True)
-class Hook:
-    """One kernel path dmabuf-top traces, with where it can hook it, best first."""
-
-    name: str
-    purpose: str
-    functions: Tuple[str, ...] = ()  # traced by fentry/fexit, else kprobe/kretprobe
-    tracepoints: Tuple[str, ...] = ()  # "category:event" fallbacks
-    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch
-
-
-HOOKS = (
-    # One program on each raw syscall tracepoint (tp_btf, else raw_tp) tells the traced syscalls apart by
-    # number: half the cost of the per-syscall perf events (benchmarks/overhead.py).
-    Hook("syscalls", "read, write and their p/v variants, copy_file_range, sendfile and splice: who, "
-         "which file, which buffer, bytes, errors, latency", (), ("raw_syscalls:sys_enter", "raw_syscalls:sys_exit")),
-    Hook("copy_file_range", "bytes moved by copy_file_range", ("vfs_copy_file_range",)),
-    Hook("exporter_rw_file", "an exporter's direct file I/O callback (patched kernels)",
-         ("dma_buf_rw_file", "system_heap_rw_file", "udmabuf_rw_file"), patched_only=True),
-    Hook("direct_io", "O_DIRECT through iomap", ("__iomap_dio_rw", "iomap_dio_rw"),
-         ("iomap:iomap_dio_rw_begin", "iomap:iomap_dio_complete")),
-    Hook("gup", "pages pinned or got by GUP",
-         ("pin_user_pages_fast", "pin_user_pages", "__get_user_pages", "get_user_pages_fast",
-          "iov_iter_extract_pages", "gup_fast_fallback")),
-    Hook("page_cache", "pages added to and removed from the page cache", (),
-         ("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache")),
-    Hook("cpu_copy", "bytes copied by the CPU in the iov_iter helpers",
-         ("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic", "copy_page_from_iter_atomic",
-          "_copy_from_iter",
-          # Around the helpers (which are not ftrace-able on the kernels we met): their return values are the copies.
-          "filemap_read", "generic_perform_write")),
-    Hook("sendfile_splice", "sendfile and splice", ("do_splice", "do_splice_direct", "splice_file_to_pipe")),
-    Hook("lifecycle", "dma-buf creation, attach, mmap and release", ("dma_buf_export", "dma_buf_file_release"),
-         tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS)),
-)
+# The detail of a function hook that is in neither BTF nor kallsyms on a patched-only point: the kernel has
+# no such path (the Tracer then reports its programs as not needed, not missing).
+ABSENT_UNPATCHED = "absent (needs a patched kernel)"
 
 
 @dataclass
@@ -129,35 +85,6 @@ def require_bpf_privileges(what="this command"):
 # Files and devices
 
 
-def tracefs_root(mount_if_missing=True):
-    """Where tracefs is, mounting it at /sys/kernel/tracing if nothing is mounted (as perf does)."""
-    for candidate in TRACEFS_CANDIDATES:
-        if (candidate / "events").is_dir():
-            return candidate
-    if mount_if_missing and os.geteuid() == 0 and TRACEFS_CANDIDATES[0].is_dir():
-        if os.system(f"mount -t tracefs nodev {TRACEFS_CANDIDATES[0]} 2>/dev/null") == 0:
-            return TRACEFS_CANDIDATES[0]
-    return None
-
-
-def tracepoint_exists(tracefs, spec):
-    category, event = spec.split(":", 1)
-    return tracefs is not None and (tracefs / "events" / category / event).is_dir()
-
-
-def kallsyms_names(path="/proc/kallsyms"):
-    names = set()
-    try:
-        with open(path) as kallsyms:
-            for line in kallsyms:
-                parts = line.split()
-                if len(parts) >= 3:
-                    names.add(parts[2])
-    except OSError:
-        pass
-    return names
-
-
 def dma_heaps():
     try:
         return sorted(entry.name for entry in DMA_HEAP_DIR.iterdir())
@@ -176,15 +103,6 @@ def _readable(path):
         return False, "not readable (needs root)"
     except OSError as error:
         return False, error.strerror
-
-
-def ensure_debugfs():
-    """Mount debugfs at /sys/kernel/debug if it is not (bufinfo lives there); True if mounted."""
-    if os.path.ismount(DEBUGFS):
-        return True
-    if os.geteuid() == 0 and DEBUGFS.is_dir():
-        return os.system(f"mount -t debugfs nodev {DEBUGFS} 2>/dev/null") == 0
-    return False
 
 
 # ---------------------------------------------------------------------------
@@ -217,10 +135,6 @@ def _from_trial(trial, via):
 def detect():
     """Try every attach type, iterator, tracepoint, device and hook this tool uses."""
     require_bpf_privileges("feature detection")
-    # Imported here: the BPF side needs libbpf, and `--help` should not.
-    from .bpf import KernelBtf, libbpf_version
-    from .probes import feature_probe as trials
-
     report = FeatureReport(kernel=kernel_facts())
     features = report.features
     features["privileges"] = Feature(True, "root" if os.geteuid() == 0 else "capabilities", "CAP_BPF/CAP_PERFMON")
@@ -263,16 +177,17 @@ def detect():
                                   "present" if has_udmabuf else "no /dev/udmabuf (CONFIG_UDMABUF off)")
 
     with KernelBtf() as btf:
-        _detect_hooks(features, btf, kallsyms_names(), tracefs)
+        _detect_hooks(features, btf, Kallsyms.from_file().names, tracefs)
     return report
 
 
 def _detect_hooks(features, btf, kallsyms, tracefs):
-    """Per traced function: fentry if the kernel accepts it, else kprobe, else the hook's tracepoints."""
-    functions = [fn for hook in HOOKS for fn in hook.functions]
+    """Per traced function of the hook catalogue: fentry if the kernel accepts it, else kprobe; per tracepoint:
+    whether tracefs has it."""
+    functions = [fn for hook in HOOK_POINTS for fn in hook.functions]
     in_btf = [fn for fn in functions if btf.has_function(fn)]
-    fentry_trials = trials_for_fentry(in_btf) if features["fentry"].available else {}
-    for hook in HOOKS:
+    fentry_trials = trials.trial_fentry(in_btf) if features["fentry"].available else {}
+    for hook in HOOK_POINTS:
         for function in hook.functions:
             features[f"fn/{function}"] = _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials)
         for spec in hook.tracepoints:
@@ -285,7 +200,7 @@ def _detect_hooks(features, btf, kallsyms, tracefs):
 
 def _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials):
     if function not in in_btf and function not in kallsyms:
-        return Feature(False, None, "absent (needs a patched kernel)" if hook.patched_only else "not in this kernel")
+        return Feature(False, None, ABSENT_UNPATCHED if hook.patched_only else "not in this kernel")
     if function not in in_btf:
         fentry_why = "not in BTF"
     elif not features["fentry"].available:
@@ -299,20 +214,8 @@ def _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials):
     elif not features["kprobe"].available:
         kprobe_why = features["kprobe"].detail.split(" ")[0]
     else:
-        trial = _kprobe_trial(function)
+        trial = trials.trial_kprobe(function)
         if trial.ok:
             return Feature(True, "kprobe", f"{hook.name}: kprobe attach succeeded (fentry: {fentry_why})")
         kprobe_why = trial.detail
     return Feature(False, None, f"{hook.name}: fentry refused ({fentry_why}), kprobe refused ({kprobe_why})")
-
-
-def trials_for_fentry(functions):
-    from .probes import feature_probe
-
-    return feature_probe.trial_fentry(functions)
-
-
-def _kprobe_trial(function):
-    from .probes import feature_probe
-
-    return feature_probe.trial_kprobe(function)

@@ -20,7 +20,7 @@ Metrics (all names prefixed `dmabuf_`):
     map_full_refused_keys_total{map}           counter new keys a full map refused (their I/O is
                                                        missing from the counters above)
 
-Each scrape forgets the counters of buffers gone (live.collector.TraceReader), so the tracer's
+Each scrape forgets the counters of buffers gone (sampler.TraceReader), so the tracer's
 maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes); a metric whose
 hooks are missing is left out rather than reported as 0. Buffer names and comms
 are label values escaped as on a terminal (text.terminal_safe), so a hostile
@@ -34,6 +34,8 @@ from typing import Optional
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .inventory.index import BufferIndex
+from .sampler import TraceReader
 from .text import terminal_safe
 
 DEFAULT_TOP = 20
@@ -44,8 +46,9 @@ _PER_PATH = (("bytes", "io_bytes", "bytes moved by each I/O path", None),
              ("pc_added", "io_page_cache_added_pages", "page-cache pages added on each I/O path", "page_cache"))
 
 
-def families(inventory, trace=None, top: int = DEFAULT_TOP):
-    """Metric families for one inventory (and trace snapshot); pure, so tested without a kernel."""
+def families(inventory, trace=None, top: int = DEFAULT_TOP, index: Optional[BufferIndex] = None):
+    """Metric families for one inventory (and trace snapshot); pure, so tested without a kernel.
+    index: the BufferIndex that learnt this inventory (made from it when not given)."""
     out = []
     buffers = GaugeMetricFamily("dmabuf_exporter_buffers", "dma-bufs per exporter", labels=["exporter"])
     size = GaugeMetricFamily("dmabuf_exporter_bytes", "bytes of dma-bufs per exporter", labels=["exporter"])
@@ -83,7 +86,8 @@ def families(inventory, trace=None, top: int = DEFAULT_TOP):
     out += [rss, pss, count]
 
     if trace is not None:
-        out += _trace_families(trace, inventory, {b.inode for b in shown})
+        index = index if index is not None else BufferIndex.of_inventory(inventory)
+        out += _trace_families(trace, index, {b.inode for b in shown})
     return out
 
 
@@ -104,16 +108,7 @@ def _buffers_held(inventory, process):
     return len(process.buffers) if inventory.arrays is None else inventory.arrays.buffers_held(process.pid)
 
 
-def _per_buffer(trace, inventory):
-    from .tracing import per_buffer, per_buffer_of
-
-    if inventory.arrays is None:
-        return per_buffer(trace, [e.buffer for e in inventory.buffers])
-    columns = inventory.arrays.columns
-    return per_buffer_of(trace, set(columns.inode.tolist()), columns.backing_files())
-
-
-def _trace_families(trace, inventory, shown_inodes):
+def _trace_families(trace, index, shown_inodes):
 
     missing = trace.missing_concerns()
     out = []
@@ -128,7 +123,7 @@ def _trace_families(trace, inventory, shown_inodes):
     buffer_io = CounterMetricFamily("dmabuf_buffer_io_bytes", "bytes moved into or out of the top dma-bufs",
                                     labels=["inode", "path"])
     aggregated = {}
-    for inode, paths in sorted(_per_buffer(trace, inventory).items()):
+    for inode, paths in sorted(index.per_buffer(trace.by_target, alive_only=True).items()):
         for path, counters in paths.items():
             if inode in shown_inodes:
                 buffer_io.add_metric([str(inode), path], counters.bytes)
@@ -143,7 +138,7 @@ def _trace_families(trace, inventory, shown_inodes):
         live.add_metric([concern], 0 if concern in missing else 1)
     out.append(live)
     out.append(CounterMetricFamily("dmabuf_dropped_events", "ring buffer records lost", value=trace.dropped))
-    from .tracing import MINIMAL_MAPS
+    from .trace_model import MINIMAL_MAPS
 
     refused = CounterMetricFamily("dmabuf_map_full_refused_keys",
                                   "new keys a full BPF map refused: what they carried is missing from the counters",
@@ -159,18 +154,18 @@ class DmabufCollector:
     Scrapes may come from several threads at once (the HTTP server is threaded): one at a time here."""
 
     def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP):
-        from .live.collector import TraceReader
-
         self._take = take_inventory
         self._reader = TraceReader(tracer) if tracer is not None else None
+        self._index = BufferIndex()  # fed by each scrape's inventory read
         self._top = top
         self._lock = threading.Lock()
 
     def collect(self):
         with self._lock:
             inventory = self._take()
-            trace = self._reader.snapshot(inventory) if self._reader is not None else None  # targets, tasks
-        return families(inventory, trace, self._top)
+            self._index.learn_inventory(inventory)
+            trace = self._reader.snapshot(self._index) if self._reader is not None else None  # targets, tasks
+            return families(inventory, trace, self._top, self._index)
 
 
 def parse_listen(text: str):

@@ -9,13 +9,13 @@ the tracer, the demo), `decode_columns` into arrays for the snapshot's join at
 tens of thousands of buffers (numpy, imported only there).
 """
 import ctypes
-import os
 import struct
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from ..bpf import open_object
 from ..errors import BpfError
+from ..inventory.types import Buffer
+from ..kernelfs import kernel_dev_to_user
 from . import object_path
 
 RECORD_MAGIC = 0x64627566
@@ -49,35 +49,6 @@ class DmabufRecord(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True)
-class Buffer:
-    """One dma-buf as the kernel sees it.
-
-    `name` is raw bytes set by any process (hostile until escaped), or None for a
-    buffer never named; b"" is a buffer named with an empty string.
-    """
-
-    inode: int
-    size: int
-    exporter: str
-    name: Optional[bytes]
-    file_refs: int
-    attachment_count: int
-    attached_devices: Tuple[str, ...] = field(default_factory=tuple)
-    vmapped: bool = False
-    backing_inode: int = 0  # udmabuf: the memfd whose pages it holds...
-    backing_dev: int = 0  # ...on this device (user-space st_dev encoding, as os.stat gives)
-
-    @property
-    def name_text(self):
-        """The name decoded for programs (invalid UTF-8 replaced); escape it again before showing it."""
-        return None if self.name is None else self.name.decode("utf-8", "replace")
-
-
-def kernel_dev_to_user(dev):
-    """The kernel's internal dev_t (major << 20 | minor) -> the st_dev user space sees (new_encode_dev)."""
-    major, minor = dev >> 20, dev & 0xFFFFF
-    return os.makedev(major, minor)
 
 
 def _cstring(raw):

@@ -1,6 +1,6 @@
 """Decodes what iopaths.bpf.c aggregates: ctypes mirrors of iopaths.h and pure decoders.
 
-The loader and the hook selection live in dmabuf_top/tracing.py; this module has
+The loader lives in probes/tracer.py, the hook catalogue in probes/hooks.py; this module has
 no kernel dependency, so its decoders are tested anywhere.
 """
 import ctypes
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Tuple
 
 from ..errors import BpfError
+from ..kernelfs import filesystem_name, kernel_dev_to_user
 
 HIST_SLOTS = 32
 COMM_LEN = 16
@@ -23,10 +24,6 @@ RECORD_LIFECYCLE = 2
 # enum iomap_counted: the maps whose refused new keys the map_full array counts, in its order.
 COUNTED_MAPS = ("io_by_target", "io_by_task", "pagecache_by_file", "stack_counts", "lifecycle_counts",
                 "traced_tgids")
-
-# Superblock magics worth a name in output (include/uapi/linux/magic.h).
-MAGICS = {0x444D4142: "dmabuf", 0x01021994: "tmpfs", 0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs",
-          0x50495045: "pipefs", 0x534F434B: "sockfs", 0x6A656A63: "virtiofs/fuse", 0x65735546: "fuse"}
 
 
 class IoTargetKey(ctypes.Structure):
@@ -102,13 +99,6 @@ def _decode(struct_type, raw):
     return struct_type.from_buffer_copy(raw[: ctypes.sizeof(struct_type)])
 
 
-def kernel_dev_to_user(dev):
-    """Kernel dev_t (major << 20 | minor) -> the st_dev user space sees."""
-    import os
-
-    return os.makedev(dev >> 20, dev & 0xFFFFF)
-
-
 @dataclass
 class Counters:
     """What one path did: bytes, cost inside, latency. Values are cumulative since tracing started."""
@@ -177,7 +167,7 @@ class Outcome:
 
 
 def _fs_name(magic):
-    return MAGICS.get(magic, f"0x{magic:x}") if magic else "-"
+    return filesystem_name(magic) if magic else "-"
 
 
 OUTCOME_FIELDS = ("calls", "bytes", "requested")

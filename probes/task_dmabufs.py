@@ -6,18 +6,16 @@ fixed structs decoded strictly; duplicates (a thread with an fd table or mm of
 its own walked beside its leader) are removed here.
 """
 import struct
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from ..bpf import BpfObject
 from ..errors import BpfError
+from ..inventory.types import FdRef, Holders, MapRef
 from . import object_path
 
 MAGIC = 0x74646266
 KIND_FD = 1
 KIND_MAP = 2
 COMM_LEN = 16
-
 # Mirror of struct task_dmabuf_record (task_dmabufs.h): magic, kind, tgid, tid,
 # inode, fd, start, end, pgoff, comm. struct is used rather than ctypes because
 # tens of thousands of records are decoded per snapshot.
@@ -29,36 +27,6 @@ _COMM_OFFSET = RECORD.size - COMM_LEN
 
 FD_PROGRAM = "dump_dmabuf_fds"
 MAP_PROGRAM = "dump_dmabuf_maps"
-
-
-class FdRef(NamedTuple):
-    """Process `pid` has dma-buf `inode` open as descriptor `fd` (a tuple: cheap by the ten thousand)."""
-
-    pid: int
-    fd: int
-    inode: int
-
-
-class MapRef(NamedTuple):
-    """Process `pid` maps dma-buf `inode` at [start, end), from page `pgoff` of the buffer."""
-
-    pid: int
-    inode: int
-    start: int
-    end: int
-    pgoff: int = 0
-
-
-@dataclass
-class Holders:
-    """Every reference user space holds on a dma-buf, as one source saw it.
-
-    `comms` maps each pid found to its command name (bytes: any process can set it).
-    """
-
-    fds: list
-    maps: list
-    comms: dict
 
 
 def _comm(raw):

@@ -1,6 +1,6 @@
 """Writing a rendered report: never over an existing file without --force, never a report to a terminal.
 
-Renderers share one protocol, `render(session, out)` on a text stream (see dmabuf_top.analysis);
+Renderers share one protocol, `render(session, out)` on a text stream (dmabuf_top/analysis/renderers.py);
 this is the one place that turns that into a file or stdout.
 """
 import os

@@ -13,9 +13,8 @@ from ..prometheus import DEFAULT_TOP
 def command(listen, top, no_trace):
     """Serve dma-buf gauges (per exporter, buffer, process) and I/O path counters to Prometheus (needs root)."""
     from ..features import require_bpf_privileges
-    from ..live.app import sigterm_exits
-    from ..live.collector import Sources
     from ..prometheus import DmabufCollector, parse_listen, serve
+    from ..sampler import Sources, sigterm_exits
 
     address, port = parse_listen(listen)
     require_bpf_privileges("the Prometheus exporter")

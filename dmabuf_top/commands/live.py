@@ -45,7 +45,9 @@ def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
     dmabuf-top [interval] [count]: refresh every interval seconds (default 1), stop after
     count refreshes. Keys: Tab/1-4 pane, < > sort column, r reverse, / filter, space pause, q quit.
     """
-    from ..live.model import LiveModel, ViewState, sort_keys
+    from ..live.columns import sort_keys
+    from ..live.model import LiveModel
+    from ..live.view import ViewState
     from ..taskstats import delay_accounting
 
     interval, count = _parse_numbers(numbers)
@@ -63,12 +65,12 @@ def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
 
     from ..features import require_bpf_privileges
     from ..live import app
-    from ..live.collector import Sources, kernel_release, run_batch
+    from ..sampler import Sources, kernel_release, run_batch, sigterm_exits
 
     require_bpf_privileges("the live view")
     # The full screen shows the inventory at once and the I/O hooks load behind it (tens of seconds
     # on an emulated CPU); batch output waits for them, so that its first table is already traced.
-    with app.sigterm_exits(), delay_accounting() as delayacct, \
+    with sigterm_exits(), delay_accounting() as delayacct, \
             Sources(pid=pid, delayacct=delayacct, background=not batch) as sources:
         model = LiveModel(interval, kernel=kernel_release(), cannot_see=sources.cannot_see, pid=pid)
         if not batch:

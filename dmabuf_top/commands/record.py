@@ -29,9 +29,9 @@ def command(output, duration, interval, force, argv):
     Exits with CMD's exit code (128 + N if a signal N killed it).
     """
     from ..features import detect, require_bpf_privileges
-    from ..record_sources import all_sources
-    from ..recorder import Recorder
-    from ..session import SessionWriter
+    from ..recording.recorder import Recorder
+    from ..recording.session import SessionWriter
+    from ..recording.sources import all_sources
 
     if not _usable_seconds(interval) or (duration is not None and not _usable_seconds(duration)):
         raise DmabufTopError("--interval and --duration must be positive, finite numbers of seconds", exit_code=2)

@@ -2,8 +2,9 @@
 import click
 
 from ..errors import DmabufTopError
-from ..inventory import HOLDER_SOURCES, SOURCES, collect
-from ..render_snapshot import render_csv, render_json, render_table
+from ..inventory.inventory import HOLDER_SOURCES, SOURCES
+from ..inventory.collect import collect
+from ..inventory.render_snapshot import render_csv, render_json, render_table
 
 
 @click.command()

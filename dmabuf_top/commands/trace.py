@@ -6,7 +6,8 @@ import time
 import click
 
 from ..errors import DmabufTopError
-from ..tracing import Tracer, render_text
+from ..probes.tracer import Tracer
+from ..render_trace import render_text
 
 
 def _emit(tracer, previous, as_json, elapsed, pid):
@@ -46,8 +47,8 @@ def command(pid, as_json, show_hooks, args):
     with Tracer(pid=pid, stacks=False) as tracer:
         if show_hooks:
             for hook in tracer.hooks:
-                state = f"live via {hook.via}" if hook.live else "MISSING"
-                click.echo(f"{hook.concern:<16} {hook.target:<48} {state}  {'' if hook.live else hook.reason}")
+                state = f"live via {hook.via}" if hook.live else hook.state.value.upper()
+                click.echo(f"{hook.concern:<16} {hook.target:<48} {state}  {'' if hook.live else hook.why}")
             return
         started = time.monotonic()
         if args:

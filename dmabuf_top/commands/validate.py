@@ -117,6 +117,6 @@ def command(size, directory, method_names, list_methods, warm, chunk, expectatio
             click.echo(f"expect {name}: {why}", err=True)
         raise SystemExit(0 if outcomes and all(held for _, held, _ in outcomes) else 1)
     if run.command_exit:
-        from ..recorder import exit_status
+        from ..recording.command import exit_status
 
         raise SystemExit(exit_status(run.command_exit))

@@ -1,4 +1,4 @@
-"""The curses loop of `dmabuf-top`: keys in, frames from the collector thread, screen.render out.
+"""The curses loop of `dmabuf-top`: keys in, frames from the sampler's Collector thread, screen.render out.
 
 Why curses and not Textual: it is in the standard library (nothing to install
 on a device being debugged), starts in milliseconds next to Textual's hundreds,
@@ -17,15 +17,15 @@ from __future__ import annotations
 import curses
 import os
 import queue
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from .collector import Collector
-from .model import PANES, ViewState
+from ..sampler import Collector, sigterm_exits
+from .columns import PANES
 from .screen import render
+from .view import ViewState
 
 
 @dataclass(frozen=True)
@@ -169,23 +169,6 @@ def _draw(screen, lines):
                 pass
             x += len(text)
     screen.refresh()
-
-
-class _Terminated(SystemExit):
-    pass
-
-
-@contextmanager
-def sigterm_exits():
-    """SIGTERM becomes SystemExit(143) in the main thread, so every `finally` (terminal, sysctls) runs."""
-    def handler(signum, frame):
-        raise _Terminated(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

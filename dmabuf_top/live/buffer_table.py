@@ -14,7 +14,7 @@ yet), and
   - a Row (what screen.py and jsonout.py format) is built only for the rows
     asked for: the visible ones on screen, every one for --json or -C.
 
-The order is the one model.sort_rows gives a list of Rows (tests/unit compare
+The order is the one view.sort_rows gives a list of Rows (tests/unit compare
 the two for every sort key, direction and filter): known values by the key, ties
 by inode ascending, rows without a value (None: no rate yet) last, by inode.
 Only stable numpy sorts are used (see inventory.stable_groups for why).
@@ -25,8 +25,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..inventory import Refs
-from .model import ASCENDING, IO_COLUMNS, Row
+from ..inventory.types import Refs
+from ..text import terminal_safe
+from .columns import ASCENDING, IO_COLUMNS, Row
 
 # Sort keys held as arrays; the others (exporter, name, holders) are text.
 _NUMERIC = ("inode", "size", "attachments", *IO_COLUMNS)
@@ -42,8 +43,6 @@ class NameCache:
     def __call__(self, raw):
         safe = self._safe.get(raw)
         if safe is None:
-            from ..text import terminal_safe
-
             if len(self._safe) >= self._limit:  # churning names: start again rather than grow without bound
                 self._safe.clear()
             safe = self._safe[raw] = terminal_safe(raw)

@@ -43,7 +43,9 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from .model import COLUMNS, IO_COLUMNS, PANES, Frame, ViewState, visible_rows
+from .columns import COLUMNS, IO_COLUMNS, PANES
+from .model import Frame
+from .view import ViewState, visible_rows
 
 SCHEMA = "dmabuf-top.live/1"
 

@@ -1,161 +1,38 @@
-"""The live view's model: columns, rows, rates, sort and filter. Pure: no kernel, no terminal.
+"""The live view's model: samples in, frames of rows with rates out. Pure: no kernel, no terminal.
 
-A `Sample` is what the collector read at one instant (an inventory, a trace
+A `sampler.Sample` is what the sampler read at one instant (an inventory, a trace
 snapshot, taskstats per process); `LiveModel.update(sample)` turns successive
-samples into a `Frame`: one list of `Row`s per pane, with per-second rates
-from counter deltas over the measured elapsed time (live/rates.py) and the
-buffers that appeared or vanished since the previous sample marked.
-
-Every column is declared once, in `COLUMNS`, with its sort key (what `-s` and
-`<`/`>` use), label, width, format and the tracing concerns that fill it: when
-all of those concerns' hooks are missing the cell reads "n/t" (not traced),
-never 0. A value the kernel does not keep for one row reads "n/a" (a process
-older than the moment the view turned delay accounting on has no block-I/O,
-swap-in or reclaim delays: its row's extra["delays_na"] says why). A value
-that exists but is not known yet (the first sample has no rate) is None and
-reads "-".
+samples into a `Frame`: one list of `Row`s per pane (columns.py), with per-second
+rates from counter deltas over the measured elapsed time (live/rates.py) and the
+buffers that appeared or vanished since the previous sample marked. Per-buffer I/O
+comes from the buffer index (inventory.index) that learnt the sample's inventory.
+A value the kernel does not keep for one row reads "n/a" (a process older than the
+moment the view turned delay accounting on has no block-I/O, swap-in or reclaim
+delays: its row's extra["delays_na"] says why).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..inventory import ExporterTotal
+from ..inventory.index import BufferIndex
+from ..inventory.inventory import InventoryArrays
+from ..inventory.types import ExporterTotal
+from ..probes.dmabuf_iter import BufferColumns
+from ..probes.hooks import State
+from ..sampler import Sample
 from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
-from ..text import human_size, terminal_safe
+from ..text import terminal_safe
+from ..trace_model import MINIMAL_MAPS
+from .buffer_table import BufferTable, NameCache
+from .columns import COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, PANES, XFER_PATHS, Row
 from .rates import RateTracker
 
-PANES = ("buffers", "processes", "exporters", "paths")
-PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
-# rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/patches);
-# elsewhere its row says "absent", never 0.
-IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
 RATE_FIELDS = ("calls", "bytes", "cpu_copied", "pinned_pages", "pc_added", "latency_ns")
-DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
-NOT_TRACED = "n/t"
-NOT_AVAILABLE = "n/a"  # the kernel keeps no such figure for this row (see Row.unavailable)
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str  # the sort key (-s KEY) and the JSON field
-    label: str
-    width: int
-    fmt: str = "int"  # text | int | size | mbps | rate | pct | us
-    concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
-    help: str = ""
-
-    @property
-    def left(self):
-        return self.fmt == "text"
-
-
-_XFER = ("copy_file_range", "sendfile", "splice", "rw_file")
-IO_COLUMNS = ("read", "write", "xfer", "copy", "pin")
-_IO = (
-    Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
-    Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
-    Column("xfer", "XFER MB/s", 9, "mbps", _XFER,
-           "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)"),
-    Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
-    Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
-)
-
-COLUMNS: Dict[str, Tuple[Column, ...]] = {
-    "buffers": (
-        Column("inode", "INODE", 8),
-        Column("exporter", "EXPORTER", 10, "text"),
-        Column("size", "SIZE", 10, "size"),
-        Column("attachments", "ATT", 3),
-        Column("holders", "HOLDERS", 18, "text", help="pid(comm) of every process with an fd or mapping"),
-        *_IO,
-        Column("name", "NAME", 0, "text", help="the buffer's name (DMA_BUF_SET_NAME), escaped"),
-    ),
-    "processes": (
-        Column("pid", "PID", 7),
-        Column("comm", "COMM", 15, "text"),
-        Column("buffers", "BUFS", 5),
-        Column("rss", "RSS", 10, "size", help="sum of the sizes of the buffers it references"),
-        Column("pss", "PSS", 10, "size", help="each buffer's size divided by its number of holders"),
-        Column("fds", "FDS", 4),
-        Column("maps", "MAPS", 4),
-        *_IO,
-        Column("blkio", "BLKIO%", 6, "pct", ("delayacct",), "share of the interval spent waiting for block I/O"),
-        Column("swapin", "SWAPIN%", 7, "pct", ("delayacct",), "share of the interval spent waiting for swap-in"),
-        Column("reclaim", "RECLAIM%", 8, "pct", ("delayacct",), "share of the interval spent in memory reclaim"),
-    ),
-    "exporters": (
-        Column("exporter", "EXPORTER", 16, "text"),
-        Column("buffers", "BUFFERS", 8),
-        Column("bytes", "BYTES", 10, "size"),
-        *_IO,
-    ),
-    "paths": (
-        Column("path", "PATH", 16, "text"),
-        Column("calls", "CALLS/s", 8, "rate"),
-        Column("bytes", "MB/s", 8, "mbps"),
-        Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",)),
-        Column("pin", "PIN pg/s", 8, "rate", ("gup",)),
-        Column("pc_added", "PC+ pg/s", 8, "rate", ("page_cache",), "page-cache pages added per second"),
-        Column("latency", "AVG us", 8, "us", help="mean syscall latency over the interval"),
-        Column("status", "HOOKS", 0, "text"),
-    ),
-}
-DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes"}
-# Columns whose natural order is ascending (names, ids); numbers sort largest first.
-ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status"}
-
-
-def column(pane, key) -> Column:
-    return next(c for c in COLUMNS[pane] if c.key == key)
-
-
-def sort_keys() -> List[str]:
-    return sorted({c.key for columns in COLUMNS.values() for c in columns})
-
-
-class Row:
-    """One line of a pane. values: column key -> value (None: not known yet); extra: JSON-only
-    detail; state: "new", "freed" or None; search: lower-case text the filter matches."""
-
-    __slots__ = ("key", "values", "extra", "state", "search")
-
-    def __init__(self, key, values, extra=None, state=None, search=""):
-        self.key = key
-        self.values = values
-        self.extra = extra or {}
-        self.state = state
-        self.search = search
-
-    def __repr__(self):
-        return f"Row({self.key!r}, {self.values!r}, state={self.state!r})"
-
-    @property
-    def unavailable(self) -> Tuple[str, ...]:
-        """Column keys the kernel keeps no figure for in this row: they read n/a, never 0."""
-        return tuple(DELAYS) if self.extra.get("delays_na") else ()
-
-
-@dataclass
-class Sample:
-    """What the collector read at one instant. trace: a tracing.TraceSnapshot or None (tracing
-    unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
-    delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
-    every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that
-    failed to start)."""
-
-    monotonic: float
-    wall: float
-    inventory: object
-    trace: Optional[object] = None
-    taskstats: Mapping[int, object] = field(default_factory=dict)
-    delayacct: object = False
-    tracing_pending: bool = False
-    cannot_see: Sequence[str] = ()
 
 
 @dataclass
@@ -178,7 +55,7 @@ class Frame:
     sequence: int = 0
     absent: Dict[str, str] = field(default_factory=dict)  # path -> why this kernel has no such path
     tracing_pending: bool = False  # the I/O hooks are still loading: rates read "-", nothing is "missing" yet
-    # {map: new keys it refused} for the maps the view's counters come from (tracing.MINIMAL_MAPS): what
+    # {map: new keys it refused} for the maps the view's counters come from (trace_model.MINIMAL_MAPS): what
     # those keys carried is missing from the rates. None without a trace snapshot.
     map_full: Optional[Dict[str, int]] = None
 
@@ -219,7 +96,7 @@ def _io_values(rates: Optional[Mapping[str, float]], first: bool, has_counters: 
     return {
         "read": total(("read",), "bytes"),
         "write": total(("write",), "bytes"),
-        "xfer": total(_XFER, "bytes"),
+        "xfer": total(XFER_PATHS, "bytes"),
         "copy": total(IO_PATHS, "cpu_copied"),
         "pin": total(IO_PATHS, "pinned_pages"),
     }
@@ -240,8 +117,6 @@ class LiveModel:
     """Turns successive Samples into Frames. Holds the rate trackers and the previous buffer table."""
 
     def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None):
-        from .buffer_table import NameCache
-
         self.interval = interval
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
@@ -286,11 +161,11 @@ class LiveModel:
         inodes = columns.inode[selection]
         buffer_io = {}
         if trace is not None:
-            from ..tracing import per_buffer_of
-
-            shown = _SortedSet(inodes)
-            backing = {memfd: inode for memfd, inode in columns.backing_files().items() if inode in shown}
-            buffer_io = per_buffer_of(trace, shown, backing)
+            index = sample.index if sample.index is not None else BufferIndex.of_inventory(inventory)
+            buffer_io = index.per_buffer(trace.by_target, alive_only=True)
+            if self.pid is not None:  # only the buffers the process holds
+                shown = _SortedSet(inodes)
+                buffer_io = {inode: paths for inode, paths in buffer_io.items() if inode in shown}
         # No rate before the second sample, nor while the hooks load, nor on the first traced sample.
         first = elapsed is None or trace is None and pending or (trace is not None and not self._traced)
         self._traced = trace is not None
@@ -323,8 +198,6 @@ class LiveModel:
         return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
 
     def _buffer_table(self, now, arrays, selection, buffer_io, comms, first):
-        from .buffer_table import BufferTable
-
         samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}
         rates = self._trackers["buffers"].update(now, samples)
         inodes = arrays.columns.inode[selection]
@@ -479,8 +352,6 @@ def _map_full(trace) -> Optional[Dict[str, int]]:
     """The refusals of the maps the view reads; the others (page cache per file, lifecycle) it never shows."""
     if trace is None:
         return None
-    from ..tracing import MINIMAL_MAPS
-
     return {name: int(trace.map_full.get(name, 0)) for name in MINIMAL_MAPS}
 
 
@@ -491,8 +362,8 @@ def absent_paths(hooks, missing) -> Dict[str, str]:
     live = {h.concern for h in hooks if h.live}
     reasons = {}
     for hook in hooks:
-        if not hook.live:
-            reasons.setdefault(hook.concern, f"{hook.target}: {hook.reason.removeprefix('not needed: ')}")
+        if hook.state is State.NOT_NEEDED:
+            reasons.setdefault(hook.concern, f"{hook.target}: {hook.why}")
     return {path: reasons.get(path, "no hook for this path") for path in IO_PATHS
             if path not in live and path not in missing}
 
@@ -524,9 +395,6 @@ class _SortedSet:
 
 def _arrays_of(inventory):
     """InventoryArrays for an inventory made without them (built from its objects: small inventories only)."""
-    from ..inventory import InventoryArrays
-    from ..probes.dmabuf_iter import BufferColumns
-
     entries = inventory.buffers
     columns = BufferColumns.from_buffers([entry.buffer for entry in entries])
     pairs = sorted((pid, row, refs) for row, entry in enumerate(entries) for pid, refs in entry.holders.items())
@@ -534,115 +402,6 @@ def _arrays_of(inventory):
                            np.array([r for _, r, _ in pairs], dtype=np.intp),
                            np.array([refs.fds for _, _, refs in pairs], dtype=np.int64),
                            np.array([refs.maps for _, _, refs in pairs], dtype=np.int64))
-
-
-# ---------------------------------------------------------------------------
-# The view: pane, sort, filter (what the keys change)
-
-
-@dataclass
-class ViewState:
-    pane: str = "buffers"
-    sort: Dict[str, str] = field(default_factory=lambda: dict(DEFAULT_SORT))
-    reverse: Dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PANES, False))
-    filter: str = ""
-    paused: bool = False
-    scroll: int = 0
-    editing_filter: Optional[str] = None  # the text being typed after '/', None when not typing
-    max_rows: Optional[int] = None
-
-    def set_sort(self, key):
-        """-s KEY: every pane that has the column sorts by it."""
-        if key not in sort_keys():
-            raise ValueError(key)
-        for pane in PANES:
-            if any(c.key == key for c in COLUMNS[pane]):
-                self.sort[pane] = key
-
-    def move_sort(self, step):
-        columns = COLUMNS[self.pane]
-        index = next(i for i, c in enumerate(columns) if c.key == self.sort[self.pane])
-        self.sort[self.pane] = columns[(index + step) % len(columns)].key
-        self.scroll = 0
-
-    def next_pane(self, step=1):
-        self.pane = PANES[(PANES.index(self.pane) + step) % len(PANES)]
-        self.scroll = 0
-
-
-def visible_rows(frame: Frame, view: ViewState) -> Sequence[Row]:
-    """The current pane's rows, filtered then sorted (None values last in either direction). The
-    Buffers pane's is a buffer_table.RowList: its Rows are built only when read."""
-    from .buffer_table import BufferTable
-
-    rows = frame.rows[view.pane]
-    if isinstance(rows, BufferTable):
-        return rows.visible(view.sort[view.pane], view.reverse[view.pane], view.filter)
-    if view.filter:
-        needle = view.filter.lower()
-        rows = [row for row in rows if needle in row.search]
-    return sort_rows(rows, view.sort[view.pane], view.reverse[view.pane])
-
-
-def sort_rows(rows: Sequence[Row], key: str, reverse: bool = False) -> List[Row]:
-    """Known values by `key` (text without case), ties by the row key ascending so the order is stable
-    from frame to frame; rows without a value last, by row key. buffer_table.BufferTable.order gives
-    the same order on arrays."""
-    descending = key not in ASCENDING
-    if reverse:
-        descending = not descending
-    known = [row for row in rows if row.values.get(key) is not None]
-    unknown = [row for row in rows if row.values.get(key) is None]
-    text = bool(known) and isinstance(known[0].values[key], str)
-    known.sort(key=_tie)
-    known.sort(key=(lambda row: row.values[key].lower()) if text else (lambda row: row.values[key]),
-               reverse=descending)
-    unknown.sort(key=_tie)
-    return known + unknown
-
-
-def _tie(row):
-    """Row keys are ints (inodes, pids) or names (None for an unknown exporter)."""
-    return (0, row.key, "") if isinstance(row.key, int) else (1, 0, str(row.key))
-
-
-# ---------------------------------------------------------------------------
-# Cells
-
-
-def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
-    if not_traced:
-        return NOT_TRACED
-    if unavailable:
-        return NOT_AVAILABLE
-    if value is None:
-        return "-"
-    fmt = col.fmt
-    if fmt == "text":
-        return str(value)
-    if fmt == "size":
-        return human_size(value)
-    if fmt == "mbps":
-        return _number(value / 1e6)
-    if fmt == "rate":
-        return _number(value)
-    if fmt == "pct":
-        return f"{value:.1f}"
-    if fmt == "us":
-        return f"{value:.1f}"
-    return str(value)
-
-
-def _number(value: float) -> str:
-    if value == 0:
-        return "0"
-    if value < 0.01:
-        return "<0.01"
-    if value < 10:
-        return f"{value:.2f}"
-    if value < 100000:
-        return f"{value:.1f}"
-    return f"{value:.3g}"
 
 
 def now_wall():

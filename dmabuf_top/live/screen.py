@@ -15,9 +15,11 @@ import textwrap
 import time
 from typing import List, Optional, Sequence, Tuple
 
-from ..inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
+from ..inventory.inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
 from ..text import human_size
-from .model import COLUMNS, PANE_TITLES, PANES, Column, Frame, ViewState, format_cell, visible_rows
+from .columns import COLUMNS, PANE_TITLES, PANES, Column, format_cell
+from .model import Frame
+from .view import ViewState, visible_rows
 
 Segment = Tuple[str, str]
 Line = List[Segment]

@@ -399,9 +399,9 @@ class KernelOffer:
     def _has_symbol(self, name):
         if self._symbols is None:
             from ..bpf import KernelBtf
-            from ..features import kallsyms_names
+            from ..kernelfs import Kallsyms
 
-            self._symbols = set(kallsyms_names())
+            self._symbols = set(Kallsyms.from_file().names)
             with KernelBtf() as btf:
                 self._symbols |= {fn for fn in ("system_heap_rw_file", "udmabuf_rw_file", "dma_buf_rw_file")
                                   if btf.has_function(fn)}

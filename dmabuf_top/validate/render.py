@@ -1,8 +1,8 @@
 """The verdict table and its evidence, as text (pure: tested without a kernel)."""
 from ..stacks import kernel_frames
 from ..text import human_size, terminal_safe
+from ..trace_model import NOT_TRACED
 
-NOT_TRACED = "n/t"
 COLUMNS = (  # header, width, right-aligned
     ("METHOD", 26, False), ("ALLOC ms", 9, True), ("I/O ms", 9, True), ("MB/s", 8, True), ("COPIES", 7, True),
     ("PAGECACHE", 10, True), ("PINNED", 7, True), ("CALLS", 6, True), ("DATA", 5, True), ("VERDICT", 0, False))

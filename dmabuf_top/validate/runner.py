@@ -18,8 +18,9 @@ from typing import Dict, List, Optional
 
 from .. import features as feature_detection
 from ..errors import DmabufTopError, NeedsPrivilege
+from ..kernelfs import filesystem_name
 from ..probes.iopaths import Counters
-from ..session import BufferSnapshot
+from ..recording.session import BufferSnapshot
 from ..stacks import kernel_frames
 from . import methods as method_table
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
@@ -51,8 +52,6 @@ class SourceFile:
     filesystem: str
 
 
-FS_NAMES = {0xEF53: "ext4", 0x58465342: "xfs", 0x9123683E: "btrfs", 0x01021994: "tmpfs", 0xF2F52010: "f2fs",
-            0x6A656A63: "virtiofs/fuse", 0x65735546: "fuse"}
 
 
 def filesystem_of(path):
@@ -67,7 +66,7 @@ def filesystem_of(path):
     if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         return "?"
     magic = buf.f_type & 0xFFFFFFFF
-    return FS_NAMES.get(magic, f"0x{magic:x}")
+    return filesystem_name(magic)
 
 
 def prepare_file(directory, size, name="dmabuf-top-validate.bin"):
@@ -168,7 +167,7 @@ class ValidateRun:
     results: List[MethodResult]
     source: Optional[SourceFile]
     warm: bool
-    hooks: list  # tracing.HookStatus
+    hooks: list  # probes.hooks.HookState
     missing: Dict[str, str]
     stacks: Dict[int, List[str]] = field(default_factory=dict)  # evidence stack id -> frames
     command: Optional[List[str]] = None
@@ -279,7 +278,7 @@ class Runner:
     """Runs methods one after another with one tracer; see the module docstring."""
 
     def __init__(self, source, *, warm=False, chunk=DEFAULT_CHUNK, report=None, offer=None, tracer=None):
-        from ..tracing import Tracer
+        from ..probes.tracer import Tracer
 
         self.source = source
         self.warm = warm
@@ -434,8 +433,8 @@ def trace_command(argv, report=None):
     not count). A copy into anonymous memory made before the bytes were written into the buffer
     is noted, not counted.
     """
-    from ..recorder import Command
-    from ..tracing import Tracer
+    from ..probes.tracer import Tracer
+    from ..recording.command import Command
 
     feature_detection.require_bpf_privileges("validate")
     report = report or feature_detection.detect()

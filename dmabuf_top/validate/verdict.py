@@ -23,7 +23,7 @@ WRITE_COPY_MEASURED_FS = frozenset({"tmpfs", "ext4"})
 MEMORY_KINDS = ("dmabuf", "shmem")  # where a load method's payload must land
 FD_TO_FD_PATHS = ("sendfile", "splice", "copy_file_range")
 
-# The concerns a verdict rests on (tracing.missing_concerns names them).
+# The concerns a verdict rests on (probes/hooks.missing_concerns names them).
 COPY_CONCERN, GUP_CONCERN, PAGE_CACHE_CONCERN = "cpu_copy", "gup", "page_cache"
 
 ZERO_COPY, COPIES, FAILED, WRONG_DATA, INCOMPLETE, UNMEASURED, ABSENT = (

@@ -15,7 +15,8 @@ import time
 
 import pytest
 
-from dmabuf_top import features, tracing
+from dmabuf_top import features
+from dmabuf_top.probes.tracer import Tracer
 
 pytestmark = pytest.mark.root
 
@@ -71,7 +72,7 @@ def test_a_thread_that_goes_to_sleep_after_its_reads_has_them_all_in_the_maps(re
         time.sleep(30)
         """)
     try:
-        with tracing.Tracer(report=report) as tracer:
+        with Tracer(report=report) as tracer:
             child = subprocess.Popen([sys.executable, "-c", code], pass_fds=(shared_fd,))
             try:
                 deadline = time.monotonic() + 30
@@ -108,7 +109,7 @@ def test_a_thread_that_never_stops_reading_is_seen_while_it_reads(report, source
             os.pread(fd, {CHUNK}, (i % 64) * {CHUNK})
             i += 1
         """)
-    with tracing.Tracer(report=report) as tracer:
+    with Tracer(report=report) as tracer:
         child = subprocess.Popen([sys.executable, "-c", code])
         try:
             time.sleep(0.5)
@@ -131,7 +132,7 @@ def test_runs_that_alternate_between_two_buffers_are_each_counted_exactly(report
     fd = os.open(source, os.O_RDONLY)
     directory = os.open(os.path.dirname(source), os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             for i in range(300):
                 which = (i // 7) % 2  # runs of 7 calls, then the other buffer
                 assert libc.pread(fd, addresses[which], CHUNK, (i % 64) * CHUNK) == CHUNK

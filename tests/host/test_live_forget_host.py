@@ -6,10 +6,11 @@ import queue
 
 import pytest
 
-from dmabuf_top import tracing
-from dmabuf_top.inventory import collect
-from dmabuf_top.live.collector import Collector, Sources
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.inventory.collect import collect
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
+from dmabuf_top.probes.tracer import Tracer
+from dmabuf_top.sampler import Collector, Sample, Sources
 from dmabuf_top.live.screen import render_table
 from test_tracer_maps_host import MemfdTargets
 
@@ -80,7 +81,7 @@ def test_the_collector_forgets_memfds_gone_and_its_small_map_refuses_nothing(tmp
 
 
 def test_without_forgetting_the_same_churn_fills_the_map_and_the_frame_says_so(tmp_path):
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False, stacks=False, max_entries={"io_by_target": ROOM}) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False, stacks=False, max_entries={"io_by_target": ROOM}) as tracer:
         churn(tmp_path, lambda: tracer.snapshot(minimal=True))  # read, never forgotten
         snap = tracer.snapshot(minimal=True)
     refused = snap.map_full["io_by_target"]

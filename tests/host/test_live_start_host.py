@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from dmabuf_top import features
-from dmabuf_top.live.collector import Sources
+from dmabuf_top.sampler import Sources
 from dmabuf_top.live.model import LiveModel
 from dmabuf_top.live.screen import line_text, render
-from dmabuf_top.live.model import ViewState
+from dmabuf_top.live.view import ViewState
 
 pytestmark = pytest.mark.root
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dmabuf_top.session import Session
+from dmabuf_top.recording.session import Session
 
 pytestmark = pytest.mark.root
 

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from dmabuf_top import bpf, tracing
+from dmabuf_top import bpf
+from dmabuf_top.probes.tracer import Tracer
 from dmabuf_top.probes import object_path
 
 pytestmark = pytest.mark.root
@@ -58,7 +59,7 @@ def test_tracer_drain_is_bounded_by_max_records(tmp_path):
     path.write_bytes(b"x" * 64)
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, record=True) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, record=True) as tracer:
             assert tracer.ring_capacity == tracer._obj.map("records").max_entries // 64  # 56-byte records + header
             for _ in range(300):
                 os.pread(fd, 13, 0)  # 13 bytes: this test's calls among whatever else this process reads

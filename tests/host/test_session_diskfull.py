@@ -4,9 +4,9 @@ import subprocess
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 pytestmark = pytest.mark.root
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from dmabuf_top.cli import main
-from dmabuf_top.inventory import IteratorSnapshots
+from dmabuf_top.inventory.collect import IteratorSnapshots
 from dmabuf_top.probes.task_dmabufs import read_holders
 
 pytestmark = pytest.mark.root

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from dmabuf_top import tracing
+from dmabuf_top.probes.tracer import Tracer
+from dmabuf_top.render_trace import render_text
 
 pytestmark = pytest.mark.root
 
@@ -51,7 +52,7 @@ def memfd_targets(tmp_path):
 
 def test_forget_deletes_a_targets_counters_and_a_new_read_counts_from_zero(memfd_targets):
     targets = memfd_targets(1)
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False) as tracer:
         inode = os.fstat(targets.memfds[0]).st_ino
         for _ in range(3):
             targets.read_into(0)
@@ -72,7 +73,7 @@ def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(memfd_tar
     # calls missing from io_by_target are exactly what map_full counted (this process's own stray reads
     # may take a slot too), and trace's text says so.
     targets = memfd_targets(10)
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False, max_entries={"io_by_target": 4}) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False, max_entries={"io_by_target": 4}) as tracer:
         for index in list(range(10)) + [0, 1]:
             targets.read_into(index)
         snap = tracer.snapshot()
@@ -85,7 +86,7 @@ def test_a_full_map_counts_what_it_refused_and_the_rest_is_still_exact(memfd_tar
         dict.fromkeys(["io_by_task", "pagecache_by_file", "stack_counts", "lifecycle_counts",
                        "traced_tgids"], 0)
     assert snap.to_dict()["map_full"]["io_by_target"] == refused
-    text = tracing.render_text(snap.per_path(), snap.missing_concerns(), snap.dropped, map_full=snap.map_full)
+    text = render_text(snap.per_path(), snap.missing_concerns(), snap.dropped, map_full=snap.map_full)
     assert f"map full: io_by_target refused {refused} new keys" in text
 
 
@@ -106,14 +107,15 @@ def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
     import sys
 
     from dmabuf_top.analysis import tables
-    from dmabuf_top.record_sources import IoPathSource
-    from dmabuf_top.recorder import Recorder
-    from dmabuf_top.session import Session, SessionWriter
+    from dmabuf_top.inventory.index import BufferFeed
+    from dmabuf_top.recording.recorder import Recorder
+    from dmabuf_top.recording.session import Session, SessionWriter
+    from dmabuf_top.recording.sources import IoPathSource
 
     source = tmp_path / "source"
     source.write_bytes(b"s" * 4096)
     path = tmp_path / "full.db"
-    tiny = IoPathSource(tracer_factory=lambda pid: tracing.Tracer(
+    tiny = IoPathSource(BufferFeed(), tracer_factory=lambda pid: Tracer(
         pid=pid, record=True, follow_children=True, max_entries={"io_by_target": 2}))
     with SessionWriter(path) as writer:
         result = Recorder(writer, [tiny], interval_s=0.2,
@@ -129,7 +131,7 @@ def test_record_keeps_a_full_maps_refusals_as_dropped_events(tmp_path):
 
 def test_lookup_all_reads_what_items_reads_in_batches(memfd_targets):
     targets = memfd_targets(40)
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False) as tracer:
         for index in range(40):
             targets.read_into(index)
         io_map = tracer._obj.map("io_by_target")

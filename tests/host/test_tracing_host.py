@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
-from dmabuf_top import features, tracing
+from dmabuf_top import features, kernelfs
+from dmabuf_top.probes.hooks import SYSCALLS, State, missing_concerns
+from dmabuf_top.probes.tracer import Tracer
 
 pytestmark = pytest.mark.root
 
@@ -54,22 +56,22 @@ def has_page_cache(path):
 
 
 def test_tracepoint_subset_is_live_and_the_rest_says_why(report):
-    with tracing.Tracer(report=report) as tracer:
+    with Tracer(report=report) as tracer:
         hooks = {hook.program: hook for hook in tracer.hooks}
     # One program on the raw syscall tracepoints: tp_btf where the kernel takes it (this one does), else raw_tp.
     via = "tp_btf" if report.available("tp_btf") else "raw_tp"
-    for syscall in tracing.SYSCALLS:
+    for syscall in SYSCALLS:
         assert hooks[f"enter_{syscall}"].live and hooks[f"exit_{syscall}"].via == via
-        assert hooks[f"enter_{syscall}"].concern == tracing.SYSCALLS[syscall]
-    assert tracer.programs["syscall_enter_raw"].reason.startswith("not needed")
+        assert hooks[f"enter_{syscall}"].concern == SYSCALLS[syscall]
+    assert tracer.programs["syscall_enter_raw"].state is State.NOT_NEEDED
     assert hooks["pagecache_add"].live and hooks["pagecache_delete"].live
-    missing = tracing.missing_concerns(tracer.hooks)
+    missing = missing_concerns(tracer.hooks)
     if not report.available("fentry"):
         # This CI kernel: fentry refused with EPERM, no kprobes, no dma_buf tracepoints (6.18).
         assert {"cpu_copy", "gup"} <= set(missing)
         assert "EPERM" in missing["cpu_copy"] and "kprobe refused" in missing["cpu_copy"]
         assert not hooks["copy_filemap_read"].live
-    if not features.tracepoint_exists(features.tracefs_root(), "dma_buf:dma_buf_export") and not report.available("fentry"):
+    if not kernelfs.tracepoint_exists(kernelfs.tracefs_root(), "dma_buf:dma_buf_export") and not report.available("fentry"):
         assert "absent" in missing["lifecycle"] or "refused" in missing["lifecycle"]
 
 
@@ -85,7 +87,7 @@ def test_reading_a_cold_file_into_a_memfd_mapping_is_attributed_to_the_memfd(rep
     address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             for offset in range(0, len(data), 1 << 20):
                 assert libc.pread(fd, address + offset, 1 << 20, offset) == 1 << 20
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -111,7 +113,7 @@ def test_copy_file_range_on_one_filesystem_is_counted_with_both_ends(report, col
     fd_in = os.open(path, os.O_RDONLY)
     fd_out = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             copied = 0
             while copied < len(data):
                 copied += os.copy_file_range(fd_in, fd_out, 1 << 20)
@@ -133,7 +135,7 @@ def test_dropped_records_are_counted_and_account_for_every_call(report, cold_fil
     path, _ = cold_file
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
             for _ in range(20000):
                 os.pread(fd, 8, 0)
             records = tracer.drain_records()
@@ -156,6 +158,21 @@ def test_the_trace_command_shows_paths_missing_hooks_and_drops():
     assert "read" in result.output and "dropped events: 0" in result.output
     if "n/t" in result.output:
         assert "not traced:" in result.output
+
+
+def test_the_trace_command_lists_each_hook_with_its_state():
+    """--hooks: live (and how), MISSING or NOT NEEDED: a fallback whose primary is live is not missing."""
+    from click.testing import CliRunner
+
+    from dmabuf_top.cli import cli
+
+    result = CliRunner().invoke(cli, ["trace", "--hooks"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines and all(" live via " in line or " MISSING " in line or " NOT NEEDED " in line for line in lines)
+    # Without -p there is no process whose children to follow: that hook is not needed, not missing.
+    (children,) = [line for line in lines if line.startswith("children ")]
+    assert "NOT NEEDED" in children and "no process to follow" in children
 
 
 def _memfd_with(byte, size):
@@ -186,7 +203,7 @@ def test_a_buffer_remapped_between_two_reads_is_attributed_to_what_is_mapped_now
     fd = os.open(path, os.O_RDONLY)
     address = _map_at(None, size, -1)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             def read_here():
                 assert libc.pread(fd, address, size, 0) == size
 
@@ -238,7 +255,7 @@ def test_the_raw_tp_fallback_counts_what_tp_btf_counts(report, cold_file):
     fd = os.open(path, os.O_RDONLY)
     iov = (ctypes.c_void_p * 2)(target, PAGE)  # one struct iovec {base, len}
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=without_tp_btf) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=without_tp_btf) as tracer:
             hooks = {hook.program: hook for hook in tracer.hooks}
             for offset in range(0, 64 * PAGE, PAGE):
                 assert libc.pread(fd, target, PAGE, offset) == PAGE
@@ -249,7 +266,7 @@ def test_the_raw_tp_fallback_counts_what_tp_btf_counts(report, cold_file):
         os.close(fd)
         os.close(memfd)
     assert hooks["enter_pread64"].via == "raw_tp" and hooks["exit_preadv2"].via == "raw_tp"
-    assert "tp_btf not available" in tracer.programs["syscall_enter_btf"].reason
+    assert "tp_btf not available" in tracer.programs["syscall_enter_btf"].why
     (found, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == memfd_inode]
     assert (found.path, found.kind) == ("read", "shmem")
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (65, 0, 65 * PAGE, 65 * PAGE)
@@ -269,7 +286,7 @@ def test_a_detached_tracer_counts_nothing_until_it_is_attached_again(report, col
             assert libc.pread(fd, address, PAGE, i * PAGE) == PAGE
 
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             inode = os.fstat(memfd).st_ino
             calls = lambda: sum(c.calls for t, c in tracer.snapshot().by_target.items() if t.inode == inode)
             reads(5)

@@ -1,11 +1,13 @@
 """Samples for the live view's unit tests: real Inventory, TraceSnapshot and TaskStats objects, no kernel."""
-from dmabuf_top.inventory import build_inventory
-from dmabuf_top.live.model import LiveModel, Sample
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.sampler import Sample
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
+from dmabuf_top.inventory.types import FdRef, Holders, MapRef
 from dmabuf_top.taskstats import Delay, TaskStats
-from dmabuf_top.tracing import HookStatus, TraceSnapshot
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.trace_model import TraceSnapshot
 
 MiB = 1 << 20
 HOSTILE = b"\x1b[2J\x1b]0;owned\x07evil\nname\t\xff\xfe<b>"
@@ -26,10 +28,10 @@ def inventory(extra=(), holders=None):
     return build_inventory(buffers(extra), holders, "iterator", "iterator")
 
 
-LIVE_HOOKS = [HookStatus("enter_read", "read", "syscalls:sys_enter_read", True, "tracepoint", "present"),
-              HookStatus("enter_write", "write", "syscalls:sys_enter_write", True, "tracepoint", "present"),
-              HookStatus("copy_filemap_read", "cpu_copy", "filemap_read", False, None, "fentry refused (EPERM)"),
-              HookStatus("gup_fast_enter", "gup", "gup_fast_fallback", False, None, "fentry refused (EPERM)")]
+LIVE_HOOKS = [HookState("enter_read", "read", "syscalls:sys_enter_read", State.LIVE, "tracepoint", "present"),
+              HookState("enter_write", "write", "syscalls:sys_enter_write", State.LIVE, "tracepoint", "present"),
+              HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.MISSING, None, "fentry refused (EPERM)"),
+              HookState("gup_fast_enter", "gup", "gup_fast_fallback", State.MISSING, None, "fentry refused (EPERM)")]
 
 
 def trace(read_bytes=0, shmem_write=0, hooks=LIVE_HOOKS):

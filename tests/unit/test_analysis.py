@@ -9,9 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, flame, html, tables
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.analysis.renderers import RenderOptions
+from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1024 * 1024
 T0 = 1_000_000_000
@@ -22,8 +24,8 @@ def build(path, samples=True, events=True, hist=True, stacks=True, name=HOSTILE)
     """Two buffers, two paths, one second: read moved 3 MiB (all CPU-copied), direct 8 MiB (pinned)."""
     writer = SessionWriter(path)
     writer.set_metadata(command=["load", "<model>"], started_ns=T0, kernel={"release": "7.2.13"})
-    writer.add(s.Hook("iter/dmabuf", True, "iter/dmabuf", ""))
-    writer.add(s.Hook("fn/filemap_read", False, "", "fentry refused (EPERM)"))
+    writer.add(s.Hook("iter/dmabuf", "buffers", State.LIVE, "iter/dmabuf", ""))
+    writer.add(s.Hook("fn/filemap_read", "lifecycle", State.MISSING, "", "fentry refused (EPERM)"))
     writer.set_features({"features": {"fn/copy_page_to_iter": {"available": False, "via": None,
                                                                 "detail": "not ftrace-able"}}})
     for step in range(4):  # snapshots at 0, 0.25, 0.5, 0.75 s
@@ -218,7 +220,7 @@ def test_figures_write_png_and_svg(session, tmp_path):
 
 def test_exports(session):
     out = io.StringIO()
-    export.CsvRenderer("buffers").render(session, out)
+    export.CsvRenderer(RenderOptions(table="buffers")).render(session, out)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3
     rows = list(csv.reader(io.StringIO(out.getvalue())))

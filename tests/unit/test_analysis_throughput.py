@@ -1,9 +1,9 @@
 """Throughput figures: idle bins are zeros on one grid, and bins are never narrower than the sample interval."""
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import figures, tables
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 T0 = 1_000_000_000
 MIB = 1 << 20

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dmabuf_top import bufinfo as bufinfo_module
-from dmabuf_top.bufinfo import (
+from dmabuf_top.inventory import bufinfo as bufinfo_module
+from dmabuf_top.inventory.bufinfo import (
     BufinfoFormatError,
     parse_bufinfo,
     printable,

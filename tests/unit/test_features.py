@@ -3,6 +3,7 @@ import pytest
 from dmabuf_top import features
 from dmabuf_top.commands.doctor import render_table
 from dmabuf_top.errors import NeedsPrivilege
+from dmabuf_top.probes import hooks
 
 
 @pytest.mark.parametrize(
@@ -33,8 +34,23 @@ def test_unprivileged_detection_is_one_clear_sentence(monkeypatch):
 
 
 def test_every_hook_has_somewhere_to_attach():
-    for hook in features.HOOKS:
+    for hook in hooks.HOOK_POINTS:
         assert hook.functions or hook.tracepoints, hook.name
+
+
+def test_doctor_trials_every_place_the_tracer_attaches():
+    """One list: every program the Tracer may load attaches to a function or tracepoint of its own hook point,
+    which is what doctor trials, with an attach kind the point lists."""
+    for point, program in hooks.programs():
+        assert program.attach in point.attach, program.name
+        if program.attach == hooks.FENTRY:
+            assert program.target in point.functions, program.name
+        elif program.attach == hooks.TRACEPOINT:
+            assert program.target in point.tracepoints, program.name
+    names = [program.name for _, program in hooks.programs()]
+    assert len(names) == len(set(names))
+    fallbacks = {program.fallback_for for _, program in hooks.programs()} - {""}
+    assert fallbacks <= set(names)
 
 
 def test_table_groups_and_says_why():

@@ -13,14 +13,14 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from live_fixtures import two_frames
-from dmabuf_top import cli, procfs
+from dmabuf_top import cli
+from dmabuf_top.inventory import procfs
 from dmabuf_top.commands.live import _parse_numbers
 from dmabuf_top.errors import DmabufTopError
-from dmabuf_top.inventory import build_inventory
-from dmabuf_top.probes.dmabuf_iter import Buffer
-from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
-from dmabuf_top.render_snapshot import render_csv, render_json, render_table
-from dmabuf_top.session import BufferSnapshot, Session, SessionError, SessionWriter
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
+from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
+from dmabuf_top.recording.session import BufferSnapshot, Session, SessionError, SessionWriter
 
 NAME_MAX = 31
 SPECIAL = [b"\x1b[2J", b"\x1b]0;t\x07", b"\x9b31m", b"\n", b"\r", b"\t", b"\x00", b"\xff\xfe", b"<script>", b"&amp;",
@@ -192,7 +192,9 @@ def test_live_screen_json_and_prometheus_keep_any_name_safe(name):
     from prometheus_client.parser import text_string_to_metric_families
 
     from dmabuf_top.live.jsonout import render_json as live_json
-    from dmabuf_top.live.model import LiveModel, Sample, ViewState
+    from dmabuf_top.live.model import LiveModel
+    from dmabuf_top.live.view import ViewState
+    from dmabuf_top.sampler import Sample
     from dmabuf_top.live.screen import render_table as live_table
     from dmabuf_top.prometheus import DmabufCollector
 

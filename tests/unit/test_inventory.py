@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from dmabuf_top.inventory import Refs, build_inventory, exporter_totals
-from dmabuf_top.probes.dmabuf_iter import Buffer
-from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
-from dmabuf_top.render_snapshot import SCHEMA, render_csv, render_json, render_table, to_dict
+from dmabuf_top.inventory.inventory import build_inventory, exporter_totals
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef, Refs
+from dmabuf_top.inventory.render_snapshot import SCHEMA, render_csv, render_json, render_table, to_dict
 
 MiB = 1 << 20
 HOSTILE = b"\x1b[31m<script>\nx\t\xff"

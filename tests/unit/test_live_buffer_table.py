@@ -17,16 +17,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from live_fixtures import HOSTILE, LIVE_HOOKS
-from dmabuf_top.inventory import build_inventory
+from dmabuf_top.inventory.inventory import build_inventory
 from dmabuf_top.live.buffer_table import BufferTable, NameCache
 from dmabuf_top.live.jsonout import render_json
-from dmabuf_top.live.model import COLUMNS, IO_COLUMNS, LiveModel, Sample, ViewState, sort_rows, visible_rows
+from dmabuf_top.live.columns import COLUMNS, IO_COLUMNS
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState, sort_rows, visible_rows
+from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import line_text, render, render_table
-from dmabuf_top.probes.dmabuf_iter import Buffer, DmabufRecord, RECORD_MAGIC, decode_columns
+from dmabuf_top.probes.dmabuf_iter import DmabufRecord, RECORD_MAGIC, decode_columns
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.probes.task_dmabufs import FdRef, Holders, MapRef
+from dmabuf_top.inventory.types import FdRef, Holders, MapRef
 from dmabuf_top.text import terminal_safe
-from dmabuf_top.tracing import TraceSnapshot
+from dmabuf_top.trace_model import TraceSnapshot
 
 BUFFER_KEYS = [c.key for c in COLUMNS["buffers"]]
 FILTERS = ["", "system", "20(", "-7", "\\x1b", "nothing-like-this"]

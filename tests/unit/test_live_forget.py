@@ -1,17 +1,19 @@
-"""The live view and the exporter forget the counters of buffers gone (tracing.forget_gone, the recorder's
+"""The live view and the exporter forget the counters of buffers gone (inventory.index, the recorder's
 rule) and say when a map refused keys: header, JSON and Prometheus. No kernel: a tracer of plain dicts."""
 import json
 
 import jsonschema
 
 from live_fixtures import LIVE_HOOKS, MiB, inventory
-from dmabuf_top.live.collector import TraceReader, alive_in
+from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.live.screen import render_table
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.tracing import MINIMAL_MAPS, TraceSnapshot, gone_targets
+from dmabuf_top.sampler import Sample, TraceReader
+from dmabuf_top.trace_model import MINIMAL_MAPS, TraceSnapshot
 
 READ_101 = Target(101, 0, "read", "dmabuf", False)
 GONE_77 = Target(77, 0, "read", "dmabuf", False)
@@ -45,25 +47,27 @@ class DictTracer:
 
 
 def test_gone_targets_are_idle_dmabufs_and_memfds_no_buffer_shows():
-    alive = alive_in(inventory())  # buffers 101, 102 (udmabuf on memfd 555/42), 103
+    index = BufferIndex.of_inventory(inventory())  # buffers 101, 102 (udmabuf on memfd 555/42), 103
     previous = {READ_101: Counters(bytes=1), GONE_77: Counters(bytes=2), MEMFD_555: Counters(bytes=3),
                 PLAIN_MEMFD: Counters(bytes=4), FILE: Counters(bytes=5)}
     now = dict(previous)
-    assert gone_targets(now, previous, alive) == [GONE_77, PLAIN_MEMFD]
+    assert index.gone(now, previous) == [GONE_77, PLAIN_MEMFD]
     now[GONE_77] = Counters(bytes=9)  # moved during the interval: its delta is not taken yet
-    assert gone_targets(now, previous, alive) == [PLAIN_MEMFD]
-    assert gone_targets(now, {}, alive) == []  # first read: nothing has been idle for an interval
+    assert index.gone(now, previous) == [PLAIN_MEMFD]
+    assert index.gone(now, {}) == []  # first read: nothing has been idle for an interval
 
 
 def test_a_forgotten_inode_that_comes_back_gives_no_negative_rate_nor_spike():
     tracer = DictTracer()
     reader = TraceReader(tracer)
+    index = BufferIndex()
     model = LiveModel(1.0)
     extra = [Buffer(inode=77, size=MiB, exporter="system", name=b"short", file_refs=1, attachment_count=0)]
 
     def frame(t, buffers_extra):
         inv = inventory(buffers_extra)
-        return model.update(Sample(monotonic=t, wall=t, inventory=inv, trace=reader.snapshot(inv)))
+        index.learn_inventory(inv)  # as the sampler does, one read per sample
+        return model.update(Sample(monotonic=t, wall=t, inventory=inv, trace=reader.snapshot(index), index=index))
 
     tracer.add(GONE_77, 99 * MiB)
     frame(0.0, extra)
@@ -93,8 +97,9 @@ def test_a_full_map_is_said_in_the_header_the_json_and_prometheus():
     reader = TraceReader(tracer)
     model = LiveModel(1.0)
     inv = inventory()
-    model.update(Sample(0.0, 0.0, inv, reader.snapshot(inv)))
-    frame = model.update(Sample(1.0, 1.0, inv, reader.snapshot(inv)))
+    index = BufferIndex.of_inventory(inv)
+    model.update(Sample(0.0, 0.0, inv, reader.snapshot(index)))
+    frame = model.update(Sample(1.0, 1.0, inv, reader.snapshot(index)))
     assert frame.map_full == {**dict.fromkeys(MINIMAL_MAPS, 0), "io_by_target": 1234}
     header = render_table(frame, "buffers", ViewState()).splitlines()[3]
     assert "dropped events: 0  map full: io_by_target refused 1234 new keys" in header

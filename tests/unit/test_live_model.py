@@ -2,9 +2,11 @@
 import pytest
 
 from live_fixtures import MiB, buffers, inventory, sample, two_frames
-from dmabuf_top.live.model import (COLUMNS, DEFAULT_SORT, PANES, LiveModel, Sample, ViewState, sort_keys,
-                                   sort_rows, visible_rows)
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.live.columns import COLUMNS, DEFAULT_SORT, PANES, sort_keys
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState, sort_rows, visible_rows
+from dmabuf_top.sampler import Sample
+from dmabuf_top.inventory.types import Buffer
 
 
 def by_key(rows):

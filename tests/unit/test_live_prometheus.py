@@ -4,7 +4,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from live_fixtures import HOSTILE, MiB, inventory, trace
-from dmabuf_top.probes.dmabuf_iter import Buffer
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.prometheus import DmabufCollector, families, parse_listen
 
 
@@ -94,8 +94,8 @@ def test_the_arrays_path_gives_the_same_exposition_as_the_objects_path():
     """families() on the join's arrays (top N picked, nothing else built) = on every BufferEntry."""
     import copy
 
-    from dmabuf_top.inventory import build_inventory
-    from dmabuf_top.probes.task_dmabufs import FdRef, Holders
+    from dmabuf_top.inventory.inventory import build_inventory
+    from dmabuf_top.inventory.types import FdRef, Holders
 
     buffers = [Buffer(inode=500 - i, size=MiB * (1 + i % 4), exporter=("system", "udmabuf")[i % 2],
                       name=b"b%d" % i if i % 3 else None, file_refs=1, attachment_count=0,

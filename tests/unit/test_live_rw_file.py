@@ -7,15 +7,18 @@ import jsonschema
 
 from live_fixtures import LIVE_HOOKS, MiB, inventory, taskstats
 from dmabuf_top.live.jsonout import JSON_SCHEMA, render_json
-from dmabuf_top.live.model import LiveModel, Sample, ViewState
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.view import ViewState
+from dmabuf_top.sampler import Sample
 from dmabuf_top.live.screen import line_text, render
 from dmabuf_top.probes.iopaths import Counters, Target
-from dmabuf_top.tracing import HookStatus, TraceSnapshot
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.trace_model import TraceSnapshot
 
-UNPATCHED = HookStatus("rw_file_enter", "rw_file", "dma_buf_rw_file", False, None,
-                       "not needed: this kernel has no such path (unpatched)")
-REFUSED = HookStatus("rw_file_enter", "rw_file", "dma_buf_rw_file", False, None, "fentry refused (EPERM)")
-LIVE = HookStatus("rw_file_enter", "rw_file", "dma_buf_rw_file", True, "fentry", "present")
+UNPATCHED = HookState("rw_file_enter", "rw_file", "dma_buf_rw_file", State.NOT_NEEDED, None,
+                      "this kernel has no such path (unpatched)")
+REFUSED = HookState("rw_file_enter", "rw_file", "dma_buf_rw_file", State.MISSING, None, "fentry refused (EPERM)")
+LIVE = HookState("rw_file_enter", "rw_file", "dma_buf_rw_file", State.LIVE, "fentry", "present")
 
 
 def frames(hook, moved=0):

@@ -7,7 +7,7 @@ import pytest
 from live_fixtures import HOSTILE, MiB, two_frames
 from dmabuf_top.live import app
 from dmabuf_top.live.jsonout import JSON_SCHEMA, SCHEMA, render_json
-from dmabuf_top.live.model import ViewState
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.live.screen import line_text, render, render_table
 
 WIDTH, HEIGHT = 120, 20
@@ -65,7 +65,7 @@ def test_hostile_names_cannot_reach_the_terminal():
 
 def test_new_and_freed_rows_carry_their_attribute():
     from dmabuf_top.live.model import LiveModel
-    from dmabuf_top.probes.dmabuf_iter import Buffer
+    from dmabuf_top.inventory.types import Buffer
     from live_fixtures import sample
 
     model = LiveModel(1.0)
@@ -189,7 +189,8 @@ def frames_with_an_old_and_a_young_process():
     """Delay accounting turned on by the view at tick 1000: loader (pid 10) started at tick 900, before it, so the
     kernel kept no block-I/O delay for it (it reads 0 for ever); npu (pid 20) started at tick 1100."""
     from live_fixtures import inventory
-    from dmabuf_top.live.model import LiveModel, Sample
+    from dmabuf_top.live.model import LiveModel
+    from dmabuf_top.sampler import Sample
     from dmabuf_top.taskstats import Delay, DelayAccounting, TaskStats
 
     def stats(blkio_ns):

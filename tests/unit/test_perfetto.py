@@ -5,9 +5,9 @@ from collections import defaultdict
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis.perfetto import BUFFER_PID_BASE, PerfettoRenderer
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.recording.session import Session, SessionWriter
 
 T0 = 5_000_000_000
 REQUIRED = ("ph", "ts", "pid", "tid", "name")

@@ -1,7 +1,7 @@
 """Parsing /proc/PID/fdinfo and /proc/PID/maps for dma-bufs, and the scan over a fake /proc tree."""
 import os
 
-from dmabuf_top.procfs import DmabufFdinfo, parse_fdinfo, parse_maps_line, scan, unescape_maps_path
+from dmabuf_top.inventory.procfs import DmabufFdinfo, parse_fdinfo, parse_maps_line, scan, unescape_maps_path
 
 # Taken from the 7.2 lab guest (tests/vm/test_alloc.py shows the same layout).
 NAMED = b"pos:\t0\nflags:\t02000002\nmnt_id:\t14\nino:\t1\nsize:\t1048576\ncount:\t1\nexp_name:\tsystem\nname:\tx\nname:\tevil\n\n"

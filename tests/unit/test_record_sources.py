@@ -1,12 +1,16 @@
-"""record_sources: counter deltas, buffer attribution, row building and the poll loop, without a kernel."""
+"""recording: counter deltas, buffer attribution (inventory.index), row building and the poll loop, without a kernel."""
 from types import SimpleNamespace
 
-from dmabuf_top import session as s
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.recording import session as s
 from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
-from dmabuf_top.record_sources import (
-    RING_DROPS, BufferMap, IoPathSource, TaskstatsSource, amount_deltas, clean_frames, counter_deltas,
-    descendants, io_event, latency_buckets, parse_ppid, path_samples, session_path, taskstats_sample)
-from dmabuf_top.recorder import RecordingContext
+from dmabuf_top.inventory.index import BufferFeed, BufferIndex
+from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.recording.recorder import RecordingContext
+from dmabuf_top.recording.rows import (
+    amount_deltas, clean_frames, counter_deltas, io_event, latency_buckets, path_samples, session_path)
+from dmabuf_top.recording.sources import RING_DROPS, IoPathSource, all_sources
+from dmabuf_top.recording.taskstats_source import TaskstatsSource, descendants, parse_ppid, taskstats_sample
 from dmabuf_top.taskstats import Delay, TaskStats
 
 MIB = 1 << 20
@@ -23,7 +27,7 @@ def counters(**values):
 
 
 def buffers():
-    known = BufferMap()
+    known = BufferIndex()
     known.learn([SimpleNamespace(inode=11, backing_inode=0, backing_dev=0),
                  SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)])
     return known
@@ -65,7 +69,7 @@ def test_buffer_map_forgets_a_buffer_three_reads_after_the_last_that_showed_it()
 def test_buffer_map_stays_bounded_under_churn():
     # Every read shows 5 heap buffers and 5 udmabufs never seen before (and never again), as under
     # the soak's churn: what is kept is three reads' worth, whatever the number of reads.
-    known = BufferMap()
+    known = BufferIndex()
     inode = 1000
     for read in range(5000):
         shown = []
@@ -141,8 +145,7 @@ class FakeTracer:
 
     def __init__(self, steps):
         self.steps = list(steps)
-        self.hooks = [SimpleNamespace(program="copy_filemap_read", concern="cpu_copy", target="filemap_read",
-                                      live=True, via="fentry", reason="")]
+        self.hooks = [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "")]
         self.closed = False
         self.records = []
         self.forgotten = []
@@ -170,6 +173,11 @@ class FakeTracer:
         self.closed = True
 
 
+def fed(read):
+    """A BufferFeed whose iterator's reads are read()."""
+    return BufferFeed(lambda: SimpleNamespace(read=read, close=lambda: None))
+
+
 def snap(by_target=None, by_task=None, stacks=None, dropped=0, lifecycle=None):
     return SimpleNamespace(by_target=by_target or {}, by_task=by_task or {}, stacks=stacks or {}, dropped=dropped,
                            lifecycle=lifecycle or {})
@@ -183,11 +191,10 @@ def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
         snap({HEAP: counters(calls=2, bytes=3 * MIB, cpu_copied=3 * MIB, hist={5: 2})},
              stacks={(7, "cpu_copy_read", "read"): (2, 3 * MIB), (-17, "gup", "read"): (1, 4)}, dropped=3),
     ])
-    source = IoPathSource(tracer_factory=lambda pid: tracer,
-                          iterator_factory=lambda: SimpleNamespace(read=lambda: [SimpleNamespace(
-                              inode=11, backing_inode=0, backing_dev=0)], close=lambda: None))
+    source = IoPathSource(fed(lambda: [SimpleNamespace(inode=11, backing_inode=0, backing_dev=0)]),
+                          tracer_factory=lambda pid: tracer)
     hooks = source.start(RecordingContext(1234, 0.1))
-    assert hooks == [s.Hook("copy_filemap_read", True, "fentry", "filemap_read")]
+    assert hooks == [s.Hook("copy_filemap_read", "cpu_copy", State.LIVE, "fentry", "filemap_read")]
     tracer.records = [LifecycleRecord(1234, "load", "export", -1, 50, 11, 4 * MIB)]
     first = source.poll(100)
     assert first == [s.LifecycleEvent(50, 11, "export", 1234, "load", 4 * MIB, -1),
@@ -206,9 +213,9 @@ def test_io_path_source_that_cannot_start_records_why():
     def refuse(pid):
         raise NeedsPrivilege("I/O path tracing needs root")
 
-    source = IoPathSource(tracer_factory=refuse)
+    source = IoPathSource(BufferFeed(), tracer_factory=refuse)
     assert source.start(RecordingContext(None, 0.5)) == [
-        s.Hook("iopaths", False, "", "I/O path tracing off: I/O path tracing needs root")]
+        s.Hook("iopaths", "tracing", State.MISSING, "", "I/O path tracing off: I/O path tracing needs root")]
     assert source.poll(1) == [] and source.stop(2) == []
 
 
@@ -263,8 +270,7 @@ class EndlessRing(FakeTracer):
 
 def test_io_path_source_drains_at_most_a_ring_per_poll_and_up_to_the_stop_at_the_end():
     tracer = EndlessRing([snap(), snap(), snap()])
-    source = IoPathSource(tracer_factory=lambda pid: tracer,
-                          iterator_factory=lambda: SimpleNamespace(read=lambda: [], close=lambda: None))
+    source = IoPathSource(fed(lambda: []), tracer_factory=lambda pid: tracer)
     source.start(RecordingContext(None, 0.5))
     for now in (1, 2):
         rows = source.poll(now)
@@ -290,8 +296,7 @@ def test_io_path_source_forgets_the_counters_of_buffers_gone_and_counts_a_comeba
         snap({HEAP: counters(calls=1, bytes=4096), MEMFD: counters(calls=1, bytes=MIB)}),
         snap({HEAP: counters(calls=1, bytes=4096), MEMFD: counters(calls=1, bytes=MIB)}),
     ])
-    source = IoPathSource(tracer_factory=lambda pid: tracer,
-                          iterator_factory=lambda: SimpleNamespace(read=lambda: next(reads), close=lambda: None))
+    source = IoPathSource(fed(lambda: next(reads)), tracer_factory=lambda pid: tracer)
     source.start(RecordingContext(None, 0.5))
     source.poll(1)
     assert tracer.forgotten == []
@@ -312,10 +317,33 @@ def test_io_path_source_keeps_what_full_maps_refused_as_drops_per_poll():
         {"io_by_target": 7, "traced_tgids": 1},
         {"io_by_target": 10, "traced_tgids": 1},
     )])
-    source = IoPathSource(tracer_factory=lambda pid: tracer,
-                          iterator_factory=lambda: SimpleNamespace(read=lambda: [], close=lambda: None))
+    source = IoPathSource(fed(lambda: []), tracer_factory=lambda pid: tracer)
     source.start(RecordingContext(None, 0.5))
     assert source.poll(1) == []
     assert source.poll(2) == [s.Drop(2, "io_by_target map full", 7), s.Drop(2, "traced_tgids map full", 1)]
     assert source.poll(3) == []
     assert source.stop(4) == [s.Drop(4, "io_by_target map full", 3)]
+
+
+def test_a_record_tick_reads_the_dmabuf_list_once_for_its_snapshots_and_its_attribution():
+    reads = []
+    closed = []
+
+    def read():
+        reads.append(len(reads))
+        return [Buffer(inode=11, size=MIB, exporter="system", name=None, file_refs=1, attachment_count=0)]
+
+    iterator = SimpleNamespace(read=read, close=lambda: closed.append(True))
+    tracer = FakeTracer([snap({HEAP: counters(calls=n, bytes=n * MIB)}) for n in (1, 2, 3)])
+    sources = all_sources(iterator_factory=lambda: iterator, tracer_factory=lambda pid: tracer)
+    assert [source.name for source in sources] == ["iopaths", "buffers", "taskstats"]  # drain, then the read
+    for source in sources:
+        source.start(RecordingContext(None, 0.0))
+    for tick, now in enumerate((100, 200), start=1):
+        rows = [row for source in sources for row in source.poll(now)]  # as the Recorder polls: one `now`
+        assert s.PathSample(now, 11, 0, "read", MIB, 0, 0, 0, 1, 0) in rows  # attributed by that read...
+        assert [row.inode for row in rows if isinstance(row, s.BufferSnapshot)] == [11]  # ...and written
+        assert len(reads) == tick
+    final = [row for source in sources for row in source.stop(300)]
+    assert [row.time_ns for row in final if isinstance(row, s.BufferSnapshot)] == [300]
+    assert len(reads) == 3 and closed == [True]  # one read per tick, the stop's included; one iterator

@@ -3,9 +3,13 @@ import os
 import signal
 import threading
 
-from dmabuf_top import session as s
-from dmabuf_top.recorder import BufferSnapshots, Recorder, RecordingContext, exit_status
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.inventory.index import BufferFeed
+from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording import session as s
+from dmabuf_top.recording.command import exit_status
+from dmabuf_top.recording.recorder import Recorder, RecordingContext
+from dmabuf_top.recording.session import Session, SessionWriter
+from dmabuf_top.recording.sources import BufferSnapshots
 
 
 class Counter:
@@ -22,7 +26,7 @@ class Counter:
     def start(self, context):
         self.context = context
         open(self.marker, "w").close()
-        return [s.Hook("counter", True, "test", "")]
+        return [s.Hook("counter", "counting", State.LIVE, "test", "")]
 
     def poll(self, now_ns):
         self.polls += 1
@@ -45,7 +49,7 @@ def test_sources_start_before_the_command_runs(tmp_path):
     assert (result.exit_code, result.command_exit) == (7, 7)
     assert source.context.target_pid > 0 and source.stopped == 1
     assert session.end_reason == "command exited with code 7" and session.exit_code == 7
-    assert session.hooks() == [s.Hook("counter", True, "test", "")]
+    assert session.hooks() == [s.Hook("counter", "counting", State.LIVE, "test", "")]
     assert dict(session.query("SELECT source, count(*) FROM drops GROUP BY source")) == {
         "counter": source.polls, "final": 1}
 
@@ -88,7 +92,7 @@ def test_buffer_snapshots_without_the_iterator_is_a_missing_hook():
     def refuse():
         raise KernelLacks("no iter/dmabuf here")
 
-    source = BufferSnapshots(iterator_factory=refuse)
+    source = BufferSnapshots(BufferFeed(refuse))
     hooks = source.start(RecordingContext(None, 0.1))
-    assert hooks == [s.Hook("iter/dmabuf", False, "", "buffer snapshots off: no iter/dmabuf here")]
+    assert hooks == [s.Hook("iter/dmabuf", "buffers", State.MISSING, "", "buffer snapshots off: no iter/dmabuf here")]
     assert source.poll(1) == [] and source.stop(2) == []

@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
-from dmabuf_top.commands.report import guess_format
-from dmabuf_top.session import SessionWriter
+from dmabuf_top.analysis.renderers import guess_format
+from dmabuf_top.recording.session import SessionWriter
 
 
 @pytest.fixture
@@ -21,9 +21,21 @@ def recorded(tmp_path):
 
 
 @pytest.mark.parametrize("name, fmt", [("r.html", "html"), ("r.trace.json", "perfetto"), ("r.perfetto.json", "perfetto"),
-                                       ("r.json", "json"), ("r.CSV", "csv"), (None, "html"), ("r.txt", "html")])
+                                       ("r.json", "json"), ("r.CSV", "csv"), (None, "html"), ("r.txt", "html"),
+                                       ("r.flame.svg", "svg"), ("r.svg", "svg"), ("r.folded", "folded")])
 def test_format_from_the_output_name(name, fmt):
     assert guess_format(name) == fmt
+
+
+def test_flame_chooses_among_its_formats_from_the_same_registry(recorded, tmp_path):
+    assert guess_format("x.html", ("svg", "folded"), default="svg") == "svg"
+    folded = tmp_path / "stacks.folded"
+    assert main(["flame", str(recorded), "-o", str(folded)]) == 0
+    assert folded.read_text() == "read;filemap_read;copy_page_to_iter 4096\n"
+    assert main(["flame", str(recorded), "--format", "svg", "-o", str(tmp_path / "f.txt")]) == 0
+    assert (tmp_path / "f.txt").read_text().startswith("<svg")
+    assert main(["report", str(recorded), "-o", str(tmp_path / "r.svg")]) == 0
+    assert (tmp_path / "r.svg").read_text().startswith("<svg")
 
 
 def test_report_formats_and_no_overwrite(recorded, tmp_path, capsys):

@@ -4,9 +4,11 @@ import csv
 import io
 import json
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import compare, export, figures, html, tables
-from dmabuf_top.session import Session, SessionWriter
+from dmabuf_top.analysis.renderers import RenderOptions
+from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording.session import Session, SessionWriter
 
 MIB = 1 << 20
 T0 = 1_000_000_000
@@ -15,11 +17,14 @@ T0 = 1_000_000_000
 def build(path, copy_hook_live, gup_hook_live=True):
     writer = SessionWriter(path)
     writer.set_metadata(started_ns=T0)
-    writer.add(s.Hook("copy_filemap_read", copy_hook_live, "fentry" if copy_hook_live else "",
+    writer.add(s.Hook("copy_filemap_read", "cpu_copy", State.LIVE if copy_hook_live else State.MISSING,
+                      "fentry" if copy_hook_live else "",
                       "filemap_read" if copy_hook_live else "filemap_read: fentry refused (EPERM)"))
-    writer.add(s.Hook("gup_fast_enter", gup_hook_live, "fentry" if gup_hook_live else "",
+    writer.add(s.Hook("gup_fast_enter", "gup", State.LIVE if gup_hook_live else State.MISSING,
+                      "fentry" if gup_hook_live else "",
                       "gup_fast_fallback" if gup_hook_live else "gup_fast_fallback: fentry refused (EPERM)"))
-    writer.add(s.Hook("lifecycle_fexit_export", False, "", "dma_buf_export: not needed: the tracepoints are present"))
+    writer.add(s.Hook("lifecycle_fexit_export", "lifecycle", State.NOT_NEEDED, "",
+                      "dma_buf_export: the tracepoints are present"))
     writer.add(s.PathSample(T0 + 100_000_000, 11, 7, "read", 3 * MIB, 0, 0, 768, 3, 0))
     writer.close("completed", 0, ended_ns=T0 + 1_000_000_000)
     return Session(path)
@@ -36,7 +41,7 @@ def test_missing_copy_hooks_are_none_not_zero(tmp_path):
         (row,) = json.loads(out.getvalue())["paths"]
         assert row["cpu_copied_bytes"] is None and row["pinned_bytes"] is None
         out = io.StringIO()
-        export.CsvRenderer("paths").render(session, out)
+        export.CsvRenderer(RenderOptions(table="paths")).render(session, out)
         (row,) = csv.DictReader(io.StringIO(out.getvalue()))
         assert row["cpu_copied_bytes"] == "" and row["pinned_bytes"] == ""
         cells = html.path_table_html(tables.path_totals(session))

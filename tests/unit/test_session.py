@@ -9,9 +9,10 @@ import textwrap
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.cli import main
-from dmabuf_top.session import Session, SessionError, SessionWriter
+from dmabuf_top.probes.hooks import State
+from dmabuf_top.recording.session import Session, SessionError, SessionWriter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +27,7 @@ EVERY_RECORD = [
     s.LatencyBucket("read", 0, 1),
     s.TaskstatsSample(15, 100, 101, "load", 1, 2, 3, 4, 5, 6, 7, 8, 9),
     s.Drop(16, "ringbuf", 2),
-    s.Hook("fn/filemap_read", False, "", "fentry refused (EPERM)"),
+    s.Hook("fn/filemap_read", "cpu_copy", State.MISSING, "", "fentry refused (EPERM)"),
 ]
 
 
@@ -124,7 +125,7 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from dmabuf_top import session as s
+    from dmabuf_top.recording import session as s
     writer = s.SessionWriter(sys.argv[1], batch_rows=100, batch_seconds=3600)
     i = 0
     while True:
@@ -177,7 +178,8 @@ def test_other_schema_versions(tmp_path, version, words):
     db.commit()
     db.close()
     message = error_of(path)
-    assert f"session schema v{version}, {words} than the v{s.SCHEMA_VERSION}" in message
+    readable = s.SCHEMA_VERSION if words == "newer" else s.OLDEST_READABLE_VERSION
+    assert f"session schema v{version}, {words} than the v{readable}" in message
 
 
 def test_random_bytes_empty_missing_and_directory(tmp_path):

@@ -7,11 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dmabuf_top.errors import BpfError
-from dmabuf_top.inventory import build_inventory, stable_groups
+from dmabuf_top.inventory.inventory import build_inventory, stable_groups
 from dmabuf_top.probes import dmabuf_iter, task_dmabufs
-from dmabuf_top.probes.dmabuf_iter import Buffer, BufferColumns
-from dmabuf_top.probes.task_dmabufs import KIND_FD, KIND_MAP, MAGIC, RECORD, FdRef, Holders, HolderColumns, MapRef
-from dmabuf_top.render_snapshot import render_json
+from dmabuf_top.probes.dmabuf_iter import BufferColumns
+from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.probes.task_dmabufs import KIND_FD, KIND_MAP, MAGIC, RECORD, HolderColumns
+from dmabuf_top.inventory.types import FdRef, Holders, MapRef
+from dmabuf_top.inventory.render_snapshot import render_json
 from inventory_oracle import expected_numbers, numbers_of
 from test_dmabuf_iter_decode import make_record
 

@@ -4,7 +4,8 @@ import pytest
 from dmabuf_top.bpf import struct_size_in_object
 from dmabuf_top.errors import BpfError
 from dmabuf_top.probes import object_path
-from dmabuf_top.probes.task_dmabufs import KIND_FD, KIND_MAP, MAGIC, RECORD, FdRef, MapRef, decode_records
+from dmabuf_top.probes.task_dmabufs import KIND_FD, KIND_MAP, MAGIC, RECORD, decode_records
+from dmabuf_top.inventory.types import FdRef, MapRef
 
 
 def record(kind, tgid, inode, tid=None, fd=0, start=0, end=0, pgoff=0, comm=b"proc"):

@@ -1,14 +1,17 @@
-"""Tracing decoders, math and rendering, without a kernel."""
+"""Tracing decoders, the Tracer's plan, the snapshot model and its rendering, without a kernel."""
 import ctypes
 
 import pytest
+from dmabuf_top.probes import hooks, iopaths, object_path
+from dmabuf_top.probes import tracer as tracing
+from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.probes.iopaths import Counters
 
-from dmabuf_top import tracing
+from dmabuf_top import trace_model
 from dmabuf_top.bpf import struct_size_in_object
 from dmabuf_top.features import Feature, FeatureReport
-from dmabuf_top.probes import iopaths, object_path
-from dmabuf_top.probes.dmabuf_iter import Buffer
-from dmabuf_top.probes.iopaths import Counters
+from dmabuf_top.render_trace import render_text
 
 
 @pytest.mark.parametrize("name", sorted(iopaths.MIRRORS))
@@ -73,7 +76,7 @@ def test_records_decode_by_type():
 
 
 def _snapshot(by_target, hooks=()):
-    return tracing.TraceSnapshot(by_target, {}, {}, {}, {}, {}, 0, list(hooks))
+    return trace_model.TraceSnapshot(by_target, {}, {}, {}, {}, {}, 0, list(hooks))
 
 
 def test_per_buffer_maps_dmabufs_directly_and_udmabufs_through_their_memfd():
@@ -88,7 +91,7 @@ def test_per_buffer_maps_dmabufs_directly_and_udmabufs_through_their_memfd():
         iopaths.Target(77, 6, "read", "shmem", False): one,  # same inode, other device: not this memfd
         iopaths.Target(0, 0, "read", "none", False): one,
     })
-    out = tracing.per_buffer(snap, [heap, udma])
+    out = trace_model.per_buffer(snap, [heap, udma])
     assert set(out) == {10, 20}
     assert out[20]["read"].calls == 1 and out[20]["write"].calls == 1
     assert out[10]["read"].bytes == 4096
@@ -99,7 +102,7 @@ def _report(**features):
 
 
 def test_plan_follows_the_feature_report():
-    spec = tracing.ProgramSpec("copy_filemap_read", "cpu_copy", "fentry", "filemap_read")
+    spec = hooks.Program("copy_filemap_read", "fentry", "filemap_read")
     ok = _report(fentry=Feature(True, "fentry"), fn__filemap_read=Feature(True, "fentry", "ok"))
     assert tracing._plan(spec, ok, None)[:2] == (True, "fentry")
     refused = _report(fentry=Feature(False, None, "EPERM"),
@@ -108,20 +111,32 @@ def test_plan_follows_the_feature_report():
     assert (load, via) == (False, None) and "EPERM" in reason
     kprobe_only = _report(fentry=Feature(False), fn__filemap_read=Feature(True, "kprobe", "kprobe ok"))
     assert "no kprobe variant" in tracing._plan(spec, kprobe_only, None)[2]
-    tp = tracing.ProgramSpec("lifecycle_dma_buf_export", "lifecycle", "tracepoint", "dma_buf:dma_buf_export")
+    tp = hooks.Program("lifecycle_dma_buf_export", "tracepoint", "dma_buf:dma_buf_export")
     assert tracing._plan(tp, ok, None) == (False, None, "tracepoint absent on this kernel")
 
 
 def test_missing_concerns_ignore_fallbacks_that_were_not_needed():
-    hooks = [tracing.HookStatus("a", "gup", "gup_fast_fallback", False, None, "fentry refused (EPERM)"),
-             tracing.HookStatus("b", "lifecycle", "dma_buf_export", False, None, "not needed: tracepoints"),
-             tracing.HookStatus("c", "read", "syscalls:sys_enter_read", True, "tracepoint", "present")]
-    assert tracing.missing_concerns(hooks) == {"gup": "gup_fast_fallback: fentry refused (EPERM)"}
+    states = [HookState("a", "gup", "gup_fast_fallback", State.MISSING, None, "fentry refused (EPERM)"),
+              HookState("b", "lifecycle", "dma_buf_export", State.NOT_NEEDED, None, "tracepoints"),
+              HookState("c", "read", "syscalls:sys_enter_read", State.LIVE, "tracepoint", "present")]
+    assert hooks.missing_concerns(states) == {"gup": "gup_fast_fallback: fentry refused (EPERM)"}
+
+
+def test_a_missing_hook_is_missing_whatever_its_reason_says():
+    """The state decides, not the sentence: a reason that happens to start "not needed" changes nothing."""
+    state = HookState("a", "cpu_copy", "filemap_read", State.MISSING, None, "not needed, said nobody")
+    assert hooks.missing_concerns([state]) == {"cpu_copy": "filemap_read: not needed, said nobody"}
+
+
+def test_hook_json_keeps_the_v1_keys_and_adds_the_state():
+    state = HookState("b", "lifecycle", "dma_buf_export", State.NOT_NEEDED, None, "tracepoints")
+    assert state.to_dict() == {"program": "b", "concern": "lifecycle", "target": "dma_buf_export", "live": False,
+                               "via": None, "reason": "tracepoints", "state": "not needed"}
 
 
 def test_render_shows_not_traced_instead_of_zero_and_always_the_drops():
-    text = tracing.render_text({"read": Counters(calls=2, bytes=8192, latency_ns=4000)},
-                               {"cpu_copy": "filemap_read: fentry refused (EPERM)"}, dropped=0)
+    text = render_text({"read": Counters(calls=2, bytes=8192, latency_ns=4000)},
+                       {"cpu_copy": "filemap_read: fentry refused (EPERM)"}, dropped=0)
     row = next(line for line in text.splitlines() if line.startswith("read"))
     assert "n/t" in row and "8.0 KiB" in row and "2.0us" in row
     assert "not traced: cpu_copy: filemap_read: fentry refused (EPERM)" in text
@@ -129,26 +144,11 @@ def test_render_shows_not_traced_instead_of_zero_and_always_the_drops():
 
 
 def test_json_nulls_untraced_fields():
-    hooks = [tracing.HookStatus("a", "gup", "gup_fast_fallback", False, None, "refused")]
-    snap = tracing.TraceSnapshot({}, {(1, "read"): Counters(calls=1)}, {}, {}, {}, {}, 3, hooks)
+    states = [HookState("a", "gup", "gup_fast_fallback", State.MISSING, None, "refused")]
+    snap = trace_model.TraceSnapshot({}, {(1, "read"): Counters(calls=1)}, {}, {}, {}, {}, 3, states)
     out = snap.to_dict()
     assert out["paths"]["read"]["pinned_pages"] is None and out["paths"]["read"]["cpu_copied"] == 0
     assert out["dropped_events"] == 3 and out["missing"] == {"gup": "gup_fast_fallback: refused"}
-
-
-def test_kallsyms_and_folded_stacks():
-    syms = tracing.Kallsyms([(0x1000, "vfs_read"), (0x2000, "filemap_read"), (0x3000, "ksys_read")])
-    assert syms.name(0x2010) == "filemap_read" and syms.name(0x0fff) == "0xfff"
-    symbolized = [("cpu_copy_read", "read", ["filemap_read", "vfs_read"], 2, 8192),
-                  ("cpu_copy_read", "read", ["filemap_read", "vfs_read"], 1, 4096)]
-    assert tracing.folded(symbolized) == ["read;cpu_copy_read;vfs_read;filemap_read 12288"]
-    assert tracing.folded(symbolized, weight="hits") == ["read;cpu_copy_read;vfs_read;filemap_read 3"]
-
-
-def test_log2_histogram_rows():
-    hist = [0] * iopaths.HIST_SLOTS
-    hist[0], hist[3] = 2, 5
-    assert tracing.log2_histogram_rows(hist) == [(0, 1, 2), (8, 15, 5)]
 
 
 def test_stack_ips_drop_trailing_zeros():
@@ -157,40 +157,42 @@ def test_stack_ips_drop_trailing_zeros():
 
 
 def test_plan_for_the_syscall_hooks_follows_tp_btf_and_raw_tracepoint():
-    specs = {spec.program: spec for spec in tracing.program_specs()}
+    specs = {program.name: program for _, program in hooks.programs()}
     both = _report(tp_btf=Feature(True, "tp_btf", "ok"), raw_tracepoint=Feature(True, "raw_tp", "ok"))
     assert tracing._plan(specs["syscall_enter_btf"], both, None) == (True, "tp_btf", "ok")
     assert tracing._plan(specs["syscall_exit_raw"], both, None) == (True, "raw_tp", "ok")
     no_btf = _report(tp_btf=Feature(False, None, "EINVAL"), raw_tracepoint=Feature(True, "raw_tp", "ok"))
     assert tracing._plan(specs["syscall_enter_btf"], no_btf, None) == (False, None, "tp_btf not available (EINVAL)")
-    assert specs["syscall_enter_raw"].primary == "syscall_enter_btf"
-    assert specs["lifecycle_fexit_export"].primary == "lifecycle_dma_buf_export"
+    assert specs["syscall_enter_raw"].fallback_for == "syscall_enter_btf"
+    assert specs["lifecycle_fexit_export"].fallback_for == "lifecycle_dma_buf_export"
 
 
 def _statuses(enter_btf, enter_raw, exit_btf, exit_raw):
-    """The four syscall programs' statuses from (live, reason) pairs."""
+    """The four syscall programs' states from (state, why) pairs."""
     given = {"syscall_enter_btf": enter_btf, "syscall_enter_raw": enter_raw,
              "syscall_exit_btf": exit_btf, "syscall_exit_raw": exit_raw}
-    return {name: tracing.HookStatus(name, "syscalls", "sys", live,
-                                     ("tp_btf" if name.endswith("btf") else "raw_tp") if live else None, reason)
-            for name, (live, reason) in given.items()}
+    return {name: HookState(name, "syscalls", "sys", state,
+                            ("tp_btf" if name.endswith("btf") else "raw_tp") if state is State.LIVE else None, why)
+            for name, (state, why) in given.items()}
 
 
 def test_syscall_hooks_are_reported_per_syscall_with_the_program_that_serves_them():
-    hooks = tracing._syscall_hooks(_statuses((True, "ok"), (False, "not needed: btf is used"),
-                                             (False, "load refused: EINVAL"), (True, "fallback ok")))
-    by_name = {hook.program: hook for hook in hooks}
-    assert len(hooks) == 2 * len(tracing.SYSCALLS)
+    states = tracing._syscall_hooks(_statuses((State.LIVE, "ok"), (State.NOT_NEEDED, "btf is used"),
+                                              (State.MISSING, "load refused: EINVAL"), (State.LIVE, "fallback ok")))
+    by_name = {hook.program: hook for hook in states}
+    assert len(states) == 2 * len(hooks.SYSCALLS)
     assert (by_name["enter_pread64"].live, by_name["enter_pread64"].via) == (True, "tp_btf")
     assert (by_name["exit_preadv2"].live, by_name["exit_preadv2"].via) == (True, "raw_tp")
     assert by_name["exit_sendfile64"].concern == "sendfile" and by_name["enter_pwritev2"].concern == "write"
-    assert tracing.missing_concerns(hooks) == {}
+    assert hooks.missing_concerns(states) == {}
 
 
 def test_syscall_hooks_missing_say_why_for_both_programs():
-    hooks = tracing._syscall_hooks(_statuses((False, "tp_btf not available"), (False, "raw_tp not available"),
-                                             (False, "tp_btf not available"), (False, "raw_tp not available")))
-    missing = tracing.missing_concerns(hooks)
+    states = tracing._syscall_hooks(_statuses((State.MISSING, "tp_btf not available"),
+                                              (State.MISSING, "raw_tp not available"),
+                                              (State.MISSING, "tp_btf not available"),
+                                              (State.MISSING, "raw_tp not available")))
+    missing = hooks.missing_concerns(states)
     assert set(missing) == {"read", "write", "copy_file_range", "sendfile", "splice"}
     assert missing["read"] == "raw_syscalls:sys_enter (read): tp_btf not available; raw_tp: raw_tp not available"
 
@@ -199,8 +201,8 @@ def test_every_hot_path_program_has_a_do_nothing_twin_on_the_same_hook():
     """benchmarks/overhead.py's floor attaches hook_floor's floor_<program> where each live program is."""
     from dmabuf_top.bpf import BpfObject
 
-    hot = [spec.program for spec in tracing.program_specs()
-           if spec.concern in ("syscalls", "cpu_copy", "gup", "page_cache")]
+    hot = [program.name for point, program in hooks.programs()
+           if point.concern in ("syscalls", "cpu_copy", "gup", "page_cache")]
     with BpfObject(object_path("iopaths")) as tracer, BpfObject(object_path("hook_floor")) as floor:
         sections = {name: floor.programs[f"floor_{name}"].section for name in hot if f"floor_{name}" in floor.programs}
         assert sections == {name: tracer.program(name).section for name in hot}

@@ -2,8 +2,9 @@
 import json
 
 from dmabuf_top.probes.iopaths import Counters, Outcome, Target
-from dmabuf_top.session import Session
-from dmabuf_top.tracing import HookStatus, TraceSnapshot
+from dmabuf_top.probes.hooks import HookState, State
+from dmabuf_top.recording.session import Session
+from dmabuf_top.trace_model import TraceSnapshot
 from dmabuf_top.validate import render, runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
@@ -35,7 +36,7 @@ def sample_run(missing=None):
         result("heap-rwfile-ioctl", absent("absent on this kernel (ENOTTY)"), alloc_ms=None, io_ms=None,
                close_ms=None, checksum=None),
         result("evil\x1b[2J\nname", Verdict("copies", "1 copy\x1b[31m", 1.0), cpu_copied=SIZE),
-    ], SOURCE, False, [HookStatus("copy_filemap_read", "cpu_copy", "filemap_read", True, "fentry", "ok")],
+    ], SOURCE, False, [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "ok")],
         missing or {}, {3: ["bpf_prog_1_copy", "bpf_trampoline_2", "vfs_read", "ksys_read"]})
 
 
@@ -89,8 +90,9 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
     path = tmp_path / "v.session"
     record_run(sample_run(), str(path))
     with Session(str(path)) as session:
-        assert [row["name"] for row in session.metadata["validate"]["methods"]][:2] == ["heap-read",
-                                                                                      "udmabuf-read-direct"]
+        assert [name for (name,) in session.query("SELECT name FROM methods ORDER BY rowid")][:2] == [
+            "heap-read", "udmabuf-read-direct"]
+        assert "validate" not in session.metadata  # v1 kept the run as a JSON blob there
         assert session.query("SELECT path, bytes, cpu_copied_bytes, inode FROM path_samples") == [
             ("read", SIZE, SIZE, 7)]
         assert session.query("SELECT frames FROM stacks WHERE id=3")[0][0].endswith("ksys_read")
@@ -103,13 +105,19 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
 
 
 def test_a_plain_session_has_no_method_section(tmp_path):
+    import io
+
     from dmabuf_top.analysis import methods
-    from dmabuf_top.session import SessionWriter
+    from dmabuf_top.analysis.html import HtmlRenderer
+    from dmabuf_top.recording.session import SessionWriter
 
     path = tmp_path / "plain.session"
     SessionWriter(str(path)).close()
     with Session(str(path)) as session:
-        assert methods.section_html(session, lambda figure, name: "") is None
+        assert methods.rows(session) == []
+        out = io.StringIO()
+        HtmlRenderer().render(session, out)
+    assert 'id="methods"' not in out.getvalue()
 
 
 # -- a user's command, judged on the calls that reached a dma-buf or memfd

@@ -11,11 +11,12 @@ import json
 
 import pytest
 
-from dmabuf_top.analysis import export, flame, html, methods, tables
+from dmabuf_top.analysis import export, flame, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.session import BufferSnapshot, Session
+from dmabuf_top.recording.session import BufferSnapshot, PathSample, Session
 from dmabuf_top.stacks import kernel_frames
-from dmabuf_top.tracing import HookStatus
+from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.validate import runner
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
@@ -85,7 +86,7 @@ def sample_run():
                   paths={"read": (Counters(calls=2, bytes=SIZE, cpu_copied=SIZE, pc_added=16384), hist(b18=2))})
     return runner.ValidateRun(
         [heap_read, udmabuf_direct, memfd_rw, never_ran("heap-rwfile-ioctl", "heap", "absent on this kernel"), last],
-        SOURCE, False, [HookStatus("copy_filemap_read", "cpu_copy", "filemap_read", True, "fentry", "ok")], {},
+        SOURCE, False, [HookState("copy_filemap_read", "cpu_copy", "filemap_read", State.LIVE, "fentry", "ok")], {},
         {5: RAW_STACK}, kernel={"release": "7.2.13-cloud-amd64", "machine": "x86_64"})
 
 
@@ -126,6 +127,25 @@ def test_the_session_spans_the_methods_not_the_writing_of_the_file(tmp_path):
         page = section(rendered(session), "summary")
     assert "<td>duration</td><td>44.30 s</td>" in page
     assert "7.2.13-cloud-amd64" in page and "not recorded" in page
+
+
+def test_the_session_holds_what_was_measured_and_nothing_else(tmp_path):
+    with recorded(tmp_path) as session:
+        assert "validate" not in session.metadata  # v1's JSON blob
+        methods = session.query("SELECT name, buffer, buffer_inode, io_started_ns, io_ended_ns, calls, cpu_copied, "
+                                "verdict FROM methods ORDER BY rowid")
+        assert [row[:3] for row in methods] == [("heap-read", "heap", 7), ("udmabuf-read-direct", "udmabuf", 14),
+                                                ("memfd-rw", "memfd", 1058), ("heap-rwfile-ioctl", "heap", 0),
+                                                ("memfd-read", "memfd", 1059)]
+        assert methods[2][3:] == (74_200_000_000, 78_200_000_000, 4, 2 * SIZE, "copies")
+        assert methods[3][3:] == (0, 0, None, None, "absent")  # never ran: nothing measured, not zeros
+        # One row per method and path, at the end of the method's I/O window, with the totals measured there.
+        samples = session.query("SELECT m.name, p.path, p.time_ns, p.bytes, p.calls FROM path_samples p JOIN methods m "
+                                "ON p.inode = m.buffer_inode AND p.time_ns = m.io_ended_ns ORDER BY m.rowid, p.path")
+        assert [(name, path, moved, calls) for name, path, _, moved, calls in samples] == [
+            ("heap-read", "read", SIZE, 2), ("udmabuf-read-direct", "read", SIZE, 2), ("memfd-rw", "read", SIZE, 2),
+            ("memfd-rw", "write", SIZE, 2), ("memfd-read", "read", SIZE, 2)]
+        assert session.count(PathSample) == len(samples)
 
 
 def test_throughput_shows_each_method_at_its_average_rate_where_it_ran(tmp_path):
@@ -176,7 +196,7 @@ def test_a_method_that_did_not_run_shows_dashes_and_exports_nulls(tmp_path):
         page = section(rendered(session), "methods")
         data = export.tables_dict(session)
         out = io.StringIO()
-        export.CsvRenderer("methods").render(session, out)
+        export.CsvRenderer(RenderOptions(table="methods")).render(session, out)
     row = page[page.index("<td>heap-rwfile-ioctl</td>"):]
     cells = row[:row.index("</tr>")].split("</td>")
     # alloc, I/O, close ms, MB/s, CPU-copied, page cache, pinned, calls, data: nothing measured
@@ -189,19 +209,6 @@ def test_a_method_that_did_not_run_shows_dashes_and_exports_nulls(tmp_path):
     table = {r["name"]: r for r in csv.DictReader(io.StringIO(out.getvalue()))}
     assert table["heap-rwfile-ioctl"]["cpu_copied"] == "" and table["heap-rwfile-ioctl"]["syscalls"] == ""
     assert table["heap-read"]["cpu_copied"] == str(SIZE)
-
-
-def test_a_session_recorded_before_absent_rows_had_nulls_still_shows_dashes(tmp_path):
-    with recorded(tmp_path) as session:
-        data = session.metadata["validate"]
-    for row in data["methods"]:
-        if row["verdict"]["kind"] == "absent":
-            row.update(dict.fromkeys(methods.MEASURED, 0))  # what the CI's session of 2026-11-21 holds
-
-    class Old:
-        metadata = {"validate": data}
-
-    assert {row["name"]: row["syscalls"] for row in methods.rows(Old)}["heap-rwfile-ioctl"] is None
 
 
 def test_the_flame_graph_has_no_frame_of_our_tracer(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from dmabuf_top import alloc
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf, set_name
-from dmabuf_top.bufinfo import read_bufinfo
+from dmabuf_top.inventory.bufinfo import read_bufinfo
 
 pytestmark = pytest.mark.guest
 

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
-from dmabuf_top.bufinfo import read_bufinfo
+from dmabuf_top.inventory.bufinfo import read_bufinfo
 from dmabuf_top.probes.dmabuf_iter import DmabufIterator, read_buffers
 
 pytestmark = pytest.mark.guest

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from dmabuf_top import session as s
+from dmabuf_top.recording import session as s
 from dmabuf_top.analysis import flame, tables
 from dmabuf_top.analysis.html import HtmlRenderer
 from dmabuf_top.analysis.perfetto import PerfettoRenderer
-from dmabuf_top.session import Session, SessionError
+from dmabuf_top.recording.session import Session, SessionError
 
 pytestmark = pytest.mark.guest
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
-from dmabuf_top.bufinfo import read_bufinfo
+from dmabuf_top.inventory.bufinfo import read_bufinfo
 
 pytestmark = pytest.mark.guest
 

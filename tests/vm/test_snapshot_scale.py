@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from dmabuf_top.alloc import alloc_heap
-from dmabuf_top.inventory import IteratorSnapshots
+from dmabuf_top.inventory.collect import IteratorSnapshots
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.probes.task_dmabufs import read_holders
 from inventory_oracle import expected_numbers, numbers_of

@@ -11,9 +11,13 @@ import os
 
 import pytest
 
-from dmabuf_top import features, tracing
+from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.probes import iopaths
 from dmabuf_top.probes.dmabuf_iter import read_buffers
+from dmabuf_top.probes.hooks import missing_concerns
+from dmabuf_top.probes.tracer import Tracer
+from dmabuf_top.trace_model import per_buffer
 
 pytestmark = pytest.mark.guest
 
@@ -70,10 +74,17 @@ def file_identity(path):
     return st.st_ino, st.st_dev
 
 
+def symbolized_stacks(tracer, snapshot):
+    """[(point, path, [frames innermost first], hits, amount)] for the snapshot's stacks."""
+    kallsyms = tracer.kallsyms()
+    return [(point, path, [kallsyms.name(ip) for ip in tracer.stack_ips(stack_id)], hits, amount)
+            for (stack_id, point, path), (hits, amount) in snapshot.stacks.items()]
+
+
 def test_the_guest_has_the_hooks_these_tests_need(report):
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
         live = {hook.program for hook in tracer.hooks if hook.live}
-        missing = tracing.missing_concerns(tracer.hooks)
+        missing = missing_concerns(tracer.hooks)
     assert {"copy_filemap_read", "copy_generic_perform_write", "gup_fast_exit", "gup_slow_exit", "enter_read",
             "exit_read", "pagecache_add", "lifecycle_dma_buf_export", "lifecycle_fentry_release"} <= live
     assert missing == {}, missing
@@ -86,16 +97,16 @@ def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(r
         mapping = buf.mmap()
         fd = os.open(path, os.O_RDONLY)
         try:
-            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
                 assert libc_read(fd, address_of(mapping), SIZE) == SIZE
                 snap = tracer.snapshot()
-                stacks = tracer.symbolized_stacks(snap)
+                stacks = symbolized_stacks(tracer, snap)
             assert hashlib.sha256(mapping[:]).hexdigest() == digest
             inventory = read_buffers()
         finally:
             os.close(fd)
             mapping.close()
-    counters = tracing.per_buffer(snap, inventory)[buf.inode]["read"]
+    counters = per_buffer(snap, inventory)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (1, 0, SIZE, SIZE)
     assert counters.cpu_copied == SIZE
     assert counters.pc_added == PAGES
@@ -116,16 +127,16 @@ def test_direct_read_into_a_udmabuf_memfd_pins_every_page_and_copies_nothing(rep
         mapping = buf.mmap_memfd()
         fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
         try:
-            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
                 assert libc_read(fd, address_of(mapping), SIZE) == SIZE
                 snap = tracer.snapshot()
-                stacks = tracer.symbolized_stacks(snap)
+                stacks = symbolized_stacks(tracer, snap)
             assert hashlib.sha256(mapping[:]).hexdigest() == digest
             inventory = read_buffers()
         finally:
             os.close(fd)
             mapping.close()
-    counters = tracing.per_buffer(snap, inventory)[buf.inode]["read"]
+    counters = per_buffer(snap, inventory)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes) == (1, 0, SIZE)
     assert counters.pinned_pages == PAGES
     assert counters.cpu_copied == 0
@@ -143,7 +154,7 @@ def test_direct_read_into_a_heap_mapping_fails_with_efault_and_is_counted(report
         mapping = buf.mmap()
         fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
         try:
-            with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
                 result = libc_read(fd, address_of(mapping), 1 << 20)
                 snap = tracer.snapshot()
         finally:
@@ -163,7 +174,7 @@ def test_copy_file_range_from_a_file_into_a_memfd_reports_the_kernels_outcome(re
     memfd = os.memfd_create("trace-cfr")
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             try:
                 result = os.copy_file_range(fd, memfd, length)
             except OSError as error:
@@ -188,7 +199,7 @@ def test_sendfile_from_a_file_into_a_memfd_is_a_cpu_copy_into_shmem(report, data
     memfd = os.memfd_create("trace-sendfile")
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             sent = os.sendfile(memfd, fd, 0, length)
             snap = tracer.snapshot()
         memfd_inode = os.fstat(memfd).st_ino
@@ -204,7 +215,7 @@ def test_sendfile_from_a_file_into_a_memfd_is_a_cpu_copy_into_shmem(report, data
 
 
 def test_lifecycle_of_a_heap_buffer(report, heap_available):
-    with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+    with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
         buf = alloc_heap(1 << 20)
         inode = buf.inode
         mapping = buf.mmap()
@@ -222,14 +233,14 @@ def test_records_plus_dropped_equals_calls_when_the_ring_overflows(report, data_
     path, _ = data_file
     fd = os.open(path, os.O_RDONLY)
     try:
-        with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report, record=True) as tracer:
             for _ in range(12000):  # more than the 1 MiB ring holds, none polled meanwhile
                 os.pread(fd, 16, 0)
             records = tracer.drain_records()  # epoll and bpf(): not traced paths
             snap = tracer.snapshot()
     finally:
         os.close(fd)
-    io_records = [r for r in records if isinstance(r, tracing.iopaths.IoRecord)]
+    io_records = [r for r in records if isinstance(r, iopaths.IoRecord)]
     assert snap.dropped > 0
     assert snap.per_path()["read"].calls >= 12000
     assert len(io_records) + snap.dropped == sum(c.calls for c in snap.per_path().values())

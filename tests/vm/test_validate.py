@@ -269,7 +269,7 @@ def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, ud
     assert 'id="methods"' in page and "udmabuf-read-direct" in page and 'id="fig-methods"' in page
 
     from dmabuf_top.analysis import flame, tables
-    from dmabuf_top.session import Session
+    from dmabuf_top.recording.session import Session
 
     with Session(session) as recorded:
         # The session spans the methods (first allocation to last close), not the writing of the file.
@@ -286,4 +286,13 @@ def test_json_record_and_report_show_the_comparison(tmp_path, heap_available, ud
         heap = next(b for b in tables.top_buffers(recorded) if b.inode == rows["heap-read"]["buffer_inode"])
         assert (heap.exporter, heap.name, heap.size, heap.io_bytes) == ("system", b"validate:heap", 8 << 20, 8 << 20)
         assert not [line for line in flame.folded_stacks(recorded) if "bpf_prog_" in line or "bpf_trampoline_" in line]
+        # The methods as rows, and their per-path counters as measured: one row per method and path, at the
+        # end of its I/O window (no samples made up between).
+        methods = recorded.query("SELECT name, verdict, calls, cpu_copied, io_started_ns, io_ended_ns FROM methods")
+        assert methods == [(name, rows[name]["verdict"]["kind"], rows[name]["syscalls"], rows[name]["cpu_copied"],
+                            rows[name]["io_started_ns"], rows[name]["ended_ns"]) for name in rows]
+        samples = recorded.query("SELECT m.name, p.path, p.bytes FROM path_samples p JOIN methods m "
+                                 "ON p.inode = m.buffer_inode AND p.time_ns = m.io_ended_ns ORDER BY m.rowid")
+        assert samples == [(name, "read", 8 << 20) for name in rows]
+        assert recorded.query("SELECT count(*) FROM path_samples") == [(len(rows),)]
     assert "no latency recorded" not in page and "bpf_trampoline" not in page

@@ -8,10 +8,12 @@ import subprocess
 
 import pytest
 
-from dmabuf_top import features, tracing
+from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
 from dmabuf_top.probes import object_path
 from dmabuf_top.probes.dmabuf_iter import read_buffers
+from dmabuf_top.probes.tracer import Tracer
+from dmabuf_top.trace_model import per_buffer
 
 pytestmark = pytest.mark.guest
 
@@ -84,7 +86,7 @@ def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_number
             address = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
             fd = os.open(path, os.O_RDONLY)
             try:
-                with tracing.Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
                     assert libc.read(fd, address, size) == size
                     assert libc.pread(fd, address + size, size, size) == size
                     snap = tracer.snapshot()
@@ -94,5 +96,5 @@ def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_number
                 mapping.close()
     finally:
         os.unlink(path)
-    counters = tracing.per_buffer(snap, inventory)[buf.inode]["read"]
+    counters = per_buffer(snap, inventory)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (2, 0, 2 * size, 2 * size)

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import pytest
 
 from dmabuf_top import alloc
-from dmabuf_top.bufinfo import read_bufinfo
+from dmabuf_top.inventory.bufinfo import read_bufinfo
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.validate.methods import RW_FILE_READ
 from rw_file_request import rw_file, scratch_file

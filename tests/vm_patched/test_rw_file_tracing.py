@@ -9,7 +9,7 @@ import pytest
 
 from dmabuf_top import alloc
 from dmabuf_top.probes.iopaths import Counters
-from dmabuf_top.tracing import Tracer
+from dmabuf_top.probes.tracer import Tracer
 from dmabuf_top.validate.methods import RW_FILE_DIRECT, RW_FILE_READ, RW_FILE_WRITE
 from dmabuf_top.validate.runner import drop_page_cache
 

@@ -1,31 +1,59 @@
-"""What the live view and the Prometheus exporter read from the kernel, and the thread that reads it.
+"""The sampler shared by the live view and the Prometheus exporter: what they read from the kernel, when.
 
 `Sources` opens everything once (the iterators kept attached, the I/O tracer,
 a taskstats socket) and degrades piece by piece: a part the kernel refuses is
 left out with a sentence for the header, never a crash. `Sources.sample()` takes
-one `model.Sample`.
+one `Sample`: an inventory (one iter/dmabuf read, which also feeds the buffer
+index, inventory.index), a trace snapshot read by `TraceReader` (which forgets
+the counters of buffers gone), and taskstats.
 
 `Collector` is the bpftop-style update thread: it samples, turns the sample into a
 Frame (LiveModel.update) and posts it, then sleeps `interval - elapsed` so the
 cadence holds however long the sampling took. The drawing loop never waits for
-the kernel.
+the kernel. `run_batch` is the same without a thread, for -C and --json.
+
+Nothing here draws: the curses view (live/app.py) and the exporter (prometheus.py) are built on it.
+`sigterm_exits` makes SIGTERM end either through its `finally` blocks (terminal, sysctls, sockets).
 """
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
-from typing import Callable, List, Optional
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, List, Mapping, Optional, Sequence
 
-from ..errors import DmabufTopError
-from .model import LiveModel, Sample
+from . import features
+from .errors import DmabufTopError
+from .inventory.index import BufferIndex
 
 log = logging.getLogger(__name__)
 
 # taskstats is one netlink round trip per process: asked for the processes on screen, not for every
 # task that ever read a file.
 MAX_TASKSTATS = 64
+
+
+@dataclass
+class Sample:
+    """What the sampler read at one instant. trace: a trace_model.TraceSnapshot or None (tracing
+    unavailable, or still starting when tracing_pending); taskstats: {pid: taskstats.TaskStats or None};
+    delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
+    every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that failed to start); index: the
+    BufferIndex that learnt this inventory (None: whoever needs one makes it from the inventory)."""
+
+    monotonic: float
+    wall: float
+    inventory: object
+    trace: Optional[object] = None
+    taskstats: Mapping[int, object] = field(default_factory=dict)
+    delayacct: object = False
+    tracing_pending: bool = False
+    cannot_see: Sequence[str] = ()
+    index: Optional[BufferIndex] = None
 
 
 class Sources:
@@ -38,8 +66,6 @@ class Sources:
 
     def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False,
                  background: bool = False, tracer_options: Optional[dict] = None):
-        from .. import features
-
         self.pid = pid
         self.delayacct = delayacct
         self.cannot_see: List[str] = []
@@ -56,6 +82,7 @@ class Sources:
             self.cannot_see.append("no dma-buf heaps and no udmabuf on this kernel (only other exporters' buffers)")
         self._snapshots = None
         self._trace_reader = None
+        self.index = BufferIndex()  # fed by each sample's inventory read
         self._collect: Callable = self._open_inventory()
         if background:
             self._starting = threading.Thread(target=self._open_in_background, args=(taskstats, trace),
@@ -83,7 +110,7 @@ class Sources:
     def _open_rest(self, taskstats, trace, cannot_see):
         if taskstats:
             try:
-                from ..taskstats import TaskStatsClient
+                from .taskstats import TaskStatsClient  # imports pyroute2: not for --help
 
                 client = TaskStatsClient()
                 with self._lock:
@@ -99,15 +126,13 @@ class Sources:
 
     def _start_tracing(self, cannot_see):
         """Feature trials, then the tracer with the hooks they allow; a refusal becomes a sentence."""
-        from .. import features
-
         report = None
         try:  # the tracer picks its hooks from the trial loads; an inventory alone needs none of them
             report = features.detect()
         except DmabufTopError as error:
             cannot_see.append(f"feature detection failed ({error})")
         try:
-            from ..tracing import Tracer
+            from .probes.tracer import Tracer
 
             # no kernel stacks: neither the view nor the exporter shows them, and each costs the traced work
             tracer = Tracer(pid=self.pid, report=report, stacks=False, **self._tracer_options)
@@ -127,7 +152,7 @@ class Sources:
         return self._trace and starting is not None and (starting.ident is None or starting.is_alive())
 
     def _open_inventory(self):
-        from ..inventory import IteratorSnapshots, collect
+        from .inventory.collect import IteratorSnapshots, collect  # numpy: not for --help
 
         try:
             self._snapshots = IteratorSnapshots()
@@ -149,7 +174,8 @@ class Sources:
         with self._lock:
             tracer, taskstats = self.tracer, self.taskstats
         inventory = self._collect()
-        trace = self._reader(tracer).snapshot(inventory) if tracer is not None else None
+        self.index.learn_inventory(inventory)
+        trace = self._reader(tracer).snapshot(self.index) if tracer is not None else None
         stats = {}
         if taskstats is not None:
             pids = [p.pid for p in inventory.processes][:MAX_TASKSTATS]
@@ -164,7 +190,8 @@ class Sources:
                 except DmabufTopError as error:
                     log.info("taskstats for %d: %s", pid, error)
         return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
-                      tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see))
+                      tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see),
+                      index=self.index)
 
     def close(self):
         with self._lock:
@@ -187,47 +214,23 @@ class Sources:
 
 class TraceReader:
     """Snapshots of a Tracer for a reader that owns it and shows buffers from an inventory (the live view,
-    the exporter). Each read forgets the counters of dma-bufs and memfds gone (tracing.forget_gone, the
-    recorder's rule): otherwise io_by_target fills under churn (a 10-minute soak left it at 8192 of 8192)
-    and refuses the keys of new buffers. A forgotten target belonged to no buffer on show, so no rate
-    the view shows drops; one that moves again counts from zero, as a new key."""
+    the exporter). Each read forgets the counters of dma-bufs and memfds gone (BufferIndex.forget_gone,
+    the recorder's rule): otherwise io_by_target fills under churn (a 10-minute soak left it at 8192 of
+    8192) and refuses the keys of new buffers. A forgotten target belonged to no buffer on show, so no
+    rate the view shows drops; one that moves again counts from zero, as a new key."""
 
     def __init__(self, tracer):
         self.tracer = tracer
         self._previous = {}
         self.forgotten = 0  # targets forgotten so far (tests and benchmarks read it)
 
-    def snapshot(self, inventory):
-        from ..tracing import forget_gone
-
+    def snapshot(self, index: BufferIndex):
+        """index: the reader's BufferIndex, which has learnt the inventory this snapshot goes with."""
         # minimal: targets and tasks only (outcomes, page cache and lifecycle maps are never shown)
         trace = self.tracer.snapshot(minimal=True)
-        self.forgotten += len(forget_gone(self.tracer, trace, self._previous, alive_in(inventory)))
+        self.forgotten += len(index.forget_gone(self.tracer, trace, self._previous))
         self._previous = trace.by_target
         return trace
-
-
-def alive_in(inventory):
-    """alive(kind, inode, dev) for tracing.gone_targets: a dma-buf the inventory shows, or the memfd
-    behind a udmabuf it shows. The sets are made on the first question (most reads have no idle target)."""
-    known = []
-
-    def sets():
-        if not known:
-            if inventory.arrays is not None:
-                columns = inventory.arrays.columns
-                known.extend((set(columns.inode.tolist()), set(columns.backing_files())))
-            else:
-                shown = [entry.buffer for entry in inventory.buffers]
-                known.extend(({b.inode for b in shown},
-                              {(b.backing_inode, b.backing_dev) for b in shown if getattr(b, "backing_inode", 0)}))
-        return known
-
-    def alive(kind, inode, dev):
-        dmabufs, memfds = sets()
-        return inode in dmabufs if kind == "dmabuf" else (inode, dev) in memfds
-
-    return alive
 
 
 def busiest(trace) -> List[int]:
@@ -242,11 +245,29 @@ def kernel_release():
     return os.uname().release
 
 
+class _Terminated(SystemExit):
+    pass
+
+
+@contextmanager
+def sigterm_exits():
+    """SIGTERM becomes SystemExit(143) in the main thread, so every `finally` (terminal, sysctls) runs."""
+    def handler(signum, frame):
+        raise _Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class Collector(threading.Thread):
-    """Samples every `interval` seconds and calls `post(frame)`; an error is posted as `post_error(exc)`.
+    """Samples every `interval` seconds and calls `post(model.update(sample))` (model: a live.model.LiveModel);
+    an error is posted as `post_error(exc)`.
     count: stop after that many frames were posted."""
 
-    def __init__(self, sources: Sources, model: LiveModel, interval: float, post, post_error, count=None,
+    def __init__(self, sources: Sources, model, interval: float, post, post_error, count=None,
                  baseline=False, clock=time.monotonic):
         super().__init__(name="dmabuf-top collector", daemon=True)
         self.sources = sources
@@ -284,7 +305,7 @@ class Collector(threading.Thread):
         self.stop_event.set()
 
 
-def run_batch(sources: Sources, model: LiveModel, interval: float, count: Optional[int], emit) -> int:
+def run_batch(sources: Sources, model, interval: float, count: Optional[int], emit) -> int:
     """-C and --json: a baseline sample, then `emit(frame)` after every interval, `count` times.
 
     Runs in the calling thread (nothing to draw meanwhile); deadlines are kept on an

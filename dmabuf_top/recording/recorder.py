@@ -1,4 +1,4 @@
-"""`dmabuf-top record`: sources of records, a polling loop, and the traced command.
+"""`dmabuf-top record`: the Source seam and the polling loop (the traced command is in command.py).
 
 The seam: a Source
 ------------------
@@ -25,22 +25,19 @@ Everything a recording collects comes from Sources. A Source is any object with:
 RecordingContext tells sources which process is traced (`target_pid`: the command's pid,
 whose children a tracer follows by tgid ancestry; None: the whole system) and the cadence.
 
-Sources: BufferSnapshots here (iter/dmabuf, periodic); IoPathSource (I/O paths, lifecycle,
-stacks, latency, drops) and TaskstatsSource in record_sources.py, which `record` runs all.
+Every source is polled with the same `now_ns` in a tick, in the order given: sources that share
+one read per tick (sources.py: buffer snapshots and I/O attribution over one iter/dmabuf read) rely
+on it. The sources `record` runs are in sources.py and taskstats_source.py; this module imports none.
 """
-import errno as errno_module
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Protocol, Sequence
 
+from ..errors import DmabufTopError
 from . import session as records
-from .errors import DmabufTopError
-
-POLL_STEP_S = 0.02  # how soon the loop notices the command's exit or a signal
-GRACE_S = 5.0  # how long a signalled command gets to exit before the recorder ends without its code
+from .command import GRACE_S, POLL_STEP_S, Command, describe_exit, exit_status
 
 
 @dataclass(frozen=True)
@@ -57,136 +54,6 @@ class Source(Protocol):
     def poll(self, now_ns: int) -> Iterable: ...
 
     def stop(self, now_ns: int) -> Iterable: ...
-
-
-class BufferSnapshots:
-    """Every dma-buf, from the iter/dmabuf program, every `interval_s` and once at the end."""
-
-    name = "buffers"
-
-    def __init__(self, iterator_factory=None):
-        self._factory = iterator_factory
-        self._iterator = None
-        self._interval_ns = 0
-        self._last_ns = None
-
-    def start(self, context):
-        self._interval_ns = int(context.interval_s * 1e9)
-        try:
-            if self._factory is None:
-                from .probes.dmabuf_iter import DmabufIterator
-
-                self._factory = DmabufIterator
-            self._iterator = self._factory()
-        except DmabufTopError as error:
-            return [records.Hook("iter/dmabuf", False, "", f"buffer snapshots off: {error}")]
-        return [records.Hook("iter/dmabuf", True, "iter/dmabuf", "periodic buffer snapshots")]
-
-    def _snapshot(self, now_ns):
-        self._last_ns = now_ns
-        return [records.BufferSnapshot(now_ns, b.inode, b.exporter, b.name, b.size, b.file_refs,
-                                       b.attachment_count, b.backing_inode) for b in self._iterator.read()]
-
-    def poll(self, now_ns):
-        if self._iterator is None or (self._last_ns is not None and now_ns - self._last_ns < self._interval_ns):
-            return []
-        return self._snapshot(now_ns)
-
-    def stop(self, now_ns):
-        if self._iterator is None:
-            return []
-        try:
-            return self._snapshot(now_ns)
-        finally:
-            self._iterator.close()
-            self._iterator = None
-
-
-# ---------------------------------------------------------------------------------------------
-# The traced command
-
-
-class Command:
-    """A command forked now and held before exec until release(): tracing starts before its first instruction."""
-
-    def __init__(self, argv: Sequence[str]):
-        self.argv = list(argv)
-        go_read, self._go_write = os.pipe()
-        # Closed by a successful exec (O_CLOEXEC); carries the errno of a failed one.
-        self._error_read, error_write = os.pipe2(os.O_CLOEXEC)
-        self.pid = os.fork()
-        if self.pid == 0:  # the child: only os calls until exec
-            try:
-                os.close(self._go_write)
-                os.close(self._error_read)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                if os.read(go_read, 1) != b"g":
-                    os._exit(125)  # the recorder died or gave up before starting it
-                os.close(go_read)
-                os.execvp(self.argv[0], self.argv)
-            except OSError as error:
-                os.write(error_write, str(error.errno).encode())
-            finally:
-                os._exit(127)
-        os.close(go_read)
-        os.close(error_write)
-        self.returncode = None
-
-    def release(self):
-        """Lets the command exec; raises DmabufTopError if it could not be run."""
-        os.write(self._go_write, b"g")
-        os.close(self._go_write)
-        failure = os.read(self._error_read, 16)
-        os.close(self._error_read)
-        if failure:
-            self.wait()
-            code = int(failure)
-            why = "not found" if code == errno_module.ENOENT else os.strerror(code)
-            raise DmabufTopError(f"cannot run {self.argv[0]!r}: {why}", exit_code=127)
-
-    def abandon(self):
-        """Never ran: the child exits without exec."""
-        os.close(self._go_write)
-        os.close(self._error_read)
-        self.wait()
-
-    def poll(self):
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
-
-    def wait(self, timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while self.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-            time.sleep(POLL_STEP_S)
-        return self.returncode
-
-    def signal(self, signum):
-        if self.returncode is None:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
-
-
-def exit_status(returncode):
-    """The recorder's exit code for the command's: its own, or 128 + signal as a shell says."""
-    return returncode if returncode >= 0 else 128 - returncode
-
-
-def describe_exit(returncode):
-    if returncode >= 0:
-        return f"command exited with code {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    return f"command killed by {name}"
 
 
 # ---------------------------------------------------------------------------------------------

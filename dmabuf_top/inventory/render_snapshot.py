@@ -33,7 +33,7 @@ import io
 import json
 
 from .inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
-from .text import human_size, terminal_safe
+from ..text import human_size, terminal_safe
 
 SCHEMA = "dmabuf-top.snapshot/1"
 

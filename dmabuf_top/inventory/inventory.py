@@ -1,4 +1,4 @@
-"""The buffer inventory: every dma-buf, who holds it, what it costs.
+"""The buffer inventory: every dma-buf, who holds it, what it costs (collect.py reads the sources).
 
 Two questions, each answered by the best source the kernel offers:
 
@@ -40,7 +40,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from .errors import DmabufTopError
+from .types import ExporterTotal, Refs
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,8 @@ HOLDER_DESCRIPTIONS = {
 }
 
 
-class Refs(NamedTuple):
-    """References one process holds on one buffer."""
-
-    fds: int = 0
-    maps: int = 0
-
-
 class BufferEntry:
-    """One buffer and its holders {pid: Refs}. `buffer` is a probes.dmabuf_iter.Buffer; fields a
+    """One buffer and its holders {pid: Refs}. `buffer` is a types.Buffer; fields a
     source cannot know are None (exporter, file_refs and attachment_count from fdinfo).
     A plain class with slots: ten thousand are made when a view lists every buffer."""
 
@@ -134,13 +127,6 @@ class ProcessEntry:
     def __repr__(self):
         return (f"ProcessEntry(pid={self.pid}, comm={self.comm!r}, rss={self.rss}, pss={self.pss}, "
                 f"fd_refs={self.fd_refs}, map_refs={self.map_refs})")
-
-
-@dataclass(frozen=True)
-class ExporterTotal:
-    exporter: Optional[str]
-    buffers: int
-    bytes: int
 
 
 @dataclass(frozen=True)
@@ -225,8 +211,8 @@ def build_inventory(buffers, holders, source: str, holders_source: str, notes=()
     `holders` a probes.task_dmabufs.HolderColumns or Holders. Sequences are
     turned into columns first (the slow sources' path).
     """
-    from .probes.dmabuf_iter import BufferColumns
-    from .probes.task_dmabufs import HolderColumns
+    from ..probes.dmabuf_iter import BufferColumns
+    from ..probes.task_dmabufs import HolderColumns
 
     if not isinstance(buffers, BufferColumns):
         buffers = BufferColumns.from_buffers(buffers)
@@ -330,125 +316,3 @@ def _refs_of_process(inode, pair_row, pair_fds, pair_maps, start, end):
         return dict(zip(inode[pair_row[start:end]].tolist(),
                         map(Refs, pair_fds[start:end].tolist(), pair_maps[start:end].tolist())))
     return build
-
-
-# ---------------------------------------------------------------------------
-# Reading the sources (needs a kernel; the fallbacks are what `--source` forces)
-
-
-def buffers_from_bufinfo(bufinfo) -> list:
-    """bufinfo records as Buffer (buffers without an inode, pre-5.3 kernels, cannot be joined: dropped)."""
-    from .probes.dmabuf_iter import Buffer
-
-    return [
-        Buffer(inode=b.inode, size=b.size, exporter=b.exporter, name=b.name, file_refs=b.count,
-               attachment_count=len(b.devices), attached_devices=tuple(b.devices))
-        for b in bufinfo.buffers if b.inode is not None
-    ]
-
-
-def read_iterator_buffers():
-    from .probes.dmabuf_iter import DmabufIterator
-
-    with DmabufIterator() as iterator:
-        return iterator.read_columns()
-
-
-def read_bufinfo_buffers() -> list:
-    from .bufinfo import read_bufinfo
-
-    return buffers_from_bufinfo(read_bufinfo())
-
-
-def read_task_holders():
-    from .probes.task_dmabufs import TaskDmabufIterator
-
-    with TaskDmabufIterator() as iterator:
-        return iterator.read_columns()
-
-
-def collect(source: Optional[str] = None, holders_source: Optional[str] = None) -> Inventory:
-    """Take a snapshot. None means the best source this kernel offers, with a note saying why a
-    better one was passed over; a source asked for by name fails with its own error."""
-    notes = []
-    scan = None
-
-    def procfs_scan():
-        nonlocal scan
-        if scan is None:
-            from .procfs import scan as scan_proc
-
-            scan = scan_proc()
-        return scan
-
-    # Holders first: a buffer freed between the passes then leaves dropped refs, not a missing buffer.
-    if source == "fdinfo":
-        if holders_source == "iterator":
-            raise DmabufTopError("--source fdinfo reads holders from /proc too; drop --holders or pick another source",
-                                 exit_code=2)
-        holders_source = "procfs"
-    if holders_source is None:
-        try:
-            holders = read_task_holders()
-            holders_source = "iterator"
-        except DmabufTopError as error:
-            notes.append(f"holders from /proc: the task iterators are unavailable ({error})")
-            holders, holders_source = procfs_scan().holders, "procfs"
-    elif holders_source == "iterator":
-        holders = read_task_holders()
-    else:
-        holders = procfs_scan().holders
-
-    if source is None:
-        attempts = (("iterator", read_iterator_buffers), ("bufinfo", read_bufinfo_buffers))
-        for name, reader in attempts:
-            try:
-                buffers, source = reader(), name
-                break
-            except DmabufTopError as error:
-                notes.append(f"not from {SOURCE_DESCRIPTIONS[name]}: {error}")
-        else:
-            buffers, source = procfs_scan().buffers(), "fdinfo"
-    elif source == "iterator":
-        buffers = read_iterator_buffers()
-    elif source == "bufinfo":
-        buffers = read_bufinfo_buffers()
-    else:
-        buffers = procfs_scan().buffers()
-    if scan is not None and scan.refused:
-        notes.append(f"the fds and mappings of {scan.refused} processes could not be read (other users'): "
-                     "their buffers and holdings are missing here; run as root")
-    if source == "fdinfo":
-        notes.append("buffers held only by the kernel are invisible from /proc; "
-                     "a buffer only mapped shows the size its mappings cover and no exporter")
-    return build_inventory(buffers, holders, source, holders_source, notes)
-
-
-class IteratorSnapshots:
-    """iter/dmabuf and the task iterators kept loaded and attached: each take() costs three
-    kernel passes and the decoding, no BPF load (what a live view repeats every interval)."""
-
-    def __init__(self):
-        from .probes.dmabuf_iter import DmabufIterator
-        from .probes.task_dmabufs import TaskDmabufIterator
-
-        self._buffers = DmabufIterator()
-        try:
-            self._holders = TaskDmabufIterator()
-        except BaseException:
-            self._buffers.close()
-            raise
-
-    def take(self) -> Inventory:
-        holders = self._holders.read_columns()
-        return build_inventory(self._buffers.read_columns(), holders, "iterator", "iterator")
-
-    def close(self):
-        self._holders.close()
-        self._buffers.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -31,8 +31,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .probes.dmabuf_iter import Buffer
-from .probes.task_dmabufs import FdRef, Holders, MapRef
+from .types import Buffer, FdRef, Holders, MapRef
 
 PROC = "/proc"
 DMABUF_PATH_PREFIX = b"/dmabuf:"

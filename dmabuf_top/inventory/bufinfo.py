@@ -37,10 +37,11 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
 
-from .errors import DmabufTopError, KernelLacks, NeedsPrivilege
+from ..errors import DmabufTopError, KernelLacks, NeedsPrivilege
+from ..kernelfs import BUFINFO, DEBUGFS
 
-DEBUGFS_MOUNTPOINT = "/sys/kernel/debug"
-BUFINFO_PATH = DEBUGFS_MOUNTPOINT + "/dma_buf/bufinfo"
+DEBUGFS_MOUNTPOINT = str(DEBUGFS)
+BUFINFO_PATH = str(BUFINFO)
 
 MAX_NAME_BYTES = 31  # DMA_BUF_NAME_LEN - 1
 UNNAMED_MARKER = b"<none>"

@@ -25,10 +25,14 @@ import struct
 import time
 from typing import Dict, Iterable, NamedTuple, Optional
 
-from .errors import DmabufTopError
+from ..errors import DmabufTopError
+from ..probes.hooks import SYSCALLS, State
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# v1: hooks without concern and state (Session.hooks reads them the old way), validate runs as a metadata
+# blob (read_v1_validate).
+OLDEST_READABLE_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
@@ -150,12 +154,73 @@ class Drop(NamedTuple):
 
 
 class Hook(NamedTuple):
-    """A hook this recording tried: live or not, how, and why not."""
+    """A hook this recording tried: what it counts, its state (live, missing: not traced, or not needed),
+    how it was attached, and what it hooks and why it is not live."""
 
     name: str
-    live: bool
+    concern: str  # what it counts (probes/hooks.py HookPoint.concern, "taskstats", "buffers"...)
+    state: State  # stored as its value: "live", "missing", "not needed"
     via: str
     detail: str
+
+    @property
+    def live(self):
+        return self.state is State.LIVE
+
+
+class Method(NamedTuple):
+    """One method of a `dmabuf-top validate` run: its times, what it measured, and the verdict.
+
+    Counters are None (NULL) where nothing was measured: the method never reached its I/O, or the
+    hooks that count them were missing. Its per-path counters are path_samples rows at io_ended_ns
+    with inode = buffer_inode: their interval is the method's I/O window, io_started_ns to io_ended_ns.
+    """
+
+    name: str
+    summary: str
+    buffer: str  # heap, udmabuf, memfd, or command (a user's command traced)
+    direct: bool  # the file was opened O_DIRECT
+    file: Optional[str]  # the file loaded; None for a command
+    filesystem: Optional[str]
+    page_cache: str  # "warm", or "dropped" before the method
+    payload: int  # bytes the method had to load
+    buffer_inode: int  # the buffer it loaded into (a dma-buf or a memfd); 0: none
+    started_ns: int  # CLOCK_MONOTONIC: the allocation began; 0 for each time that did not happen
+    io_started_ns: int
+    io_ended_ns: int
+    closed_ns: int
+    alloc_ms: Optional[float]
+    io_ms: Optional[float]
+    close_ms: Optional[float]
+    moved: Optional[int]  # bytes the method's calls returned
+    reached: Optional[int]  # bytes the tracer saw reach memory (a dma-buf or a memfd)
+    cpu_copied: Optional[int]  # bytes
+    page_cache_pages: Optional[int]
+    pinned_pages: Optional[int]
+    got_pages: Optional[int]
+    calls: Optional[int]
+    errors: Optional[int]
+    errno: Optional[int]  # positive errno the method failed with
+    checksum: Optional[str]  # "ok", "mismatch", or None (not checked)
+    verdict: str  # zero-copy, copies, failed, wrong-data, incomplete, unmeasured, absent
+    verdict_label: str
+    verdict_copies: Optional[float]  # CPU-copied bytes / payload, when measured
+    verdict_reasons: str  # one per line
+    notes: str  # one per line
+
+
+class MethodFlow(NamedTuple):
+    """One kind of call a method made (path, both ends, error) and the bytes it moved in its I/O window."""
+
+    method: str
+    path: str
+    src_kind: str
+    dst_kind: str
+    src_fs: str
+    dst_fs: str
+    bytes: int
+    calls: int
+    error: int  # 0 or a negative errno
 
 
 TABLE_OF = {
@@ -169,12 +234,14 @@ TABLE_OF = {
     TaskstatsSample: "taskstats",
     Drop: "drops",
     Hook: "hooks",
+    Method: "methods",
+    MethodFlow: "method_flows",
 }
 
 SCHEMA = """
 CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- value: JSON
 CREATE TABLE features (name TEXT PRIMARY KEY, available INTEGER NOT NULL, via TEXT, detail TEXT);
-CREATE TABLE hooks (name TEXT PRIMARY KEY, live INTEGER NOT NULL, via TEXT, detail TEXT);
+CREATE TABLE hooks (name TEXT PRIMARY KEY, concern TEXT NOT NULL, state TEXT NOT NULL, via TEXT, detail TEXT);
 CREATE TABLE drops (time_ns INTEGER NOT NULL, source TEXT NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE buffer_snapshots (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, exporter TEXT NOT NULL, name BLOB,
@@ -203,6 +270,22 @@ CREATE TABLE taskstats (
     swapin_delay_ns INTEGER NOT NULL, freepages_delay_ns INTEGER NOT NULL, read_bytes INTEGER NOT NULL,
     write_bytes INTEGER NOT NULL, read_syscalls INTEGER NOT NULL, write_syscalls INTEGER NOT NULL);
 """
+
+# The tables of a `validate` run (v2); read_v1_validate builds them as TEMP tables for a v1 session.
+METHOD_TABLES = """
+CREATE TABLE methods (
+    name TEXT PRIMARY KEY, summary TEXT NOT NULL, buffer TEXT NOT NULL, direct INTEGER NOT NULL, file TEXT,
+    filesystem TEXT, page_cache TEXT NOT NULL, payload INTEGER NOT NULL, buffer_inode INTEGER NOT NULL,
+    started_ns INTEGER NOT NULL, io_started_ns INTEGER NOT NULL, io_ended_ns INTEGER NOT NULL,
+    closed_ns INTEGER NOT NULL, alloc_ms REAL, io_ms REAL, close_ms REAL, moved INTEGER, reached INTEGER,
+    cpu_copied INTEGER, page_cache_pages INTEGER, pinned_pages INTEGER, got_pages INTEGER, calls INTEGER,
+    errors INTEGER, errno INTEGER, checksum TEXT, verdict TEXT NOT NULL, verdict_label TEXT NOT NULL,
+    verdict_copies REAL, verdict_reasons TEXT NOT NULL, notes TEXT NOT NULL);
+CREATE TABLE method_flows (
+    method TEXT NOT NULL, path TEXT NOT NULL, src_kind TEXT NOT NULL, dst_kind TEXT NOT NULL, src_fs TEXT NOT NULL,
+    dst_fs TEXT NOT NULL, bytes INTEGER NOT NULL, calls INTEGER NOT NULL, error INTEGER NOT NULL);
+"""
+SCHEMA += METHOD_TABLES
 
 # Written at creation with fixed-width placeholders, so the end can be recorded in place
 # even when the disk is full (see SessionWriter._record_end).
@@ -464,10 +547,12 @@ class Session:
             self.db.close()
             raise SessionError(f"{self.path} uses session schema v{version}, newer than the v{SCHEMA_VERSION} "
                                "this dmabuf-top reads: upgrade dmabuf-top")
-        if version < SCHEMA_VERSION:
+        if version < OLDEST_READABLE_VERSION:
             self.db.close()
-            raise SessionError(f"{self.path} uses session schema v{version}, older than the v{SCHEMA_VERSION} "
-                               "this dmabuf-top reads: read it with the dmabuf-top that wrote it, or record again")
+            raise SessionError(f"{self.path} uses session schema v{version}, older than the "
+                               f"v{OLDEST_READABLE_VERSION} this dmabuf-top reads: read it with the dmabuf-top that "
+                               "wrote it, or record again")
+        self.schema_version = version
         try:
             self._check_size(*_header_facts(self.path))
         except SessionError:
@@ -476,7 +561,10 @@ class Session:
         try:
             self.metadata = {key: json.loads(value) for key, value in self.db.execute("SELECT key, value FROM metadata")}
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
-        except (sqlite3.DatabaseError, ValueError, TypeError) as error:  # TypeError: a NULL where JSON was
+            if version == 1:
+                read_v1_validate(self.db, self.metadata)
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, AttributeError) as error:
+            # TypeError: a NULL where JSON was; KeyError, AttributeError: a v1 validate run of another shape
             self.db.close()
             raise SessionError(f"{self.path} is damaged ({_one_line(error)}): it cannot be read") from None
 
@@ -515,8 +603,10 @@ class Session:
                 for name, available, via, detail in self.query("SELECT * FROM features ORDER BY name")}
 
     def hooks(self):
-        return [Hook(name, bool(live), via, detail)
-                for name, live, via, detail in self.query("SELECT * FROM hooks ORDER BY name")]
+        if self.schema_version == 1:
+            return [_v1_hook(*row) for row in self.query("SELECT name, live, via, detail FROM hooks ORDER BY name")]
+        return [Hook(name, concern, State(state), via, detail) for name, concern, state, via, detail
+                in self.query("SELECT name, concern, state, via, detail FROM hooks ORDER BY name")]
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -549,6 +639,79 @@ class Session:
 
     def __exit__(self, *exc):
         self.close()
+
+
+# Schema v1 stored no concern and no state: the concern is the v1 tracer's program-name prefix, and a hook
+# that was not live was "not needed" when its detail said so. Only v1 files are read this way.
+_V1_CONCERN_OF_PREFIX = (("copy_", "cpu_copy"), ("gup_", "gup"), ("pagecache_", "page_cache"),
+                         ("lifecycle_", "lifecycle"), ("rw_file_", "rw_file"), ("syscall_", "syscalls"),
+                         ("flush_on_switch", "syscalls"), ("follow_fork", "children"))
+
+
+def _v1_hook(name, live, via, detail):
+    concern = next((concern for prefix, concern in _V1_CONCERN_OF_PREFIX if name.startswith(prefix)), None)
+    if concern is None:
+        phase, _, syscall = name.partition("_")
+        concern = SYSCALLS[syscall] if phase in ("enter", "exit") and syscall in SYSCALLS else name
+    state = State.LIVE if live else State.NOT_NEEDED if "not needed" in (detail or "") else State.MISSING
+    return Hook(name, concern, state, via, detail)
+
+
+# --------------------------------------------------------------------------------------------
+# Schema v1: validate sessions kept their run as a JSON blob
+
+
+V1_MEASURED = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls",
+               "errors")
+
+
+def read_v1_validate(db, metadata):
+    """Reads a v1 session as v2 without changing the file. v1 had no methods tables: they are made empty
+    (TEMP tables), so every session answers the same queries.
+
+    v1 kept the run as JSON in metadata `validate` and spread each method's per-path totals evenly over its I/O
+    window as path_samples. Here the run becomes TEMP methods and method_flows tables, and a TEMP path_samples
+    (it shadows the file's) holds what was measured, as v2 writes it: one row per method and path at the end of
+    the method's window. The blob leaves the metadata; `per_call_events` says validate kept none.
+    """
+    tables = [statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1)
+              for statement in METHOD_TABLES.split(";") if statement.strip()]
+    for statement in tables:
+        db.execute(statement)
+    run = metadata.pop("validate", None)
+    if not isinstance(run, dict):
+        return
+    metadata["per_call_events"] = False
+    db.execute("CREATE TEMP TABLE path_samples AS SELECT * FROM main.path_samples WHERE 0")
+    tgid = (db.execute("SELECT tgid FROM main.path_samples LIMIT 1").fetchone() or (0,))[0]
+    source = run.get("file") or {}
+    page_cache = "warm" if run.get("page_cache") == "warm" else "dropped"
+    methods, flows, samples = [], [], []
+    for row in run.get("methods", []):
+        verdict = row.get("verdict") or {}
+        # Sessions recorded before a method that never ran had nulls held zeros (the CI's of 2026-11-21).
+        ran = verdict.get("kind") != "absent" and row.get("io_ms") is not None
+        measured = {name: row.get(name) if ran else None for name in V1_MEASURED}
+        ended_ns = row.get("ended_ns") or 0
+        methods.append(Method(
+            row["name"], row.get("summary", ""), row.get("buffer", ""), bool(row.get("direct")), source.get("path"),
+            source.get("filesystem"), page_cache, row.get("payload") or 0, row.get("buffer_inode") or 0,
+            row.get("started_ns") or 0, row.get("io_started_ns") or 0, ended_ns, row.get("closed_ns") or 0,
+            row.get("alloc_ms"), row.get("io_ms"), row.get("close_ms"), measured["moved"], measured["reached"],
+            measured["cpu_copied"], measured["page_cache_pages"], measured["pinned_pages"], measured["got_pages"],
+            measured["syscalls"], measured["errors"], row.get("errno"), row.get("checksum"),
+            verdict.get("kind", "unmeasured"), verdict.get("label", ""), verdict.get("copies"),
+            "\n".join(verdict.get("reasons") or ()), "\n".join(row.get("notes") or ())))
+        flows += [MethodFlow(row["name"], f["path"], f["src_kind"], f["dst_kind"], f["src_fs"], f["dst_fs"],
+                             f["bytes"], f["calls"], f["error"]) for f in row.get("flows") or ()]
+        if ran and ended_ns:
+            samples += [PathSample(ended_ns, row.get("buffer_inode") or 0, tgid, path, c.get("bytes") or 0,
+                                   c.get("cpu_copied") or 0, c.get("pinned_pages") or 0, c.get("pc_added") or 0,
+                                   c.get("calls") or 0, c.get("errors") or 0)
+                        for path, c in (row.get("paths") or {}).items()]
+    for table, rows in (("methods", methods), ("method_flows", flows), ("path_samples", samples)):
+        if rows:
+            db.executemany(f"INSERT INTO temp.{table} VALUES ({','.join('?' * len(rows[0]))})", rows)
 
 
 def open_session(path):

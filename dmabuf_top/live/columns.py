@@ -1,0 +1,165 @@
+"""The live view's columns and rows: what each pane shows, how a cell reads. Pure: no kernel, no terminal.
+
+Every column is declared once, in `COLUMNS`, with its sort key (what `-s` and
+`<`/`>` use), label, width, format and the tracing concerns that fill it: when
+all of those concerns' hooks are missing the cell reads "n/t" (not traced),
+never 0. A value that exists but is not known yet (the first sample has no
+rate) is None and reads "-".
+
+The model (model.py), the Buffers pane's table (buffer_table.py), the view state
+(view.py) and the renderers (screen.py, jsonout.py) all build on this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+from ..text import human_size
+from ..trace_model import NOT_TRACED
+
+PANES = ("buffers", "processes", "exporters", "paths")
+PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
+# rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/patches);
+# elsewhere its row says "absent", never 0.
+IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
+NOT_AVAILABLE = "n/a"  # the kernel keeps no such figure for this row (see Row.unavailable)
+DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the sort key (-s KEY) and the JSON field
+    label: str
+    width: int
+    fmt: str = "int"  # text | int | size | mbps | rate | pct | us
+    concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
+    help: str = ""
+
+    @property
+    def left(self):
+        return self.fmt == "text"
+
+
+XFER_PATHS = ("copy_file_range", "sendfile", "splice", "rw_file")
+IO_COLUMNS = ("read", "write", "xfer", "copy", "pin")
+_IO = (
+    Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
+    Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
+    Column("xfer", "XFER MB/s", 9, "mbps", XFER_PATHS,
+           "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)"),
+    Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
+    Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
+)
+
+COLUMNS: Dict[str, Tuple[Column, ...]] = {
+    "buffers": (
+        Column("inode", "INODE", 8),
+        Column("exporter", "EXPORTER", 10, "text"),
+        Column("size", "SIZE", 10, "size"),
+        Column("attachments", "ATT", 3),
+        Column("holders", "HOLDERS", 18, "text", help="pid(comm) of every process with an fd or mapping"),
+        *_IO,
+        Column("name", "NAME", 0, "text", help="the buffer's name (DMA_BUF_SET_NAME), escaped"),
+    ),
+    "processes": (
+        Column("pid", "PID", 7),
+        Column("comm", "COMM", 15, "text"),
+        Column("buffers", "BUFS", 5),
+        Column("rss", "RSS", 10, "size", help="sum of the sizes of the buffers it references"),
+        Column("pss", "PSS", 10, "size", help="each buffer's size divided by its number of holders"),
+        Column("fds", "FDS", 4),
+        Column("maps", "MAPS", 4),
+        *_IO,
+        Column("blkio", "BLKIO%", 6, "pct", ("delayacct",), "share of the interval spent waiting for block I/O"),
+        Column("swapin", "SWAPIN%", 7, "pct", ("delayacct",), "share of the interval spent waiting for swap-in"),
+        Column("reclaim", "RECLAIM%", 8, "pct", ("delayacct",), "share of the interval spent in memory reclaim"),
+    ),
+    "exporters": (
+        Column("exporter", "EXPORTER", 16, "text"),
+        Column("buffers", "BUFFERS", 8),
+        Column("bytes", "BYTES", 10, "size"),
+        *_IO,
+    ),
+    "paths": (
+        Column("path", "PATH", 16, "text"),
+        Column("calls", "CALLS/s", 8, "rate"),
+        Column("bytes", "MB/s", 8, "mbps"),
+        Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",)),
+        Column("pin", "PIN pg/s", 8, "rate", ("gup",)),
+        Column("pc_added", "PC+ pg/s", 8, "rate", ("page_cache",), "page-cache pages added per second"),
+        Column("latency", "AVG us", 8, "us", help="mean syscall latency over the interval"),
+        Column("status", "HOOKS", 0, "text"),
+    ),
+}
+DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes"}
+# Columns whose natural order is ascending (names, ids); numbers sort largest first.
+ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status"}
+
+
+def column(pane, key) -> Column:
+    return next(c for c in COLUMNS[pane] if c.key == key)
+
+
+def sort_keys() -> List[str]:
+    return sorted({c.key for columns in COLUMNS.values() for c in columns})
+
+
+class Row:
+    """One line of a pane. values: column key -> value (None: not known yet); extra: JSON-only
+    detail; state: "new", "freed" or None; search: lower-case text the filter matches."""
+
+    __slots__ = ("key", "values", "extra", "state", "search")
+
+    def __init__(self, key, values, extra=None, state=None, search=""):
+        self.key = key
+        self.values = values
+        self.extra = extra or {}
+        self.state = state
+        self.search = search
+
+    def __repr__(self):
+        return f"Row({self.key!r}, {self.values!r}, state={self.state!r})"
+
+    @property
+    def unavailable(self) -> Tuple[str, ...]:
+        """Column keys the kernel keeps no figure for in this row: they read n/a, never 0."""
+        return tuple(DELAYS) if self.extra.get("delays_na") else ()
+
+
+# ---------------------------------------------------------------------------
+# Cells
+
+
+def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
+    if not_traced:
+        return NOT_TRACED
+    if unavailable:
+        return NOT_AVAILABLE
+    if value is None:
+        return "-"
+    fmt = col.fmt
+    if fmt == "text":
+        return str(value)
+    if fmt == "size":
+        return human_size(value)
+    if fmt == "mbps":
+        return _number(value / 1e6)
+    if fmt == "rate":
+        return _number(value)
+    if fmt == "pct":
+        return f"{value:.1f}"
+    if fmt == "us":
+        return f"{value:.1f}"
+    return str(value)
+
+
+def _number(value: float) -> str:
+    if value == 0:
+        return "0"
+    if value < 0.01:
+        return "<0.01"
+    if value < 10:
+        return f"{value:.2f}"
+    if value < 100000:
+        return f"{value:.1f}"
+    return f"{value:.3g}"

@@ -1,0 +1,161 @@
+"""Every kernel hook point dmabuf-top knows, and the state a hook can be in: the one list.
+
+`dmabuf-top doctor` (dmabuf_top.features.detect) trials the functions and tracepoints of every
+HookPoint; the Tracer (probes/tracer.py) plans its BPF programs from the points' `programs`. A point
+with no programs is one doctor watches and the tracer has no program for yet (direct I/O, splice).
+
+A hook's state is a HookState: LIVE, MISSING (wanted, not attached: what it counts is not traced, and
+shown as such, never as 0) or NOT_NEEDED (a fallback whose primary is live, a path this kernel does
+not have, a child-following hook with no process to follow). Nothing parses sentences to tell them apart.
+"""
+import enum
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+# Attach kinds, best first where a point has several (DESIGN.md, "pick the best hook the kernel offers").
+TP_BTF, RAW_TP, FENTRY, KPROBE, TRACEPOINT = "tp_btf", "raw_tp", "fentry", "kprobe", "tracepoint"
+
+# The 7.0+ dma_buf tracepoints (drivers/dma-buf/dma-buf-trace.h).
+DMA_BUF_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
+                       "dma_buf_mmap_internal", "dma_buf_dynamic_attach", "dma_buf_detach")
+
+# The syscalls that open an attribution record, and the path each belongs to. One program on the
+# raw sys_enter/sys_exit tracepoints handles them all (iopaths.bpf.c tells them by number); each is
+# still reported as its own pair of hooks (enter_read, exit_read...), so "is read traced?" has an answer.
+SYSCALLS = {
+    "read": "read", "pread64": "read", "readv": "read", "preadv": "read", "preadv2": "read",
+    "write": "write", "pwrite64": "write", "writev": "write", "pwritev": "write", "pwritev2": "write",
+    "copy_file_range": "copy_file_range", "sendfile64": "sendfile", "splice": "splice",
+}
+SYSCALL_CONCERN = "syscalls"
+# Flushes a thread's run of same-keyed calls when it is switched out; without it every call
+# updates the maps itself (iopaths.bpf.c, struct call_batch).
+BATCH_FLUSH_PROGRAM = "flush_on_switch"
+
+
+@dataclass(frozen=True)
+class Program:
+    """One BPF program of iopaths.bpf.c and where it attaches."""
+
+    name: str
+    attach: str  # TRACEPOINT, TP_BTF, RAW_TP or FENTRY (fentry/fexit: the program's section says which)
+    target: str  # "category:event", a raw tracepoint, or a kernel function
+    fallback_for: str = ""  # a fallback: loaded only when this program is not live
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """One kernel path dmabuf-top hooks: what it counts, where it can attach (best first), what is loaded there."""
+
+    name: str  # doctor's name for it
+    concern: str  # what its programs count (TraceSnapshot's COLUMN_CONCERNS, an I/O path, "lifecycle"...)
+    purpose: str
+    attach: Tuple[str, ...]  # the attach kinds it can use, best first
+    functions: Tuple[str, ...] = ()  # kernel functions doctor trials (fentry/fexit, else kprobe/kretprobe)
+    tracepoints: Tuple[str, ...] = ()  # "category:event"
+    programs: Tuple[Program, ...] = ()  # what the Tracer loads; empty: watched by doctor only
+    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/patches)
+
+
+def _lifecycle_programs():
+    programs = tuple(Program(f"lifecycle_{name}", TRACEPOINT, f"dma_buf:{name}") for name in DMA_BUF_TRACEPOINTS)
+    return programs + (Program("lifecycle_fexit_export", FENTRY, "dma_buf_export",
+                               fallback_for="lifecycle_dma_buf_export"),
+                       Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release"))
+
+
+HOOK_POINTS = (
+    # One program on each raw syscall tracepoint (tp_btf: plain loads of the registers, else raw_tp) tells the
+    # traced syscalls apart by number: half the cost of the per-syscall perf events (benchmarks/overhead.py).
+    HookPoint("syscalls", SYSCALL_CONCERN, "read, write and their p/v variants, copy_file_range, sendfile and "
+              "splice: who, which file, which buffer, bytes, errors, latency", (TP_BTF, RAW_TP),
+              tracepoints=("raw_syscalls:sys_enter", "raw_syscalls:sys_exit"),
+              programs=(Program("syscall_enter_btf", TP_BTF, "sys_enter"),
+                        Program("syscall_exit_btf", TP_BTF, "sys_exit"),
+                        Program("syscall_enter_raw", RAW_TP, "sys_enter", fallback_for="syscall_enter_btf"),
+                        Program("syscall_exit_raw", RAW_TP, "sys_exit", fallback_for="syscall_exit_btf"),
+                        Program(BATCH_FLUSH_PROGRAM, TP_BTF, "sched_switch"))),
+    HookPoint("copy_file_range", "copy_file_range", "bytes moved by copy_file_range", (FENTRY, KPROBE),
+              functions=("vfs_copy_file_range",)),
+    HookPoint("exporter_rw_file", "rw_file", "an exporter's direct file I/O callback (patched kernels)",
+              (FENTRY, KPROBE), functions=("dma_buf_rw_file", "system_heap_rw_file", "udmabuf_rw_file"),
+              programs=(Program("rw_file_enter", FENTRY, "dma_buf_rw_file"),
+                        Program("rw_file_exit", FENTRY, "dma_buf_rw_file")),
+              patched_only=True),
+    HookPoint("direct_io", "direct_io", "O_DIRECT through iomap", (FENTRY, KPROBE, TRACEPOINT),
+              functions=("__iomap_dio_rw", "iomap_dio_rw"),
+              tracepoints=("iomap:iomap_dio_rw_begin", "iomap:iomap_dio_complete")),
+    HookPoint("gup", "gup", "pages pinned or got by GUP", (FENTRY, KPROBE),
+              functions=("pin_user_pages_fast", "pin_user_pages", "__get_user_pages", "get_user_pages_fast",
+                         "iov_iter_extract_pages", "gup_fast_fallback"),
+              programs=(Program("gup_fast_enter", FENTRY, "gup_fast_fallback"),
+                        Program("gup_fast_exit", FENTRY, "gup_fast_fallback"),
+                        Program("gup_slow_exit", FENTRY, "__get_user_pages"))),
+    HookPoint("page_cache", "page_cache", "pages added to and removed from the page cache", (TRACEPOINT,),
+              tracepoints=("filemap:mm_filemap_add_to_page_cache", "filemap:mm_filemap_delete_from_page_cache"),
+              programs=(Program("pagecache_add", TRACEPOINT, "filemap:mm_filemap_add_to_page_cache"),
+                        Program("pagecache_delete", TRACEPOINT, "filemap:mm_filemap_delete_from_page_cache"))),
+    HookPoint("cpu_copy", "cpu_copy", "bytes copied by the CPU in the iov_iter helpers", (FENTRY, KPROBE),
+              functions=("copy_page_to_iter", "_copy_to_iter", "copy_folio_from_iter_atomic",
+                         "copy_page_from_iter_atomic", "_copy_from_iter",
+                         # Around the helpers (not ftrace-able on the kernels we met): their return values
+                         # are the copies (page cache -> user, user -> page cache).
+                         "filemap_read", "generic_perform_write"),
+              programs=(Program("copy_filemap_read", FENTRY, "filemap_read"),
+                        Program("copy_generic_perform_write", FENTRY, "generic_perform_write"))),
+    HookPoint("sendfile_splice", "splice", "sendfile and splice", (FENTRY, KPROBE),
+              functions=("do_splice", "do_splice_direct", "splice_file_to_pipe")),
+    HookPoint("lifecycle", "lifecycle", "dma-buf creation, attach, mmap and release", (TRACEPOINT, FENTRY),
+              functions=("dma_buf_export", "dma_buf_file_release"),
+              tracepoints=tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS),
+              programs=_lifecycle_programs()),
+    HookPoint("children", "children", "processes forked by a traced one (record -- CMD follows them)",
+              (TRACEPOINT,), tracepoints=("sched:sched_process_fork",),
+              programs=(Program("follow_fork", TRACEPOINT, "sched:sched_process_fork"),)),
+)
+
+
+def programs():
+    """[(HookPoint, Program)] for every program the Tracer may load, in catalogue order."""
+    return [(point, program) for point in HOOK_POINTS for program in point.programs]
+
+
+class State(str, enum.Enum):  # a str: stored as its value in a session (session.Hook)
+    LIVE = "live"
+    MISSING = "missing"  # wanted and not attached: its concern is not traced (never shown as 0)
+    NOT_NEEDED = "not needed"  # a fallback whose primary is live, or a path this kernel or run does not have
+
+
+@dataclass(frozen=True)
+class HookState:
+    """One hook of a tracing run: its program (or per-syscall hook name), what it counts, where, its state,
+    how it is attached when live, and why it is in that state."""
+
+    program: str
+    concern: str
+    target: str
+    state: State
+    via: Optional[str] = None
+    why: str = ""
+
+    @property
+    def live(self):
+        return self.state is State.LIVE
+
+    @property
+    def missing(self):
+        return self.state is State.MISSING
+
+    def to_dict(self):
+        """JSON: the v1 keys (program, concern, target, live, via, reason) and `state`."""
+        return {"program": self.program, "concern": self.concern, "target": self.target, "live": self.live,
+                "via": self.via, "reason": self.why, "state": self.state.value}
+
+
+def missing_concerns(hooks):
+    """{concern: "target: why"} for every concern with a MISSING hook: what is NOT counted, as opposed to zero."""
+    missing = {}
+    for hook in hooks:
+        if hook.missing:
+            missing.setdefault(hook.concern, f"{hook.target}: {hook.why}")
+    return missing

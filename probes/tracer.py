@@ -1,0 +1,328 @@
+"""The I/O path Tracer: loads iopaths.bpf.o with the hooks this kernel allows, attaches them, reads its maps.
+
+    with Tracer() as tracer:               # feature detection picks what to attach
+        ... the workload ...
+        snap = tracer.snapshot()           # a trace_model.TraceSnapshot: cumulative counters since start
+    tracer.hooks                           # every hook with its HookState: live, missing or not needed, and why
+
+Counters are cumulative in kernel maps (never drained), so two readers never
+steal from each other; `Counters.__sub__` gives the delta between two reads.
+Concerns whose hooks are missing are reported in `hooks` (hooks.missing_concerns), so
+"not traced" is never shown as zero. Per-event records go through a ring buffer
+only with `record=True`; failed reservations are counted in `dropped`.
+The programs and where they attach come from the hook catalogue (probes/hooks.py), the one doctor trials.
+"""
+import ctypes
+import dataclasses
+import os
+from typing import List
+
+from .. import features as feature_detection
+from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
+from ..errors import BpfError
+from ..kernelfs import Kallsyms, tracefs_root, tracepoint_exists
+from ..trace_model import TraceSnapshot
+from . import iopaths, object_path
+from .hooks import (
+    BATCH_FLUSH_PROGRAM,
+    FENTRY,
+    RAW_TP,
+    SYSCALL_CONCERN,
+    SYSCALLS,
+    TP_BTF,
+    TRACEPOINT,
+    HookState,
+    State,
+    programs,
+)
+from .iopaths import Counters
+
+RINGBUF_HEADER = 8  # BPF_RINGBUF_HDR_SZ: each record's length word and page offset
+
+
+def _plan(program, report, tracefs):
+    """(load it?, via, why) for one catalogue Program, from the feature report."""
+    if program.attach == TRACEPOINT:
+        if tracepoint_exists(tracefs, program.target):
+            return True, TRACEPOINT, "present"
+        return False, None, "tracepoint absent on this kernel"
+    if program.attach in (TP_BTF, RAW_TP):
+        feature = report.features.get("tp_btf" if program.attach == TP_BTF else "raw_tracepoint")
+        if feature is not None and feature.available:
+            return True, program.attach, feature.detail
+        return False, None, f"{program.attach} not available" + (f" ({feature.detail})" if feature else "")
+    feature = report.features.get(f"fn/{program.target}")
+    if feature is None:  # a report without hook trials (detect() trials every catalogue function): try it
+        if report.available("fentry"):
+            return True, FENTRY, "not trialled by doctor; tried at load"
+        return False, None, f"fentry refused ({report.features['fentry'].detail})" if "fentry" in report.features \
+            else "fentry not available"
+    if feature.available and feature.via == FENTRY:
+        return True, FENTRY, feature.detail
+    if feature.available:
+        return False, None, (f"only {feature.via} works here and dmabuf-top has no {feature.via} variant yet: "
+                             f"{feature.detail}")
+    return False, None, feature.detail
+
+
+def _planned_state(point, program, plan, plans, report, pid, follow_children):
+    """The HookState a program starts with: live if planned, else missing, or not needed when nothing is lost."""
+    load, via, why = plan
+    if program.fallback_for and plans[program.fallback_for][0]:
+        return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None,
+                         f"{program.fallback_for} is used")
+    if point.concern == "children" and not (pid and follow_children):
+        return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None, "no process to follow")
+    if point.patched_only and _absent_from_kernel(report, program.target):
+        return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None,
+                         "this kernel has no such path (unpatched)")
+    return HookState(program.name, point.concern, program.target, State.LIVE if load else State.MISSING, via, why)
+
+
+def _syscall_hooks(statuses):
+    """The syscall program pair, reported as a pair of hooks per syscall: enter_read, exit_read..."""
+    hooks = []
+    for phase in ("enter", "exit"):
+        primary, fallback = statuses[f"syscall_{phase}_btf"], statuses[f"syscall_{phase}_raw"]
+        used = primary if primary.live else fallback if fallback.live else None
+        why = used.why if used else f"{primary.why}; raw_tp: {fallback.why}"
+        for syscall, path in SYSCALLS.items():
+            hooks.append(HookState(f"{phase}_{syscall}", path, f"raw_syscalls:sys_{phase} ({syscall})",
+                                   State.LIVE if used else State.MISSING, used.via if used else None, why))
+    return hooks
+
+
+def _absent_from_kernel(report, function):
+    """The function is in neither BTF nor kallsyms (features.detect said so): nothing there to trace."""
+    feature = report.features.get(f"fn/{function}")
+    return feature is not None and not feature.available and feature.detail == feature_detection.ABSENT_UNPATCHED
+
+
+class Tracer:
+    """Loads iopaths.bpf.o with the hooks this kernel allows and attaches them.
+
+    pid: trace one process (tgid) only; with follow_children, also every process it
+    forks from now on (a sched_process_fork program fills a tgid set). ignore_self: leave the tracer's own
+    syscalls out (set False to trace work done in this very process, as tests do).
+    report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
+    """
+
+    def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False,
+                 max_entries=None):
+        feature_detection.require_bpf_privileges("I/O path tracing")
+        self._max_entries = dict(max_entries or {})  # {map name: entries}: other sizes than the object's (tests)
+        self.report = report or feature_detection.detect()
+        self.record = record
+        self.hooks: List[HookState] = []
+        self._obj = None
+        self._ring = None
+        self._records = []
+        self._kallsyms = None
+        self._target_keys, self._decoded_targets = {}, {}
+        tracefs = tracefs_root()
+        self._catalogue = programs()
+        self._plans = {program.name: _plan(program, self.report, tracefs) for _, program in self._catalogue}
+        statuses = {program.name: _planned_state(point, program, self._plans[program.name], self._plans,
+                                                 self.report, pid, follow_children)
+                    for point, program in self._catalogue}
+        self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0,
+                                   record_events=record, collect_stacks=stacks,
+                                   follow_children=bool(pid and follow_children))
+        try:
+            self._load_and_attach(statuses)
+            if record:
+                self._ring = RingBuffer(self._obj.map("records"), self._on_record)
+        except BaseException:
+            self.close()
+            raise
+        self.programs = statuses
+        self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
+
+    def _load_and_attach(self, statuses):
+        # A program the verifier or the kernel refuses is dropped with its reason, and its fallback
+        # (if any) takes its place in a fresh load; the rest still load.
+        for _ in range(2 * len(statuses) + 1):
+            self._obj = BpfObject(object_path("iopaths"))
+            self._rodata_values["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
+            self._obj.set_rodata(**self._rodata_values)
+            for name, entries in self._max_entries.items():
+                self._obj.map(name).max_entries = entries
+            for name, status in statuses.items():
+                self._obj.program(name).autoload = status.live
+            try:
+                self._obj.load()
+            except BpfLoadError as error:
+                if error.program not in statuses or not statuses[error.program].live:
+                    raise
+                self._refused(statuses, error.program, f"load refused: {error}")
+                self._obj.close()
+                continue
+            failed = self._attach(statuses)
+            if not failed:
+                return
+            self._obj.close()  # a fallback replaces a program whose attach failed: load again with it
+        raise BpfError("iopaths: no set of programs could be loaded")
+
+    def _refused(self, statuses, name, why):
+        """Mark a program refused (missing); enable its fallback if it has one. True when a fallback was enabled."""
+        statuses[name] = dataclasses.replace(statuses[name], state=State.MISSING, via=None, why=why)
+        for _, program in self._catalogue:
+            if program.fallback_for == name and self._plans[program.name][0]:
+                _, via, planned_why = self._plans[program.name]
+                statuses[program.name] = dataclasses.replace(statuses[program.name], state=State.LIVE, via=via,
+                                                             why=planned_why)
+                return True
+        return False
+
+    def _attach(self, statuses):
+        """Attach every loaded program; True when a refused one has a fallback to load instead."""
+        reload = False
+        for _, program in self._catalogue:
+            if not statuses[program.name].live:
+                continue
+            try:
+                self._obj.program(program.name).attach()
+            except BpfAttachError as error:
+                reload |= self._refused(statuses, program.name, f"attach refused: {error}")
+        return reload
+
+    def detach(self):
+        """Take every program off its hook, keeping them loaded and the counters as they are."""
+        self._obj.detach_all()
+
+    def reattach(self):
+        """Put the live programs back on their hooks after detach()."""
+        for name, status in self.programs.items():
+            if status.live:
+                self._obj.program(name).attach()
+
+    # -- reading
+
+    def snapshot(self, minimal=False):
+        """Cumulative counters now. minimal: only what a delta reader of targets, tasks and stacks
+        needs (record): page cache and lifecycle are left empty, as reading every entry
+        of maps it does not use costs seconds per poll on a slow machine under churn."""
+        maps = self._obj.maps
+        by_target = {}
+        self._target_keys = {}  # for forget(): the raw key of each decoded target
+        decoded = {}
+        for k, v in maps["io_by_target"].lookup_all():
+            # An entry whose bytes did not change since the last snapshot keeps its decoded Counters:
+            # under churn most entries are idle (buffers gone), and decoding is the cost.
+            known = self._decoded_targets.get(k)
+            if known is None:
+                target = iopaths.decode_target(k)
+                counters = _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
+            else:
+                target = known[1]
+                counters = known[2] if known[0] == v else _sum_cpus(maps["io_by_target"], v, Counters.from_raw)
+            self._target_keys[target] = k
+            decoded[k] = (v, target, counters)
+            by_target[target] = counters
+        self._decoded_targets = decoded
+        by_task, outcomes = iopaths.tasks_and_outcomes(
+            (*iopaths.decode_task(k), _sum_cpus(maps["io_by_task"], v, Counters.from_raw))
+            for k, v in maps["io_by_task"].lookup_all())
+        stacks = dict(iopaths.decode_stack_key(k, v) for k, v in maps["stack_counts"].lookup_all())
+        if minimal:
+            pagecache, lifecycle = {}, {}
+        else:
+            pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
+            lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
+        return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
+                             list(self.hooks), self.map_full())
+
+    def forget(self, targets=()):
+        """Delete the counters of these targets (keys of the last snapshot's by_target) once their
+        last delta is taken. For a reader that owns this Tracer (record): it keeps io_by_target from
+        filling with buffers that are gone, which would then refuse new ones. A key written again
+        later comes back from zero, which a delta reader counts as new. Returns how many were deleted."""
+        deleted = 0
+        io_map = self._obj.map("io_by_target")
+        for target in targets:
+            raw = self._target_keys.pop(target, None)
+            if raw is not None and io_map.delete(raw):
+                deleted += 1
+                self._decoded_targets.pop(raw, None)
+        return deleted
+
+    def map_full(self):
+        """{map name: new keys it refused because it was full}, for every map whose counts that loses:
+        what those keys carried (a target's bytes, a process's calls, a child to follow) is not counted."""
+        full = self._obj.map("map_full")
+        counts = {}
+        for index, name in enumerate(iopaths.COUNTED_MAPS):
+            raw = full.lookup(index.to_bytes(4, "little"))
+            counts[name] = sum(int.from_bytes(v, "little") for v in full.split_percpu(raw)) if raw else 0
+        return counts
+
+    def dropped(self):
+        """Ring buffer records lost because the buffer was full (0 when not recording)."""
+        dropped = self._obj.map("dropped")
+        raw = dropped.lookup(bytes(4))
+        return sum(int.from_bytes(v, "little") for v in dropped.split_percpu(raw)) if raw else 0
+
+    def stack_ips(self, stack_id):
+        if stack_id < 0:
+            return []
+        raw = self._obj.map("stack_traces").lookup(stack_id.to_bytes(4, "little", signed=True))
+        return iopaths.decode_stack_ips(raw) if raw else []
+
+    def kallsyms(self):
+        if self._kallsyms is None:
+            self._kallsyms = Kallsyms.from_file()
+        return self._kallsyms
+
+    def _on_record(self, raw):
+        self._records.append(iopaths.decode_record(raw))
+
+    def poll_records(self, timeout_ms=100, max_records=None):
+        """Records seen since the last call (needs record=True), at most max_records."""
+        if self._ring is None:
+            raise BpfError("per-event records need Tracer(record=True)")
+        self._ring.poll(timeout_ms, limit=max_records)
+        records, self._records = self._records, []
+        return records
+
+    def drain_records(self, max_records=None):
+        """Every record waiting in the ring buffer (at most max_records), without waiting for more.
+
+        Without a bound a reader slower than the producers never returns, its list growing all
+        the while; ring_capacity is a bound that cannot lose what the ring holds at the call."""
+        records = []
+        while max_records is None or len(records) < max_records:
+            batch = self.poll_records(timeout_ms=0,
+                                      max_records=None if max_records is None else max_records - len(records))
+            if not batch:
+                break
+            records += batch
+        return records
+
+    @property
+    def ring_capacity(self):
+        """The most records the ring buffer can hold at once (all of the smallest kind)."""
+        smallest = min(ctypes.sizeof(iopaths.IoRecordC), ctypes.sizeof(iopaths.LifecycleRecordC))
+        return self._obj.map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)  # 8-aligned slots
+
+    def close(self):
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _sum_cpus(bpf_map, raw, decode):
+    """A per-CPU map value: decode each CPU's copy and add them up."""
+    values = [decode(part) for part in bpf_map.split_percpu(raw)]
+    total = values[0]
+    for value in values[1:]:
+        total = total + value
+    return total
