@@ -28,7 +28,7 @@ from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
 from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
-from .columns import COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, PANES, XFER_PATHS, Row
+from .columns import COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
 from .rates import RateTracker
 
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.

@@ -4,6 +4,7 @@ import ctypes
 import pytest
 from dmabuf_top.probes import hooks, iopaths, object_path
 from dmabuf_top.probes import tracer as tracing
+from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters
@@ -91,7 +92,9 @@ def test_per_buffer_maps_dmabufs_directly_and_udmabufs_through_their_memfd():
         iopaths.Target(77, 6, "read", "shmem", False): one,  # same inode, other device: not this memfd
         iopaths.Target(0, 0, "read", "none", False): one,
     })
-    out = trace_model.per_buffer(snap, [heap, udma])
+    index = BufferIndex()
+    index.learn([heap, udma])
+    out = index.per_buffer(snap.by_target)
     assert set(out) == {10, 20}
     assert out[20]["read"].calls == 1 and out[20]["write"].calls == 1
     assert out[10]["read"].bytes == 4096

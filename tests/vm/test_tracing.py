@@ -17,7 +17,7 @@ from dmabuf_top.probes import iopaths
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.probes.hooks import missing_concerns
 from dmabuf_top.probes.tracer import Tracer
-from dmabuf_top.trace_model import per_buffer
+from dmabuf_top.inventory.index import BufferIndex
 
 pytestmark = pytest.mark.guest
 
@@ -106,7 +106,9 @@ def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(r
         finally:
             os.close(fd)
             mapping.close()
-    counters = per_buffer(snap, inventory)[buf.inode]["read"]
+    index = BufferIndex()
+    index.learn(inventory)
+    counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (1, 0, SIZE, SIZE)
     assert counters.cpu_copied == SIZE
     assert counters.pc_added == PAGES
@@ -136,7 +138,9 @@ def test_direct_read_into_a_udmabuf_memfd_pins_every_page_and_copies_nothing(rep
         finally:
             os.close(fd)
             mapping.close()
-    counters = per_buffer(snap, inventory)[buf.inode]["read"]
+    index = BufferIndex()
+    index.learn(inventory)
+    counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes) == (1, 0, SIZE)
     assert counters.pinned_pages == PAGES
     assert counters.cpu_copied == 0
