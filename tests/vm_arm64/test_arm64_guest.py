@@ -10,10 +10,10 @@ import pytest
 
 from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.probes import object_path
 from dmabuf_top.probes.dmabuf_iter import read_buffers
 from dmabuf_top.probes.tracer import Tracer
-from dmabuf_top.trace_model import per_buffer
 
 pytestmark = pytest.mark.guest
 
@@ -96,5 +96,7 @@ def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_number
                 mapping.close()
     finally:
         os.unlink(path)
-    counters = per_buffer(snap, inventory)[buf.inode]["read"]
+    index = BufferIndex()
+    index.learn(inventory)
+    counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (2, 0, 2 * size, 2 * size)
