@@ -8,10 +8,14 @@ VMLINUX_BTF ?= /sys/kernel/btf/vmlinux
 VMLINUX_H := $(BUILD)/vmlinux.h
 CLANG ?= clang
 BPFTOOL ?= bpftool
-ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
-BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -D__TARGET_ARCH_$(ARCH) -I$(BUILD) -Iprobes
+# One object per concern and target architecture (probes/<concern>.<arch>.bpf.o, arch as the kernel names it);
+# dmabuf_top.probes.object_path() loads the one for the machine it runs on. Both build on any host: the
+# probes use the host's vmlinux.h only for types CO-RE relocates by name, and spell out the few that differ
+# by architecture (registers, thread flags) as ___flavour structs in probes/core_defs.h.
+BPF_ARCHES := x86 arm64
+BPF_CFLAGS := -g -O2 -Wall -Werror -target bpf -I$(BUILD) -Iprobes
 BPF_SRCS := $(wildcard probes/*.bpf.c)
-BPF_OBJS := $(BPF_SRCS:.bpf.c=.bpf.o)
+BPF_OBJS := $(foreach arch,$(BPF_ARCHES),$(BPF_SRCS:.bpf.c=.$(arch).bpf.o))
 BPF_HDRS := $(wildcard probes/*.h)
 
 .PHONY: all bpf deps venv test test-unit test-host test-vm demo clean kernel
@@ -30,12 +34,15 @@ $(VMLINUX_H):
 	@mkdir -p $(BUILD)
 	$(BPFTOOL) btf dump file $(VMLINUX_BTF) format c > $@.tmp && mv $@.tmp $@
 
-probes/%.bpf.o: probes/%.bpf.c $(BPF_HDRS) $(VMLINUX_H)
-	$(call require,$(CLANG),clang llvm)
-	$(call require,llvm-strip,llvm)
-	$(CLANG) $(BPF_CFLAGS) -c $< -o $@.tmp
+define bpf_object_rule
+probes/%.$(1).bpf.o: probes/%.bpf.c $$(BPF_HDRS) $$(VMLINUX_H)
+	$$(call require,$$(CLANG),clang llvm)
+	$$(call require,llvm-strip,llvm)
+	$$(CLANG) $$(BPF_CFLAGS) -D__TARGET_ARCH_$(1) -c $$< -o $$@.tmp
 	@# DWARF is only for the compiler; libbpf needs .BTF and .BTF.ext, which -g keeps.
-	llvm-strip -g $@.tmp && mv $@.tmp $@
+	llvm-strip -g $$@.tmp && mv $$@.tmp $$@
+endef
+$(foreach arch,$(BPF_ARCHES),$(eval $(call bpf_object_rule,$(arch))))
 
 # System packages (Debian names) and the Python environment; idempotent, so the README's commands can always run it.
 deps:

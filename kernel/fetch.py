@@ -13,6 +13,8 @@ never touched and no archive host name lives in this code.
 from __future__ import annotations
 
 import functools
+import gzip
+import mmap
 import os
 import re
 import shutil
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency
+
+from .arch import X86_64, GuestArch, is_native
 
 SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 DEFAULT_FLAVOUR = "cloud-amd64"
@@ -58,6 +62,46 @@ def bzimage_release(vmlinuz: Path) -> str:
     return text.split(" ", 1)[0]
 
 
+LINUX_BANNER = b"Linux version "
+
+
+def image_release(vmlinuz: Path) -> str:
+    """The release of any kernel image we boot: an x86 bzImage's header, else the banner in an
+    uncompressed image (arm64's Image carries "Linux version <release> (...)" in its rodata)."""
+    release = bzimage_release(vmlinuz)
+    if release:
+        return release
+    try:
+        with open(vmlinuz, "rb") as image, mmap.mmap(image.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            at = data.find(LINUX_BANNER)
+            while at >= 0:
+                text = data[at + len(LINUX_BANNER):at + len(LINUX_BANNER) + 128].split(b" ", 1)[0]
+                # The format string "Linux version %s" is in the image too: skip it.
+                if text and text[:1].isdigit():
+                    return text.decode("ascii", "replace")
+                at = data.find(LINUX_BANNER, at + 1)
+    except (OSError, ValueError):
+        pass
+    return ""
+
+
+def uncompressed_arm64_image(data: bytes) -> bytes:
+    """Debian's arm64 vmlinuz as QEMU's -kernel takes it: a plain Image, a gzip of one, or an EFI
+    zboot image (a PE stub with "zimg" at offset 4, the payload offset and size at 8 and 12, the
+    compression name at 24)."""
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[4:8] == b"zimg":
+        offset = int.from_bytes(data[8:12], "little")
+        size = int.from_bytes(data[12:16], "little")
+        method = data[24:32].split(b"\0", 1)[0].decode("ascii", "replace")
+        if method != "gzip":
+            raise DmabufTopError(f"the arm64 kernel is an EFI zboot image compressed with {method}: "
+                                 "only gzip is unpacked here; pass --kernel with an uncompressed Image")
+        return gzip.decompress(data[offset:offset + size])
+    return data
+
+
 def cache_root(cache_dir: Optional[Path] = None) -> Path:
     """Where dmabuf-top keeps what it downloads: argument, then $DMABUF_TOP_CACHE,
     then the XDG cache directory."""
@@ -69,20 +113,23 @@ def cache_root(cache_dir: Optional[Path] = None) -> Path:
     return Path(xdg) / "dmabuf-top"
 
 
-def kernels_dir(cache_dir: Optional[Path] = None) -> Path:
-    return cache_root(cache_dir) / "kernels"
+def kernels_dir(cache_dir: Optional[Path] = None, arch: GuestArch = X86_64) -> Path:
+    # amd64 keeps the directory it always had; other architectures get their own.
+    name = "kernels" if arch == X86_64 else f"kernels-{arch.debian}"
+    return cache_root(cache_dir) / name
 
 
 # ---------------------------------------------------------------- apt sources
 
 
-def derive_apt_source(sources_text: str, suite: str = DEFAULT_SUITE) -> str:
+def derive_apt_source(sources_text: str, suite: str = DEFAULT_SUITE, architecture: Optional[str] = None) -> str:
     """Turn the machine's deb822 source definition into one stanza for `suite`.
 
     The first stanza offering binary packages from the main archive is kept
     (security and update suites have no kernels of another release), with its
     URIs and Signed-By untouched so the download is verified against the
-    keyring the machine already trusts.
+    keyring the machine already trusts. `architecture` (a Debian name) asks for
+    that architecture's packages instead of the machine's own.
     """
     for stanza in re.split(r"\n\s*\n", sources_text):
         fields = _deb822_fields(stanza)
@@ -94,6 +141,8 @@ def derive_apt_source(sources_text: str, suite: str = DEFAULT_SUITE) -> str:
         if not suites or any("security" in s for s in suites):
             continue
         fields["Types"] = "deb"
+        if architecture:
+            fields["Architectures"] = architecture
         fields["Suites"] = suite
         fields["Components"] = "main"
         return "".join(f"{key}: {value}\n" for key, value in fields.items())
@@ -123,7 +172,7 @@ def _deb822_fields(stanza: str) -> dict:
 class PrivateApt:
     """apt-get/apt-cache run against a private source list and state directory."""
 
-    def __init__(self, state_dir: Path, source_stanza: str):
+    def __init__(self, state_dir: Path, source_stanza: str, architecture: Optional[str] = None):
         self.state_dir = state_dir
         parts = state_dir / "sources.list.d"
         for sub in (parts, state_dir / "lists" / "partial", state_dir / "cache" / "archives" / "partial"):
@@ -140,6 +189,9 @@ class PrivateApt:
             "-o", "Debug::NoLocking=1",
             "-q",
         ]
+        if architecture:
+            # Resolve and download that architecture's packages only (they are unpacked, never installed).
+            self.options += ["-o", f"APT::Architecture={architecture}", "-o", f"APT::Architectures={architecture}"]
 
     def run(self, tool: str, *args: str, cwd: Optional[Path] = None) -> str:
         program = _require_program(tool, "apt")
@@ -243,9 +295,9 @@ def _compare_fragment(a: str, b: str) -> int:
 # ---------------------------------------------------------------- the cache
 
 
-def cached_kernels(cache_dir: Optional[Path] = None) -> list:
+def cached_kernels(cache_dir: Optional[Path] = None, arch: GuestArch = X86_64) -> list:
     """Kernels already in the cache, newest first."""
-    root = kernels_dir(cache_dir)
+    root = kernels_dir(cache_dir, arch)
     if not root.is_dir():
         return []
     kernels = [_kernel_in(entry) for entry in root.iterdir() if (entry / "vmlinuz").is_file()]
@@ -255,34 +307,37 @@ def cached_kernels(cache_dir: Optional[Path] = None) -> list:
 def _kernel_in(directory: Path) -> Kernel:
     config = directory / "config"
     vmlinuz = directory / "vmlinuz"
-    return Kernel(directory.name, vmlinuz, config if config.is_file() else None, bzimage_release(vmlinuz))
+    return Kernel(directory.name, vmlinuz, config if config.is_file() else None, image_release(vmlinuz))
 
 
 def fetch_kernel(
     version: Optional[str] = None,
     *,
     cache_dir: Optional[Path] = None,
-    flavour: str = DEFAULT_FLAVOUR,
+    flavour: Optional[str] = None,
     refresh: bool = False,
     suite: str = DEFAULT_SUITE,
     sources_file: Path = SYSTEM_SOURCES,
+    arch: GuestArch = X86_64,
 ) -> Kernel:
     """Return a cached Debian kernel, downloading it first if needed.
 
     Without `version`, the newest cached kernel is used as is (no network), so
     a machine that fetched once works offline; `refresh=True` asks the archive
-    for its newest version instead.
+    for its newest version instead. `arch` picks the architecture (default
+    amd64) and with it the flavour (cloud-<arch>) unless `flavour` is given.
     """
+    flavour = flavour or arch.flavour
     if version is not None:
-        cached = kernels_dir(cache_dir) / version
+        cached = kernels_dir(cache_dir, arch) / version
         if (cached / "vmlinuz").is_file():
             return _kernel_in(cached)
     elif not refresh:
-        kernels = cached_kernels(cache_dir)
+        kernels = cached_kernels(cache_dir, arch)
         if kernels:
             return kernels[0]
 
-    apt = _private_apt(cache_dir, suite, sources_file)
+    apt = _private_apt(cache_dir, suite, sources_file, arch)
     apt.update()
     if version is None:
         offered = versions_from_names(apt.package_names(rf"^linux-binary-.*-{flavour}$"), flavour)
@@ -292,13 +347,19 @@ def fetch_kernel(
                 "pass --kernel PATH to boot a kernel you already have"
             )
         version = offered[0]
-        cached = kernels_dir(cache_dir) / version
+        cached = kernels_dir(cache_dir, arch) / version
         if (cached / "vmlinuz").is_file():
             return _kernel_in(cached)
-    return _download_and_unpack(apt, version, flavour, cache_dir)
+    return _download_and_unpack(apt, version, flavour, cache_dir, arch)
 
 
-def _private_apt(cache_dir: Optional[Path], suite: str, sources_file: Path) -> PrivateApt:
+def foreign_apt(arch: GuestArch, cache_dir: Optional[Path] = None, suite: str = DEFAULT_SUITE,
+                sources_file: Path = SYSTEM_SOURCES) -> PrivateApt:
+    """A private apt for `arch`'s packages (its own state directory, the machine's archive)."""
+    return _private_apt(cache_dir, suite, sources_file, arch)
+
+
+def _private_apt(cache_dir: Optional[Path], suite: str, sources_file: Path, arch: GuestArch = X86_64) -> PrivateApt:
     try:
         sources_text = Path(sources_file).read_text()
     except OSError as error:
@@ -306,12 +367,15 @@ def _private_apt(cache_dir: Optional[Path], suite: str, sources_file: Path) -> P
             f"cannot read {sources_file} ({error.strerror}): fetching a kernel needs a Debian "
             "apt setup; pass --kernel PATH instead"
         ) from None
-    return PrivateApt(cache_root(cache_dir) / "apt", derive_apt_source(sources_text, suite))
+    # amd64 keeps the state directory it always had; the machine's own architecture needs no override.
+    state = cache_root(cache_dir) / ("apt" if arch == X86_64 else f"apt-{arch.debian}")
+    architecture = None if is_native(arch) else arch.debian
+    return PrivateApt(state, derive_apt_source(sources_text, suite, architecture), architecture)
 
 
-def _download_and_unpack(apt: PrivateApt, version: str, flavour: str, cache_dir) -> Kernel:
+def _download_and_unpack(apt: PrivateApt, version: str, flavour: str, cache_dir, arch: GuestArch = X86_64) -> Kernel:
     dpkg_deb = _require_program("dpkg-deb", "dpkg")
-    destination = kernels_dir(cache_dir) / version
+    destination = kernels_dir(cache_dir, arch) / version
     destination.parent.mkdir(parents=True, exist_ok=True)
     # Unpack next to the final place and rename: a half-finished download never
     # looks like a cached kernel.
@@ -328,7 +392,10 @@ def _download_and_unpack(apt: PrivateApt, version: str, flavour: str, cache_dir)
             raise DmabufTopError(f"{binary_package(version, flavour)} holds no vmlinuz where expected")
         staged = work / "kernel"
         staged.mkdir()
-        shutil.move(str(vmlinuz), staged / "vmlinuz")
+        if arch == X86_64:
+            shutil.move(str(vmlinuz), staged / "vmlinuz")
+        else:  # QEMU's arm64 loader wants the plain Image
+            (staged / "vmlinuz").write_bytes(uncompressed_arm64_image(vmlinuz.read_bytes()))
         if config is not None:
             shutil.move(str(config), staged / "config")
         if destination.exists():  # another process won the race; keep theirs

@@ -12,6 +12,9 @@
 #   LAB_ROOT_TAG      virtio-fs tag of the host root
 #   LAB_RESULTS_TAG   virtio-fs tag of the writable results share ("" = none)
 #   LAB_RESULTS_PATH  host path of the results directory, mounted at the same path
+#   LAB_SOURCE_TAG    virtio-fs tag of the project's directory ("" = none: the root is the host's own)
+#   LAB_SOURCE_PATH   its host path, mounted read-only at the same path (a guest of another
+#                     architecture boots on a root of its own and runs the host's checkout from here)
 #   LAB_SCRATCH       "1" when an NVMe scratch disk is attached
 #   LAB_HOME          home directory of the command
 #   LAB_KEEP_PATH     the command's working directory when it lies under one of
@@ -129,7 +132,13 @@ if [ "$LAB_SCRATCH" = 1 ]; then
     chmod 1777 "$NEWROOT$SCRATCH_MOUNT"
 fi
 
-# After every tmpfs above, so that none of them hides the share.
+# After every tmpfs above, so that none of them hides the shares; the project's first, so that a
+# results directory inside it lands on top.
+if [ -n "$LAB_SOURCE_TAG" ]; then
+    [ -d "$NEWROOT$LAB_SOURCE_PATH" ] || mkdir -p "$NEWROOT$LAB_SOURCE_PATH" ||
+        fail "project directory $LAB_SOURCE_PATH cannot be mounted in the guest"
+    need_mount -t virtiofs -o ro "$LAB_SOURCE_TAG" "$NEWROOT$LAB_SOURCE_PATH"
+fi
 if [ -n "$LAB_RESULTS_TAG" ]; then
     # Same path as on the host, so paths in the command need no translation.
     # A path under a tmpfs mounted above (/tmp, /run...) is created there.

@@ -31,6 +31,7 @@ LAYOUT_VERSION = "1"
 
 ROOT_TAG = "dmabuf-top-root"
 RESULTS_TAG = "dmabuf-top-results"
+SOURCE_TAG = "dmabuf-top-source"
 OUTPUT_PORT = "dmabuf-top.output"
 STATUS_PORT = "dmabuf-top.status"
 
@@ -92,7 +93,7 @@ def find_static_busybox() -> Path:
 
 
 def is_static_elf(path: Path) -> bool:
-    """True for an x86-64 ELF without a program interpreter (PT_INTERP)."""
+    """True for a 64-bit ELF (any machine) without a program interpreter (PT_INTERP)."""
     with open(path, "rb") as binary:
         header = binary.read(64)
         if header[:4] != b"\x7fELF" or header[4] != 2:  # ELFCLASS64 only
@@ -160,6 +161,9 @@ class GuestJob:
     home: str = "/root"
     results_path: Optional[str] = None
     scratch: bool = False
+    # A guest of another architecture boots on a root of its own; the project's directory is then shared
+    # read-only at this path (the same as the host's), so the command runs the host's checkout.
+    source_path: Optional[str] = None
 
     @property
     def kept_path(self) -> str:
@@ -175,6 +179,8 @@ class GuestJob:
             "LAB_ROOT_TAG": ROOT_TAG,
             "LAB_RESULTS_TAG": RESULTS_TAG if self.results_path else "",
             "LAB_RESULTS_PATH": self.results_path or "",
+            "LAB_SOURCE_TAG": SOURCE_TAG if self.source_path else "",
+            "LAB_SOURCE_PATH": self.source_path or "",
             "LAB_SCRATCH": "1" if self.scratch else "0",
             "LAB_HOME": self.home,
             "LAB_KEEP_PATH": self.kept_path,

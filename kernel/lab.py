@@ -6,6 +6,10 @@ directory shared writable at the same path as on the host, and an ext4 scratch
 disk on emulated NVMe at /mnt/scratch (page cache, O_DIRECT and device DMA all
 behave like on real storage). The command's output and exit status come back
 over two virtio-serial ports, apart from the kernel's console chatter.
+
+A guest of another architecture (`arch=ARM64` on an x86-64 host) runs under
+TCG on a root of its own that kernel/userland.py assembles from Debian's
+packages, with the project's directory shared read-only at its host path.
 """
 from __future__ import annotations
 
@@ -22,8 +26,9 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency, NeedsPrivilege
 
-from . import initramfs
-from .fetch import Kernel, bzimage_release, fetch_kernel
+from . import initramfs, userland
+from .arch import ARM64, X86_64, GuestArch, is_native
+from .fetch import Kernel, fetch_kernel, image_release
 from .kconfig import find_kernel_config
 
 DEFAULT_TIMEOUT = 300.0
@@ -36,7 +41,6 @@ SCRATCH_MOUNT = "/mnt/scratch"
 # nor pytest its cache (the run would pass but warn about it).
 GUEST_ENV_DEFAULTS = {"PYTHONDONTWRITEBYTECODE": "1", "PYTEST_ADDOPTS": "-p no:cacheprovider"}
 
-QEMU = "qemu-system-x86_64"
 VIRTIOFSD_PLACES = ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd", "/usr/lib/virtiofsd")
 
 
@@ -74,10 +78,11 @@ class GuestResult:
 # ---------------------------------------------------------------- host programs
 
 
-def find_qemu() -> str:
-    path = shutil.which(QEMU)
+def find_qemu(arch: GuestArch = X86_64) -> str:
+    path = shutil.which(arch.qemu)
     if path is None:
-        raise MissingDependency(f"{QEMU} not found: the kernel lab needs QEMU (`apt-get install qemu-system-x86`)")
+        raise MissingDependency(
+            f"{arch.qemu} not found: the kernel lab needs QEMU (`apt-get install {arch.qemu_package}`)")
     return path
 
 
@@ -187,12 +192,27 @@ class KvmUnusable(DmabufTopError):
 # ---------------------------------------------------------------- qemu command line
 
 
-def kernel_command_line(extra: str = "") -> str:
+# Reserved for the CMA heap on arm64 (where camera and codec buffers come from on real boards).
+ARM64_CMA = "cma=64M"
+
+
+def kernel_command_line(extra: str = "", arch: GuestArch = X86_64) -> str:
     parts = [
-        "console=ttyS0",
+        f"console={arch.console}",
         "rdinit=/init",
         "panic=-1",  # with -no-reboot a panic ends qemu instead of hanging
         "quiet",
+    ]
+    if arch == ARM64:
+        parts.append(ARM64_CMA)
+    else:
+        parts += _X86_COMMAND_LINE
+    if extra:
+        parts.append(extra)
+    return " ".join(parts)
+
+
+_X86_COMMAND_LINE = [
         "8250.nr_uarts=1",
         "i8042.noaux",
         "i8042.nokbd",
@@ -200,10 +220,7 @@ def kernel_command_line(extra: str = "") -> str:
         # A starved TCG vCPU (a loaded host) can miss the boot-time timer IRQ check, which then
         # panics with "IO-APIC + timer doesn't work!" (seen here with three guests running).
         "no_timer_check",
-    ]
-    if extra:
-        parts.append(extra)
-    return " ".join(parts)
+]
 
 
 # QEMU's instruction-counting clock: one virtual nanosecond per guest instruction (shift=0), the guest never
@@ -228,6 +245,8 @@ class QemuPlan:
     accel: str = "tcg"
     append: str = ""
     icount: bool = False
+    arch: GuestArch = X86_64
+    source_socket: Optional[Path] = None  # the project's directory, for a guest on a root of its own
 
     @property
     def console_log(self) -> Path:
@@ -252,8 +271,11 @@ def qemu_args(qemu: str, plan: QemuPlan) -> list:
     # Oops in vfs_read+0x5: "Fatal exception in interrupt") in 3 of ~7 soak runs; 0 of 5 with thread=single.
     if plan.icount and plan.accel != "tcg":
         raise DmabufTopError("the instruction-counting clock (icount) needs TCG, not KVM")
+    # An emulated arm64 CPU signs pointers with QEMU's own cheap algorithm (pauth-impdef) instead of
+    # the architected QARMA, which costs TCG much of its speed.
+    cpu = "max,pauth-impdef=on" if plan.arch == ARM64 else "max"
     accel = ["-accel", "kvm", "-cpu", "host"] if plan.accel == "kvm" else [
-        "-accel", "tcg,thread=single", "-cpu", "max"]
+        "-accel", "tcg,thread=single", "-cpu", cpu]
     args = [
         qemu, "-name", "dmabuf-top-lab",
         *accel,
@@ -261,12 +283,13 @@ def qemu_args(qemu: str, plan: QemuPlan) -> list:
         "-m", f"{plan.memory_mb}M",
         # vhost-user-fs needs guest memory the virtiofsd processes can map.
         "-object", f"memory-backend-memfd,id=mem,size={plan.memory_mb}M,share=on",
-        "-machine", "pc,memory-backend=mem",
-        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-monitor", "none",
+        "-machine", f"{plan.arch.qemu_machine},memory-backend=mem",
+        "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+        *(["-vga", "none"] if plan.arch == X86_64 else []),
         "-no-reboot",
         "-kernel", str(plan.kernel),
         "-initrd", str(plan.initrd),
-        "-append", kernel_command_line(plan.append),
+        "-append", kernel_command_line(plan.append, plan.arch),
         "-chardev", f"file,id=console,path={plan.console_log}",
         "-serial", "chardev:console",
         "-device", "virtio-serial-pci,id=ports",
@@ -279,6 +302,11 @@ def qemu_args(qemu: str, plan: QemuPlan) -> list:
     ]
     if plan.icount:
         args += ["-icount", ICOUNT]
+    if plan.source_socket is not None:
+        args += [
+            "-chardev", f"socket,id=sourcefs,path={plan.source_socket}",
+            "-device", f"vhost-user-fs-pci,chardev=sourcefs,tag={initramfs.SOURCE_TAG}",
+        ]
     if plan.results_socket is not None:
         args += [
             "-chardev", f"socket,id=resultsfs,path={plan.results_socket}",
@@ -385,14 +413,14 @@ def _tail(path: Path, lines: int) -> str:
 # ---------------------------------------------------------------- the run
 
 
-def resolve_kernel(kernel: Optional[Path]) -> Kernel:
-    """The given image (any bzImage: a distro's or a self-built one) or the cached default."""
+def resolve_kernel(kernel: Optional[Path], arch: GuestArch = X86_64) -> Kernel:
+    """The given image (any bzImage or arm64 Image: a distro's or a self-built one) or the cached default."""
     if kernel is None:
-        return fetch_kernel()
+        return fetch_kernel(arch=arch)
     path = Path(kernel).expanduser()
     if not path.is_file():
         raise DmabufTopError(f"kernel image {path} does not exist")
-    release = bzimage_release(path)
+    release = image_release(path)
     return Kernel(release or path.name, path.resolve(), find_kernel_config(path), release)
 
 
@@ -412,6 +440,17 @@ def _check_cwd_visible(cwd: Path, results_path: Optional[str]) -> None:
             )
 
 
+def _check_cwd_in_shares(cwd: Path, source_dir: Path, results_path: Optional[str]) -> None:
+    """A guest on a root of its own sees only the project's directory and the results directory of the host's."""
+    for shared in filter(None, (source_dir, results_path)):
+        if cwd == Path(shared) or Path(shared) in cwd.parents:
+            return
+    raise DmabufTopError(
+        f"cannot run in {cwd}: a guest of another architecture sees only the project's directory "
+        f"({source_dir}) and the results directory of this machine; run from inside the project"
+    )
+
+
 @dataclass(frozen=True)
 class LabRun:
     """One run_in_guest call, settled: what every boot attempt of it (KVM, then TCG; once more after a
@@ -428,6 +467,9 @@ class LabRun:
     append: str
     icount: bool
     on_output: Optional[Callable[[bytes], None]]
+    arch: GuestArch = X86_64
+    root_dir: Path = Path("/")  # what virtiofs shares as the guest's root
+    source_dir: Optional[Path] = None  # shared read-only at the same path (job.source_path)
 
     def plan(self, workdir: Path, accel: str) -> QemuPlan:
         """This run's qemu plan for one boot in `workdir` (writes the initrd and the scratch disk there)."""
@@ -442,6 +484,8 @@ class LabRun:
             accel=accel,
             append=self.append,
             icount=self.icount,
+            arch=self.arch,
+            source_socket=workdir / "source.sock" if self.source_dir is not None else None,
         )
         if self.scratch_mb > 0:
             plan.scratch_image = make_scratch_disk(workdir / "scratch.img", self.scratch_mb)
@@ -470,6 +514,7 @@ def run_in_guest(
     on_output: Optional[Callable[[bytes], None]] = None,
     append: str = "",
     icount: bool = False,
+    arch: GuestArch = X86_64,
 ) -> GuestResult:
     """Boot `kernel` (default: the cached Debian cloud kernel), run argv, power off.
 
@@ -478,35 +523,51 @@ def run_in_guest(
     (the same path exists in the guest). `on_output` gets the command's output
     as it arrives. `scratch_mb=0` attaches no scratch disk. `icount` boots under
     TCG with the instruction-counting clock and, unless `cpus` says otherwise,
-    one vCPU (else DEFAULT_CPUS). Raises GuestTimeout after `timeout` seconds,
-    with qemu and virtiofsd stopped.
+    one vCPU (else DEFAULT_CPUS). `arch` other than the host's boots that
+    architecture's kernel (TCG) on the root kernel/userland.py assembles, with
+    the project's directory shared read-only. Raises GuestTimeout after
+    `timeout` seconds, with qemu and virtiofsd stopped.
     """
     if not argv:
         raise DmabufTopError("no command given to run in the guest")
-    qemu = find_qemu()
+    qemu = find_qemu(arch)
     if os.geteuid() != 0:
         raise NeedsPrivilege("the kernel lab runs virtiofsd, which needs root: run it as root")
     if icount and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
         raise DmabufTopError("--icount needs TCG, but DMABUF_TOP_ACCEL=kvm asks for KVM")
-    chosen = resolve_kernel(kernel)
+    chosen = resolve_kernel(kernel, arch)
+    native = is_native(arch)
     job = initramfs.GuestJob(
         argv=list(argv),
         cwd=str(Path(cwd or os.getcwd()).resolve()),
         env={**GUEST_ENV_DEFAULTS, **(env or {})},
-        home=str(Path.home()),
+        home=str(Path.home()) if native else "/root",
         results_path=str(Path(results_dir).resolve()) if results_dir is not None else None,
         scratch=scratch_mb > 0,
     )
     if job.results_path is not None:
         Path(job.results_path).mkdir(parents=True, exist_ok=True)
     _check_cwd_visible(Path(job.cwd), job.results_path)
+    root_dir, source_dir, busybox = Path("/"), None, None
+    if not native:
+        root_dir = userland.assemble_userland(arch)
+        mapping = userland.package_mapping()
+        source_dir = userland.shared_source_root(mapping)
+        job.source_path = str(source_dir)
+        job.env = {**job.env, userland.PACKAGES_VARIABLE: userland.encode_mapping(mapping)}
+        _check_cwd_in_shares(Path(job.cwd), source_dir, job.results_path)
+        userland.make_mount_points(root_dir, [p for p in (job.source_path, job.results_path) if p],
+                                   initramfs.TMPFS_COVERED)
+        busybox = userland.guest_busybox(root_dir)
     run = LabRun(
-        qemu=qemu, kernel=chosen, base_initramfs=initramfs.build_base_initramfs(), job=job,
+        qemu=qemu, kernel=chosen, base_initramfs=initramfs.build_base_initramfs(busybox=busybox), job=job,
         timeout=timeout, memory_mb=memory_mb, cpus=guest_cpus(cpus, icount),
         scratch_mb=scratch_mb, append=append, icount=icount, on_output=on_output,
+        arch=arch, root_dir=root_dir, source_dir=source_dir,
     )
 
-    result = _boot_once_more_after_a_boot_panic(run, "tcg" if icount else choose_accel())
+    # KVM runs only a guest of the host's own architecture.
+    result = _boot_once_more_after_a_boot_panic(run, "tcg" if icount or not native else choose_accel())
     if result is None and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
         raise GuestFailed("KVM was asked for (DMABUF_TOP_ACCEL=kvm) but qemu could not run the guest with it")
     if result is None:  # KVM advertised but unable to run this kernel: once more without it
@@ -536,7 +597,9 @@ def _boot(run: LabRun, accel: str) -> Optional[GuestResult]:
 
         daemons = Daemons()
         try:
-            start_virtiofsd(daemons, Path("/"), plan.root_socket, workdir / "virtiofsd-root.log")
+            start_virtiofsd(daemons, run.root_dir, plan.root_socket, workdir / "virtiofsd-root.log")
+            if plan.source_socket is not None:
+                start_virtiofsd(daemons, run.source_dir, plan.source_socket, workdir / "virtiofsd-source.log")
             if plan.results_socket is not None:
                 start_virtiofsd(daemons, Path(run.job.results_path), plan.results_socket,
                                 workdir / "virtiofsd-results.log")

@@ -30,4 +30,31 @@ struct file___with_f_count {
 	atomic_long_t f_count;
 } __attribute__((preserve_access_index));
 
+/*
+ * The registers a syscall's arguments and number are read from, per target
+ * architecture. vmlinux.h describes the build host's architecture, whatever
+ * the object is built for, so the probes name these fields through flavours
+ * that CO-RE matches against the running kernel's own struct pt_regs
+ * (arch/x86/include/asm/ptrace.h, arch/arm64/include/asm/ptrace.h: there
+ * `regs` sits in an anonymous union, which CO-RE looks through).
+ */
+struct pt_regs___dmabuf_top_x86 {
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
+} __attribute__((preserve_access_index));
+
+struct thread_info___dmabuf_top_x86 {
+	__u32 status;
+} __attribute__((preserve_access_index));
+
+struct pt_regs___dmabuf_top_arm64 {
+	__u64 regs[31];
+	__u64 orig_x0;
+	__s32 syscallno;
+} __attribute__((preserve_access_index));
+
 #endif

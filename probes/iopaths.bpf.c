@@ -34,6 +34,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
+#include "core_defs.h"
 #include "iopaths.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -676,8 +677,10 @@ static __always_inline void finish(struct inflight *io, __s64 ret, bool may_batc
 #define NR_bpf 321
 #define TS_COMPAT_ 0x0002 /* arch/x86/include/asm/thread_info.h: inside an ia32 syscall */
 
-static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
+static __always_inline __u64 syscall_arg(struct pt_regs *ctx_regs, int n)
 {
+	struct pt_regs___dmabuf_top_x86 *regs = (void *)ctx_regs;
+
 	switch (n) {
 	case 0:
 		return regs->di;
@@ -692,17 +695,17 @@ static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
 	}
 }
 
-static __always_inline __s64 syscall_nr(struct pt_regs *regs)
+static __always_inline __s64 syscall_nr(struct pt_regs *ctx_regs)
 {
-	return regs->orig_ax;
+	return ((struct pt_regs___dmabuf_top_x86 *)ctx_regs)->orig_ax;
 }
 
 static __always_inline bool compat_syscall(struct task_struct *task)
 {
-	return task->thread_info.status & TS_COMPAT_;
+	return ((struct thread_info___dmabuf_top_x86 *)&task->thread_info)->status & TS_COMPAT_;
 }
 #elif defined(__TARGET_ARCH_arm64)
-/* include/uapi/asm-generic/unistd.h (untested here: the lab is x86-64). */
+/* include/uapi/asm-generic/unistd.h */
 #define NR_read 63
 #define NR_write 64
 #define NR_readv 65
@@ -719,14 +722,16 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #define NR_bpf 280
 #define TIF_32BIT_ 22
 
-static __always_inline __u64 syscall_arg(struct pt_regs *regs, int n)
+static __always_inline __u64 syscall_arg(struct pt_regs *ctx_regs, int n)
 {
+	struct pt_regs___dmabuf_top_arm64 *regs = (void *)ctx_regs;
+
 	return n == 0 ? regs->orig_x0 : regs->regs[n & 7];
 }
 
-static __always_inline __s64 syscall_nr(struct pt_regs *regs)
+static __always_inline __s64 syscall_nr(struct pt_regs *ctx_regs)
 {
-	return regs->syscallno;
+	return ((struct pt_regs___dmabuf_top_arm64 *)ctx_regs)->syscallno;
 }
 
 static __always_inline bool compat_syscall(struct task_struct *task)

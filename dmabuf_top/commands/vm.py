@@ -9,11 +9,14 @@ from ..errors import DmabufTopError
 # Passed on from the host unless -e says otherwise. PATH is safe to keep: the
 # guest sees the same filesystem, so an activated venv stays activated.
 PASSED_FROM_HOST = ("PATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "PYTHONPATH", "DMABUF_TOP_CACHE")
+# A guest of another architecture has a root of its own: the host's programs and venv mean nothing there.
+PASSED_TO_FOREIGN_GUEST = ("LANG", "LC_ALL")
 
 
-def guest_environment(host_env, assignments):
+def guest_environment(host_env, assignments, native=True):
     """The command's environment: a few host variables, then -e (the lab adds its defaults)."""
-    env = {name: host_env[name] for name in PASSED_FROM_HOST if name in host_env}
+    passed = PASSED_FROM_HOST if native else PASSED_TO_FOREIGN_GUEST
+    env = {name: host_env[name] for name in passed if name in host_env}
     for assignment in assignments:
         name, sep, value = assignment.partition("=")
         if not sep:  # -e NAME passes the host's value through
@@ -30,8 +33,11 @@ def _stream_to_stdout(chunk):
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.option("--kernel", type=click.Path(dir_okay=False),
-              help="Kernel image to boot (bzImage); default: Debian's cloud kernel, fetched once and cached.")
+@click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel image to boot (bzImage, or an arm64 "
+              "Image); default: Debian's cloud kernel, fetched once and cached.")
+@click.option("--arch", "arch_name", type=click.Choice(["x86_64", "arm64"]), help="Guest architecture. "
+              "Another than the host's boots under TCG on a root assembled from Debian's packages (cached), "
+              "with this project shared read-only.  [default: the host's]")
 @click.option("--timeout", type=float, default=300.0, show_default=True, help="Seconds before the guest is stopped.")
 @click.option("--memory", type=int, default=1024, show_default=True, help="Guest memory in MiB.")
 @click.option("--cpus", type=click.IntRange(min=1), help="Guest vCPUs.  [default: 2, or 1 with --icount]")
@@ -51,8 +57,8 @@ def _stream_to_stdout(chunk):
               help="Print the guest kernel's console log to stderr after the run.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only, refresh,
-            check_only, show_console, argv):
+def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only,
+            refresh, check_only, show_console, argv):
     """Boot a test kernel with the host's root filesystem and run CMD in it.
 
     \b
@@ -61,12 +67,19 @@ def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assign
       dmabuf-top vm --results out -- dmabuf-top validate --record out/validate.db
       dmabuf-top vm --icount -- python3 benchmarks/overhead.py --here
       dmabuf-top vm --kernel arch/x86/boot/bzImage -- python3 -m pytest tests/vm
+      dmabuf-top vm --arch arm64 -- dmabuf-top doctor --json
     The exit code is the command's own.
     """
-    from dmabuf_top.kernel import fetch, kconfig, lab
+    from dmabuf_top.kernel import arch as lab_arch
+    from dmabuf_top.kernel import fetch, kconfig, lab, userland
 
+    arch = lab_arch.guest_arch(arch_name) if arch_name else lab_arch.host_arch()
+    native = lab_arch.is_native(arch)
     if fetch_only or check_only or refresh and not argv:
-        chosen = fetch.fetch_kernel(refresh=refresh) if kernel is None else lab.resolve_kernel(kernel)
+        chosen = (fetch.fetch_kernel(refresh=refresh, arch=arch) if kernel is None
+                  else lab.resolve_kernel(kernel, arch))
+        if fetch_only and not native:
+            userland.assemble_userland(arch, refresh=refresh)
         if check_only:
             needs = {**kconfig.BOOT_NEEDS, **kconfig.DMABUF_NEEDS}
             report = kconfig.check_features(chosen.config, needs)
@@ -77,7 +90,9 @@ def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assign
     if not argv:
         raise click.UsageError("give the command to run after --, e.g. `dmabuf-top vm -- uname -r`")
     if refresh:
-        fetch.fetch_kernel(refresh=True)
+        fetch.fetch_kernel(refresh=True, arch=arch)
+        if not native:
+            userland.assemble_userland(arch, refresh=True)
 
     result = lab.run_in_guest(
         list(argv),
@@ -86,9 +101,10 @@ def command(ctx, kernel, timeout, memory, cpus, icount, results, scratch, assign
         memory_mb=memory,
         cpus=cpus,
         icount=icount,
+        arch=arch,
         results_dir=results,
         scratch_mb=scratch,
-        env=guest_environment(os.environ, assignments),
+        env=guest_environment(os.environ, assignments, native),
         cwd=os.getcwd(),
         on_output=_stream_to_stdout,
     )

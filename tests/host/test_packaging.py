@@ -41,7 +41,9 @@ def source_modules():
 
 def data_files():
     """Installed paths of the files the code opens at run time: BPF objects, patches, init and config."""
-    bpf_objects = [f"dmabuf_top/probes/{p.name.replace('.bpf.c', '.bpf.o')}" for p in (ROOT / "probes").glob("*.bpf.c")]
+    # One object per concern and target architecture: the wheel serves x86_64 and arm64 machines alike.
+    bpf_objects = [f"dmabuf_top/probes/{p.name.replace('.bpf.c', f'.{arch}.bpf.o')}"
+                   for p in (ROOT / "probes").glob("*.bpf.c") for arch in ("x86", "arm64")]
     patches = [f"dmabuf_top/kernel/patches/{p.name}" for p in (ROOT / "kernel" / "patches").glob("*.patch")]
     return [*bpf_objects, *patches, *DATA_FILES]
 

@@ -10,7 +10,7 @@ def make(*args):
 
 
 def test_missing_clang_names_the_package():
-    result = make("-W", "probes/feature_probe.bpf.c", "probes/feature_probe.bpf.o", "CLANG=no-such-clang")
+    result = make("-W", "probes/feature_probe.bpf.c", "probes/feature_probe.x86.bpf.o", "CLANG=no-such-clang")
     assert result.returncode != 0
     assert "'no-such-clang' not found: install it with 'apt-get install clang llvm'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -27,3 +27,11 @@ def test_missing_btf_says_how_to_point_at_one(tmp_path):
     result = make("-B", f"VMLINUX_H={tmp_path}/vmlinux.h", f"{tmp_path}/vmlinux.h", f"VMLINUX_BTF={tmp_path}/none")
     assert result.returncode != 0
     assert "VMLINUX_BTF=" in result.stderr
+
+
+def test_objects_are_built_for_both_architectures():
+    """`make bpf` builds each concern for x86 and arm64, from any host (the arm64 ones never ran here)."""
+    result = make("-n", "bpf", "-B")
+    assert result.returncode == 0, result.stderr
+    for arch in ("x86", "arm64"):
+        assert f"-D__TARGET_ARCH_{arch} -c probes/iopaths.bpf.c -o probes/iopaths.{arch}.bpf.o.tmp" in result.stdout
