@@ -14,6 +14,7 @@ import pytest
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency
 from dmabuf_top.kernel import fetch, lab
+from dmabuf_top.kernel.arch import host_arch
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
@@ -21,8 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def lab_kernel():
-    if shutil.which(lab.QEMU) is None:
-        pytest.skip(f"{lab.QEMU} is not installed (apt-get install qemu-system-x86)")
+    qemu = host_arch().qemu
+    if shutil.which(qemu) is None:
+        pytest.skip(f"{qemu} is not installed (apt-get install {host_arch().qemu_package})")
     try:
         return fetch.fetch_kernel()
     except DmabufTopError as error:
@@ -136,7 +138,7 @@ def test_timeout_stops_qemu_and_virtiofsd(lab_kernel, monkeypatch):
     with pytest.raises(lab.GuestTimeout, match="did not finish within 8 s"):
         lab.run_in_guest(["sleep", "600"], kernel=lab_kernel.vmlinuz, scratch_mb=0, timeout=8)
     names = {Path(p.args[0]).name for p in started}
-    assert lab.QEMU in names and "virtiofsd" in names
+    assert host_arch().qemu in names and "virtiofsd" in names
     for process in started:
         assert process.returncode is not None, f"{process.args[0]} still running"
         with pytest.raises(ProcessLookupError):
