@@ -5,6 +5,7 @@ state), so they render in threads, tests and headless machines alike. Labels mad
 from buffer names are escaped (terminal_safe, then `$` so mathtext cannot read them).
 """
 import io
+import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -184,8 +185,6 @@ def to_svg(figure):
 
 def write_figures(session, directory):
     """PNG and SVG of every figure into directory; returns the paths written."""
-    import os
-
     os.makedirs(directory, exist_ok=True)
     written = []
     for name, draw in FIGURES.items():

@@ -32,11 +32,15 @@ import threading
 import time
 from typing import Optional
 
+import numpy as np
+from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from .errors import DmabufTopError
 from .inventory.index import BufferIndex
 from .sampler import TraceReader
 from .text import terminal_safe
+from .trace_model import MINIMAL_MAPS
 
 DEFAULT_TOP = 20
 _PER_PATH = (("bytes", "io_bytes", "bytes moved by each I/O path", None),
@@ -97,8 +101,6 @@ def _largest(inventory, top):
     if inventory.arrays is None:
         ordered = sorted((e.buffer for e in inventory.buffers), key=lambda b: (-b.size, b.inode))
         return ordered[:top], len(ordered[top:]), sum(b.size for b in ordered[top:])
-    import numpy as np
-
     columns = inventory.arrays.columns
     order = np.lexsort((columns.inode, ~columns.size))  # stable; ~ on uint64 orders largest first
     return columns.pick(order[:top].tolist()), max(len(order) - top, 0), int(columns.size[order[top:]].sum())
@@ -138,8 +140,6 @@ def _trace_families(trace, index, shown_inodes):
         live.add_metric([concern], 0 if concern in missing else 1)
     out.append(live)
     out.append(CounterMetricFamily("dmabuf_dropped_events", "ring buffer records lost", value=trace.dropped))
-    from .trace_model import MINIMAL_MAPS
-
     refused = CounterMetricFamily("dmabuf_map_full_refused_keys",
                                   "new keys a full BPF map refused: what they carried is missing from the counters",
                                   labels=["map"])
@@ -170,8 +170,6 @@ class DmabufCollector:
 
 def parse_listen(text: str):
     """'ADDR:PORT', ':PORT' or '[v6]:PORT' -> (addr, port)."""
-    from .errors import DmabufTopError
-
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise DmabufTopError(f"--listen takes ADDR:PORT (e.g. 127.0.0.1:9464), not '{text}'", exit_code=2)
@@ -181,10 +179,6 @@ def parse_listen(text: str):
 
 def serve(address: str, port: int, collector: DmabufCollector, ready: Optional[threading.Event] = None):
     """Serve /metrics until interrupted (SIGINT/SIGTERM end it through SystemExit/KeyboardInterrupt)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    from .errors import DmabufTopError
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     try:

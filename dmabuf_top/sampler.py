@@ -28,7 +28,10 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 from . import features
 from .errors import DmabufTopError
+from .inventory.collect import IteratorSnapshots, collect
 from .inventory.index import BufferIndex
+from .probes.tracer import Tracer
+from .taskstats import TaskStatsClient
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +114,6 @@ class Sources:
     def _open_rest(self, taskstats, trace, cannot_see):
         if taskstats:
             try:
-                from .taskstats import TaskStatsClient  # imports pyroute2: not for --help
-
                 client = TaskStatsClient()
                 with self._lock:
                     if self._closed:
@@ -133,8 +134,6 @@ class Sources:
         except DmabufTopError as error:
             cannot_see.append(f"feature detection failed ({error})")
         try:
-            from .probes.tracer import Tracer
-
             # no kernel stacks: neither the view nor the exporter shows them, and each costs the traced work
             tracer = Tracer(pid=self.pid, report=report, stacks=False, **self._tracer_options)
         except DmabufTopError as error:
@@ -153,8 +152,6 @@ class Sources:
         return self._trace and starting is not None and (starting.ident is None or starting.is_alive())
 
     def _open_inventory(self):
-        from .inventory.collect import IteratorSnapshots, collect  # numpy: not for --help
-
         try:
             self._snapshots = IteratorSnapshots()
             return self._snapshots.take

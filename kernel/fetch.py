@@ -16,6 +16,7 @@ import functools
 import gzip
 import mmap
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -219,8 +220,6 @@ class PrivateApt:
 
 
 def _current_user() -> str:
-    import pwd
-
     return pwd.getpwuid(os.getuid()).pw_name
 
 

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
+import dmabuf_top
 from dmabuf_top.errors import DmabufTopError
 
 from .arch import GuestArch
@@ -252,8 +253,6 @@ def _install_project_hooks(tree: Path, site: Path) -> None:
 def package_mapping() -> Dict[str, str]:
     """Where this host's dmabuf_top packages live: {installed name: directory} (an editable install
     maps probes/ and friends; a wheel keeps them under dmabuf_top/)."""
-    import dmabuf_top
-
     mapping = {"dmabuf_top": str(Path(dmabuf_top.__file__).resolve().parent)}
     for sub in ("probes", "analysis", "kernel"):
         module = importlib.import_module(f"dmabuf_top.{sub}")

@@ -6,11 +6,13 @@ between the object and this file is an error, not silent garbage.
 
 Two decodings of one pass: `decode_records` into Buffer objects (the recorder,
 the tracer, the demo), `decode_columns` into arrays for the snapshot's join at
-tens of thousands of buffers (numpy, imported only there).
+tens of thousands of buffers (numpy).
 """
 import ctypes
 import struct
 from typing import Optional, Sequence
+
+import numpy as np
 
 from ..bpf import open_object
 from ..errors import BpfError
@@ -138,8 +140,6 @@ class BufferColumns:
     @classmethod
     def from_buffers(cls, buffers):
         """Columns over Buffer objects a slower source already made (None fields become -1)."""
-        import numpy as np
-
         buffers = list(buffers)
         codes = {}
         return cls(
@@ -166,14 +166,10 @@ class BufferColumns:
     # Columns the live view sorts and joins on, read straight from the records (no Buffer per row).
 
     def _u32_column(self, offset):
-        import numpy as np
-
         return np.frombuffer(self._data, dtype="<u4").reshape(len(self), -1)[:, offset // 4]
 
     def attachment_counts(self):
         """attachment_count of every row as int64 (-1 where the source cannot know)."""
-        import numpy as np
-
         if self._data is None:
             return np.array([-1 if b.attachment_count is None else b.attachment_count for b in self._buffers],
                             dtype=np.int64)
@@ -181,8 +177,6 @@ class BufferColumns:
 
     def names(self) -> list:
         """Every row's name (bytes; None for a buffer never named), as Buffer.name, without whole records."""
-        import numpy as np
-
         if self._data is None:
             return [b.name for b in self._buffers]
         size = ctypes.sizeof(DmabufRecord)
@@ -196,8 +190,6 @@ class BufferColumns:
 
     def backing_files(self) -> dict:
         """{(backing inode, st_dev as user space sees it): buffer inode} for the udmabufs (their memfds)."""
-        import numpy as np
-
         if self._data is None:
             return {(b.backing_inode, b.backing_dev): b.inode for b in self._buffers if b.backing_inode}
         words = np.frombuffer(self._data, dtype="<u8").reshape(len(self), -1)
@@ -215,8 +207,6 @@ def decode_columns(data) -> BufferColumns:
     taken from it as a 1-D array: numpy's structured-dtype paths (masking or
     comparing whole records) cost microseconds per record on the lab's emulated CPU.
     """
-    import numpy as np
-
     size = ctypes.sizeof(DmabufRecord)
     if len(data) % size:
         decode_records(data)  # raises the torn-stream error

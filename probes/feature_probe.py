@@ -4,9 +4,10 @@ Each trial returns a Trial saying whether the kernel accepted it and, if not,
 the errno it gave, so a user sees "fentry: no (EPERM)" rather than a guess.
 """
 import errno as errno_codes
+import os
 from dataclasses import dataclass
 
-from ..bpf import BpfAttachError, BpfLoadError, BpfObject
+from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
 from ..errors import BpfError
 from . import object_path
 
@@ -71,10 +72,6 @@ def trial_iterator(target):
 
 def trial_round_trip():
     """Ring buffer and hash map, for real: count our own getppid() calls and read them back."""
-    import os
-
-    from ..bpf import RingBuffer
-
     calls = 3
     try:
         with BpfObject(object_path("feature_probe")) as obj:

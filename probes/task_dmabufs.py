@@ -7,6 +7,8 @@ its own walked beside its leader) are removed here.
 """
 import struct
 
+import numpy as np
+
 from ..bpf import BpfObject
 from ..errors import BpfError
 from ..inventory.types import FdRef, Holders, MapRef
@@ -69,8 +71,6 @@ class HolderColumns:
     @classmethod
     def from_holders(cls, holders: Holders):
         """Columns over the lists a slower source (procfs) made; those lists are already de-duplicated."""
-        import numpy as np
-
         return cls(np.array([ref.pid for ref in holders.fds], dtype=np.int64),
                    np.array([ref.inode for ref in holders.fds], dtype=np.uint64),
                    np.array([ref.pid for ref in holders.maps], dtype=np.int64),
@@ -84,8 +84,6 @@ def _first_of_each(major, minor):
     lexsort is stable: within a pair, the first row comes first. (Stable sorts only:
     see inventory.stable_groups for why.)
     """
-    import numpy as np
-
     later, earlier = slice(1, None), slice(None, -1)
     if np.all((major[later] > major[earlier]) | ((major[later] == major[earlier]) & (minor[later] > minor[earlier]))):
         return np.arange(len(major))  # strictly ascending, as a pass usually yields them: nothing repeats
@@ -101,8 +99,6 @@ def decode_columns(data) -> HolderColumns:
     Fields are read as 1-D columns of a 2-D integer view of the records: numpy's
     structured-dtype paths cost microseconds per record on the lab's emulated CPU.
     """
-    import numpy as np
-
     if len(data) % RECORD.size:
         decode_records(data)  # raises the torn-stream error
     u32 = np.frombuffer(data, dtype="<u4").reshape(-1, RECORD.size // 4)

@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Optional
 
 from ..errors import DmabufTopError
+from ..probes.dmabuf_iter import DmabufIterator
+from ..probes.task_dmabufs import TaskDmabufIterator
+from .bufinfo import read_bufinfo
 from .inventory import SOURCE_DESCRIPTIONS, Inventory, build_inventory
+from .procfs import scan as scan_proc
 from .types import Buffer
 
 
@@ -23,21 +27,15 @@ def buffers_from_bufinfo(bufinfo) -> list:
 
 
 def read_iterator_buffers():
-    from ..probes.dmabuf_iter import DmabufIterator
-
     with DmabufIterator() as iterator:
         return iterator.read_columns()
 
 
 def read_bufinfo_buffers() -> list:
-    from .bufinfo import read_bufinfo
-
     return buffers_from_bufinfo(read_bufinfo())
 
 
 def read_task_holders():
-    from ..probes.task_dmabufs import TaskDmabufIterator
-
     with TaskDmabufIterator() as iterator:
         return iterator.read_columns()
 
@@ -51,8 +49,6 @@ def collect(source: Optional[str] = None, holders_source: Optional[str] = None) 
     def procfs_scan():
         nonlocal scan
         if scan is None:
-            from .procfs import scan as scan_proc
-
             scan = scan_proc()
         return scan
 
@@ -104,9 +100,6 @@ class IteratorSnapshots:
     kernel passes and the decoding, no BPF load (what a live view repeats every interval)."""
 
     def __init__(self):
-        from ..probes.dmabuf_iter import DmabufIterator
-        from ..probes.task_dmabufs import TaskDmabufIterator
-
         self._buffers = DmabufIterator()
         try:
             self._holders = TaskDmabufIterator()

@@ -40,6 +40,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from ..probes.dmabuf_iter import BufferColumns
+from ..probes.task_dmabufs import HolderColumns
 from .types import ExporterTotal, Refs
 
 log = logging.getLogger(__name__)
@@ -211,9 +213,6 @@ def build_inventory(buffers, holders, source: str, holders_source: str, notes=()
     `holders` a probes.task_dmabufs.HolderColumns or Holders. Sequences are
     turned into columns first (the slow sources' path).
     """
-    from ..probes.dmabuf_iter import BufferColumns
-    from ..probes.task_dmabufs import HolderColumns
-
     if not isinstance(buffers, BufferColumns):
         buffers = BufferColumns.from_buffers(buffers)
     if not isinstance(holders, HolderColumns):

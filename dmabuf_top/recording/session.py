@@ -24,6 +24,7 @@ import sqlite3
 import struct
 import time
 from typing import Dict, Iterable, NamedTuple, Optional
+from urllib.parse import quote
 
 from ..errors import DmabufTopError
 from ..probes.hooks import SYSCALLS, State
@@ -576,8 +577,6 @@ class Session:
                                "copy the whole file, or record again")
 
     def _uri_path(self):
-        from urllib.parse import quote
-
         return quote(os.path.abspath(self.path))
 
     # -- metadata ---------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from ..errors import DmabufTopError
 from ..inventory.index import BufferFeed
 from ..probes.hooks import State
 from ..probes.iopaths import IoRecord
+from ..probes.tracer import Tracer
+from ..trace_model import MINIMAL_MAPS
 from . import session as records
 from .rows import (
     amount_deltas,
@@ -94,8 +96,6 @@ class IoPathSource:
     def start(self, context):
         try:
             if self._tracer_factory is None:
-                from ..probes.tracer import Tracer
-
                 self._tracer_factory = lambda pid: Tracer(pid=pid, record=True, stacks=True, report=self._report,
                                                           follow_children=True)
             self._tracer = self._tracer_factory(context.target_pid)
@@ -156,8 +156,6 @@ class IoPathSource:
 
     def _map_full_drops(self, now_ns, map_full):
         # The rows come from snapshot(minimal=True): a key its maps refused is missing from them.
-        from ..trace_model import MINIMAL_MAPS
-
         rows = []
         for name in MINIMAL_MAPS:
             refused = map_full.get(name, 0)

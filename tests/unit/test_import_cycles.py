@@ -116,7 +116,7 @@ def test_the_graph_sees_every_module_and_relative_and_function_level_imports():
     assert {"dmabuf_top.kernelfs", "dmabuf_top.probes.tracer", "dmabuf_top.analysis.tables"} <= set(graph)
     assert "dmabuf_top.kernelfs" in graph["dmabuf_top.bpf"]  # from .kernelfs import ...
     assert "dmabuf_top.probes.tracer" in graph["dmabuf_top.commands.trace"]  # from ..probes.tracer import ...
-    assert "dmabuf_top.probes.tracer" in graph["dmabuf_top.recording.sources"]  # inside a method
+    assert "dmabuf_top.recording.sources" in graph["dmabuf_top.commands.record"]  # inside the command
 
 
 def test_cycle_finder_finds_a_cycle():
