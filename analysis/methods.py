@@ -22,8 +22,8 @@ COLOURS = {"zero-copy": "#2a9d47", "copies": "#e0a030", "failed": "#b0b0b0", "wr
 
 # What the exports call each column (the names of validate's JSON, which scripts read).
 EXPORT_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
-                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
-                  "checksum", "verdict")
+                  "reached", "cpu_copied", "device_bytes", "device_to_buffer", "page_cache_pages", "pinned_pages",
+                  "syscalls", "errors", "errno_name", "checksum", "verdict")
 
 
 def rows(session) -> List[Method]:
@@ -86,7 +86,8 @@ def table_html(methods):
     def cell(value, fmt="{}"):
         return "-" if value is None else escape(fmt.format(value))
 
-    head = ("method", "what", "alloc ms", "I/O ms", "close ms", "MB/s", "CPU-copied", "page cache (pages)",
+    head = ("method", "what", "alloc ms", "I/O ms", "close ms", "MB/s", "CPU-copied", "device->buffer",
+            "device wrote", "page cache (pages)",
             "pinned (pages)", "calls", "data", "verdict")
     body = []
     for m in methods:
@@ -99,6 +100,8 @@ def table_html(methods):
             f'<td class="n">{cell(m.close_ms, "{:.1f}")}</td>',
             f'<td class="n">{cell(mb_s(m), "{:.0f}")}</td>',
             f'<td class="n">{cell(m.cpu_copied)}</td>',
+            f'<td class="n">{cell(m.device_to_buffer)}</td>',
+            f'<td class="n">{cell(m.device_bytes)}</td>',
             f'<td class="n">{cell(m.page_cache_pages)}</td>',
             f'<td class="n">{cell(m.pinned_pages)}</td>',
             f'<td class="n">{cell(m.calls)}</td>',
