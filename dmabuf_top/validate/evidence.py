@@ -34,7 +34,8 @@ from ..errors import DmabufTopError
 from ..probes.dma_evidence import PAGE_SIZE, DmaEvidence, Stats, buffer_frames, intersect, pagemap_pfns
 from .methods import MAP_FAILED, MAP_SHARED, PROT_READ, libc
 
-POLL_S = 0.01  # how often a command's fds are looked at
+POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
+MAPS_EVERY = 10  # polls between two reads of the tree's /proc/PID/maps (longer: an interpreter maps hundreds)
 DEVICE_MAP_PAGES = 1 << 18  # the probe's default: 1 GiB of frames
 
 
@@ -170,6 +171,7 @@ class CommandBuffers:
     held: Dict[int, Tuple[str, int]] = field(default_factory=dict)
     tgids: Set[int] = field(default_factory=set)
     refused: List[str] = field(default_factory=list)
+    polls: int = 0
 
     def tree(self) -> List[int]:
         found, todo = [], [self.root]
@@ -189,12 +191,14 @@ class CommandBuffers:
     def poll(self) -> List[int]:
         """Takes every new buffer of the tree; returns the tree's processes not seen before."""
         new = []
+        self.polls += 1
         for pid in self.tree():
             if pid not in self.tgids:
                 self.tgids.add(pid)
                 new.append(pid)
             self._take_fds(pid)
-            self._take_mappings(pid)
+            if self.polls % MAPS_EVERY == 1:
+                self._take_mappings(pid)
         return new
 
     def _take_fds(self, pid):

@@ -530,7 +530,9 @@ def _command_evidence(buffers, pages, lost, window, reached) -> "dma.Evidence":
         frames = None
     found = dma.judge(pages, frames, why_not)
     if frames is None and not buffers.held:
-        return dma.Evidence(found.device_bytes, None, 0, ("the command held no dma-buf or memfd that was seen",))
+        return dma.Evidence(found.device_bytes, None, 0, (
+            "the command held no dma-buf or memfd that was seen (one made and closed between two looks, 1 ms apart, "
+            "is missed)",))
     return found
 
 
