@@ -59,12 +59,13 @@ def _label(text):
 
 
 def comparison_figure(methods):
-    """Two panels per method: I/O throughput (MB/s), and CPU copies with page-cache use, coloured by verdict."""
+    """Three panels per method: I/O throughput (MB/s), CPU copies (labelled with the verdict), and the share of the
+    payload the device wrote into the buffer's own pages (DMA evidence), coloured by verdict."""
     shown = [m for m in methods if m.verdict != "absent"]
     height = max(2.5, 0.28 * len(shown) + 1.2)
-    figure = Figure(figsize=(10.0, height), dpi=100, layout="constrained")
+    figure = Figure(figsize=(12.0, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    speed, copies = figure.subplots(1, 2, sharey=True)
+    speed, copies, device = figure.subplots(1, 3, sharey=True, width_ratios=(1, 1.2, 0.6))
     positions = list(range(len(shown)))
     colours = [COLOURS.get(m.verdict, "#999999") for m in shown]
     speed.barh(positions, [mb_s(m) or 0 for m in shown], color=colours)
@@ -79,6 +80,14 @@ def comparison_figure(methods):
     copies.set_xlim(0, max(ratios + [1]) + 1.6)
     copies.set_xlabel("CPU-copied bytes / payload")
     copies.set_title("Copies (colour: verdict)", fontsize=10)
+    covered = [m.device_to_buffer / m.payload if m.payload and m.device_to_buffer is not None else 0 for m in shown]
+    device.barh(positions, covered, color=colours)
+    for position, method in zip(positions, shown):
+        if method.device_to_buffer is None:
+            device.text(0.02, position, "no DMA evidence", va="center", fontsize=7)
+    device.set_xlim(0, 1.1)
+    device.set_xlabel("device -> buffer / payload")
+    device.set_title("DMA into the buffer", fontsize=10)
     return figure
 
 

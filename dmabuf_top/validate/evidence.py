@@ -13,9 +13,9 @@ page frames:
   is duplicated into this process with pidfd_getfd(2), and memfd mappings without an fd are opened
   through /proc/PID/map_files; holding them keeps their pages after the command closes them or exits.
   At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds through
-  a mapping of our own; a plain memfd counts as a buffer only when the device wrote into it or a
-  traced call moved bytes into it (a memfd the runtime made for itself, e.g. libffi's trampolines, is
-  no payload; a plain memfd filled only by memcpy is therefore not seen: use a udmabuf over it).
+  a mapping of our own; a plain memfd counts as a buffer only when the device wrote into it, a
+  traced call moved bytes into it, or it holds at least PLAIN_MEMFD_MIN bytes (a memfd the runtime
+  made for itself, e.g. libffi's trampolines, a few pages, is no payload).
   A buffer made and dropped between two polls is not seen (then nothing decides, and the verdict
   says so).
 
@@ -35,6 +35,7 @@ from ..probes.dma_evidence import PAGE_SIZE, DmaEvidence, Stats, buffer_frames, 
 from .methods import MAP_FAILED, MAP_SHARED, PROT_READ, libc
 
 POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
+PLAIN_MEMFD_MIN = 1 << 20  # a plain memfd this large is taken as a buffer even if nothing is known to fill it
 MAPS_EVERY = 10  # polls between two reads of the tree's /proc/PID/maps (longer: an interpreter maps hundreds)
 DEVICE_MAP_PAGES = 1 << 18  # the probe's default: 1 GiB of frames
 
@@ -172,6 +173,7 @@ class CommandBuffers:
     tgids: Set[int] = field(default_factory=set)
     refused: List[str] = field(default_factory=list)
     polls: int = 0
+    async_io: bool = False  # an io_uring fd was seen: its reads are no syscall the I/O tracer follows
 
     def tree(self) -> List[int]:
         found, todo = [], [self.root]
@@ -208,7 +210,10 @@ class CommandBuffers:
             return
         for name in fds:
             try:
-                kind = _kind(os.readlink(f"/proc/{pid}/fd/{name}"))
+                link = os.readlink(f"/proc/{pid}/fd/{name}")
+                if link == "anon_inode:[io_uring]":
+                    self.async_io = True
+                kind = _kind(link)
                 if kind is None:
                     continue
                 inode = os.stat(f"/proc/{pid}/fd/{name}").st_ino
@@ -241,7 +246,7 @@ class CommandBuffers:
 
     def frames(self, pages: Dict[int, int], reached: Set[int] = frozenset()) -> Optional[List[int]]:
         """The held buffers' frames (None: no buffer was held); plain memfds only if the device wrote into them or
-        a traced call moved bytes into them (`reached`: their inodes)."""
+        a traced call moved bytes into them (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN)."""
         if not self.held:
             return None
         out: List[int] = []
@@ -251,7 +256,8 @@ class CommandBuffers:
                 out += buffer_frames(inode, max_pages=size // PAGE_SIZE + 1) or []
             else:
                 mine = _memfd_frames(fd)
-                if inode in reached or any(pages.get(pfn) for pfn in mine):
+                large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
+                if large or inode in reached or any(pages.get(pfn) for pfn in mine):
                     out += mine
         return out
 

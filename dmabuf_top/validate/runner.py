@@ -502,6 +502,7 @@ def trace_command(argv, report=None):
             pages, lost = window.stop()
             reached = {target.inode for target in after.by_target if target.kind in MEMORY_KINDS}
             found = _command_evidence(buffers, pages, lost, window, reached)
+            async_io = buffers.async_io
         finally:
             buffers.close()
             window.close()
@@ -510,7 +511,7 @@ def trace_command(argv, report=None):
         result.ended_ns = result.closed_ns = time.monotonic_ns()
         result.started_ns = result.io_started_ns = result.ended_ns - int(io_s * 1e9)
         stacks: Dict[int, List[str]] = {}
-        measure_command(result, before, after, missing, command.pid, returncode, found)
+        measure_command(result, before, after, missing, command.pid, returncode, found, async_io)
         result.evidence = _evidence(tracer, before, after, stacks, tracer.kallsyms())
         result.io_ms = io_s * 1000
     run = ValidateRun([result], None, True, list(tracer.hooks), missing, stacks, list(argv), returncode,
@@ -536,7 +537,7 @@ def _command_evidence(buffers, pages, lost, window, reached) -> "dma.Evidence":
     return found
 
 
-def measure_command(result, before, after, missing, tgid, returncode, found=None):
+def measure_command(result, before, after, missing, tgid, returncode, found=None, async_io=False):
     """Fills result and its verdict from the window of a command (pure apart from its inputs).
 
     The payload is what the traced calls moved into dma-bufs and memfds, or, when the DMA evidence saw the
@@ -573,9 +574,13 @@ def measure_command(result, before, after, missing, tgid, returncode, found=None
     if not result.payload:  # nothing to judge: the evidence decides nothing either
         device["undecided"] = device["undecided"] or ("no buffer was loaded",)
     uncovered = result.payload - (found.device_to_buffer or 0)
+    if async_io:
+        # io_uring's reads fill the page cache outside any traced syscall, like a file mapping's faults.
+        unmeasured.append("the command used io_uring, whose reads the I/O tracer does not follow: a copy there is "
+                          "the kernel's, not seen by the hooks")
     result.verdict = verdict(Measurement(
         payload=result.payload, moved=result.moved, reached=result.reached, cpu_copied=total.cpu_copied,
         page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages, got_pages=total.got_pages,
         calls=total.calls, errors=total.errors, errno=errno_value, missing=missing, unmeasured=tuple(unmeasured),
-        from_file_mapping=_from_file_mapping(paths, uncovered), **device))
+        from_file_mapping=not async_io and _from_file_mapping(paths, uncovered), **device))
     return result

@@ -90,3 +90,19 @@ def test_a_command_reading_buffered_into_its_memfd_fails_expect_zero_copy(comman
     row = json.loads(done.stdout.splitlines()[-1])["methods"][0]
     assert row["device_to_buffer"] == 0 and row["device_bytes"] >= 4 << 20
     assert row["verdict"]["kind"] == "copies"
+
+
+URING_LOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "uring_load.py")
+
+
+@pytest.mark.parametrize("mode, exit_code, kind", [("direct", 0, "zero-copy"), ("buffered", 1, "copies")])
+def test_an_io_uring_loader_is_judged_by_where_the_device_wrote(command_file, mode, exit_code, kind):
+    # The I/O tracer follows no io_uring read; the block layer sees the device's writes all the same.
+    runner.drop_page_cache(command_file)
+    done = subprocess.run([sys.executable, "-m", "dmabuf_top", "validate", "--expect", "zero-copy", "--json", "--",
+                           sys.executable, URING_LOAD, "memfd", command_file, mode],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    row = json.loads(done.stdout.splitlines()[-1])["methods"][0]
+    assert row["verdict"]["kind"] == kind, row["verdict"]
+    assert row["device_to_buffer"] == (4 << 20 if mode == "direct" else 0)

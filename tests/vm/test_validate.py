@@ -303,6 +303,21 @@ def test_expect_zero_copy_fails_for_a_loader_whose_copy_no_hook_sees(command_fil
     assert "did not hold" in done.stderr
 
 
+URING_LOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "uring_load.py")
+
+
+@pytest.mark.parametrize("mode, exit_code, kind", [("direct", 0, "zero-copy"), ("buffered", 1, "copies")])
+def test_an_io_uring_loader_into_a_udmabuf_is_judged_by_dma_evidence(command_file, udmabuf_available, mode,
+                                                                      exit_code, kind):
+    runner.drop_page_cache(command_file)
+    done = validate("--expect", "zero-copy", "--json", "--", sys.executable, URING_LOAD, "udmabuf", command_file,
+                    mode)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    row = command_row(done)
+    assert row["verdict"]["kind"] == kind, row["verdict"]
+    assert row["payload"] == 16 << 20 and row["device_to_buffer"] == (16 << 20 if mode == "direct" else 0), row
+
+
 def test_a_command_that_loads_nothing_is_unmeasured_not_zero_copy(command_file):
     done = validate("--expect", "zero-copy", "--", "sha256sum", command_file)  # reads into anonymous memory
     assert done.returncode == 1
