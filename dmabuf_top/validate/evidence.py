@@ -114,6 +114,8 @@ def judge(pages: Dict[int, int], frames, why_not=()) -> Evidence:
     if frames is None:
         return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
     split = intersect(pages, frames)
+    if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
+        why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame",)
     return Evidence(total, split.into_buffer, split.buffer_pages, why_not)
 
 
@@ -130,7 +132,10 @@ def _touch(address, size):
 def method_frames(buffer) -> List[Optional[int]]:
     """The page frames of a validate Buffer (methods.Buffer), after its load, before its close."""
     if buffer.kind == "heap":
-        return buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1) or []
+        frames = buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
+        if frames is None:
+            raise DmabufTopError(f"iter/dmabuf lists no system-heap or udmabuf dma-buf {buffer.inode}")
+        return frames
     _touch(buffer.address, buffer.size)
     return pagemap_pfns(buffer.address, buffer.size)
 

@@ -34,3 +34,8 @@ def test_tmpfs_has_no_block_device_under_it(tmp_path):
     if shm:
         assert "no block device" in evidence.block_device_missing(shm)
     assert evidence.block_device_missing("/proc/self/status") is not None  # procfs: an anonymous device
+
+
+def test_pages_of_the_buffer_without_a_frame_leave_the_evidence_undecided():
+    found = evidence.judge({1: 4096}, [1, None])
+    assert found.device_to_buffer == 4096 and found.undecided == ("1 pages of the buffer had no known page frame",)
