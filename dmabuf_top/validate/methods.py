@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -28,6 +29,8 @@ libc.write.restype = ctypes.c_ssize_t
 libc.write.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 libc.mmap.restype = ctypes.c_void_p
 libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+libc.pread.restype = ctypes.c_ssize_t
+libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
 libc.munmap.restype = ctypes.c_int
 libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
 
@@ -223,6 +226,28 @@ def read_bounce_then_copy(buffer, fd, size, chunk):
         libc.munmap(bounce, chunk)
 
 
+POOL_THREADS = 4
+POOL_PIECE = 4 << 20  # each thread preads pieces of this size (ctypes releases the GIL: the reads overlap)
+
+
+def pread_pool(buffer, fd, size, chunk):
+    """A pool of threads, each pread()ing pieces of the file straight into their place in the buffer's mapping."""
+    def piece(offset):
+        want = min(POOL_PIECE, size - offset)
+        done = 0
+        while done < want:
+            got = libc.pread(fd, buffer.address + offset + done, want - done, offset + done)
+            if got < 0:
+                raise _oserror(ctypes.get_errno(), "pread")
+            if got == 0:
+                break
+            done += got
+        return done
+
+    with ThreadPoolExecutor(POOL_THREADS) as pool:
+        return sum(pool.map(piece, range(0, size, POOL_PIECE)))
+
+
 def send_file(buffer, fd, size, chunk):
     """sendfile(buffer fd <- file): do_splice_direct through the kernel's internal pipe."""
     done = 0
@@ -345,6 +370,8 @@ METHODS = (
            "udmabuf: mmap the file + memcpy into the memfd mapping (user-space copy)"),
     Method("udmabuf-bounce-memcpy-direct", "udmabuf", True, read_bounce_then_copy,
            "udmabuf: O_DIRECT read() into anonymous memory + memcpy into the memfd mapping"),
+    *_both("udmabuf-pread-pool", "udmabuf", pread_pool,
+           f"udmabuf: {POOL_THREADS} threads pread() pieces into the memfd mapping"),
     *_both("memfd-rw", "memfd", read_then_write, "memfd: read() into a user buffer + write()"),
     *_both("memfd-read", "memfd", read_into_mapping, "memfd: mmap + read()"),
     Method("memfd-sendfile", "memfd", False, send_file, "memfd: sendfile"),
