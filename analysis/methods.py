@@ -22,8 +22,8 @@ COLOURS = {"zero-copy": "#2a9d47", "copies": "#e0a030", "failed": "#b0b0b0", "wr
 
 # What the exports call each column (the names of validate's JSON, which scripts read).
 EXPORT_COLUMNS = ("name", "buffer", "direct", "payload", "alloc_ms", "io_ms", "close_ms", "mb_s", "moved",
-                  "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "syscalls", "errors", "errno_name",
-                  "checksum", "verdict")
+                  "reached", "cpu_copied", "device_bytes", "device_to_buffer", "page_cache_pages", "pinned_pages",
+                  "syscalls", "errors", "errno_name", "checksum", "verdict")
 
 
 def rows(session) -> List[Method]:
@@ -59,12 +59,13 @@ def _label(text):
 
 
 def comparison_figure(methods):
-    """Two panels per method: I/O throughput (MB/s), and CPU copies with page-cache use, coloured by verdict."""
+    """Three panels per method: I/O throughput (MB/s), CPU copies (labelled with the verdict), and the share of the
+    payload the device wrote into the buffer's own pages (DMA evidence), coloured by verdict."""
     shown = [m for m in methods if m.verdict != "absent"]
     height = max(2.5, 0.28 * len(shown) + 1.2)
-    figure = Figure(figsize=(10.0, height), dpi=100, layout="constrained")
+    figure = Figure(figsize=(12.0, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
-    speed, copies = figure.subplots(1, 2, sharey=True)
+    speed, copies, device = figure.subplots(1, 3, sharey=True, width_ratios=(1, 1.2, 0.6))
     positions = list(range(len(shown)))
     colours = [COLOURS.get(m.verdict, "#999999") for m in shown]
     speed.barh(positions, [mb_s(m) or 0 for m in shown], color=colours)
@@ -79,6 +80,14 @@ def comparison_figure(methods):
     copies.set_xlim(0, max(ratios + [1]) + 1.6)
     copies.set_xlabel("CPU-copied bytes / payload")
     copies.set_title("Copies (colour: verdict)", fontsize=10)
+    covered = [m.device_to_buffer / m.payload if m.payload and m.device_to_buffer is not None else 0 for m in shown]
+    device.barh(positions, covered, color=colours)
+    for position, method in zip(positions, shown):
+        if method.device_to_buffer is None:
+            device.text(0.02, position, "no DMA evidence", va="center", fontsize=7)
+    device.set_xlim(0, 1.1)
+    device.set_xlabel("device -> buffer / payload")
+    device.set_title("DMA into the buffer", fontsize=10)
     return figure
 
 
@@ -86,7 +95,8 @@ def table_html(methods):
     def cell(value, fmt="{}"):
         return "-" if value is None else escape(fmt.format(value))
 
-    head = ("method", "what", "alloc ms", "I/O ms", "close ms", "MB/s", "CPU-copied", "page cache (pages)",
+    head = ("method", "what", "alloc ms", "I/O ms", "close ms", "MB/s", "CPU-copied", "device->buffer",
+            "device wrote", "page cache (pages)",
             "pinned (pages)", "calls", "data", "verdict")
     body = []
     for m in methods:
@@ -99,6 +109,8 @@ def table_html(methods):
             f'<td class="n">{cell(m.close_ms, "{:.1f}")}</td>',
             f'<td class="n">{cell(mb_s(m), "{:.0f}")}</td>',
             f'<td class="n">{cell(m.cpu_copied)}</td>',
+            f'<td class="n">{cell(m.device_to_buffer)}</td>',
+            f'<td class="n">{cell(m.device_bytes)}</td>',
             f'<td class="n">{cell(m.page_cache_pages)}</td>',
             f'<td class="n">{cell(m.pinned_pages)}</td>',
             f'<td class="n">{cell(m.calls)}</td>',

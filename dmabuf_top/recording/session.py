@@ -208,6 +208,10 @@ class Method(NamedTuple):
     verdict_copies: Optional[float]  # CPU-copied bytes / payload, when measured
     verdict_reasons: str  # one per line
     notes: str  # one per line
+    # DMA evidence (NULL: not measured, as in every v1 session): what the storage device wrote for the
+    # method's reads, and of that, what it wrote into the buffer's own page frames.
+    device_bytes: Optional[int] = None
+    device_to_buffer: Optional[int] = None
 
 
 class MethodFlow(NamedTuple):
@@ -281,7 +285,8 @@ CREATE TABLE methods (
     closed_ns INTEGER NOT NULL, alloc_ms REAL, io_ms REAL, close_ms REAL, moved INTEGER, reached INTEGER,
     cpu_copied INTEGER, page_cache_pages INTEGER, pinned_pages INTEGER, got_pages INTEGER, calls INTEGER,
     errors INTEGER, errno INTEGER, checksum TEXT, verdict TEXT NOT NULL, verdict_label TEXT NOT NULL,
-    verdict_copies REAL, verdict_reasons TEXT NOT NULL, notes TEXT NOT NULL);
+    verdict_copies REAL, verdict_reasons TEXT NOT NULL, notes TEXT NOT NULL, device_bytes INTEGER,
+    device_to_buffer INTEGER);
 CREATE TABLE method_flows (
     method TEXT NOT NULL, path TEXT NOT NULL, src_kind TEXT NOT NULL, dst_kind TEXT NOT NULL, src_fs TEXT NOT NULL,
     dst_fs TEXT NOT NULL, bytes INTEGER NOT NULL, calls INTEGER NOT NULL, error INTEGER NOT NULL);

@@ -5,7 +5,8 @@ from ..trace_model import NOT_TRACED
 
 COLUMNS = (  # header, width, right-aligned
     ("METHOD", 26, False), ("ALLOC ms", 9, True), ("I/O ms", 9, True), ("MB/s", 8, True), ("COPIES", 7, True),
-    ("PAGECACHE", 10, True), ("PINNED", 7, True), ("CALLS", 6, True), ("DATA", 5, True), ("VERDICT", 0, False))
+    ("DEV->BUF", 8, True), ("PAGECACHE", 10, True), ("PINNED", 7, True), ("CALLS", 6, True), ("DATA", 5, True),
+    ("VERDICT", 0, False))
 
 
 def _ms(value):
@@ -24,6 +25,15 @@ def _copies(result):
     return f"{result.cpu_copied / result.payload:.2f}"
 
 
+def _device_to_buffer(result):
+    """The device's writes into the buffer's own frames / payload; n/t without DMA evidence."""
+    if result.device_to_buffer is None:
+        return NOT_TRACED
+    if not result.payload or result.verdict.kind in ("failed", "absent"):
+        return "-"
+    return f"{result.device_to_buffer / result.payload:.2f}"
+
+
 def row_cells(result):
     # Absent, or failed before its I/O: nothing was measured ('-'), which is not "not traced" (n/t).
     absent = result.verdict.kind == "absent" or result.syscalls is None
@@ -34,6 +44,7 @@ def row_cells(result):
         _ms(result.io_ms),
         "-" if mb_s is None else f"{mb_s:.0f}",
         "-" if absent else _copies(result),
+        "-" if absent else _device_to_buffer(result),
         "-" if absent else _count(result.page_cache_pages),
         "-" if absent else _count(result.pinned_pages),
         "-" if absent else str(result.syscalls),
@@ -62,9 +73,11 @@ def render_table(run):
                      f"page cache {'kept warm' if run.warm else 'dropped before each method'}")
     if run.command is not None:
         shown = " ".join(terminal_safe(arg) for arg in run.command)
-        lines.append(f"command: {shown} (exit {run.command_exit}); payload = bytes that reached a dma-buf or memfd")
-    lines.append("COPIES = bytes copied by the CPU / payload; PAGECACHE, PINNED in pages; DATA = buffer checksum "
-                 "equals the file's")
+        lines.append(f"command: {shown} (exit {run.command_exit}); payload = bytes that reached a dma-buf or memfd, "
+                     "or the size of the buffers it held if larger")
+    lines.append("COPIES = bytes copied by the CPU (seen by a hook) / payload; DEV->BUF = bytes the device wrote into "
+                 "the buffer's own pages / payload (zero-copy needs 1.00); PAGECACHE, PINNED in pages; DATA = buffer "
+                 "checksum equals the file's")
     for concern, why in sorted(run.missing.items()):
         lines.append(f"{NOT_TRACED} = not traced: {concern}: {terminal_safe(why)}")
     return "\n".join(lines)

@@ -3,11 +3,15 @@
 Each method runs in this process, between two snapshots of a Tracer scoped to it
 (Tracer(pid=getpid(), ignore_self=False)): only the method's own calls happen between
 them, so the counters, the outcomes and the stacks of that window are the method's.
+The same window drains the block-layer DMA evidence (validate/evidence.py): what the
+device wrote for this process's reads, intersected with the buffer's own page frames,
+decides the verdict by byte conservation (verdict.py).
 Allocation and close are timed outside the window; the content check reads the buffer
 after it.
 
 `trace_command` does the same for a user's command, forked and held until the tracer
-is attached, and scoped to the calls whose memory is a dma-buf or a memfd.
+is attached, and scoped to the calls whose memory is a dma-buf or a memfd; its DMA
+evidence covers its process tree, against the dma-bufs and memfds it held.
 """
 import errno as errno_module
 import hashlib
@@ -22,6 +26,7 @@ from ..kernelfs import filesystem_name
 from ..probes.iopaths import Counters
 from ..recording.session import BufferSnapshot
 from ..stacks import kernel_frames
+from . import evidence as dma
 from . import methods as method_table
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
 
@@ -132,6 +137,8 @@ class MethodResult:
     errno: Optional[int] = None
     checksum: Optional[str] = None  # "ok", "mismatch", or None (not checked)
     buffer_inode: int = 0
+    device_bytes: Optional[int] = None  # the device wrote for this method's reads (None: no DMA evidence)
+    device_to_buffer: Optional[int] = None  # of those, into the buffer's own page frames
     evidence: List[dict] = field(default_factory=list)
     paths: Dict[str, dict] = field(default_factory=dict)
     flows: List[dict] = field(default_factory=list)
@@ -245,7 +252,7 @@ def dmabuf_inodes(buffer):
 
 
 UNMEASURED_FIELDS = ("moved", "reached", "cpu_copied", "page_cache_pages", "pinned_pages", "got_pages", "syscalls",
-                     "errors")
+                     "errors", "device_bytes", "device_to_buffer")
 
 
 def _unmeasured(result):
@@ -270,6 +277,18 @@ def _fill(result, total, flows, missing, paths):
     result.paths = {path: c.to_dict() for path, c in paths.items()}
 
 
+def _from_file_mapping(paths, uncovered):
+    """Did page faults outside the traced calls bring in at least the uncovered bytes (a file mapping's)?"""
+    other = paths.get("other")
+    return bool(uncovered > 0 and other and other.pc_added * dma.PAGE_SIZE >= uncovered)
+
+
+def _evidence_fields(result, found: "dma.Evidence"):
+    result.device_bytes, result.device_to_buffer = found.device_bytes, found.device_to_buffer
+    return {"device_bytes": found.device_bytes, "device_to_buffer": found.device_to_buffer,
+            "undecided": found.undecided}
+
+
 # ---------------------------------------------------------------------------------------------
 # The matrix
 
@@ -277,7 +296,8 @@ def _fill(result, total, flows, missing, paths):
 class Runner:
     """Runs methods one after another with one tracer; see the module docstring."""
 
-    def __init__(self, source, *, warm=False, chunk=DEFAULT_CHUNK, report=None, offer=None, tracer=None):
+    def __init__(self, source, *, warm=False, chunk=DEFAULT_CHUNK, report=None, offer=None, tracer=None,
+                 window=None):
         from ..probes.tracer import Tracer
 
         self.source = source
@@ -290,10 +310,15 @@ class Runner:
         self.stacks: Dict[int, List[str]] = {}
         self._kallsyms = None
         self._iterator = None  # DmabufIterator once needed; False where the kernel has no iter/dmabuf
+        self.no_block_device = dma.block_device_missing(source.path)
+        # Frames the device may write for one method: the payload, its page cache, readahead past it.
+        pages = max(dma.DEVICE_MAP_PAGES, 3 * source.size // dma.PAGE_SIZE)
+        self.window = window or dma.Window([os.getpid()], max_pages=pages)
 
     def close(self):
         if self._iterator:
             self._iterator.close()
+        self.window.close()
         self.tracer.close()
 
     def __enter__(self):
@@ -333,6 +358,7 @@ class Runner:
             except OSError as error:
                 return self._failed_before_io(result, "opening the file", error)
             try:
+                self.window.start()
                 before = self.tracer.snapshot()
                 result.io_started_ns = time.monotonic_ns()
                 io_started = time.monotonic()
@@ -343,11 +369,13 @@ class Runner:
                 io_ended = time.monotonic()
                 result.ended_ns = time.monotonic_ns()
                 after = self.tracer.snapshot()
+                pages, lost = self.window.stop()
             finally:
                 os.close(fd)
             result.io_ms = (io_ended - io_started) * 1000
             if result.errno is None:
                 result.checksum = "ok" if digest(buffer.view()) == self.source.digest else "mismatch"
+            found = self._dma_evidence(buffer, pages, lost)
             self._snapshot_buffers(result, inodes)
         finally:
             closing = time.monotonic()
@@ -355,8 +383,20 @@ class Runner:
             result.close_ms = (time.monotonic() - closing) * 1000
             result.closed_ns = time.monotonic_ns()
         self._snapshot_buffers(result, inodes)
-        self._judge(result, before, after)
+        self._judge(result, before, after, found)
         return result
+
+    def _dma_evidence(self, buffer, pages, lost) -> "dma.Evidence":
+        """The window's device writes against the buffer's own frames (read before the buffer is closed)."""
+        why_not = [self.no_block_device, lost]
+        frames = None
+        try:
+            frames = dma.method_frames(buffer)
+        except (DmabufTopError, OSError) as error:
+            why_not.append(f"the buffer's page frames cannot be read: {error}")
+        if self.window.probe is None:
+            why_not.append(self.window.missing)
+        return dma.judge(pages, frames, why_not)
 
     def _snapshot_buffers(self, result, inodes):
         """The kernel's own record of this method's dma-bufs now (iter/dmabuf), outside the traced window."""
@@ -384,7 +424,7 @@ class Runner:
         result.verdict = Verdict("failed", f"failed ({what})", reasons=(str(error),))
         return _unmeasured(result)
 
-    def _judge(self, result, before, after):
+    def _judge(self, result, before, after, found):
         tgid = os.getpid()
         paths = _path_deltas(before, after, tgid)
         total = sum(paths.values(), Counters())
@@ -395,12 +435,15 @@ class Runner:
         other = paths.get("other")
         if other and (other.pc_added or other.cpu_copied):
             unmeasured += ("page-cache work happened outside the traced syscalls (page faults on a file mapping?)",)
+        device = _evidence_fields(result, found)
+        uncovered = result.payload - (found.device_to_buffer or 0)
         result.verdict = verdict(Measurement(
             payload=result.payload, moved=result.moved if result.errno is None else 0, reached=result.reached,
             cpu_copied=total.cpu_copied, page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages,
             got_pages=total.got_pages, calls=total.calls, errors=total.errors, errno=result.errno,
             checksum_ok=None if result.checksum is None else result.checksum == "ok",
-            missing=self.missing, unmeasured=unmeasured))
+            missing=self.missing, unmeasured=unmeasured, from_file_mapping=_from_file_mapping(paths, uncovered),
+            **device))
 
     def kallsyms(self):
         if self._kallsyms is None:
@@ -444,20 +487,31 @@ def trace_command(argv, report=None):
     except BaseException:
         command.abandon()
         raise
+    window = dma.Window([command.pid])
+    buffers = dma.CommandBuffers(command.pid)
     with tracer:
-        before = tracer.snapshot()
-        missing = before.missing_concerns()
-        started = time.monotonic()
-        command.release()
-        returncode = command.wait()
-        io_s = time.monotonic() - started
-        after = tracer.snapshot()
+        try:
+            before = tracer.snapshot()
+            missing = before.missing_concerns()
+            window.start()
+            started = time.monotonic()
+            command.release()
+            returncode = dma.watch(command, window, buffers)
+            io_s = time.monotonic() - started
+            after = tracer.snapshot()
+            pages, lost = window.stop()
+            reached = {target.inode for target in after.by_target if target.kind in MEMORY_KINDS}
+            found = _command_evidence(buffers, pages, lost, window, reached)
+            async_io = buffers.async_io
+        finally:
+            buffers.close()
+            window.close()
         name = os.path.basename(argv[0])
         result = MethodResult(name, " ".join(argv), "command", False, 0, absent("?"))
         result.ended_ns = result.closed_ns = time.monotonic_ns()
         result.started_ns = result.io_started_ns = result.ended_ns - int(io_s * 1e9)
         stacks: Dict[int, List[str]] = {}
-        measure_command(result, before, after, missing, command.pid, returncode)
+        measure_command(result, before, after, missing, command.pid, returncode, found, async_io)
         result.evidence = _evidence(tracer, before, after, stacks, tracer.kallsyms())
         result.io_ms = io_s * 1000
     run = ValidateRun([result], None, True, list(tracer.hooks), missing, stacks, list(argv), returncode,
@@ -465,19 +519,43 @@ def trace_command(argv, report=None):
     return run
 
 
-def measure_command(result, before, after, missing, tgid, returncode):
-    """Fills result and its verdict from the window of a command (pure apart from its inputs)."""
+def _command_evidence(buffers, pages, lost, window, reached) -> "dma.Evidence":
+    """A command's device writes against the frames of the buffers it held (see validate/evidence.py)."""
+    why_not = [lost, window.missing]
+    frames = None
+    try:
+        frames = buffers.frames(pages, reached)
+    except (DmabufTopError, OSError) as error:
+        why_not.append(f"the page frames of the command's buffers cannot be read: {error}")
+    if buffers.held and frames is not None and not frames:
+        frames = None
+    found = dma.judge(pages, frames, why_not)
+    if frames is None and not buffers.held:
+        return dma.Evidence(found.device_bytes, None, 0, (
+            "the command held no dma-buf or memfd that was seen (one made and closed between two looks, 1 ms apart, "
+            "is missed)",))
+    return found
+
+
+def measure_command(result, before, after, missing, tgid, returncode, found=None, async_io=False):
+    """Fills result and its verdict from the window of a command (pure apart from its inputs).
+
+    The payload is what the traced calls moved into dma-bufs and memfds, or, when the DMA evidence saw the
+    command's buffers, their size if larger (a memcpy into a mapped buffer is no traced call).
+    """
+    found = found or dma.Evidence(undecided=("no DMA evidence was taken for this command",))
     total = _target_deltas(before, after, MEMORY_KINDS)
     flows = [f for f in _flows(before, after) if f.dst_kind in MEMORY_KINDS]
     paths = _path_deltas(before, after, tgid)
     _fill(result, total, flows, missing, paths)
-    result.payload = result.moved = result.reached
+    buffer_bytes = found.buffer_pages * dma.PAGE_SIZE if found.device_to_buffer is not None else 0
+    result.payload = result.moved = max(result.reached, buffer_bytes)
     anonymous = sum(f.bytes for f in _flows(before, after) if f.path == "read" and f.dst_kind == "none")
     if anonymous:
         result.notes.append(f"{anonymous} bytes were also read into anonymous memory; if the command then copied "
                             "them into its buffer, that copy is one more than shown")
     unmeasured = list(unmeasured_copy_sites(flows))
-    if not result.reached:
+    if not result.payload:
         unmeasured.append("no traced call moved bytes into a dma-buf or a memfd")
     other = paths.get("other")
     if other and other.pc_added:
@@ -492,8 +570,17 @@ def measure_command(result, before, after, missing, tgid, returncode):
     if failed_flows and not result.reached:
         errno_value = -failed_flows[0].error
     result.errno = errno_value
+    device = _evidence_fields(result, found)
+    if not result.payload:  # nothing to judge: the evidence decides nothing either
+        device["undecided"] = device["undecided"] or ("no buffer was loaded",)
+    uncovered = result.payload - (found.device_to_buffer or 0)
+    if async_io:
+        # io_uring's reads fill the page cache outside any traced syscall, like a file mapping's faults.
+        unmeasured.append("the command used io_uring, whose reads the I/O tracer does not follow: a copy there is "
+                          "the kernel's, not seen by the hooks")
     result.verdict = verdict(Measurement(
         payload=result.payload, moved=result.moved, reached=result.reached, cpu_copied=total.cpu_copied,
         page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages, got_pages=total.got_pages,
-        calls=total.calls, errors=total.errors, errno=errno_value, missing=missing, unmeasured=tuple(unmeasured)))
+        calls=total.calls, errors=total.errors, errno=errno_value, missing=missing, unmeasured=tuple(unmeasured),
+        from_file_mapping=not async_io and _from_file_mapping(paths, uncovered), **device))
     return result

@@ -5,7 +5,7 @@ method's start, ended_ns the last method's end (closed_ns), `kernel` the kernel 
 `command` and exit_code the traced command's (validate -- CMD). What was measured, and nothing
 else (docs/session-schema.md):
 
-- each method is a `methods` row (times, totals, checksum, verdict) and its calls `method_flows` rows;
+- each method is a `methods` row (times, totals, DMA evidence, checksum, verdict) and its calls `method_flows` rows;
 - its per-path counters are path_samples rows at the end of its I/O window (io_ended_ns), inode =
   the method's buffer: one row per path whose interval is that window. validate measures totals over
   the window, not a time series; the report draws them at the method's average rate across it;
@@ -42,7 +42,8 @@ def method_row(result, run):
         result.started_ns, result.io_started_ns, result.ended_ns, result.closed_ns, result.alloc_ms, result.io_ms,
         result.close_ms, result.moved, result.reached, result.cpu_copied, result.page_cache_pages,
         result.pinned_pages, result.got_pages, result.syscalls, result.errors, result.errno, result.checksum,
-        verdict.kind, verdict.label, verdict.copies, "\n".join(verdict.reasons), "\n".join(result.notes))
+        verdict.kind, verdict.label, verdict.copies, "\n".join(verdict.reasons), "\n".join(result.notes),
+        result.device_bytes, result.device_to_buffer)
 
 
 def flow_rows(result):

@@ -1,5 +1,15 @@
 """What a load method cost, judged from kernel counters: pure functions, tested without a kernel.
 
+Byte conservation decides (DESIGN.md, "Verdicts rest on evidence"): every payload byte in the
+buffer arrived either by the device writing it into the buffer's own page frames (DMA evidence
+from the block layer, probes/dma_evidence) or by a CPU copy. `zero-copy` is a positive finding:
+the device's writes into the buffer's frames cover the payload, the checksum holds, no copy was
+seen. Any payload not covered that way was copied, whether a hook saw the copy or not; the verdict
+says how many bytes the hooks saw copied and how many arrived where no hook sees.
+
+Without DMA evidence (no block device under the file, the block hooks missing, bytes lost), the
+hooks below still show copies they saw, but never make a method `zero-copy`.
+
 A verdict is only as strong as the hooks behind it. CPU copies are measured where the
 I/O path tracer can see them (fexit filemap_read: page cache -> memory; fexit
 generic_perform_write: memory -> page cache or shmem). A copy made anywhere else
@@ -13,6 +23,8 @@ import errno as errno_module
 import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Optional, Tuple
+
+from ..text import human_size
 
 # Buffered reads from these filesystems copy in filemap_read (ext4_file_read_iter ->
 # generic_file_read_iter, xfs_file_buffered_read and btrfs_file_read_iter -> filemap_read).
@@ -59,6 +71,12 @@ class Measurement:
     checksum_ok: Optional[bool] = None  # None: not checked
     missing: Dict[str, str] = field(default_factory=dict)  # concern -> why its hooks are not live
     unmeasured: Tuple[str, ...] = ()  # copy sites the hooks cannot see, each with why
+    # DMA evidence (None: not taken). device_bytes: what the storage device wrote for the method's reads;
+    # device_to_buffer: of those, the bytes written into the buffer's own page frames.
+    device_bytes: Optional[int] = None
+    device_to_buffer: Optional[int] = None
+    undecided: Tuple[str, ...] = ()  # why the DMA evidence cannot decide (no block device, hooks missing, lost)
+    from_file_mapping: bool = False  # page cache was filled by faults on a file mapping: a user-space copy source
 
 
 @dataclass(frozen=True)
@@ -127,9 +145,14 @@ def _copies_label(ratio):
     return f"{rounded} cop{'y' if rounded == 1 else 'ies'}"
 
 
+def _evidence_decides(m: Measurement):
+    return m.device_to_buffer is not None and m.device_bytes is not None and not m.undecided
+
+
 def verdict(m: Measurement) -> Verdict:
     """The method's verdict from what the kernel counted, in order of precedence:
-    failed > wrong data > incomplete > unmeasured > zero-copy / N copies."""
+    failed > wrong data > incomplete > (DMA evidence decides) zero-copy / N copies > (else, hooks only)
+    unmeasured > N copies seen; zero-copy never without DMA evidence."""
     if m.errno:
         return Verdict(FAILED, f"failed ({errno_name(m.errno)})",
                        reasons=(f"the kernel answered {errno_name(m.errno)}",))
@@ -139,6 +162,58 @@ def verdict(m: Measurement) -> Verdict:
     if m.moved < m.payload:
         return Verdict(INCOMPLETE, f"incomplete ({m.moved} of {m.payload} B)",
                        reasons=(f"only {m.moved} of {m.payload} bytes were moved",))
+    if _evidence_decides(m):
+        return _by_conservation(m)
+    return _by_hooks(m)
+
+
+def _by_conservation(m: Measurement) -> Verdict:
+    """Every payload byte came by DMA into the buffer's frames or by a CPU copy: the uncovered bytes were copied."""
+    into = min(m.device_to_buffer, m.payload)
+    uncovered = m.payload - into
+    seen = m.cpu_copied if COPY_CONCERN not in m.missing else 0
+    if uncovered == 0 and seen == 0:
+        checked = "checksum holds" if m.checksum_ok else "content not checked (a command's buffer)"
+        pinned = "" if GUP_CONCERN in m.missing else f"; {m.pinned_pages} pages pinned for DMA"
+        return Verdict(ZERO_COPY, "zero-copy", 0.0,
+                       (f"the device wrote {human_size(m.device_to_buffer)} into the buffer's own pages: it covers "
+                        f"the {human_size(m.payload)} payload; {checked}; no CPU copy seen{pinned}",))
+    # A byte not written by the device into the buffer was copied at least once; copies the hooks saw may be
+    # those (or copies into a bounce buffer before them): at least uncovered - seen bytes were copied unseen.
+    unseen = max(0, uncovered - seen)
+    ratio = max(seen, uncovered) / m.payload if m.payload else 0.0
+    reasons = [f"the device wrote {human_size(into)} of the {human_size(m.payload)} payload into the buffer's own "
+               f"pages: {human_size(uncovered)} arrived by a CPU copy"]
+    if COPY_CONCERN in m.missing:
+        reasons.append(f"CPU copies are not traced here: {m.missing[COPY_CONCERN]}")
+    else:
+        reasons.append(f"the hooks saw {m.cpu_copied} bytes copied by the CPU ({_copies_label(seen / m.payload)} "
+                       f"seen)" if m.payload else f"the hooks saw {m.cpu_copied} bytes copied by the CPU")
+    if unseen:
+        elsewhere = m.device_bytes - m.device_to_buffer
+        if m.from_file_mapping:
+            reasons.append("the buffer's bytes came from a file mapping: a user-space copy")
+        if elsewhere > 0:
+            reasons.append(f"device wrote {human_size(elsewhere)} into pages that are not the buffer's: "
+                           "copied where no hook sees")
+        if elsewhere < unseen:
+            reasons.append(f"{human_size(unseen - max(elsewhere, 0))} reached the buffer without the device "
+                           "writing them for this load (page cache already warm?): copied where no hook sees")
+        reasons += list(m.unmeasured)
+    if PAGE_CACHE_CONCERN in m.missing:
+        cache_note = "page cache not traced"
+    else:
+        cache_note = "via page cache" if m.page_cache_pages > 0 or m.from_file_mapping else "no page cache"
+    label = f"{_copies_label(ratio)}, {cache_note}"
+    if COPY_CONCERN in m.missing:
+        label = f">= {label}, copies not traced"  # a copy the missing hooks would have seen may be one more
+    elif unseen:
+        label += f", {human_size(unseen)} unseen"
+    return Verdict(COPIES, label, ratio, tuple(reasons))
+
+
+def _by_hooks(m: Measurement) -> Verdict:
+    """No DMA evidence: the copies the hooks saw are facts, their absence proves nothing."""
     reasons = []
     if COPY_CONCERN in m.missing:
         reasons.append(f"CPU copies are not traced here: {m.missing[COPY_CONCERN]}")
@@ -148,22 +223,24 @@ def verdict(m: Measurement) -> Verdict:
     ratio = m.cpu_copied / m.payload if m.payload else 0.0
     if reasons:
         seen = f", >= {_copies_label(ratio)} seen" if m.cpu_copied and COPY_CONCERN not in m.missing else ""
-        return Verdict(UNMEASURED, f"unmeasured{seen}", None, tuple(reasons))
+        return Verdict(UNMEASURED, f"unmeasured{seen}", None, tuple(reasons) + _no_evidence(m))
     page_cache = m.page_cache_pages > 0
     if m.cpu_copied == 0 and not page_cache:
-        lacking = [f"{concern}: {m.missing[concern]}" for concern in (GUP_CONCERN, PAGE_CACHE_CONCERN)
-                   if concern in m.missing]
-        if lacking:
-            return Verdict(UNMEASURED, "unmeasured (0 copies seen)", 0.0,
-                           tuple(f"zero-copy needs these hooks live: {why}" for why in lacking))
-        return Verdict(ZERO_COPY, "zero-copy", 0.0,
-                       (f"no CPU copy, no page cache; {m.pinned_pages} pages pinned for DMA",))
+        lacking = [f"zero-copy needs these hooks live: {concern}: {m.missing[concern]}"
+                   for concern in (GUP_CONCERN, PAGE_CACHE_CONCERN) if concern in m.missing]
+        return Verdict(UNMEASURED, "unmeasured (0 copies seen)", 0.0, tuple(lacking) + _no_evidence(m))
     if PAGE_CACHE_CONCERN in m.missing:
         cache_note = "page cache not traced"
     else:
         cache_note = "via page cache" if page_cache else "no page cache"
     return Verdict(COPIES, f"{_copies_label(ratio)}, {cache_note}", ratio,
-                   (f"{m.cpu_copied} bytes copied by the CPU for {m.payload} bytes of payload",))
+                   (f"{m.cpu_copied} bytes copied by the CPU for {m.payload} bytes of payload",) + _no_evidence(m))
+
+
+def _no_evidence(m: Measurement):
+    if m.undecided:
+        return tuple(f"no DMA evidence: {why}" for why in m.undecided)
+    return ("no DMA evidence was taken: where the device wrote is not known, so no copy-free path is proven",)
 
 
 def absent(why):

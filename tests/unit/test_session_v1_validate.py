@@ -95,3 +95,9 @@ def test_a_v1_session_recorded_before_absent_rows_had_nulls_still_shows_dashes(v
     with Session(v1) as session:
         rows = {row["name"]: row for row in export.tables_dict(session)["methods"]}
     assert rows["heap-rwfile-ioctl"]["syscalls"] is None and rows["heap-rwfile-ioctl"]["cpu_copied"] is None
+
+
+def test_a_v1_session_has_no_dma_evidence_null_not_zero(v1):
+    with Session(v1) as session:
+        rows = session.query("SELECT device_bytes, device_to_buffer FROM methods")
+    assert rows and all(row == (None, None) for row in rows)

@@ -6,6 +6,7 @@ from dmabuf_top.probes.iopaths import Counters, Outcome, Target
 from dmabuf_top.recording.session import Session
 from dmabuf_top.trace_model import TraceSnapshot
 from dmabuf_top.validate import render, runner
+from dmabuf_top.validate.evidence import Evidence
 from dmabuf_top.validate.store import record_run
 from dmabuf_top.validate.verdict import Verdict, absent
 
@@ -27,12 +28,13 @@ def result(name, verdict, **values):
 def sample_run(missing=None):
     return runner.ValidateRun([
         result("heap-read", Verdict("copies", "1 copy, via page cache", 1.0), cpu_copied=SIZE,
-               page_cache_pages=16384, buffer_inode=7, paths={"read": Counters(calls=2, bytes=SIZE, cpu_copied=SIZE,
-                                                                                 pc_added=16384).to_dict()},
+               page_cache_pages=16384, buffer_inode=7, device_bytes=SIZE, device_to_buffer=0,
+               paths={"read": Counters(calls=2, bytes=SIZE, cpu_copied=SIZE, pc_added=16384).to_dict()},
                evidence=[{"stack_id": 3, "point": "cpu_copy_read", "path": "read", "hits": 2, "amount": SIZE,
                           "unit": "bytes",
                           "frames": ["bpf_prog_1_copy", "bpf_trampoline_2", "vfs_read", "ksys_read"]}]),
-        result("udmabuf-read-direct", Verdict("zero-copy", "zero-copy", 0.0), pinned_pages=16384),
+        result("udmabuf-read-direct", Verdict("zero-copy", "zero-copy", 0.0), pinned_pages=16384, device_bytes=SIZE,
+               device_to_buffer=SIZE),
         result("heap-read-direct", Verdict("failed", "failed (EFAULT)"), errno=14, checksum=None, moved=0, reached=0),
         result("heap-rwfile-ioctl", absent("absent on this kernel (ENOTTY)"), alloc_ms=None, io_ms=None,
                close_ms=None, checksum=None),
@@ -45,8 +47,10 @@ def test_table_rows_and_columns():
     lines = render.render_table(sample_run()).splitlines()
     assert lines[0].split()[:4] == ["METHOD", "ALLOC", "ms", "I/O"]
     heap = next(line for line in lines if line.startswith("heap-read "))
-    assert heap.split() == ["heap-read", "1.5", "500.0", "128", "1.00", "16384", "0", "2", "ok", "1", "copy,", "via",
-                            "page", "cache"]
+    assert heap.split() == ["heap-read", "1.5", "500.0", "128", "1.00", "0.00", "16384", "0", "2", "ok", "1", "copy,",
+                            "via", "page", "cache"]
+    direct = next(line for line in lines if line.startswith("udmabuf-read-direct"))
+    assert direct.split()[4:6] == ["0.00", "1.00"]  # no copy; the device wrote the whole payload into the buffer
     failed = next(line for line in lines if line.startswith("heap-read-direct"))
     assert failed.split()[3:5] == ["-", "-"] and failed.endswith("failed (EFAULT)")
     assert next(line for line in lines if line.startswith("heap-rwfile-ioctl")).endswith("absent on this kernel")
@@ -63,7 +67,7 @@ def test_untraced_counters_are_nt_not_zero():
     run = sample_run(missing={"gup": "fentry refused (EPERM)"})
     run.results[1].pinned_pages = None
     lines = render.render_table(run).splitlines()
-    assert next(line for line in lines if line.startswith("udmabuf-read-direct")).split()[6] == "n/t"
+    assert next(line for line in lines if line.startswith("udmabuf-read-direct")).split()[7] == "n/t"
     assert "n/t = not traced: gup: fentry refused (EPERM)" in lines
 
 
@@ -82,6 +86,15 @@ def test_json_is_valid_and_complete():
     assert rows["heap-read"]["verdict"] == {"kind": "copies", "label": "1 copy, via page cache", "copies": 1.0,
                                             "reasons": []}
     assert data["file"]["filesystem"] == "ext4"
+    assert (rows["udmabuf-read-direct"]["device_bytes"], rows["udmabuf-read-direct"]["device_to_buffer"]) == (SIZE,
+                                                                                                            SIZE)
+    assert rows["heap-read-direct"]["device_to_buffer"] is None  # no DMA evidence taken: null, never 0
+
+
+def test_a_method_without_dma_evidence_shows_nt_in_dev_to_buf():
+    lines = render.render_table(sample_run()).splitlines()
+    assert next(line for line in lines if line.startswith("evil")).split()[5] == "n/t"
+    assert any("DEV->BUF = bytes the device wrote into the buffer's own pages" in line for line in lines)
 
 
 def test_a_recorded_run_reports_a_method_comparison(tmp_path):
@@ -98,11 +111,14 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
         assert session.query("SELECT path, bytes, cpu_copied_bytes, inode FROM path_samples") == [
             ("read", SIZE, SIZE, 7)]
         assert session.query("SELECT frames FROM stacks WHERE id=3")[0][0].endswith("ksys_read")
+        assert session.query("SELECT name, device_bytes, device_to_buffer FROM methods ORDER BY rowid")[:3] == [
+            ("heap-read", SIZE, 0), ("udmabuf-read-direct", SIZE, SIZE), ("heap-read-direct", None, None)]
         out = io.StringIO()
         HtmlRenderer().render(session, out)
     page = out.getvalue()
     assert 'id="methods"' in page and 'id="fig-methods"' in page
     assert "udmabuf-read-direct" in page and "failed (EFAULT)" in page
+    assert "<th>device-&gt;buffer</th>" in page and f'<td class="n">{SIZE}</td><td class="n">{SIZE}</td>' in page
     assert "\x1b" not in page and "evil\\x1b[2J\\nname" in page
 
 
@@ -139,7 +155,7 @@ def test_a_command_is_judged_on_its_buffer_calls_only():
                   (Outcome("read", "file", "shmem", 0, "ext4", "tmpfs"), {"calls": 1, "bytes": SIZE})],
         tasks=[((5, "read"), Counters(calls=51, bytes=SIZE + MiB, cpu_copied=MiB, pinned_pages=16384))])
     out = runner.MethodResult("python3", "python3 load", "command", False, 0, absent("?"))
-    runner.measure_command(out, snapshot(), after, {}, 5, 0)
+    runner.measure_command(out, snapshot(), after, {}, 5, 0, Evidence(SIZE + MiB, SIZE, SIZE // 4096))
     assert out.verdict.kind == "zero-copy", out.verdict
     assert (out.payload, out.pinned_pages, out.cpu_copied) == (SIZE, 16384, 0)
     assert "read into anonymous memory" in out.notes[0]
@@ -167,9 +183,41 @@ def test_page_faults_of_a_command_are_a_note_not_a_verdict():
                      tasks=[((5, "read"), Counters(calls=1, bytes=SIZE, pinned_pages=16384)),
                             ((5, "other"), Counters(pc_added=300))])
     out = runner.MethodResult("python3", "python3 load", "command", False, 0, absent("?"))
-    runner.measure_command(out, snapshot(), after, {}, 5, 0)
+    runner.measure_command(out, snapshot(), after, {}, 5, 0, Evidence(SIZE, SIZE, SIZE // 4096))
     assert out.verdict.kind == "zero-copy"
     assert any("300 page-cache pages were added by page faults" in note for note in out.notes)
+
+
+def test_a_command_without_dma_evidence_is_never_zero_copy():
+    # Was "zero-copy" before issue 15 (the first test above, without evidence): no copy seen is no proof.
+    load = Target(99, 2, "read", "shmem", True)
+    after = snapshot(targets=[(load, Counters(calls=1, bytes=SIZE, pinned_pages=16384))],
+                     outcomes=[(Outcome("read", "file", "shmem", 0, "ext4", "tmpfs"), {"calls": 1, "bytes": SIZE})])
+    out = runner.MethodResult("python3", "python3 load", "command", False, 0, absent("?"))
+    runner.measure_command(out, snapshot(), after, {}, 5, 0)
+    assert out.verdict.kind == "unmeasured" and out.device_to_buffer is None
+
+
+def test_a_command_that_memcpys_from_a_file_mapping_into_its_udmabuf_is_a_copy():
+    # No traced call moved a byte into the buffer; the device wrote the file's page cache (faulted in through the
+    # mapping), and the command's udmabuf holds the payload: copied by user space where no hook sees.
+    after = snapshot(tasks=[((5, "other"), Counters(pc_added=SIZE // 4096 + 500))])
+    out = runner.MethodResult("python3", "python3 mmap-load", "command", False, 0, absent("?"))
+    runner.measure_command(out, snapshot(), after, {}, 5, 0, Evidence(SIZE + MiB, 0, SIZE // 4096))
+    assert out.payload == SIZE and out.verdict.kind == "copies", out.verdict
+    assert "the buffer's bytes came from a file mapping: a user-space copy" in out.verdict.reasons
+    assert "unseen" in out.verdict.label
+
+
+def test_a_command_that_reads_o_direct_into_anonymous_memory_then_copies_is_a_copy():
+    # The fooling case: no kernel copy seen, no page cache, pages pinned; the device wrote elsewhere.
+    after = snapshot(outcomes=[(Outcome("read", "file", "none", 0, "ext4", "-"), {"calls": 1, "bytes": SIZE})],
+                     tasks=[((5, "read"), Counters(calls=1, bytes=SIZE, pinned_pages=16384))])
+    out = runner.MethodResult("python3", "python3 anon-load", "command", False, 0, absent("?"))
+    runner.measure_command(out, snapshot(), after, {}, 5, 0, Evidence(SIZE, 0, SIZE // 4096))
+    assert out.verdict.kind == "copies" and out.verdict.copies == 1.0
+    assert "device wrote 64.0 MiB into pages that are not the buffer's: copied where no hook sees" in (
+        out.verdict.reasons)
 
 
 def test_a_long_method_name_widens_its_column_instead_of_shifting_the_others():

@@ -3,7 +3,7 @@ import errno
 
 import pytest
 
-from dmabuf_top.validate.verdict import Flow, Measurement, absent, unmeasured_copy_sites, verdict
+from dmabuf_top.validate.verdict import Flow, Measurement, absent, parse_expectation, unmeasured_copy_sites, verdict
 
 MiB = 1 << 20
 SIZE = 64 * MiB
@@ -17,10 +17,87 @@ def measure(**overrides):
     return Measurement(**values)
 
 
-def test_no_copy_no_page_cache_with_every_hook_live_is_zero_copy():
-    result = verdict(measure())
+def test_device_writes_into_the_buffer_covering_the_payload_are_zero_copy():
+    result = verdict(measure(device_bytes=SIZE, device_to_buffer=SIZE))
     assert (result.kind, result.label, result.copies) == ("zero-copy", "zero-copy", 0.0)
     assert "16384 pages pinned" in result.reasons[0]
+    assert "64.0 MiB into the buffer's own pages" in result.reasons[0]
+
+
+def test_no_copy_no_page_cache_without_dma_evidence_is_not_zero_copy():
+    # Was "zero-copy" before issue 15: the absence of a seen copy was taken as proof. It is not: a copy made
+    # where no hook sees leaves the same trace.
+    result = verdict(measure())
+    assert (result.kind, result.label) == ("unmeasured", "unmeasured (0 copies seen)")
+    assert any("no DMA evidence" in reason for reason in result.reasons)
+
+
+# -- built to fool the verdict: no hook saw a copy, no page cache, pages pinned, checksum fine
+
+
+def test_a_kernel_copy_no_hook_sees_is_a_copy_never_zero_copy():
+    # A "direct" path where the device writes the exporter's own pages and memcpy moves them into the buffer.
+    result = verdict(measure(device_bytes=SIZE, device_to_buffer=0))
+    assert result.kind == "copies" and result.copies == 1.0
+    assert result.label == "1 copy, no page cache, 64.0 MiB unseen"
+    assert "device wrote 64.0 MiB into pages that are not the buffer's: copied where no hook sees" in result.reasons
+    assert "the hooks saw 0 bytes copied by the CPU (0 copies seen)" in result.reasons
+
+
+def test_direct_read_into_anonymous_memory_then_memcpy_is_a_copy():
+    result = verdict(measure(pinned_pages=PAGES, device_bytes=SIZE, device_to_buffer=0))
+    assert result.kind == "copies" and "unseen" in result.label
+    assert parse_expectation("zero-copy").holds(result)[0] is False
+    assert parse_expectation("copies=1").holds(result)[0] is True
+
+
+def test_a_copy_from_a_file_mapping_says_so():
+    result = verdict(measure(device_bytes=SIZE, device_to_buffer=0, from_file_mapping=True, reached=0))
+    assert result.kind == "copies" and result.label == "1 copy, via page cache, 64.0 MiB unseen"
+    assert "the buffer's bytes came from a file mapping: a user-space copy" in result.reasons
+
+
+def test_a_partly_covered_payload_counts_the_uncovered_bytes_as_copied():
+    result = verdict(measure(device_bytes=SIZE, device_to_buffer=SIZE - MiB))
+    assert result.kind == "copies" and result.label == "0.02 copies, no page cache, 1.0 MiB unseen"
+
+
+def test_bytes_the_device_never_wrote_for_this_load_were_copied():
+    # Warm page cache: the device wrote nothing, yet the buffer holds the payload.
+    result = verdict(measure(device_bytes=0, device_to_buffer=0))
+    assert result.kind == "copies" and any("without the device writing them" in reason for reason in result.reasons)
+
+
+def test_seen_copies_account_for_the_uncovered_bytes():
+    buffered = verdict(measure(cpu_copied=SIZE, page_cache_pages=PAGES, device_bytes=SIZE, device_to_buffer=0))
+    assert (buffered.kind, buffered.label, buffered.copies) == ("copies", "1 copy, via page cache", 1.0)
+    bounce = verdict(measure(cpu_copied=2 * SIZE, page_cache_pages=PAGES, device_bytes=SIZE, device_to_buffer=0))
+    assert (bounce.label, bounce.copies) == ("2 copies, via page cache", 2.0)
+
+
+def test_dma_into_the_buffer_with_a_copy_seen_is_not_zero_copy():
+    result = verdict(measure(cpu_copied=SIZE, device_bytes=SIZE, device_to_buffer=SIZE))
+    assert result.kind == "copies" and result.copies == 1.0
+
+
+def test_unhooked_copy_sites_no_longer_leave_a_covered_question_open():
+    result = verdict(measure(device_bytes=SIZE, device_to_buffer=0,
+                             unmeasured=("sendfile into a dma-buf went through the exporter's own callback",)))
+    assert result.kind == "copies" and any("exporter's own callback" in reason for reason in result.reasons)
+
+
+def test_when_the_evidence_cannot_decide_the_verdict_is_unmeasured_and_says_why():
+    result = verdict(measure(device_bytes=0, device_to_buffer=0, undecided=("no block device under tmpfs",)))
+    assert result.kind == "unmeasured"
+    assert "no DMA evidence: no block device under tmpfs" in result.reasons
+    lost = verdict(measure(device_bytes=SIZE, device_to_buffer=SIZE,
+                           undecided=("the evidence lost 4096 bytes (map full)",)))
+    assert lost.kind == "unmeasured" and "lost 4096 bytes" in lost.reasons[-1]
+
+
+def test_wrong_data_wins_over_dma_evidence():
+    result = verdict(measure(checksum_ok=False, device_bytes=SIZE, device_to_buffer=SIZE))
+    assert result.kind == "wrong-data"
 
 
 def test_one_copy_through_the_page_cache():

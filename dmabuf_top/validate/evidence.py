@@ -1,0 +1,296 @@
+"""DMA evidence for validate: where the storage device wrote for a load, and whether that is the buffer.
+
+A method's (or a command's) reads are recorded at the block layer (probes/dma_evidence, see
+docs/dma-evidence.md) between two drains of the probe's maps, and intersected with the buffer's own
+page frames:
+
+- a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_frames`); its mmap
+  is VM_PFNMAP, which pagemap cannot see;
+- a udmabuf, a memfd: the memfd mapping's frames from /proc/self/pagemap (a udmabuf pins exactly
+  those pages);
+- a user's command (`validate -- CMD`): the dma-bufs and memfds its processes hold. While it runs,
+  /proc/PID/fd of the command and its descendants is polled (POLL_S) and every dma-buf or memfd fd
+  is duplicated into this process with pidfd_getfd(2), and memfd mappings without an fd are opened
+  through /proc/PID/map_files; holding them keeps their pages after the command closes them or exits.
+  At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds through
+  a mapping of our own; a plain memfd counts as a buffer only when the device wrote into it, a
+  traced call moved bytes into it, or it holds at least PLAIN_MEMFD_MIN bytes (a memfd the runtime
+  made for itself, e.g. libffi's trampolines, a few pages, is no payload).
+  A buffer made and dropped between two polls is not seen (then nothing decides, and the verdict
+  says so).
+
+The evidence cannot decide when the file has no block device under it (tmpfs, network and FUSE file
+systems; btrfs, whose st_dev is an anonymous device, is not yet resolved to its disks), when the block
+hooks cannot be attached, or when the probe counted bytes it could not place (its maps full, its loop
+bound reached). Each is said as a sentence in `undecided`.
+"""
+import ctypes
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple
+
+from ..errors import DmabufTopError
+from ..probes.dma_evidence import PAGE_SIZE, DmaEvidence, Stats, buffer_frames, intersect, pagemap_pfns
+from .methods import MAP_FAILED, MAP_SHARED, PROT_READ, libc
+
+POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
+PLAIN_MEMFD_MIN = 1 << 20  # a plain memfd this large is taken as a buffer even if nothing is known to fill it
+MAPS_EVERY = 10  # polls between two reads of the tree's /proc/PID/maps (longer: an interpreter maps hundreds)
+DEVICE_MAP_PAGES = 1 << 18  # the probe's default: 1 GiB of frames
+
+
+def block_device_missing(path) -> Optional[str]:
+    """None when a block device is under `path`'s file system (/sys/dev/block/MAJ:MIN), else why not."""
+    device = os.stat(path).st_dev
+    major, minor = os.major(device), os.minor(device)
+    if os.path.exists(f"/sys/dev/block/{major}:{minor}"):
+        return None
+    return (f"{path} is on device {major}:{minor}, which is no block device (tmpfs, a network or FUSE file "
+            "system, or btrfs's anonymous device): the device's writes cannot be placed")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one load's window showed: None figures when the evidence was not taken."""
+
+    device_bytes: Optional[int] = None
+    device_to_buffer: Optional[int] = None
+    buffer_pages: int = 0
+    undecided: Tuple[str, ...] = ()
+
+
+def lost(before: Stats, after: Stats) -> Optional[str]:
+    """Why the window's figures are not whole (bytes the probe could not place), or None."""
+    parts = []
+    for name, why in (("map_full_bytes", "its frame map was full"), ("loop_bound_bytes", "its walk bound was hit"),
+                      ("unplaced_bytes", "they were in no bio vector"), ("error_bytes", "the device failed them")):
+        amount = getattr(after, name) - getattr(before, name)
+        if amount:
+            parts.append(f"{amount} bytes ({why})")
+    if after.tgid_map_full - before.tgid_map_full:
+        parts.append("per-process counts (their map was full)")
+    return "the block-layer evidence lost " + ", ".join(parts) if parts else None
+
+
+class Window:
+    """The block-layer probe for one process tree, drained at the start and the end of each load."""
+
+    def __init__(self, tgids, max_pages=DEVICE_MAP_PAGES):
+        self.missing = None
+        self.probe = None
+        try:
+            self.probe = DmaEvidence(tgids=tgids, max_pages=max_pages)
+        except DmabufTopError as error:
+            self.missing = f"the block-layer hooks cannot be attached: {error}"
+        self._stats = None
+
+    def add_tgid(self, tgid):
+        if self.probe is not None:
+            self.probe.add_tgid(tgid)
+
+    def start(self):
+        if self.probe is not None:
+            self.probe.drain()
+            self._stats = self.probe.stats()
+
+    def stop(self):
+        """(device writes {pfn: bytes}, why the window is not whole or None); ({}, why) without a probe."""
+        if self.probe is None:
+            return {}, self.missing
+        writes = self.probe.drain()
+        return writes.pages, lost(self._stats or Stats(), writes.stats)
+
+    def close(self):
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
+
+
+def judge(pages: Dict[int, int], frames, why_not=()) -> Evidence:
+    """The window's device writes against the buffer's frames."""
+    why_not = tuple(why for why in why_not if why)
+    total = sum(pages.values())
+    if frames is None:
+        return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
+    split = intersect(pages, frames)
+    if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
+        why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame",)
+    return Evidence(total, split.into_buffer, split.buffer_pages, why_not)
+
+
+# ---------------------------------------------------------------------------------------------
+# The frames of validate's own buffers
+
+
+def _touch(address, size):
+    """Fault every page of a mapping in (a read each), so pagemap knows its frame."""
+    for offset in range(0, size, PAGE_SIZE):
+        ctypes.string_at(address + offset, 1)
+
+
+def method_frames(buffer) -> List[Optional[int]]:
+    """The page frames of a validate Buffer (methods.Buffer), after its load, before its close."""
+    if buffer.kind == "heap":
+        frames = buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
+        if frames is None:
+            raise DmabufTopError(f"iter/dmabuf lists no system-heap or udmabuf dma-buf {buffer.inode}")
+        return frames
+    _touch(buffer.address, buffer.size)
+    return pagemap_pfns(buffer.address, buffer.size)
+
+
+# ---------------------------------------------------------------------------------------------
+# A command's buffers
+
+
+SYS_PIDFD_OPEN, SYS_PIDFD_GETFD = 434, 438
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _take_fd(pid, fd) -> Optional[int]:
+    """A duplicate, in this process, of process pid's fd (pidfd_getfd, Linux 5.6+); None if it is gone."""
+    pidfd = _libc.syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+    if pidfd < 0:
+        return None
+    try:
+        got = _libc.syscall(SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0))
+        return got if got >= 0 else None
+    finally:
+        os.close(pidfd)
+
+
+def _kind(link: str) -> Optional[str]:
+    if link.startswith("/memfd:"):
+        return "memfd"
+    if link.startswith("/dmabuf:") or link == "anon_inode:dmabuf":
+        return "dmabuf"
+    return None
+
+
+@dataclass
+class CommandBuffers:
+    """The dma-bufs and memfds a command tree held, each kept open here (inode -> (kind, our fd))."""
+
+    root: int
+    held: Dict[int, Tuple[str, int]] = field(default_factory=dict)
+    tgids: Set[int] = field(default_factory=set)
+    refused: List[str] = field(default_factory=list)
+    polls: int = 0
+    async_io: bool = False  # an io_uring fd was seen: its reads are no syscall the I/O tracer follows
+
+    def tree(self) -> List[int]:
+        found, todo = [], [self.root]
+        while todo:
+            pid = todo.pop()
+            if pid in found:
+                continue
+            found.append(pid)
+            try:
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{tid}/children") as children:
+                        todo += [int(child) for child in children.read().split()]
+            except OSError:
+                continue
+        return found
+
+    def poll(self) -> List[int]:
+        """Takes every new buffer of the tree; returns the tree's processes not seen before."""
+        new = []
+        self.polls += 1
+        for pid in self.tree():
+            if pid not in self.tgids:
+                self.tgids.add(pid)
+                new.append(pid)
+            self._take_fds(pid)
+            if self.polls % MAPS_EVERY == 1:
+                self._take_mappings(pid)
+        return new
+
+    def _take_fds(self, pid):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return
+        for name in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{name}")
+                if link == "anon_inode:[io_uring]":
+                    self.async_io = True
+                kind = _kind(link)
+                if kind is None:
+                    continue
+                inode = os.stat(f"/proc/{pid}/fd/{name}").st_ino
+            except OSError:
+                continue
+            if inode not in self.held:
+                taken = _take_fd(pid, int(name))
+                if taken is None:
+                    self.refused.append(f"pid {pid} fd {name}: {os.strerror(ctypes.get_errno())}")
+                else:
+                    self.held[inode] = (kind, taken)
+
+    def _take_mappings(self, pid):
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as maps:
+                lines = maps.read().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            parts = line.split(None, 5)
+            if len(parts) < 6 or not parts[5].startswith(b"/memfd:"):
+                continue  # a dma-buf mapped without an fd cannot be reopened safely: seen only through its fd
+            inode = int(parts[4])
+            if inode in self.held:
+                continue
+            try:
+                self.held[inode] = ("memfd", os.open(f"/proc/{pid}/map_files/{parts[0].decode()}", os.O_RDONLY))
+            except OSError:
+                continue
+
+    def frames(self, pages: Dict[int, int], reached: Set[int] = frozenset()) -> Optional[List[int]]:
+        """The held buffers' frames (None: no buffer was held); plain memfds only if the device wrote into them or
+        a traced call moved bytes into them (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN)."""
+        if not self.held:
+            return None
+        out: List[int] = []
+        for inode, (kind, fd) in self.held.items():
+            if kind == "dmabuf":
+                size = os.fstat(fd).st_size
+                out += buffer_frames(inode, max_pages=size // PAGE_SIZE + 1) or []
+            else:
+                mine = _memfd_frames(fd)
+                large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
+                if large or inode in reached or any(pages.get(pfn) for pfn in mine):
+                    out += mine
+        return out
+
+    def close(self):
+        for _, fd in self.held.values():
+            os.close(fd)
+        self.held = {}
+
+
+def _memfd_frames(fd) -> List[int]:
+    """A memfd's frames through a read-only shared mapping of our own (touched, so every page has one)."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return []
+    address = libc.mmap(None, size, PROT_READ, MAP_SHARED, fd, 0)
+    if address in (None, MAP_FAILED):
+        return []
+    try:
+        _touch(address, size)
+        return [pfn for pfn in pagemap_pfns(address, size) if pfn is not None]
+    finally:
+        libc.munmap(address, size)
+
+
+def watch(command, window: Window, buffers: CommandBuffers):
+    """Waits for the command, taking its buffers and tracing its new processes as they appear."""
+    while command.poll() is None:
+        for tgid in buffers.poll():
+            window.add_tgid(tgid)
+        time.sleep(POLL_S)
+    return command.returncode
