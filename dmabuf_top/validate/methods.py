@@ -170,8 +170,10 @@ def read_into_mapping(buffer, fd, size, chunk):
     return done
 
 
-def read_then_write(buffer, fd, size, chunk):
-    """read() into a user buffer, then write() it into the buffer's fd: the bounce people start from."""
+def bounce_reads(fd, size, chunk):
+    """read() the file chunk by chunk into one anonymous bounce buffer: yields (bounce address, bytes got,
+    bytes before them) until `size` bytes or the end of the file. The loaders below differ only in where
+    they put each chunk next."""
     bounce = map_anonymous(chunk)
     try:
         done = 0
@@ -181,16 +183,24 @@ def read_then_write(buffer, fd, size, chunk):
                 raise _oserror(ctypes.get_errno(), "read")
             if got == 0:
                 break
-            written = 0
-            while written < got:
-                put = libc.write(buffer.fd, bounce + written, got - written)
-                if put < 0:
-                    raise _oserror(ctypes.get_errno(), "write")
-                written += put
+            yield bounce, got, done
             done += got
-        return done
     finally:
         libc.munmap(bounce, chunk)
+
+
+def read_then_write(buffer, fd, size, chunk):
+    """read() into a user buffer, then write() it into the buffer's fd: the bounce people start from."""
+    done = 0
+    for bounce, got, _ in bounce_reads(fd, size, chunk):
+        written = 0
+        while written < got:
+            put = libc.write(buffer.fd, bounce + written, got - written)
+            if put < 0:
+                raise _oserror(ctypes.get_errno(), "write")
+            written += put
+        done += got
+    return done
 
 
 def mmap_then_copy(buffer, fd, size, chunk):
@@ -210,20 +220,11 @@ def mmap_then_copy(buffer, fd, size, chunk):
 def read_bounce_then_copy(buffer, fd, size, chunk):
     """read() (O_DIRECT: DMA, no page cache) into an anonymous buffer, memcpy into the buffer's mapping: no kernel
     copy, no page cache, pages pinned; it looks like zero-copy to every hook and is one copy."""
-    bounce = map_anonymous(chunk)
-    try:
-        done = 0
-        while done < size:
-            got = libc.read(fd, bounce, min(chunk, size - done))
-            if got < 0:
-                raise _oserror(ctypes.get_errno(), "read")
-            if got == 0:
-                break
-            ctypes.memmove(buffer.address + done, bounce, got)
-            done += got
-        return done
-    finally:
-        libc.munmap(bounce, chunk)
+    done = 0
+    for bounce, got, offset in bounce_reads(fd, size, chunk):
+        ctypes.memmove(buffer.address + offset, bounce, got)
+        done += got
+    return done
 
 
 POOL_THREADS = 4
