@@ -17,21 +17,22 @@ def _count(value):
     return NOT_TRACED if value is None else str(value)
 
 
-def _copies(result):
-    if result.cpu_copied is None:
+def _share_of_payload(measured, result):
+    """measured bytes / payload; n/t when not measured, '-' for a method that never loaded anything."""
+    if measured is None:
         return NOT_TRACED
     if not result.payload or result.verdict.kind in ("failed", "absent"):
         return "-"
-    return f"{result.cpu_copied / result.payload:.2f}"
+    return f"{measured / result.payload:.2f}"
+
+
+def _copies(result):
+    return _share_of_payload(result.cpu_copied, result)
 
 
 def _device_to_buffer(result):
     """The device's writes into the buffer's own frames / payload; n/t without DMA evidence."""
-    if result.device_to_buffer is None:
-        return NOT_TRACED
-    if not result.payload or result.verdict.kind in ("failed", "absent"):
-        return "-"
-    return f"{result.device_to_buffer / result.payload:.2f}"
+    return _share_of_payload(result.device_to_buffer, result)
 
 
 def row_cells(result):
