@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from .. import features as feature_detection
-from ..errors import DmabufTopError, NeedsPrivilege
+from ..errors import DmabufTopError
 from ..kernelfs import filesystem_name
 from ..probes.iopaths import Counters
 from ..recording.session import BufferSnapshot
 from ..stacks import kernel_frames
 from . import evidence as dma
 from . import methods as method_table
+from .page_cache import drop_page_cache
 from .verdict import MEMORY_KINDS, Flow, Measurement, Verdict, absent, unmeasured_copy_sites, verdict
 
 MiB = 1 << 20
@@ -96,21 +97,6 @@ def prepare_file(directory, size, name="dmabuf-top-validate.bin"):
     return SourceFile(path, size, hasher.hexdigest(), filesystem_of(directory))
 
 
-def drop_page_cache(path):
-    """Write back, then drop the page cache (all of it, and this file's by fadvise)."""
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w") as control:
-            control.write("3\n")
-    except PermissionError:
-        raise NeedsPrivilege("dropping the page cache needs root: run as root, or pass --warm") from None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 # ---------------------------------------------------------------------------------------------
 # Results
 
@@ -139,6 +125,9 @@ class MethodResult:
     buffer_inode: int = 0
     device_bytes: Optional[int] = None  # the device wrote for this method's reads (None: no DMA evidence)
     device_to_buffer: Optional[int] = None  # of those, into the buffer's own page frames
+    # Bytes of the file still in the page cache when the load began, though dropped (None: warm, not dropped):
+    # the device never read them, so they are missing from device_bytes.
+    cached_at_start: Optional[int] = None
     evidence: List[dict] = field(default_factory=list)
     paths: Dict[str, dict] = field(default_factory=dict)
     flows: List[dict] = field(default_factory=list)
@@ -340,7 +329,10 @@ class Runner:
             result.verdict = absent(why_not)
             return _unmeasured(result)
         if not self.warm:
-            drop_page_cache(self.source.path)
+            result.cached_at_start = drop_page_cache(self.source.path)
+            if result.cached_at_start:
+                result.notes.append(f"{result.cached_at_start} bytes of the file stayed in the page cache though "
+                                    "dropped five times: the device did not read them for this method")
         result.started_ns = time.monotonic_ns()
         started = time.monotonic()
         try:
