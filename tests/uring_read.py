@@ -18,6 +18,8 @@ IORING_OFF_CQ_RING = 0x8000000
 IORING_OFF_SQES = 0x10000000
 SQE_SIZE = 64
 CQE = struct.Struct("<QiI")  # user_data, res, flags
+# opcode, flags, ioprio, fd, off, addr, len, rw_flags, user_data, buf_index (u16 at byte 40)
+SQE_HEAD = struct.Struct("<BBHiQQIIQH")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -61,10 +63,15 @@ class Ring:
 
     def read(self, fd, address, length, offset):
         """One IORING_OP_READ, submitted and waited for: the CQE's result (bytes, or -errno)."""
+        return self.submit_and_wait(IORING_OP_READ, fd, address, length, offset)
+
+    def submit_and_wait(self, opcode, fd, address, length, offset, buf_index=0):
+        """One read-like SQE (opcode, fd, off, addr, len; buf_index for the *_FIXED opcodes), submitted and
+        waited for: the CQE's result (bytes, or -errno)."""
         p = self.p
         tail = _u32(self.sq, p.sq_off.tail)
         index = tail & _u32(self.sq, p.sq_off.ring_mask)
-        sqe = struct.pack("<BBHiQQIIQ", IORING_OP_READ, 0, 0, fd, offset, address, length, 0, 0x5151)
+        sqe = SQE_HEAD.pack(opcode, 0, 0, fd, offset, address, length, 0, 0x5151, buf_index)
         self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = sqe.ljust(SQE_SIZE, b"\0")
         struct.pack_into("<I", self.sq, p.sq_off.array + index * 4, index)
         struct.pack_into("<I", self.sq, p.sq_off.tail, (tail + 1) & 0xFFFFFFFF)  # x86: stores are ordered
