@@ -82,6 +82,18 @@ def _planned_state(point, program, plan, plans, report, pid, follow_children, tr
     return HookState(program.name, point.concern, program.target, State.LIVE if load else State.MISSING, via, why)
 
 
+def _served_by_fallbacks(statuses, catalogue):
+    """A program that is not live while its fallback is (tp_btf refused, raw_tp attached) loses nothing: it is
+    not needed, with its own reason kept, so its concern is not reported missing (never n/t while traced)."""
+    out = dict(statuses)
+    for _, program in catalogue:
+        primary = out.get(program.fallback_for)
+        if program.fallback_for and out[program.name].live and primary is not None and not primary.live:
+            out[program.fallback_for] = dataclasses.replace(primary, state=State.NOT_NEEDED, via=None,
+                                                            why=f"{primary.why}; {program.name} is used")
+    return out
+
+
 def _syscall_hooks(statuses):
     """The syscall program pair, reported as a pair of hooks per syscall: enter_read, exit_read..."""
     hooks = []
@@ -148,6 +160,7 @@ class Tracer:
         except BaseException:
             self.close()
             raise
+        statuses = _served_by_fallbacks(statuses, self._catalogue)
         self.programs = statuses
         self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
 

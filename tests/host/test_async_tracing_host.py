@@ -176,3 +176,4 @@ def test_the_raw_tp_fallback_attributes_what_tp_btf_attributes(report, data_file
     assert hooks["uring_submit_raw"].via == "raw_tp" and hooks["uring_complete_raw"].via == "raw_tp"
     (target, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == inode]
     assert (target.path, counters.calls, counters.bytes) == ("io_uring", 4, SIZE)
+    assert "io_uring" not in snap.missing_concerns()  # traced by the fallback: not n/t

@@ -119,3 +119,22 @@ def test_live_async_column_is_not_traced_when_both_paths_are_missing():
     uring_refused = HookState("uring_submit_btf", "io_uring", "io_uring_submit_req", State.MISSING, None, "EINVAL")
     _, second = _frames(0, [uring_refused, AIO_REFUSED])
     assert "async" in second.not_traced("buffers") and "async" in second.not_traced("processes")
+
+
+def test_a_refused_program_whose_fallback_is_live_is_not_needed_and_its_concern_not_missing():
+    catalogue = [(point, program) for point, program in hooks.programs() if point.concern == "io_uring"]
+    statuses = {
+        "uring_submit_btf": HookState("uring_submit_btf", "io_uring", "io_uring_submit_req", State.MISSING, None,
+                                      "tp_btf not available (EINVAL)"),
+        "uring_complete_btf": HookState("uring_complete_btf", "io_uring", "io_uring_complete", State.MISSING, None,
+                                        "tp_btf not available (EINVAL)"),
+        "uring_submit_raw": HookState("uring_submit_raw", "io_uring", "io_uring_submit_req", State.LIVE, "raw_tp",
+                                      "ok"),
+        "uring_complete_raw": HookState("uring_complete_raw", "io_uring", "io_uring_complete", State.MISSING, None,
+                                        "raw_tp not available"),
+    }
+    served = tracing._served_by_fallbacks(statuses, catalogue)
+    assert served["uring_submit_btf"].state is State.NOT_NEEDED
+    assert served["uring_submit_btf"].why == "tp_btf not available (EINVAL); uring_submit_raw is used"
+    assert served["uring_complete_btf"].missing  # its fallback is not live: the completions are not traced
+    assert hooks.missing_concerns(served.values()) == {"io_uring": "io_uring_complete: tp_btf not available (EINVAL)"}
