@@ -1312,17 +1312,24 @@ static __always_inline void uring_submit(struct io_kiocb *req)
 	begin_request((__u64)req, IOPATH_IO_URING, to_memory, bpf_get_current_task_btf(), addr, len);
 }
 
+/* Every CQE of the machine passes here (a network server's too): the opcode, a plain load, is asked before the map. */
 static __always_inline void uring_complete(__u64 key, struct io_uring_cqe *cqe)
 {
 	struct async_request *req;
 	struct io_kiocb *request;
+	__u8 opcode;
 
 	if (!key)
 		return; /* a CQE with no request (an overflow flush, a message) */
+	request = bpf_rdonly_cast((void *)key, bpf_core_type_id_kernel(struct io_kiocb));
+	opcode = request->opcode;
+	if (opcode != IORING_OP_READ_ && opcode != IORING_OP_READV_ && opcode != IORING_OP_READ_FIXED_ &&
+	    opcode != IORING_OP_READV_FIXED_ && opcode != IORING_OP_WRITE_ && opcode != IORING_OP_WRITEV_ &&
+	    opcode != IORING_OP_WRITE_FIXED_ && opcode != IORING_OP_WRITEV_FIXED_)
+		return;
 	req = bpf_map_lookup_elem(&async_requests, &key);
 	if (!req)
 		return;
-	request = bpf_rdonly_cast((void *)key, bpf_core_type_id_kernel(struct io_kiocb));
 	complete_request(key, req, cqe->res, request->file);
 }
 
