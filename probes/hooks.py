@@ -41,6 +41,7 @@ class Program:
     attach: str  # TRACEPOINT, TP_BTF, RAW_TP or FENTRY (fentry/fexit: the program's section says which)
     target: str  # "category:event", a raw tracepoint, or a kernel function
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
+    also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,18 @@ HOOK_POINTS = (
                         Program("uring_submit_raw", RAW_TP, "io_uring_submit_req", fallback_for="uring_submit_btf"),
                         Program("uring_complete_raw", RAW_TP, "io_uring_complete",
                                 fallback_for="uring_complete_btf")), config="CONFIG_IO_URING"),
+    # AIO has no tracepoints: fentry on the request path, else io_submit's iocbs and io_getevents' events read at
+    # the raw syscall tracepoints (every syscall passes those programs: loaded only where fentry is refused).
     HookPoint("aio", "aio", "AIO requests (IOCB_CMD_PREAD, PWRITE, PREADV, PWRITEV): who, which file, which "
-              "buffer, bytes at completion", (FENTRY,), functions=("aio_read", "aio_write", "aio_complete_rw"),
+              "buffer, bytes at completion", (FENTRY, TP_BTF), functions=("aio_read", "aio_write", "aio_complete_rw"),
               programs=(Program("aio_read_enter", FENTRY, "aio_read"), Program("aio_read_exit", FENTRY, "aio_read"),
                         Program("aio_write_enter", FENTRY, "aio_write"),
                         Program("aio_write_exit", FENTRY, "aio_write"),
-                        Program("aio_complete", FENTRY, "aio_complete_rw")), config="CONFIG_AIO"),
+                        Program("aio_complete", FENTRY, "aio_complete_rw"),
+                        Program("aio_submit_sys", TP_BTF, "sys_enter", fallback_for="aio_read_enter",
+                                also_replaces=("aio_read_exit", "aio_write_enter", "aio_write_exit")),
+                        Program("aio_events_sys", TP_BTF, "sys_exit", fallback_for="aio_complete")),
+              config="CONFIG_AIO"),
     HookPoint("copy_file_range", "copy_file_range", "bytes moved by copy_file_range", (FENTRY, KPROBE),
               functions=("vfs_copy_file_range",)),
     HookPoint("exporter_rw_file", "rw_file", "an exporter's direct file I/O callback (patched kernels)",

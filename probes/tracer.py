@@ -87,10 +87,13 @@ def _served_by_fallbacks(statuses, catalogue):
     not needed, with its own reason kept, so its concern is not reported missing (never n/t while traced)."""
     out = dict(statuses)
     for _, program in catalogue:
-        primary = out.get(program.fallback_for)
-        if program.fallback_for and out[program.name].live and primary is not None and not primary.live:
-            out[program.fallback_for] = dataclasses.replace(primary, state=State.NOT_NEEDED, via=None,
-                                                            why=f"{primary.why}; {program.name} is used")
+        if not program.fallback_for or not out[program.name].live:
+            continue
+        for name in (program.fallback_for, *program.also_replaces):
+            primary = out.get(name)
+            if primary is not None and not primary.live:
+                out[name] = dataclasses.replace(primary, state=State.NOT_NEEDED, via=None,
+                                                why=f"{primary.why}; {program.name} is used")
     return out
 
 

@@ -73,8 +73,9 @@ def test_io_uring_hooks_are_live_and_aio_is_live_or_missing_never_absent(report)
         states = {hook.program: hook for hook in tracer.hooks}
     assert states["uring_submit_btf"].live and states["uring_complete_btf"].live
     assert states["uring_submit_raw"].state.value == "not needed"
-    if not report.available("fentry"):
-        assert states["aio_read_enter"].missing and states["aio_complete"].missing
+    if not report.available("fentry"):  # AIO through its syscalls instead
+        assert states["aio_submit_sys"].live and states["aio_events_sys"].live
+        assert not states["aio_read_enter"].missing and not states["aio_complete"].missing
 
 
 @pytest.mark.parametrize("api", ["uring", "readv", "fixed", "sqpoll"])
@@ -122,24 +123,35 @@ def test_io_uring_reads_into_anonymous_memory_are_not_the_memfds(report, data_fi
     assert {(t.inode, t.kind): c.bytes for t, c in uring.items()} == {(inode, "shmem"): CHUNK, (0, "none"): 2 * SIZE}
 
 
-def test_aio_reads_are_attributed_where_fentry_works(report, data_file):
+def test_aio_reads_into_a_memfd_mapping_are_attributed_by_fentry_or_the_syscall_fallback(report, data_file):
+    """Without fentry (the CI host) io_submit's iocbs and io_getevents' events carry the attribution."""
     memfd, mapping = memfd_mapping(SIZE)
     inode = os.fstat(memfd).st_ino
+    anonymous = mmap.mmap(-1, SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     fd = os.open(data_file, os.O_RDONLY)
     try:
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            states = {hook.program: hook for hook in tracer.hooks if hook.concern == "aio"}
+            assert read_all("aio", fd, address_of(anonymous), SIZE) == SIZE
             assert read_all("aio", fd, address_of(mapping), SIZE) == SIZE
             snap = tracer.snapshot()
     finally:
         os.close(fd)
         mapping.close()
+        anonymous.close()
         os.close(memfd)
-    if "aio" in snap.missing_concerns():
-        assert not [t for t in snap.by_target if t.path == "aio"]  # not traced: no row, never a 0
-        return
-    (target, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == inode]
-    assert (target.path, target.kind, counters.calls, counters.bytes) == ("aio", "shmem", 4, SIZE)
-    assert snap.by_task[(os.getpid(), "aio")].bytes == SIZE
+    assert "aio" not in snap.missing_concerns()
+    live = {name for name, hook in states.items() if hook.live}
+    if not report.available("fentry"):
+        assert live == {"aio_submit_sys", "aio_events_sys"}
+        assert states["aio_complete"].state.value == "not needed" and "aio_events_sys is used" in states[
+            "aio_complete"].why
+    moved = {(t.inode, t.kind, t.direct): (c.calls, c.errors, c.bytes, c.requested)
+             for t, c in snap.by_target.items() if t.path == "aio"}
+    assert moved == {(inode, "shmem", False): (4, 0, SIZE, SIZE), (0, "none", False): (4, 0, SIZE, SIZE)}
+    assert snap.by_task[(os.getpid(), "aio")].bytes == 2 * SIZE
+    outcomes = {(o.src_kind, o.dst_kind, o.error): v["calls"] for o, v in snap.outcomes.items() if o.path == "aio"}
+    assert outcomes == {("file", "shmem", 0): 4, ("file", "none", 0): 4}
 
 
 def test_the_trace_command_shows_a_commands_io_uring_bytes_in_its_memfd(report, data_file, tmp_path):

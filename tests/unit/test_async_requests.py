@@ -70,11 +70,21 @@ def test_a_kernel_without_io_uring_or_aio_has_no_such_path(tmp_path):
     assert not tracing._path_not_built(points["aio"], refused, tmp_path)
 
 
-def test_aio_without_fentry_is_missing_not_zero():
+def test_aio_without_fentry_falls_back_to_its_syscalls_and_without_tp_btf_either_is_missing_not_zero():
     point = _points()["aio"]
-    program = point.programs[0]
-    report = _report(fentry=Feature(False, None, "EPERM"),
+    by_name = {program.name: program for program in point.programs}
+    report = _report(fentry=Feature(False, None, "EPERM"), tp_btf=Feature(True, "tp_btf", "ok"),
                      fn__aio_read=Feature(False, None, "fentry refused (EPERM), kprobe refused (ENOENT)"))
+    plans = {name: tracing._plan(program, report, None) for name, program in by_name.items()}
+    states = {name: tracing._planned_state(point, program, plans[name], plans, report, None, False, None)
+              for name, program in by_name.items()}
+    assert states["aio_submit_sys"].live and states["aio_events_sys"].live
+    served = tracing._served_by_fallbacks(states, [(point, program) for program in point.programs])
+    assert not hooks.missing_concerns(served.values())
+    assert all(served[name].state is State.NOT_NEEDED for name in by_name if not name.endswith("_sys"))
+
+    report.features["tp_btf"] = Feature(False, None, "EINVAL")
+    program = by_name["aio_read_enter"]
     plan = tracing._plan(program, report, None)
     state = tracing._planned_state(point, program, plan, {program.name: plan}, report, None, False, None)
     assert state.state is State.MISSING and "EPERM" in state.why

@@ -6,6 +6,7 @@ mapping, SQPOLL (the ring's own kernel thread issues), AIO O_DIRECT (completed f
 interrupt context), and reads into anonymous memory beside a dma-buf that must not be the dma-buf's.
 """
 import ctypes
+import dataclasses
 import errno
 import hashlib
 import io
@@ -212,3 +213,33 @@ def test_record_keeps_aio_direct_reads_into_a_udmabuf_and_the_report_lists_them(
         page = io.StringIO()
         HtmlRenderer().render(session, page)
     assert "<td>aio_direct</td>" in page.getvalue()
+
+
+def test_the_aio_syscall_fallback_attributes_what_fentry_attributes(report, data_file, udmabuf_available):
+    """A kernel that refuses fentry on the AIO path gets io_submit/io_getevents read at the syscall tracepoints."""
+    path, _ = data_file
+    refused = features.Feature(False, None, "fentry refused (test)")
+    without_fentry = dataclasses.replace(report, features={
+        **report.features, **{f"fn/{name}": refused for name in ("aio_read", "aio_write", "aio_complete_rw")}})
+    with alloc_udmabuf(SIZE, name="async-udmabuf-sys") as buf:
+        mapping = buf.mmap_memfd()
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+            try:
+                with Tracer(pid=os.getpid(), ignore_self=False, report=without_fentry) as tracer:
+                    live = {hook.program for hook in tracer.hooks if hook.concern == "aio" and hook.live}
+                    results = requests("aio", fd, address_of(mapping))
+                    snap = tracer.snapshot()
+                inventory = read_buffers()
+            finally:
+                os.close(fd)
+        finally:
+            mapping.close()
+    assert live == {"aio_submit_sys", "aio_events_sys"} and "aio" not in snap.missing_concerns()
+    assert results == [CHUNK] * CALLS
+    index = BufferIndex()
+    index.learn(inventory)
+    counters = index.per_buffer(snap.by_target)[buf.inode]["aio"]
+    assert (counters.calls, counters.errors, counters.bytes) == (CALLS, 0, SIZE)
+    target, = [t for t in snap.by_target if t.path == "aio" and t.kind == "shmem"]
+    assert target.direct is True
