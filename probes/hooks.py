@@ -79,7 +79,7 @@ HOOK_POINTS = (
                         Program(BATCH_FLUSH_PROGRAM, TP_BTF, "sched_switch"))),
     # Asynchronous requests: attributed at issue to the issuing process and the memory at the buffer address,
     # credited at completion (iopaths.bpf.c, "io_uring and AIO requests"). io_uring's tracepoints exist wherever
-    # io_uring is built; AIO has none, so its request path is traced by fentry only.
+    # io_uring is built (the CI host has tp_btf and no fentry).
     HookPoint("io_uring", "io_uring", "io_uring read/write requests (READ, READV, READ_FIXED, READV_FIXED and "
               "their WRITE twins): who, which file, which buffer, bytes at completion", (TP_BTF, RAW_TP),
               tracepoints=("io_uring:io_uring_submit_req", "io_uring:io_uring_complete"),

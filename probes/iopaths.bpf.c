@@ -16,6 +16,8 @@
  * reaches the aggregate maps when the keys change, when the run is 20 ms old,
  * when the thread is switched out, or when it calls bpf() itself. Python reads
  * the maps cumulatively (no draining): deltas between reads are the caller's math.
+ * io_uring and AIO requests, which complete after their syscall and maybe on another thread or in
+ * interrupt context, have a section of their own: keyed by the request, credited at completion.
  *
  * Cost: the syscall hook runs for every syscall on the machine, so everything
  * on that path is a plain load where the kernel allows one: BTF pointers
