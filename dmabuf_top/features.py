@@ -32,6 +32,8 @@ PROBE_FUNCTION = "vfs_read"
 # The detail of a function hook that is in neither BTF nor kallsyms on a patched-only point: the kernel has
 # no such path (the Tracer then reports its programs as not needed, not missing).
 ABSENT_UNPATCHED = "absent (needs a patched kernel)"
+# ... and of any other function the kernel does not have (built without it: CONFIG_AIO off...).
+ABSENT = "not in this kernel"
 
 
 @dataclass
@@ -200,7 +202,7 @@ def _detect_hooks(features, btf, kallsyms, tracefs):
 
 def _hook_function(hook, function, features, in_btf, kallsyms, fentry_trials):
     if function not in in_btf and function not in kallsyms:
-        return Feature(False, None, ABSENT_UNPATCHED if hook.patched_only else "not in this kernel")
+        return Feature(False, None, ABSENT_UNPATCHED if hook.patched_only else ABSENT)
     if function not in in_btf:
         fentry_why = "not in BTF"
     elif not features["fentry"].available:

@@ -41,6 +41,7 @@ class Program:
     attach: str  # TRACEPOINT, TP_BTF, RAW_TP or FENTRY (fentry/fexit: the program's section says which)
     target: str  # "category:event", a raw tracepoint, or a kernel function
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
+    also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class HookPoint:
     tracepoints: Tuple[str, ...] = ()  # "category:event"
     programs: Tuple[Program, ...] = ()  # what the Tracer loads; empty: watched by doctor only
     patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/patches)
+    config: str = ""  # the kernel option that builds this path: a kernel without its hook points has no such path
 
 
 def _lifecycle_programs():
@@ -75,6 +77,29 @@ HOOK_POINTS = (
                         Program("syscall_enter_raw", RAW_TP, "sys_enter", fallback_for="syscall_enter_btf"),
                         Program("syscall_exit_raw", RAW_TP, "sys_exit", fallback_for="syscall_exit_btf"),
                         Program(BATCH_FLUSH_PROGRAM, TP_BTF, "sched_switch"))),
+    # Asynchronous requests: attributed at issue to the issuing process and the memory at the buffer address,
+    # credited at completion (iopaths.bpf.c, "io_uring and AIO requests"). io_uring's tracepoints exist wherever
+    # io_uring is built (the CI host has tp_btf and no fentry).
+    HookPoint("io_uring", "io_uring", "io_uring read/write requests (READ, READV, READ_FIXED, READV_FIXED and "
+              "their WRITE twins): who, which file, which buffer, bytes at completion", (TP_BTF, RAW_TP),
+              tracepoints=("io_uring:io_uring_submit_req", "io_uring:io_uring_complete"),
+              programs=(Program("uring_submit_btf", TP_BTF, "io_uring_submit_req"),
+                        Program("uring_complete_btf", TP_BTF, "io_uring_complete"),
+                        Program("uring_submit_raw", RAW_TP, "io_uring_submit_req", fallback_for="uring_submit_btf"),
+                        Program("uring_complete_raw", RAW_TP, "io_uring_complete",
+                                fallback_for="uring_complete_btf")), config="CONFIG_IO_URING"),
+    # AIO has no tracepoints: fentry on the request path, else io_submit's iocbs and io_getevents' events read at
+    # the raw syscall tracepoints (every syscall passes those programs: loaded only where fentry is refused).
+    HookPoint("aio", "aio", "AIO requests (IOCB_CMD_PREAD, PWRITE, PREADV, PWRITEV): who, which file, which "
+              "buffer, bytes at completion", (FENTRY, TP_BTF), functions=("aio_read", "aio_write", "aio_complete_rw"),
+              programs=(Program("aio_read_enter", FENTRY, "aio_read"), Program("aio_read_exit", FENTRY, "aio_read"),
+                        Program("aio_write_enter", FENTRY, "aio_write"),
+                        Program("aio_write_exit", FENTRY, "aio_write"),
+                        Program("aio_complete", FENTRY, "aio_complete_rw"),
+                        Program("aio_submit_sys", TP_BTF, "sys_enter", fallback_for="aio_read_enter",
+                                also_replaces=("aio_read_exit", "aio_write_enter", "aio_write_exit")),
+                        Program("aio_events_sys", TP_BTF, "sys_exit", fallback_for="aio_complete")),
+              config="CONFIG_AIO"),
     HookPoint("copy_file_range", "copy_file_range", "bytes moved by copy_file_range", (FENTRY, KPROBE),
               functions=("vfs_copy_file_range",)),
     HookPoint("exporter_rw_file", "rw_file", "an exporter's direct file I/O callback (patched kernels)",

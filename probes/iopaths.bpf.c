@@ -16,6 +16,8 @@
  * reaches the aggregate maps when the keys change, when the run is 20 ms old,
  * when the thread is switched out, or when it calls bpf() itself. Python reads
  * the maps cumulatively (no draining): deltas between reads are the caller's math.
+ * io_uring and AIO requests, which complete after their syscall and maybe on another thread or in
+ * interrupt context, have a section of their own: keyed by the request, credited at completion.
  *
  * Cost: the syscall hook runs for every syscall on the machine, so everything
  * on that path is a plain load where the kernel allows one: BTF pointers
@@ -1114,6 +1116,456 @@ SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
 int pagecache_delete(struct trace_event_raw_mm_filemap_op_page_cache *ctx)
 {
 	count_pagecache(ctx, false);
+	return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+ * io_uring and AIO requests: attributed at issue, credited at completion
+ *
+ * A request is issued by one thread and completes later, maybe on another (an io-wq worker, the
+ * SQPOLL thread: both of the submitter's thread group) or in interrupt context (the bio completion
+ * of an O_DIRECT read ends an AIO request there). So nothing here lives in a thread's record: at
+ * issue the request's pointer keys what is known then (the issuing tgid and comm, the memory object
+ * at the user buffer address, the bytes asked for), and the completion of the same pointer adds its
+ * result, with the file read from the request, to the maps the syscalls fill, under IOPATH_IO_URING
+ * or IOPATH_AIO. A request whose completion is never reported (IOSQE_CQE_SKIP_SUCCESS, a CQE that
+ * overflowed, a ring torn down) leaves its entry to the LRU. The CPU copies, pins and page-cache
+ * pages inside a request are not attributed to it: they count under IOPATH_OTHER, as any work
+ * outside a traced call.
+ */
+
+/* include/uapi/linux/io_uring.h: enum io_uring_op (uapi, stable numbers). */
+#define IORING_OP_READV_ 1
+#define IORING_OP_WRITEV_ 2
+#define IORING_OP_READ_FIXED_ 4
+#define IORING_OP_WRITE_FIXED_ 5
+#define IORING_OP_READ_ 22
+#define IORING_OP_WRITE_ 23
+#define IORING_OP_READV_FIXED_ 60
+#define IORING_OP_WRITEV_FIXED_ 61
+
+struct async_request {
+	struct inflight_call call; /* path, requested, the memory end and object, start_ns */
+	__u64 pid_tgid;		   /* of the thread that issued it */
+	__u32 to_memory;	   /* 1: file -> memory (a read); 0: memory -> file */
+	__u32 reserved;
+	char comm[IOPATHS_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* the request: its struct io_kiocb *, or the AIO request's struct kiocb * */
+	__type(value, struct async_request);
+} async_requests SEC(".maps");
+
+static const struct async_request zero_request;
+
+/* task: the current one, which issues the request. NULL when the process is not traced. */
+static __always_inline struct async_request *begin_request(void *requests, const void *key, __u32 path,
+							   bool to_memory, struct task_struct *task, __u64 user_addr,
+							   __u64 len)
+{
+	__u64 pid_tgid = ((__u64)task->tgid << 32) | (__u32)task->pid;
+	struct file_identity mapped = {};
+	struct async_request *req;
+	struct inflight *io;
+
+	if (!traced_tgid(pid_tgid))
+		return NULL;
+	io = task_record(task, true); /* for its bpf_find_vma cache only: no call is opened */
+	if (!io)
+		return NULL;
+	if (bpf_map_update_elem(requests, key, &zero_request, BPF_ANY))
+		return NULL;
+	req = bpf_map_lookup_elem(requests, key);
+	if (!req)
+		return NULL;
+	identify_user_address(task, io, user_addr, &mapped);
+	req->call.target = mapped;
+	if (to_memory)
+		req->call.dst = mapped;
+	else
+		req->call.src = mapped;
+	req->call.start_ns = bpf_ktime_get_ns();
+	req->call.path = path;
+	req->call.requested = len;
+	req->pid_tgid = pid_tgid;
+	req->to_memory = to_memory;
+	bpf_get_current_comm(req->comm, sizeof(req->comm));
+	return req;
+}
+
+/*
+ * Completions may run in interrupt context, over a program of this object that was updating the
+ * same per-CPU value: every add here is atomic, which the syscall exit path need not pay for.
+ */
+static __always_inline void add_request(struct io_counters *c, __s64 ret, __u64 requested, __u32 slot, __u64 latency)
+{
+	__sync_fetch_and_add(&c->calls, 1);
+	if (ret < 0)
+		__sync_fetch_and_add(&c->errors, 1);
+	else
+		__sync_fetch_and_add(&c->bytes, ret);
+	__sync_fetch_and_add(&c->requested, requested);
+	__sync_fetch_and_add(&c->latency_ns, latency);
+	__sync_fetch_and_add(&c->latency_hist[slot & (IOPATHS_HIST_SLOTS - 1)], 1);
+}
+
+static __always_inline void record_request(struct async_request *req, __s64 ret, __u64 now, __u64 latency)
+{
+	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	struct inflight_call *call = &req->call;
+
+	if (!rec) {
+		count_dropped();
+		return;
+	}
+	rec->type = IORECORD_IO;
+	rec->tgid = req->pid_tgid >> 32;
+	rec->tid = (__u32)req->pid_tgid;
+	rec->path = call->path;
+	rec->kind = call->target.kind;
+	rec->direct = call->direct;
+	rec->timestamp_ns = now;
+	rec->latency_ns = latency;
+	rec->ret = ret;
+	rec->requested = call->requested;
+	rec->inode = call->target.inode;
+	rec->dev = call->target.dev;
+	rec->reserved = 0;
+	rec->cpu_copied = 0;
+	rec->pinned_pages = 0;
+	rec->pc_added = 0;
+	__builtin_memcpy(rec->comm, req->comm, sizeof(rec->comm));
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* file: the request's file (a BTF pointer), the other end of the transfer (NULL: identified at issue). */
+static __always_inline void complete_request(struct async_request *req, __s64 ret, struct file *file)
+{
+	struct inflight_call *call = &req->call;
+	struct io_target_key target_key = {};
+	struct io_task_key task_key = {};
+	struct io_counters *counters;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 latency = now - call->start_ns;
+	__u32 slot = log2_slot(latency / 1000);
+
+	identify_file(file, req->to_memory ? &call->src : &call->dst);
+	call->direct = req->to_memory ? call->src.direct : call->dst.direct;
+
+	target_key.inode = call->target.inode;
+	target_key.dev = call->target.dev;
+	target_key.path = call->path;
+	target_key.kind = call->target.kind;
+	target_key.direct = call->direct;
+	task_key.tgid = req->pid_tgid >> 32;
+	task_key.path = call->path;
+	task_key.src_kind = call->src.kind;
+	task_key.dst_kind = call->dst.kind;
+	task_key.error = ret < 0 ? (__s32)ret : 0;
+	task_key.src_magic = call->src.magic;
+	task_key.dst_magic = call->dst.magic;
+
+	counters = lookup_or_init(&io_by_target, &target_key, &zero_counters, IOMAP_IO_BY_TARGET);
+	if (counters)
+		add_request(counters, ret, call->requested, slot, latency);
+	counters = lookup_or_init(&io_by_task, &task_key, &zero_counters, IOMAP_IO_BY_TASK);
+	if (counters)
+		add_request(counters, ret, call->requested, slot, latency);
+	if (record_events)
+		record_request(req, ret, now, latency);
+}
+
+/*
+ * io_uring: io_uring_submit_req fires once per SQE after its prep (io_rw's addr and len are set),
+ * on the thread that submits it (the caller of io_uring_enter, or the SQPOLL thread).
+ * io_uring_complete fires when its CQE is filled, with the request while it still holds its file.
+ * READ_MULTISHOT and buffer-select reads choose their buffer at issue: their address is 0 and
+ * their memory unknown (kind none).
+ */
+static __always_inline void uring_submit(struct io_kiocb *req)
+{
+	__u8 opcode = req->opcode;
+	bool vectored = opcode == IORING_OP_READV_ || opcode == IORING_OP_WRITEV_ ||
+			opcode == IORING_OP_READV_FIXED_ || opcode == IORING_OP_WRITEV_FIXED_;
+	bool to_memory = opcode == IORING_OP_READ_ || opcode == IORING_OP_READV_ || opcode == IORING_OP_READ_FIXED_ ||
+			 opcode == IORING_OP_READV_FIXED_;
+	__u64 key = (__u64)req;
+	struct io_rw *rw;
+	__u64 addr, len;
+
+	if (!to_memory && opcode != IORING_OP_WRITE_ && opcode != IORING_OP_WRITEV_ &&
+	    opcode != IORING_OP_WRITE_FIXED_ && opcode != IORING_OP_WRITEV_FIXED_)
+		return;
+	if (!bpf_core_type_exists(struct io_rw))
+		return;
+	rw = bpf_rdonly_cast(&req->cmd, bpf_core_type_id_kernel(struct io_rw));
+	addr = rw->addr;
+	len = rw->len;
+	if (vectored) { /* addr is the user's iovec array, len their count: the memory side is the first iovec */
+		struct iovec first = {};
+
+		bpf_probe_read_user(&first, sizeof(first), (void *)addr);
+		addr = (__u64)first.iov_base;
+		len = first.iov_len;
+	}
+	begin_request(&async_requests, &key, IOPATH_IO_URING, to_memory, bpf_get_current_task_btf(), addr, len);
+}
+
+/* Every CQE of the machine passes here (a network server's too): the opcode, a plain load, is asked before the map. */
+static __always_inline void uring_complete(__u64 key, struct io_uring_cqe *cqe)
+{
+	struct async_request *req;
+	struct io_kiocb *request;
+	__u8 opcode;
+
+	if (!key)
+		return; /* a CQE with no request (an overflow flush, a message) */
+	request = bpf_rdonly_cast((void *)key, bpf_core_type_id_kernel(struct io_kiocb));
+	opcode = request->opcode;
+	if (opcode != IORING_OP_READ_ && opcode != IORING_OP_READV_ && opcode != IORING_OP_READ_FIXED_ &&
+	    opcode != IORING_OP_READV_FIXED_ && opcode != IORING_OP_WRITE_ && opcode != IORING_OP_WRITEV_ &&
+	    opcode != IORING_OP_WRITE_FIXED_ && opcode != IORING_OP_WRITEV_FIXED_)
+		return;
+	req = bpf_map_lookup_elem(&async_requests, &key);
+	if (!req)
+		return;
+	complete_request(req, cqe->res, request->file);
+	bpf_map_delete_elem(&async_requests, &key);
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(uring_submit_btf, struct io_kiocb *req)
+{
+	uring_submit(req);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(uring_complete_btf, struct io_ring_ctx *ring, void *req, struct io_uring_cqe *cqe)
+{
+	uring_complete((__u64)req, cqe);
+	return 0;
+}
+
+SEC("raw_tp/io_uring_submit_req")
+int uring_submit_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	uring_submit(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct io_kiocb)));
+	return 0;
+}
+
+SEC("raw_tp/io_uring_complete")
+int uring_complete_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	uring_complete(ctx->args[1], bpf_rdonly_cast((void *)ctx->args[2], bpf_core_type_id_kernel(struct io_uring_cqe)));
+	return 0;
+}
+
+/*
+ * AIO (fs/aio.c): __io_submit_one gives aio_read/aio_write the request's kiocb, its file already
+ * got, and the kernel's copy of the user's iocb. The request ends in aio_complete_rw (its
+ * ki_complete), called from aio_read/aio_write for a synchronous result or later from the bio
+ * completion. aio_read/aio_write return non-zero when the request failed before it was issued:
+ * then no aio_complete_rw comes.
+ */
+static __always_inline void aio_begin(struct kiocb *kiocb, const struct iocb *iocb, bool vectored, bool compat,
+				      bool to_memory)
+{
+	__u64 key = (__u64)kiocb;
+	__u64 addr = iocb->aio_buf;
+	__u64 len = iocb->aio_nbytes;
+
+	if (vectored) { /* aio_buf is the user's iovec array, aio_nbytes their count */
+		if (compat) {
+			struct compat_iovec first = {};
+
+			bpf_probe_read_user(&first, sizeof(first), (void *)addr);
+			addr = first.iov_base;
+			len = first.iov_len;
+		} else {
+			struct iovec first = {};
+
+			bpf_probe_read_user(&first, sizeof(first), (void *)addr);
+			addr = (__u64)first.iov_base;
+			len = first.iov_len;
+		}
+	}
+	begin_request(&async_requests, &key, IOPATH_AIO, to_memory, bpf_get_current_task_btf(), addr, len);
+}
+
+static __always_inline void aio_end(struct kiocb *kiocb, __s64 ret)
+{
+	__u64 key = (__u64)kiocb;
+	struct async_request *req = bpf_map_lookup_elem(&async_requests, &key);
+
+	if (req) {
+		complete_request(req, ret, kiocb->ki_filp);
+		bpf_map_delete_elem(&async_requests, &key);
+	}
+}
+
+SEC("fentry/aio_read")
+int BPF_PROG(aio_read_enter, struct kiocb *req, const struct iocb *iocb, bool vectored, bool compat)
+{
+	aio_begin(req, iocb, vectored, compat, true);
+	return 0;
+}
+
+SEC("fentry/aio_write")
+int BPF_PROG(aio_write_enter, struct kiocb *req, const struct iocb *iocb, bool vectored, bool compat)
+{
+	aio_begin(req, iocb, vectored, compat, false);
+	return 0;
+}
+
+SEC("fexit/aio_read")
+int BPF_PROG(aio_read_exit, struct kiocb *req, const struct iocb *iocb, bool vectored, bool compat, int ret)
+{
+	if (ret)
+		aio_end(req, ret); /* refused before issue: no completion follows */
+	return 0;
+}
+
+SEC("fexit/aio_write")
+int BPF_PROG(aio_write_exit, struct kiocb *req, const struct iocb *iocb, bool vectored, bool compat, int ret)
+{
+	if (ret)
+		aio_end(req, ret);
+	return 0;
+}
+
+SEC("fentry/aio_complete_rw")
+int BPF_PROG(aio_complete, struct kiocb *kiocb, long res)
+{
+	aio_end(kiocb, res);
+	return 0;
+}
+
+/*
+ * AIO where fentry is refused (the CI host): io_submit's entry reads the user's iocbs, and the exit of
+ * io_getevents/io_pgetevents reads the events it returned, whose `obj` is the user address of the iocb.
+ * The request is keyed by (tgid, that address); its file is the iocb's fd at submission. Latency ends
+ * when the process collects the event, not when the device finished. These run on every syscall, so
+ * they are loaded only where the fentry programs are not.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_io_getevents 208
+#define NR_io_submit 209
+#define NR_io_pgetevents 333
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_io_submit 2
+#define NR_io_getevents 4
+#define NR_io_pgetevents 292
+#endif
+#define IOCB_CMD_PREAD_ 0
+#define IOCB_CMD_PWRITE_ 1
+#define IOCB_CMD_PREADV_ 7
+#define IOCB_CMD_PWRITEV_ 8
+#define AIO_BATCH_MAX 64 /* iocbs read per io_submit, events per io_getevents: the rest go unattributed */
+
+struct aio_user_key {
+	__u32 tgid;
+	__u32 reserved;
+	__u64 iocb; /* the user's struct iocb * */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct aio_user_key);
+	__type(value, struct async_request);
+} aio_user_requests SEC(".maps");
+
+struct aio_batch {
+	__u64 array; /* the user's iocb pointer array, or its io_event array */
+	__u32 tgid;
+};
+
+static long aio_submit_one(__u32 index, struct aio_batch *batch)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct aio_user_key key = {.tgid = batch->tgid};
+	struct async_request *req;
+	struct iocb cb = {};
+	bool to_memory;
+
+	if (bpf_probe_read_user(&key.iocb, sizeof(key.iocb), (void *)(batch->array + index * sizeof(__u64))) ||
+	    bpf_probe_read_user(&cb, sizeof(cb), (void *)key.iocb))
+		return 1;
+	if (cb.aio_lio_opcode != IOCB_CMD_PREAD_ && cb.aio_lio_opcode != IOCB_CMD_PWRITE_ &&
+	    cb.aio_lio_opcode != IOCB_CMD_PREADV_ && cb.aio_lio_opcode != IOCB_CMD_PWRITEV_)
+		return 0;
+	to_memory = cb.aio_lio_opcode == IOCB_CMD_PREAD_ || cb.aio_lio_opcode == IOCB_CMD_PREADV_;
+	if (cb.aio_lio_opcode == IOCB_CMD_PREADV_ || cb.aio_lio_opcode == IOCB_CMD_PWRITEV_) {
+		struct iovec first = {};
+
+		bpf_probe_read_user(&first, sizeof(first), (void *)cb.aio_buf);
+		cb.aio_buf = (__u64)first.iov_base;
+		cb.aio_nbytes = first.iov_len;
+	}
+	req = begin_request(&aio_user_requests, &key, IOPATH_AIO, to_memory, task, cb.aio_buf, cb.aio_nbytes);
+	if (req) {
+		identify_file(file_of_fd(task, cb.aio_fildes), to_memory ? &req->call.src : &req->call.dst);
+		req->call.direct = to_memory ? req->call.src.direct : req->call.dst.direct;
+	}
+	return 0;
+}
+
+static long aio_event_one(__u32 index, struct aio_batch *batch)
+{
+	struct aio_user_key key = {.tgid = batch->tgid};
+	struct async_request *req;
+	struct io_event event = {};
+
+	if (bpf_probe_read_user(&event, sizeof(event), (void *)(batch->array + index * sizeof(event))))
+		return 1;
+	key.iocb = event.obj;
+	req = bpf_map_lookup_elem(&aio_user_requests, &key);
+	if (req) {
+		complete_request(req, event.res, NULL);
+		bpf_map_delete_elem(&aio_user_requests, &key);
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(aio_submit_sys, struct pt_regs *regs, long id)
+{
+	struct task_struct *task;
+	struct aio_batch batch;
+	__u64 nr;
+
+	if (id != NR_io_submit)
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (compat_syscall(task) || !traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
+		return 0;
+	batch.array = syscall_arg(regs, 2);
+	batch.tgid = task->tgid;
+	nr = syscall_arg(regs, 1);
+	bpf_loop(nr < AIO_BATCH_MAX ? nr : AIO_BATCH_MAX, aio_submit_one, &batch, 0);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(aio_events_sys, struct pt_regs *regs, long ret)
+{
+	struct task_struct *task;
+	struct aio_batch batch;
+	__s64 nr = syscall_nr(regs);
+
+	if ((nr != NR_io_getevents && nr != NR_io_pgetevents) || ret <= 0)
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (compat_syscall(task) || !traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
+		return 0;
+	batch.array = syscall_arg(regs, 3);
+	batch.tgid = task->tgid;
+	bpf_loop(ret < AIO_BATCH_MAX ? ret : AIO_BATCH_MAX, aio_event_one, &batch, 0);
 	return 0;
 }
 

@@ -13,7 +13,8 @@ from ..kernelfs import filesystem_name, kernel_dev_to_user
 HIST_SLOTS = 32
 COMM_LEN = 16
 
-PATHS = {0: "other", 1: "read", 2: "write", 3: "copy_file_range", 4: "sendfile", 5: "splice", 6: "rw_file"}
+PATHS = {0: "other", 1: "read", 2: "write", 3: "copy_file_range", 4: "sendfile", 5: "splice", 6: "rw_file",
+         7: "io_uring", 8: "aio"}
 PATH_IDS = {name: number for number, name in PATHS.items()}
 KINDS = {0: "none", 1: "dmabuf", 2: "shmem", 3: "file", 4: "pipe", 5: "socket", 6: "other"}
 STACK_POINTS = {1: "cpu_copy_read", 2: "cpu_copy_write", 3: "gup"}

@@ -65,9 +65,12 @@ def _plan(program, report, tracefs):
     return False, None, feature.detail
 
 
-def _planned_state(point, program, plan, plans, report, pid, follow_children):
+def _planned_state(point, program, plan, plans, report, pid, follow_children, tracefs):
     """The HookState a program starts with: live if planned, else missing, or not needed when nothing is lost."""
     load, via, why = plan
+    if point.config and _path_not_built(point, report, tracefs):
+        return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None,
+                         f"this kernel has no such path ({point.config} is off)")
     if program.fallback_for and plans[program.fallback_for][0]:
         return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None,
                          f"{program.fallback_for} is used")
@@ -77,6 +80,21 @@ def _planned_state(point, program, plan, plans, report, pid, follow_children):
         return HookState(program.name, point.concern, program.target, State.NOT_NEEDED, None,
                          "this kernel has no such path (unpatched)")
     return HookState(program.name, point.concern, program.target, State.LIVE if load else State.MISSING, via, why)
+
+
+def _served_by_fallbacks(statuses, catalogue):
+    """A program that is not live while its fallback is (tp_btf refused, raw_tp attached) loses nothing: it is
+    not needed, with its own reason kept, so its concern is not reported missing (never n/t while traced)."""
+    out = dict(statuses)
+    for _, program in catalogue:
+        if not program.fallback_for or not out[program.name].live:
+            continue
+        for name in (program.fallback_for, *program.also_replaces):
+            primary = out.get(name)
+            if primary is not None and not primary.live:
+                out[name] = dataclasses.replace(primary, state=State.NOT_NEEDED, via=None,
+                                                why=f"{primary.why}; {program.name} is used")
+    return out
 
 
 def _syscall_hooks(statuses):
@@ -90,6 +108,16 @@ def _syscall_hooks(statuses):
             hooks.append(HookState(f"{phase}_{syscall}", path, f"raw_syscalls:sys_{phase} ({syscall})",
                                    State.LIVE if used else State.MISSING, used.via if used else None, why))
     return hooks
+
+
+def _path_not_built(point, report, tracefs):
+    """A path the kernel was built without: none of its tracepoints is in tracefs and none of its functions in
+    BTF or kallsyms (an unreadable tracefs or a report without trials proves nothing)."""
+    if point.tracepoints and (tracefs is None or any(tracepoint_exists(tracefs, tp) for tp in point.tracepoints)):
+        return False
+    return all(report.features.get(f"fn/{function}") is not None and
+               report.features[f"fn/{function}"].detail == feature_detection.ABSENT
+               for function in point.functions)
 
 
 def _absent_from_kernel(report, function):
@@ -123,7 +151,7 @@ class Tracer:
         self._catalogue = programs()
         self._plans = {program.name: _plan(program, self.report, tracefs) for _, program in self._catalogue}
         statuses = {program.name: _planned_state(point, program, self._plans[program.name], self._plans,
-                                                 self.report, pid, follow_children)
+                                                 self.report, pid, follow_children, tracefs)
                     for point, program in self._catalogue}
         self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0,
                                    record_events=record, collect_stacks=stacks,
@@ -135,6 +163,7 @@ class Tracer:
         except BaseException:
             self.close()
             raise
+        statuses = _served_by_fallbacks(statuses, self._catalogue)
         self.programs = statuses
         self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
 

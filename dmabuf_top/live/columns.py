@@ -21,7 +21,8 @@ PANES = ("buffers", "processes", "exporters", "paths")
 PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
 # rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/patches);
 # elsewhere its row says "absent", never 0.
-IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file")
+# io_uring, aio: asynchronous requests, credited at completion to the process that issued them.
+IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file", "io_uring", "aio")
 NOT_AVAILABLE = "n/a"  # the kernel keeps no such figure for this row (see Row.unavailable)
 DELAYS = {"blkio": "blkio", "swapin": "swapin", "reclaim": "freepages"}  # column -> taskstats kind
 
@@ -41,12 +42,15 @@ class Column:
 
 
 XFER_PATHS = ("copy_file_range", "sendfile", "splice", "rw_file")
-IO_COLUMNS = ("read", "write", "xfer", "copy", "pin")
+ASYNC_PATHS = ("io_uring", "aio")
+IO_COLUMNS = ("read", "write", "xfer", "async", "copy", "pin")
 _IO = (
     Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
     Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
     Column("xfer", "XFER MB/s", 9, "mbps", XFER_PATHS,
            "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)"),
+    Column("async", "ASYNC MB/s", 10, "mbps", ASYNC_PATHS,
+           "bytes/s moved by io_uring and AIO read/write requests into or out of the memory (at completion)"),
     Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
     Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
 )

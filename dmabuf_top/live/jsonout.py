@@ -12,16 +12,18 @@
                  full: "io_by_target", "io_by_task", "stack_counts", "traced_tgids"; null without tracing),
      "cannot_see": [str],
      "buffers":   [{"inode", "exporter", "size", "attachments", "holders": [{"pid", "fds", "maps"}],
-                    "name", "name_hex", "state": "new"|"freed"|null, "read", "write", "xfer", "copy", "pin",
+                    "name", "name_hex", "state": "new"|"freed"|null, "read", "write", "xfer", "async", "copy",
+                    "pin",
                     "paths": {path: {field: per second}}|null}],
      "processes": [{"pid", "comm", "comm_hex", "buffers", "rss", "pss", "fds", "maps",
-                    "read", "write", "xfer", "copy", "pin", "blkio", "swapin", "reclaim",
+                    "read", "write", "xfer", "async", "copy", "pin", "blkio", "swapin", "reclaim",
                     "delays": {kind: {"count", "total_ns"}}|null, "delays_na": str|null, "paths": {...}|null}],
-     "exporters": [{"exporter", "buffers", "bytes", "read", "write", "xfer", "copy", "pin"}],
+     "exporters": [{"exporter", "buffers", "bytes", "read", "write", "xfer", "async", "copy", "pin"}],
      "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}]}
 
 Rates are per second over the measured elapsed time: "read", "write", "xfer"
-(copy_file_range + sendfile + splice), "copy" (CPU-copied) in bytes/s, "pin" in
+(copy_file_range + sendfile + splice), "async" (io_uring + AIO requests, at completion),
+"copy" (CPU-copied) in bytes/s, "pin" in
 pages/s, "calls" and "pc_added" (page-cache pages) per second, "latency" the
 mean in microseconds. A rate is null when there is none to give: on the first
 object, for a counter that went backwards, or when its hooks are missing (then

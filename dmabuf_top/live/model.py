@@ -28,7 +28,7 @@ from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
 from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
-from .columns import COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
+from .columns import ASYNC_PATHS, COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
 from .rates import RateTracker
 
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
@@ -97,6 +97,7 @@ def _io_values(rates: Optional[Mapping[str, float]], first: bool, has_counters: 
         "read": total(("read",), "bytes"),
         "write": total(("write",), "bytes"),
         "xfer": total(XFER_PATHS, "bytes"),
+        "async": total(ASYNC_PATHS, "bytes"),
         "copy": total(IO_PATHS, "cpu_copied"),
         "pin": total(IO_PATHS, "pinned_pages"),
     }

@@ -63,7 +63,7 @@ def test_exporter_rows_sum_their_buffers():
 def test_paths_pane_lists_every_path_and_says_what_is_missing():
     _, second = two_frames()
     rows = by_key(second.rows["paths"])
-    assert list(rows) == ["read", "write", "copy_file_range", "sendfile", "splice", "rw_file"]
+    assert list(rows) == ["read", "write", "copy_file_range", "sendfile", "splice", "rw_file", "io_uring", "aio"]
     assert rows["read"].values["bytes"] == 32 * MiB
     assert rows["read"].values["latency"] == pytest.approx(2.0)  # 8000 ns over 4 calls
     assert "no cpu_copy, gup" in rows["read"].values["status"]
