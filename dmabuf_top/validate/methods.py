@@ -40,7 +40,7 @@ MAP_FAILED = ctypes.c_void_p(-1).value
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_SIZE = 1 << 20  # the default fs.pipe-max-size: the most an unprivileged splice loop gets per call
 
-# DMA_BUF_IOCTL_RW_FILE as our own kernel patch defines it (kernel/patches/README), after the v1/v2
+# DMA_BUF_IOCTL_RW_FILE as our own kernel patch defines it (kernel/series/rw-file/README), after the v1/v2
 # proposal (May 2025, not merged): struct dma_buf_rw_file { __s32 fd; __u32 flags; __u64 file_offset;
 # __u64 buf_offset; __u64 len; } on the dma-buf fd. No released uAPI header has it; a kernel that
 # answers ENOTTY to this number lacks it.
@@ -380,7 +380,7 @@ METHODS = (
     Method("memfd-cfr", "memfd", False, copy_range, "memfd: copy_file_range"),
     # Patched kernels only (the 2025 proposals): detected, never assumed.
     # The v3/v4 shape: tried (a page copied into a heap dma-buf), since an exporter rw_file symbol alone
-    # does not say copy_file_range reaches it (our kernel/patches serve the ioctl only).
+    # does not say copy_file_range reaches it (our kernel/series serve the ioctl only).
     *_both("heap-cfr-rwfile", "heap", copy_range_to_dmabuf,
            "system-heap dma-buf: copy_file_range served by the exporter's rw_file (patched)", ("cfr:rw_file",)),
     *_both("udmabuf-cfr-rwfile", "udmabuf", copy_range_to_dmabuf,
