@@ -125,3 +125,21 @@ def test_a_kernel_without_heaps_has_no_heap_methods():
     offer = methods.KernelOffer(Report({"udmabuf"}), symbols=set(), ioctl_answer="")
     assert "no /dev/dma_heap/system" in offer.missing(methods.BY_NAME["heap-read"])
     assert offer.missing(methods.BY_NAME["memfd-read"]) is None
+
+
+def test_async_interfaces_are_tried_once_and_absent_with_the_kernels_answer(monkeypatch):
+    tried = []
+
+    def refused():
+        tried.append("uring")
+        return "absent on this kernel (io_uring_setup answers EPERM)"
+
+    monkeypatch.setitem(methods.KernelOffer.TRIALS, "uring:fixed", refused)
+    monkeypatch.setitem(methods.KernelOffer.TRIALS, "aio:pread", lambda: None)
+    offer = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols=set())
+    for name in ("udmabuf-uring-fixed", "udmabuf-uring-fixed-direct", "heap-uring-fixed"):
+        assert "io_uring_setup answers EPERM" in offer.missing(methods.BY_NAME[name])
+    assert tried == ["uring"]
+    assert offer.missing(methods.BY_NAME["udmabuf-aio-direct"]) is None
+    assert all(methods.BY_NAME[name].async_io for name in ("udmabuf-aio", "heap-uring-fixed-direct"))
+    assert not methods.BY_NAME["udmabuf-read-direct"].async_io
