@@ -99,6 +99,7 @@ ASYNC = {
     # O_DIRECT: iomap_dio_rw pins the memfd's pages (GUP), the device DMAs into them, completion through the AIO ring.
     "udmabuf-aio-direct": ("zero-copy", SIZE, None),
 }
+AIO_RING_PAGES = 1  # aio_setup_ring for a context of aio.DEPTH events: one page, added to the aio inode's cache
 # Patched-kernel methods: on Debian's stock 7.2 the symbols are absent and the ioctl answers ENOTTY.
 ABSENT = ("heap-cfr-rwfile", "heap-cfr-rwfile-direct", "udmabuf-cfr-rwfile", "udmabuf-cfr-rwfile-direct",
           "heap-rwfile-ioctl", "heap-rwfile-ioctl-direct", "udmabuf-rwfile-ioctl", "udmabuf-rwfile-ioctl-direct")
@@ -173,13 +174,17 @@ def test_io_uring_fixed_and_aio_loaders_are_judged_by_dma_evidence(matrix, name)
         return
     assert result.checksum == "ok" and result.moved == SIZE
     assert result.device_to_buffer == into and result.device_bytes >= SIZE, result.to_dict()
+    # io_setup's ring is a file of the aio pseudo filesystem: its page(s) enter a page cache too.
+    ring_pages = AIO_RING_PAGES if "-aio" in name else 0
     if kind == "copies":
         assert result.verdict.copies == 1.0, result.verdict
-        assert result.page_cache_pages == PAGES
-        # whether or not a hook saw the kernel's copy, the device wrote the payload elsewhere: the page cache
-        assert any("not the buffer's" in why for why in result.verdict.reasons), result.verdict.reasons
+        assert PAGES <= result.page_cache_pages <= PAGES + ring_pages
+        # Whether or not a hook saw the kernel's copy (filemap_read's, counted outside any traced syscall when it
+        # is), the device wrote the payload elsewhere: into the page cache.
+        if result.cpu_copied < SIZE:
+            assert any("not the buffer's" in why for why in result.verdict.reasons), result.verdict.reasons
     else:
-        assert result.page_cache_pages == 0 and result.cpu_copied == 0
+        assert result.page_cache_pages <= ring_pages and result.cpu_copied == 0
 
 
 @pytest.mark.parametrize("name", sorted(HIDDEN_COPIES))
