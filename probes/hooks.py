@@ -54,7 +54,7 @@ class HookPoint:
     functions: Tuple[str, ...] = ()  # kernel functions doctor trials (fentry/fexit, else kprobe/kretprobe)
     tracepoints: Tuple[str, ...] = ()  # "category:event"
     programs: Tuple[Program, ...] = ()  # what the Tracer loads; empty: watched by doctor only
-    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/series)
+    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/patches)
 
 
 def _lifecycle_programs():
