@@ -61,7 +61,7 @@ $(VENV)/.installed: setup.cfg setup.py pyproject.toml
 test: venv bpf
 	@bash .ci/test-all
 
-# The patched lab kernel (kernel/patches, kernel/config/lab.config) from Debian's source of the lab
+# The patched lab kernel (kernel/series, kernel/config/lab.config) from Debian's source of the lab
 # kernel's version, built into the cache; instant when nothing changed. Prints the bzImage path.
 kernel: venv
 	@bash .ci/install-deps kernel

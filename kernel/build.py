@@ -1,23 +1,33 @@
-"""Build the lab's own kernel: Debian's source of the lab kernel's version, our patches, a small config.
+"""Build the lab's own kernels: Debian's source of the lab kernel's version, our patch series, a small config.
+
+A patch series is a directory kernel/series/<name>/ of *.patch files (applied in name order)
+and a README saying what they do and why. A kernel is an ordered list of series (KERNELS);
+its cache key covers every patch of every series, so two kernels never share an image.
 
 Stages, each announced on one line: fetch (Debian's `linux-source-<major.minor>` .deb of
 exactly the version the lab boots, through the same private apt state as kernel/fetch.py),
-unpack (the .tar.xz inside it, once per source version), patch (kernel/patches/*.patch in
-order; a changed series is reversed and re-applied, so make rebuilds only what changed),
+unpack (the .tar.xz inside it, once per source version), patch (the kernel's series in
+order; a different set is reversed and re-applied, so make rebuilds only what changed),
 config (`make allnoconfig` with kernel/config/lab.config as the base, then every option of
 the fragment is checked to have taken effect) and build (`make bzImage`, niced, logged).
 
 The result lands in <cache>/patched/<key>/ with its config and a manifest; the key hashes
-the source version, the patches, the fragment and this recipe, so building again with
+the source version, the series and their patches, the fragment and this recipe, so building again with
 nothing changed returns at once, and a patched kernel never shadows the stock one the
 lab boots by default (that one lives in <cache>/kernels/).
 
-    python -m dmabuf_top.kernel.build            # build (or reuse) and print the bzImage path
+    python -m dmabuf_top.kernel.build            # build (or reuse) the lab kernel and print the bzImage path
     python -m dmabuf_top.kernel.build --cached   # print it only if already built, else exit 1
+    python -m dmabuf_top.kernel.build --kernel rw-file   # another kernel of KERNELS
+
+The kernel source tree is shared by every build of one source version (that is what makes a
+rebuild incremental), so a build holds a lock on it from patching to the copied image.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -38,7 +48,16 @@ from . import fetch
 from .kconfig import read_kconfig
 
 HERE = Path(__file__).resolve().parent
-PATCH_DIR = HERE / "patches"
+SERIES_DIR = HERE / "series"
+# The patched kernels the lab builds: name -> the series it carries, applied in this order. Adding
+# a series to a kernel is one more name in its tuple. "lab" is what `make kernel` and tests/vm_patched
+# use: the rw_file ioctl, and the hidden-copy instrument behind a switch that is off by default
+# (kernel/series/rw-file-hidden-copy/README says why one kernel rather than two).
+KERNELS = {
+    "lab": ("rw-file", "rw-file-hidden-copy"),
+    "rw-file": ("rw-file",),
+}
+DEFAULT_KERNEL = "lab"
 CONFIG_FRAGMENT = HERE / "config" / "lab.config"
 # Bump when the way a kernel is built changes (make targets, flags): old builds stop matching.
 RECIPE = "allnoconfig+fragment/bzImage/v1"
@@ -60,7 +79,8 @@ class BuiltKernel:
     config: Path
     key: str
     source_version: str  # Debian version of linux-source-*, e.g. 7.2.13-1
-    patches: tuple  # file names, in the order applied
+    patches: tuple  # "<series>/<file name>", in the order applied
+    series: tuple = ()  # the series' names, in the order applied
 
 
 def log(message: str) -> None:
@@ -70,16 +90,39 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------- inputs and the cache key
 
 
-def patch_series(patch_dir: Path = PATCH_DIR) -> list:
-    """kernel/patches/*.patch in the order they apply (their names sort that way)."""
-    return sorted(Path(patch_dir).glob("*.patch"))
+def patch_series(series_dir: Path) -> list:
+    """One series' *.patch files in the order they apply (their names sort that way)."""
+    return sorted(Path(series_dir).glob("*.patch"))
+
+
+def kernel_patches(series: Sequence[str], series_root: Path = SERIES_DIR) -> list:
+    """Every patch of the named series, series by series in the order given."""
+    patches = []
+    for name in series:
+        found = patch_series(Path(series_root) / name)
+        if not found:
+            raise DmabufTopError(f"no patch series {name!r}: {Path(series_root) / name} holds no *.patch")
+        patches.extend(found)
+    return patches
+
+
+def series_of(kernel: str) -> tuple:
+    try:
+        return KERNELS[kernel]
+    except KeyError:
+        raise DmabufTopError(f"no lab kernel named {kernel!r}: choose one of {', '.join(KERNELS)}") from None
+
+
+def patch_label(patch: Path) -> str:
+    """<series>/<file>: a patch's name is unique only within its series."""
+    return f"{patch.parent.name}/{patch.name}"
 
 
 def build_key(source_version: str, patches: Sequence[Path], fragment: Path, recipe: str = RECIPE) -> str:
     """What decides the image: any change to these builds a new one."""
     digest = hashlib.sha256()
     for part in (recipe, source_version, fragment.read_bytes(),
-                 *[item for p in patches for item in (p.name, p.read_bytes())]):
+                 *[item for p in patches for item in (patch_label(p), p.read_bytes())]):
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
@@ -94,13 +137,13 @@ def patched_dir(cache_dir: Optional[Path] = None) -> Path:
     return fetch.cache_root(cache_dir) / "patched"
 
 
-def cached_build(cache_dir: Optional[Path] = None, patch_dir: Path = PATCH_DIR,
-                 fragment: Path = CONFIG_FRAGMENT) -> Optional[BuiltKernel]:
-    """The patched kernel already built from the current patches and fragment, if any (no network)."""
+def cached_build(cache_dir: Optional[Path] = None, series: Sequence[str] = KERNELS[DEFAULT_KERNEL],
+                 series_root: Path = SERIES_DIR, fragment: Path = CONFIG_FRAGMENT) -> Optional[BuiltKernel]:
+    """The kernel already built from the current patches of `series` and the fragment, if any (no network)."""
     root = patched_dir(cache_dir)
     if not root.is_dir():
         return None
-    wanted = inputs_digest(patch_series(patch_dir), fragment)
+    wanted = inputs_digest(kernel_patches(series, series_root), fragment)
     found = []
     for entry in root.iterdir():
         built = _read_manifest(entry)
@@ -119,7 +162,7 @@ def _read_manifest(directory: Path):
     if not vmlinuz.is_file():
         return None
     kernel = BuiltKernel(vmlinuz, directory / "config", manifest["key"], manifest["source_version"],
-                         tuple(manifest["patches"]))
+                         tuple(manifest["patches"]), tuple(manifest.get("series", ())))
     return kernel, manifest.get("inputs")
 
 
@@ -215,23 +258,29 @@ def unpack_source(deb: Path, package: str, into: Path) -> Path:
 
 
 def apply_series(tree: Path, patches: Sequence[Path]) -> list:
-    """Make `tree` carry exactly `patches`, reversing a different series applied before.
+    """Make `tree` carry exactly `patches`, reversing what a different set applied before.
 
     Copies of the applied patches live in the tree, so they can be reversed even after
-    their files in kernel/patches/ changed. Returns the names of the patches applied now."""
+    their files in kernel/series/ changed. Patches the two sets share at their start stay
+    applied (their files keep their times, so make does not recompile them: adding a series
+    on top costs only what it touches). Returns the names of the patches applied now."""
     applied_dir = tree / ".dmabuf-top-applied"
     applied = sorted(applied_dir.glob("*.patch")) if applied_dir.is_dir() else []
-    if [p.read_bytes() for p in applied] == [p.read_bytes() for p in patches]:
+    wanted = [p.read_bytes() for p in patches]
+    kept = 0
+    while kept < min(len(applied), len(patches)) and applied[kept].read_bytes() == wanted[kept]:
+        kept += 1
+    if kept == len(applied) == len(patches):
         return []
-    for old in reversed(applied):
+    for old in reversed(applied[kept:]):
         _patch(tree, old, reverse=True)
         old.unlink()
     applied_dir.mkdir(exist_ok=True)
-    for index, new in enumerate(patches):
+    for index, new in enumerate(patches[kept:], start=kept):
         _patch(tree, new)
         # The index keeps the order even if two series use the same names.
-        shutil.copyfile(new, applied_dir / f"{index:04d}-{new.name}")
-    return [p.name for p in patches]
+        shutil.copyfile(new, applied_dir / f"{index:04d}-{new.parent.name}-{new.name}")
+    return [p.name for p in patches[kept:]]
 
 
 def _patch(tree: Path, patch_file: Path, reverse: bool = False) -> None:
@@ -318,18 +367,33 @@ def require_build_tools() -> None:
 # ---------------------------------------------------------------- the whole build
 
 
-def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS, patch_dir: Path = PATCH_DIR,
+@contextlib.contextmanager
+def _tree_lock(work: Path):
+    """One build at a time in a source tree: a second waits (patching under a running make breaks both)."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build in {work}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS,
+                 series: Sequence[str] = KERNELS[DEFAULT_KERNEL], series_root: Path = SERIES_DIR,
                  fragment: Path = CONFIG_FRAGMENT, lab: Optional[fetch.Kernel] = None) -> BuiltKernel:
-    """Build (or reuse) the patched lab kernel and return where it is."""
+    """Build (or reuse) the lab kernel carrying `series` and return where it is."""
     started = time.monotonic()
-    patches = patch_series(patch_dir)
+    series = tuple(series)
+    patches = kernel_patches(series, series_root)
     lab = lab or fetch.fetch_kernel(cache_dir=cache_dir)
     apt = fetch._private_apt(cache_dir, fetch.DEFAULT_SUITE, fetch.SYSTEM_SOURCES)
     package, version = resolve_source(apt, lab)
     key = build_key(version, patches, fragment)
     destination = patched_dir(cache_dir) / key
     if (destination / "vmlinuz").is_file():
-        log(f"up to date: {package} {version} with {len(patches)} patch(es), key {key}")
+        log(f"up to date: {package} {version} with {', '.join(series)} ({len(patches)} patch(es)), key {key}")
         return _read_manifest(destination)[0]
     require_build_tools()
 
@@ -337,64 +401,74 @@ def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS, 
     deb = fetch_source(apt, package, version, cache_dir)
 
     work = fetch.cache_root(cache_dir) / "kernel-src" / version
-    log(f"unpack: {deb.name} -> {work / package}")
-    tree = unpack_source(deb, package, work)
+    with _tree_lock(work):
+        if (destination / "vmlinuz").is_file():  # built by the build we waited for
+            return _read_manifest(destination)[0]
+        log(f"unpack: {deb.name} -> {work / package}")
+        tree = unpack_source(deb, package, work)
 
-    changed = apply_series(tree, patches)
-    log(f"patch: {', '.join(p.name for p in patches) or 'no patches'}"
-        + ("" if changed or not patches else " (already applied)"))
+        changed = apply_series(tree, patches)
+        log(f"patch: {', '.join(patch_label(p) for p in patches) or 'no patches'}"
+            + ("" if changed or not patches else " (already applied)"))
 
-    build_log = work / "build.log"
-    build_log.write_text("")
-    log(f"config: allnoconfig + {fragment.name} ({len(fragment_options(fragment))} options)")
-    config = configure(tree, fragment, build_log)
+        build_log = work / "build.log"
+        build_log.write_text("")
+        log(f"config: allnoconfig + {fragment.name} ({len(fragment_options(fragment))} options)")
+        config = configure(tree, fragment, build_log)
 
-    log(f"build: make -j{jobs} bzImage under nice (log: {build_log}; load average {_load()})")
-    build_started = time.monotonic()
-    cpu_before = _children_cpu_seconds()
+        log(f"build: make -j{jobs} bzImage under nice (log: {build_log}; load average {_load()})")
+        build_started = time.monotonic()
+        cpu_before = _children_cpu_seconds()
 
-    def heartbeat():
-        compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if line.startswith("  CC"))
-        log(f"build: {compiled} files compiled, {(time.monotonic() - build_started) / 60:.1f} min")
+        def heartbeat():
+            compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if line.startswith("  CC"))
+            log(f"build: {compiled} files compiled, {(time.monotonic() - build_started) / 60:.1f} min")
 
-    _make(tree, ["bzImage"], build_log, jobs, heartbeat)
+        _make(tree, ["bzImage"], build_log, jobs, heartbeat)
 
-    staged = Path(tempfile.mkdtemp(dir=patched_dir(cache_dir).parent, prefix=".build-"))
-    shutil.copyfile(tree / "arch" / "x86" / "boot" / "bzImage", staged / "vmlinuz")
-    shutil.copyfile(config, staged / "config")
-    manifest = {"key": key, "source_version": version, "source_package": package,
-                "patches": [p.name for p in patches], "inputs": inputs_digest(patches, fragment),
-                "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started),
-                "total_seconds": round(time.monotonic() - started),
-                # The compiler's own CPU time: what the build costs whatever else shares the cores
-                # (make runs niced, so a busy machine stretches the wall clock, not this).
-                "cpu_seconds": round(_children_cpu_seconds() - cpu_before), "jobs": jobs, "cpus": os.cpu_count()}
-    (staged / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if destination.exists():
-        shutil.rmtree(staged)
-    else:
-        staged.rename(destination)
-    log(f"done in {manifest['total_seconds'] / 60:.1f} min (make {manifest['build_seconds'] / 60:.1f} min, "
-        f"compiler CPU {manifest['cpu_seconds'] / 60:.1f} min over {jobs} jobs; load average {_load()}): "
-        f"{destination / 'vmlinuz'}")
-    return _read_manifest(destination)[0]
+        staged = Path(tempfile.mkdtemp(dir=patched_dir(cache_dir).parent, prefix=".build-"))
+        shutil.copyfile(tree / "arch" / "x86" / "boot" / "bzImage", staged / "vmlinuz")
+        shutil.copyfile(config, staged / "config")
+        manifest = {"key": key, "source_version": version, "source_package": package,
+                    "series": list(series), "patches": [patch_label(p) for p in patches],
+                    "inputs": inputs_digest(patches, fragment),
+                    "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started),
+                    "total_seconds": round(time.monotonic() - started),
+                    # The compiler's own CPU time: what the build costs whatever else shares the cores
+                    # (make runs niced, so a busy machine stretches the wall clock, not this).
+                    "cpu_seconds": round(_children_cpu_seconds() - cpu_before), "jobs": jobs, "cpus": os.cpu_count()}
+        (staged / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if destination.exists():
+            shutil.rmtree(staged)
+        else:
+            staged.rename(destination)
+        log(f"done in {manifest['total_seconds'] / 60:.1f} min (make {manifest['build_seconds'] / 60:.1f} min, "
+            f"compiler CPU {manifest['cpu_seconds'] / 60:.1f} min over {jobs} jobs; load average {_load()}): "
+            f"{destination / 'vmlinuz'}")
+        return _read_manifest(destination)[0]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dmabuf_top.kernel.build",
-                                     description="Build the patched lab kernel into the cache and print its path.")
+                                     description="Build a patched lab kernel into the cache and print its path.")
     parser.add_argument("--cached", action="store_true",
                         help="only print the path of an already built kernel for the current patches; exit 1 if none")
+    parser.add_argument("--kernel", choices=sorted(KERNELS), default=DEFAULT_KERNEL,
+                        help="which kernel: " + "; ".join(f"{name} = {' + '.join(series)}"
+                                                          for name, series in KERNELS.items())
+                        + f" (default {DEFAULT_KERNEL})")
     parser.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS)
     args = parser.parse_args(argv)
+    series = series_of(args.kernel)
     try:
-        built = cached_build() if args.cached else build_kernel(jobs=args.jobs)
+        built = cached_build(series=series) if args.cached else build_kernel(jobs=args.jobs, series=series)
     except DmabufTopError as error:
         log(str(error))
         return error.exit_code
     if built is None:
-        log("no patched kernel built from the current patches in the cache: run 'make kernel'")
+        log(f"no {args.kernel} kernel built from the current patches in the cache: run 'make kernel'"
+            + ("" if args.kernel == DEFAULT_KERNEL else f" or '{parser.prog} --kernel {args.kernel}'"))
         return 1
     print(built.vmlinuz)
     return 0

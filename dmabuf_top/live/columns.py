@@ -19,7 +19,7 @@ from ..trace_model import NOT_TRACED
 
 PANES = ("buffers", "processes", "exporters", "paths")
 PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
-# rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/patches);
+# rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/series);
 # elsewhere its row says "absent", never 0.
 # io_uring, aio: asynchronous requests, credited at completion to the process that issued them.
 IO_PATHS = ("read", "write", "copy_file_range", "sendfile", "splice", "rw_file", "io_uring", "aio")

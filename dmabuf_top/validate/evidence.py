@@ -178,7 +178,7 @@ class CommandBuffers:
     tgids: Set[int] = field(default_factory=set)
     refused: List[str] = field(default_factory=list)
     polls: int = 0
-    async_io: bool = False  # an io_uring fd was seen: its reads are no syscall the I/O tracer follows
+    async_io: bool = False  # an io_uring fd or an AIO ring was seen: their reads are no syscall the tracer follows
 
     def tree(self) -> List[int]:
         found, todo = [], [self.root]
@@ -239,6 +239,8 @@ class CommandBuffers:
             return
         for line in lines:
             parts = line.split(None, 5)
+            if len(parts) == 6 and parts[5].startswith(b"/[aio]"):
+                self.async_io = True  # io_setup's ring, mapped into the process
             if len(parts) < 6 or not parts[5].startswith(b"/memfd:"):
                 continue  # a dma-buf mapped without an fd cannot be reopened safely: seen only through its fd
             inode = int(parts[4])

@@ -36,6 +36,8 @@ DEFAULT_SIZE = 256 * MiB
 DEFAULT_CHUNK = 32 * MiB  # the posters read into 32 MB buffers
 DEFAULT_DIR = "/mnt/scratch"
 EVIDENCE_STACKS = 3
+ASYNC_IO_UNSEEN = ("the reads ran inside io_uring or AIO, outside the read syscalls the I/O tracer follows: a copy "
+                   "there is the kernel's, not seen by the hooks")
 
 
 def default_directory():
@@ -375,7 +377,7 @@ class Runner:
             result.close_ms = (time.monotonic() - closing) * 1000
             result.closed_ns = time.monotonic_ns()
         self._snapshot_buffers(result, inodes)
-        self._judge(result, before, after, found)
+        self._judge(result, before, after, found, method.async_io)
         return result
 
     def _dma_evidence(self, buffer, pages, lost) -> "dma.Evidence":
@@ -416,7 +418,7 @@ class Runner:
         result.verdict = Verdict("failed", f"failed ({what})", reasons=(str(error),))
         return _unmeasured(result)
 
-    def _judge(self, result, before, after, found):
+    def _judge(self, result, before, after, found, async_io=False):
         tgid = os.getpid()
         paths = _path_deltas(before, after, tgid)
         total = sum(paths.values(), Counters())
@@ -425,7 +427,10 @@ class Runner:
         result.evidence = _evidence(self.tracer, before, after, self.stacks, self.kallsyms())
         unmeasured = unmeasured_copy_sites(flows)
         other = paths.get("other")
-        if other and (other.pc_added or other.cpu_copied):
+        if async_io:
+            # The page cache filled inside io_uring or io_submit, not by faults on a file mapping.
+            unmeasured += (ASYNC_IO_UNSEEN,)
+        elif other and (other.pc_added or other.cpu_copied):
             unmeasured += ("page-cache work happened outside the traced syscalls (page faults on a file mapping?)",)
         device = _evidence_fields(result, found)
         uncovered = result.payload - (found.device_to_buffer or 0)
@@ -434,7 +439,8 @@ class Runner:
             cpu_copied=total.cpu_copied, page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages,
             got_pages=total.got_pages, calls=total.calls, errors=total.errors, errno=result.errno,
             checksum_ok=None if result.checksum is None else result.checksum == "ok",
-            missing=self.missing, unmeasured=unmeasured, from_file_mapping=_from_file_mapping(paths, uncovered),
+            missing=self.missing, unmeasured=unmeasured,
+            from_file_mapping=not async_io and _from_file_mapping(paths, uncovered),
             **device))
 
     def kallsyms(self):
@@ -567,9 +573,8 @@ def measure_command(result, before, after, missing, tgid, returncode, found=None
         device["undecided"] = device["undecided"] or ("no buffer was loaded",)
     uncovered = result.payload - (found.device_to_buffer or 0)
     if async_io:
-        # io_uring's reads fill the page cache outside any traced syscall, like a file mapping's faults.
-        unmeasured.append("the command used io_uring, whose reads the I/O tracer does not follow: a copy there is "
-                          "the kernel's, not seen by the hooks")
+        # io_uring's and AIO's reads fill the page cache outside any traced syscall, like a file mapping's faults.
+        unmeasured.append(ASYNC_IO_UNSEEN)
     result.verdict = verdict(Measurement(
         payload=result.payload, moved=result.moved, reached=result.reached, cpu_copied=total.cpu_copied,
         page_cache_pages=total.pc_added, pinned_pages=total.pinned_pages, got_pages=total.got_pages,

@@ -117,7 +117,7 @@ def unmeasured_copy_sites(flows: Iterable[Flow]):
                 continue
             add(f"write() into a {flow.dst_kind} on {flow.dst_fs} copies outside generic_perform_write")
         elif flow.path == "rw_file":
-            # Patched kernels: the exporter hands its pages to the file's read_iter (kernel/patches). Buffered,
+            # Patched kernels: the exporter hands its pages to the file's read_iter (kernel/series). Buffered,
             # the copy is filemap_read's on these filesystems; direct, the device DMAs into the pages.
             if flow.src_kind == "file" and flow.src_fs not in READ_COPY_MEASURED_FS:
                 add(f"rw_file from a file on {flow.src_fs}: its read_iter may copy outside filemap_read")

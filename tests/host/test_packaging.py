@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ROOMS = {"dmabuf_top": "dmabuf_top", "probes": "dmabuf_top.probes", "analysis": "dmabuf_top.analysis",
          "kernel": "dmabuf_top.kernel"}
 # Files the code opens at run time, as installed paths.
-DATA_FILES = ("dmabuf_top/kernel/init.sh", "dmabuf_top/kernel/config/lab.config", "dmabuf_top/kernel/patches/README")
+DATA_FILES = ("dmabuf_top/kernel/init.sh", "dmabuf_top/kernel/config/lab.config")
 
 
 def source_modules():
@@ -44,8 +44,11 @@ def data_files():
     # One object per concern and target architecture: the wheel serves x86_64 and arm64 machines alike.
     bpf_objects = [f"dmabuf_top/probes/{p.name.replace('.bpf.c', f'.{arch}.bpf.o')}"
                    for p in (ROOT / "probes").glob("*.bpf.c") for arch in ("x86", "arm64")]
-    patches = [f"dmabuf_top/kernel/patches/{p.name}" for p in (ROOT / "kernel" / "patches").glob("*.patch")]
-    return [*bpf_objects, *patches, *DATA_FILES]
+    # Every patch series (kernel/series/<name>/*.patch) with the README that says what it is for.
+    series = [f"dmabuf_top/kernel/{p.relative_to(ROOT / 'kernel')}"
+              for pattern in ("series/*/*.patch", "series/*/README") for p in (ROOT / "kernel").glob(pattern)]
+    assert any(p.endswith("/rw-file/README") for p in series)
+    return [*bpf_objects, *series, *DATA_FILES]
 
 
 def package_files(module):
@@ -102,7 +105,7 @@ def test_sdist_builds_and_holds_the_sources_a_wheel_is_made_from(tmp_path):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     wanted = ["Makefile", "setup.py", "setup.cfg", "kernel/init.sh", "kernel/config/lab.config",
-              *[str(p.relative_to(ROOT)) for p in (ROOT / "kernel" / "patches").iterdir()],
+              *[str(p.relative_to(ROOT)) for p in (ROOT / "kernel" / "series").glob("*/*")],
               *[str(p.relative_to(ROOT)) for p in (ROOT / "probes").glob("*.bpf.c")],
               *[str(p.relative_to(ROOT)) for p in (ROOT / "probes").glob("*.h")]]
     for directory in ROOMS:

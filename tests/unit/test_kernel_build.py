@@ -1,5 +1,6 @@
 """The patched-kernel build without building: source resolution, the cache key, patch series, config checks."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -66,12 +67,64 @@ def test_lab_fragment_covers_what_the_lab_and_the_tool_need():
     assert all(value == "y" for value in options.values())
 
 
-def test_the_series_in_the_repo_touches_only_dma_buf():
-    series = build.patch_series()
-    assert [p.name for p in series] == ["0001-dma-buf-rw-file.patch"]
-    touched = {line.split()[1] for p in series for line in p.read_text().splitlines() if line.startswith("+++ ")}
-    assert touched == {"b/drivers/dma-buf/dma-buf.c", "b/drivers/dma-buf/heaps/system_heap.c",
-                       "b/drivers/dma-buf/udmabuf.c", "b/include/linux/dma-buf.h", "b/include/uapi/linux/dma-buf.h"}
+def _touched(patches):
+    return {line.split()[1] for p in patches for line in p.read_text().splitlines() if line.startswith("+++ ")}
+
+
+def test_the_series_in_the_repo_touch_only_dma_buf():
+    rw_file = build.kernel_patches(["rw-file"])
+    assert [build.patch_label(p) for p in rw_file] == ["rw-file/0001-dma-buf-rw-file.patch"]
+    assert _touched(rw_file) == {"b/drivers/dma-buf/dma-buf.c", "b/drivers/dma-buf/heaps/system_heap.c",
+                                 "b/drivers/dma-buf/udmabuf.c", "b/include/linux/dma-buf.h",
+                                 "b/include/uapi/linux/dma-buf.h"}
+    hidden = build.kernel_patches(["rw-file-hidden-copy"])
+    assert _touched(hidden) == {"b/drivers/dma-buf/dma-buf.c", "b/drivers/dma-buf/heaps/system_heap.c",
+                                "b/drivers/dma-buf/udmabuf.c", "b/include/linux/dma-buf.h"}
+    # The instrument is off unless a test switches it on: a module parameter defaulting to false, per exporter.
+    text = hidden[0].read_text()
+    assert text.count("+static bool rw_file_hidden_copy;") == 2
+    assert text.count("+module_param(rw_file_hidden_copy, bool, 0644);") == 2
+
+
+def test_every_kernel_names_series_that_exist_with_a_readme():
+    assert build.KERNELS[build.DEFAULT_KERNEL][0] == "rw-file"
+    for name, series in build.KERNELS.items():
+        assert build.kernel_patches(series), name
+        for one in series:
+            assert (build.SERIES_DIR / one / "README").is_file(), one
+    # Every series directory is in some kernel: a series nothing builds would rot unseen.
+    assert {d.name for d in build.SERIES_DIR.iterdir() if d.is_dir()} <= {s for k in build.KERNELS.values() for s in k}
+
+
+def _series_root(tmp_path):
+    root = tmp_path / "series"
+    for name, files in {"one": {"0001-a.patch": "a\n", "0002-b.patch": "b\n", "README": "r\n"},
+                        "two": {"0001-a.patch": "two a\n"}}.items():
+        (root / name).mkdir(parents=True)
+        for file_name, text in files.items():
+            (root / name / file_name).write_text(text)
+    return root
+
+
+def test_a_kernel_is_its_series_in_order_and_the_key_covers_them(tmp_path):
+    root = _series_root(tmp_path)
+    fragment = tmp_path / "lab.config"
+    fragment.write_text("CONFIG_64BIT=y\n")
+    both = build.kernel_patches(["one", "two"], root)
+    assert [build.patch_label(p) for p in both] == ["one/0001-a.patch", "one/0002-b.patch", "two/0001-a.patch"]
+    assert [build.patch_label(p) for p in build.kernel_patches(["two", "one"], root)][0] == "two/0001-a.patch"
+    keys = {build.build_key("7.2.13-1", build.kernel_patches(series, root), fragment)
+            for series in (["one"], ["two"], ["one", "two"], ["two", "one"])}
+    assert len(keys) == 4
+    # The same bytes under another series' name are another kernel.
+    (root / "three").mkdir()
+    (root / "three" / "0001-a.patch").write_text("two a\n")
+    assert build.build_key("v", build.kernel_patches(["two"], root), fragment) != \
+        build.build_key("v", build.kernel_patches(["three"], root), fragment)
+    with pytest.raises(DmabufTopError, match="no patch series 'four'"):
+        build.kernel_patches(["one", "four"], root)
+    with pytest.raises(DmabufTopError, match="no lab kernel named 'nope'"):
+        build.series_of("nope")
 
 
 def _tree(tmp_path):
@@ -112,23 +165,47 @@ def test_a_patch_that_does_not_apply_is_one_error_naming_it(tmp_path):
         build.apply_series(tree, [bad])
 
 
+def test_apply_series_keeps_a_shared_start_applied(tmp_path):
+    """Adding a series on top of a built tree re-applies nothing under it: make recompiles only what it touches."""
+    tree = _tree(tmp_path)
+    (tree / "other.c").write_text("x\n")
+    first = _diff(tmp_path, "p1.patch", "one\ntwo\nthree\n", "one\nTWO\nthree\n")
+    build.apply_series(tree, [first])
+    os.utime(tree / "file.c", (1, 1))
+    (tmp_path / "a" / "file.c").unlink()
+    (tmp_path / "b" / "file.c").unlink()
+    (tmp_path / "a" / "other.c").write_text("x\n")
+    (tmp_path / "b" / "other.c").write_text("y\n")
+    on_top = tmp_path / "p2.patch"
+    on_top.write_text(subprocess.run(["diff", "-u", "a/other.c", "b/other.c"], cwd=tmp_path, capture_output=True,
+                                     text=True).stdout)
+    assert build.apply_series(tree, [first, on_top]) == ["p2.patch"]
+    assert (tree / "file.c").stat().st_mtime == 1 and (tree / "other.c").read_text() == "y\n"
+    assert build.apply_series(tree, [first]) == []
+    assert (tree / "other.c").read_text() == "x\n" and (tree / "file.c").stat().st_mtime == 1
+
+
 def test_cached_build_matches_current_inputs_only(tmp_path):
-    patches, fragment = _inputs(tmp_path)
+    root = _series_root(tmp_path)
+    patches = root / "one"
+    fragment = tmp_path / "lab.config"
+    fragment.write_text("CONFIG_64BIT=y\n")
     cache = tmp_path / "cache"
-    assert build.cached_build(cache, patches, fragment) is None
+    assert build.cached_build(cache, ["one"], root, fragment) is None
     series = build.patch_series(patches)
     entry = cache / "patched" / "k1"
     entry.mkdir(parents=True)
     (entry / "vmlinuz").write_bytes(b"image")
     (entry / "config").write_text("CONFIG_64BIT=y\n")
     (entry / "manifest.json").write_text(json.dumps({
-        "key": "k1", "source_version": "7.2.13-1", "patches": [p.name for p in series],
-        "inputs": build.inputs_digest(series, fragment)}))
-    found = build.cached_build(cache, patches, fragment)
-    assert (found.vmlinuz, found.source_version, found.patches) == (entry / "vmlinuz", "7.2.13-1",
-                                                                    ("0001-a.patch", "0002-b.patch"))
+        "key": "k1", "source_version": "7.2.13-1", "series": ["one"],
+        "patches": [build.patch_label(p) for p in series], "inputs": build.inputs_digest(series, fragment)}))
+    found = build.cached_build(cache, ["one"], root, fragment)
+    assert (found.vmlinuz, found.source_version, found.patches, found.series) == (
+        entry / "vmlinuz", "7.2.13-1", ("one/0001-a.patch", "one/0002-b.patch"), ("one",))
+    assert build.cached_build(cache, ["one", "two"], root, fragment) is None  # another kernel
     (patches / "0002-b.patch").write_text("b changed\n")
-    assert build.cached_build(cache, patches, fragment) is None
+    assert build.cached_build(cache, ["one"], root, fragment) is None
 
 
 def test_missing_build_tools_are_named_with_their_packages(monkeypatch):

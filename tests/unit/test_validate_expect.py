@@ -93,7 +93,7 @@ def test_patched_methods_are_detected_never_assumed():
     assert patched.missing(methods.BY_NAME["udmabuf-cfr-rwfile"]) is None
     assert patched.missing(methods.BY_NAME["heap-rwfile-ioctl"]) is None
     assert patched.missing(methods.BY_NAME["udmabuf-rwfile-ioctl-direct"]) is None
-    # Our kernel/patches: the ioctl and the exporter symbols, but copy_file_range into a dma-buf still refused.
+    # Our kernel/series: the ioctl and the exporter symbols, but copy_file_range into a dma-buf still refused.
     ioctl_only = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols={"system_heap_rw_file"}, ioctl_answer="",
                                      cfr_answer="absent on this kernel (copy_file_range into a dma-buf answers EINVAL)")
     assert ioctl_only.missing(methods.BY_NAME["heap-rwfile-ioctl"]) is None
@@ -102,7 +102,7 @@ def test_patched_methods_are_detected_never_assumed():
 
 
 def test_rw_file_request_is_the_patch_uapi():
-    # kernel/patches/README: _IOW('b', 4, struct dma_buf_rw_file) with {__s32 fd; __u32 flags; __u64 x3}.
+    # kernel/series/rw-file/README: _IOW('b', 4, struct dma_buf_rw_file) with {__s32 fd; __u32 flags; __u64 x3}.
     assert methods.RW_FILE_STRUCT.size == 32
     assert methods.DMA_BUF_IOCTL_RW_FILE == 0x40206204
     assert methods.RW_FILE_STRUCT.pack(-1, methods.RW_FILE_READ | methods.RW_FILE_DIRECT, 1, 2, 3)[:8] == \
@@ -125,3 +125,21 @@ def test_a_kernel_without_heaps_has_no_heap_methods():
     offer = methods.KernelOffer(Report({"udmabuf"}), symbols=set(), ioctl_answer="")
     assert "no /dev/dma_heap/system" in offer.missing(methods.BY_NAME["heap-read"])
     assert offer.missing(methods.BY_NAME["memfd-read"]) is None
+
+
+def test_async_interfaces_are_tried_once_and_absent_with_the_kernels_answer(monkeypatch):
+    tried = []
+
+    def refused():
+        tried.append("uring")
+        return "absent on this kernel (io_uring_setup answers EPERM)"
+
+    monkeypatch.setitem(methods.KernelOffer.TRIALS, "uring:fixed", refused)
+    monkeypatch.setitem(methods.KernelOffer.TRIALS, "aio:pread", lambda: None)
+    offer = methods.KernelOffer(Report({"heaps", "udmabuf"}), symbols=set())
+    for name in ("udmabuf-uring-fixed", "udmabuf-uring-fixed-direct", "heap-uring-fixed"):
+        assert "io_uring_setup answers EPERM" in offer.missing(methods.BY_NAME[name])
+    assert tried == ["uring"]
+    assert offer.missing(methods.BY_NAME["udmabuf-aio-direct"]) is None
+    assert all(methods.BY_NAME[name].async_io for name in ("udmabuf-aio", "heap-uring-fixed-direct"))
+    assert not methods.BY_NAME["udmabuf-read-direct"].async_io

@@ -2,6 +2,7 @@
 the buffer). Their verdicts are judged in the guest (tests/vm/test_validate.py); here, only that each loader
 is the program it claims to be."""
 import ctypes
+import errno
 import mmap
 import os
 from types import SimpleNamespace
@@ -43,3 +44,35 @@ def test_loader_moves_exactly_the_file(loader, source, buffer):
     finally:
         os.close(fd)
     assert buffer.mapping[:] == data
+
+
+# The asynchronous interfaces: tried here as validate tries them (a container's seccomp may refuse io_uring).
+ASYNC_LOADERS = {methods.uring_fixed_read: "uring:fixed", methods.aio_read: "aio:pread"}
+
+
+@pytest.mark.parametrize("loader", list(ASYNC_LOADERS), ids=lambda loader: loader.__name__)
+@pytest.mark.parametrize("chunk", [CHUNK, 1 << 20], ids=["chunks", "one-read"])
+def test_async_loader_moves_exactly_the_file(loader, chunk, source, buffer):
+    why_not = methods.KernelOffer.TRIALS[ASYNC_LOADERS[loader]]()
+    if why_not:
+        pytest.skip(why_not)
+    path, data = source
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert loader(buffer, fd, len(data), chunk) == len(data)
+    finally:
+        os.close(fd)
+    assert buffer.mapping[:] == data
+
+
+def test_a_fixed_buffer_the_kernel_cannot_pin_is_refused_with_its_errno():
+    """Memory pin_user_pages refuses (here: nothing mapped; in the guest: a dma-buf's PFN mapping) cannot be
+    registered: OSError with the kernel's errno, which the method's verdict shows."""
+    if methods.KernelOffer.TRIALS["uring:fixed"]():
+        pytest.skip("no io_uring fixed buffers here")
+    from dmabuf_top.validate import uring
+
+    with uring.Ring() as ring:
+        with pytest.raises(OSError) as refused:
+            ring.register_buffers([(0, 4096)])  # nothing mapped at address 0
+    assert refused.value.errno == errno.EFAULT

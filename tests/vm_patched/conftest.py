@@ -1,4 +1,4 @@
-"""Tests that need the patched lab kernel (kernel/patches): `.ci/test-all` runs them in a second boot,
+"""Tests that need the patched lab kernel (kernel/series): `.ci/test-all` runs them in a second boot,
 only when that kernel is built (`make kernel`) or DMABUF_TOP_BUILD_KERNEL=1 asks for it, and says so
 otherwise. By hand:
 
@@ -21,4 +21,4 @@ def patched_kernel():
                     "\"$(python -m dmabuf_top.kernel.build --cached)\" -- python -m pytest tests/vm_patched`")
     why = methods.rw_file_ioctl_answer()
     if why:
-        pytest.fail(f"the booted kernel lacks kernel/patches: {why}")
+        pytest.fail(f"the booted kernel lacks kernel/series: {why}")

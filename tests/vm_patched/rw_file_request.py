@@ -1,4 +1,4 @@
-"""DMA_BUF_IOCTL_RW_FILE from a test: the request packed as kernel/patches/README says."""
+"""DMA_BUF_IOCTL_RW_FILE from a test: the request packed as kernel/series/rw-file/README says."""
 import fcntl
 import os
 from contextlib import contextmanager

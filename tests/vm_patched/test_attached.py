@@ -2,7 +2,7 @@
 space imports it with DRM_IOCTL_PRIME_FD_TO_HANDLE, and detaches it when the GEM handle is closed.
 
 That proves two promises no stock lab kernel can show, for lack of any importer there:
-- DMA_BUF_IOCTL_RW_FILE refuses with EBUSY while a device is attached (kernel/patches/README), and works
+- DMA_BUF_IOCTL_RW_FILE refuses with EBUSY while a device is attached (kernel/series/rw-file/README), and works
   again once it is detached;
 - the inventory names the attached device, from iter/dmabuf, from debugfs bufinfo and in `snapshot --json`.
 """

@@ -1,4 +1,4 @@
-"""DMA_BUF_IOCTL_RW_FILE on the patched lab kernel: every promise of kernel/patches/README, on real
+"""DMA_BUF_IOCTL_RW_FILE on the patched lab kernel: every promise of kernel/series/rw-file/README, on real
 heap and udmabuf buffers and a real ext4 file on NVMe, with the bytes checked."""
 import errno
 import fcntl
