@@ -1,0 +1,124 @@
+"""Per-cgroup totals (held, shared, kernel-only, created) and the short names of real-looking cgroup paths."""
+import pytest
+
+from dmabuf_top.inventory.cgroup_totals import CGROUP, KERNEL_ONLY, UNKNOWN, cgroup_totals, top_cgroups
+from dmabuf_top.inventory.cgroups import parse_proc_cgroup, read_cgroup, short_name
+from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
+
+MiB = 1 << 20
+DOCKER_ID = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
+
+
+@pytest.mark.parametrize("path, short", [
+    (b"/", "root"),
+    (b"/system.slice/foo.service", "foo.service"),
+    (b"/system.slice/systemd-journald.service", "systemd-journald.service"),
+    (b"/user.slice/user-1000.slice/user@1000.service/app.slice/app-firefox-1234.scope", "app-firefox-1234.scope"),
+    (b"/user.slice/user-1000.slice/session-3.scope", "session-3.scope"),
+    (b"/system.slice/docker-" + DOCKER_ID.encode() + b".scope", "docker:3f2a1b9c0d4e"),
+    (b"/docker/" + DOCKER_ID.encode(), "docker:3f2a1b9c0d4e"),
+    (b"/machine.slice/libpod-" + DOCKER_ID.encode() + b".scope", "podman:3f2a1b9c0d4e"),
+    (b"/machine.slice/libpod-" + DOCKER_ID.encode() + b".scope/container", "podman:3f2a1b9c0d4e"),
+    (b"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0c1d2e3f_4a5b_6c7d_8e9f_0a1b2c3d4e5f.slice/"
+     b"cri-containerd-" + DOCKER_ID.encode() + b".scope", "containerd:3f2a1b9c0d4e"),
+    (b"/kubepods/burstable/pod0c1d2e3f-4a5b-6c7d-8e9f-0a1b2c3d4e5f/" + DOCKER_ID.encode(),
+     "containerd:3f2a1b9c0d4e"),
+    (b"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0c1d2e3f_4a5b.slice",
+     "pod:0c1d2e3f_4a5b"),
+    (b"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1.slice/crio-" + DOCKER_ID.encode()
+     + b".scope", "cri-o:3f2a1b9c0d4e"),
+    (b"/lab/cam-a", "cam-a"),
+    (b"/system.slice/foo.service (deleted)", "foo.service (deleted)"),
+    (None, "unknown"),
+])
+def test_short_name_of_real_looking_paths(path, short):
+    assert short_name(path) == short
+
+
+def test_short_name_keeps_hostile_bytes_for_the_view_to_escape():
+    assert short_name(b"/lab/\x1b[2J\xff") == "\x1b[2J\udcff"
+
+
+def test_parse_proc_cgroup_takes_the_unified_line():
+    hybrid = b"9:name=systemd:/\n4:memory:/process_api/65f6\n0::/system.slice/x.service\n"
+    assert parse_proc_cgroup(hybrid) == b"/system.slice/x.service"
+    assert parse_proc_cgroup(b"4:memory:/a\n") is None
+    assert parse_proc_cgroup(b"0::/a b:c\n") == b"/a b:c"
+
+
+def test_read_cgroup_of_an_exited_process_is_none(tmp_path):
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "cgroup").write_bytes(b"0::/lab/a\n")
+    assert read_cgroup(7, str(tmp_path)) == b"/lab/a"
+    assert read_cgroup(8, str(tmp_path)) is None
+
+
+def buffer(inode, size):
+    return Buffer(inode=inode, size=size, exporter="system", name=None, file_refs=1, attachment_count=0)
+
+
+A, B = b"/lab/a", b"/lab/b"
+
+
+@pytest.fixture
+def inventory():
+    """Buffers 1 (a:10 and a:11 both), 2 (b:20), 3 (shared: a:10 by fd, b:20 by mapping), 4 kernel-only,
+    5 held by pid 30 whose cgroup is unknown."""
+    buffers = [buffer(1, 4 * MiB), buffer(2, 2 * MiB), buffer(3, MiB), buffer(4, 8 * MiB), buffer(5, 4096)]
+    holders = Holders(fds=[FdRef(10, 3, 1), FdRef(11, 3, 1), FdRef(20, 4, 2), FdRef(10, 5, 3), FdRef(30, 3, 5)],
+                      maps=[MapRef(20, 3, 0, 4096)], comms={})
+    inventory = build_inventory(buffers, holders, "iterator", "iterator")
+    inventory.cgroups = {10: A, 11: A, 20: B, 30: None}
+    return inventory
+
+
+def test_held_counts_a_buffer_once_per_cgroup_and_shared_once(inventory):
+    totals = cgroup_totals(inventory, inventory.cgroups)
+    a, b = totals.row(A), totals.row(B)
+    assert (a.processes, a.buffers, a.held_bytes, a.shared_bytes) == (2, 2, 4 * MiB + MiB, MiB)
+    assert (b.processes, b.buffers, b.held_bytes, b.shared_bytes) == (1, 2, 2 * MiB + MiB, MiB)
+    assert (totals.shared_buffers, totals.shared_bytes) == (1, MiB)
+    assert [row.kind for row in totals.rows] == [CGROUP, CGROUP, UNKNOWN, KERNEL_ONLY]
+    unknown, kernel = totals.rows[2], totals.rows[3]
+    assert (unknown.processes, unknown.held_bytes, kernel.buffers, kernel.held_bytes) == (1, 4096, 1, 8 * MiB)
+
+
+def test_the_figures_add_up_to_every_byte(inventory):
+    totals = cgroup_totals(inventory, inventory.cgroups)
+    exclusive = sum(row.exclusive_bytes for row in totals.rows)
+    assert exclusive + totals.shared_bytes == inventory.totals.bytes == totals.total_bytes
+
+
+def test_creator_not_known_without_the_lifecycle_probe(inventory):
+    totals = cgroup_totals(inventory, inventory.cgroups)
+    assert not totals.creators_known
+    assert all(row.created_bytes is None for row in totals.rows)
+    assert (totals.creator_not_known_buffers, totals.creator_not_known_bytes) == (5, inventory.totals.bytes)
+
+
+def test_creators_known_for_some_buffers(inventory):
+    c = b"/lab/gone"
+    totals = cgroup_totals(inventory, inventory.cgroups, creators={1: A, 3: A, 4: c})
+    assert (totals.row(A).created_buffers, totals.row(A).created_bytes) == (2, 5 * MiB)
+    assert totals.row(B).created_bytes == 0  # known creators, none of them in b: a real 0
+    assert (totals.row(c).held_bytes, totals.row(c).created_bytes) == (0, 8 * MiB)
+    assert (totals.creator_not_known_buffers, totals.creator_not_known_bytes) == (2, 2 * MiB + 4096)
+
+
+def test_only_process_part_without_arrays(inventory):
+    part = inventory.only_process(20)
+    totals = cgroup_totals(part, part.cgroups)
+    assert [(row.path, row.held_bytes, row.shared_bytes) for row in totals.rows] == [(B, 3 * MiB, MiB),
+                                                                                     (A, MiB, MiB)]
+
+
+def test_top_cgroups_bounds_the_rows(inventory):
+    shown, rest = top_cgroups(cgroup_totals(inventory, inventory.cgroups), 1)
+    assert [row.path for row in shown] == [A] and [row.path for row in rest] == [B]
+
+
+def test_no_holders_at_all():
+    inventory = build_inventory([buffer(1, MiB)], Holders([], [], {}), "iterator", "iterator")
+    totals = cgroup_totals(inventory, {})
+    assert [(row.kind, row.held_bytes) for row in totals.rows] == [(KERNEL_ONLY, MiB)]
