@@ -1,9 +1,12 @@
 """Per-cgroup totals (held, shared, kernel-only, created) and the short names of real-looking cgroup paths."""
+import json
+
 import pytest
 
 from dmabuf_top.inventory.cgroup_totals import CGROUP, KERNEL_ONLY, UNKNOWN, cgroup_totals, top_cgroups
 from dmabuf_top.inventory.cgroups import parse_proc_cgroup, read_cgroup, short_name
 from dmabuf_top.inventory.inventory import build_inventory
+from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
 from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
 
 MiB = 1 << 20
@@ -122,3 +125,33 @@ def test_no_holders_at_all():
     inventory = build_inventory([buffer(1, MiB)], Holders([], [], {}), "iterator", "iterator")
     totals = cgroup_totals(inventory, {})
     assert [(row.kind, row.held_bytes) for row in totals.rows] == [(KERNEL_ONLY, MiB)]
+
+
+HOSTILE = b"/lab/\x1b[31m<b>\t\xff"
+
+
+def test_snapshot_json_cgroups_exact_and_lossless(inventory):
+    inventory.cgroups[20] = HOSTILE
+    document = json.loads(render_json(inventory))
+    rows = document["cgroups"]["rows"]
+    assert [(row["kind"], row["held_bytes"], row["shared_bytes"]) for row in rows] == [
+        ("cgroup", 5 * MiB, MiB), ("cgroup", 3 * MiB, MiB), ("unknown", 4096, 0), ("kernel-only", 8 * MiB, 0)]
+    assert bytes.fromhex(rows[1]["cgroup_hex"]) == HOSTILE and rows[0]["short"] == "a"
+    assert rows[0]["created_bytes"] is None and document["cgroups"]["shared_bytes"] == MiB
+    assert {p["pid"]: bytes.fromhex(p["cgroup_hex"]) for p in document["processes"] if p["cgroup_hex"]} == {
+        10: A, 11: A, 20: HOSTILE}
+
+
+def test_snapshot_json_cgroups_null_when_not_read(inventory):
+    inventory.cgroups = None
+    assert json.loads(render_json(inventory))["cgroups"] is None
+
+
+def test_cgroups_table_and_csv_neutralise_hostile_paths(inventory):
+    inventory.cgroups[20] = HOSTILE
+    text = render_table(inventory, "cgroups")
+    assert "\x1b" not in text and "\t" not in text and "\\x1b[31m<b>\\t\\xff" in text
+    assert "kernel-only" in text and "unknown cgroup" in text and "not known" in text
+    assert "shared between cgroups: 1.0 MiB in 1 buffers" in text
+    lines = render_csv(inventory, "cgroups").splitlines()
+    assert len(lines) == 1 + 4 and "\x1b" not in "".join(lines)
