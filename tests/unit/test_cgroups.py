@@ -2,12 +2,15 @@
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dmabuf_top.inventory.cgroup_totals import CGROUP, KERNEL_ONLY, UNKNOWN, cgroup_totals, top_cgroups
 from dmabuf_top.inventory.cgroups import parse_proc_cgroup, read_cgroup, short_name
 from dmabuf_top.inventory.inventory import build_inventory
 from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
 from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
+from dmabuf_top.prometheus import DmabufCollector, families
 
 MiB = 1 << 20
 DOCKER_ID = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
@@ -155,3 +158,47 @@ def test_cgroups_table_and_csv_neutralise_hostile_paths(inventory):
     assert "shared between cgroups: 1.0 MiB in 1 buffers" in text
     lines = render_csv(inventory, "cgroups").splitlines()
     assert len(lines) == 1 + 4 and "\x1b" not in "".join(lines)
+
+
+def scrape(inv, top_cgroups=20):
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DmabufCollector(lambda: inv, None, 20, top_cgroups))
+    text = generate_latest(registry).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[(sample.labels.get("cgroup"), sample.labels.get("short"))] = (
+                sample.value)
+    return text, samples
+
+
+def test_prometheus_cgroup_gauges_are_exact_and_add_up(inventory):
+    _, samples = scrape(inventory)
+    assert samples["dmabuf_cgroup_held_bytes"] == {("/lab/a", "a"): 5 * MiB, ("/lab/b", "b"): 3 * MiB,
+                                                   ("unknown", ""): 4096}
+    assert samples["dmabuf_cgroup_shared_bytes"][("/lab/b", "b")] == MiB
+    assert samples["dmabuf_cgroup_processes"][("/lab/a", "a")] == 2
+    assert samples["dmabuf_cgroups_shared_bytes"][(None, None)] == MiB
+    assert samples["dmabuf_kernel_only_bytes"][(None, None)] == 8 * MiB
+    assert "dmabuf_cgroup_created_bytes" not in samples  # creators not known: absent, not 0
+    exclusive = sum(samples["dmabuf_cgroup_held_bytes"].values()) - sum(samples["dmabuf_cgroup_shared_bytes"].values())
+    assert exclusive + MiB + 8 * MiB == inventory.totals.bytes
+
+
+def test_prometheus_cgroups_bounded_with_other(inventory):
+    _, samples = scrape(inventory, top_cgroups=1)
+    assert samples["dmabuf_cgroup_held_bytes"] == {("/lab/a", "a"): 5 * MiB, ("other", ""): 3 * MiB,
+                                                   ("unknown", ""): 4096}
+
+
+def test_prometheus_hostile_cgroup_is_one_safe_label(inventory):
+    inventory.cgroups[20] = b"/lab/\x1b[2J\"evil\"\\\n\xff"
+    text, samples = scrape(inventory)
+    assert "\x1b" not in text and all(line.startswith(("#", "dmabuf_")) for line in text.splitlines())
+    assert ('/lab/\\x1b[2J"evil"\\\\\\n\\xff', '\\x1b[2J"evil"\\\\\\n\\xff') in samples["dmabuf_cgroup_held_bytes"]
+
+
+def test_prometheus_created_bytes_when_creators_known(inventory):
+    families_ = families(inventory, creators={1: A})
+    created = next(f for f in families_ if f.name == "dmabuf_cgroup_created_bytes")
+    assert {s.labels["cgroup"]: s.value for s in created.samples} == {"/lab/a": 4 * MiB, "/lab/b": 0, "unknown": 0}
