@@ -31,8 +31,8 @@ Metrics (all names prefixed `dmabuf_`):
 A buffer held from two cgroups is in the held and shared bytes of both (inventory/cgroup_totals.py):
 sum(held - shared) + cgroups_shared_bytes + kernel_only_bytes is every dma-buf byte.
 Each scrape forgets the counters of buffers gone (sampler.TraceReader), so the tracer's
-maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes) and `top_cgroups`; a metric whose
-hooks are missing is left out rather than reported as 0. Buffer names and comms
+maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes)
+and `top_cgroups`; a metric whose hooks are missing is left out rather than reported as 0. Buffer names and comms
 are label values escaped as on a terminal (text.terminal_safe), so a hostile
 name is one readable line; prometheus_client escapes quotes and backslashes.
 """
