@@ -18,7 +18,13 @@
                     "read", "write", "xfer", "copy", "pin", "blkio", "swapin", "reclaim",
                     "delays": {kind: {"count", "total_ns"}}|null, "delays_na": str|null, "paths": {...}|null}],
      "exporters": [{"exporter", "buffers", "bytes", "read", "write", "xfer", "copy", "pin"}],
-     "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}]}
+     "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}],
+     "cgroups":   [{"kind": "cgroup"|"unknown"|"kernel-only", "cgroup": str|null, "cgroup_hex": str|null,
+                    "short", "processes", "buffers", "held_bytes", "shared_bytes", "created_bytes": int|null}]}
+
+"cgroups" follows snapshot's rules (inventory/cgroup_totals.py): a buffer held from two
+cgroups is in both rows' held and shared bytes; "created_bytes" is null when the creator is
+not known (no lifecycle probe), never 0.
 
 Rates are per second over the measured elapsed time: "read", "write", "xfer"
 (copy_file_range + sendfile + splice), "copy" (CPU-copied) in bytes/s, "pin" in
@@ -100,6 +106,11 @@ JSON_SCHEMA = _object({
     "paths": {"type": "array", "items": _object({
         "path": {"type": "string"}, "calls": _RATE, "bytes": _RATE, "copy": _RATE, "pin": _RATE,
         "pc_added": _RATE, "latency": _RATE, "status": {"type": "string"}})},
+    "cgroups": {"type": "array", "items": _object({
+        "kind": {"enum": ["cgroup", "unknown", "kernel-only"]}, "cgroup": _STR_OR_NULL,
+        "cgroup_hex": {"type": ["string", "null"], "pattern": "^([0-9a-f]{2})*$"}, "short": {"type": "string"},
+        "processes": _INT, "buffers": _INT, "held_bytes": _INT, "shared_bytes": _INT,
+        "created_bytes": {"type": ["integer", "null"]}})},
 })
 
 
@@ -148,6 +159,14 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
     path_keys = [c.key for c in COLUMNS["paths"] if c.key not in ("path", "status")]
     paths = [{"path": row.values["path"], **_rates(row, path_keys, nt["paths"] | _missing_path(frame, row)),
               "status": row.values["status"]} for row in panes["paths"]]
+    cgroups = []
+    for row in panes["cgroups"]:
+        path = row.extra.get("path_raw")
+        cgroups.append({"kind": row.extra["kind"], "cgroup": None if path is None else path.decode("utf-8", "replace"),
+                        "cgroup_hex": None if path is None else path.hex(), "short": row.values["cgroup"],
+                        "processes": row.values["processes"], "buffers": row.values["buffers"],
+                        "held_bytes": row.values["held"], "shared_bytes": row.values["shared"],
+                        "created_bytes": row.values["created"]})
     return {
         "schema": SCHEMA, "sequence": frame.sequence, "time": frame.wall, "elapsed_s": frame.elapsed,
         "interval_s": frame.interval, "kernel": frame.kernel, "pid": frame.pid, "source": frame.source,
@@ -157,7 +176,7 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
         "hooks": {"live": list(frame.live_concerns), "missing": dict(frame.missing), "absent": dict(frame.absent)},
         "dropped_events": frame.dropped, "map_full": None if frame.map_full is None else dict(frame.map_full),
         "cannot_see": list(frame.cannot_see),
-        "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths,
+        "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths, "cgroups": cgroups,
     }
 
 

@@ -1,6 +1,7 @@
 """Per-cgroup totals (held, shared, kernel-only, created) and the short names of real-looking cgroup paths."""
 import json
 
+import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -10,7 +11,13 @@ from dmabuf_top.inventory.cgroups import parse_proc_cgroup, read_cgroup, short_n
 from dmabuf_top.inventory.inventory import build_inventory
 from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
 from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
+from dmabuf_top.live.app import handle_key
+from dmabuf_top.live.jsonout import JSON_SCHEMA, to_dict
+from dmabuf_top.live.model import LiveModel
+from dmabuf_top.live.screen import render
+from dmabuf_top.live.view import ViewState
 from dmabuf_top.prometheus import DmabufCollector, families
+from dmabuf_top.sampler import Sample
 
 MiB = 1 << 20
 DOCKER_ID = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
@@ -202,3 +209,33 @@ def test_prometheus_created_bytes_when_creators_known(inventory):
     families_ = families(inventory, creators={1: A})
     created = next(f for f in families_ if f.name == "dmabuf_cgroup_created_bytes")
     assert {s.labels["cgroup"]: s.value for s in created.samples} == {"/lab/a": 4 * MiB, "/lab/b": 0, "unknown": 0}
+
+
+def live_frame(inv):
+    return LiveModel(1.0).update(Sample(monotonic=1.0, wall=1_800_000_000.0, inventory=inv))
+
+
+def test_live_cgroup_pane_rows_screen_and_json(inventory):
+    inventory.cgroups[20] = HOSTILE
+    frame = live_frame(inventory)
+    rows = {row.values["cgroup"]: row.values for row in frame.rows["cgroups"]}
+    assert (rows["a"]["held"], rows["a"]["shared"], rows["a"]["processes"]) == (5 * MiB, MiB, 2)
+    assert rows["kernel-only"]["held"] == 8 * MiB and rows["unknown cgroup"]["held"] == 4096
+    view = ViewState(pane="cgroups")
+    lines = ["".join(text for text, _ in line) for line in render(frame, view, 140, 20)]
+    screen = "\n".join(lines)
+    assert "\x1b" not in screen and "\\x1b[31m<b>\\t\\xff" in screen and "not known" in screen
+    assert "5:Cgroups" in screen
+    document = to_dict(frame)
+    jsonschema.validate(document, JSON_SCHEMA)
+    by_kind = [(row["kind"], row["held_bytes"], row["created_bytes"]) for row in document["cgroups"]]
+    # sorted by held bytes like every pane: the kernel-only row takes its place among the cgroups
+    assert by_kind == [("kernel-only", 8 * MiB, None), ("cgroup", 5 * MiB, None), ("cgroup", 3 * MiB, None),
+                       ("unknown", 4096, None)]
+    assert bytes.fromhex(document["cgroups"][2]["cgroup_hex"]) == HOSTILE
+
+
+def test_live_key_5_selects_the_cgroup_pane():
+    view = ViewState()
+    handle_key(view, ord("5"))
+    assert view.pane == "cgroups"
