@@ -1,13 +1,18 @@
 """Per-cgroup totals (held, shared, kernel-only, created) and the short names of real-looking cgroup paths."""
+import io
 import json
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dmabuf_top.analysis import export, html, tables
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.inventory.cgroup_totals import CGROUP, KERNEL_ONLY, UNKNOWN, cgroup_totals, top_cgroups
 from dmabuf_top.inventory.cgroups import parse_proc_cgroup, read_cgroup, short_name
+from dmabuf_top.inventory.index import BufferFeed
 from dmabuf_top.inventory.inventory import build_inventory
 from dmabuf_top.inventory.render_snapshot import render_csv, render_json, render_table
 from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
@@ -16,10 +21,16 @@ from dmabuf_top.live.jsonout import JSON_SCHEMA, to_dict
 from dmabuf_top.live.model import LiveModel
 from dmabuf_top.live.screen import render
 from dmabuf_top.live.view import ViewState
+from dmabuf_top.probes.hooks import State
+from dmabuf_top.probes.task_dmabufs import HolderColumns
 from dmabuf_top.prometheus import DmabufCollector, families
+from dmabuf_top.recording.cgroup_source import CgroupSource
+from dmabuf_top.recording.recorder import RecordingContext
+from dmabuf_top.recording.session import Session, SessionWriter
 from dmabuf_top.sampler import Sample
 
 MiB = 1 << 20
+T0 = 1_000_000_000
 DOCKER_ID = "3f2a1b9c0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8"
 
 
@@ -239,3 +250,63 @@ def test_live_key_5_selects_the_cgroup_pane():
     view = ViewState()
     handle_key(view, ord("5"))
     assert view.pane == "cgroups"
+
+
+class FakeHolders:
+    def __init__(self, holders):
+        self.holders, self.closed = holders, False
+
+    def read_columns(self):
+        return HolderColumns.from_holders(self.holders)
+
+    def close(self):
+        self.closed = True
+
+
+def test_record_source_writes_per_cgroup_rows_each_interval_and_the_report_shows_them(tmp_path):
+    listed = [buffer(1, 4 * MiB), buffer(2, MiB), buffer(3, 8 * MiB)]
+    iterator = SimpleNamespace(read=lambda: listed, close=lambda: None)
+    holders = FakeHolders(Holders([FdRef(10, 3, 1), FdRef(20, 3, 1), FdRef(20, 4, 2)], [], {}))
+    feed = BufferFeed(lambda: iterator)
+    source = CgroupSource(feed, lambda: holders, lambda pids: {pid: {10: A, 20: HOSTILE}[pid] for pid in pids})
+    hooks = source.start(RecordingContext(None, 0.5))
+    assert hooks[0].state is State.LIVE
+    first = source.poll(T0)
+    assert source.poll(T0 + 100_000_000) == []  # within the interval
+    listed.pop()  # the kernel-only buffer is freed
+    last = source.stop(T0 + 1_000_000_000)
+    assert holders.closed
+    assert [(r.kind, r.cgroup, r.held_bytes, r.shared_bytes) for r in first] == [
+        ("cgroup", HOSTILE, 5 * MiB, 4 * MiB), ("cgroup", A, 4 * MiB, 4 * MiB), ("kernel-only", None, 8 * MiB, 0)]
+    assert [r.kind for r in last] == ["cgroup", "cgroup"]
+
+    path = tmp_path / "session.sqlite"
+    writer = SessionWriter(path)
+    writer.set_metadata(command=["x"], started_ns=T0)
+    writer.add_all(first + last)
+    writer.close()
+    with Session(path) as session:
+        rows = tables.cgroup_table(session)
+        assert [(r.short, r.peak_held_bytes, r.last_held_bytes, r.peak_shared_bytes) for r in rows] == [
+            ("kernel-only", 8 * MiB, 0, 0), ("\x1b[31m<b>\t\udcff", 5 * MiB, 5 * MiB, 4 * MiB),
+            ("a", 4 * MiB, 4 * MiB, 4 * MiB)]
+        assert rows[0].peak_s == 0.0
+        page = html.report_body(session)
+        section = page[page.index('id="cgroups"'):page.index('id="flame"')]
+        assert "\x1b" not in section and "&lt;b&gt;" in section and "<b>" not in section and "8.0 MiB" in section
+        out = io.StringIO()
+        export.CsvRenderer(RenderOptions(table="cgroups")).render(session, out)
+        assert len(out.getvalue().splitlines()) == 4 and "\x1b" not in out.getvalue()
+        cgroups = export.tables_dict(session)["cgroups"]
+        assert bytes.fromhex(cgroups[1]["cgroup_hex"]) == HOSTILE
+
+
+def test_a_session_without_cgroup_samples_says_so(tmp_path):
+    path = tmp_path / "old.sqlite"
+    writer = SessionWriter(path)
+    writer.set_metadata(command=["x"], started_ns=T0)
+    writer.close()
+    with Session(path) as session:
+        session.db.execute("DROP TABLE cgroup_samples")  # as a v2 session written before the table existed
+        assert tables.cgroup_table(session) == []
+        assert "No per-cgroup totals" in html.cgroups_html([])
