@@ -18,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_snapshot import close_inherited_dmabufs, map_shared
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.analysis import html, tables
+from dmabuf_top.recording.session import Session
 
 pytestmark = pytest.mark.guest
 
@@ -162,3 +164,21 @@ def test_exporter_scrape_has_exactly_each_cgroups_bytes(two_cgroups):
         assert samples["dmabuf_cgroup_processes"][path][1] == 1
     assert samples["dmabuf_cgroups_shared_bytes"][None][1] == SIZES["shared"]
     assert "dmabuf_cgroup_created_bytes" not in samples
+
+
+def test_record_keeps_each_cgroups_bytes_per_interval_and_the_report_shows_them(two_cgroups, tmp_path):
+    paths, _ = two_cgroups
+    session_path = tmp_path / "cgroups.sqlite"
+    result = subprocess.run([sys.executable, "-m", "dmabuf_top", "record", "-o", str(session_path), "--interval",
+                             "0.2", "--", "sleep", "1"], capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    with Session(session_path) as session:
+        hooks = {hook.name: hook for hook in session.hooks()}
+        assert hooks["cgroups"].live, hooks["cgroups"].detail
+        for role, path in paths.items():
+            held = {row[0] for row in session.query(
+                "SELECT held_bytes FROM cgroup_samples WHERE kind = 'cgroup' AND cgroup = ?", (path.encode(),))}
+            assert held == {EXPECTED[role]["held_bytes"]}, role  # every interval: nothing changed meanwhile
+        rows = {row.cgroup: row for row in tables.cgroup_table(session)}
+        assert rows[paths["a"].encode()].peak_shared_bytes == SIZES["shared"]
+        assert paths["b"][1:] in html.report_body(session)
