@@ -97,9 +97,9 @@ def cgroup_totals(inventory, cgroup_of: Mapping[int, Optional[bytes]],
     # Each holding's cgroup as a code: 0 is "unknown", 1.. the distinct paths sorted (a stable order).
     paths = sorted({path for path in cgroup_of.values() if path is not None})
     code_of_path = {path: code for code, path in enumerate(paths, 1)}
-    pids = np.unique(pair_pid)
+    pids, pid_of_holding = stable_groups(pair_pid)  # not np.unique: see stable_groups (the lab guest's numpy)
     pid_codes = np.array([code_of_path.get(cgroup_of.get(pid)) or 0 for pid in pids.tolist()], dtype=np.uint64)
-    holding_code = pid_codes[np.searchsorted(pids, pair_pid)] if len(pair_pid) else np.zeros(0, dtype=np.uint64)
+    holding_code = pid_codes[pid_of_holding]
 
     # Distinct (cgroup, buffer) pairs: a buffer counts once per cgroup, however many of its processes hold it.
     keys, _ = stable_groups((holding_code << np.uint64(32)) | pair_row.astype(np.uint64))
