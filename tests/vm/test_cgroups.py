@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from test_snapshot import close_inherited_dmabufs, map_shared
+from test_snapshot import _libc, close_inherited_dmabufs, map_shared
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
 from dmabuf_top.analysis import html, tables
@@ -38,10 +38,21 @@ def _cgroup2_root():
     return CGROUP_ROOT
 
 
+def unmap_inherited_dmabufs():
+    """Drop the dma-buf mappings a fork inherited (an earlier test's): they would count in this cgroup too."""
+    with open("/proc/self/maps", "rb") as maps:
+        for line in maps:
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5].startswith(b"/dmabuf:"):
+                start, end = (int(part, 16) for part in fields[0].split(b"-"))
+                _libc.munmap(start, end - start)
+
+
 def _child(role, cgroup, peer, report, release):
     """Join `cgroup`, allocate this role's buffers, pass or take the shared one, report inodes, wait."""
     try:
         close_inherited_dmabufs()
+        unmap_inherited_dmabufs()
         (cgroup / "cgroup.procs").write_text(str(os.getpid()))
         kept, inodes = [], {}
         if role == "a":

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from test_snapshot import close_inherited_dmabufs, map_shared
+from test_snapshot import _libc, close_inherited_dmabufs, map_shared
 
 from dmabuf_top.alloc import alloc_heap
 
@@ -26,7 +26,7 @@ def kept_alive(heap_available):
     inodes = {}
     mapped = alloc_heap(MiB, name="leak-mapped")
     inodes["mapped"] = os.fstat(mapped.fileno()).st_ino
-    map_shared(mapped.fileno(), MiB)
+    address = map_shared(mapped.fileno(), MiB)
     mapped.close()  # the mapping alone keeps it alive
 
     parent_end, child_end = socket.socketpair()
@@ -50,6 +50,7 @@ def kept_alive(heap_available):
     try:
         yield inodes, pid
     finally:
+        _libc.munmap(address, MiB)  # a later test's forked children would inherit the mapping
         os.close(fds[0])
         for end in (parent_end, child_end, sender, unread):
             end.close()
