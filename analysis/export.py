@@ -49,7 +49,23 @@ def _method_rows(session):
     return methods.EXPORT_COLUMNS, [tuple(methods.export_row(m).values()) for m in methods.rows(session)]
 
 
-CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows}
+def _cgroup_rows(session):
+    header = ("kind", "cgroup", "short", "peak_held_bytes", "peak_s", "last_held_bytes", "peak_shared_bytes",
+              "peak_processes", "peak_buffers")
+    return header, [(r.kind, r.cgroup, r.short, r.peak_held_bytes, round(r.peak_s, 6), r.last_held_bytes,
+                     r.peak_shared_bytes, r.peak_processes, r.peak_buffers) for r in tables.cgroup_table(session)]
+
+
+def _cgroup_json(row):
+    data = asdict(row)
+    data["cgroup"] = None if row.cgroup is None else row.cgroup.decode("utf-8", "replace")
+    data["cgroup_hex"] = None if row.cgroup is None else row.cgroup.hex()
+    data["short"] = row.short.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return data
+
+
+CSV_TABLES = {"buffers": _buffer_rows, "paths": _path_rows, "latency": _latency_rows, "methods": _method_rows,
+              "cgroups": _cgroup_rows}
 
 
 class CsvRenderer(Renderer):
@@ -82,6 +98,7 @@ def tables_dict(session):
         "missing_hooks": [{"hook": name, "why": why} for name, why in tables.missing_hooks(session)],
         "dropped_events": tables.dropped_events(session),
         "methods": [dict(zip(_method_rows(session)[0], row)) for row in _method_rows(session)[1]],
+        "cgroups": [_cgroup_json(row) for row in tables.cgroup_table(session)],
     }
 
 

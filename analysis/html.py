@@ -29,6 +29,7 @@ SECTIONS = (
     ("zero-copy", "The zero-copy picture"),
     ("buffers-over-time", "Buffers over time"),
     ("top-buffers", "Top buffers"),
+    ("cgroups", "Per-cgroup dma-buf bytes"),
     ("flame", "Kernel stacks at copy and GUP points"),
     ("missing-hooks", "Missing hooks"),
     ("dropped-events", "Dropped events"),
@@ -118,6 +119,23 @@ def buffers_table_html(buffers):
         numeric=(0, 3, 4, 5, 6, 7, 8))
 
 
+CGROUP_RULE = ("Bytes of the buffers the processes of each cgroup hold (fd or mapping), each buffer once per cgroup; "
+               "a buffer held from two cgroups is in both rows' held and shared bytes. Kernel-only: buffers no "
+               "process holds.")
+
+
+def cgroups_html(rows):
+    if not rows:
+        return muted("No per-cgroup totals in this session (recorded before dmabuf-top kept them, or the task "
+                     "iterators were unavailable: see Missing hooks).")
+    body = [[text(row.short), text(row.cgroup, none=""), human_size(row.peak_held_bytes), f"{row.peak_s:.2f}",
+             human_size(row.last_held_bytes), human_size(row.peak_shared_bytes), str(row.peak_processes),
+             str(row.peak_buffers)] for row in rows]
+    return muted(CGROUP_RULE) + table_html(
+        ["cgroup", "path", "peak held", "at (s)", "held at the end", "peak shared", "processes", "buffers"], body,
+        numeric=(2, 3, 4, 5, 6, 7))
+
+
 def missing_html(session):
     missing = tables.missing_hooks(session)
     live = tables.live_hooks(session)
@@ -168,6 +186,7 @@ def report_body(session, title=None):
                                                                  "buffers_over_time"),
         "top-buffers": note("top-buffers") + (buffers_table_html(buffers) if buffers
                                               else muted("No buffer was seen (no inventory pass listed one).")),
+        "cgroups": cgroups_html(tables.cgroup_table(session)),
         "flame": flame_html(session),
         "missing-hooks": missing_html(session),
         "dropped-events": dropped_html(session),

@@ -8,6 +8,7 @@ from the session's start (metadata started_ns).
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from ..inventory.cgroups import short_name
 from ..probes.hooks import State
 
 # Latency buckets are log2 of microseconds: bucket n holds [2^n, 2^(n+1)) us (bucket 0 also < 1 us).
@@ -266,6 +267,46 @@ def buffers_over_time(session) -> Dict[str, List[Tuple[float, int, int]]]:
         # A pass that saw none of this exporter's buffers is a zero, not a gap.
         series[exporter] = [((t - t0) / 1e9, *counts.get((t, exporter), (0, 0))) for t in times]
     return series
+
+
+@dataclass(frozen=True)
+class CgroupRow:
+    """One cgroup (or the "unknown" / "kernel-only" row) over a recording: its bytes at the peak and at the last
+    sample (a buffer held from two cgroups is in both rows: inventory/cgroup_totals.py)."""
+
+    kind: str
+    cgroup: Optional[bytes]
+    short: str
+    peak_held_bytes: int
+    peak_s: float
+    last_held_bytes: int
+    peak_shared_bytes: int
+    peak_processes: int
+    peak_buffers: int
+
+
+def _has_table(session, table):
+    return bool(session.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)))
+
+
+def cgroup_table(session) -> List[CgroupRow]:
+    """Per-cgroup dma-buf bytes of the holders, peak first; [] for a session recorded without them."""
+    if not _has_table(session, "cgroup_samples"):
+        return []
+    t0 = start_ns(session)
+    last = session.query("SELECT max(time_ns) FROM cgroup_samples")[0][0]
+    rows = []
+    for kind, cgroup, peak, peak_ns, shared, processes, buffers, last_held in session.query(
+            "SELECT kind, cgroup, max(held_bytes), (SELECT s.time_ns FROM cgroup_samples s WHERE s.kind = c.kind "
+            "AND s.cgroup IS c.cgroup ORDER BY s.held_bytes DESC, s.time_ns LIMIT 1), max(shared_bytes), "
+            "max(processes), max(buffers), sum(CASE WHEN time_ns = ? THEN held_bytes ELSE 0 END) "
+            "FROM cgroup_samples c GROUP BY kind, cgroup", (last,)):
+        cgroup = None if cgroup is None else bytes(cgroup)
+        short = {"unknown": "unknown cgroup", "kernel-only": "kernel-only"}.get(kind) or short_name(cgroup)
+        rows.append(CgroupRow(kind, cgroup, short, peak, (peak_ns - t0) / 1e9, last_held, shared, processes,
+                              buffers))
+    rows.sort(key=lambda row: (-row.peak_held_bytes, row.kind, row.cgroup or b""))
+    return rows
 
 
 def missing_hooks(session) -> List[Tuple[str, str]]:

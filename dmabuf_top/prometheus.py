@@ -9,6 +9,14 @@ Metrics (all names prefixed `dmabuf_`):
     process_rss_bytes{pid, comm}               gauge   dma-buf RSS of the `top` largest holders,
     process_pss_bytes{pid, comm}               gauge     the rest aggregated under pid="other"
     process_buffers{pid, comm}                 gauge
+    cgroup_held_bytes{cgroup, short}           gauge   dma-buf bytes held by the processes of each of the
+    cgroup_held_buffers{cgroup, short}                   `top_cgroups` cgroups holding most (cgroup v2 path and its
+    cgroup_shared_bytes{cgroup, short}                   short form: "foo.service", "docker:ID12"); the rest summed
+    cgroup_processes{cgroup, short}                      under cgroup="other", holders of unreadable cgroup under
+                                                         cgroup="unknown" (real paths start with "/": no clash)
+    cgroup_created_bytes{cgroup, short}        gauge   only when the lifecycle probe knows creators
+    cgroups_shared_bytes / cgroups_shared_buffers  gauge  buffers held from several cgroups, each counted once
+    kernel_only_bytes / kernel_only_buffers    gauge   buffers no process holds (charged to no cgroup)
     io_bytes_total{path}                       counter bytes moved by each I/O path
     io_calls_total{path}                       counter
     io_cpu_copied_bytes_total{path}            counter CPU copies (absent when not traced)
@@ -20,9 +28,11 @@ Metrics (all names prefixed `dmabuf_`):
     map_full_refused_keys_total{map}           counter new keys a full map refused (their I/O is
                                                        missing from the counters above)
 
+A buffer held from two cgroups is in the held and shared bytes of both (inventory/cgroup_totals.py):
+sum(held - shared) + cgroups_shared_bytes + kernel_only_bytes is every dma-buf byte.
 Each scrape forgets the counters of buffers gone (sampler.TraceReader), so the tracer's
-maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes); a metric whose
-hooks are missing is left out rather than reported as 0. Buffer names and comms
+maps do not fill under churn. Label cardinality is bounded by `top` (buffers and processes)
+and `top_cgroups`; a metric whose hooks are missing is left out rather than reported as 0. Buffer names and comms
 are label values escaped as on a terminal (text.terminal_safe), so a hostile
 name is one readable line; prometheus_client escapes quotes and backslashes.
 """
@@ -37,12 +47,14 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .errors import DmabufTopError
+from .inventory.cgroup_totals import UNKNOWN, cgroup_totals, top_cgroups
 from .inventory.index import BufferIndex
 from .sampler import TraceReader
 from .text import terminal_safe
 from .trace_model import MINIMAL_MAPS
 
 DEFAULT_TOP = 20
+DEFAULT_TOP_CGROUPS = 20
 _PER_PATH = (("bytes", "io_bytes", "bytes moved by each I/O path", None),
              ("calls", "io_calls", "system calls on each I/O path", None),
              ("cpu_copied", "io_cpu_copied_bytes", "bytes the CPU copied on each I/O path", "cpu_copy"),
@@ -50,9 +62,11 @@ _PER_PATH = (("bytes", "io_bytes", "bytes moved by each I/O path", None),
              ("pc_added", "io_page_cache_added_pages", "page-cache pages added on each I/O path", "page_cache"))
 
 
-def families(inventory, trace=None, top: int = DEFAULT_TOP, index: Optional[BufferIndex] = None):
+def families(inventory, trace=None, top: int = DEFAULT_TOP, index: Optional[BufferIndex] = None,
+             top_cgroups: int = DEFAULT_TOP_CGROUPS, creators=None):
     """Metric families for one inventory (and trace snapshot); pure, so tested without a kernel.
-    index: the BufferIndex that learnt this inventory (made from it when not given)."""
+    index: the BufferIndex that learnt this inventory (made from it when not given); creators: {inode:
+    creator's cgroup} from the lifecycle probe (None: not known, and no created-bytes metric)."""
     out = []
     buffers = GaugeMetricFamily("dmabuf_exporter_buffers", "dma-bufs per exporter", labels=["exporter"])
     size = GaugeMetricFamily("dmabuf_exporter_bytes", "bytes of dma-bufs per exporter", labels=["exporter"])
@@ -88,10 +102,44 @@ def families(inventory, trace=None, top: int = DEFAULT_TOP, index: Optional[Buff
         pss.add_metric(["other", ""], sum(p.pss for p in others))
         count.add_metric(["other", ""], sum(_buffers_held(inventory, p) for p in others))
     out += [rss, pss, count]
+    if inventory.cgroups is not None:
+        out += _cgroup_families(cgroup_totals(inventory, inventory.cgroups, creators), top_cgroups)
 
     if trace is not None:
         index = index if index is not None else BufferIndex.of_inventory(inventory)
         out += _trace_families(trace, index, {b.inode for b in shown})
+    return out
+
+
+def _cgroup_families(totals, top):
+    labels = ["cgroup", "short"]
+    fields = (("held_bytes", "dmabuf_cgroup_held_bytes", "dma-buf bytes held by a cgroup's processes (fd or mapping)"),
+              ("buffers", "dmabuf_cgroup_held_buffers", "dma-bufs held by a cgroup's processes"),
+              ("shared_bytes", "dmabuf_cgroup_shared_bytes",
+               "the part of a cgroup's held bytes also held from another cgroup"),
+              ("processes", "dmabuf_cgroup_processes", "processes of a cgroup holding dma-bufs"))
+    if totals.creators_known:
+        fields += (("created_bytes", "dmabuf_cgroup_created_bytes", "dma-buf bytes a cgroup's processes created"),)
+    shown, rest = top_cgroups(totals, top)
+    unknown = [row for row in totals.rows if row.kind == UNKNOWN]
+    out = []
+    for attribute, name, help_text in fields:
+        family = GaugeMetricFamily(name, help_text, labels=labels)
+        for row in shown:
+            family.add_metric([terminal_safe(row.path), terminal_safe(row.short)], getattr(row, attribute))
+        if rest:
+            family.add_metric(["other", ""], sum(getattr(row, attribute) for row in rest))
+        for row in unknown:
+            family.add_metric(["unknown", ""], getattr(row, attribute) or 0)
+        out.append(family)
+    kernel_only = sum(row.held_bytes for row in totals.rows if row.kind == "kernel-only")
+    kernel_only_buffers = sum(row.buffers for row in totals.rows if row.kind == "kernel-only")
+    out += [GaugeMetricFamily("dmabuf_cgroups_shared_bytes", "bytes of dma-bufs held from more than one cgroup, "
+                              "each counted once", value=totals.shared_bytes),
+            GaugeMetricFamily("dmabuf_cgroups_shared_buffers", "dma-bufs held from more than one cgroup",
+                              value=totals.shared_buffers),
+            GaugeMetricFamily("dmabuf_kernel_only_bytes", "bytes of dma-bufs no process holds", value=kernel_only),
+            GaugeMetricFamily("dmabuf_kernel_only_buffers", "dma-bufs no process holds", value=kernel_only_buffers)]
     return out
 
 
@@ -153,8 +201,9 @@ class DmabufCollector:
     """A prometheus_client collector: each scrape takes a fresh inventory and trace snapshot.
     Scrapes may come from several threads at once (the HTTP server is threaded): one at a time here."""
 
-    def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP):
+    def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP, top_cgroups: int = DEFAULT_TOP_CGROUPS):
         self._take = take_inventory
+        self._top_cgroups = top_cgroups
         self._reader = TraceReader(tracer) if tracer is not None else None
         self._index = BufferIndex()  # fed by each scrape's inventory read
         self._top = top
@@ -165,7 +214,7 @@ class DmabufCollector:
             inventory = self._take()
             self._index.learn_inventory(inventory)
             trace = self._reader.snapshot(self._index) if self._reader is not None else None  # targets, tasks
-            return families(inventory, trace, self._top, self._index)
+            return families(inventory, trace, self._top, self._index, self._top_cgroups)
 
 
 def parse_listen(text: str):

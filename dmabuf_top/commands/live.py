@@ -5,6 +5,7 @@ import sys
 import click
 
 from ..errors import DmabufTopError
+from ..live.columns import PANES
 
 
 def _parse_numbers(args):
@@ -35,16 +36,16 @@ def _parse_numbers(args):
 @click.option("-r", "--rows", type=click.IntRange(min=1), help="At most this many rows per pane.")
 @click.option("-C", "--no-clear", "no_clear", is_flag=True,
               help="No full screen: print a table per interval (like biotop -C).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per interval (schema dmabuf-top.live/1: "
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per interval (schema dmabuf-top.live/2: "
               "see dmabuf_top/live/jsonout.py).")
-@click.option("--pane", type=click.Choice(["buffers", "processes", "exporters", "paths"]), default="buffers",
+@click.option("--pane", type=click.Choice(list(PANES)), default="buffers",
               show_default=True, help="The pane shown first (the table printed with -C).")
 @click.argument("numbers", nargs=-1)
 def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
     """The live view of every dma-buf: sizes, holders, I/O rates by path, delays (needs root).
 
     dmabuf-top [interval] [count]: refresh every interval seconds (default 1), stop after
-    count refreshes. Keys: Tab/1-4 pane, < > sort column, r reverse, / filter, space pause, q quit.
+    count refreshes. Keys: Tab/1-5 pane, < > sort column, r reverse, / filter, space pause, q quit.
     """
     from ..live.columns import sort_keys
     from ..live.model import LiveModel

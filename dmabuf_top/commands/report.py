@@ -16,8 +16,9 @@ SUFFIXES = ", ".join(f"{extension}: {name}" for name, entry in FORMATS.items() f
               help="File to write ('-' for stdout); default: SESSION's name with the format's suffix.")
 @click.option("--format", "fmt", type=click.Choice(tuple(FORMATS)),
               help=f"Default: guessed from -o ({SUFFIXES}), else html.")
-@click.option("--table", type=click.Choice(("buffers", "paths", "latency", "methods")), default="buffers",
-              show_default=True, help="Which table --format csv writes (methods: a validate session's).")
+@click.option("--table", type=click.Choice(("buffers", "paths", "latency", "methods", "cgroups")), default="buffers",
+              show_default=True, help="Which table --format csv writes (methods: a validate session's; cgroups: "
+              "per-cgroup dma-buf bytes of the holders, peak and at the end).")
 @click.option("--figures", "figures_dir", type=click.Path(file_okay=False),
               help="Also write each figure as PNG and SVG here.")
 @click.option("--force", is_flag=True, help="Replace an existing output file.")

@@ -13,6 +13,10 @@ from ..inventory.render_snapshot import render_csv, render_json, render_table
 @click.option("--exporters", "view", flag_value="exporters", help="Count and total size per exporter.")
 @click.option("--grid", "view", flag_value="grid",
               help="Buffers x processes, each cell fd(map) references (dmabuf_dump -a).")
+@click.option("--cgroups", "view", flag_value="cgroups",
+              help="dma-buf bytes per cgroup (v2) of the holders: a buffer held from two cgroups counts in each "
+              "one's HELD and SHARED, once in 'shared between cgroups'; buffers no process holds are 'kernel-only'; "
+              "CREATED is 'not known' without the lifecycle probe (docs/cgroups.md).")
 @click.option("-p", "--pid", type=int, help="Only this process and the buffers it holds (totals stay system-wide).")
 @click.option("--json", "as_json", is_flag=True,
               help="The whole snapshot as JSON (exact bytes; schema in render_snapshot).")

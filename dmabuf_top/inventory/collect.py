@@ -12,6 +12,7 @@ from ..errors import DmabufTopError
 from ..probes.dmabuf_iter import DmabufIterator
 from ..probes.task_dmabufs import TaskDmabufIterator
 from .bufinfo import read_bufinfo
+from .cgroups import read_cgroups
 from .inventory import SOURCE_DESCRIPTIONS, Inventory, build_inventory
 from .procfs import scan as scan_proc
 from .types import Buffer
@@ -92,7 +93,13 @@ def collect(source: Optional[str] = None, holders_source: Optional[str] = None) 
     if source == "fdinfo":
         notes.append("buffers held only by the kernel are invisible from /proc; "
                      "a buffer only mapped shows the size its mappings cover and no exporter")
-    return build_inventory(buffers, holders, source, holders_source, notes)
+    return with_cgroups(build_inventory(buffers, holders, source, holders_source, notes))
+
+
+def with_cgroups(inventory: Inventory) -> Inventory:
+    """The inventory with its holders' cgroups read (/proc/PID/cgroup, one small read per holding process)."""
+    inventory.cgroups = read_cgroups(process.pid for process in inventory.processes)
+    return inventory
 
 
 class IteratorSnapshots:
@@ -109,7 +116,7 @@ class IteratorSnapshots:
 
     def take(self) -> Inventory:
         holders = self._holders.read_columns()
-        return build_inventory(self._buffers.read_columns(), holders, "iterator", "iterator")
+        return with_cgroups(build_inventory(self._buffers.read_columns(), holders, "iterator", "iterator"))
 
     def close(self):
         self._holders.close()

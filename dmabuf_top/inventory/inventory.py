@@ -160,7 +160,10 @@ class InventoryArrays(NamedTuple):
 class Inventory:
     """A snapshot. `buffers` (largest first, then by inode) may be given as a function, called on
     first use; `processes` are largest RSS first, then by pid. `arrays`: the join's InventoryArrays
-    (None for a part made by only_process)."""
+    (None for a part made by only_process). `cgroups`: {pid: cgroup v2 path or None} of the holders,
+    read by whoever took the snapshot (collect.py); None when nobody read them."""
+
+    cgroups: Optional[Dict[int, Optional[bytes]]] = None
 
     def __init__(self, source: str, holders_source: str, buffers, processes: List[ProcessEntry],
                  exporters: List[ExporterTotal], totals: Totals, notes: Tuple[str, ...] = (), unmatched_refs: int = 0,
@@ -187,8 +190,10 @@ class Inventory:
         processes = [entry for entry in self.processes if entry.pid == pid]
         inodes = set(processes[0].buffers) if processes else set()
         buffers = [entry for entry in self.buffers if entry.inode in inodes]
-        return Inventory(self.source, self.holders_source, buffers, processes,
+        part = Inventory(self.source, self.holders_source, buffers, processes,
                          exporter_totals(b.buffer for b in buffers), self.totals, self.notes, self.unmatched_refs)
+        part.cgroups = self.cgroups
+        return part
 
 
 def _ranked(tallies) -> List[ExporterTotal]:

@@ -10,8 +10,19 @@ JSON schema ("schema": "dmabuf-top.snapshot/1"); sizes are exact bytes:
                   "fd_refs", "map_refs", "attachments", "devices": [str], "vmapped",
                   "backing_inode", "backing_dev", "kernel_only",
                   "holders": [{"pid", "fds", "maps"}]}],
-     "processes": [{"pid", "comm", "comm_hex", "rss", "pss", "fd_refs", "map_refs",
-                    "buffers": [{"inode", "fds", "maps"}]}]}
+     "processes": [{"pid", "comm", "comm_hex", "cgroup", "cgroup_hex", "rss", "pss", "fd_refs", "map_refs",
+                    "buffers": [{"inode", "fds", "maps"}]}],
+     "cgroups": {"total_bytes", "shared_buffers", "shared_bytes", "creators_known",
+                 "creator_not_known_buffers", "creator_not_known_bytes",
+                 "rows": [{"kind", "cgroup", "cgroup_hex", "short", "processes", "buffers",
+                           "held_bytes", "shared_bytes", "created_buffers", "created_bytes"}]}}
+
+"cgroups" (cgroup_totals.py has the rules): "kind" is "cgroup", "unknown" (holders whose
+cgroup could not be read) or "kernel-only" (buffers no process holds); a buffer held from
+two cgroups is in both rows' "held_bytes" and "shared_bytes", and once in the top-level
+"shared_bytes", so sum(held_bytes - shared_bytes) + shared_bytes == total_bytes.
+"created_*" are null when the creator is not known (no lifecycle probe); "cgroups" is
+null, and each process's "cgroup" too, when the holders' cgroups were not read.
 
 Names and comms are set by any process and are arbitrary bytes. Each is given
 twice: "name" is the bytes decoded as UTF-8 with invalid sequences replaced by
@@ -33,6 +44,7 @@ import io
 import json
 
 from ..text import human_size, terminal_safe
+from .cgroup_totals import cgroup_totals
 from .inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
 
 SCHEMA = "dmabuf-top.snapshot/1"
@@ -46,8 +58,10 @@ def _hex(raw):
     return None if raw is None else bytes(raw).hex()
 
 
-def to_dict(inventory) -> dict:
+def to_dict(inventory, creators=None) -> dict:
+    """creators: {inode: creator's cgroup} from the lifecycle probe, None without one."""
     totals = inventory.totals
+    cgroup_of = inventory.cgroups or {}
     return {
         "schema": SCHEMA,
         "source": inventory.source,
@@ -70,6 +84,8 @@ def to_dict(inventory) -> dict:
                 "pid": process.pid,
                 "comm": _lossy(process.comm),
                 "comm_hex": _hex(process.comm),
+                "cgroup": _lossy(cgroup_of.get(process.pid)),
+                "cgroup_hex": _hex(cgroup_of.get(process.pid)),
                 "rss": process.rss,
                 "pss": process.pss,
                 "fd_refs": process.fd_refs,
@@ -79,6 +95,24 @@ def to_dict(inventory) -> dict:
             }
             for process in inventory.processes
         ],
+        "cgroups": None if inventory.cgroups is None else cgroups_dict(cgroup_totals(inventory, cgroup_of, creators)),
+    }
+
+
+def cgroups_dict(totals) -> dict:
+    """A cgroup_totals.CgroupTotals as JSON-ready values (paths twice: lossy text and exact hex)."""
+    return {
+        "total_bytes": totals.total_bytes,
+        "shared_buffers": totals.shared_buffers,
+        "shared_bytes": totals.shared_bytes,
+        "creators_known": totals.creators_known,
+        "creator_not_known_buffers": totals.creator_not_known_buffers,
+        "creator_not_known_bytes": totals.creator_not_known_bytes,
+        "rows": [{"kind": row.kind, "cgroup": _lossy(row.path), "cgroup_hex": _hex(row.path),
+                  "short": row.short.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                  "processes": row.processes, "buffers": row.buffers, "held_bytes": row.held_bytes,
+                  "shared_bytes": row.shared_bytes, "created_buffers": row.created_buffers,
+                  "created_bytes": row.created_bytes} for row in totals.rows],
     }
 
 
@@ -217,8 +251,30 @@ def render_grid(inventory) -> str:
                      + ["", totals_line(inventory)])
 
 
+def _created(row):
+    return "not known" if row.created_bytes is None else human_size(row.created_bytes)
+
+
+def render_cgroups(inventory, creators=None) -> str:
+    """One row per cgroup of the holders (cgroup_totals.py has the rules), then unknown and kernel-only."""
+    totals = cgroup_totals(inventory, inventory.cgroups or {}, creators)
+    rows = [[terminal_safe(row.short), str(row.processes), str(row.buffers), human_size(row.held_bytes),
+             human_size(row.shared_bytes), _created(row), "" if row.path is None else terminal_safe(row.path)]
+            for row in totals.rows]
+    lines = [source_line(inventory), ""]
+    if inventory.cgroups is None:
+        lines.append("note: the holders' cgroups were not read: every holder is under 'unknown cgroup'")
+    lines += _table(["CGROUP", "PROCS", "BUFFERS", "HELD", "SHARED", "CREATED", "PATH"], rows, right=(1, 2, 3, 4, 5))
+    lines += ["", f"shared between cgroups: {human_size(totals.shared_bytes)} in {totals.shared_buffers} buffers "
+              "(in the HELD and SHARED of each cgroup holding them, counted once here)"]
+    if totals.creator_not_known_buffers:
+        lines.append(f"creator: not known for {human_size(totals.creator_not_known_bytes)} in "
+                     f"{totals.creator_not_known_buffers} buffers (created before tracing, or no lifecycle probe)")
+    return "\n".join(lines + ["", totals_line(inventory)])
+
+
 VIEWS = {"processes": render_processes, "buffers": render_buffers, "exporters": render_exporters,
-         "grid": render_grid}
+         "grid": render_grid, "cgroups": render_cgroups}
 
 
 def render_table(inventory, view="processes") -> str:
@@ -241,6 +297,11 @@ def csv_rows(inventory, view="processes"):
         rows = [[e.inode, e.size, e.buffer.exporter or "", int(e.buffer.name is not None), _csv_name(e.buffer.name),
                  _blank(e.buffer.file_refs), _blank(e.kernel_refs), e.fd_refs, e.map_refs,
                  _blank(e.buffer.attachment_count), len(e.holders), int(e.kernel_only)] for e in inventory.buffers]
+    elif view == "cgroups":
+        header = ["kind", "cgroup", "short", "processes", "buffers", "held_bytes", "shared_bytes", "created_bytes"]
+        rows = [[row.kind, _csv_name(row.path), _csv_name(row.short), row.processes, row.buffers, row.held_bytes,
+                 row.shared_bytes, _blank(row.created_bytes)]
+                for row in cgroup_totals(inventory, inventory.cgroups or {}).rows]
     elif view == "exporters":
         header = ["exporter", "buffers", "bytes"]
         rows = [[e.exporter or "", e.buffers, e.bytes] for e in inventory.exporters]

@@ -17,8 +17,9 @@ from typing import Dict, List, Tuple
 from ..text import human_size
 from ..trace_model import NOT_TRACED
 
-PANES = ("buffers", "processes", "exporters", "paths")
-PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths"}
+PANES = ("buffers", "processes", "exporters", "paths", "cgroups")
+PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths",
+               "cgroups": "Cgroups"}
 # rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/series);
 # elsewhere its row says "absent", never 0.
 # io_uring, aio: asynchronous requests, credited at completion to the process that issued them.
@@ -35,6 +36,7 @@ class Column:
     fmt: str = "int"  # text | int | size | mbps | rate | pct | us
     concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
     help: str = ""
+    none: str = "-"  # what a value not known reads as (a rate before the second sample: "-")
 
     @property
     def left(self):
@@ -94,10 +96,21 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
         Column("latency", "AVG us", 8, "us", help="mean syscall latency over the interval"),
         Column("status", "HOOKS", 0, "text"),
     ),
+    # inventory/cgroup_totals.py: a buffer held from two cgroups is in both rows' HELD and SHARED.
+    "cgroups": (
+        Column("cgroup", "CGROUP", 24, "text", help="the unit or container the cgroup is (foo.service, docker:ID)"),
+        Column("processes", "PROCS", 5, help="processes of the cgroup holding dma-bufs"),
+        Column("buffers", "BUFS", 5),
+        Column("held", "HELD", 10, "size", help="bytes of the buffers its processes hold, each buffer once"),
+        Column("shared", "SHARED", 10, "size", help="the part of HELD also held from another cgroup"),
+        Column("created", "CREATED", 10, "size", help="bytes its processes created (lifecycle probe)",
+               none="not known"),
+        Column("cgroup_path", "PATH", 0, "text", help="the cgroup v2 path, escaped"),
+    ),
 }
-DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes"}
+DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes", "cgroups": "held"}
 # Columns whose natural order is ascending (names, ids); numbers sort largest first.
-ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status"}
+ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status", "cgroup", "cgroup_path"}
 
 
 def column(pane, key) -> Column:
@@ -140,7 +153,7 @@ def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
     if unavailable:
         return NOT_AVAILABLE
     if value is None:
-        return "-"
+        return col.none
     fmt = col.fmt
     if fmt == "text":
         return str(value)

@@ -1,6 +1,6 @@
-"""`dmabuf-top --json`: one JSON object per interval, one per line. Schema "dmabuf-top.live/1".
+"""`dmabuf-top --json`: one JSON object per interval, one per line. Schema "dmabuf-top.live/2".
 
-    {"schema": "dmabuf-top.live/1", "sequence": int (1 for the first interval),
+    {"schema": "dmabuf-top.live/2", "sequence": int (1 for the first interval),
      "time": float (Unix seconds), "elapsed_s": float|null (measured since the previous
      object; null on the first), "interval_s": float, "kernel": str, "pid": int|null,
      "source": str, "holders_source": str, "notes": [str],
@@ -19,7 +19,13 @@
                     "read", "write", "xfer", "async", "copy", "pin", "blkio", "swapin", "reclaim",
                     "delays": {kind: {"count", "total_ns"}}|null, "delays_na": str|null, "paths": {...}|null}],
      "exporters": [{"exporter", "buffers", "bytes", "read", "write", "xfer", "async", "copy", "pin"}],
-     "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}]}
+     "paths":     [{"path", "calls", "bytes", "copy", "pin", "pc_added", "latency", "status"}],
+     "cgroups":   [{"kind": "cgroup"|"unknown"|"kernel-only", "cgroup": str|null, "cgroup_hex": str|null,
+                    "short", "processes", "buffers", "held_bytes", "shared_bytes", "created_bytes": int|null}]}
+
+"cgroups" follows snapshot's rules (inventory/cgroup_totals.py): a buffer held from two
+cgroups is in both rows' held and shared bytes; "created_bytes" is null when the creator is
+not known (no lifecycle probe), never 0.
 
 Rates are per second over the measured elapsed time: "read", "write", "xfer"
 (copy_file_range + sendfile + splice), "async" (io_uring + AIO requests, at completion),
@@ -40,6 +46,8 @@ then "delayacct" is in hooks.missing).
 Names and comms are given lossy ("name", UTF-8 with U+FFFD) and exact ("name_hex");
 the output is ASCII, so any bytes in a name keep it valid. `-r ROWS` caps every list.
 `JSON_SCHEMA` below is the same contract as a JSON Schema; the tests validate against it.
+Schema history: live/2 (2026-12) added "async" (io_uring and AIO requests) to the rate rows and the
+"cgroups" array; live/1 had neither (its schema forbids unknown keys, hence the new name).
 """
 from __future__ import annotations
 
@@ -50,7 +58,7 @@ from .columns import COLUMNS, IO_COLUMNS, PANES
 from .model import Frame
 from .view import ViewState, visible_rows
 
-SCHEMA = "dmabuf-top.live/1"
+SCHEMA = "dmabuf-top.live/2"
 
 _INT = {"type": "integer"}
 _RATE = {"type": ["number", "null"]}
@@ -102,6 +110,11 @@ JSON_SCHEMA = _object({
     "paths": {"type": "array", "items": _object({
         "path": {"type": "string"}, "calls": _RATE, "bytes": _RATE, "copy": _RATE, "pin": _RATE,
         "pc_added": _RATE, "latency": _RATE, "status": {"type": "string"}})},
+    "cgroups": {"type": "array", "items": _object({
+        "kind": {"enum": ["cgroup", "unknown", "kernel-only"]}, "cgroup": _STR_OR_NULL,
+        "cgroup_hex": {"type": ["string", "null"], "pattern": "^([0-9a-f]{2})*$"}, "short": {"type": "string"},
+        "processes": _INT, "buffers": _INT, "held_bytes": _INT, "shared_bytes": _INT,
+        "created_bytes": {"type": ["integer", "null"]}})},
 })
 
 
@@ -150,6 +163,14 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
     path_keys = [c.key for c in COLUMNS["paths"] if c.key not in ("path", "status")]
     paths = [{"path": row.values["path"], **_rates(row, path_keys, nt["paths"] | _missing_path(frame, row)),
               "status": row.values["status"]} for row in panes["paths"]]
+    cgroups = []
+    for row in panes["cgroups"]:
+        path = row.extra.get("path_raw")
+        cgroups.append({"kind": row.extra["kind"], "cgroup": None if path is None else path.decode("utf-8", "replace"),
+                        "cgroup_hex": None if path is None else path.hex(), "short": row.values["cgroup"],
+                        "processes": row.values["processes"], "buffers": row.values["buffers"],
+                        "held_bytes": row.values["held"], "shared_bytes": row.values["shared"],
+                        "created_bytes": row.values["created"]})
     return {
         "schema": SCHEMA, "sequence": frame.sequence, "time": frame.wall, "elapsed_s": frame.elapsed,
         "interval_s": frame.interval, "kernel": frame.kernel, "pid": frame.pid, "source": frame.source,
@@ -159,7 +180,7 @@ def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[i
         "hooks": {"live": list(frame.live_concerns), "missing": dict(frame.missing), "absent": dict(frame.absent)},
         "dropped_events": frame.dropped, "map_full": None if frame.map_full is None else dict(frame.map_full),
         "cannot_see": list(frame.cannot_see),
-        "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths,
+        "buffers": buffers, "processes": processes, "exporters": exporters, "paths": paths, "cgroups": cgroups,
     }
 
 

@@ -18,6 +18,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..inventory.cgroup_totals import cgroup_totals
 from ..inventory.index import BufferIndex
 from ..inventory.inventory import InventoryArrays
 from ..inventory.types import ExporterTotal
@@ -175,6 +176,7 @@ class LiveModel:
             "processes": self._process_rows(sample, processes, arrays, trace, comms, first),
             "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
             "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
+            "cgroups": _cgroup_rows(inventory),
         }
         if self.pid is None:
             exporters = list(inventory.exporters)
@@ -348,6 +350,21 @@ class LiveModel:
 
 
 PATH_RATE_KEYS = ("calls", "bytes", "copy", "pin", "pc_added", "latency")
+
+
+def _cgroup_rows(inventory) -> List[Row]:
+    """One row per cgroup of the holders, then "unknown cgroup" and "kernel-only" (system-wide, even with -p:
+    a cgroup's total is what its processes hold). created is None ("not known") without the lifecycle probe."""
+    rows = []
+    for total in cgroup_totals(inventory, inventory.cgroups or {}).rows:
+        path = "" if total.path is None else terminal_safe(total.path)
+        short = terminal_safe(total.short)
+        values = {"cgroup": short, "processes": total.processes, "buffers": total.buffers,
+                  "held": total.held_bytes, "shared": total.shared_bytes, "created": total.created_bytes,
+                  "cgroup_path": path}
+        rows.append(Row(path or short, values, {"kind": total.kind, "path_raw": total.path}, None,
+                        f"{short} {path}".lower()))
+    return rows
 
 
 def _map_full(trace) -> Optional[Dict[str, int]]:

@@ -65,6 +65,18 @@ class BufferSnapshot(NamedTuple):
     backing_inode: int = 0  # udmabuf: the memfd behind it
 
 
+class CgroupSample(NamedTuple):
+    """dma-buf bytes per cgroup of the holders at time_ns (inventory/cgroup_totals.py has the rules)."""
+
+    time_ns: int
+    kind: str  # cgroup, unknown (holders whose cgroup could not be read), kernel-only (no process holds them)
+    cgroup: Optional[bytes]  # the cgroup v2 path, raw bytes (hostile); None for the unknown and kernel-only rows
+    processes: int
+    buffers: int
+    held_bytes: int  # a buffer held from two cgroups counts in both...
+    shared_bytes: int  # ...and in both of these
+
+
 class LifecycleEvent(NamedTuple):
     time_ns: int
     inode: int
@@ -230,6 +242,7 @@ class MethodFlow(NamedTuple):
 
 TABLE_OF = {
     BufferSnapshot: "buffer_snapshots",
+    CgroupSample: "cgroup_samples",
     LifecycleEvent: "lifecycle_events",
     PathSample: "path_samples",
     IoEvent: "io_events",
@@ -252,6 +265,9 @@ CREATE TABLE buffer_snapshots (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, exporter TEXT NOT NULL, name BLOB,
     size INTEGER NOT NULL, file_refs INTEGER NOT NULL, attachments INTEGER NOT NULL,
     backing_inode INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE cgroup_samples (
+    time_ns INTEGER NOT NULL, kind TEXT NOT NULL, cgroup BLOB, processes INTEGER NOT NULL,
+    buffers INTEGER NOT NULL, held_bytes INTEGER NOT NULL, shared_bytes INTEGER NOT NULL);
 CREATE TABLE lifecycle_events (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, event TEXT NOT NULL, tgid INTEGER NOT NULL,
     comm TEXT NOT NULL, size INTEGER NOT NULL, fd INTEGER NOT NULL DEFAULT -1);

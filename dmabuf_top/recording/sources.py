@@ -21,6 +21,7 @@ from ..probes.iopaths import IoRecord
 from ..probes.tracer import Tracer
 from ..trace_model import MINIMAL_MAPS
 from . import session as records
+from .cgroup_source import CgroupSource
 from .rows import (
     amount_deltas,
     clean_frames,
@@ -193,10 +194,10 @@ def _empty_snapshot():
     return SimpleNamespace(by_target={}, by_task={}, stacks={}, dropped=0)
 
 
-def all_sources(report=None, iterator_factory=None, tracer_factory=None) -> List:
+def all_sources(report=None, iterator_factory=None, tracer_factory=None, holders_factory=None) -> List:
     """Every source `record` runs, in poll order: the I/O paths drain their ring before the tick's
-    buffer read (see the module doc), which the buffer snapshots then reuse. The factories: other
-    iterators and tracers than the kernel's (tests)."""
+    buffer read (see the module doc), which the buffer snapshots and the per-cgroup totals then reuse.
+    The factories: other iterators and tracers than the kernel's (tests)."""
     feed = BufferFeed(iterator_factory)
     return [IoPathSource(feed, report=report, tracer_factory=tracer_factory), BufferSnapshots(feed),
-            TaskstatsSource()]
+            CgroupSource(feed, holders_factory), TaskstatsSource()]

@@ -2,9 +2,10 @@
 from types import SimpleNamespace
 
 from dmabuf_top.inventory.index import BufferFeed, BufferIndex
-from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.inventory.types import Buffer, Holders
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
+from dmabuf_top.probes.task_dmabufs import HolderColumns
 from dmabuf_top.recording import session as s
 from dmabuf_top.recording.recorder import RecordingContext
 from dmabuf_top.recording.rows import (
@@ -344,8 +345,11 @@ def test_a_record_tick_reads_the_dmabuf_list_once_for_its_snapshots_and_its_attr
 
     iterator = SimpleNamespace(read=read, close=lambda: closed.append(True))
     tracer = FakeTracer([snap({HEAP: counters(calls=n, bytes=n * MIB)}) for n in (1, 2, 3)])
-    sources = all_sources(iterator_factory=lambda: iterator, tracer_factory=lambda pid: tracer)
-    assert [source.name for source in sources] == ["iopaths", "buffers", "taskstats"]  # drain, then the read
+    holders = SimpleNamespace(read_columns=lambda: HolderColumns.from_holders(Holders([], [], {})),
+                              close=lambda: None)
+    sources = all_sources(iterator_factory=lambda: iterator, tracer_factory=lambda pid: tracer,
+                          holders_factory=lambda: holders)
+    assert [source.name for source in sources] == ["iopaths", "buffers", "cgroups", "taskstats"]  # drain, then read
     for source in sources:
         source.start(RecordingContext(None, 0.0))
     for tick, now in enumerate((100, 200), start=1):

@@ -1,0 +1,195 @@
+"""Leak hunting on the inventory: which dma-bufs stay alive, since when, who made them, who keeps them. Pure.
+
+`LeakTracker.observe(inventory, now_ns)` is called once per interval with a fresh inventory
+(inventory/collect.py); `report(...)` lists the buffers alive for at least `min_age_s`, grouped:
+
+  group     by allocation stack when the creation was seen (a Creation with a stack), else by
+            exporter + size + name (what a leak loop repeats)
+  age       from the creation time when known (Creation.created_ns), else from when this tool first
+            saw the buffer; a buffer already there at the first observation existed before the tool
+            started: its age is "at least" the time since then, and it has no stack (it says so)
+  growth    each group's count and bytes at every observation, and the change since the first
+  creator   pid/comm from the Creation, "exited" when that process is gone; "not known" without one
+  holders   by fd and by mapping (pid, comm, how many); a buffer no process holds says what holds it:
+            the devices attached to it, else "kernel reference" (an fd in flight, a driver's get)
+
+The seam for the lifecycle probe (helper branch h/life): `creations`, {inode: Creation}, given to both
+observe() and report(). Without the probe it is empty and everything above still holds, with creators
+"not known" and groups by exporter + size + name.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+NOT_KNOWN, EXITED, RUNNING = "not known", "exited", "running"
+KERNEL_REFERENCE = "kernel reference"
+
+
+@dataclass(frozen=True)
+class Creation:
+    """A buffer's creation as the lifecycle probe saw it. created_ns: CLOCK_MONOTONIC (bpf_ktime_get_ns, as
+    time.monotonic_ns); cgroup: the creator's cgroup v2 path (raw bytes, None: not read); stack: the
+    allocation stack's frames, innermost first (kernel then user), None when none was taken."""
+
+    inode: int
+    pid: int
+    comm: str
+    created_ns: int
+    tid: int = 0
+    cgroup: Optional[bytes] = None
+    stack: Optional[Tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    comm: bytes
+    count: int  # fds, or mappings
+
+
+@dataclass(frozen=True)
+class LeakBuffer:
+    inode: int
+    size: int
+    exporter: Optional[str]
+    name: Optional[bytes]
+    age_s: float  # at least this old (exact when age_known)
+    age_known: bool  # False: it existed before the tool started (age counts from then)
+    preexisting: bool
+    creator: Optional[Creation]
+    creator_state: str  # running, exited, not known
+    fd_holders: Tuple[Holder, ...]
+    map_holders: Tuple[Holder, ...]
+    kernel_holds: Tuple[str, ...]  # for a buffer no process holds: attached devices, or "kernel reference"
+
+
+@dataclass(frozen=True)
+class LeakGroup:
+    """stack: the allocation stack (None: not known); otherwise key = (exporter, size, name)."""
+
+    stack: Optional[Tuple[str, ...]]
+    key: Tuple
+    buffers: List[LeakBuffer]
+    series: List[Tuple[float, int, int]]  # (seconds since the first observation, buffers, bytes) per observation
+
+    @property
+    def count(self) -> int:
+        return len(self.buffers)
+
+    @property
+    def bytes(self) -> int:
+        return sum(buffer.size for buffer in self.buffers)
+
+    @property
+    def growth(self) -> Tuple[int, int]:
+        """(buffers, bytes) of the whole group now minus at the first observation."""
+        if not self.series:
+            return 0, 0
+        return self.series[-1][1] - self.series[0][1], self.series[-1][2] - self.series[0][2]
+
+
+@dataclass(frozen=True)
+class LeakReport:
+    elapsed_s: float  # since the first observation
+    min_age_s: float
+    observations: int
+    groups: List[LeakGroup]
+    creations_known: bool
+    notes: Tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def buffers(self) -> int:
+        return sum(group.count for group in self.groups)
+
+    @property
+    def bytes(self) -> int:
+        return sum(group.bytes for group in self.groups)
+
+
+def pid_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+def group_key(buffer, creation: Optional[Creation]):
+    """(stack or None, key): the allocation stack when known, else exporter + size + name."""
+    if creation is not None and creation.stack:
+        return creation.stack, ("stack",) + tuple(creation.stack)
+    return None, ("buffer", buffer.exporter or "", buffer.size, buffer.name)
+
+
+class LeakTracker:
+    def __init__(self):
+        self._first_ns: Optional[int] = None
+        self._first_seen: Dict[int, int] = {}  # inode -> when first observed
+        self._preexisting: set = set()
+        self._history: List[Tuple[int, Dict[Tuple, Tuple[int, int]]]] = []  # (ns, {group key: (count, bytes)})
+
+    def observe(self, inventory, now_ns: int, creations: Mapping[int, Creation] = None) -> None:
+        creations = creations or {}
+        first = self._first_ns is None
+        if first:
+            self._first_ns = now_ns
+        alive = set()
+        per_group: Dict[Tuple, Tuple[int, int]] = {}
+        for entry in inventory.buffers:
+            buffer = entry.buffer
+            alive.add(buffer.inode)
+            if buffer.inode not in self._first_seen:
+                self._first_seen[buffer.inode] = now_ns
+                if first and buffer.inode not in creations:
+                    self._preexisting.add(buffer.inode)
+            _, key = group_key(buffer, creations.get(buffer.inode))
+            count, size = per_group.get(key, (0, 0))
+            per_group[key] = (count + 1, size + buffer.size)
+        # Forget the buffers gone: an inode the kernel reuses later is a new buffer.
+        for inode in set(self._first_seen) - alive:
+            del self._first_seen[inode]
+            self._preexisting.discard(inode)
+        self._history.append((now_ns, per_group))
+
+    def report(self, inventory, now_ns: int, min_age_s: float, creations: Mapping[int, Creation] = None,
+               alive: Callable[[int], bool] = pid_alive) -> LeakReport:
+        """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped, largest first."""
+        creations = creations or {}
+        comms = {process.pid: process.comm for process in inventory.processes}
+        groups: Dict[Tuple, Tuple[Optional[Tuple[str, ...]], List[LeakBuffer]]] = {}
+        first_ns = self._first_ns if self._first_ns is not None else now_ns
+        for entry in inventory.buffers:
+            buffer = entry.buffer
+            creation = creations.get(buffer.inode)
+            preexisting = buffer.inode in self._preexisting
+            if creation is not None:
+                age_ns, age_known = now_ns - creation.created_ns, True
+            else:
+                age_ns = now_ns - self._first_seen.get(buffer.inode, now_ns)
+                age_known = not preexisting
+            if age_ns < min_age_s * 1e9:
+                continue
+            if creation is None:
+                state = NOT_KNOWN
+            else:
+                state = RUNNING if alive(creation.pid) else EXITED
+            fds = tuple(Holder(pid, comms.get(pid, b""), refs.fds) for pid, refs in sorted(entry.holders.items())
+                        if refs.fds)
+            maps = tuple(Holder(pid, comms.get(pid, b""), refs.maps) for pid, refs in sorted(entry.holders.items())
+                         if refs.maps)
+            kernel_holds: Tuple[str, ...] = ()
+            if not entry.holders:
+                kernel_holds = tuple(buffer.attached_devices) or (KERNEL_REFERENCE,)
+            leak = LeakBuffer(buffer.inode, buffer.size, buffer.exporter, buffer.name, age_ns / 1e9, age_known,
+                              preexisting, creation, state, fds, maps, kernel_holds)
+            stack, key = group_key(buffer, creation)
+            groups.setdefault(key, (stack, []))[1].append(leak)
+        out = []
+        for key, (stack, buffers) in groups.items():
+            buffers.sort(key=lambda leak: (-leak.age_s, leak.inode))
+            series = [((t - first_ns) / 1e9, *counts.get(key, (0, 0))) for t, counts in self._history]
+            out.append(LeakGroup(stack, key, buffers, series))
+        out.sort(key=lambda group: (-group.bytes, -group.count, repr(group.key)))
+        notes = ()
+        if not creations:
+            notes = ("no creation records (the lifecycle probe is not loaded here): ages count from when this tool "
+                     "first saw each buffer, creators are not known, groups are by exporter + size + name",)
+        return LeakReport((now_ns - first_ns) / 1e9, min_age_s, len(self._history), out, bool(creations), notes)

@@ -1,0 +1,122 @@
+"""`dmabuf-top leaks` as text or JSON (a leaks.LeakReport in). Pure.
+
+JSON (one object per report, one per line; "schema": "dmabuf-top.leaks/1"):
+
+    {"schema", "elapsed_s", "min_age_s", "observations", "creations_known", "notes": [str],
+     "buffers", "bytes",
+     "groups": [{"stack": [frame]|null, "exporter", "size", "name", "name_hex" (the group key when the stack
+                 is not known; null otherwise), "count", "bytes", "growth_buffers", "growth_bytes",
+                 "series": [{"t_s", "buffers", "bytes"}],
+                 "buffers": [{"inode", "size", "exporter", "name", "name_hex", "age_s", "age_known",
+                              "preexisting", "creator": {"pid", "tid", "comm", "state", "cgroup", "cgroup_hex"}|null,
+                              "creator_state": "running"|"exited"|"not known",
+                              "fd_holders": [{"pid", "comm", "comm_hex", "fds"}],
+                              "map_holders": [{"pid", "comm", "comm_hex", "maps"}],
+                              "kernel_holds": [str]}]}]}
+
+"age_known" false: the buffer existed before dmabuf-top started, "age_s" is then a lower bound and it has no
+stack. "kernel_holds" is empty for a buffer a process holds, else the devices attached to it or
+"kernel reference". Names, comms and cgroups are given lossy and exact (hex), as in snapshot.
+"""
+from __future__ import annotations
+
+import json
+
+from .leaks import NOT_KNOWN
+from .text import human_size, terminal_safe
+
+SCHEMA = "dmabuf-top.leaks/1"
+
+
+def _lossy(raw):
+    return None if raw is None else bytes(raw).decode("utf-8", "replace")
+
+
+def _hex(raw):
+    return None if raw is None else bytes(raw).hex()
+
+
+def _holders(holders, what):
+    return [{"pid": h.pid, "comm": _lossy(h.comm), "comm_hex": _hex(h.comm), what: h.count} for h in holders]
+
+
+def _buffer_dict(leak) -> dict:
+    creator = None
+    if leak.creator is not None:
+        c = leak.creator
+        creator = {"pid": c.pid, "tid": c.tid, "comm": c.comm, "state": leak.creator_state,
+                   "cgroup": _lossy(c.cgroup), "cgroup_hex": _hex(c.cgroup)}
+    return {"inode": leak.inode, "size": leak.size, "exporter": leak.exporter, "name": _lossy(leak.name),
+            "name_hex": _hex(leak.name), "age_s": round(leak.age_s, 3), "age_known": leak.age_known,
+            "preexisting": leak.preexisting, "creator": creator, "creator_state": leak.creator_state,
+            "fd_holders": _holders(leak.fd_holders, "fds"), "map_holders": _holders(leak.map_holders, "maps"),
+            "kernel_holds": list(leak.kernel_holds)}
+
+
+def to_dict(report) -> dict:
+    groups = []
+    for group in report.groups:
+        by_buffer = group.stack is None
+        exporter, size, name = group.key[1:] if by_buffer else (None, None, None)
+        growth_buffers, growth_bytes = group.growth
+        groups.append({
+            "stack": None if by_buffer else list(group.stack),
+            "exporter": exporter or None if by_buffer else None, "size": size,
+            "name": _lossy(name), "name_hex": _hex(name),
+            "count": group.count, "bytes": group.bytes, "growth_buffers": growth_buffers, "growth_bytes": growth_bytes,
+            "series": [{"t_s": round(t, 3), "buffers": n, "bytes": b} for t, n, b in group.series],
+            "buffers": [_buffer_dict(leak) for leak in group.buffers],
+        })
+    return {"schema": SCHEMA, "elapsed_s": round(report.elapsed_s, 3), "min_age_s": report.min_age_s,
+            "observations": report.observations, "creations_known": report.creations_known,
+            "notes": list(report.notes), "buffers": report.buffers, "bytes": report.bytes, "groups": groups}
+
+
+def render_json(report) -> str:
+    return json.dumps(to_dict(report), ensure_ascii=True)
+
+
+def _age(leak) -> str:
+    return f"{leak.age_s:.1f}s" if leak.age_known else f">={leak.age_s:.1f}s"
+
+
+def _creator(leak) -> str:
+    if leak.creator is None:
+        return "before start" if leak.preexisting else NOT_KNOWN
+    text = f"{leak.creator.pid}({terminal_safe(leak.creator.comm)})"
+    return f"{text} exited" if leak.creator_state == "exited" else text
+
+
+def _who(holders) -> str:
+    return " ".join(f"{h.pid}({terminal_safe(h.comm, none='?')})x{h.count}" for h in holders) or "-"
+
+
+def render_text(report) -> str:
+    lines = [f"leaks: {report.buffers} buffers alive >= {report.min_age_s:g}s, {human_size(report.bytes)}, "
+             f"in {len(report.groups)} groups ({report.observations} observations over {report.elapsed_s:.1f}s)"]
+    lines += [f"note: {note}" for note in report.notes]
+    for number, group in enumerate(report.groups, 1):
+        growth_buffers, growth_bytes = group.growth
+        sign = "+" if growth_bytes >= 0 else "-"
+        lines.append("")
+        lines.append(f"group {number}: {group.count} buffers, {human_size(group.bytes)}, growth {growth_buffers:+d} "
+                     f"buffers {sign}{human_size(abs(growth_bytes))} over {len(group.series)} observations")
+        if group.stack is not None:
+            lines.append("  allocation stack:")
+            lines += [f"    {terminal_safe(frame)}" for frame in group.stack]
+        else:
+            exporter, size, name = group.key[1:]
+            stack_note = ("existed before dmabuf-top started: no stack" if all(b.preexisting for b in group.buffers)
+                          else "allocation stack not known")
+            lines.append(f"  {exporter or '?'} {human_size(size)} {terminal_safe(name)}  ({stack_note})")
+        lines.append("  " + "  ".join(f"{h:<{w}}" for h, w in _HEAD).rstrip())
+        for leak in group.buffers:
+            held_by = ", ".join(terminal_safe(what) for what in leak.kernel_holds)
+            cells = (str(leak.inode), human_size(leak.size), _age(leak), _creator(leak), _who(leak.fd_holders),
+                     _who(leak.map_holders))
+            lines.append(("  " + "  ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, _HEAD)) + "  " + held_by).rstrip())
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_HEAD = (("INODE", 8), ("SIZE", 10), ("AGE", 8), ("CREATOR", 22), ("FD HOLDERS", 24), ("MAP HOLDERS", 24),
+         ("HELD BY (no process)", 0))
