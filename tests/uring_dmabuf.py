@@ -4,7 +4,7 @@ It registers a dma-buf with a ring for one O_DIRECT block device and reads the d
 IORING_OP_READ_FIXED, step by step, so that a kernel without the series answers with the step that refused and
 its errno (issue 19: "absent with the reason"). Raw syscalls only: no liburing on these machines.
 
-The uAPI, as the series' uapi diff and its liburing test use it (kernel/series/io_uring-dmabuf/README):
+The uAPI, as the series' uapi diff and its liburing test use it (docs/research/io_uring-dmabuf-port.md):
 
     struct io_uring_rsrc_update2 { u32 offset; u32 flags /* was resv */; u64 data; u64 tags; u32 nr; u32 resv2; }
     IORING_RSRC_UPDATE_EXTENDED = 1 << 1 in flags: data points at io_uring_regbuf_desc[nr], not at iovec[nr]
