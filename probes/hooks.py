@@ -55,7 +55,7 @@ class HookPoint:
     functions: Tuple[str, ...] = ()  # kernel functions doctor trials (fentry/fexit, else kprobe/kretprobe)
     tracepoints: Tuple[str, ...] = ()  # "category:event"
     programs: Tuple[Program, ...] = ()  # what the Tracer loads; empty: watched by doctor only
-    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/patches)
+    patched_only: bool = False  # exists only on kernels carrying an out-of-tree patch (kernel/series/rw-file)
     config: str = ""  # the kernel option that builds this path: a kernel without its hook points has no such path
 
 

@@ -873,7 +873,7 @@ int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct tas
 }
 
 /*
- * Patched kernels only (kernel/patches): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
+ * Patched kernels only (kernel/series/rw-file): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
  * moves bytes between a file and the exporter's own pages (DMA_BUF_IOCTL_RW_FILE). It opens
  * the attribution record itself, so the copies, pins and page-cache pages inside it are its
  * own; the memory object is the dma-buf. Loaded only where the function exists.

@@ -15,7 +15,7 @@ enum iopath {
 	IOPATH_COPY_FILE_RANGE = 3,
 	IOPATH_SENDFILE = 4,
 	IOPATH_SPLICE = 5,
-	IOPATH_RW_FILE = 6,	   /* patched kernels: dma_buf_rw_file (DMA_BUF_IOCTL_RW_FILE, kernel/patches) */
+	IOPATH_RW_FILE = 6,	   /* patched kernels: dma_buf_rw_file (DMA_BUF_IOCTL_RW_FILE, kernel/series/rw-file) */
 	IOPATH_IO_URING = 7,	   /* io_uring READ/READV/READ_FIXED/READV_FIXED and their WRITE twins, per request */
 	IOPATH_AIO = 8,		   /* AIO IOCB_CMD_PREAD/PWRITE/PREADV/PWRITEV, per request */
 	IOPATH_COUNT = 9,

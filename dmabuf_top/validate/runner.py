@@ -36,8 +36,8 @@ DEFAULT_SIZE = 256 * MiB
 DEFAULT_CHUNK = 32 * MiB  # the posters read into 32 MB buffers
 DEFAULT_DIR = "/mnt/scratch"
 EVIDENCE_STACKS = 3
-ASYNC_IO_UNSEEN = ("the reads ran inside io_uring or AIO, outside the read syscalls the I/O tracer follows: a copy "
-                   "there is the kernel's, not seen by the hooks")
+ASYNC_IO_UNSEEN = ("the reads ran as io_uring or AIO requests: the tracer credits their bytes at completion, but a "
+                   "copy made inside a request is counted apart from any call, so the device's writes decide")
 
 
 def default_directory():
