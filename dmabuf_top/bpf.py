@@ -101,6 +101,7 @@ _SIGNATURES = {
     "bpf_program__set_attach_target": (ctypes.c_int, [_P, ctypes.c_int, ctypes.c_char_p]),
     "bpf_program__set_log_buf": (ctypes.c_int, [_P, ctypes.c_char_p, ctypes.c_size_t]),
     "bpf_program__fd": (ctypes.c_int, [_P]),
+    "bpf_obj_get_info_by_fd": (ctypes.c_int, [ctypes.c_int, _P, ctypes.POINTER(ctypes.c_uint32)]),
     "bpf_program__attach": (_P, [_P]),
     "bpf_program__attach_tracepoint": (_P, [_P, ctypes.c_char_p, ctypes.c_char_p]),
     "bpf_program__attach_raw_tracepoint": (_P, [_P, ctypes.c_char_p]),
@@ -408,6 +409,21 @@ class Program:
     @property
     def fd(self):
         return self._lib.bpf_program__fd(self._prog)
+
+    # struct bpf_prog_info (include/uapi/linux/bpf.h): its size since 5.16 and where recursion_misses (5.12+) is.
+    _PROG_INFO_SIZE = 232
+    _RECURSION_MISSES_AT = 208
+
+    @property
+    def recursion_misses(self):
+        """Times the kernel skipped this program because it was already running on that CPU (a tracepoint hit
+        again from an interrupt while the program ran): events it never saw. None where the kernel does not say."""
+        info = ctypes.create_string_buffer(self._PROG_INFO_SIZE)
+        size = ctypes.c_uint32(self._PROG_INFO_SIZE)
+        _check(self._lib.bpf_obj_get_info_by_fd(self.fd, info, ctypes.byref(size)), f"prog info of {self.name}")
+        if size.value < self._RECURSION_MISSES_AT + 8:
+            return None
+        return int.from_bytes(info.raw[self._RECURSION_MISSES_AT:self._RECURSION_MISSES_AT + 8], "little")
 
     def set_attach_target(self, function_name):
         """Retarget an fentry/fexit/tp_btf program before load (one program, many kernel functions)."""

@@ -9,7 +9,7 @@ device's bytes landed in those frames and how many elsewhere. See docs/dma-evide
 import ctypes
 import mmap
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from ..bpf import BpfLoadError, BpfObject
@@ -81,6 +81,9 @@ class Stats:
     bios_tagged: int = 0
     vmemmap_base: int = 0
     page_struct_size: int = 0
+    # Runs the kernel skipped because a program was already running on that CPU (a completion in an interrupt
+    # nested in another's): requests and tags nobody counted, so their bytes are unknown (None: not reported).
+    skipped_runs: Optional[int] = 0
 
     @property
     def lost_bytes(self):
@@ -320,7 +323,17 @@ class DmaEvidence:
     def stats(self) -> Stats:
         stats_map = self._obj.map("stats")
         raw = stats_map.lookup(_U32.pack(0))
-        return decode_stats(stats_map.split_percpu(raw) if raw else [])
+        return replace(decode_stats(stats_map.split_percpu(raw) if raw else []), skipped_runs=self.skipped_runs())
+
+    def skipped_runs(self) -> Optional[int]:
+        """The attached programs' recursion misses, summed (None when the kernel does not count them)."""
+        total = 0
+        for name in dict(PROGRAM_SETS)[self.hook]:
+            misses = self._obj.program(name).recursion_misses
+            if misses is None:
+                return None
+            total += misses
+        return total
 
     def read(self) -> DeviceWrites:
         """Everything recorded since attach (or the last drain), left in place."""

@@ -70,6 +70,11 @@ def lost(before: Stats, after: Stats) -> Optional[str]:
             parts.append(f"{amount} bytes ({why})")
     if after.tgid_map_full - before.tgid_map_full:
         parts.append("per-process counts (their map was full)")
+    if after.skipped_runs is None:
+        parts.append("an unknown number of requests (this kernel does not count the probe's skipped runs)")
+    elif after.skipped_runs - (before.skipped_runs or 0):
+        parts.append(f"{after.skipped_runs - (before.skipped_runs or 0)} runs of its programs (the kernel skipped "
+                     "them: one was already running on that CPU, as when a completion interrupts another's)")
     return "the block-layer evidence lost " + ", ".join(parts) if parts else None
 
 
@@ -84,12 +89,14 @@ class Window:
         except DmabufTopError as error:
             self.missing = f"the block-layer hooks cannot be attached: {error}"
         self._stats = None
+        self.skipped_runs = 0
 
     def add_tgid(self, tgid):
         if self.probe is not None:
             self.probe.add_tgid(tgid)
 
     def start(self):
+        self.skipped_runs = 0  # of the last window: runs of the probe the kernel skipped (nested on a CPU)
         if self.probe is not None:
             self.probe.drain()
             self._stats = self.probe.stats()
@@ -99,7 +106,10 @@ class Window:
         if self.probe is None:
             return {}, self.missing
         writes = self.probe.drain()
-        return writes.pages, lost(self._stats or Stats(), writes.stats)
+        before = self._stats or Stats()
+        if writes.stats.skipped_runs is not None:
+            self.skipped_runs = writes.stats.skipped_runs - (before.skipped_runs or 0)
+        return writes.pages, lost(before, writes.stats)
 
     def close(self):
         if self.probe is not None:

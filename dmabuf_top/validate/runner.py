@@ -36,6 +36,7 @@ DEFAULT_SIZE = 256 * MiB
 DEFAULT_CHUNK = 32 * MiB  # the posters read into 32 MB buffers
 DEFAULT_DIR = "/mnt/scratch"
 EVIDENCE_STACKS = 3
+EVIDENCE_ATTEMPTS = 3
 ASYNC_IO_UNSEEN = ("the reads ran as io_uring or AIO requests: the tracer credits their bytes at completion, but a "
                    "copy made inside a request is counted apart from any call, so the device's writes decide")
 
@@ -130,6 +131,7 @@ class MethodResult:
     # Bytes of the file still in the page cache when the load began, though dropped (None: warm, not dropped):
     # the device never read them, so they are missing from device_bytes.
     cached_at_start: Optional[int] = None
+    evidence_skips: int = 0  # runs of the block-layer probe the kernel skipped in the window (its evidence is cut)
     evidence: List[dict] = field(default_factory=list)
     paths: Dict[str, dict] = field(default_factory=dict)
     flows: List[dict] = field(default_factory=list)
@@ -319,9 +321,25 @@ class Runner:
         self.close()
 
     def run(self, methods) -> ValidateRun:
-        results = [self.run_one(method) for method in methods]
+        results = [self.run_measured(method) for method in methods]
         return ValidateRun(results, self.source, self.warm, list(self.tracer.hooks), dict(self.missing), self.stacks,
                            kernel=dict(self.report.kernel))
+
+    def run_measured(self, method) -> MethodResult:
+        """run_one, and again (EVIDENCE_ATTEMPTS in all) while the kernel skipped runs of the block-layer probe in
+        the window: a completion that interrupts another's on the same CPU is not shown to the probe, by chance
+        (more often on a loaded machine), so the next load is likely whole. The kept result says how many
+        loads it took; one whose evidence stayed cut is judged with that loss (unmeasured where it matters)."""
+        attempts = 0
+        while True:
+            attempts += 1
+            result = self.run_one(method)
+            if not result.evidence_skips or attempts == EVIDENCE_ATTEMPTS:
+                break
+        if attempts > 1:
+            result.notes.append(f"loaded {attempts} times: the kernel skipped runs of the block-layer probe in the "
+                                "earlier loads (nested completions), so their DMA evidence was not whole")
+        return result
 
     def run_one(self, method) -> MethodResult:
         size = self.source.size
@@ -364,6 +382,7 @@ class Runner:
                 result.ended_ns = time.monotonic_ns()
                 after = self.tracer.snapshot()
                 pages, lost = self.window.stop()
+                result.evidence_skips = self.window.skipped_runs
             finally:
                 os.close(fd)
             result.io_ms = (io_ended - io_started) * 1000

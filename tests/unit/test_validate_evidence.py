@@ -39,3 +39,11 @@ def test_tmpfs_has_no_block_device_under_it(tmp_path):
 def test_pages_of_the_buffer_without_a_frame_leave_the_evidence_undecided():
     found = evidence.judge({1: 4096}, [1, None])
     assert found.device_to_buffer == 4096 and found.undecided == ("1 pages of the buffer had no known page frame",)
+
+
+def test_runs_the_kernel_skipped_cut_the_window():
+    # A completion nested in another's on one CPU is never shown to the probe: its bytes are unknown, not zero.
+    why = evidence.lost(Stats(skipped_runs=2), Stats(skipped_runs=5))
+    assert why and "3 runs of its programs" in why
+    assert evidence.lost(Stats(skipped_runs=4), Stats(skipped_runs=4)) is None
+    assert "does not count" in evidence.lost(Stats(), Stats(skipped_runs=None))
