@@ -11,6 +11,7 @@
  *   pread-memfd      4 KiB pread of FILE into a memfd mapping (MAP_SHARED)
  *   pread-dmabuf     4 KiB pread of FILE into a dma-buf mapping (the system heap)
  *   read1m-dmabuf    1 MiB pread of FILE into a dma-buf mapping
+ *   dread1m-anon     1 MiB O_DIRECT pread of FILE into anonymous memory (the device writes there: block I/O)
  *
  *   cc -O2 -o io_cost benchmarks/io_cost.c && ./io_cost WORKLOAD ROUNDS CALLS [FILE]
  *
@@ -102,14 +103,14 @@ int main(int argc, char **argv)
 	int fd = -1;
 
 	if (rounds < 1 || calls < 1) {
-		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf ROUNDS CALLS [FILE]\n",
+		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf|dread1m-anon ROUNDS CALLS [FILE]\n",
 			argv[0]);
 		return 2;
 	}
 	if (strcmp(workload, "getppid") != 0) {
 		if (argc < 5)
 			die("FILE is needed for a read workload");
-		fd = open(argv[4], O_RDONLY | O_CLOEXEC);
+		fd = open(argv[4], O_RDONLY | O_CLOEXEC | (strcmp(workload, "dread1m-anon") == 0 ? O_DIRECT : 0));
 		if (fd < 0)
 			die(argv[4]);
 		if (strcmp(workload, "pread-anon") == 0) {
@@ -118,6 +119,10 @@ int main(int argc, char **argv)
 			buffer = memfd_buffer(size);
 		} else if (strcmp(workload, "pread-dmabuf") == 0) {
 			buffer = dmabuf_buffer(size);
+		} else if (strcmp(workload, "dread1m-anon") == 0) {
+			size = LARGE;
+			span = LARGE_SPAN;
+			buffer = anonymous_buffer(size); /* page-aligned, as O_DIRECT needs */
 		} else if (strcmp(workload, "read1m-dmabuf") == 0) {
 			size = LARGE;
 			span = LARGE_SPAN;

@@ -53,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGETS = {"host": 0.97, "guest": 0.90}
+# Issue 17's target for a host with the syscall tracepoints only (the CI host): the tracer's added cost at
+# most this many times the do-nothing floor's, per paired round (the paired ratio targets above are out of
+# reach of any program on those hooks: hook_floor.py).
+HOST_FLOOR_FACTOR = 1.15
 CHUNK = 1 << 20
 PREAD = 4096
 MODES = ("untraced", "traced", "floor", "with stacks")
@@ -178,9 +182,15 @@ class Modes:
     def switch(self, mode):
         if mode == self.current:
             return
-        if self.current != "untraced":
+        if self.current == "evidence":
+            self._evidence.close()
+        elif self.current != "untraced":
             self._loaded[self.current].detach()
-        if mode != "untraced":
+        if mode == "evidence":  # the block-layer programs of validate and record, for every process
+            from dmabuf_top.probes.dma_evidence import DmaEvidence
+
+            self._evidence = DmaEvidence(record_all=True)
+        elif mode != "untraced":
             self._loaded[mode].reattach()
         self.current = mode
 
@@ -250,9 +260,20 @@ def measure(where, rounds, size):
         bytes_per_call = workloads[name][2]
         ratio, low, high = paired["traced"]
         verdict = verdict_of(low, high, target)
-        all_met &= verdict == "met"
+        if where == "host":
+            # per round: the traced pass's added ns per call beyond HOST_FLOOR_FACTOR x the floor pass's
+            excess = quartiles([((t.wall_ns - u.wall_ns) - HOST_FLOOR_FACTOR * (f.wall_ns - u.wall_ns)) / u.calls
+                                for u, f, t in zip(runs["untraced"], runs["floor"], runs["traced"])])
+            floor_verdict = verdict_of(-excess[2], -excess[1], 0)
+            all_met &= floor_verdict == "met"
+            print(f"[{where}] {name}: traced's added cost beyond {HOST_FLOOR_FACTOR}x the floor's, median of "
+                  f"{rounds} paired rounds {excess[0]:+.0f} ns per call (interquartile {excess[1]:+.0f}.."
+                  f"{excess[2]:+.0f}); target <= 0: {floor_verdict}")
+        else:
+            all_met &= verdict == "met"
         print(f"[{where}] {name}: traced / untraced throughput, median of {rounds} paired rounds "
-              f"{ratio:.3f} (interquartile {low:.3f}..{high:.3f}); target >= {target:.2f}: {verdict}")
+              f"{ratio:.3f} (interquartile {low:.3f}..{high:.3f}); target >= {target:.2f}: {verdict}"
+              + (" (not judged here: issue 17)" if where == "host" else ""))
         print(f"[{where}]   paired ratios: floor {paired['floor'][0]:.3f} "
               f"({paired['floor'][1]:.3f}..{paired['floor'][2]:.3f}), "
               f"with stacks {paired['with stacks'][0]:.3f} "
@@ -290,6 +311,10 @@ EXACT_WORKLOADS = {
     "pread 1 MiB file -> dma-buf map": ("read1m-dmabuf", 5, 30, 1.0),
 }
 EXACT_MODES = ("untraced", "floor", "traced", "with stacks")
+# The block-layer hooks of validate and record (probes/dma_evidence.bpf.c) run per bio, not per call: stated
+# on a workload that makes block I/O, with them attached alone ("evidence") and with the tracer.
+EVIDENCE_WORKLOAD = ("pread 1 MiB O_DIRECT -> anonymous", "dread1m-anon", 5, 20)
+EVIDENCE_MODES = ("untraced", "traced", "evidence")
 EXACT_FILE_BYTES = 4 << 20  # io_cost.c: read1m-dmabuf cycles over 4 MiB
 EXACT_AGREEMENT = 0.005  # two boots' figures agree within 0.5 %
 EXACT_LINE = "exact:"  # the machine-readable lines the host compares between boots
@@ -335,6 +360,11 @@ def measure_exact():
                 modes.switch(mode)
                 for name, (workload, rounds, calls, _target) in EXACT_WORKLOADS.items():
                     figures[name][mode] = io_cost(program, workload, rounds, calls, data)
+            evidence_name, evidence_workload, rounds, calls = EVIDENCE_WORKLOAD
+            evidence = {}
+            for mode in EVIDENCE_MODES:
+                modes.switch(mode)
+                evidence[mode] = io_cost(program, evidence_workload, rounds, calls, data)
             modes.switch("untraced")
         finally:
             modes.close()
@@ -346,6 +376,8 @@ def measure_exact():
     for name in EXACT_WORKLOADS:
         for mode in EXACT_MODES:
             print(f"{EXACT_LINE} {EXACT_WORKLOADS[name][0]} {mode.replace(' ', '_')} {figures[name][mode]:.1f}")
+    for mode in EVIDENCE_MODES:
+        print(f"{EXACT_LINE} {evidence_workload} {mode} {evidence[mode]:.1f}")
     header = f"{'workload':<34}{'untraced':>10}{'floor':>10}{'traced':>10}{'w/ stacks':>11}"
     print(f"[exact] {header}{'traced/untr':>13}{'traced/floor':>14}{'stacks/untr':>13}")
     all_met = True
@@ -363,6 +395,11 @@ def measure_exact():
                         f" (floor {percent_over(of['floor'], of['untraced']):+.1f} %,"
                         f" record's stacks {percent_over(of['with stacks'], of['untraced']):+.1f} %)")
     print("\n".join(verdicts))
+    print(f"[exact] block-layer hooks (dma_evidence.bpf.c, validate and record only), {evidence_name}: untraced "
+          f"{evidence['untraced']:.1f}, evidence hooks alone {evidence['evidence']:.1f} "
+          f"({percent_over(evidence['evidence'], evidence['untraced']):+.2f} %), traced {evidence['traced']:.1f} "
+          f"({percent_over(evidence['traced'], evidence['untraced']):+.2f} %) instructions per call "
+          "(the submitting thread's share: completions run in interrupt context)")
     print("[exact] floor = do-nothing programs on the tracer's live hooks; traced = as trace, the live view and "
           "export run it; with stacks = as record and validate run it (kernel stacks at copy and GUP points)")
     return all_met
