@@ -426,9 +426,14 @@ def exact_from_host(boots):
             continue
         spread = (max(values) - min(values)) / min(values)
         same = spread <= EXACT_AGREEMENT
-        ok &= same
+        # The targets rest on untraced, floor and traced. Stacks depend on what the stack map already
+        # holds, and an O_DIRECT read sleeps on the device (its completion runs in whichever task the
+        # interrupt finds): printed, not held to 0.5 %.
+        judged = key[1] not in ("with_stacks",) and key[0] != EVIDENCE_WORKLOAD[1]
+        ok &= same or not judged
         print(f"boots: {key[0]:<14} {key[1]:<12} " + " / ".join(f"{v:.1f}" for v in values)
-              + f"  spread {spread * 100:.2f} % {'(same)' if same else '(NOT the same: > 0.5 %)'}")
+              + f"  spread {spread * 100:.2f} % {'(same)' if same else '(NOT the same: > 0.5 %)'}"
+              + ("" if judged else " (not judged)"))
     return ok
 
 
