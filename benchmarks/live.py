@@ -23,6 +23,15 @@ judged on the scaled one and the raw one is never hidden.
 Also printed: the same screen with a filter typed and sorted by name (the cases
 that need every row's text), and --json of one frame (every row built).
 --profile FILE writes a cProfile of the refreshes and prints its top entries.
+
+The exporter's own CPU per scrape is printed too: DmabufCollector.collect() (inventory, trace
+snapshot, metric families) and the text exposition prometheus_client writes, as `dmabuf-top export`
+serves one /metrics request, on the same population.
+
+--icount (from the host): boots the lab under the instruction-counting clock (`dmabuf-top vm
+--icount`: QEMU -icount shift=0, one vCPU), where one guest nanosecond of CPU time is one guest
+instruction: the figures are then instructions per refresh and per scrape, which repeat across boots
+and do not depend on this host's load (issue 17).
 """
 import argparse
 import ctypes
@@ -100,6 +109,10 @@ class SyntheticSources:
         trace = TraceSnapshot(by_target, by_task, {}, {}, {}, {}, 0, hooks)
         return Sample(time.monotonic(), time.time(), inventory, trace, {}, True)
 
+    def take_inventory(self):
+        """What the exporter reads per scrape (the trace is absent here: no tracer)."""
+        return self.sample().inventory
+
     def __enter__(self):
         return self
 
@@ -119,6 +132,24 @@ def from_host(argv):
                           timeout=1800, cwd=Path(__file__).resolve().parents[1],
                           on_output=lambda chunk: sys.stdout.write(chunk.decode(errors="replace")))
     return result.exit_code
+
+
+def exporter_cost(sources, scrapes, interval):
+    """CPU seconds per scrape of the Prometheus exporter (collect + exposition text), median of `scrapes`."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from dmabuf_top.prometheus import DmabufCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DmabufCollector(sources.take_inventory, getattr(sources, "tracer", None)))
+    generate_latest(registry)  # warm-up, as refresh_cost does
+    costs = []
+    for _ in range(scrapes):
+        time.sleep(interval)
+        cpu = time.process_time()
+        generate_latest(registry)
+        costs.append(time.process_time() - cpu)
+    return statistics.median(costs)
 
 
 def refresh_cost(sources, model, refreshes, interval, draw, profile=None):
@@ -163,7 +194,19 @@ def main():
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the refreshes and print its top")
     parser.add_argument("--host-yardstick", type=float,
                         help="the host's yardstick seconds (set when run from the host)")
+    parser.add_argument("--icount", action="store_true",
+                        help="from the host: run in the lab under --icount and print guest instructions")
+    parser.add_argument("--instructions", action="store_true",
+                        help="(set by --icount in the guest) CPU ns are guest instructions: print them as such")
     args = parser.parse_args()
+    if args.icount:
+        from dmabuf_top.kernel.lab import run_in_guest
+
+        argv = [a for a in sys.argv[1:] if a != "--icount"]
+        result = run_in_guest([sys.executable, str(Path(__file__).resolve()), "--instructions", *argv],
+                              timeout=3000, cwd=Path(__file__).resolve().parents[1], icount=True,
+                              on_output=lambda chunk: sys.stdout.write(chunk.decode(errors="replace")))
+        return result.exit_code
     pids, release = [], None
     if not args.here and not args.synthetic:
         if not os.path.exists(HEAP):
@@ -196,6 +239,7 @@ def main():
             extra = {label: median_ms(refresh_cost(sources, model, 3, args.interval, draw)[0]) for label, draw in (
                 ("with a filter typed", screen(ViewState(filter="buf-1"))), ("sorted by name", screen(by_name)),
                 ("--json (every row)", render_json))}
+            scrape = exporter_cost(sources, 3, args.interval)
     finally:
         if release is not None:
             os.close(release)
@@ -211,6 +255,13 @@ def main():
 
         profile.dump_stats(args.profile)
         pstats.Stats(args.profile).sort_stats("cumulative").print_stats(25)
+    print(f"exporter CPU per scrape (collect + /metrics text, median of 3): {scrape * 1000:.1f} ms")
+    if args.instructions:
+        print(f"instructions (--icount: guest CPU ns): live view {cpu * 1e9 / 1e6:.1f} M per refresh "
+              f"(sample {statistics.median(p[0] for p in parts) * 1e3:.1f} M, model "
+              f"{statistics.median(p[1] for p in parts) * 1e3:.1f} M, screen "
+              f"{statistics.median(p[2] for p in parts) * 1e3:.1f} M); "
+              f"exporter {scrape * 1e9 / 1e6:.1f} M per scrape")
     share = cpu / 1.0
     print(f"at a 1 s interval: {share * 100:.1f}% of one CPU here")
     if args.host_yardstick:

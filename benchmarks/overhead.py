@@ -26,11 +26,26 @@ paired ratios is printed: it says how far to trust the median.
 Each pass starts after a settling time spent making untimed calls of its own kind, and
 is timed by the wall clock (the throughput the targets are about) and by this thread's
 CPU time. Guest timings are emulated (TCG): only the ratios within one run mean anything.
+
+--exact: the lab's instruction-counting clock instead of pairing (issue 17's targets).
+
+    .venv/bin/python benchmarks/overhead.py --exact        # boots the lab twice under --icount
+    dmabuf-top vm --icount -- .venv/bin/python benchmarks/overhead.py --exact --here
+
+Under `dmabuf-top vm --icount` (QEMU -icount shift=0, one vCPU) one guest nanosecond is one guest
+instruction, so a C loop timing itself with its thread's CPU clock (benchmarks/io_cost.c, one
+process per workload, minimum of rounds) gives instructions per call that repeat across boots.
+Each mode (untraced, floor, traced, with stacks) is attached in turn and every workload runs under
+it; each target is judged on "traced" as +% over untraced. From the host, the lab is booted twice
+(--boots) and the figures of the two boots must agree within 0.5 %.
 """
 import argparse
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +53,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TARGETS = {"host": 0.97, "guest": 0.90}
+# Issue 17's target for a host with the syscall tracepoints only (the CI host): the tracer's added cost at
+# most this many times the do-nothing floor's, per paired round (the paired ratio targets above are out of
+# reach of any program on those hooks: hook_floor.py).
+HOST_FLOOR_FACTOR = 1.15
 CHUNK = 1 << 20
 PREAD = 4096
 MODES = ("untraced", "traced", "floor", "with stacks")
@@ -163,9 +182,15 @@ class Modes:
     def switch(self, mode):
         if mode == self.current:
             return
-        if self.current != "untraced":
+        if self.current == "evidence":
+            self._evidence.close()
+        elif self.current != "untraced":
             self._loaded[self.current].detach()
-        if mode != "untraced":
+        if mode == "evidence":  # the block-layer programs of validate and record, for every process
+            from dmabuf_top.probes.dma_evidence import DmaEvidence
+
+            self._evidence = DmaEvidence(record_all=True)
+        elif mode != "untraced":
             self._loaded[mode].reattach()
         self.current = mode
 
@@ -235,9 +260,20 @@ def measure(where, rounds, size):
         bytes_per_call = workloads[name][2]
         ratio, low, high = paired["traced"]
         verdict = verdict_of(low, high, target)
-        all_met &= verdict == "met"
+        if where == "host":
+            # per round: the traced pass's added ns per call beyond HOST_FLOOR_FACTOR x the floor pass's
+            excess = quartiles([((t.wall_ns - u.wall_ns) - HOST_FLOOR_FACTOR * (f.wall_ns - u.wall_ns)) / u.calls
+                                for u, f, t in zip(runs["untraced"], runs["floor"], runs["traced"])])
+            floor_verdict = verdict_of(-excess[2], -excess[1], 0)
+            all_met &= floor_verdict == "met"
+            print(f"[{where}] {name}: traced's added cost beyond {HOST_FLOOR_FACTOR}x the floor's, median of "
+                  f"{rounds} paired rounds {excess[0]:+.0f} ns per call (interquartile {excess[1]:+.0f}.."
+                  f"{excess[2]:+.0f}); target <= 0: {floor_verdict}")
+        else:
+            all_met &= verdict == "met"
         print(f"[{where}] {name}: traced / untraced throughput, median of {rounds} paired rounds "
-              f"{ratio:.3f} (interquartile {low:.3f}..{high:.3f}); target >= {target:.2f}: {verdict}")
+              f"{ratio:.3f} (interquartile {low:.3f}..{high:.3f}); target >= {target:.2f}: {verdict}"
+              + (" (not judged here: issue 17)" if where == "host" else ""))
         print(f"[{where}]   paired ratios: floor {paired['floor'][0]:.3f} "
               f"({paired['floor'][1]:.3f}..{paired['floor'][2]:.3f}), "
               f"with stacks {paired['with stacks'][0]:.3f} "
@@ -265,11 +301,152 @@ def measure(where, rounds, size):
     return all_met
 
 
+# --exact: workloads of benchmarks/io_cost.c, (rounds, calls) per run, and issue 17's target for each:
+# the traced mode's cost at most this many % over untraced.
+EXACT_WORKLOADS = {
+    "getppid": ("getppid", 5, 20000, 1.0),
+    "pread 4 KiB file -> anonymous": ("pread-anon", 5, 4000, 20.0),
+    "pread 4 KiB file -> memfd map": ("pread-memfd", 5, 4000, 35.0),
+    "pread 4 KiB file -> dma-buf map": ("pread-dmabuf", 5, 4000, 35.0),
+    "pread 1 MiB file -> dma-buf map": ("read1m-dmabuf", 5, 30, 1.0),
+}
+EXACT_MODES = ("untraced", "floor", "traced", "with stacks")
+# The block-layer hooks of validate and record (probes/dma_evidence.bpf.c) run per bio, not per call: stated
+# on a workload that makes block I/O, with them attached alone ("evidence") and with the tracer.
+EVIDENCE_WORKLOAD = ("pread 1 MiB O_DIRECT -> anonymous", "dread1m-anon", 5, 20)
+EVIDENCE_MODES = ("untraced", "traced", "evidence")
+EXACT_FILE_BYTES = 4 << 20  # io_cost.c: read1m-dmabuf cycles over 4 MiB
+EXACT_AGREEMENT = 0.005  # two boots' figures agree within 0.5 %
+EXACT_LINE = "exact:"  # the machine-readable lines the host compares between boots
+
+
+def build_io_cost(directory):
+    """Compile benchmarks/io_cost.c into `directory` (the guest's /tmp: the shared tree is read-only)."""
+    program = Path(directory) / "io_cost"
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        sys.exit("overhead.py --exact needs a C compiler (cc or gcc) to build benchmarks/io_cost.c")
+    subprocess.run([compiler, "-O2", "-Wall", "-o", str(program), str(ROOT / "benchmarks" / "io_cost.c")], check=True)
+    return program
+
+
+def io_cost(program, workload, rounds, calls, data):
+    """Instructions (ns under --icount) per call of one io_cost.c workload: the minimum of its rounds."""
+    out = subprocess.run([str(program), workload, str(rounds), str(calls), str(data)], check=True,
+                         capture_output=True, text=True).stdout
+    return float([line for line in out.splitlines() if line.startswith("min ")][0].split()[1])
+
+
+def percent_over(value, base):
+    return (value / base - 1) * 100
+
+
+def measure_exact():
+    """Every workload under every mode; prints the table and the targets; True when all are met."""
+    from dmabuf_top import features
+
+    report = features.detect()
+    data = scratch_dir() / "overhead-exact.bin"
+    with open(data, "wb") as out:
+        out.write(os.urandom(EXACT_FILE_BYTES))
+    figures = {name: {} for name in EXACT_WORKLOADS}
+    with tempfile.TemporaryDirectory(prefix="overhead-exact-") as build:
+        program = build_io_cost(build)
+        for _name, (workload, _rounds, calls, _target) in EXACT_WORKLOADS.items():
+            io_cost(program, workload, 1, calls, data)  # warm the page cache and the code paths
+        modes = Modes(report)
+        try:
+            for mode in EXACT_MODES:
+                modes.switch(mode)
+                for name, (workload, rounds, calls, _target) in EXACT_WORKLOADS.items():
+                    figures[name][mode] = io_cost(program, workload, rounds, calls, data)
+            evidence_name, evidence_workload, rounds, calls = EVIDENCE_WORKLOAD
+            evidence = {}
+            for mode in EVIDENCE_MODES:
+                modes.switch(mode)
+                evidence[mode] = io_cost(program, evidence_workload, rounds, calls, data)
+            modes.switch("untraced")
+        finally:
+            modes.close()
+            data.unlink(missing_ok=True)
+    print(f"[exact] kernel {os.uname().release}, {os.cpu_count()} CPU(s); figures are guest instructions per call "
+          "under --icount (thread CPU ns), minimum of rounds, each workload in its own process (io_cost.c)")
+    print(f"[exact] tracer programs live: {', '.join(modes.live)}")
+    print(f"[exact] hooks not live: {', '.join(sorted(modes.missing)) or 'none'}")
+    for name in EXACT_WORKLOADS:
+        for mode in EXACT_MODES:
+            print(f"{EXACT_LINE} {EXACT_WORKLOADS[name][0]} {mode.replace(' ', '_')} {figures[name][mode]:.1f}")
+    for mode in EVIDENCE_MODES:
+        print(f"{EXACT_LINE} {evidence_workload} {mode} {evidence[mode]:.1f}")
+    header = f"{'workload':<34}{'untraced':>10}{'floor':>10}{'traced':>10}{'w/ stacks':>11}"
+    print(f"[exact] {header}{'traced/untr':>13}{'traced/floor':>14}{'stacks/untr':>13}")
+    all_met = True
+    verdicts = []
+    for name, (_workload, _rounds, _calls, target) in EXACT_WORKLOADS.items():
+        of = figures[name]
+        traced = percent_over(of["traced"], of["untraced"])
+        print(f"[exact] {name:<34}{of['untraced']:>10.1f}{of['floor']:>10.1f}{of['traced']:>10.1f}"
+              f"{of['with stacks']:>11.1f}{traced:>+12.1f}%{percent_over(of['traced'], of['floor']):>+13.1f}%"
+              f"{percent_over(of['with stacks'], of['untraced']):>+12.1f}%")
+        met = traced <= target
+        all_met &= met
+        verdicts.append(f"[exact] target {name}: traced <= +{target:g} % over untraced: "
+                        f"{traced:+.1f} % {'met' if met else 'NOT met'}"
+                        f" (floor {percent_over(of['floor'], of['untraced']):+.1f} %,"
+                        f" record's stacks {percent_over(of['with stacks'], of['untraced']):+.1f} %)")
+    print("\n".join(verdicts))
+    print(f"[exact] block-layer hooks (dma_evidence.bpf.c, validate and record only), {evidence_name}: untraced "
+          f"{evidence['untraced']:.1f}, evidence hooks alone {evidence['evidence']:.1f} "
+          f"({percent_over(evidence['evidence'], evidence['untraced']):+.2f} %), traced {evidence['traced']:.1f} "
+          f"({percent_over(evidence['traced'], evidence['untraced']):+.2f} %) instructions per call "
+          "(the submitting thread's share: completions run in interrupt context)")
+    print("[exact] floor = do-nothing programs on the tracer's live hooks; traced = as trace, the live view and "
+          "export run it; with stacks = as record and validate run it (kernel stacks at copy and GUP points)")
+    return all_met
+
+
+def exact_from_host(boots):
+    """Boot the lab `boots` times under --icount, run --exact --here in each, compare the boots' figures."""
+    from dmabuf_top.kernel.lab import run_in_guest
+
+    runs, ok = [], True
+    for boot in range(boots):
+        print(f"--- boot {boot + 1} of {boots} (icount)", flush=True)
+        result = run_in_guest([sys.executable, str(Path(__file__).resolve()), "--exact", "--here"], timeout=3000,
+                              cwd=ROOT, icount=True,
+                              on_output=lambda chunk: sys.stdout.write(chunk.decode(errors="replace")))
+        ok &= result.exit_code == 0
+        runs.append({tuple(line.split()[1:3]): float(line.split()[3])
+                     for line in result.output.splitlines() if line.startswith(EXACT_LINE)})
+    for key in runs[0] if len(runs) > 1 else ():
+        values = [run.get(key) for run in runs]
+        if None in values:
+            print(f"boots disagree: {' '.join(key)} missing from a boot")
+            ok = False
+            continue
+        spread = (max(values) - min(values)) / min(values)
+        same = spread <= EXACT_AGREEMENT
+        # The targets rest on untraced, floor and traced. Stacks depend on what the stack map already
+        # holds, and an O_DIRECT read sleeps on the device (its completion runs in whichever task the
+        # interrupt finds): printed, not held to 0.5 %.
+        judged = key[1] not in ("with_stacks",) and key[0] != EVIDENCE_WORKLOAD[1]
+        ok &= same or not judged
+        print(f"boots: {key[0]:<14} {key[1]:<12} " + " / ".join(f"{v:.1f}" for v in values)
+              + f"  spread {spread * 100:.2f} % {'(same)' if same else '(NOT the same: > 0.5 %)'}"
+              + ("" if judged else " (not judged)"))
+    return ok
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--here", action="store_true", help="measure only where this runs")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--exact", action="store_true",
+                        help="instructions per call under the lab's --icount clock (from the host: boots the lab)")
+    parser.add_argument("--boots", type=int, default=2, help="with --exact from the host: lab boots to compare")
     args = parser.parse_args()
+    if args.exact:
+        return 0 if (measure_exact() if args.here else exact_from_host(args.boots)) else 1
     in_guest = os.path.ismount("/mnt/scratch") and os.path.exists("/dev/udmabuf")
     where = "guest" if in_guest else "host"
     ok = measure(where, args.rounds or ROUNDS[where], (64 if where == "host" else 16) << 20)

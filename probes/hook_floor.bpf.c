@@ -49,6 +49,30 @@ int floor_pagecache_add(void *ctx) { return 0; }
 SEC("tracepoint/filemap/mm_filemap_delete_from_page_cache")
 int floor_pagecache_delete(void *ctx) { return 0; }
 
+/* The VFS path (iopaths.bpf.c, "VFS level"): where fentry is allowed, instead of the syscall tracepoints. */
+#define FLOOR_FENTRY_PAIR(prefix, function)                          \
+	SEC("fentry/" #function)                                     \
+	int BPF_PROG(floor_##prefix##_enter) { return 0; }           \
+	SEC("fexit/" #function)                                      \
+	int BPF_PROG(floor_##prefix##_exit) { return 0; }
+
+FLOOR_FENTRY_PAIR(vfs_read, vfs_read)
+FLOOR_FENTRY_PAIR(vfs_write, vfs_write)
+FLOOR_FENTRY_PAIR(vfs_readv, vfs_readv)
+FLOOR_FENTRY_PAIR(vfs_writev, vfs_writev)
+FLOOR_FENTRY_PAIR(vfs_copy_file_range, vfs_copy_file_range)
+FLOOR_FENTRY_PAIR(sendfile, do_sendfile)
+FLOOR_FENTRY_PAIR(splice, do_splice)
+
+SEC("fentry/mmap_region")
+int BPF_PROG(floor_shared_memory_mmap) { return 0; }
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(floor_shared_memory_fork) { return 0; }
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(floor_shared_memory_exec) { return 0; }
+
 /* What the tracer used before it moved to the raw syscall tracepoints: the perf syscall events. */
 SEC("tracepoint/syscalls/sys_enter_pread64")
 int classic_enter_pread64(void *ctx) { return 0; }

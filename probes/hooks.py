@@ -14,6 +14,7 @@ from typing import Optional, Tuple
 
 # Attach kinds, best first where a point has several (DESIGN.md, "pick the best hook the kernel offers").
 TP_BTF, RAW_TP, FENTRY, KPROBE, TRACEPOINT = "tp_btf", "raw_tp", "fentry", "kprobe", "tracepoint"
+ITER = "iter"  # a BPF iterator the Tracer runs itself once its hooks are attached (not an attach point)
 
 # The 7.0+ dma_buf tracepoints (drivers/dma-buf/dma-buf-trace.h).
 DMA_BUF_TRACEPOINTS = ("dma_buf_export", "dma_buf_fd", "dma_buf_get", "dma_buf_put", "dma_buf_mmap",
@@ -28,6 +29,18 @@ SYSCALLS = {
     "copy_file_range": "copy_file_range", "sendfile64": "sendfile", "splice": "splice",
 }
 SYSCALL_CONCERN = "syscalls"
+
+# Where fentry/fexit are allowed, the VFS functions these syscalls reach (the prefix of their program pair in
+# iopaths.bpf.c: vfs_read_enter/vfs_read_exit...). Then a syscall that moves no data passes through no program.
+VFS_PATH = "vfs"  # the group: all of its programs live, or none (then the syscall tracepoints are used)
+SYSCALL_VFS_PROGRAMS = {
+    "read": "vfs_read", "pread64": "vfs_read", "readv": "vfs_readv", "preadv": "vfs_readv", "preadv2": "vfs_readv",
+    "write": "vfs_write", "pwrite64": "vfs_write", "writev": "vfs_writev", "pwritev": "vfs_writev",
+    "pwritev2": "vfs_writev", "copy_file_range": "vfs_copy_file_range", "sendfile64": "sendfile", "splice": "splice",
+}
+VFS_FUNCTIONS = {"vfs_read": "vfs_read", "vfs_write": "vfs_write", "vfs_readv": "vfs_readv",
+                 "vfs_writev": "vfs_writev", "vfs_copy_file_range": "vfs_copy_file_range",
+                 "sendfile": "do_sendfile", "splice": "do_splice"}  # program prefix -> kernel function
 # Flushes a thread's run of same-keyed calls when it is switched out; without it every call
 # updates the maps itself (iopaths.bpf.c, struct call_batch).
 BATCH_FLUSH_PROGRAM = "flush_on_switch"
@@ -42,6 +55,7 @@ class Program:
     target: str  # "category:event", a raw tracepoint, or a kernel function
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
     also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
+    group: str = ""  # programs that are live together or not at all (VFS_PATH)
 
 
 @dataclass(frozen=True)
@@ -66,17 +80,37 @@ def _lifecycle_programs():
                        Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release"))
 
 
+def _vfs_programs():
+    pairs = tuple(Program(f"{prefix}_{phase}", FENTRY, function, group=VFS_PATH)
+                  for prefix, function in VFS_FUNCTIONS.items() for phase in ("enter", "exit"))
+    # Which processes map a dma-buf, shmem or device memory (iopaths.bpf.c, shared_memory_tgids): a read of
+    # an ordinary file into anonymous memory of any other process leaves after a few loads.
+    return pairs + (Program("shared_memory_mmap", FENTRY, "mmap_region", group=VFS_PATH),
+                    Program("shared_memory_fork", TP_BTF, "sched_process_fork", group=VFS_PATH),
+                    Program("shared_memory_exec", TP_BTF, "sched_process_exec", group=VFS_PATH),
+                    Program("shared_memory_seed", ITER, "task_vma", group=VFS_PATH))
+
+
+# The syscall tracepoints take over when the VFS path is refused (the CI host: fentry EPERM).
+SYSCALL_FALLBACK_FOR = "vfs_read_enter"
+
 HOOK_POINTS = (
-    # One program on each raw syscall tracepoint (tp_btf: plain loads of the registers, else raw_tp) tells the
+    # Where fentry is allowed: the VFS functions, so that syscalls moving no data pass through no program
+    # (benchmarks/overhead.py --exact: getppid +0 % instead of +100 % with the syscall tracepoints).
+    HookPoint("vfs", SYSCALL_CONCERN, "read, write and their v variants, copy_file_range, sendfile and splice at "
+              "the VFS level, with the processes that map shared memory: who, which file, which buffer, bytes, "
+              "errors, latency", (FENTRY, TP_BTF, ITER), functions=tuple(VFS_FUNCTIONS.values()) + ("mmap_region",),
+              tracepoints=("sched:sched_process_fork", "sched:sched_process_exec"), programs=_vfs_programs()),
+    # Else one program on each raw syscall tracepoint (tp_btf: plain loads of the registers, else raw_tp) tells the
     # traced syscalls apart by number: half the cost of the per-syscall perf events (benchmarks/overhead.py).
     HookPoint("syscalls", SYSCALL_CONCERN, "read, write and their p/v variants, copy_file_range, sendfile and "
               "splice: who, which file, which buffer, bytes, errors, latency", (TP_BTF, RAW_TP),
               tracepoints=("raw_syscalls:sys_enter", "raw_syscalls:sys_exit"),
-              programs=(Program("syscall_enter_btf", TP_BTF, "sys_enter"),
-                        Program("syscall_exit_btf", TP_BTF, "sys_exit"),
+              programs=(Program("syscall_enter_btf", TP_BTF, "sys_enter", fallback_for=SYSCALL_FALLBACK_FOR),
+                        Program("syscall_exit_btf", TP_BTF, "sys_exit", fallback_for=SYSCALL_FALLBACK_FOR),
                         Program("syscall_enter_raw", RAW_TP, "sys_enter", fallback_for="syscall_enter_btf"),
                         Program("syscall_exit_raw", RAW_TP, "sys_exit", fallback_for="syscall_exit_btf"),
-                        Program(BATCH_FLUSH_PROGRAM, TP_BTF, "sched_switch"))),
+                        Program(BATCH_FLUSH_PROGRAM, TP_BTF, "sched_switch", fallback_for=SYSCALL_FALLBACK_FOR))),
     # Asynchronous requests: attributed at issue to the issuing process and the memory at the buffer address,
     # credited at completion (iopaths.bpf.c, "io_uring and AIO requests"). io_uring's tracepoints exist wherever
     # io_uring is built (the CI host has tp_btf and no fentry).

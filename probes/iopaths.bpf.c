@@ -4,7 +4,14 @@
  * memory object (a dma-buf mapping, a memfd behind a udmabuf, a file), and what
  * it cost inside: CPU copies, GUP pins, page-cache insertions, latency.
  *
- * Attribution: one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
+ * Attribution, where fentry/fexit are allowed: programs on the VFS functions the
+ * I/O syscalls reach (vfs_read, vfs_write, vfs_readv, vfs_writev,
+ * vfs_copy_file_range, do_sendfile, do_splice) open and close the per-thread
+ * record, so a syscall that moves no data passes through no program at all; a
+ * read or write whose file is no dma-buf or shmem, by a process that maps no
+ * dma-buf, shmem or device memory (shared_memory_tgids, kept from mmap, fork
+ * and exec), leaves after a few loads (see "VFS level" below).
+ * Elsewhere (the fallback): one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
  * else raw_tp) picks out the I/O syscalls by number and opens a per-thread
  * "inflight" record (task-local storage) at entry, resolving the fds to files
  * and the user buffer to the file mapped there (bpf_find_vma, or the thread's
@@ -64,6 +71,24 @@ const volatile bool record_events = false;
 const volatile bool collect_stacks = true;
 const volatile bool follow_children = false; /* with target_tgid: also trace what it forks (traced_tgids) */
 const volatile bool batch_calls = true; /* only with a live flush_on_switch program: see struct call_batch */
+const volatile bool vfs_path = false; /* the VFS programs are live: inner hooks leave early for calls of no interest */
+
+/*
+ * VFS path only. One bit per tgid (PID_MAX_LIMIT is 2^22 on 64-bit): the process maps (or mapped, or
+ * its parent did when it forked) a dma-buf, a shmem file (memfd) or device memory, so a user buffer of
+ * it may be one and a read or write of it needs the VMA lookup. Set from mmap_region and the seeding
+ * iterator, copied to a child at fork, cleared at exec (a new mm). Never cleared at munmap: a stale bit
+ * only sends calls down the exact path. Plain loads from the program, no map lookup.
+ */
+#define SHARED_MEMORY_WORDS (1U << 16)
+__u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
+
+/*
+ * VFS path only. Calls open per tgid (hashed: a collision only sends calls down the exact path), so
+ * the inner hooks (copies, GUP) of an open call of a process without the bit above are still counted.
+ */
+#define OPEN_CALL_SLOTS (1U << 16)
+__u32 open_calls[OPEN_CALL_SLOTS];
 
 struct file_identity {
 	__u64 inode;
@@ -129,6 +154,8 @@ struct inflight {
 	__s64 nr;      /* the syscall it belongs to (-1: rw_file), so only its own exit closes it */
 	__u32 active;  /* a call is open */
 	__u32 in_gup_fast; /* inside gup_fast_fallback, so __get_user_pages below it is not counted twice */
+	__u32 open_counted; /* VFS path: this record's open call is counted in open_calls */
+	__u32 pad;
 	struct vma_cache vma;
 	struct call_batch batch;
 };
@@ -438,18 +465,18 @@ static __always_inline struct inflight *begin(struct task_struct *task, __u32 pa
 	return io;
 }
 
-/* read/write family: the file side is fd, the memory side is the user buffer. */
-static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 path, __u64 fd, __u64 user_addr,
-				     __u64 count)
+/* read/write family: the file side is `file`, the memory side is the user buffer. */
+static __always_inline struct inflight *begin_rw_file(struct task_struct *task, __s64 nr, __u32 path,
+						      struct file *file, __u64 user_addr, __u64 count)
 {
 	struct inflight *io = begin(task, path, count, nr);
 	struct file_identity mapped = {};
 	struct inflight_call *call;
 
 	if (!io)
-		return;
+		return NULL;
 	call = &io->call;
-	identify_file(file_of_fd(task, fd), path == IOPATH_READ ? &call->src : &call->dst);
+	identify_file(file, path == IOPATH_READ ? &call->src : &call->dst);
 	identify_user_address(task, io, user_addr, &mapped); /* bpf_find_vma's context must live on the stack */
 	call->target = mapped;
 	if (path == IOPATH_READ)
@@ -457,26 +484,41 @@ static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 p
 	else
 		call->src = mapped;
 	call->direct = path == IOPATH_READ ? call->src.direct : call->dst.direct;
+	return io;
+}
+
+/* The syscall path: the file side is an fd of the calling task. */
+static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 path, __u64 fd, __u64 user_addr,
+				     __u64 count)
+{
+	begin_rw_file(task, nr, path, file_of_fd(task, fd), user_addr, count);
 }
 
 /* fd-to-fd paths: the memory object is the end that is a dma-buf or shmem, else the destination. */
-static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, __u32 path, __u64 fd_in,
-					   __u64 fd_out, __u64 count)
+static __always_inline struct inflight *begin_files(struct task_struct *task, __s64 nr, __u32 path,
+						    struct file *file_in, struct file *file_out, __u64 count)
 {
 	struct inflight *io = begin(task, path, count, nr);
 	struct inflight_call *call;
 
 	if (!io)
-		return;
+		return NULL;
 	call = &io->call;
-	identify_file(file_of_fd(task, fd_in), &call->src);
-	identify_file(file_of_fd(task, fd_out), &call->dst);
+	identify_file(file_in, &call->src);
+	identify_file(file_out, &call->dst);
 	if ((call->src.kind == IOFILE_DMABUF || call->src.kind == IOFILE_SHMEM) &&
 	    !(call->dst.kind == IOFILE_DMABUF || call->dst.kind == IOFILE_SHMEM))
 		call->target = call->src;
 	else
 		call->target = call->dst;
 	call->direct = call->src.direct | call->dst.direct;
+	return io;
+}
+
+static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, __u32 path, __u64 fd_in,
+					   __u64 fd_out, __u64 count)
+{
+	begin_files(task, nr, path, file_of_fd(task, fd_in), file_of_fd(task, fd_out), count);
 }
 
 /*
@@ -872,6 +914,307 @@ int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct tas
 	return 0;
 }
 
+/* ------------------------------------------------------------------------- */
+/* VFS level: where fentry/fexit are allowed, instead of the syscall tracepoints */
+
+/*
+ * Each VFS function's own pseudo syscall number in inflight.nr (negative: no real syscall has it), so
+ * only its own fexit closes the record it opened.
+ */
+#define VFS_NR_READ (-2)
+#define VFS_NR_WRITE (-3)
+#define VFS_NR_READV (-4)
+#define VFS_NR_WRITEV (-5)
+#define VFS_NR_COPY_FILE_RANGE (-6)
+#define VFS_NR_SENDFILE (-7)
+#define VFS_NR_SPLICE (-8)
+
+static __always_inline bool tgid_maps_shared_memory(__u32 tgid)
+{
+	return shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)] & (1ULL << (tgid & 63));
+}
+
+static __always_inline void mark_tgid(__u32 tgid, bool maps)
+{
+	__u64 *word = &shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)];
+	__u64 bit = 1ULL << (tgid & 63);
+
+	if (maps)
+		__sync_fetch_and_or(word, bit);
+	else
+		__sync_fetch_and_and(word, ~bit);
+}
+
+/* A dma-buf or a shmem regular file (memfd, /dev/shm): an end worth attributing even into anonymous memory. */
+static __always_inline bool shared_memory_file(struct file *file)
+{
+	struct inode *inode;
+	__u32 magic;
+
+	if (!file)
+		return false;
+	inode = file->f_inode;
+	if (!inode)
+		return false;
+	magic = inode->i_sb->s_magic;
+	return magic == DMA_BUF_MAGIC || (magic == TMPFS_MAGIC && (inode->i_mode & S_IFMT_) == S_IFREG_);
+}
+
+/* A mapping that makes the process's user buffers worth a VMA lookup: anything but an ordinary file's pages. */
+static __always_inline bool shared_memory_mapping(struct file *file)
+{
+	struct inode *inode = file->f_inode;
+	__u32 magic;
+
+	if (!inode)
+		return false;
+	magic = inode->i_sb->s_magic;
+	return magic == DMA_BUF_MAGIC || magic == TMPFS_MAGIC || (inode->i_mode & S_IFMT_) != S_IFREG_;
+}
+
+/*
+ * A read or write worth a record: the file is shared memory, or the process maps some (its user buffer may
+ * be). With target_tgid (record -- CMD, -p PID) every call is: one process's whole I/O is what was asked
+ * for, and begin() leaves the other processes out.
+ */
+static __always_inline bool rw_of_interest(struct task_struct *task, struct file *file)
+{
+	return target_tgid || tgid_maps_shared_memory(task->tgid) || shared_memory_file(file);
+}
+
+/*
+ * Whether the inner hooks (copies, GUP) of the current task must look for its record: always on the
+ * syscall path or with target_tgid; on the VFS path only for a process with shared memory or a call open.
+ */
+static __always_inline bool inner_of_interest(void)
+{
+	__u32 tgid;
+
+	if (!vfs_path || target_tgid)
+		return true;
+	tgid = bpf_get_current_task_btf()->tgid;
+	return tgid_maps_shared_memory(tgid) || open_calls[tgid & (OPEN_CALL_SLOTS - 1)];
+}
+
+static __always_inline void count_open(struct inflight *io)
+{
+	if (io->open_counted)
+		return; /* a record that was never closed (a detach mid-call) is counted once */
+	io->open_counted = 1;
+	__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], 1);
+}
+
+static __always_inline void vfs_finish(struct task_struct *task, __s64 nr, __s64 ret)
+{
+	struct inflight *io = task_record(task, false);
+
+	if (!io || !io->active || io->nr != nr)
+		return;
+	finish(io, ret, false); /* fexit programs can be preempted: no batching (see finish) */
+	if (io->open_counted) {
+		io->open_counted = 0;
+		__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], -1);
+	}
+}
+
+/* read and write: of interest when the file is shared memory or the process maps some. */
+static __always_inline void vfs_rw_enter(struct file *file, __u64 user_addr, __u64 count, __u32 path, __s64 nr)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *io;
+
+	if (!rw_of_interest(task, file))
+		return;
+	io = begin_rw_file(task, nr, path, file, user_addr, count);
+	if (io)
+		count_open(io);
+}
+
+static __always_inline void vfs_rw_exit(struct file *file, __s64 nr, __s64 ret)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	if (!rw_of_interest(task, file))
+		return;
+	vfs_finish(task, nr, ret);
+}
+
+SEC("fentry/vfs_read")
+int BPF_PROG(vfs_read_enter, struct file *file, char *buf, size_t count, loff_t *pos)
+{
+	vfs_rw_enter(file, (__u64)buf, count, IOPATH_READ, VFS_NR_READ);
+	return 0;
+}
+
+SEC("fexit/vfs_read")
+int BPF_PROG(vfs_read_exit, struct file *file, char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	vfs_rw_exit(file, VFS_NR_READ, ret);
+	return 0;
+}
+
+SEC("fentry/vfs_write")
+int BPF_PROG(vfs_write_enter, struct file *file, const char *buf, size_t count, loff_t *pos)
+{
+	vfs_rw_enter(file, (__u64)buf, count, IOPATH_WRITE, VFS_NR_WRITE);
+	return 0;
+}
+
+SEC("fexit/vfs_write")
+int BPF_PROG(vfs_write_exit, struct file *file, const char *buf, size_t count, loff_t *pos, ssize_t ret)
+{
+	vfs_rw_exit(file, VFS_NR_WRITE, ret);
+	return 0;
+}
+
+/* readv/writev families: the memory side is the first iovec, as on the syscall path. */
+static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec *vec, __u32 path, __s64 nr)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct iovec first = {};
+	struct inflight *io;
+
+	if (!rw_of_interest(task, file))
+		return;
+	bpf_probe_read_user(&first, sizeof(first), vec);
+	io = begin_rw_file(task, nr, path, file, (__u64)first.iov_base, first.iov_len);
+	if (io)
+		count_open(io);
+}
+
+SEC("fentry/vfs_readv")
+int BPF_PROG(vfs_readv_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags)
+{
+	vfs_rwv_enter(file, vec, IOPATH_READ, VFS_NR_READV);
+	return 0;
+}
+
+SEC("fexit/vfs_readv")
+int BPF_PROG(vfs_readv_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags, ssize_t ret)
+{
+	vfs_rw_exit(file, VFS_NR_READV, ret);
+	return 0;
+}
+
+SEC("fentry/vfs_writev")
+int BPF_PROG(vfs_writev_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags)
+{
+	vfs_rwv_enter(file, vec, IOPATH_WRITE, VFS_NR_WRITEV);
+	return 0;
+}
+
+SEC("fexit/vfs_writev")
+int BPF_PROG(vfs_writev_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
+	     rwf_t flags, ssize_t ret)
+{
+	vfs_rw_exit(file, VFS_NR_WRITEV, ret);
+	return 0;
+}
+
+/* File to file: rare and large, always traced (both ends are known here, no VMA lookup). */
+static __always_inline void vfs_files_enter(struct file *in, struct file *out, __u64 count, __u32 path, __s64 nr)
+{
+	struct inflight *io = begin_files(bpf_get_current_task_btf(), nr, path, in, out, count);
+
+	if (io)
+		count_open(io);
+}
+
+SEC("fentry/vfs_copy_file_range")
+int BPF_PROG(vfs_copy_file_range_enter, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
+	     size_t len, unsigned int flags)
+{
+	vfs_files_enter(file_in, file_out, len, IOPATH_COPY_FILE_RANGE, VFS_NR_COPY_FILE_RANGE);
+	return 0;
+}
+
+SEC("fexit/vfs_copy_file_range")
+int BPF_PROG(vfs_copy_file_range_exit, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
+	     size_t len, unsigned int flags, ssize_t ret)
+{
+	vfs_finish(bpf_get_current_task_btf(), VFS_NR_COPY_FILE_RANGE, ret);
+	return 0;
+}
+
+SEC("fentry/do_splice")
+int BPF_PROG(splice_enter, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
+	     unsigned int flags)
+{
+	vfs_files_enter(in, out, len, IOPATH_SPLICE, VFS_NR_SPLICE);
+	return 0;
+}
+
+SEC("fexit/do_splice")
+int BPF_PROG(splice_exit, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
+	     unsigned int flags, ssize_t ret)
+{
+	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SPLICE, ret);
+	return 0;
+}
+
+/* do_sendfile(out_fd, in_fd, ppos, count, max) takes fds: found in the fd table, as the syscall path does. */
+SEC("fentry/do_sendfile")
+int BPF_PROG(sendfile_enter, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *io = begin_files(task, VFS_NR_SENDFILE, IOPATH_SENDFILE, file_of_fd(task, in_fd),
+					  file_of_fd(task, out_fd), count);
+
+	if (io)
+		count_open(io);
+	return 0;
+}
+
+SEC("fexit/do_sendfile")
+int BPF_PROG(sendfile_exit, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max, ssize_t ret)
+{
+	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SENDFILE, ret);
+	return 0;
+}
+
+/* Keeping shared_memory_tgids: every new file mapping, fork (the child has the parent's mappings), exec. */
+SEC("fentry/mmap_region")
+int BPF_PROG(shared_memory_mmap, struct file *file)
+{
+	if (file && shared_memory_mapping(file)) /* set before the mapping exists: no read can precede it */
+		mark_tgid(bpf_get_current_task_btf()->tgid, true);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(shared_memory_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (child->pid == child->tgid) /* a new process (a thread shares its tgid's bit) */
+		mark_tgid(child->tgid, tgid_maps_shared_memory(parent->tgid));
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(shared_memory_exec, struct task_struct *task)
+{
+	mark_tgid(task->tgid, false); /* a new mm: only mappings made from now on count */
+	return 0;
+}
+
+/* Run once after the programs above are attached (and after each reattach): the mappings made before. */
+SEC("iter/task_vma")
+int shared_memory_seed(struct bpf_iter__task_vma *ctx)
+{
+	struct vm_area_struct *vma = ctx->vma;
+	struct task_struct *task = ctx->task;
+	struct file *file;
+
+	if (!task || !vma)
+		return 0;
+	file = vma->vm_file;
+	if (file && shared_memory_mapping(file))
+		mark_tgid(task->tgid, true);
+	return 0;
+}
+
 /*
  * Patched kernels only (kernel/series/rw-file): dma_buf_rw_file(dmabuf, file, pos, offset, len, flags)
  * moves bytes between a file and the exporter's own pages (DMA_BUF_IOCTL_RW_FILE). It opens
@@ -959,7 +1302,7 @@ static __always_inline void count_cpu_copy(void *ctx, __s64 copied, __u16 point)
 	struct inflight_call *call;
 	struct io_counters *other;
 
-	if (copied <= 0)
+	if (copied <= 0 || !inner_of_interest())
 		return;
 	call = current_call(); /* open only on a thread begin() found traced */
 	if (call) {
@@ -1028,7 +1371,7 @@ int BPF_PROG(gup_fast_enter, unsigned long start, unsigned long nr_pages, unsign
 {
 	struct inflight *io;
 
-	if (!traced_tgid(bpf_get_current_pid_tgid()))
+	if (!inner_of_interest() || !traced_tgid(bpf_get_current_pid_tgid()))
 		return 0;
 	io = thread_record(true);
 	if (io)
@@ -1042,7 +1385,7 @@ int BPF_PROG(gup_fast_exit, unsigned long start, unsigned long nr_pages, unsigne
 {
 	struct inflight *io;
 
-	if (!traced_tgid(bpf_get_current_pid_tgid()))
+	if (!inner_of_interest() || !traced_tgid(bpf_get_current_pid_tgid()))
 		return 0;
 	io = thread_record(false);
 	if (io)
@@ -1057,7 +1400,7 @@ int BPF_PROG(gup_slow_exit, struct mm_struct *mm, unsigned long start, unsigned 
 {
 	struct inflight *io;
 
-	if (!traced_tgid(bpf_get_current_pid_tgid()))
+	if (!inner_of_interest() || !traced_tgid(bpf_get_current_pid_tgid()))
 		return 0;
 	io = thread_record(false);
 	if (io && io->in_gup_fast)

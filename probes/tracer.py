@@ -26,11 +26,15 @@ from . import iopaths, object_path
 from .hooks import (
     BATCH_FLUSH_PROGRAM,
     FENTRY,
+    ITER,
     RAW_TP,
     SYSCALL_CONCERN,
+    SYSCALL_VFS_PROGRAMS,
     SYSCALLS,
     TP_BTF,
     TRACEPOINT,
+    VFS_FUNCTIONS,
+    VFS_PATH,
     HookState,
     State,
     programs,
@@ -46,6 +50,11 @@ def _plan(program, report, tracefs):
         if tracepoint_exists(tracefs, program.target):
             return True, TRACEPOINT, "present"
         return False, None, "tracepoint absent on this kernel"
+    if program.attach == ITER:
+        feature = report.features.get(f"iter/{program.target}")
+        if feature is not None and feature.available:
+            return True, ITER, feature.detail
+        return False, None, f"iter/{program.target} not available" + (f" ({feature.detail})" if feature else "")
     if program.attach in (TP_BTF, RAW_TP):
         feature = report.features.get("tp_btf" if program.attach == TP_BTF else "raw_tracepoint")
         if feature is not None and feature.available:
@@ -97,8 +106,46 @@ def _served_by_fallbacks(statuses, catalogue):
     return out
 
 
+def _plans_by_group(catalogue, plans):
+    """A group (the VFS path) is planned whole or not at all: one member that cannot load takes the rest out."""
+    for group in {program.group for _, program in catalogue if program.group}:
+        members = [program.name for _, program in catalogue if program.group == group]
+        refused = [name for name in members if not plans[name][0]]
+        if refused:
+            why = f"{refused[0]}: {plans[refused[0]][2]}"
+            for name in members:
+                plans[name] = (False, None, plans[name][2] if name == refused[0] else f"with {why}")
+    return plans
+
+
+def planned_attribution(report):
+    """(where attribution records open, why), as a Tracer on this kernel would plan it from the feature
+    trials (doctor shows it): "vfs" (fentry on the VFS functions), else "syscalls" (the syscall tracepoints).
+    A load can still refuse what the trials allowed: the Tracer then falls back, and its hooks say so."""
+    catalogue = [(point, program) for point, program in programs() if program.group == VFS_PATH]
+    plans = _plans_by_group(catalogue, {program.name: _plan(program, report, tracefs_root())
+                                        for _, program in catalogue})
+    if all(plan[0] for plan in plans.values()):
+        return VFS_PATH, "fentry/fexit on " + ", ".join(VFS_FUNCTIONS.values()) + \
+            ": syscalls that move no data pass through no program"
+    refused = next(program.name for _, program in catalogue if not plans[program.name][0])
+    return "syscalls", f"the raw syscall tracepoints: the VFS path is refused ({refused}: {plans[refused][2]})"
+
+
+def _vfs_live(statuses):
+    return any(status.live for status in statuses.values() if status.program in _VFS_GROUP)
+
+
+_VFS_GROUP = frozenset(program.name for _, program in programs() if program.group == VFS_PATH)
+
+
 def _syscall_hooks(statuses):
-    """The syscall program pair, reported as a pair of hooks per syscall: enter_read, exit_read..."""
+    """The program pairs that open and close attribution records, reported as a pair of hooks per syscall:
+    enter_read, exit_read... (at the VFS functions where they are live, else on the syscall tracepoints)."""
+    if _vfs_live(statuses):
+        return [HookState(f"{phase}_{syscall}", path, f"{VFS_FUNCTIONS[SYSCALL_VFS_PROGRAMS[syscall]]} ({syscall})",
+                          State.LIVE, FENTRY, statuses[f"{SYSCALL_VFS_PROGRAMS[syscall]}_{phase}"].why)
+                for phase in ("enter", "exit") for syscall, path in SYSCALLS.items()]
     hooks = []
     for phase in ("enter", "exit"):
         primary, fallback = statuses[f"syscall_{phase}_btf"], statuses[f"syscall_{phase}_raw"]
@@ -118,6 +165,18 @@ def _path_not_built(point, report, tracefs):
     return all(report.features.get(f"fn/{function}") is not None and
                report.features[f"fn/{function}"].detail == feature_detection.ABSENT
                for function in point.functions)
+
+
+def _covered_by_fallback(statuses, catalogue):
+    """The VFS path not live while the syscall tracepoints are: nothing is lost, so its programs are not needed."""
+    used = next((statuses[name] for name in ("syscall_enter_btf", "syscall_enter_raw") if statuses[name].live), None)
+    if used is None:
+        return
+    for _, program in catalogue:
+        if program.group == VFS_PATH and statuses[program.name].missing:
+            statuses[program.name] = dataclasses.replace(
+                statuses[program.name], state=State.NOT_NEEDED,
+                why=f"{statuses[program.name].why}; the syscall tracepoints are used ({used.program})")
 
 
 def _absent_from_kernel(report, function):
@@ -149,7 +208,8 @@ class Tracer:
         self._target_keys, self._decoded_targets = {}, {}
         tracefs = tracefs_root()
         self._catalogue = programs()
-        self._plans = {program.name: _plan(program, self.report, tracefs) for _, program in self._catalogue}
+        self._plans = _plans_by_group(self._catalogue, {program.name: _plan(program, self.report, tracefs)
+                                                        for _, program in self._catalogue})
         statuses = {program.name: _planned_state(point, program, self._plans[program.name], self._plans,
                                                  self.report, pid, follow_children, tracefs)
                     for point, program in self._catalogue}
@@ -164,8 +224,14 @@ class Tracer:
             self.close()
             raise
         statuses = _served_by_fallbacks(statuses, self._catalogue)
+        _covered_by_fallback(statuses, self._catalogue)
         self.programs = statuses
         self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
+
+    @property
+    def attribution(self):
+        """Where attribution records open: "vfs" (fentry on the VFS functions) or "syscalls" (tracepoints)."""
+        return VFS_PATH if _vfs_live(self.programs) else "syscalls"
 
     def _load_and_attach(self, statuses):
         # A program the verifier or the kernel refuses is dropped with its reason, and its fallback
@@ -173,6 +239,7 @@ class Tracer:
         for _ in range(2 * len(statuses) + 1):
             self._obj = BpfObject(object_path("iopaths"))
             self._rodata_values["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
+            self._rodata_values["vfs_path"] = _vfs_live(statuses)
             self._obj.set_rodata(**self._rodata_values)
             for name, entries in self._max_entries.items():
                 self._obj.map(name).max_entries = entries
@@ -188,26 +255,34 @@ class Tracer:
                 continue
             failed = self._attach(statuses)
             if not failed:
+                failed = not self._seed(statuses)
+            if not failed:
                 return
             self._obj.close()  # a fallback replaces a program whose attach failed: load again with it
         raise BpfError("iopaths: no set of programs could be loaded")
 
     def _refused(self, statuses, name, why):
-        """Mark a program refused (missing); enable its fallback if it has one. True when a fallback was enabled."""
-        statuses[name] = dataclasses.replace(statuses[name], state=State.MISSING, via=None, why=why)
+        """Mark a program refused (missing), and the rest of its group with it; enable their fallbacks.
+        True when a fallback was enabled."""
+        group = next(program.group for _, program in self._catalogue if program.name == name)
+        names = [program.name for _, program in self._catalogue if group and program.group == group] or [name]
+        enabled = False
+        for member in names:
+            statuses[member] = dataclasses.replace(statuses[member], state=State.MISSING, via=None,
+                                                   why=why if member == name else f"with {name}: {why}")
         for _, program in self._catalogue:
-            if program.fallback_for == name and self._plans[program.name][0]:
+            if program.fallback_for in names and self._plans[program.name][0] and not statuses[program.name].live:
                 _, via, planned_why = self._plans[program.name]
                 statuses[program.name] = dataclasses.replace(statuses[program.name], state=State.LIVE, via=via,
                                                              why=planned_why)
-                return True
-        return False
+                enabled = True
+        return enabled
 
     def _attach(self, statuses):
         """Attach every loaded program; True when a refused one has a fallback to load instead."""
         reload = False
         for _, program in self._catalogue:
-            if not statuses[program.name].live:
+            if not statuses[program.name].live or program.attach == ITER:
                 continue
             try:
                 self._obj.program(program.name).attach()
@@ -215,15 +290,32 @@ class Tracer:
                 reload |= self._refused(statuses, program.name, f"attach refused: {error}")
         return reload
 
+    def _seed(self, statuses):
+        """Run the live iterators once (the VFS path's: which processes already map shared memory), after the
+        hooks that keep their answer up to date are attached. False when one was refused (a fallback is enabled)."""
+        for _, program in self._catalogue:
+            if program.attach != ITER or not statuses[program.name].live:
+                continue
+            try:
+                self._obj.program(program.name).read_iter()
+            except BpfError as error:
+                if not self._refused(statuses, program.name, f"iterator refused: {error}"):
+                    raise
+                return False
+        return True
+
     def detach(self):
         """Take every program off its hook, keeping them loaded and the counters as they are."""
         self._obj.detach_all()
 
     def reattach(self):
-        """Put the live programs back on their hooks after detach()."""
+        """Put the live programs back on their hooks after detach(), and run the iterators again
+        (mappings made while detached)."""
+        iterators = {program.name for _, program in self._catalogue if program.attach == ITER}
         for name, status in self.programs.items():
-            if status.live:
+            if status.live and name not in iterators:
                 self._obj.program(name).attach()
+        self._seed(self.programs)
 
     # -- reading
 

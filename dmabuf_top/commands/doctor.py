@@ -42,8 +42,12 @@ def render_table(report):
               help="Print one JSON object: {kernel, features: {name: {available, via, detail}}}.")
 def command(as_json):
     """Show which hooks, iterators, tracepoints and dma-buf devices this kernel offers (needs root)."""
+    from ..probes.tracer import planned_attribution  # loads the BPF binding: not for --help
+
     report = detect()
-    if as_json:
+    if as_json:  # the JSON keeps its shape ({kernel, features}): the trials there say the same
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
+        where, why = planned_attribution(report)
         click.echo(render_table(report))
+        click.echo(f"\nI/O attribution (trace, the live view, export, record)\n  {where}: {why}")

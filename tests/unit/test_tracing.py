@@ -205,7 +205,68 @@ def test_every_hot_path_program_has_a_do_nothing_twin_on_the_same_hook():
     from dmabuf_top.bpf import BpfObject
 
     hot = [program.name for point, program in hooks.programs()
-           if point.concern in ("syscalls", "cpu_copy", "gup", "page_cache")]
+           if point.concern in ("syscalls", "cpu_copy", "gup", "page_cache")
+           and program.attach != hooks.ITER]  # an iterator runs once at attach, on no hook
     with BpfObject(object_path("iopaths")) as tracer, BpfObject(object_path("hook_floor")) as floor:
         sections = {name: floor.programs[f"floor_{name}"].section for name in hot if f"floor_{name}" in floor.programs}
         assert sections == {name: tracer.program(name).section for name in hot}
+
+
+def _vfs_report(refused=()):
+    """Every VFS-path function trialled fine but those in `refused`; tp_btf and the task_vma iterator work."""
+    features = {"fentry": Feature(True, "fentry"), "tp_btf": Feature(True, "tp_btf", "ok"),
+                "raw_tracepoint": Feature(True, "raw_tp", "ok"), "iter__task_vma": Feature(True, "iter", "ok")}
+    for function in (*hooks.VFS_FUNCTIONS.values(), "mmap_region"):
+        features[f"fn__{function}"] = Feature(False, None, "fentry refused (EPERM)") if function in refused \
+            else Feature(True, "fentry", "ok")
+    return _report(**features)
+
+
+def test_the_vfs_path_is_planned_whole_or_not_at_all():
+    """One VFS function fentry refuses takes the whole VFS path out: half of it beside the syscall tracepoints
+    would leave calls that neither opens (or count some twice)."""
+    catalogue = hooks.programs()
+    plan = tracing._plans_by_group(catalogue, {p.name: tracing._plan(p, _vfs_report(), None) for _, p in catalogue})
+    vfs = [p.name for _, p in catalogue if p.group == hooks.VFS_PATH]
+    assert vfs and all(plan[name][0] for name in vfs)
+    plan = tracing._plans_by_group(catalogue, {p.name: tracing._plan(p, _vfs_report(refused=("do_splice",)), None)
+                                               for _, p in catalogue})
+    assert not any(plan[name][0] for name in vfs)
+    assert "EPERM" in plan["splice_enter"][2]
+    assert plan["vfs_read_enter"][2] == "with splice_enter: fentry refused (EPERM)"
+    assert tracing.planned_attribution(_vfs_report())[0] == "vfs"
+    where, why = tracing.planned_attribution(_vfs_report(refused=("mmap_region",)))
+    assert where == "syscalls" and "shared_memory_mmap" in why
+
+
+def test_the_syscall_tracepoints_are_the_vfs_paths_fallback():
+    specs = {program.name: program for _, program in hooks.programs()}
+    for name in ("syscall_enter_btf", "syscall_exit_btf", hooks.BATCH_FLUSH_PROGRAM):
+        assert specs[name].fallback_for == hooks.SYSCALL_FALLBACK_FOR
+    assert specs[hooks.SYSCALL_FALLBACK_FOR].group == hooks.VFS_PATH
+    assert set(hooks.SYSCALL_VFS_PROGRAMS) == set(hooks.SYSCALLS)  # every traced syscall has its VFS function
+
+
+def test_syscall_hooks_name_the_vfs_function_that_serves_them_when_the_vfs_path_is_live():
+    statuses = _statuses(*[(State.NOT_NEEDED, "the VFS path is used")] * 4)
+    for _, program in hooks.programs():
+        if program.group == hooks.VFS_PATH:
+            statuses[program.name] = HookState(program.name, "syscalls", program.target, State.LIVE, "fentry", "ok")
+    by_name = {hook.program: hook for hook in tracing._syscall_hooks(statuses)}
+    assert len(by_name) == 2 * len(hooks.SYSCALLS)
+    assert (by_name["enter_pread64"].live, by_name["enter_pread64"].via) == (True, "fentry")
+    assert by_name["enter_pread64"].target == "vfs_read (pread64)"
+    assert by_name["exit_sendfile64"].target == "do_sendfile (sendfile64)"
+    assert by_name["exit_sendfile64"].concern == "sendfile"
+
+
+def test_a_refused_vfs_path_is_not_needed_when_the_syscall_tracepoints_serve_it():
+    catalogue = hooks.programs()
+    statuses = _statuses((State.LIVE, "ok"), (State.NOT_NEEDED, "btf"), (State.LIVE, "ok"), (State.NOT_NEEDED, "btf"))
+    for _, program in catalogue:
+        statuses.setdefault(program.name, HookState(program.name, "x", program.target, State.MISSING, None,
+                                                    "fentry refused (EPERM)" if program.group else "other"))
+    tracing._covered_by_fallback(statuses, catalogue)
+    assert statuses["vfs_read_enter"].state is State.NOT_NEEDED
+    assert "syscall_enter_btf" in statuses["vfs_read_enter"].why
+    assert statuses["gup_fast_enter"].missing  # not in the group: untouched

@@ -8,11 +8,15 @@ import errno
 import hashlib
 import mmap
 import os
+import subprocess
+import sys
 
 import pytest
+from click.testing import CliRunner
 
 from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.cli import cli
 from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.probes import iopaths
 from dmabuf_top.probes.dmabuf_iter import read_buffers
@@ -250,3 +254,62 @@ def test_records_plus_dropped_equals_calls_when_the_ring_overflows(report, data_
     assert len(io_records) + snap.dropped == sum(c.calls for c in snap.per_path().values())
     preads = [r for r in io_records if r.path == "read" and r.ret == 16]
     assert preads and preads[0].tgid == os.getpid() and preads[0].kind == "none"
+
+
+# A child that reads the file into anonymous memory, then maps a memfd, then reads again; with FORK it
+# forks after the mapping and the grandchild (a copy of the mapping process) reads. Prints its pids.
+SHARED_MEMORY_CHILD = """
+import mmap, os, sys
+path, before, after, fork = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "fork"
+fd = os.open(path, os.O_RDONLY)
+for _ in range(before):
+    os.pread(fd, 4096, 0)
+memfd = os.memfd_create("vfs-path")
+os.ftruncate(memfd, 4096)
+shared = mmap.mmap(memfd, 4096)
+reader = os.getpid()
+if fork:
+    reader = os.fork()
+    if reader == 0:
+        for _ in range(after):
+            os.pread(fd, 4096, 0)
+        os._exit(0)
+    os.waitpid(reader, 0)
+else:
+    for _ in range(after):
+        os.pread(fd, 4096, 0)
+print(os.getpid(), reader, flush=True)
+"""
+
+
+def _read_calls(snapshot, tgid):
+    return sum(c.calls for (task, path), c in snapshot.by_task.items() if task == tgid and path == "read")
+
+
+@pytest.mark.parametrize("fork", [False, True], ids=["same process", "forked child"])
+def test_the_vfs_path_skips_ordinary_reads_until_the_process_maps_shared_memory(report, data_file, fork):
+    """Every process traced (as the live view and export run it): a process that maps no dma-buf, memfd or
+    device memory has its reads of an ordinary file into anonymous memory pass uncounted (they leave the
+    VFS hooks after a few loads); once it maps a memfd, every read of it is counted, and a child forked
+    after the mapping is counted from its first read."""
+    with Tracer(report=report, stacks=False) as tracer:
+        if tracer.attribution != "vfs":
+            pytest.skip(f"the VFS path is not used here: {[h.why for h in tracer.hooks if h.program == 'enter_read']}")
+        out = subprocess.run([sys.executable, "-c", SHARED_MEMORY_CHILD, data_file[0], "300", "40",
+                              "fork" if fork else "same"], check=True, capture_output=True, text=True).stdout
+        snapshot = tracer.snapshot()
+    parent, reader = map(int, out.split())
+    if fork:
+        assert 40 <= _read_calls(snapshot, reader) < 300, snapshot.by_task
+    else:
+        assert 40 <= _read_calls(snapshot, parent) < 300, snapshot.by_task  # the 300 before the mapping: none
+
+
+def test_the_lab_attributes_at_the_vfs_level_and_doctor_says_so(report):
+    with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+        assert tracer.attribution == "vfs"
+        assert not tracer.programs["syscall_enter_btf"].live and not tracer.programs["flush_on_switch"].live
+        read = next(hook for hook in tracer.hooks if hook.program == "enter_read")
+        assert read.live and read.via == "fentry" and read.target == "vfs_read (read)"
+    result = CliRunner().invoke(cli, ["doctor"])
+    assert result.exit_code == 0 and "I/O attribution" in result.output and "\n  vfs: " in result.output
