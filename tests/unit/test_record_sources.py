@@ -3,8 +3,9 @@ from types import SimpleNamespace
 
 from dmabuf_top.inventory.index import BufferFeed, BufferIndex
 from dmabuf_top.inventory.types import Buffer
+from dmabuf_top.probes.buffer_lifecycle import LifecycleRecord
 from dmabuf_top.probes.hooks import HookState, State
-from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
+from dmabuf_top.probes.iopaths import Counters, IoRecord, Target
 from dmabuf_top.recording import session as s
 from dmabuf_top.recording.recorder import RecordingContext
 from dmabuf_top.recording.rows import (
