@@ -23,8 +23,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Keep the ring buffer record type in the object's BTF, where the Python mirror's size test finds it. */
+/* Keep the record types in the object's BTF, where the Python mirrors' size test finds them. */
 const struct lifecycle_record *unused_lifecycle_record __attribute__((unused));
+const struct bpf_stack_build_id *unused_stack_build_id __attribute__((unused));
 
 /* include/uapi/linux/dma-buf.h: _IOW('b', 1, u32) and _IOW('b', 1, u64), both DMA_BUF_SET_NAME */
 #define DMA_BUF_SET_NAME_A 0x40046201U
@@ -52,13 +53,26 @@ struct {
 	__type(value, struct lifecycle_counts);
 } lifecycle_counts SEC(".maps");
 
-/* Allocation stacks: one kernel and one user stack per export, deduplicated by the map. */
+/* Allocation stacks: one kernel and one user stack per export, deduplicated by the maps. */
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 4096);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, 127 * sizeof(__u64)); /* PERF_MAX_STACK_DEPTH */
 } alloc_stacks SEC(".maps");
+
+/*
+ * User stacks as (build id, file offset) per frame: the creator may exit before user space reads its
+ * /proc/PID/maps (a short command, a child that exits at once), and these still name the object and
+ * the place in it. A frame whose object the kernel could not read has its raw address instead.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(map_flags, BPF_F_STACK_BUILD_ID);
+	__uint(max_entries, 1024);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(struct bpf_stack_build_id));
+} alloc_user_stacks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -161,7 +175,7 @@ static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64
 		rec->cgroup_id = bpf_get_current_cgroup_id();
 		if (collect_stacks && ctx) {
 			rec->kernel_stack = bpf_get_stackid(ctx, &alloc_stacks, 0);
-			rec->user_stack = bpf_get_stackid(ctx, &alloc_stacks, BPF_F_USER_STACK);
+			rec->user_stack = bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
 		}
 	}
 	bpf_ringbuf_submit(rec, 0);

@@ -52,7 +52,7 @@ struct lifecycle_record {
 	__u32 tid;
 	__s32 fd;	    /* dma_buf_fd/dma_buf_get; -1 otherwise */
 	__s32 kernel_stack; /* into alloc_stacks; negative: none taken (or -errno of bpf_get_stackid) */
-	__s32 user_stack;
+	__s32 user_stack;   /* into alloc_user_stacks (build id + offset frames); negative likewise */
 	__u64 timestamp_ns; /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
 	__u64 inode;
 	__u64 size;

@@ -35,9 +35,40 @@ class LifecycleRecordC(ctypes.Structure):
                 ("exporter", ctypes.c_char * EXPORTER_LEN), ("name", ctypes.c_char * NAME_LEN)]
 
 
+class StackBuildIdC(ctypes.Structure):  # struct bpf_stack_build_id (include/uapi/linux/bpf.h)
+    _fields_ = [("status", ctypes.c_int32), ("build_id", ctypes.c_ubyte * 20), ("offset", ctypes.c_uint64)]
+
+
+BUILD_ID_EMPTY, BUILD_ID_VALID, BUILD_ID_IP = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class UserFrame:
+    """One frame of a user allocation stack: (build id, file offset) when the kernel read the object's
+    build id, else the raw address (build_id "")."""
+
+    build_id: str
+    offset: int  # the file offset into the object, or the address when build_id is ""
+
+
+def decode_user_stack(raw):
+    """An alloc_user_stacks value -> [UserFrame], innermost first."""
+    size = ctypes.sizeof(StackBuildIdC)
+    frames = []
+    for start in range(0, len(raw) - size + 1, size):
+        entry = StackBuildIdC.from_buffer_copy(raw[start:start + size])
+        if entry.status == BUILD_ID_VALID:
+            frames.append(UserFrame(bytes(entry.build_id).hex(), entry.offset))
+        elif entry.status == BUILD_ID_IP and entry.offset:
+            frames.append(UserFrame("", entry.offset))
+        elif entry.status == BUILD_ID_EMPTY:
+            break
+    return frames
+
+
 # Each mirror and the C struct it mirrors, for the size test.
 MIRRORS = {"lifecycle_key": LifecycleKey, "lifecycle_counts": LifecycleCountsC,
-           "lifecycle_record": LifecycleRecordC}
+           "lifecycle_record": LifecycleRecordC, "bpf_stack_build_id": StackBuildIdC}
 
 
 def _decode(struct_type, raw):

@@ -143,7 +143,8 @@ class Tracer:
                 self._objs[object_name] = self._load_and_attach(object_name, statuses)
             self._obj = self._objs[IOPATHS_OBJECT]
             if record:  # one reader for both rings: a poll waits on either
-                self._ring = RingBuffer(self._objs[IOPATHS_OBJECT].map("records"), self._record_decoder(IOPATHS_OBJECT))
+                self._ring = RingBuffer(self._objs[IOPATHS_OBJECT].map("records"),
+                                        self._record_decoder(IOPATHS_OBJECT))
                 self._ring.add(self._objs[LIFECYCLE_OBJECT].map("records"), self._record_decoder(LIFECYCLE_OBJECT))
         except BaseException:
             self.close()
@@ -290,11 +291,19 @@ class Tracer:
         return iopaths.decode_stack_ips(raw) if raw else []
 
     def alloc_stack_ips(self, stack_id):
-        """A lifecycle record's kernel_stack or user_stack id -> its instruction pointers, innermost first."""
+        """A lifecycle record's kernel_stack id -> its instruction pointers, innermost first."""
         if stack_id < 0:
             return []
         raw = self._objs[LIFECYCLE_OBJECT].map("alloc_stacks").lookup(stack_id.to_bytes(4, "little", signed=True))
         return iopaths.decode_stack_ips(raw) if raw else []
+
+    def alloc_user_stack(self, stack_id):
+        """A lifecycle record's user_stack id -> [buffer_lifecycle.UserFrame], innermost first."""
+        if stack_id < 0:
+            return []
+        raw = self._objs[LIFECYCLE_OBJECT].map("alloc_user_stacks").lookup(
+            stack_id.to_bytes(4, "little", signed=True))
+        return buffer_lifecycle.decode_user_stack(raw) if raw else []
 
     def kallsyms(self):
         if self._kallsyms is None:
