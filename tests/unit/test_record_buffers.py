@@ -1,6 +1,7 @@
 """Every buffer a recording saw (recording/buffers.py), its session tables (schema v3, and v2 read the legacy way),
 and the ELF symbolizer of allocation stacks (symbolize.py), on real ELF files of this machine."""
 import ctypes
+import io
 import os
 import shutil
 import subprocess
@@ -8,7 +9,10 @@ import sys
 
 import pytest
 
-from dmabuf_top.analysis import tables
+from dmabuf_top.analysis import flame, tables
+from dmabuf_top.analysis.export import CsvRenderer
+from dmabuf_top.analysis.html import HtmlRenderer
+from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.probes.buffer_lifecycle import LifecycleRecord
 from dmabuf_top.recording import session as s
@@ -104,6 +108,22 @@ def test_a_v3_session_keeps_buffers_names_and_stacks(tmp_path):
         (stack,) = tables.allocation_stacks(session)
         assert (stack.buffers, stack.bytes, stack.user_frames[-1], stack.kernel_frames[0]) == \
             (1, MIB, "load+0x2 (loader)", "dma_buf_export")
+        # flame --alloc: bytes by allocation stack, user root first, the kernel's leaf last.
+        assert flame.alloc_folded(session) == {
+            "system;load+0x2 (loader);ioctl+0x1b (libc.so.6);dma_heap_ioctl;dma_buf_export": MIB}
+        assert flame.alloc_folded(session, weight="hits") == {
+            "system;load+0x2 (loader);ioctl+0x1b (libc.so.6);dma_heap_ioctl;dma_buf_export": 1}
+        svg, folded = io.StringIO(), io.StringIO()
+        flame.FlameSvgRenderer(RenderOptions(stacks="alloc")).render(session, svg)
+        flame.FoldedRenderer(RenderOptions(stacks="alloc")).render(session, folded)
+        page, table = io.StringIO(), io.StringIO()
+        HtmlRenderer().render(session, page)
+        CsvRenderer().render(session, table)
+    assert "Buffers by allocation stack" in svg.getvalue() and folded.getvalue().endswith(f" {MIB}\n")
+    # The hostile first name is shown, neutralised, in the history; never as a raw escape.
+    assert "second" in page.getvalue() and "(was \\x1b[2Jfirst)" in page.getvalue()
+    assert "\x1b" not in page.getvalue() and "\x1b" not in table.getvalue()
+    assert "load+0x2 (loader)" in page.getvalue()
 
 
 def test_a_v2_session_reads_its_buffers_from_snapshots_and_lifecycle_events():
