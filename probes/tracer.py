@@ -165,6 +165,10 @@ class Tracer:
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
             else:
                 obj.map("traced_tgids").reuse_fd(self._objs[IOPATHS_OBJECT].map("traced_tgids").fd)
+                if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
+                    for name in ("alloc_stacks", "alloc_user_stacks"):
+                        obj.map(name).max_entries = 1
+                    obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
             obj.set_rodata(**rodata)
             for name, entries in self._max_entries.items():
                 if name in obj.maps:
