@@ -37,8 +37,8 @@ const volatile bool record_events = false;
 const volatile bool collect_stacks = true;
 const volatile bool follow_children = false; /* with target_tgid: traced_tgids (shared with iopaths) too */
 
-/* With follow_children: the tgids forked by target_tgid. The Tracer hands this object iopaths' own map
- * (bpf_map__reuse_fd), filled there at sched_process_fork. */
+/* With follow_children: the tgids forked by target_tgid. The Tracer hands this map to iopaths
+ * (bpf_map__reuse_fd), whose sched_process_fork program fills it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);

@@ -41,8 +41,10 @@ from .iopaths import Counters
 
 RINGBUF_HEADER = 8  # BPF_RINGBUF_HDR_SZ: each record's length word and page offset
 IOPATHS_OBJECT = "iopaths"
-# Loaded in this order: buffer_lifecycle follows the children iopaths finds, through iopaths' traced_tgids.
-OBJECTS = (IOPATHS_OBJECT, LIFECYCLE_OBJECT)
+# Loaded and attached in this order, so that reading iopaths.bpf.o (libbpf reads the file) is the last read
+# before its I/O hooks are up, and a traced process's own reads are not counted. iopaths fills buffer_lifecycle's
+# traced_tgids (the children both follow).
+OBJECTS = (LIFECYCLE_OBJECT, IOPATHS_OBJECT)
 # Each object's ring buffer records: the decoder and the smallest record it holds.
 RECORD_KINDS = {IOPATHS_OBJECT: (iopaths.decode_record, ctypes.sizeof(iopaths.IoRecordC)),
                 LIFECYCLE_OBJECT: (buffer_lifecycle.decode_record, ctypes.sizeof(buffer_lifecycle.LifecycleRecordC))}
@@ -163,8 +165,8 @@ class Tracer:
             rodata = dict(self._rodata_values)
             if object_name == IOPATHS_OBJECT:
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
+                obj.map("traced_tgids").reuse_fd(self._objs[LIFECYCLE_OBJECT].map("traced_tgids").fd)
             else:
-                obj.map("traced_tgids").reuse_fd(self._objs[IOPATHS_OBJECT].map("traced_tgids").fd)
                 if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
                     for name in ("alloc_stacks", "alloc_user_stacks"):
                         obj.map(name).max_entries = 1
