@@ -27,11 +27,18 @@ def csv_cell(value):
 
 def _buffer_rows(session):
     header = ("inode", "exporter", "name", "size", "max_file_refs", "max_attachments", "first_seen_s",
-              "last_seen_s", "io_bytes")
+              "last_seen_s", "io_bytes", "creator_pid", "creator_comm", "cgroup", "created_s", "released_s",
+              "earlier_names")
     rows = [(b.inode, b.exporter, b.name if b.name is not None else None, b.size, b.max_file_refs,
-             b.max_attachments, round(b.first_seen_s, 6), round(b.last_seen_s, 6), b.io_bytes)
+             b.max_attachments, round(b.first_seen_s, 6), round(b.last_seen_s, 6), b.io_bytes, b.creator_pid,
+             b.creator_comm, b.cgroup, _rounded(b.created_s), _rounded(b.released_s),
+             b" | ".join(b.names[:-1]) if len(b.names) > 1 else None)
             for b in tables.top_buffers(session)]
     return header, rows
+
+
+def _rounded(seconds):
+    return None if seconds is None else round(seconds, 6)
 
 
 def _path_rows(session):
@@ -85,6 +92,7 @@ def _buffer_json(b):
     data = asdict(b)
     data["name"] = None if b.name is None else b.name.decode("utf-8", "replace")
     data["name_hex"] = None if b.name is None else b.name.hex()
+    data["names"] = [name.decode("utf-8", "replace") for name in b.names]
     return data
 
 

@@ -1,4 +1,5 @@
-"""Kernel stacks at copy and GUP points: folded stacks and a self-contained SVG flame graph.
+"""Kernel stacks at copy and GUP points, or the buffers' allocation stacks (`flame --alloc`): folded stacks and
+a self-contained SVG flame graph.
 
 Folded format (Brendan Gregg's FlameGraph, speedscope, inferno): one line per stack,
 frames root first separated by ';', a space, then the weight. The root frame is the I/O
@@ -11,6 +12,7 @@ from typing import Dict
 
 from ..stacks import kernel_frames
 from ..text import terminal_safe
+from . import tables
 from .renderers import FORMATS, Renderer
 
 UNKNOWN_STACK = "[stack not recorded]"
@@ -47,6 +49,29 @@ def folded_stacks(session, weight="amount") -> Dict[str, int]:
         line = ";".join([_frame(path)] + [_frame(f) for f in reversed(leaf_first) if f.strip()])
         folded[line] = folded.get(line, 0) + amount
     return folded
+
+
+def alloc_folded(session, weight="amount") -> Dict[str, int]:
+    """{"exporter;user root;...;user leaf;kernel root;...;kernel leaf": bytes (amount) or buffers (hits)} over
+    the buffers whose creation the lifecycle probe saw with a stack: where the memory was allocated from."""
+    stacks = tables.alloc_stacks(session)
+    folded: Dict[str, int] = {}
+    for buffer in tables.top_buffers(session):
+        if buffer.user_stack_id < 0 and buffer.kernel_stack_id < 0:
+            continue
+        user = stacks.get(buffer.user_stack_id, ("", ()))[1]
+        kernel = kernel_frames(stacks.get(buffer.kernel_stack_id, ("", ()))[1])
+        frames = [f for f in reversed(user) if f.strip()] + [f for f in reversed(kernel) if f.strip()]
+        line = ";".join([_frame(buffer.exporter or "?")] + [_frame(f) for f in frames or [UNKNOWN_STACK]])
+        folded[line] = folded.get(line, 0) + (buffer.size if weight == "amount" else 1)
+    return folded
+
+
+def session_folded(session, options) -> Dict[str, int]:
+    """The stacks a flame renderer draws: options.stacks "alloc" (allocation stacks) or "io"."""
+    if options.stacks == "alloc":
+        return alloc_folded(session, weight=options.weight)
+    return folded_stacks(session, weight=options.weight)
 
 
 def render_folded(folded: Dict[str, int]) -> str:
@@ -128,7 +153,7 @@ class FoldedRenderer(Renderer):
     format = FORMATS["folded"]
 
     def render(self, session, out):
-        out.write(render_folded(folded_stacks(session, weight=self.options.weight)))
+        out.write(render_folded(session_folded(session, self.options)))
 
 
 class FlameSvgRenderer(Renderer):
@@ -137,5 +162,7 @@ class FlameSvgRenderer(Renderer):
     format = FORMATS["svg"]
 
     def render(self, session, out):
-        unit = "bytes" if self.options.weight == "amount" else "hits"
-        out.write(render_svg(folded_stacks(session, weight=self.options.weight), unit=unit))
+        alloc = self.options.stacks == "alloc"
+        unit = ("bytes" if self.options.weight == "amount" else "buffers" if alloc else "hits")
+        title = "Buffers by allocation stack" if alloc else "Kernel stacks at copy and GUP points"
+        out.write(render_svg(session_folded(session, self.options), title=title, unit=unit))

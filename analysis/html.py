@@ -30,6 +30,7 @@ SECTIONS = (
     ("buffers-over-time", "Buffers over time"),
     ("top-buffers", "Top buffers"),
     ("cgroups", "Per-cgroup dma-buf bytes"),
+    ("alloc-stacks", "Allocation stacks"),
     ("flame", "Kernel stacks at copy and GUP points"),
     ("missing-hooks", "Missing hooks"),
     ("dropped-events", "Dropped events"),
@@ -110,13 +111,48 @@ def latency_table_html(rows):
                       numeric=(1, 2, 3))
 
 
+def names_html(buffer):
+    """The latest name, and the earlier ones it replaced (a rename after the I/O shows both, latest last)."""
+    if len(buffer.names) < 2:
+        return name_html(buffer.name)
+    earlier = " → ".join(text(name) for name in buffer.names[:-1])
+    return f'{name_html(buffer.name)} <span class="muted">(was {earlier})</span>'
+
+
+def _seconds_html(value, none):
+    return f"{value:.3f}" if value is not None else f'<span class="muted">{escape(none)}</span>'
+
+
+def creator_html(buffer):
+    if not buffer.creator_pid:
+        return '<span class="muted">before the recording</span>' if buffer.created_s is None else "-"
+    cgroup = f'<br><span class="muted">{text(buffer.cgroup)}</span>' if buffer.cgroup else ""
+    return f"{buffer.creator_pid} {text(buffer.creator_comm)}{cgroup}"
+
+
 def buffers_table_html(buffers):
     return table_html(
         ("inode", "exporter", "name", "size", "max refs", "max attachments", "first seen (s)", "last seen (s)",
-         "I/O bytes"),
-        [(b.inode, text(b.exporter), name_html(b.name), human_size(b.size), b.max_file_refs, b.max_attachments,
-          f"{b.first_seen_s:.2f}", f"{b.last_seen_s:.2f}", human_size(b.io_bytes)) for b in buffers],
-        numeric=(0, 3, 4, 5, 6, 7, 8))
+         "I/O bytes", "creator", "created (s)", "released (s)"),
+        [(b.inode, text(b.exporter), names_html(b), human_size(b.size), b.max_file_refs, b.max_attachments,
+          f"{b.first_seen_s:.2f}", f"{b.last_seen_s:.2f}", human_size(b.io_bytes), creator_html(b),
+          _seconds_html(b.created_s, "-"), _seconds_html(b.released_s, "alive")) for b in buffers],
+        numeric=(0, 3, 4, 5, 6, 7, 8, 10, 11))
+
+
+def frames_html(frames):
+    return "<br>".join(f"<code>{text(frame)}</code>" for frame in frames) if frames else '<span class="muted">-</span>'
+
+
+def alloc_stacks_html(rows):
+    if not rows:
+        return muted("No allocation stack recorded (no buffer was created while the lifecycle probe ran, or its "
+                     "hooks were missing: see Missing hooks).")
+    return table_html(
+        ("buffers", "bytes", "names", "creators", "user stack (innermost first)", "kernel stack"),
+        [(r.buffers, human_size(r.bytes), ", ".join(text(name) for name in r.names) or "-",
+          ", ".join(text(creator) for creator in r.creators), frames_html(r.user_frames),
+          frames_html(r.kernel_frames)) for r in rows], numeric=(0, 1))
 
 
 CGROUP_RULE = ("Bytes of the buffers the processes of each cgroup hold (fd or mapping), each buffer once per cgroup; "
@@ -170,7 +206,8 @@ def muted(sentence):
 
 def report_body(session, title=None):
     summary = tables.summary(session)
-    buffers = tables.top_buffers(session, limit=50)
+    every_buffer = tables.top_buffers(session)
+    buffers = every_buffer[:50]
     method_rows = methods.rows(session)  # a validate run's: its own section, and notes on the others
     notes = methods.notes(method_rows, bool(buffers)) if method_rows else {}
     note = lambda key: muted(notes[key]) if key in notes else ""  # noqa: E731
@@ -187,6 +224,7 @@ def report_body(session, title=None):
         "top-buffers": note("top-buffers") + (buffers_table_html(buffers) if buffers
                                               else muted("No buffer was seen (no inventory pass listed one).")),
         "cgroups": cgroups_html(tables.cgroup_table(session)),
+        "alloc-stacks": alloc_stacks_html(tables.allocation_stacks(session, every_buffer)),
         "flame": flame_html(session),
         "missing-hooks": missing_html(session),
         "dropped-events": dropped_html(session),

@@ -17,6 +17,7 @@ from typing import Tuple
 class RenderOptions:
     table: str = "buffers"  # csv: which table (buffers, paths, latency, methods)
     weight: str = "amount"  # flame graph and folded stacks: bytes copied / pages pinned ("amount"), or "hits"
+    stacks: str = "io"  # flame graph and folded stacks: "io" (copy and GUP points) or "alloc" (buffer allocations)
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,28 @@ class BufferRow:
     first_seen_s: float
     last_seen_s: float
     io_bytes: int  # bytes the traced I/O paths moved into or out of it
+    # What the lifecycle probe saw (v3 sessions; from the lifecycle events in older ones). None/""/0: not seen.
+    creator_pid: int = 0
+    creator_comm: str = ""
+    cgroup: str = ""
+    created_s: Optional[float] = None  # None: made before the recording (or its creation was not seen)
+    released_s: Optional[float] = None  # None: alive at the end (or its release was not seen)
+    names: Tuple[bytes, ...] = ()  # every name it had, oldest first; `name` is the latest
+    holders: str = ""  # "pid comm" per line
+    kernel_stack_id: int = -1  # into alloc_stacks
+    user_stack_id: int = -1
+
+
+@dataclass(frozen=True)
+class AllocStackRow:
+    """Buffers grouped by where they were allocated (user and kernel stack)."""
+
+    user_frames: Tuple[str, ...]  # innermost first; () when none was taken
+    kernel_frames: Tuple[str, ...]
+    buffers: int
+    bytes: int
+    names: Tuple[bytes, ...]  # the latest name of each named buffer, at most a few
+    creators: Tuple[str, ...]  # "pid comm"
 
 
 @dataclass(frozen=True)
@@ -123,20 +145,72 @@ def buffer_io_bytes(session) -> Dict[int, int]:
     return dict(session.query(f"SELECT inode, sum(bytes) FROM {table} WHERE inode != 0 GROUP BY inode"))
 
 
+def _seconds(ns, t0):
+    return (ns - t0) / 1e9 if ns else None
+
+
 def top_buffers(session, limit=None) -> List[BufferRow]:
-    """One row per buffer ever seen: its last name, exporter and size; biggest first."""
+    """One row per buffer ever seen, by the iterator's passes or the lifecycle probe, whatever its lifetime:
+    its latest name and every earlier one, exporter, size, creator; biggest first."""
     t0 = start_ns(session)
     io = buffer_io_bytes(session)
-    rows = session.query(
+    seen = {inode: row for inode, *row in session.query(
         "SELECT b.inode, b.exporter, b.name, b.size, agg.refs, agg.att, agg.first, agg.last FROM buffer_snapshots b "
         "JOIN (SELECT inode, max(file_refs) AS refs, max(attachments) AS att, min(time_ns) AS first, "
         "      max(time_ns) AS last, max(rowid) AS latest FROM buffer_snapshots GROUP BY inode) agg "
-        "ON b.rowid = agg.latest")
-    buffers = [BufferRow(inode, exporter, bytes(name) if name is not None else None, size, refs, att,
-                         (first - t0) / 1e9, (last - t0) / 1e9, io.get(inode, 0))
-               for inode, exporter, name, size, refs, att, first, last in rows]
+        "ON b.rowid = agg.latest")}
+    known = {inode: row for inode, *row in session.query(
+        "SELECT inode, exporter, size, name, creator_tgid, creator_comm, cgroup_path, created_ns, released_ns, "
+        "holders, kernel_stack_id, user_stack_id FROM buffers")}
+    history: Dict[int, List[bytes]] = {}
+    for inode, name in session.query("SELECT inode, name FROM buffer_names WHERE name IS NOT NULL "
+                                     "ORDER BY time_ns, rowid"):
+        names = history.setdefault(inode, [])
+        if not names or names[-1] != bytes(name):
+            names.append(bytes(name))
+    buffers = []
+    for inode in seen.keys() | known.keys():
+        exporter, name, size, refs, att, first, last = seen.get(inode, ("", None, 0, 0, 0, 0, 0))
+        if inode in known:
+            (k_exporter, k_size, k_name, tgid, comm, cgroup, created, released, holders, kstack,
+             ustack) = known[inode]
+            exporter, size = k_exporter or exporter, k_size or size
+            name = k_name if k_name is not None else name
+            first = min(t for t in (first, created) if t) if first or created else 0
+            last = max(last, released)
+        else:
+            tgid, comm, cgroup, created, released, holders, kstack, ustack = 0, "", "", 0, 0, "", -1, -1
+        name = bytes(name) if name is not None else None
+        buffers.append(BufferRow(inode, exporter, name, size, refs, att, (first - t0) / 1e9 if first else 0.0,
+                                 (last - t0) / 1e9 if last else 0.0, io.get(inode, 0), tgid, comm, cgroup,
+                                 _seconds(created, t0), _seconds(released, t0),
+                                 tuple(history.get(inode, [name] if name is not None else [])), holders, kstack,
+                                 ustack))
     buffers.sort(key=lambda b: (-b.size, -b.io_bytes, b.inode))
     return buffers[:limit] if limit else buffers
+
+
+def alloc_stacks(session) -> Dict[int, Tuple[str, Tuple[str, ...]]]:
+    """{alloc stack id: (kind, frames innermost first)}."""
+    return {stack_id: (kind, tuple(frames.split("\n")) if frames else ())
+            for stack_id, kind, frames in session.query("SELECT id, kind, frames FROM alloc_stacks")}
+
+
+def allocation_stacks(session, buffers=None) -> List[AllocStackRow]:
+    """The buffers the lifecycle probe saw created, grouped by allocation stack (user, kernel); most bytes first."""
+    stacks = alloc_stacks(session)
+    groups: Dict[Tuple[int, int], List[BufferRow]] = {}
+    for buffer in buffers if buffers is not None else top_buffers(session):
+        if buffer.created_s is not None and (buffer.user_stack_id >= 0 or buffer.kernel_stack_id >= 0):
+            groups.setdefault((buffer.user_stack_id, buffer.kernel_stack_id), []).append(buffer)
+    rows = []
+    for (user, kernel), members in groups.items():
+        rows.append(AllocStackRow(stacks.get(user, ("", ()))[1], stacks.get(kernel, ("", ()))[1], len(members),
+                                  sum(b.size for b in members),
+                                  tuple(b.name for b in members if b.name is not None)[:8],
+                                  tuple(sorted({f"{b.creator_pid} {b.creator_comm}" for b in members}))[:8]))
+    rows.sort(key=lambda r: (-r.bytes, -r.buffers, r.user_frames, r.kernel_frames))
+    return rows
 
 
 def _bin_ns(session, bins):
@@ -341,7 +415,9 @@ def summary(session) -> Dict[str, object]:
         "started": meta.get("started_wall"),
         "duration_s": duration_s(session),
         "kernel": kernel.get("release") if isinstance(kernel, dict) else kernel,
-        "buffers_seen": session.query("SELECT count(DISTINCT inode) FROM buffer_snapshots")[0][0],
+        # Every buffer, however short-lived: the iterator's passes and the lifecycle probe's (buffers).
+        "buffers_seen": session.query("SELECT count(*) FROM (SELECT inode FROM buffer_snapshots UNION "
+                                      "SELECT inode FROM buffers WHERE inode != 0)")[0][0],
         # None: the session keeps no per-call events (validate keeps per-method totals), not "none happened".
         "io_events": None if meta.get("per_call_events") is False else io_events,
         "calls": sum(t.calls for t in totals),

@@ -118,6 +118,7 @@ _SIGNATURES = {
     "bpf_map__value_size": (ctypes.c_uint32, [_P]),
     "bpf_map__max_entries": (ctypes.c_uint32, [_P]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_P, ctypes.c_uint32]),
+    "bpf_map__reuse_fd": (ctypes.c_int, [_P, ctypes.c_int]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
     "bpf_map_update_elem": (ctypes.c_int, [ctypes.c_int, _P, _P, ctypes.c_uint64]),
@@ -132,6 +133,7 @@ _SIGNATURES = {
         [ctypes.c_int, _P, _P, _P, _P, ctypes.POINTER(ctypes.c_uint32), _P],
     ),
     "ring_buffer__new": (_P, [ctypes.c_int, RingBufferSampleFn, _P, _P]),
+    "ring_buffer__add": (ctypes.c_int, [_P, ctypes.c_int, RingBufferSampleFn, _P]),
     "ring_buffer__poll": (ctypes.c_int, [_P, ctypes.c_int]),
     "ring_buffer__consume": (ctypes.c_int, [_P]),
     "ring_buffer__free": (None, [_P]),
@@ -524,6 +526,10 @@ class Map:
     def max_entries(self, count):
         _check(self._lib.bpf_map__set_max_entries(self._map, count), f"set_max_entries({self.name})")
 
+    def reuse_fd(self, fd):
+        """Before load: use an existing map (another object's, by its fd) instead of creating this one."""
+        _check(self._lib.bpf_map__reuse_fd(self._map, fd), f"reuse_fd({self.name})")
+
     @property
     def is_percpu(self):
         return self.type in PERCPU_MAP_TYPES
@@ -628,7 +634,7 @@ class Map:
 
 
 class RingBuffer:
-    """Polls one BPF ring buffer map into a Python callback taking the record's bytes."""
+    """Polls one BPF ring buffer map (or several: add()) into Python callbacks taking the record's bytes."""
 
     def __init__(self, bpf_map, callback):
         if bpf_map.type != BPF_MAP_TYPE_RINGBUF:
@@ -639,14 +645,23 @@ class RingBuffer:
         self._limit = None
         self._taken = 0
         self._sample_fn = RingBufferSampleFn(self._on_sample)  # kept alive while libbpf holds it
+        self._more = []  # (map, callback, sample fn) of add(): kept alive too
         ctypes.set_errno(0)
         self._rb = self._lib.ring_buffer__new(bpf_map.fd, self._sample_fn, None, None)
         if not self._rb:
             raise BpfError(f"creating a ring buffer reader for {bpf_map.name} failed: {_errno_text(_errno())}")
 
-    def _on_sample(self, _ctx, data, size):
+    def add(self, bpf_map, callback):
+        """Also poll this ring buffer map, into its own callback (one poll waits on both)."""
+        if bpf_map.type != BPF_MAP_TYPE_RINGBUF:
+            raise BpfError(f"map {bpf_map.name} is not a ring buffer")
+        sample_fn = RingBufferSampleFn(lambda ctx, data, size: self._on_sample(ctx, data, size, callback))
+        self._more.append((bpf_map, callback, sample_fn))
+        _check(self._lib.ring_buffer__add(self._rb, bpf_map.fd, sample_fn, None), f"ring_buffer__add({bpf_map.name})")
+
+    def _on_sample(self, _ctx, data, size, callback=None):
         try:
-            self._callback(ctypes.string_at(data, size))
+            (callback or self._callback)(ctypes.string_at(data, size))
         except BaseException as error:  # noqa: BLE001 - re-raised from poll(), not across C frames
             self._error = error
             return -1

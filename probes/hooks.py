@@ -48,7 +48,7 @@ BATCH_FLUSH_PROGRAM = "flush_on_switch"
 
 @dataclass(frozen=True)
 class Program:
-    """One BPF program of iopaths.bpf.c and where it attaches."""
+    """One BPF program of the Tracer's objects and where it attaches."""
 
     name: str
     attach: str  # TRACEPOINT, TP_BTF, RAW_TP or FENTRY (fentry/fexit: the program's section says which)
@@ -56,6 +56,7 @@ class Program:
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
     also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
     group: str = ""  # programs that are live together or not at all (VFS_PATH)
+    object: str = "iopaths"  # the probes/<object>.bpf.o it is in
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,17 @@ class HookPoint:
     config: str = ""  # the kernel option that builds this path: a kernel without its hook points has no such path
 
 
+LIFECYCLE_OBJECT = "buffer_lifecycle"
+
+
 def _lifecycle_programs():
-    programs = tuple(Program(f"lifecycle_{name}", TRACEPOINT, f"dma_buf:{name}") for name in DMA_BUF_TRACEPOINTS)
+    programs = tuple(Program(f"lifecycle_{name}", TRACEPOINT, f"dma_buf:{name}", object=LIFECYCLE_OBJECT)
+                     for name in DMA_BUF_TRACEPOINTS)
     return programs + (Program("lifecycle_fexit_export", FENTRY, "dma_buf_export",
-                               fallback_for="lifecycle_dma_buf_export"),
-                       Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release"))
+                               fallback_for="lifecycle_dma_buf_export", object=LIFECYCLE_OBJECT),
+                       Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release", object=LIFECYCLE_OBJECT),
+                       # No tracepoint and a static (inlined) setter: the ioctl's exit reads the name it left.
+                       Program("lifecycle_fexit_set_name", FENTRY, "dma_buf_ioctl", object=LIFECYCLE_OBJECT))
 
 
 def _vfs_programs():
@@ -164,8 +171,9 @@ HOOK_POINTS = (
                         Program("copy_generic_perform_write", FENTRY, "generic_perform_write"))),
     HookPoint("sendfile_splice", "splice", "sendfile and splice", (FENTRY, KPROBE),
               functions=("do_splice", "do_splice_direct", "splice_file_to_pipe")),
-    HookPoint("lifecycle", "lifecycle", "dma-buf creation, attach, mmap and release", (TRACEPOINT, FENTRY),
-              functions=("dma_buf_export", "dma_buf_file_release"),
+    HookPoint("lifecycle", "lifecycle", "dma-buf creation (with its allocation stacks), naming, attach, mmap and "
+              "release", (TRACEPOINT, FENTRY),
+              functions=("dma_buf_export", "dma_buf_file_release", "dma_buf_ioctl"),
               tracepoints=tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS),
               programs=_lifecycle_programs()),
     HookPoint("children", "children", "processes forked by a traced one (record -- CMD follows them)",

@@ -50,7 +50,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Keep the ring buffer record types in the object's BTF, where the Python mirrors' size test finds them. */
 const struct io_record *unused_io_record __attribute__((unused));
-const struct lifecycle_record *unused_lifecycle_record __attribute__((unused));
 
 /* Superblock magics (include/uapi/linux/magic.h). */
 #define DMA_BUF_MAGIC 0x444d4142
@@ -218,13 +217,6 @@ struct {
 	__type(key, struct stack_key);
 	__type(value, struct stack_counts);
 } stack_counts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, struct lifecycle_key);
-	__type(value, struct lifecycle_counts);
-} lifecycle_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -1925,90 +1917,5 @@ int follow_fork(struct trace_event_raw_sched_process_fork *ctx)
 		return 0;
 	if (bpf_map_update_elem(&traced_tgids, &child, &one, BPF_ANY))
 		count_map_full(IOMAP_TRACED_TGIDS); /* that child and its own children go untraced */
-	return 0;
-}
-
-/* ------------------------------------------------------------------------- */
-/* dma-buf lifecycle */
-
-/* The dma_buf:* events (7.0+) share this layout up to ino; fd follows for dma_buf_fd/get. */
-struct dma_buf_tp {
-	__u64 common;
-	__u32 loc0; /* __data_loc of exp_name, or of dev_name for attach/detach */
-	__u32 loc1;
-	__u64 size;
-	__u64 ino;
-	__s32 fd;
-};
-
-static __always_inline void lifecycle(__u32 event, __u64 inode, __u64 size, __s32 fd)
-{
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct lifecycle_key key = {.inode = inode, .event = event};
-	struct lifecycle_counts zero = {};
-	struct lifecycle_counts *counts;
-	struct lifecycle_record *rec;
-
-	if (!traced_tgid(pid_tgid))
-		return;
-	if (!record_events) {
-		/* Per-inode counts for readers without the ring buffer. With it, every event is a record
-		 * (or a counted drop) and a key per buffer and event would only fill the map under churn. */
-		counts = lookup_or_init(&lifecycle_counts, &key, &zero, IOMAP_LIFECYCLE);
-		if (counts) {
-			__sync_fetch_and_add(&counts->count, 1);
-			counts->size = size;
-		}
-		return;
-	}
-	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
-	if (!rec) {
-		count_dropped();
-		return;
-	}
-	rec->type = IORECORD_LIFECYCLE;
-	rec->tgid = pid_tgid >> 32;
-	rec->event = event;
-	rec->fd = fd;
-	rec->timestamp_ns = bpf_ktime_get_ns();
-	rec->inode = inode;
-	rec->size = size;
-	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
-	bpf_ringbuf_submit(rec, 0);
-}
-
-#define LIFECYCLE_TP(name, event, has_fd)                                         \
-	SEC("tracepoint/dma_buf/" #name)                                          \
-	int lifecycle_##name(struct dma_buf_tp *ctx)                              \
-	{                                                                         \
-		lifecycle(event, ctx->ino, ctx->size, has_fd ? ctx->fd : -1);     \
-		return 0;                                                         \
-	}
-
-LIFECYCLE_TP(dma_buf_export, LIFECYCLE_EXPORT, 0)
-LIFECYCLE_TP(dma_buf_fd, LIFECYCLE_FD, 1)
-LIFECYCLE_TP(dma_buf_get, LIFECYCLE_GET, 1)
-LIFECYCLE_TP(dma_buf_put, LIFECYCLE_PUT, 0)
-LIFECYCLE_TP(dma_buf_mmap, LIFECYCLE_MMAP, 0)
-LIFECYCLE_TP(dma_buf_mmap_internal, LIFECYCLE_MMAP_INTERNAL, 0)
-LIFECYCLE_TP(dma_buf_dynamic_attach, LIFECYCLE_ATTACH, 0)
-LIFECYCLE_TP(dma_buf_detach, LIFECYCLE_DETACH, 0)
-
-/* Kernels before 7.0: creation and final release by fentry. */
-SEC("fexit/dma_buf_export")
-int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
-{
-	if (!ret || (unsigned long)ret >= (unsigned long)-4095) /* NULL or ERR_PTR */
-		return 0;
-	lifecycle(LIFECYCLE_EXPORT, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), -1);
-	return 0;
-}
-
-SEC("fentry/dma_buf_file_release")
-int BPF_PROG(lifecycle_fentry_release, struct inode *inode, struct file *file)
-{
-	struct dma_buf *dmabuf = BPF_CORE_READ(file, private_data);
-
-	lifecycle(LIFECYCLE_RELEASE, BPF_CORE_READ(inode, i_ino), dmabuf ? BPF_CORE_READ(dmabuf, size) : 0, -1);
 	return 0;
 }

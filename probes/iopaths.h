@@ -41,21 +41,7 @@ enum iostack_point {
 
 enum iorecord_type {
 	IORECORD_IO = 1,
-	IORECORD_LIFECYCLE = 2,
-};
-
-/* dma_buf:* tracepoints (7.0+), or the fentry fallbacks on older kernels. */
-enum lifecycle_event {
-	LIFECYCLE_EXPORT = 1,
-	LIFECYCLE_FD = 2,
-	LIFECYCLE_GET = 3,
-	LIFECYCLE_PUT = 4,
-	LIFECYCLE_MMAP = 5,
-	LIFECYCLE_MMAP_INTERNAL = 6,
-	LIFECYCLE_ATTACH = 7,
-	LIFECYCLE_DETACH = 8,
-	LIFECYCLE_RELEASE = 9, /* fentry dma_buf_file_release: the last file reference went */
-	LIFECYCLE_COUNT = 10,
+	/* 2 was IORECORD_LIFECYCLE: lifecycle records come from buffer_lifecycle.bpf.c's own ring */
 };
 
 /* The maps whose counts are lost when they are full: map_full[which] counts the updates that found no room. */
@@ -64,14 +50,12 @@ enum iomap_counted {
 	IOMAP_IO_BY_TASK = 1,
 	IOMAP_PAGECACHE = 2,
 	IOMAP_STACK_COUNTS = 3,
-	IOMAP_LIFECYCLE = 4,
-	IOMAP_TRACED_TGIDS = 5,
-	IOMAP_COUNTED = 6,
+	IOMAP_TRACED_TGIDS = 4,
+	IOMAP_COUNTED = 5,
 };
 
 #define IOPATHS_HIST_SLOTS 32 /* log2 buckets of microseconds: slot n holds [2^n, 2^(n+1)) us, slot 0 also < 1 us */
 #define IOPATHS_COMM_LEN 16
-#define IOPATHS_EXPORTER_LEN 32
 
 /* The memory object bytes went into or out of, and the path that moved them. */
 struct io_target_key { /* key of io_by_target */
@@ -136,18 +120,7 @@ struct stack_counts { /* value of stack_counts */
 	__u64 amount; /* bytes copied, or pages pinned/got */
 };
 
-struct lifecycle_key { /* key of lifecycle_counts */
-	__u64 inode;
-	__u32 event; /* enum lifecycle_event */
-	__u32 reserved;
-};
-
-struct lifecycle_counts { /* value of lifecycle_counts */
-	__u64 count;
-	__u64 size; /* the buffer's size at the last event */
-};
-
-/* Ring buffer records (only when recording). Both start with the type. */
+/* Ring buffer records (only when recording): each starts with its type. */
 struct io_record {
 	__u32 type; /* IORECORD_IO */
 	__u32 tgid;
@@ -165,17 +138,6 @@ struct io_record {
 	__u64 cpu_copied;
 	__u64 pinned_pages;
 	__u64 pc_added;
-	char comm[IOPATHS_COMM_LEN];
-};
-
-struct lifecycle_record {
-	__u32 type; /* IORECORD_LIFECYCLE */
-	__u32 tgid;
-	__u32 event; /* enum lifecycle_event */
-	__s32 fd;    /* dma_buf_fd/dma_buf_get; -1 otherwise */
-	__u64 timestamp_ns;
-	__u64 inode;
-	__u64 size;
 	char comm[IOPATHS_COMM_LEN];
 };
 

@@ -18,13 +18,9 @@ PATHS = {0: "other", 1: "read", 2: "write", 3: "copy_file_range", 4: "sendfile",
 PATH_IDS = {name: number for number, name in PATHS.items()}
 KINDS = {0: "none", 1: "dmabuf", 2: "shmem", 3: "file", 4: "pipe", 5: "socket", 6: "other"}
 STACK_POINTS = {1: "cpu_copy_read", 2: "cpu_copy_write", 3: "gup"}
-LIFECYCLE_EVENTS = {1: "export", 2: "fd", 3: "get", 4: "put", 5: "mmap", 6: "mmap_internal", 7: "attach",
-                    8: "detach", 9: "release"}
-RECORD_IO = 1
-RECORD_LIFECYCLE = 2
+RECORD_IO = 1  # (2 was the lifecycle record: buffer_lifecycle.bpf.c has its own ring now)
 # enum iomap_counted: the maps whose refused new keys the map_full array counts, in its order.
-COUNTED_MAPS = ("io_by_target", "io_by_task", "pagecache_by_file", "stack_counts", "lifecycle_counts",
-                "traced_tgids")
+COUNTED_MAPS = ("io_by_target", "io_by_task", "pagecache_by_file", "stack_counts", "traced_tgids")
 
 
 class IoTargetKey(ctypes.Structure):
@@ -60,14 +56,6 @@ class StackCountsC(ctypes.Structure):
     _fields_ = [("hits", ctypes.c_uint64), ("amount", ctypes.c_uint64)]
 
 
-class LifecycleKey(ctypes.Structure):
-    _fields_ = [("inode", ctypes.c_uint64), ("event", ctypes.c_uint32), ("reserved", ctypes.c_uint32)]
-
-
-class LifecycleCountsC(ctypes.Structure):
-    _fields_ = [("count", ctypes.c_uint64), ("size", ctypes.c_uint64)]
-
-
 class IoRecordC(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32),
                 ("path", ctypes.c_uint16), ("kind", ctypes.c_uint8), ("direct", ctypes.c_uint8),
@@ -77,19 +65,12 @@ class IoRecordC(ctypes.Structure):
                 ("pc_added", ctypes.c_uint64), ("comm", ctypes.c_char * COMM_LEN)]
 
 
-class LifecycleRecordC(ctypes.Structure):
-    _fields_ = [("type", ctypes.c_uint32), ("tgid", ctypes.c_uint32), ("event", ctypes.c_uint32),
-                ("fd", ctypes.c_int32), ("timestamp_ns", ctypes.c_uint64), ("inode", ctypes.c_uint64),
-                ("size", ctypes.c_uint64), ("comm", ctypes.c_char * COMM_LEN)]
-
-
 # Each mirror and the C struct it mirrors, for the size test.
 MIRRORS = {
     "io_target_key": IoTargetKey, "io_task_key": IoTaskKey, "io_counters": IoCountersC,
     "pagecache_key": PagecacheKey,
     "pagecache_counts": PagecacheCountsC, "stack_key": StackKey, "stack_counts": StackCountsC,
-    "lifecycle_key": LifecycleKey, "lifecycle_counts": LifecycleCountsC, "io_record": IoRecordC,
-    "lifecycle_record": LifecycleRecordC,
+    "io_record": IoRecordC,
 }
 
 
@@ -212,12 +193,6 @@ def decode_stack_key(raw_key, raw_value):
     return (k.stack_id, STACK_POINTS.get(k.point, str(k.point)), PATHS.get(k.path, str(k.path))), (v.hits, v.amount)
 
 
-def decode_lifecycle(raw_key, raw_value):
-    k = _decode(LifecycleKey, raw_key)
-    v = _decode(LifecycleCountsC, raw_value)
-    return (k.inode, LIFECYCLE_EVENTS.get(k.event, str(k.event))), (v.count, v.size)
-
-
 def decode_stack_ips(raw):
     """A stack_traces value -> the non-zero instruction pointers, innermost first."""
     count = len(raw) // 8
@@ -244,19 +219,8 @@ class IoRecord:
     pc_added: int
 
 
-@dataclass(frozen=True)
-class LifecycleRecord:
-    tgid: int
-    comm: str
-    event: str
-    fd: int
-    timestamp_ns: int
-    inode: int
-    size: int
-
-
 def decode_record(raw):
-    """One ring buffer record -> IoRecord or LifecycleRecord."""
+    """One ring buffer record -> IoRecord."""
     if len(raw) < 4:
         raise BpfError("a ring buffer record shorter than its type field: rebuild with 'make bpf'")
     kind = int.from_bytes(raw[:4], "little")
@@ -266,8 +230,4 @@ def decode_record(raw):
                         KINDS.get(r.kind, str(r.kind)), bool(r.direct), r.timestamp_ns, r.latency_ns, r.ret,
                         r.requested, r.inode, kernel_dev_to_user(r.dev) if r.dev else 0, r.cpu_copied,
                         r.pinned_pages, r.pc_added)
-    if kind == RECORD_LIFECYCLE:
-        r = _decode(LifecycleRecordC, raw)
-        return LifecycleRecord(r.tgid, r.comm.decode("utf-8", "replace"),
-                               LIFECYCLE_EVENTS.get(r.event, str(r.event)), r.fd, r.timestamp_ns, r.inode, r.size)
     raise BpfError(f"a ring buffer record of unknown type {kind}: rebuild with 'make bpf'")

@@ -1,4 +1,5 @@
-"""The I/O path Tracer: loads iopaths.bpf.o with the hooks this kernel allows, attaches them, reads its maps.
+"""The Tracer: loads iopaths.bpf.o and buffer_lifecycle.bpf.o with the hooks this kernel allows, attaches
+them, reads their maps.
 
     with Tracer() as tracer:               # feature detection picks what to attach
         ... the workload ...
@@ -22,11 +23,12 @@ from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
 from ..errors import BpfError
 from ..kernelfs import Kallsyms, tracefs_root, tracepoint_exists
 from ..trace_model import TraceSnapshot
-from . import iopaths, object_path
+from . import buffer_lifecycle, iopaths, object_path
 from .hooks import (
     BATCH_FLUSH_PROGRAM,
     FENTRY,
     ITER,
+    LIFECYCLE_OBJECT,
     RAW_TP,
     SYSCALL_CONCERN,
     SYSCALL_VFS_PROGRAMS,
@@ -42,6 +44,14 @@ from .hooks import (
 from .iopaths import Counters
 
 RINGBUF_HEADER = 8  # BPF_RINGBUF_HDR_SZ: each record's length word and page offset
+IOPATHS_OBJECT = "iopaths"
+# Loaded and attached in this order, so that reading iopaths.bpf.o (libbpf reads the file) is the last read
+# before its I/O hooks are up, and a traced process's own reads are not counted. iopaths fills buffer_lifecycle's
+# traced_tgids (the children both follow).
+OBJECTS = (LIFECYCLE_OBJECT, IOPATHS_OBJECT)
+# Each object's ring buffer records: the decoder and the smallest record it holds.
+RECORD_KINDS = {IOPATHS_OBJECT: (iopaths.decode_record, ctypes.sizeof(iopaths.IoRecordC)),
+                LIFECYCLE_OBJECT: (buffer_lifecycle.decode_record, ctypes.sizeof(buffer_lifecycle.LifecycleRecordC))}
 
 
 def _plan(program, report, tracefs):
@@ -186,7 +196,7 @@ def _absent_from_kernel(report, function):
 
 
 class Tracer:
-    """Loads iopaths.bpf.o with the hooks this kernel allows and attaches them.
+    """Loads iopaths.bpf.o and buffer_lifecycle.bpf.o with the hooks this kernel allows and attaches them.
 
     pid: trace one process (tgid) only; with follow_children, also every process it
     forks from now on (a sched_process_fork program fills a tgid set). ignore_self: leave the tracer's own
@@ -201,13 +211,15 @@ class Tracer:
         self.report = report or feature_detection.detect()
         self.record = record
         self.hooks: List[HookState] = []
-        self._obj = None
+        self._obj = None  # iopaths
+        self._objs = {}  # every loaded object by name (OBJECTS)
         self._ring = None
         self._records = []
         self._kallsyms = None
         self._target_keys, self._decoded_targets = {}, {}
         tracefs = tracefs_root()
         self._catalogue = programs()
+        self._object_of = {program.name: program.object for _, program in self._catalogue}
         self._plans = _plans_by_group(self._catalogue, {program.name: _plan(program, self.report, tracefs)
                                                         for _, program in self._catalogue})
         statuses = {program.name: _planned_state(point, program, self._plans[program.name], self._plans,
@@ -217,9 +229,13 @@ class Tracer:
                                    record_events=record, collect_stacks=stacks,
                                    follow_children=bool(pid and follow_children))
         try:
-            self._load_and_attach(statuses)
-            if record:
-                self._ring = RingBuffer(self._obj.map("records"), self._on_record)
+            for object_name in OBJECTS:
+                self._objs[object_name] = self._load_and_attach(object_name, statuses)
+            self._obj = self._objs[IOPATHS_OBJECT]
+            if record:  # one reader for both rings: a poll waits on either
+                self._ring = RingBuffer(self._objs[IOPATHS_OBJECT].map("records"),
+                                        self._record_decoder(IOPATHS_OBJECT))
+                self._ring.add(self._objs[LIFECYCLE_OBJECT].map("records"), self._record_decoder(LIFECYCLE_OBJECT))
         except BaseException:
             self.close()
             raise
@@ -233,33 +249,45 @@ class Tracer:
         """Where attribution records open: "vfs" (fentry on the VFS functions) or "syscalls" (tracepoints)."""
         return VFS_PATH if _vfs_live(self.programs) else "syscalls"
 
-    def _load_and_attach(self, statuses):
-        # A program the verifier or the kernel refuses is dropped with its reason, and its fallback
-        # (if any) takes its place in a fresh load; the rest still load.
-        for _ in range(2 * len(statuses) + 1):
-            self._obj = BpfObject(object_path("iopaths"))
-            self._rodata_values["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
-            self._rodata_values["vfs_path"] = _vfs_live(statuses)
-            self._obj.set_rodata(**self._rodata_values)
+    def _load_and_attach(self, object_name, statuses):
+        """Load one object with its catalogue programs (others in it stay unloaded); returns the BpfObject.
+
+        A program the verifier or the kernel refuses is dropped with its reason, and its fallback
+        (if any) takes its place in a fresh load; the rest still load."""
+        mine = {name: status for name, status in statuses.items() if self._object_of[name] == object_name}
+        for _ in range(2 * len(mine) + 1):
+            obj = BpfObject(object_path(object_name))
+            rodata = dict(self._rodata_values)
+            if object_name == IOPATHS_OBJECT:
+                rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
+                rodata["vfs_path"] = _vfs_live(statuses)
+                obj.map("traced_tgids").reuse_fd(self._objs[LIFECYCLE_OBJECT].map("traced_tgids").fd)
+            else:
+                if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
+                    for name in ("alloc_stacks", "alloc_user_stacks"):
+                        obj.map(name).max_entries = 1
+                    obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
+            obj.set_rodata(**rodata)
             for name, entries in self._max_entries.items():
-                self._obj.map(name).max_entries = entries
-            for name, status in statuses.items():
-                self._obj.program(name).autoload = status.live
+                if name in obj.maps:
+                    obj.map(name).max_entries = entries
+            for name in mine:
+                obj.program(name).autoload = statuses[name].live
             try:
-                self._obj.load()
+                obj.load()
             except BpfLoadError as error:
-                if error.program not in statuses or not statuses[error.program].live:
+                obj.close()
+                if error.program not in mine or not statuses[error.program].live:
                     raise
                 self._refused(statuses, error.program, f"load refused: {error}")
-                self._obj.close()
                 continue
-            failed = self._attach(statuses)
+            failed = self._attach(obj, mine, statuses)
             if not failed:
-                failed = not self._seed(statuses)
+                failed = not self._seed(obj, mine, statuses)
             if not failed:
-                return
-            self._obj.close()  # a fallback replaces a program whose attach failed: load again with it
-        raise BpfError("iopaths: no set of programs could be loaded")
+                return obj
+            obj.close()  # a fallback replaces a program whose attach failed: load again with it
+        raise BpfError(f"{object_name}: no set of programs could be loaded")
 
     def _refused(self, statuses, name, why):
         """Mark a program refused (missing), and the rest of its group with it; enable their fallbacks.
@@ -278,26 +306,26 @@ class Tracer:
                 enabled = True
         return enabled
 
-    def _attach(self, statuses):
-        """Attach every loaded program; True when a refused one has a fallback to load instead."""
+    def _attach(self, obj, mine, statuses):
+        """Attach every loaded program of obj; True when a refused one has a fallback to load instead."""
         reload = False
         for _, program in self._catalogue:
-            if not statuses[program.name].live or program.attach == ITER:
+            if program.name not in mine or not statuses[program.name].live or program.attach == ITER:
                 continue
             try:
-                self._obj.program(program.name).attach()
+                obj.program(program.name).attach()
             except BpfAttachError as error:
                 reload |= self._refused(statuses, program.name, f"attach refused: {error}")
         return reload
 
-    def _seed(self, statuses):
-        """Run the live iterators once (the VFS path's: which processes already map shared memory), after the
+    def _seed(self, obj, mine, statuses):
+        """Run obj's live iterators once (the VFS path's: which processes already map shared memory), after the
         hooks that keep their answer up to date are attached. False when one was refused (a fallback is enabled)."""
         for _, program in self._catalogue:
-            if program.attach != ITER or not statuses[program.name].live:
+            if program.name not in mine or program.attach != ITER or not statuses[program.name].live:
                 continue
             try:
-                self._obj.program(program.name).read_iter()
+                obj.program(program.name).read_iter()
             except BpfError as error:
                 if not self._refused(statuses, program.name, f"iterator refused: {error}"):
                     raise
@@ -306,7 +334,8 @@ class Tracer:
 
     def detach(self):
         """Take every program off its hook, keeping them loaded and the counters as they are."""
-        self._obj.detach_all()
+        for obj in self._objs.values():
+            obj.detach_all()
 
     def reattach(self):
         """Put the live programs back on their hooks after detach(), and run the iterators again
@@ -314,8 +343,9 @@ class Tracer:
         iterators = {program.name for _, program in self._catalogue if program.attach == ITER}
         for name, status in self.programs.items():
             if status.live and name not in iterators:
-                self._obj.program(name).attach()
-        self._seed(self.programs)
+                self._objs[self._object_of[name]].program(name).attach()
+        self._seed(self._obj, {name for name in self.programs if self._object_of[name] == IOPATHS_OBJECT},
+                   self.programs)
 
     # -- reading
 
@@ -349,7 +379,8 @@ class Tracer:
             pagecache, lifecycle = {}, {}
         else:
             pagecache = dict(iopaths.decode_pagecache(k, v) for k, v in maps["pagecache_by_file"].items())
-            lifecycle = dict(iopaths.decode_lifecycle(k, v) for k, v in maps["lifecycle_counts"].items())
+            lifecycle = dict(buffer_lifecycle.decode_counts(k, v)
+                             for k, v in self._objs[LIFECYCLE_OBJECT].map("lifecycle_counts").items())
         return TraceSnapshot(by_target, by_task, outcomes, pagecache, lifecycle, stacks, self.dropped(),
                              list(self.hooks), self.map_full())
 
@@ -370,18 +401,17 @@ class Tracer:
     def map_full(self):
         """{map name: new keys it refused because it was full}, for every map whose counts that loses:
         what those keys carried (a target's bytes, a process's calls, a child to follow) is not counted."""
-        full = self._obj.map("map_full")
         counts = {}
-        for index, name in enumerate(iopaths.COUNTED_MAPS):
-            raw = full.lookup(index.to_bytes(4, "little"))
-            counts[name] = sum(int.from_bytes(v, "little") for v in full.split_percpu(raw)) if raw else 0
+        for object_name, names in ((IOPATHS_OBJECT, iopaths.COUNTED_MAPS),
+                                   (LIFECYCLE_OBJECT, buffer_lifecycle.COUNTED_MAPS)):
+            full = self._objs[object_name].map("map_full")
+            for index, name in enumerate(names):
+                counts[name] = _percpu_sum(full, index)
         return counts
 
     def dropped(self):
-        """Ring buffer records lost because the buffer was full (0 when not recording)."""
-        dropped = self._obj.map("dropped")
-        raw = dropped.lookup(bytes(4))
-        return sum(int.from_bytes(v, "little") for v in dropped.split_percpu(raw)) if raw else 0
+        """Ring buffer records lost because a ring buffer was full (0 when not recording)."""
+        return sum(_percpu_sum(obj.map("dropped"), 0) for obj in self._objs.values())
 
     def stack_ips(self, stack_id):
         if stack_id < 0:
@@ -389,20 +419,38 @@ class Tracer:
         raw = self._obj.map("stack_traces").lookup(stack_id.to_bytes(4, "little", signed=True))
         return iopaths.decode_stack_ips(raw) if raw else []
 
+    def alloc_stack_ips(self, stack_id):
+        """A lifecycle record's kernel_stack id -> its instruction pointers, innermost first."""
+        if stack_id < 0:
+            return []
+        raw = self._objs[LIFECYCLE_OBJECT].map("alloc_stacks").lookup(stack_id.to_bytes(4, "little", signed=True))
+        return iopaths.decode_stack_ips(raw) if raw else []
+
+    def alloc_user_stack(self, stack_id):
+        """A lifecycle record's user_stack id -> [buffer_lifecycle.UserFrame], innermost first."""
+        if stack_id < 0:
+            return []
+        raw = self._objs[LIFECYCLE_OBJECT].map("alloc_user_stacks").lookup(
+            stack_id.to_bytes(4, "little", signed=True))
+        return buffer_lifecycle.decode_user_stack(raw) if raw else []
+
     def kallsyms(self):
         if self._kallsyms is None:
             self._kallsyms = Kallsyms.from_file()
         return self._kallsyms
 
-    def _on_record(self, raw):
-        self._records.append(iopaths.decode_record(raw))
+    def _record_decoder(self, object_name):
+        decode = RECORD_KINDS[object_name][0]
+        return lambda raw: self._records.append(decode(raw))
 
     def poll_records(self, timeout_ms=100, max_records=None):
-        """Records seen since the last call (needs record=True), at most max_records."""
+        """Records seen since the last call (needs record=True), at most max_records, in time order
+        (the two rings are read one after the other: a buffer's export then comes before the I/O into it)."""
         if self._ring is None:
             raise BpfError("per-event records need Tracer(record=True)")
         self._ring.poll(timeout_ms, limit=max_records)
         records, self._records = self._records, []
+        records.sort(key=lambda record: record.timestamp_ns)
         return records
 
     def drain_records(self, max_records=None):
@@ -421,23 +469,30 @@ class Tracer:
 
     @property
     def ring_capacity(self):
-        """The most records the ring buffer can hold at once (all of the smallest kind)."""
-        smallest = min(ctypes.sizeof(iopaths.IoRecordC), ctypes.sizeof(iopaths.LifecycleRecordC))
-        return self._obj.map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)  # 8-aligned slots
+        """The most records the ring buffers can hold at once (each full of its smallest kind)."""
+        return sum(self._objs[name].map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)
+                   for name, (_, smallest) in RECORD_KINDS.items())  # 8-aligned slots
 
     def close(self):
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
+        for obj in self._objs.values():
+            obj.close()
+        self._objs = {}
+        self._obj = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _percpu_sum(array, index):
+    """A per-CPU array's u64 slot, summed over the CPUs."""
+    raw = array.lookup(index.to_bytes(4, "little"))
+    return sum(int.from_bytes(v, "little") for v in array.split_percpu(raw)) if raw else 0
 
 
 def _sum_cpus(bpf_map, raw, decode):

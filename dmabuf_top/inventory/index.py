@@ -12,8 +12,9 @@ and anything else (anonymous memory, a plain file, a memfd behind no udmabuf) is
 an inventory (the same pass the snapshot took, so the live view and the exporter read once). It answers
 
     alive(kind, inode, dev)      the latest read shows the buffer (or the udmabuf over the memfd);
-    buffer_of(kind, inode, dev)  the buffer, when one of the last KEPT_READS reads showed it: bytes moved
-                                 into a buffer freed before the next read are still its own;
+    buffer_of(kind, inode, dev)  the buffer, when one of the last KEPT_READS reads showed it, or the lifecycle
+                                 probe saw it (learn_lifecycle): bytes moved into a buffer freed before the
+                                 next read, or made and freed between two reads, are still its own;
     per_buffer(by_target)        {buffer inode: {path: Counters}};
     gone(by_target, previous)    the targets whose counters a delta reader may forget (the rule below).
 
@@ -86,6 +87,8 @@ class BufferIndex:
 
     def __init__(self):
         self._reads: deque = deque(maxlen=self.KEPT_READS)  # newest first
+        # dma-bufs the lifecycle probe saw: inode -> reads left to keep it (None: not released yet)
+        self._lifecycle: Dict[int, Optional[int]] = {}
 
     @classmethod
     def of_inventory(cls, inventory) -> "BufferIndex":
@@ -97,6 +100,25 @@ class BufferIndex:
     def learn(self, buffers):
         """One read: Buffer objects, or BufferColumns."""
         self._reads.appendleft(_Read(buffers))
+        for inode, left in list(self._lifecycle.items()):
+            if left is not None:
+                if left <= 1:
+                    del self._lifecycle[inode]
+                else:
+                    self._lifecycle[inode] = left - 1
+
+    def learn_lifecycle(self, events):
+        """Lifecycle records ((inode, event) pairs, or objects with both): a dma-buf made and freed between two
+        reads is known from them. A released one is kept as long as a read would keep it (KEPT_READS reads);
+        one never released, until it is (a buffer made before the probe is known from the reads only)."""
+        for event in events:
+            inode, name = (event.inode, event.event) if hasattr(event, "event") else event
+            if not inode:
+                continue
+            if name == "release":
+                self._lifecycle[inode] = self.KEPT_READS
+            elif inode not in self._lifecycle or name == "export":
+                self._lifecycle[inode] = None
 
     def learn_inventory(self, inventory):
         """The read behind an inventory.Inventory (its columns; its Buffer objects when it has none)."""
@@ -124,7 +146,7 @@ class BufferIndex:
             found = read.buffer_of(kind, inode, dev)
             if found or alive_only:
                 return found
-        return 0
+        return inode if kind == "dmabuf" and inode in self._lifecycle else 0
 
     def per_buffer(self, by_target, alive_only: bool = False) -> Dict[int, Dict[str, Counters]]:
         """{buffer inode: {path: Counters}} from a snapshot's by_target; targets of no buffer left out."""

@@ -33,7 +33,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Protocol, Sequence
+from typing import Iterable, List, Optional, Protocol, Sequence, Tuple
 
 from ..errors import DmabufTopError
 from . import session as records
@@ -44,6 +44,7 @@ from .command import GRACE_S, POLL_STEP_S, Command, describe_exit, exit_status
 class RecordingContext:
     target_pid: Optional[int]
     interval_s: float
+    command: Tuple[str, ...] = ()  # the traced command's argv (its executable resolves allocation stacks)
 
 
 class Source(Protocol):
@@ -90,7 +91,8 @@ class Recorder:
         try:
             if self.command_argv:
                 command = Command(self.command_argv)
-            context = RecordingContext(command.pid if command else None, self.interval_s)
+            context = RecordingContext(command.pid if command else None, self.interval_s,
+                                       tuple(self.command_argv or ()))
             for source in self.sources:
                 started.append(source)
                 self.writer.add_all(source.start(context))

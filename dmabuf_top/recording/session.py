@@ -30,9 +30,10 @@ from ..errors import DmabufTopError
 from ..probes.hooks import SYSCALLS, State
 
 APPLICATION_ID = 0x646D6274  # "dmbt"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # v1: hooks without concern and state (Session.hooks reads them the old way), validate runs as a metadata
-# blob (read_v1_validate).
+# blob (read_v1_validate). v1 and v2: no buffers, buffer_names or alloc_stacks tables (read_v2_buffers makes
+# them from the snapshots and lifecycle events).
 OLDEST_READABLE_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -85,6 +86,47 @@ class LifecycleEvent(NamedTuple):
     comm: str
     size: int
     fd: int = -1
+
+
+class BufferRecord(NamedTuple):
+    """Every dma-buf the recording saw, whatever its lifetime: one row per buffer, rewritten as it learns more.
+
+    Known from the lifecycle probe (creation, naming, release) and the iterator's snapshots; 0, "" or None
+    where nothing said (a buffer created before the recording has no creator, no created_ns, no stacks)."""
+
+    inode: int
+    exporter: str
+    size: int
+    name: Optional[bytes]  # the latest name (raw bytes, hostile); the history is in buffer_names
+    creator_tgid: int
+    creator_tid: int
+    creator_comm: str
+    cgroup_id: int
+    cgroup_path: str  # the creator's cgroup (v2) path, when it could be resolved
+    created_ns: int  # 0: created before the recording (or not seen)
+    released_ns: int  # 0: alive at the end (or its release not seen)
+    kernel_stack_id: int  # into alloc_stacks; -1: none
+    user_stack_id: int
+    holders: str  # the processes seen holding or using it: "tgid comm" per line
+
+
+class BufferName(NamedTuple):
+    """A name a buffer had at time_ns, and where it was seen (export, name: DMA_BUF_SET_NAME, release,
+    snapshot: an iterator pass)."""
+
+    time_ns: int
+    inode: int
+    name: Optional[bytes]
+    source: str
+    tgid: int = 0
+
+
+class AllocStack(NamedTuple):
+    """A buffer's allocation stack, symbolized: kernel or user frames, innermost (leaf) first, one per line."""
+
+    id: int
+    kind: str  # kernel, user
+    frames: str
 
 
 class PathSample(NamedTuple):
@@ -244,6 +286,9 @@ TABLE_OF = {
     BufferSnapshot: "buffer_snapshots",
     CgroupSample: "cgroup_samples",
     LifecycleEvent: "lifecycle_events",
+    BufferRecord: "buffers",
+    BufferName: "buffer_names",
+    AllocStack: "alloc_stacks",
     PathSample: "path_samples",
     IoEvent: "io_events",
     Stack: "stacks",
@@ -271,6 +316,14 @@ CREATE TABLE cgroup_samples (
 CREATE TABLE lifecycle_events (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, event TEXT NOT NULL, tgid INTEGER NOT NULL,
     comm TEXT NOT NULL, size INTEGER NOT NULL, fd INTEGER NOT NULL DEFAULT -1);
+CREATE TABLE buffers (
+    inode INTEGER PRIMARY KEY, exporter TEXT NOT NULL, size INTEGER NOT NULL, name BLOB,
+    creator_tgid INTEGER NOT NULL, creator_tid INTEGER NOT NULL, creator_comm TEXT NOT NULL,
+    cgroup_id INTEGER NOT NULL, cgroup_path TEXT NOT NULL, created_ns INTEGER NOT NULL, released_ns INTEGER NOT NULL,
+    kernel_stack_id INTEGER NOT NULL, user_stack_id INTEGER NOT NULL, holders TEXT NOT NULL);
+CREATE TABLE buffer_names (
+    time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, name BLOB, source TEXT NOT NULL, tgid INTEGER NOT NULL);
+CREATE TABLE alloc_stacks (id INTEGER PRIMARY KEY, kind TEXT NOT NULL, frames TEXT NOT NULL);
 CREATE TABLE path_samples (
     time_ns INTEGER NOT NULL, inode INTEGER NOT NULL, tgid INTEGER NOT NULL, path TEXT NOT NULL,
     bytes INTEGER NOT NULL, cpu_copied_bytes INTEGER NOT NULL, pinned_pages INTEGER NOT NULL,
@@ -291,6 +344,9 @@ CREATE TABLE taskstats (
     swapin_delay_ns INTEGER NOT NULL, freepages_delay_ns INTEGER NOT NULL, read_bytes INTEGER NOT NULL,
     write_bytes INTEGER NOT NULL, read_syscalls INTEGER NOT NULL, write_syscalls INTEGER NOT NULL);
 """
+
+# Tables whose rows are rewritten by key as the recording learns more (a buffer's release, a hook's state).
+REPLACED_TABLES = ("stacks", "hooks", "buffers", "alloc_stacks")
 
 # The tables of a `validate` run (v2); read_v1_validate builds them as TEMP tables for a v1 session.
 METHOD_TABLES = """
@@ -453,7 +509,7 @@ class SessionWriter:
             self._db.execute("BEGIN")
             for table, rows in pending.items():
                 placeholders = ",".join("?" * len(rows[0]))
-                verb = "INSERT OR REPLACE" if table in ("stacks", "hooks") else "INSERT"
+                verb = "INSERT OR REPLACE" if table in REPLACED_TABLES else "INSERT"
                 self._db.executemany(f"{verb} INTO {table} VALUES ({placeholders})", rows)
             self._db.execute("COMMIT")
             self.rows_committed += count
@@ -586,6 +642,8 @@ class Session:
             self.db.execute("SELECT count(*) FROM buffer_snapshots").fetchone()
             if version == 1:
                 read_v1_validate(self.db, self.metadata)
+            if version < 3:
+                read_v2_buffers(self.db)
         except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, AttributeError) as error:
             # TypeError: a NULL where JSON was; KeyError, AttributeError: a v1 validate run of another shape
             self.db.close()
@@ -733,6 +791,41 @@ def read_v1_validate(db, metadata):
     for table, rows in (("methods", methods), ("method_flows", flows), ("path_samples", samples)):
         if rows:
             db.executemany(f"INSERT INTO temp.{table} VALUES ({','.join('?' * len(rows[0]))})", rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas v1 and v2: no buffers table; what they knew of each buffer is in the snapshots and lifecycle events
+
+BUFFER_TABLES = SCHEMA[SCHEMA.index("CREATE TABLE buffers ("):SCHEMA.index("CREATE TABLE path_samples (")]
+
+
+def read_v2_buffers(db):
+    """Reads a v1 or v2 session's buffers as v3 does, without changing the file: TEMP buffers, buffer_names
+    and alloc_stacks tables made from buffer_snapshots (exporter, size, names seen) and lifecycle_events
+    (creator, creation and release). Those sessions took no allocation stacks: alloc_stacks stays empty."""
+    for statement in BUFFER_TABLES.split(";"):
+        if statement.strip():
+            db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+    db.execute("""
+        INSERT INTO temp.buffer_names
+        SELECT min(time_ns), inode, name, 'snapshot', 0 FROM main.buffer_snapshots
+        WHERE name IS NOT NULL GROUP BY inode, name""")
+    db.execute("""
+        WITH inodes AS (SELECT inode FROM main.buffer_snapshots UNION SELECT inode FROM main.lifecycle_events),
+        export AS (SELECT inode, tgid, comm, size, min(time_ns) AS t FROM main.lifecycle_events
+                   WHERE event = 'export' GROUP BY inode),
+        released AS (SELECT inode, max(time_ns) AS t FROM main.lifecycle_events WHERE event = 'release'
+                     GROUP BY inode),
+        seen AS (SELECT inode, exporter, size, max(time_ns) AS t FROM main.buffer_snapshots GROUP BY inode),
+        named AS (SELECT inode, name, max(time_ns) AS t FROM temp.buffer_names GROUP BY inode),
+        sized AS (SELECT inode, max(size) AS size FROM main.lifecycle_events GROUP BY inode)
+        INSERT INTO temp.buffers
+        SELECT i.inode, coalesce(seen.exporter, ''), coalesce(seen.size, export.size, sized.size, 0), named.name,
+               coalesce(export.tgid, 0), 0, coalesce(export.comm, ''), 0, '', coalesce(export.t, 0),
+               coalesce(released.t, 0), -1, -1, ''
+        FROM inodes i LEFT JOIN export USING (inode) LEFT JOIN released USING (inode) LEFT JOIN seen USING (inode)
+        LEFT JOIN named USING (inode) LEFT JOIN sized USING (inode)
+        WHERE i.inode != 0""")
 
 
 def open_session(path):

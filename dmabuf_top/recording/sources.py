@@ -9,18 +9,26 @@ IoPathSource wraps one probes.tracer.Tracer (record=True, following the traced c
 forks through a tgid set filled at sched_process_fork) and turns what it reads at each poll into session
 rows (rows.py): PathSample, LatencyBucket, IoEvent, LifecycleEvent, Stack and StackCount, and Drop:
 ring-buffer records lost since the previous poll, and new keys a full map refused (trace_model.MINIMAL_MAPS,
-the maps the rows come from): what those would have counted is missing from the other rows.
+the maps the rows come from): what those would have counted is missing from the other rows. Its BufferBook
+(buffers.py) keeps every buffer the lifecycle records, the reads and the I/O showed: BufferRecord, BufferName
+and AllocStack rows; the lifecycle records also teach the buffer index, so I/O into a buffer made and freed
+between two reads is its own.
 """
+import os
+import shutil
 from types import SimpleNamespace
 from typing import List
 
 from ..errors import DmabufTopError
 from ..inventory.index import BufferFeed
-from ..probes.hooks import State
+from ..probes.buffer_lifecycle import LifecycleRecord
+from ..probes.hooks import FENTRY, State
 from ..probes.iopaths import IoRecord
 from ..probes.tracer import Tracer
+from ..symbolize import Symbolizer, cgroup_paths
 from ..trace_model import MINIMAL_MAPS
 from . import session as records
+from .buffers import BufferBook
 from .cgroup_source import CgroupSource
 from .rows import (
     amount_deltas,
@@ -93,6 +101,9 @@ class IoPathSource:
         self._dropped = 0
         self._map_full = {}
         self._stacks_written = set()
+        self._symbolizer = Symbolizer()
+        self._cgroups = {}
+        self.book = None
 
     def start(self, context):
         try:
@@ -106,6 +117,13 @@ class IoPathSource:
         # Read /proc/kallsyms now, before the command runs: in a poll it would stall the cadence
         # (seconds on a slow machine).
         self._tracer.kallsyms()
+        # The objects allocation stacks may name when their process is gone before its maps are read: the
+        # command's executable, and the shared libraries this process maps too (libc, the loader).
+        self._symbolizer.remember(os.getpid())
+        if context.command:
+            self._symbolizer.learn_file(shutil.which(context.command[0]) or context.command[0])
+        self._cgroups = cgroup_paths()
+        self.book = BufferBook(self._alloc_kernel_frames, self._alloc_user_frames, self._cgroup_path)
         self._feeding = True
         try:
             self._feed.open()
@@ -132,12 +150,25 @@ class IoPathSource:
         if self._tracer is None:
             return []
         events = self._drain(until_ns=now_ns if final else None)
-        self._feed.read(now_ns)  # after the drain: every buffer the drained records can name exists or existed
+        read = self._feed.read(now_ns)  # after the drain: every buffer the drained records can name exists or existed
         buffers = self._feed.index
+        lifecycle = [event for event in events if isinstance(event, LifecycleRecord)]
+        buffers.learn_lifecycle(lifecycle)
         snapshot = self._tracer.snapshot(minimal=True)
         rows = []
+        for record in lifecycle:
+            rows += self.book.lifecycle(record)
+        for b in read:
+            rows += self.book.seen(now_ns, b.inode, b.exporter, b.name, b.size)
         for event in events:
-            rows.append(io_event(event, buffers) if isinstance(event, IoRecord) else lifecycle_event(event))
+            if isinstance(event, IoRecord):
+                row = io_event(event, buffers)
+                if row.inode:
+                    self.book.used(row.inode, row.tgid, row.comm)
+                rows.append(row)
+            else:
+                rows.append(lifecycle_event(event))
+        rows += self.book.changed_rows()
         targets = counter_deltas(snapshot.by_target, self._previous.by_target)
         tasks = counter_deltas(snapshot.by_task, self._previous.by_task)
         rows += path_samples(now_ns, targets, tasks, buffers)
@@ -164,6 +195,27 @@ class IoPathSource:
                 rows.append(records.Drop(now_ns, f"{name} map full", refused - self._map_full.get(name, 0)))
                 self._map_full[name] = refused
         return rows
+
+    def _alloc_kernel_frames(self, stack_id):
+        if stack_id < 0:  # none taken: not an export, stacks off, or the kernel could not
+            return []
+        kallsyms = self._tracer.kallsyms()
+        # An fentry/fexit program's frame stands for the function it hooks; a tracepoint's is left out.
+        hooked = {status.program: status.target for status in self._tracer.hooks if status.via == FENTRY}
+        return clean_frames([kallsyms.name(ip) for ip in self._tracer.alloc_stack_ips(stack_id)], hooked)
+
+    def _alloc_user_frames(self, record):
+        frames = self._tracer.alloc_user_stack(record.user_stack) if record.user_stack >= 0 else []
+        if not frames:
+            return []
+        self._symbolizer.remember(record.tgid)  # its objects' build ids, and raw addresses, while it lives
+        return [self._symbolizer.build_id_frame(frame.build_id, frame.offset) if frame.build_id
+                else self._symbolizer.frame(record.tgid, frame.offset) for frame in frames]
+
+    def _cgroup_path(self, cgroup_id):
+        if cgroup_id not in self._cgroups:
+            self._cgroups = cgroup_paths()  # a cgroup made since the last walk
+        return self._cgroups.get(cgroup_id, "")
 
     def _new_stacks(self, stack_deltas):
         out = []

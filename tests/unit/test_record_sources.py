@@ -3,8 +3,9 @@ from types import SimpleNamespace
 
 from dmabuf_top.inventory.index import BufferFeed, BufferIndex
 from dmabuf_top.inventory.types import Buffer, Holders
+from dmabuf_top.probes.buffer_lifecycle import LifecycleRecord
 from dmabuf_top.probes.hooks import HookState, State
-from dmabuf_top.probes.iopaths import Counters, IoRecord, LifecycleRecord, Target
+from dmabuf_top.probes.iopaths import Counters, IoRecord, Target
 from dmabuf_top.probes.task_dmabufs import HolderColumns
 from dmabuf_top.recording import session as s
 from dmabuf_top.recording.recorder import RecordingContext
@@ -186,6 +187,12 @@ def fed(read):
     return BufferFeed(lambda: SimpleNamespace(read=read, close=lambda: None))
 
 
+def read_buffer(inode, backing_inode=0, backing_dev=0, exporter="system", name=None, size=MIB):
+    """One buffer of an iterator read, with what the recording keeps of it."""
+    return SimpleNamespace(inode=inode, backing_inode=backing_inode, backing_dev=backing_dev, exporter=exporter,
+                           name=name, size=size)
+
+
 def snap(by_target=None, by_task=None, stacks=None, dropped=0, lifecycle=None):
     return SimpleNamespace(by_target=by_target or {}, by_task=by_task or {}, stacks=stacks or {}, dropped=dropped,
                            lifecycle=lifecycle or {})
@@ -200,13 +207,15 @@ def test_io_path_source_writes_deltas_stacks_and_drops_per_poll():
         snap({HEAP: counters(calls=2, bytes=3 * MIB, cpu_copied=3 * MIB, hist={5: 2})},
              stacks={(7, "cpu_copy_read", "read"): (2, 3 * MIB), (-17, "gup", "read"): (1, 4)}, dropped=3),
     ])
-    source = IoPathSource(fed(lambda: [SimpleNamespace(inode=11, backing_inode=0, backing_dev=0)]),
+    source = IoPathSource(fed(lambda: [read_buffer(11, name=b"w", size=4 * MIB)]),
                           tracer_factory=lambda pid: tracer)
     hooks = source.start(RecordingContext(1234, 0.1))
     assert hooks == [s.Hook("copy_filemap_read", "cpu_copy", State.LIVE, "fentry", "filemap_read")]
     tracer.records = [LifecycleRecord(1234, "load", "export", -1, 50, 11, 4 * MIB)]
     first = source.poll(100)
-    assert first == [s.LifecycleEvent(50, 11, "export", 1234, "load", 4 * MIB, -1),
+    assert first == [s.BufferName(100, 11, b"w", "snapshot", 0),
+                     s.LifecycleEvent(50, 11, "export", 1234, "load", 4 * MIB, -1),
+                     s.BufferRecord(11, "system", 4 * MIB, b"w", 1234, 0, "load", 0, "", 50, 0, -1, -1, "1234 load"),
                      s.PathSample(100, 11, 0, "read", MIB, MIB, 0, 0, 1, 0), s.LatencyBucket("read", 5, 1),
                      s.Stack(7, "filemap_read\nvfs_read"), s.StackCount(7, "copy_read", "read", 1, MIB)]
     assert source.poll(200) == [s.Drop(200, RING_DROPS, 3)]
@@ -283,18 +292,19 @@ def test_io_path_source_drains_at_most_a_ring_per_poll_and_up_to_the_stop_at_the
     source.start(RecordingContext(None, 0.5))
     for now in (1, 2):
         rows = source.poll(now)
-        assert len(rows) == 500 and all(isinstance(row, s.LifecycleEvent) for row in rows)
+        events = [row for row in rows if isinstance(row, s.LifecycleEvent)]
+        assert len(events) == 500 and len(rows) == 1000  # and a buffers row for each buffer exported
+        assert {row.inode for row in rows if isinstance(row, s.BufferRecord)} == {row.inode for row in events}
     # The last drain goes on until the records reach the stop time (records 1001 to 3000 here).
-    final = source.stop(3_000_000)
+    final = [row for row in source.stop(3_000_000) if isinstance(row, s.LifecycleEvent)]
     assert len(final) == 2000 and final[-1].time_ns == 3_000_000
     assert tracer.closed
 
 
 def test_io_path_source_forgets_the_counters_of_buffers_gone_and_counts_a_comeback_from_zero():
     # HEAP (inode 11) is read into, then freed; MEMFD's udmabuf (12) stays alive but idle.
-    reads = iter([[SimpleNamespace(inode=11, backing_inode=0, backing_dev=0),
-                   SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)]] +
-                 [[SimpleNamespace(inode=12, backing_inode=500, backing_dev=7)]] * 4)
+    reads = iter([[read_buffer(11), read_buffer(12, backing_inode=500, backing_dev=7)]] +
+                 [[read_buffer(12, backing_inode=500, backing_dev=7)]] * 4)
     tracer = FakeTracer([
         snap({HEAP: counters(calls=1, bytes=MIB), MEMFD: counters(calls=1, bytes=MIB)},
              lifecycle={(11, "export"): (1, MIB), (12, "export"): (1, MIB)}),

@@ -8,16 +8,18 @@ from dmabuf_top.bpf import struct_size_in_object
 from dmabuf_top.features import Feature, FeatureReport
 from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.inventory.types import Buffer
-from dmabuf_top.probes import hooks, iopaths, object_path
+from dmabuf_top.probes import buffer_lifecycle, hooks, iopaths, object_path
 from dmabuf_top.probes import tracer as tracing
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters
 from dmabuf_top.render_trace import render_text
 
 
-@pytest.mark.parametrize("name", sorted(iopaths.MIRRORS))
-def test_ctypes_mirrors_match_the_c_structs(name):
-    assert struct_size_in_object(object_path("iopaths"), name) == ctypes.sizeof(iopaths.MIRRORS[name])
+@pytest.mark.parametrize("module,name", [(iopaths, name) for name in sorted(iopaths.MIRRORS)]
+                         + [(buffer_lifecycle, name) for name in sorted(buffer_lifecycle.MIRRORS)])
+def test_ctypes_mirrors_match_the_c_structs(module, name):
+    probe = module.__name__.rpartition(".")[2]
+    assert struct_size_in_object(object_path(probe), name) == ctypes.sizeof(module.MIRRORS[name])
 
 
 def test_counters_round_trip_add_and_subtract():
@@ -70,10 +72,23 @@ def test_records_decode_by_type():
     rec = iopaths.IoRecordC(type=1, tgid=7, tid=8, path=3, kind=2, ret=-18, comm=b"cp")
     decoded = iopaths.decode_record(bytes(rec))
     assert (decoded.path, decoded.kind, decoded.ret, decoded.comm) == ("copy_file_range", "shmem", -18, "cp")
-    life = iopaths.LifecycleRecordC(type=2, event=1, inode=9, size=4096, fd=-1)
-    assert iopaths.decode_record(bytes(life)).event == "export"
     with pytest.raises(Exception, match="unknown type"):
         iopaths.decode_record(b"\x09\0\0\0" + bytes(60))
+
+
+def test_lifecycle_records_decode_with_creator_cgroup_stacks_and_names():
+    life = buffer_lifecycle.LifecycleRecordC(event=1, tgid=7, tid=8, inode=9, size=4096, fd=-1, kernel_stack=3,
+                                             user_stack=-14, cgroup_id=77, comm=b"load", exporter=b"system",
+                                             name=b"\x1b[31mred")
+    decoded = buffer_lifecycle.decode_record(bytes(life))
+    assert (decoded.event, decoded.tgid, decoded.tid, decoded.inode, decoded.size, decoded.cgroup_id) == \
+        ("export", 7, 8, 9, 4096, 77)
+    assert (decoded.comm, decoded.exporter, decoded.name) == ("load", "system", b"\x1b[31mred")  # raw: hostile
+    assert (decoded.kernel_stack, decoded.user_stack) == (3, -14)
+    unnamed = buffer_lifecycle.decode_record(bytes(buffer_lifecycle.LifecycleRecordC(event=10, inode=9)))
+    assert (unnamed.event, unnamed.name) == ("name", None)
+    with pytest.raises(Exception, match="rebuild"):
+        buffer_lifecycle.decode_record(bytes(life)[:40])
 
 
 def _snapshot(by_target, hooks=()):

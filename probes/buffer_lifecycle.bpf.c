@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * dma-buf lifecycle: every buffer created, named, handed out, mapped, attached and released, with
+ * who made it and from where. A buffer that lives 11 ms falls between two iter/dmabuf passes
+ * (every 0.5 s), so what the recording knows of it comes from here.
+ *
+ * Hooks, best first (probes/hooks.py plans them): the dma_buf:* tracepoints (7.0+); else fexit
+ * dma_buf_export for creation. The last file reference going (fentry dma_buf_file_release) has no
+ * tracepoint. A name set by DMA_BUF_SET_NAME has no tracepoint either and its setter is static
+ * (inlined into dma_buf_ioctl on the kernels we met), so fexit dma_buf_ioctl reads dmabuf->name
+ * after a successful DMA_BUF_SET_NAME; the name is also read at export (fexit) and at release,
+ * so a kernel without the ioctl hook still gets the last name a buffer had.
+ *
+ * Cost: stacks (kernel and user, bpf_get_stackid into alloc_stacks) and the cgroup are taken at
+ * export only, never per I/O. benchmarks/churn_cost.py measures the cost per buffer created.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "buffer_lifecycle.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Keep the record types in the object's BTF, where the Python mirrors' size test finds them. */
+const struct lifecycle_record *unused_lifecycle_record __attribute__((unused));
+const struct bpf_stack_build_id *unused_stack_build_id __attribute__((unused));
+
+/* include/uapi/linux/dma-buf.h: _IOW('b', 1, u32) and _IOW('b', 1, u64), both DMA_BUF_SET_NAME */
+#define DMA_BUF_SET_NAME_A 0x40046201U
+#define DMA_BUF_SET_NAME_B 0x40086201U
+
+const volatile __u32 target_tgid = 0; /* 0: every process */
+const volatile __u32 ignore_tgid = 0; /* the tracer itself */
+const volatile bool record_events = false;
+const volatile bool collect_stacks = true;
+const volatile bool follow_children = false; /* with target_tgid: traced_tgids (shared with iopaths) too */
+
+/* With follow_children: the tgids forked by target_tgid. The Tracer hands this map to iopaths
+ * (bpf_map__reuse_fd), whose sched_process_fork program fills it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} traced_tgids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct lifecycle_key);
+	__type(value, struct lifecycle_counts);
+} lifecycle_counts SEC(".maps");
+
+/* Allocation stacks: one kernel and one user stack per export, deduplicated by the maps. */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4096);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(__u64)); /* PERF_MAX_STACK_DEPTH */
+} alloc_stacks SEC(".maps");
+
+/*
+ * User stacks as (build id, file offset) per frame: the creator may exit before user space reads its
+ * /proc/PID/maps (a short command, a child that exits at once), and these still name the object and
+ * the place in it. A frame whose object the kernel could not read has its raw address instead.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(map_flags, BPF_F_STACK_BUILD_ID);
+	__uint(max_entries, 1024);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(struct bpf_stack_build_id));
+} alloc_user_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} records SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} dropped SEC(".maps"); /* ring buffer reservations that failed: records lost */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LIFECYCLE_MAP_COUNTED);
+	__type(key, __u32);
+	__type(value, __u64);
+} map_full SEC(".maps"); /* per enum lifecycle_map_counted: new keys a full map refused */
+
+static __always_inline bool traced_tgid(__u64 pid_tgid)
+{
+	__u32 tgid = pid_tgid >> 32;
+
+	if (ignore_tgid && tgid == ignore_tgid)
+		return false;
+	if (!target_tgid || tgid == target_tgid)
+		return true;
+	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
+}
+
+static __always_inline void count_slot(void *map, __u32 which)
+{
+	__u64 *count = bpf_map_lookup_elem(map, &which);
+
+	if (count)
+		(*count)++; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline void count_event(__u32 event, __u64 inode, __u64 size)
+{
+	struct lifecycle_key key = {.inode = inode, .event = event};
+	struct lifecycle_counts zero = {};
+	struct lifecycle_counts *counts = bpf_map_lookup_elem(&lifecycle_counts, &key);
+
+	if (!counts) {
+		bpf_map_update_elem(&lifecycle_counts, &key, &zero, BPF_NOEXIST);
+		counts = bpf_map_lookup_elem(&lifecycle_counts, &key);
+	}
+	if (!counts) {
+		count_slot(&map_full, LIFECYCLE_MAP_COUNTS);
+		return;
+	}
+	__sync_fetch_and_add(&counts->count, 1);
+	counts->size = size;
+}
+
+/*
+ * One event. exporter, name: kernel strings to copy (NULL: unknown here). ctx: the program's
+ * context, for the stacks; NULL leaves them out (only an export takes them).
+ */
+static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64 size, __s32 fd,
+				      const char *exporter, const char *name)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct lifecycle_record *rec;
+
+	if (!traced_tgid(pid_tgid))
+		return;
+	if (!record_events) {
+		/* Per-inode counts for readers without the ring buffer. With it, every event is a record
+		 * (or a counted drop) and a key per buffer and event would only fill the map under churn. */
+		if (event != LIFECYCLE_NAME)
+			count_event(event, inode, size);
+		return;
+	}
+	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		count_slot(&dropped, 0);
+		return;
+	}
+	rec->event = event;
+	rec->tgid = pid_tgid >> 32;
+	rec->tid = (__u32)pid_tgid;
+	rec->fd = fd;
+	rec->timestamp_ns = bpf_ktime_get_ns();
+	rec->inode = inode;
+	rec->size = size;
+	rec->kernel_stack = -1;
+	rec->user_stack = -1;
+	rec->cgroup_id = 0;
+	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+	rec->exporter[0] = 0;
+	rec->name[0] = 0;
+	if (exporter)
+		bpf_probe_read_kernel_str(rec->exporter, sizeof(rec->exporter), exporter);
+	if (name)
+		bpf_probe_read_kernel_str(rec->name, sizeof(rec->name), name);
+	if (event == LIFECYCLE_EXPORT) {
+		rec->cgroup_id = bpf_get_current_cgroup_id();
+		if (collect_stacks && ctx) {
+			rec->kernel_stack = bpf_get_stackid(ctx, &alloc_stacks, 0);
+			rec->user_stack = bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
+		}
+	}
+	bpf_ringbuf_submit(rec, 0);
+}
+
+/* The dma_buf:* events (7.0+) share this layout up to ino; fd follows for dma_buf_fd/get. */
+struct dma_buf_tp {
+	__u64 common;
+	__u32 loc0; /* __data_loc of exp_name, or of dev_name for attach/detach */
+	__u32 loc1;
+	__u64 size;
+	__u64 ino;
+	__s32 fd;
+};
+
+#define LIFECYCLE_TP(name, event, has_fd)                                                          \
+	SEC("tracepoint/dma_buf/" #name)                                                           \
+	int lifecycle_##name(struct dma_buf_tp *ctx)                                               \
+	{                                                                                          \
+		lifecycle(ctx, event, ctx->ino, ctx->size, has_fd ? ctx->fd : -1, NULL, NULL);     \
+		return 0;                                                                          \
+	}
+
+LIFECYCLE_TP(dma_buf_fd, LIFECYCLE_FD, 1)
+LIFECYCLE_TP(dma_buf_get, LIFECYCLE_GET, 1)
+LIFECYCLE_TP(dma_buf_put, LIFECYCLE_PUT, 0)
+LIFECYCLE_TP(dma_buf_mmap, LIFECYCLE_MMAP, 0)
+LIFECYCLE_TP(dma_buf_mmap_internal, LIFECYCLE_MMAP_INTERNAL, 0)
+LIFECYCLE_TP(dma_buf_dynamic_attach, LIFECYCLE_ATTACH, 0)
+LIFECYCLE_TP(dma_buf_detach, LIFECYCLE_DETACH, 0)
+
+/* The export tracepoint also gives the exporter's name (exp_name, a __data_loc string: offset in the low half). */
+SEC("tracepoint/dma_buf/dma_buf_export")
+int lifecycle_dma_buf_export(struct dma_buf_tp *ctx)
+{
+	lifecycle(ctx, LIFECYCLE_EXPORT, ctx->ino, ctx->size, -1, (const char *)ctx + (ctx->loc0 & 0xffff), NULL);
+	return 0;
+}
+
+/* Kernels before 7.0: creation by fexit. */
+SEC("fexit/dma_buf_export")
+int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
+{
+	if (!ret || (unsigned long)ret >= (unsigned long)-4095) /* NULL or ERR_PTR */
+		return 0;
+	lifecycle(ctx, LIFECYCLE_EXPORT, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), -1,
+		  BPF_CORE_READ(ret, exp_name), BPF_CORE_READ(ret, name));
+	return 0;
+}
+
+SEC("fentry/dma_buf_file_release")
+int BPF_PROG(lifecycle_fentry_release, struct inode *inode, struct file *file)
+{
+	struct dma_buf *dmabuf = BPF_CORE_READ(file, private_data);
+
+	lifecycle(NULL, LIFECYCLE_RELEASE, BPF_CORE_READ(inode, i_ino), dmabuf ? BPF_CORE_READ(dmabuf, size) : 0, -1,
+		  NULL, dmabuf ? BPF_CORE_READ(dmabuf, name) : NULL);
+	return 0;
+}
+
+/* A name set: dma_buf_set_name is static and inlined, so the ioctl's exit reads what it left in dmabuf->name. */
+SEC("fexit/dma_buf_ioctl")
+int BPF_PROG(lifecycle_fexit_set_name, struct file *file, unsigned int cmd, unsigned long arg, long ret)
+{
+	struct dma_buf *dmabuf;
+
+	if (ret != 0 || (cmd != DMA_BUF_SET_NAME_A && cmd != DMA_BUF_SET_NAME_B))
+		return 0;
+	dmabuf = BPF_CORE_READ(file, private_data);
+	if (!dmabuf)
+		return 0;
+	lifecycle(NULL, LIFECYCLE_NAME, BPF_CORE_READ(file, f_inode, i_ino), BPF_CORE_READ(dmabuf, size), -1, NULL,
+		  BPF_CORE_READ(dmabuf, name));
+	return 0;
+}

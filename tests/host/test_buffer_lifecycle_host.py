@@ -1,0 +1,43 @@
+"""The lifecycle probe (probes/buffer_lifecycle.bpf.c) loads on this kernel beside iopaths and says which of
+its hooks are live: the CI host has tp_btf but neither the dma_buf tracepoints (7.0+) nor fentry."""
+import os
+
+from dmabuf_top import features
+from dmabuf_top.kernelfs import tracefs_root, tracepoint_exists
+from dmabuf_top.probes.hooks import DMA_BUF_TRACEPOINTS, LIFECYCLE_OBJECT, State
+from dmabuf_top.probes.tracer import Tracer
+
+LIFECYCLE_PROGRAMS = {f"lifecycle_{name}" for name in DMA_BUF_TRACEPOINTS} | {
+    "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name"}
+
+
+def test_the_lifecycle_probe_loads_and_reports_every_hook():
+    report = features.detect()
+    tracefs = tracefs_root()
+    with Tracer(pid=os.getpid(), record=True, ignore_self=False, follow_children=True, report=report) as tracer:
+        hooks = {hook.program: hook for hook in tracer.hooks if hook.concern == "lifecycle"}
+        assert set(hooks) == LIFECYCLE_PROGRAMS
+        for name in DMA_BUF_TRACEPOINTS:
+            hook = hooks[f"lifecycle_{name}"]
+            present = tracepoint_exists(tracefs, f"dma_buf:{name}")
+            assert hook.state is (State.LIVE if present else State.MISSING), hook
+            assert present or "absent" in hook.why
+        fentry = report.features["fn/dma_buf_export"]
+        export_fallback = hooks["lifecycle_fexit_export"]
+        if hooks["lifecycle_dma_buf_export"].live:
+            assert export_fallback.state is State.NOT_NEEDED
+        else:
+            assert export_fallback.state is (State.LIVE if fentry.available and fentry.via == "fentry"
+                                             else State.MISSING)
+        for name in ("lifecycle_fentry_release", "lifecycle_fexit_set_name"):
+            function = hooks[name].target
+            feature = report.features[f"fn/{function}"]
+            assert hooks[name].state is (State.LIVE if feature.available and feature.via == "fentry"
+                                         else State.MISSING), hooks[name]
+        # Its maps are there and read: counts in the snapshot, refusals and drops beside iopaths'.
+        assert LIFECYCLE_OBJECT in tracer._objs
+        snap = tracer.snapshot()
+        assert isinstance(snap.lifecycle, dict)
+        assert snap.map_full["lifecycle_counts"] == 0 and tracer.dropped() == 0
+        assert tracer.alloc_stack_ips(-1) == [] and tracer.alloc_stack_ips(0) == []
+        tracer.poll_records(timeout_ms=0)

@@ -1,0 +1,124 @@
+/*
+ * The loader of tests/vm/test_record_buffers.py: dma-bufs from the system heap, named, read into and closed,
+ * some within milliseconds. Built in the guest with frame pointers, so the allocation stack's user frames
+ * name load_named_buffer (heap_alloc, whose frame the libc ioctl wrapper does not set up, may be skipped).
+ *
+ *   named_loader short FILE    fill a 16 MiB buffer "weights-16m" from FILE, then name a 1 MiB buffer
+ *                              "scratch-1m", read 1 MiB into it and close it within 10 ms; exit 0
+ *   named_loader rename FILE   a 1 MiB buffer named "before", read into, renamed "after", closed
+ *   named_loader child FILE    a child makes a 1 MiB buffer "from-child", reads into it and exits at once
+ *
+ * Prints "pid PID" for each process that made a buffer, and "ms N" for the short buffer's lifetime.
+ */
+#include <fcntl.h>
+#include <linux/dma-buf.h>
+#include <linux/dma-heap.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MIB (1UL << 20)
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(2);
+}
+
+__attribute__((noinline)) static int heap_alloc(size_t size)
+{
+	struct dma_heap_allocation_data data = {.len = size, .fd_flags = O_RDWR | O_CLOEXEC};
+	int heap = open("/dev/dma_heap/system", O_RDWR | O_CLOEXEC);
+
+	if (heap < 0 || ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0)
+		die("allocating from the system heap");
+	close(heap);
+	return data.fd;
+}
+
+__attribute__((noinline)) static void set_name(int buffer, const char *name)
+{
+	if (ioctl(buffer, DMA_BUF_SET_NAME, name) < 0)
+		die("DMA_BUF_SET_NAME");
+}
+
+/* Read size bytes of file (from its start) into the buffer's mapping. */
+__attribute__((noinline)) static void read_into(int buffer, const char *file, size_t size)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	char *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buffer, 0);
+	size_t done = 0;
+
+	if (fd < 0 || map == MAP_FAILED)
+		die("mapping the buffer");
+	while (done < size) {
+		ssize_t got = pread(fd, map + done, size - done, done);
+
+		if (got <= 0)
+			die("reading the file");
+		done += got;
+	}
+	munmap(map, size);
+	close(fd);
+}
+
+/* The function the allocation stacks must name. */
+__attribute__((noinline)) int load_named_buffer(const char *name, const char *file, size_t size)
+{
+	int buffer = heap_alloc(size);
+
+	set_name(buffer, name);
+	read_into(buffer, file, size);
+	return buffer;
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	printf("pid %d\n", getpid());
+	if (!strcmp(argv[1], "short")) {
+		int weights = load_named_buffer("weights-16m", argv[2], 16 * MIB);
+		double start = now_ms();
+		int scratch = load_named_buffer("scratch-1m", argv[2], MIB);
+
+		close(scratch);
+		printf("ms %.3f\n", now_ms() - start);
+		close(weights);
+	} else if (!strcmp(argv[1], "rename")) {
+		int buffer = load_named_buffer("before", argv[2], MIB);
+
+		set_name(buffer, "after");
+		close(buffer);
+	} else if (!strcmp(argv[1], "child")) {
+		pid_t child;
+		int status;
+
+		fflush(stdout);
+		child = fork();
+		if (child == 0) {
+			printf("pid %d\n", getpid());
+			fflush(stdout);
+			load_named_buffer("from-child", argv[2], MIB);
+			_exit(0);
+		}
+		if (child < 0 || waitpid(child, &status, 0) != child || status != 0)
+			return 1;
+	} else {
+		return 2;
+	}
+	return 0;
+}
