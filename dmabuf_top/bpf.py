@@ -412,20 +412,24 @@ class Program:
     def fd(self):
         return self._lib.bpf_program__fd(self._prog)
 
-    # struct bpf_prog_info (include/uapi/linux/bpf.h): its size since 5.16 and where recursion_misses (5.12+) is.
+    # struct bpf_prog_info (include/uapi/linux/bpf.h): its size since 5.16, and where its run statistics are:
+    # run_time_ns and run_cnt (5.1+; counted only while kernel.bpf_stats_enabled is 1), recursion_misses (5.12+).
     _PROG_INFO_SIZE = 232
-    _RECURSION_MISSES_AT = 208
+    _INFO_U64_AT = {"run_time_ns": 192, "run_cnt": 200, "recursion_misses": 208}
+
+    def info_counters(self):
+        """{"run_time_ns", "run_cnt", "recursion_misses": int or None (None: this kernel's info ends before it)}."""
+        info = ctypes.create_string_buffer(self._PROG_INFO_SIZE)
+        size = ctypes.c_uint32(self._PROG_INFO_SIZE)
+        _check(self._lib.bpf_obj_get_info_by_fd(self.fd, info, ctypes.byref(size)), f"prog info of {self.name}")
+        return {name: int.from_bytes(info.raw[at:at + 8], "little") if size.value >= at + 8 else None
+                for name, at in self._INFO_U64_AT.items()}
 
     @property
     def recursion_misses(self):
         """Times the kernel skipped this program because it was already running on that CPU (a tracepoint hit
         again from an interrupt while the program ran): events it never saw. None where the kernel does not say."""
-        info = ctypes.create_string_buffer(self._PROG_INFO_SIZE)
-        size = ctypes.c_uint32(self._PROG_INFO_SIZE)
-        _check(self._lib.bpf_obj_get_info_by_fd(self.fd, info, ctypes.byref(size)), f"prog info of {self.name}")
-        if size.value < self._RECURSION_MISSES_AT + 8:
-            return None
-        return int.from_bytes(info.raw[self._RECURSION_MISSES_AT:self._RECURSION_MISSES_AT + 8], "little")
+        return self.info_counters()["recursion_misses"]
 
     def set_attach_target(self, function_name):
         """Retarget an fentry/fexit/tp_btf program before load (one program, many kernel functions)."""

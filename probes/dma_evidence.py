@@ -325,6 +325,10 @@ class DmaEvidence:
         raw = stats_map.lookup(_U32.pack(0))
         return replace(decode_stats(stats_map.split_percpu(raw) if raw else []), skipped_runs=self.skipped_runs())
 
+    def program_counters(self) -> Dict[str, dict]:
+        """Each attached program's run statistics (bpf.Program.info_counters), by program name."""
+        return {name: self._obj.program(name).info_counters() for name in dict(PROGRAM_SETS)[self.hook]}
+
     def skipped_runs(self) -> Optional[int]:
         """The attached programs' recursion misses, summed (None when the kernel does not count them)."""
         total = 0
