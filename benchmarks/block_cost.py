@@ -1,4 +1,4 @@
-"""The price of validate's and record's block-layer hooks (probes/dma_evidence.bpf.c), per run of each program.
+"""The price of validate's block-layer hooks (probes/dma_evidence.bpf.c), per run of each program.
 
     dmabuf-top vm --icount --results DIR -- .venv/bin/python benchmarks/block_cost.py [--dir /mnt/scratch]
 
