@@ -89,8 +89,8 @@ def names(screen):
 
 
 def read_rate(line):
-    """The RD MB/s cell: the five I/O cells come right before the name (the last cell)."""
-    return line.split()[-6]
+    """The RD MB/s cell: the six I/O cells (RD, WR, XFER, ASYNC, CPU-CP, PIN) come right before the name."""
+    return line.split()[-7]
 
 
 def snapshot_seconds():
