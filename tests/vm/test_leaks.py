@@ -99,13 +99,26 @@ def test_leaks_lists_each_with_what_keeps_it_alive(kept_alive):
 CREATOR_SOURCE = os.path.join(os.path.dirname(__file__), "leak_creator.c")
 
 
-def _line(process, deadline):
-    """The next line of a process's stdout, or None when the deadline (time.monotonic) passes first."""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 1)
-        if ready:
-            return process.stdout.readline()
-    return None
+class Lines:
+    """A process's stdout line by line with a deadline (raw reads: no buffered line a select would not see)."""
+
+    def __init__(self, process):
+        self._fd, self._pending = process.stdout.fileno(), b""
+
+    def next(self, deadline):
+        """The next line, or None at end of file or when the deadline (time.monotonic) passes first."""
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if not select.select([self._fd], [], [], min(left, 1))[0]:
+                continue
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                return None
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode()
 
 
 def test_leaks_lists_buffers_made_while_it_runs_with_creators_and_allocation_stacks(heap_available, tmp_path):
@@ -113,21 +126,21 @@ def test_leaks_lists_buffers_made_while_it_runs_with_creators_and_allocation_sta
     subprocess.run(["cc", "-O1", "-fno-omit-frame-pointer", "-o", str(binary), CREATOR_SOURCE], check=True,
                    timeout=300)
     leaks = subprocess.Popen([sys.executable, "-m", "dmabuf_top", "leaks", "--min-age", "0", "--json", "1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    creator = None
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reports, creator = Lines(leaks), None
     try:
         deadline = time.monotonic() + 600
-        assert _line(leaks, deadline), "leaks printed no first report"  # the probe is attached
-        creator = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        facts = {}
+        assert reports.next(deadline), "leaks printed no first report"  # the probe is attached
+        creator = subprocess.Popen([str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        said, facts = Lines(creator), {}
         while "ready" not in facts:
-            line = _line(creator, deadline)
+            line = said.next(deadline)
             assert line, f"the creator stopped: {facts}"
             key, *value = line.split()
             facts[key] = int(value[0]) if value else True
         found = {}
         while time.monotonic() < deadline:
-            report = json.loads(_line(leaks, deadline) or "{}")
+            report = json.loads(reports.next(deadline) or "{}")
             found = {b["inode"]: (group, b) for group in report.get("groups", ()) for b in group["buffers"]}
             if facts["mapped"] in found and facts["orphan"] in found:
                 break
