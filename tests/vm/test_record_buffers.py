@@ -16,7 +16,7 @@ from dmabuf_top.recording.session import Session
 pytestmark = pytest.mark.guest
 
 MIB = 1 << 20
-SCRATCH, SCRATCH_READ = 64 << 10, 4 << 10  # named_loader.c's short buffer and the bytes read into it
+SHORT_SIZE, SHORT_READ = 64 << 10, 4 << 10  # named_loader.c's short buffer and the bytes read into it
 SCRATCH = "/mnt/scratch"
 SOURCE = os.path.join(os.path.dirname(__file__), "named_loader.c")
 COMM = "named_loader"
@@ -67,7 +67,7 @@ def test_a_buffer_that_lives_milliseconds_is_named_with_its_io_creator_and_stack
         buffers = {b.name: b for b in tables.top_buffers(session)}
         assert set(buffers) == {b"weights-16m", b"scratch-64k"}, buffers
         assert tables.summary(session)["buffers_seen"] == 2
-        for name, size, read in ((b"weights-16m", 16 * MIB, 16 * MIB), (b"scratch-64k", SCRATCH, SCRATCH_READ)):
+        for name, size, read in ((b"weights-16m", 16 * MIB, 16 * MIB), (b"scratch-64k", SHORT_SIZE, SHORT_READ)):
             buffer = buffers[name]
             assert (buffer.exporter, buffer.size, buffer.io_bytes) == ("system", size, read), buffer
             assert (buffer.creator_pid, buffer.creator_comm) == (pid, COMM)
@@ -87,7 +87,7 @@ def test_a_buffer_that_lives_milliseconds_is_named_with_its_io_creator_and_stack
     for text in ("weights-16m", "scratch-64k", f"{pid} {COMM}", "load_named_buffer", "Allocation stacks"):
         assert text in page, text
     by_name = {row["name"]: row for row in rows}
-    assert by_name["scratch-64k"]["io_bytes"] == str(SCRATCH_READ) and by_name["scratch-64k"]["creator_pid"] == str(pid)
+    assert by_name["scratch-64k"]["io_bytes"] == str(SHORT_READ) and by_name["scratch-64k"]["creator_pid"] == str(pid)
     assert by_name["weights-16m"]["io_bytes"] == str(16 * MIB)
     print(f"scratch-64k lived {lifetime_ms:.3f} ms (session), {loader_ms:.3f} ms (loader)")
 
