@@ -31,6 +31,7 @@ SECTIONS = (
     ("top-buffers", "Top buffers"),
     ("cgroups", "Per-cgroup dma-buf bytes"),
     ("alloc-stacks", "Allocation stacks"),
+    ("leaks", "Leaks"),
     ("flame", "Kernel stacks at copy and GUP points"),
     ("missing-hooks", "Missing hooks"),
     ("dropped-events", "Dropped events"),
@@ -155,6 +156,27 @@ def alloc_stacks_html(rows):
           frames_html(r.kernel_frames)) for r in rows], numeric=(0, 1))
 
 
+def leaks_html(rows, min_age_s=tables.LEAK_MIN_AGE_S):
+    rule = (f"Buffers still alive when the session ended, or alive at least {min_age_s:g} s, grouped by allocation "
+            "stack. A lifetime with >= is a lower bound: the buffer was alive at the end (and, without a stack, "
+            "made before the recording started).")
+    if not rows:
+        return muted(f"No buffer was alive at the end of the session or for {min_age_s:g} s.")
+    body = []
+    for r in rows:
+        lifetimes = ", ".join(("" if b.released_s is not None else ">=") + f"{t:.3f}"
+                              for b, t in zip(r.buffers[:8], r.lifetimes_s))
+        who = sorted({f"{b.creator_pid} {b.creator_comm}" for b in r.buffers if b.creator_pid})[:8]
+        stack = (frames_html(r.user_frames) + "<br>" + frames_html(r.kernel_frames) if r.stack_known
+                 else muted("no stack: made before the recording, or its creation was not seen"))
+        body.append((len(r.buffers), human_size(r.bytes), r.alive_at_end,
+                     ", ".join(name_html(b.name) for b in r.buffers[:8]), text(lifetimes),
+                     ", ".join(text(creator) for creator in who) or "-", stack))
+    return muted(rule) + table_html(
+        ("buffers", "bytes", "alive at the end", "names", "lifetimes (s)", "creators",
+         "allocation stack (user, then kernel; innermost first)"), body, numeric=(0, 1, 2))
+
+
 CGROUP_RULE = ("Bytes of the buffers the processes of each cgroup hold (fd or mapping), each buffer once per cgroup; "
                "a buffer held from two cgroups is in both rows' held and shared bytes. Kernel-only: buffers no "
                "process holds.")
@@ -225,6 +247,7 @@ def report_body(session, title=None):
                                               else muted("No buffer was seen (no inventory pass listed one).")),
         "cgroups": cgroups_html(tables.cgroup_table(session)),
         "alloc-stacks": alloc_stacks_html(tables.allocation_stacks(session, every_buffer)),
+        "leaks": leaks_html(tables.leak_groups(session, every_buffer)),
         "flame": flame_html(session),
         "missing-hooks": missing_html(session),
         "dropped-events": dropped_html(session),

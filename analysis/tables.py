@@ -213,6 +213,59 @@ def allocation_stacks(session, buffers=None) -> List[AllocStackRow]:
     return rows
 
 
+LEAK_MIN_AGE_S = 10.0  # the report's leaks: alive at the session's end, or alive at least this long
+
+
+@dataclass(frozen=True)
+class LeakRow:
+    """The session's leak suspects of one allocation stack: buffers alive at its end or for LEAK_MIN_AGE_S.
+    Frames () with stack_known False: buffers made before the recording (or whose creation it missed)."""
+
+    user_frames: Tuple[str, ...]
+    kernel_frames: Tuple[str, ...]
+    stack_known: bool
+    buffers: Tuple[BufferRow, ...]  # oldest first
+    alive_at_end: int  # how many of them
+    lifetimes_s: Tuple[float, ...]  # each buffer's, in buffers' order: at least this long when alive at the end
+
+    @property
+    def bytes(self) -> int:
+        return sum(buffer.size for buffer in self.buffers)
+
+
+def leak_groups(session, buffers=None, min_age_s=LEAK_MIN_AGE_S) -> List[LeakRow]:
+    """Buffers still alive at the session's end, or alive at least min_age_s, grouped by allocation stack
+    (buffers without one: one group); most bytes first. Alive at the end: the lifecycle probe saw it created and
+    not released; a buffer the iterator passes alone knew (made before the recording), when in the last pass."""
+    stacks = alloc_stacks(session)
+    t0, end = start_ns(session), end_ns(session)
+    end_s = (end - t0) / 1e9 if end and t0 else 0.0
+    last_pass = session.query("SELECT max(time_ns) FROM buffer_snapshots")[0][0]
+    last_pass_s = (last_pass - t0) / 1e9 if last_pass else None
+    groups: Dict[Tuple, List[Tuple[BufferRow, bool, float]]] = {}
+    for buffer in buffers if buffers is not None else top_buffers(session):
+        born = buffer.created_s if buffer.created_s is not None else buffer.first_seen_s
+        if buffer.released_s is not None:
+            alive_at_end, lifetime = False, buffer.released_s - born
+        else:
+            alive_at_end = (buffer.created_s is not None or last_pass_s is None or
+                            buffer.last_seen_s >= last_pass_s - 1e-9)
+            lifetime = (end_s if alive_at_end else buffer.last_seen_s) - born
+        if not alive_at_end and lifetime < min_age_s:
+            continue
+        known = buffer.created_s is not None and (buffer.user_stack_id >= 0 or buffer.kernel_stack_id >= 0)
+        key = (buffer.user_stack_id, buffer.kernel_stack_id) if known else None
+        groups.setdefault(key, []).append((buffer, alive_at_end, max(lifetime, 0.0)))
+    rows = []
+    for key, members in groups.items():
+        members.sort(key=lambda member: (-member[2], member[0].inode))
+        user, kernel = key if key is not None else (-1, -1)
+        rows.append(LeakRow(stacks.get(user, ("", ()))[1], stacks.get(kernel, ("", ()))[1], key is not None,
+                            tuple(m[0] for m in members), sum(m[1] for m in members), tuple(m[2] for m in members)))
+    rows.sort(key=lambda r: (-r.bytes, -len(r.buffers), not r.stack_known, r.user_frames, r.kernel_frames))
+    return rows
+
+
 def _bin_ns(session, bins):
     return max(1, int((end_ns(session) - start_ns(session)) / bins) or 1)
 

@@ -13,9 +13,9 @@
   holders   by fd and by mapping (pid, comm, how many); a buffer no process holds says what holds it:
             the devices attached to it, else "kernel reference" (an fd in flight, a driver's get)
 
-The seam for the lifecycle probe (helper branch h/life): `creations`, {inode: Creation}, given to both
-observe() and report(). Without the probe it is empty and everything above still holds, with creators
-"not known" and groups by exporter + size + name.
+The lifecycle probe's seam: `creations`, {inode: Creation}, given to both observe() and report()
+(leak_creations.CreationFeed fills it live). Without the probe it is empty and everything above still holds,
+with creators "not known" and groups by exporter + size + name.
 """
 from __future__ import annotations
 
@@ -150,8 +150,9 @@ class LeakTracker:
         self._history.append((now_ns, per_group))
 
     def report(self, inventory, now_ns: int, min_age_s: float, creations: Mapping[int, Creation] = None,
-               alive: Callable[[int], bool] = pid_alive) -> LeakReport:
-        """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped, largest first."""
+               alive: Callable[[int], bool] = pid_alive, probe_loaded: bool = False) -> LeakReport:
+        """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped, largest first.
+        probe_loaded: `creations` come from the lifecycle probe (even when empty: nothing created since it started)."""
         creations = creations or {}
         comms = {process.pid: process.comm for process in inventory.processes}
         groups: Dict[Tuple, Tuple[Optional[Tuple[str, ...]], List[LeakBuffer]]] = {}
@@ -189,7 +190,8 @@ class LeakTracker:
             out.append(LeakGroup(stack, key, buffers, series))
         out.sort(key=lambda group: (-group.bytes, -group.count, repr(group.key)))
         notes = ()
-        if not creations:
+        if not creations and not probe_loaded:
             notes = ("no creation records (the lifecycle probe is not loaded here): ages count from when this tool "
                      "first saw each buffer, creators are not known, groups are by exporter + size + name",)
-        return LeakReport((now_ns - first_ns) / 1e9, min_age_s, len(self._history), out, bool(creations), notes)
+        return LeakReport((now_ns - first_ns) / 1e9, min_age_s, len(self._history), out,
+                          bool(creations) or probe_loaded, notes)

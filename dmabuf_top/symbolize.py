@@ -192,6 +192,15 @@ class Symbolizer:
     def frames(self, pid, addresses) -> List[str]:
         return [self.frame(pid, address) for address in addresses]
 
+    def user_stack(self, pid, frames) -> List[str]:
+        """The lifecycle probe's user frames (.build_id, .offset: probes.buffer_lifecycle.UserFrame) of a stack
+        taken in pid: symbolized through pid's objects while it lives, else "object+0xoff [build id]"."""
+        if not frames:
+            return []
+        self.remember(pid)  # its objects' build ids, and raw addresses, while it lives
+        return [self.build_id_frame(frame.build_id, frame.offset) if frame.build_id
+                else self.frame(pid, frame.offset) for frame in frames]
+
 
 def cgroup_paths(root="/sys/fs/cgroup") -> Dict[int, str]:
     """{cgroup id: path under the cgroup v2 root}: a cgroup's id is its directory's inode number."""

@@ -202,14 +202,17 @@ class Tracer:
     forks from now on (a sched_process_fork program fills a tgid set). ignore_self: leave the tracer's own
     syscalls out (set False to trace work done in this very process, as tests do).
     report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
+    io_records: with record, the I/O records and stacks too; False: only the lifecycle probe's records and
+    allocation stacks (leaks: the I/O programs keep their counters and ring nothing, a small ring and stack map).
     """
 
     def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False,
-                 max_entries=None):
+                 max_entries=None, io_records=True):
         feature_detection.require_bpf_privileges("I/O path tracing")
         self._max_entries = dict(max_entries or {})  # {map name: entries}: other sizes than the object's (tests)
         self.report = report or feature_detection.detect()
         self.record = record
+        self._io_records = io_records
         self.hooks: List[HookState] = []
         self._obj = None  # iopaths
         self._objs = {}  # every loaded object by name (OBJECTS)
@@ -233,9 +236,10 @@ class Tracer:
                 self._objs[object_name] = self._load_and_attach(object_name, statuses)
             self._obj = self._objs[IOPATHS_OBJECT]
             if record:  # one reader for both rings: a poll waits on either
-                self._ring = RingBuffer(self._objs[IOPATHS_OBJECT].map("records"),
-                                        self._record_decoder(IOPATHS_OBJECT))
-                self._ring.add(self._objs[LIFECYCLE_OBJECT].map("records"), self._record_decoder(LIFECYCLE_OBJECT))
+                rings = OBJECTS[::-1] if io_records else (LIFECYCLE_OBJECT,)
+                self._ring = RingBuffer(self._objs[rings[0]].map("records"), self._record_decoder(rings[0]))
+                for object_name in rings[1:]:
+                    self._ring.add(self._objs[object_name].map("records"), self._record_decoder(object_name))
         except BaseException:
             self.close()
             raise
@@ -262,6 +266,10 @@ class Tracer:
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
                 rodata["vfs_path"] = _vfs_live(statuses)
                 obj.map("traced_tgids").reuse_fd(self._objs[LIFECYCLE_OBJECT].map("traced_tgids").fd)
+                if not self._io_records:  # counters only: no records, no I/O stacks
+                    rodata.update(record_events=False, collect_stacks=False)
+                    obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
+                    obj.map("stack_traces").max_entries = 1
             else:
                 if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
                     for name in ("alloc_stacks", "alloc_user_stacks"):
@@ -471,7 +479,8 @@ class Tracer:
     def ring_capacity(self):
         """The most records the ring buffers can hold at once (each full of its smallest kind)."""
         return sum(self._objs[name].map("records").max_entries // ((RINGBUF_HEADER + smallest + 7) // 8 * 8)
-                   for name, (_, smallest) in RECORD_KINDS.items())  # 8-aligned slots
+                   for name, (_, smallest) in RECORD_KINDS.items()
+                   if self._io_records or name == LIFECYCLE_OBJECT)  # 8-aligned slots
 
     def close(self):
         if self._ring is not None:

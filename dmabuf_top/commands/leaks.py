@@ -27,6 +27,7 @@ def command(min_age, as_json, numbers):
       dmabuf-top leaks --min-age 30 10 6
     """
     from ..features import require_bpf_privileges
+    from ..leak_creations import CreationFeed
     from ..leaks import LeakTracker
     from ..render_leaks import render_json, render_text
     from ..sampler import Sources, sigterm_exits
@@ -34,20 +35,23 @@ def command(min_age, as_json, numbers):
     interval, count = _parse_numbers(numbers)
     require_bpf_privileges("leaks")
     tracker = LeakTracker()
-    creations = {}  # the seam for the lifecycle probe (leaks.Creation by inode): none loaded here yet
-    with sigterm_exits(), Sources(trace=False, taskstats=False) as sources:
+    with sigterm_exits(), CreationFeed() as feed, Sources(trace=False, taskstats=False) as sources:
         for sentence in sources.cannot_see:
             click.echo(f"dmabuf-top leaks: cannot see: {sentence}", err=True)
-        tracker.observe(sources.take_inventory(), time.monotonic_ns(), creations)
+        # The probe is attached before this first inventory: a buffer in it without a creation predates the tool.
+        tracker.observe(sources.take_inventory(), time.monotonic_ns(), feed.drain())
         reports = 0
         try:
             while count is None or reports < count:
-                time.sleep(interval)
+                feed.wait(interval)
+                read_ns = time.monotonic_ns()
                 inventory = sources.take_inventory()
+                creations = feed.drain()  # exports made while the inventory was read
                 now = time.monotonic_ns()
                 tracker.observe(inventory, now, creations)
-                report = tracker.report(inventory, now, min_age, creations)
+                report = tracker.report(inventory, now, min_age, creations, probe_loaded=True)
                 click.echo(render_json(report) if as_json else render_text(report))
+                feed.keep_only((entry.buffer.inode for entry in inventory.buffers), read_ns)
                 reports += 1
         except BrokenPipeError:  # `dmabuf-top leaks | head`
             sys.stderr.close()

@@ -206,11 +206,7 @@ class IoPathSource:
 
     def _alloc_user_frames(self, record):
         frames = self._tracer.alloc_user_stack(record.user_stack) if record.user_stack >= 0 else []
-        if not frames:
-            return []
-        self._symbolizer.remember(record.tgid)  # its objects' build ids, and raw addresses, while it lives
-        return [self._symbolizer.build_id_frame(frame.build_id, frame.offset) if frame.build_id
-                else self._symbolizer.frame(record.tgid, frame.offset) for frame in frames]
+        return self._symbolizer.user_stack(record.tgid, frames)
 
     def _cgroup_path(self, cgroup_id):
         if cgroup_id not in self._cgroups:

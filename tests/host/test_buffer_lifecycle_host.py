@@ -41,3 +41,15 @@ def test_the_lifecycle_probe_loads_and_reports_every_hook():
         assert snap.map_full["lifecycle_counts"] == 0 and tracer.dropped() == 0
         assert tracer.alloc_stack_ips(-1) == [] and tracer.alloc_stack_ips(0) == []
         tracer.poll_records(timeout_ms=0)
+
+
+def test_lifecycle_records_alone_for_leaks():
+    """io_records=False (leaks): the lifecycle probe's ring only; the I/O programs keep counting, ring nothing."""
+    with Tracer(record=True, io_records=False, ignore_self=False) as tracer:
+        lifecycle_ring = tracer._objs[LIFECYCLE_OBJECT].map("records").max_entries
+        assert tracer._objs["iopaths"].map("records").max_entries == os.sysconf("SC_PAGE_SIZE")
+        assert 0 < tracer.ring_capacity <= lifecycle_ring // 16
+        with open("/proc/self/stat", "rb") as stat:  # I/O while attached: no record comes out of the I/O ring
+            stat.read()
+        assert all(record.__class__.__name__ == "LifecycleRecord" for record in tracer.drain_records(1000))
+        assert isinstance(tracer.snapshot().by_target, dict)

@@ -70,7 +70,8 @@ def test_dom_has_sections_and_sized_images(report, tmp_path):
                          check=True, capture_output=True, text=True, timeout=120).stdout
     facts = json.loads(dom.split('<pre id="facts">', 1)[1].split("</pre>", 1)[0])
     assert facts["sections"] == ["summary", "throughput", "latency", "zero-copy", "buffers-over-time",
-                                 "top-buffers", "cgroups", "alloc-stacks", "flame", "missing-hooks", "dropped-events"]
+                                 "top-buffers", "cgroups", "alloc-stacks", "leaks", "flame", "missing-hooks",
+                                 "dropped-events"]
     assert [name for name, _, _ in facts["images"]] == [
         "fig-throughput_by_path", "fig-throughput_by_buffer", "fig-latency", "fig-zero_copy", "fig-buffers_over_time"]
     assert all(width == 800 and height == 360 for _, width, height in facts["images"])

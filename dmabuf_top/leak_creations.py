@@ -1,0 +1,123 @@
+"""Who made each live dma-buf, for `dmabuf-top leaks`: the lifecycle probe's export records as leaks.Creation.
+
+CreationFeed runs a Tracer with the lifecycle probe's records and allocation stacks only (io_records=False: the
+I/O programs ring nothing). Each export record becomes a Creation keyed by inode: creator pid/tid/comm, the
+creator's cgroup path, and the allocation stack, kernel frames (kallsyms) then user frames, innermost first. User
+frames are symbolized through the creator's maps, read at the first record naming it: `wait()` drains the ring
+every POLL_S, so a creator that exits right after the export (a child passing its fd on) is usually still there;
+when it is not, a frame in an object the Symbolizer met elsewhere still gets its symbol, else it stays
+"object+0xoff [build id]".
+
+Memory is bounded: a Creation leaves at its buffer's release record, and `keep_only(alive inodes)` drops those
+whose release was lost; MAX_CREATIONS caps what a storm of exports can add between two inventories; each drain
+reads at most one ring's worth of records.
+"""
+import os
+import time
+from typing import Callable, Dict, Iterable, Optional, Tuple
+
+from .leaks import Creation
+from .probes.buffer_lifecycle import LifecycleRecord
+from .probes.hooks import FENTRY
+from .probes.tracer import Tracer
+from .stacks import kernel_frames
+from .symbolize import Symbolizer, cgroup_paths
+
+POLL_S = 0.1
+MAX_CREATIONS = 1 << 16
+
+
+class CreationFeed:
+    def __init__(self, tracer_factory: Optional[Callable[[], Tracer]] = None, symbolizer: Optional[Symbolizer] = None,
+                 read_cgroups: Callable[[], Dict[int, str]] = cgroup_paths, clock=time.monotonic):
+        self._tracer_factory = tracer_factory or (lambda: Tracer(record=True, stacks=True, io_records=False))
+        self._symbolizer = symbolizer or Symbolizer()
+        self._read_cgroups = read_cgroups
+        self._clock = clock
+        self._tracer = None
+        self._cgroups: Dict[int, str] = {}
+        self._stacks: Dict[Tuple, Tuple[str, ...]] = {}  # one tuple per distinct stack, shared by its buffers
+        self.creations: Dict[int, Creation] = {}
+        self.lost = 0  # export records not kept (MAX_CREATIONS reached)
+
+    def open(self):
+        self._tracer = self._tracer_factory()
+        self._tracer.kallsyms()  # read once now, not in the first drain
+        self._symbolizer.remember(os.getpid())  # libc and the loader: objects most creators map too
+        self._cgroups = self._read_cgroups()
+        return self
+
+    def close(self):
+        if self._tracer is not None:
+            self._tracer.close()
+            self._tracer = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def tracer(self):
+        return self._tracer
+
+    def drain(self) -> Dict[int, Creation]:
+        """Take the records waiting in the ring (one ring's worth at most); returns the creations by inode."""
+        for record in self._tracer.drain_records(max_records=self._tracer.ring_capacity):
+            if isinstance(record, LifecycleRecord):
+                self.learn(record)
+        return self.creations
+
+    def wait(self, seconds: float) -> Dict[int, Creation]:
+        """Sleep `seconds`, draining the ring every POLL_S meanwhile (creators are read while they live)."""
+        deadline = self._clock() + seconds
+        while True:
+            self.drain()
+            left = deadline - self._clock()
+            if left <= 0:
+                return self.creations
+            time.sleep(min(POLL_S, left))
+
+    def learn(self, record: LifecycleRecord):
+        if record.event == "release":
+            self.creations.pop(record.inode, None)
+        elif record.event == "export" and record.inode:
+            if record.inode not in self.creations and len(self.creations) >= MAX_CREATIONS:
+                self.lost += 1
+                return
+            self.creations[record.inode] = Creation(
+                record.inode, record.tgid, record.comm, record.timestamp_ns, record.tid,
+                self._cgroup(record.cgroup_id), self._stack(record))
+
+    def keep_only(self, inodes: Iterable[int], read_ns: int):
+        """Forget the creations of buffers gone: made before an inventory read at read_ns (time.monotonic_ns)
+        that did not show them (their release record was lost)."""
+        alive = set(inodes)
+        for inode in [inode for inode, creation in self.creations.items()
+                      if inode not in alive and creation.created_ns < read_ns]:
+            del self.creations[inode]
+
+    def _cgroup(self, cgroup_id) -> Optional[bytes]:
+        if not cgroup_id:
+            return None
+        if cgroup_id not in self._cgroups:
+            self._cgroups = self._read_cgroups()  # a cgroup made since the last walk
+        path = self._cgroups.get(cgroup_id)
+        return None if path is None else os.fsencode(path)
+
+    def _stack(self, record) -> Optional[Tuple[str, ...]]:
+        tracer = self._tracer
+        kernel = []
+        if record.kernel_stack >= 0:
+            # An fentry program's frame stands for the function it hooks; a tracepoint's is left out.
+            hooked = {status.program: status.target for status in tracer.hooks if status.via == FENTRY}
+            kallsyms = tracer.kallsyms()
+            kernel = kernel_frames([kallsyms.name(ip) for ip in tracer.alloc_stack_ips(record.kernel_stack)], hooked)
+        user_frames = tracer.alloc_user_stack(record.user_stack) if record.user_stack >= 0 else []
+        frames = tuple(kernel) + tuple(self._symbolizer.user_stack(record.tgid, user_frames))
+        if not frames:
+            return None
+        if len(self._stacks) >= MAX_CREATIONS:
+            self._stacks.clear()  # only shares storage: the creations keep their own tuples
+        return self._stacks.setdefault(frames, frames)
