@@ -9,58 +9,36 @@ import mmap
 import os
 import struct
 
-SYS_IO_URING_SETUP = 425
-SYS_IO_URING_ENTER = 426
-SYS_IO_URING_REGISTER = 427
+# The uAPI's numbers and layouts are the library's (dmabuf_top/validate/uring.py); this ring adds what only the tests
+# drive: READV/WRITEV, SQPOLL and the write opcodes.
+from dmabuf_top.validate.uring import (  # noqa: F401  (re-exported for the tests that import them from here)
+    CQE,
+    IORING_ENTER_GETEVENTS,
+    IORING_OFF_CQ_RING,
+    IORING_OFF_SQ_RING,
+    IORING_OFF_SQES,
+    IORING_OP_READ,
+    IORING_OP_READ_FIXED,
+    IORING_REGISTER_BUFFERS,
+    SQE_SIZE,
+    SYS_IO_URING_ENTER,
+    SYS_IO_URING_REGISTER,
+    SYS_IO_URING_SETUP,
+    _Iovec,
+    _Params,
+    _u32,
+)
+from dmabuf_top.validate.uring import SQE as SQE_HEAD  # noqa: F401
+
 IORING_OP_READV = 1
 IORING_OP_WRITEV = 2
-IORING_OP_READ_FIXED = 4
 IORING_OP_WRITE_FIXED = 5
-IORING_OP_READ = 22
 IORING_OP_WRITE = 23
-IORING_ENTER_GETEVENTS = 1
 IORING_ENTER_SQ_WAKEUP = 2
 IORING_SETUP_SQPOLL = 2
-IORING_REGISTER_BUFFERS = 0
-IORING_OFF_SQ_RING = 0
-IORING_OFF_CQ_RING = 0x8000000
-IORING_OFF_SQES = 0x10000000
-SQE_SIZE = 64
-CQE = struct.Struct("<QiI")  # user_data, res, flags
-# opcode, flags, ioprio, fd, off, addr, len, rw_flags, user_data, buf_index (u16 at byte 40)
-SQE_HEAD = struct.Struct("<BBHiQQIIQH")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-
-
-class _SqOffsets(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in
-                ("head", "tail", "ring_mask", "ring_entries", "flags", "dropped", "array", "resv1")] + [
-        ("user_addr", ctypes.c_uint64)]
-
-
-class _CqOffsets(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in
-                ("head", "tail", "ring_mask", "ring_entries", "overflow", "cqes", "flags", "resv1")] + [
-        ("user_addr", ctypes.c_uint64)]
-
-
-class _Params(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint32) for name in
-                ("sq_entries", "cq_entries", "flags", "sq_thread_cpu", "sq_thread_idle", "features", "wq_fd")] + [
-        ("resv", ctypes.c_uint32 * 3), ("sq_off", _SqOffsets), ("cq_off", _CqOffsets)]
-
-
-assert ctypes.sizeof(_Params) == 120
-
-
-def _u32(ring, offset):
-    return struct.unpack_from("<I", ring, offset)[0]
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 class Ring:
@@ -95,7 +73,7 @@ class Ring:
         tail = _u32(self.sq, p.sq_off.tail)
         index = tail & _u32(self.sq, p.sq_off.ring_mask)
         if opcode in (IORING_OP_READV, IORING_OP_WRITEV):
-            self._iovec.base, self._iovec.len = address, length
+            self._iovec.iov_base, self._iovec.iov_len = address, length
             address, length = ctypes.addressof(self._iovec), 1
         sqe = SQE_HEAD.pack(opcode, 0, 0, fd, offset, address, length, 0, 0x5151, buf_index)
         self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = sqe.ljust(SQE_SIZE, b"\0")
