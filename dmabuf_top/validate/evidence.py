@@ -60,6 +60,14 @@ class Evidence:
     undecided: Tuple[str, ...] = ()
 
 
+def skipped_runs(before: Stats, after: Stats) -> Optional[int]:
+    """Runs of the probe's programs the kernel skipped between two reads (one was already running on that CPU),
+    or None where the kernel does not count them."""
+    if after.skipped_runs is None:
+        return None
+    return after.skipped_runs - (before.skipped_runs or 0)
+
+
 def lost(before: Stats, after: Stats) -> Optional[str]:
     """Why the window's figures are not whole (bytes the probe could not place), or None."""
     parts = []
@@ -70,10 +78,11 @@ def lost(before: Stats, after: Stats) -> Optional[str]:
             parts.append(f"{amount} bytes ({why})")
     if after.tgid_map_full - before.tgid_map_full:
         parts.append("per-process counts (their map was full)")
-    if after.skipped_runs is None:
+    skipped = skipped_runs(before, after)
+    if skipped is None:
         parts.append("an unknown number of requests (this kernel does not count the probe's skipped runs)")
-    elif after.skipped_runs - (before.skipped_runs or 0):
-        parts.append(f"{after.skipped_runs - (before.skipped_runs or 0)} runs of its programs (the kernel skipped "
+    elif skipped:
+        parts.append(f"{skipped} runs of its programs (the kernel skipped "
                      "them: one was already running on that CPU, as when a completion interrupts another's)")
     return "the block-layer evidence lost " + ", ".join(parts) if parts else None
 
@@ -107,8 +116,7 @@ class Window:
             return {}, self.missing
         writes = self.probe.drain()
         before = self._stats or Stats()
-        if writes.stats.skipped_runs is not None:
-            self.skipped_runs = writes.stats.skipped_runs - (before.skipped_runs or 0)
+        self.skipped_runs = skipped_runs(before, writes.stats) or 0
         return writes.pages, lost(before, writes.stats)
 
     def close(self):

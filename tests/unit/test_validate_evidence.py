@@ -47,3 +47,31 @@ def test_runs_the_kernel_skipped_cut_the_window():
     assert why and "3 runs of its programs" in why
     assert evidence.lost(Stats(skipped_runs=4), Stats(skipped_runs=4)) is None
     assert "does not count" in evidence.lost(Stats(), Stats(skipped_runs=None))
+
+
+class _Drained:
+    def __init__(self, stats):
+        self.stats, self.pages = stats, {}
+
+
+class _FakeProbe:
+    """The block-layer probe without a kernel: 2 skipped runs when the window starts, 5 when it stops."""
+
+    def __init__(self, tgids, max_pages):
+        self.drains = [Stats(skipped_runs=2), Stats(skipped_runs=5)]
+
+    def drain(self):
+        return _Drained(self.drains.pop(0))
+
+    def stats(self):
+        return Stats(skipped_runs=2)
+
+
+def test_the_window_counts_its_skipped_runs_as_its_losses_do(monkeypatch):
+    # One delta for both: the number validate keeps (evidence_skips) and the sentence that cuts the window.
+    monkeypatch.setattr(evidence, "DmaEvidence", _FakeProbe)
+    window = evidence.Window(tgids=[1])
+    window.start()
+    pages, why = window.stop()
+    assert window.skipped_runs == 3 and "3 runs of its programs" in why
+    assert evidence.skipped_runs(Stats(), Stats(skipped_runs=None)) is None
