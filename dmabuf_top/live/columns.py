@@ -37,6 +37,7 @@ class Column:
     concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
     help: str = ""
     none: str = "-"  # what a value not known reads as (a rate before the second sample: "-")
+    narrow: int = 0  # where the line is too narrow for every column, rank 1 gives way first, then 2...; 0 stays
 
     @property
     def left(self):
@@ -50,11 +51,11 @@ _IO = (
     Column("read", "RD MB/s", 8, "mbps", ("read",), "bytes/s moved by read/pread/readv into the memory"),
     Column("write", "WR MB/s", 8, "mbps", ("write",), "bytes/s moved by write/pwrite/writev out of the memory"),
     Column("xfer", "XFER MB/s", 9, "mbps", XFER_PATHS,
-           "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)"),
+           "bytes/s by copy_file_range, sendfile, splice and an exporter's rw_file (patched kernels)", narrow=6),
     Column("async", "ASYNC MB/s", 10, "mbps", ASYNC_PATHS,
            "bytes/s moved by io_uring and AIO read/write requests into or out of the memory (at completion)"),
     Column("copy", "CPU-CP MB/s", 11, "mbps", ("cpu_copy",), "bytes/s the CPU copied (page cache <-> user)"),
-    Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages"),
+    Column("pin", "PIN pg/s", 8, "rate", ("gup",), "pages/s pinned by get_user_pages", narrow=1),
 )
 
 COLUMNS: Dict[str, Tuple[Column, ...]] = {
@@ -62,7 +63,7 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
         Column("inode", "INODE", 8),
         Column("exporter", "EXPORTER", 10, "text"),
         Column("size", "SIZE", 10, "size"),
-        Column("attachments", "ATT", 3),
+        Column("attachments", "ATT", 3, narrow=4),
         Column("holders", "HOLDERS", 18, "text", help="pid(comm) of every process with an fd or mapping"),
         *_IO,
         Column("name", "NAME", 0, "text", help="the buffer's name (DMA_BUF_SET_NAME), escaped"),
@@ -73,12 +74,14 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
         Column("buffers", "BUFS", 5),
         Column("rss", "RSS", 10, "size", help="sum of the sizes of the buffers it references"),
         Column("pss", "PSS", 10, "size", help="each buffer's size divided by its number of holders"),
-        Column("fds", "FDS", 4),
-        Column("maps", "MAPS", 4),
+        Column("fds", "FDS", 4, narrow=5),
+        Column("maps", "MAPS", 4, narrow=5),
         *_IO,
         Column("blkio", "BLKIO%", 6, "pct", ("delayacct",), "share of the interval spent waiting for block I/O"),
-        Column("swapin", "SWAPIN%", 7, "pct", ("delayacct",), "share of the interval spent waiting for swap-in"),
-        Column("reclaim", "RECLAIM%", 8, "pct", ("delayacct",), "share of the interval spent in memory reclaim"),
+        Column("swapin", "SWAPIN%", 7, "pct", ("delayacct",), "share of the interval spent waiting for swap-in",
+               narrow=3),
+        Column("reclaim", "RECLAIM%", 8, "pct", ("delayacct",), "share of the interval spent in memory reclaim",
+               narrow=2),
     ),
     "exporters": (
         Column("exporter", "EXPORTER", 16, "text"),
@@ -111,6 +114,23 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
 DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes", "cgroups": "held"}
 # Columns whose natural order is ascending (names, ids); numbers sort largest first.
 ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status", "cgroup", "cgroup_path"}
+
+
+FILL_MIN = 12  # the line's last, 0-width column (NAME, PATH) keeps at least this much when columns give way
+
+
+def shown_columns(pane: str, width: int, keep: str = "") -> Tuple[Column, ...]:
+    """The pane's columns that fit `width`: the lowest `narrow` ranks give way first (a rank at a time) until the
+    fixed columns leave FILL_MIN for the last one. `keep` (the sort key) is never dropped; when nothing more can
+    give way the line is cut as before."""
+    columns = COLUMNS[pane]
+    ranks = sorted({c.narrow for c in columns if c.narrow and c.key != keep})
+    for rank in [0, *ranks]:
+        shown = tuple(c for c in columns if not (c.narrow and c.narrow <= rank and c.key != keep))
+        fixed = sum(c.width + 1 for c in shown if c.width)  # each with the space after it
+        if (fixed + FILL_MIN if any(not c.width for c in shown) else fixed - 1) <= width:
+            return shown
+    return shown
 
 
 def column(pane, key) -> Column:

@@ -17,7 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from ..inventory.inventory import HOLDER_DESCRIPTIONS, SOURCE_DESCRIPTIONS
 from ..text import human_size
-from .columns import COLUMNS, PANE_TITLES, PANES, Column, format_cell
+from .columns import COLUMNS, FILL_MIN, PANE_TITLES, PANES, Column, format_cell, shown_columns
 from .model import Frame
 from .view import ViewState, visible_rows
 
@@ -34,7 +34,7 @@ def _fit(text: str, width: int, left: bool) -> str:
 def _widths(columns: Sequence[Column], width: int) -> List[int]:
     """Declared widths; a 0-width column (the last, e.g. NAME) takes what is left of the line."""
     fixed = sum(c.width + 1 for c in columns if c.width)
-    return [c.width or max(width - fixed, 8) for c in columns]
+    return [c.width or max(width - fixed, FILL_MIN) for c in columns]
 
 
 def header_lines(frame: Frame, view: Optional[ViewState] = None, width: Optional[int] = None) -> List[Line]:
@@ -92,21 +92,22 @@ def tab_line(frame: Frame, view: ViewState) -> Line:
     return line
 
 
-def table_header(pane: str, view: Optional[ViewState], widths: List[int]) -> Line:
+def table_header(pane: str, view: Optional[ViewState], widths: List[int],
+                 columns: Optional[Sequence[Column]] = None) -> Line:
     line: Line = []
     sorted_key = view.sort[pane] if view is not None else None
-    for col, width in zip(COLUMNS[pane], widths):
+    for col, width in zip(columns or COLUMNS[pane], widths):
         line.append((_fit(col.label, width, col.left), "sorted" if col.key == sorted_key else "header"))
         line.append((" ", "header"))
     return line
 
 
-def row_line(pane: str, row, widths: List[int], not_traced: set) -> Line:
+def row_line(pane: str, row, widths: List[int], not_traced: set, columns: Optional[Sequence[Column]] = None) -> Line:
     attr = row.state or "normal"
     not_traced = not_traced | row.extra.get("untraced", set())  # a path whose own hooks are missing or absent
     unavailable = row.unavailable
     cells = []
-    for col, width in zip(COLUMNS[pane], widths):
+    for col, width in zip(columns or COLUMNS[pane], widths):
         cells.append(_fit(format_cell(col, row.values.get(col.key), col.key in not_traced, col.key in unavailable),
                           width, col.left))
     return [(" ".join(cells), attr)]
@@ -120,15 +121,17 @@ def render(frame: Optional[Frame], view: ViewState, width: int, height: int, foo
         lines: List[Line] = [[("dmabuf-top: taking the first sample...", "title")]]
     else:
         lines = header_lines(frame, view, width)
-        lines.append(tab_line(frame, view))
-        widths = _widths(COLUMNS[view.pane], width)
-        lines.append(table_header(view.pane, view, widths))
+        columns = shown_columns(view.pane, width, keep=view.sort[view.pane])
+        hidden = [c.label for c in COLUMNS[view.pane] if c not in columns]
+        lines.append(tab_line(frame, view) + ([(f"  hidden: {', '.join(hidden)}", "dim")] if hidden else []))
+        widths = _widths(columns, width)
+        lines.append(table_header(view.pane, view, widths, columns))
         rows = visible_rows(frame, view)
         room = max(height - len(lines) - 1, 0)
         view.scroll = max(0, min(view.scroll, max(len(rows) - room, 0)))
         not_traced = frame.not_traced(view.pane)
         for row in rows[view.scroll : view.scroll + room]:
-            lines.append(row_line(view.pane, row, widths, not_traced))
+            lines.append(row_line(view.pane, row, widths, not_traced, columns))
         if not rows:
             lines.append([("(no rows" + (f" match '{view.filter}')" if view.filter else ")"), "dim")])
         shown = f" {view.scroll + 1}-{min(view.scroll + room, len(rows))} of {len(rows)} " if rows else " 0 rows "

@@ -42,12 +42,38 @@ def test_buffers_pane_at_a_fixed_size():
     assert "[1:Buffers]" in text[5] and "sort: size v" in text[5]
     header = text[6].split()
     assert header[:5] == ["INODE", "EXPORTER", "SIZE", "ATT", "HOLDERS"]
-    weights = next(line for line in text if line.split()[:1] == ["101"])  # its name is cut at 120 columns
+    assert "PIN" not in header and "hidden: PIN pg/s" in text[5]  # at 120 columns it gives way to NAME
+    weights = next(line for line in text if line.split()[:1] == ["101"])
     cells = weights.split()
-    assert cells[:4] == ["101", "system", "16.0", "MiB"] and cells[-1] == "weight"
+    assert cells[:4] == ["101", "system", "16.0", "MiB"] and cells[-1] == "weights"  # the name is whole
     assert "33.6" in cells  # 32 MiB/s = 33.55 MB/s in the RD column
-    assert cells.count("n/t") == 2  # CPU-copied and pinned: hooks missing, not zero
+    assert cells.count("n/t") == 1  # CPU-copied: hooks missing, not zero
     assert text[-1].lstrip().startswith("1-3 of 3")
+    wide = screen_text(second, ViewState(), width=200)
+    cells = next(line for line in wide if line.split()[:1] == ["101"]).split()
+    assert cells.count("n/t") == 2 and not any("hidden:" in line for line in wide)  # CPU-copied and pinned
+
+
+@pytest.mark.parametrize("pane", ["buffers", "processes"])
+def test_at_120_columns_every_cell_of_the_table_is_whole(pane):
+    # The I/O columns (ASYNC the last added) outgrew 120 columns: the NAME cell, or the delay columns, were cut.
+    # Columns give way by rank instead, and the line says which.
+    _, second = two_frames()
+    text = screen_text(second, ViewState(pane=pane))
+    header = next(line for line in text if line.split()[:1] in (["INODE"], ["PID"]))
+    assert header.split()[-1] == {"buffers": "NAME", "processes": "BLKIO%"}[pane]
+    assert len(header.rstrip()) <= WIDTH
+    rows = [line for line in table_rows(text) if line.split()[:1] in (["101"], ["10"])]
+    assert rows and rows[0].split()[-1] == {"buffers": "weights", "processes": "25.0"}[pane]
+
+
+def test_the_sorted_column_never_gives_way():
+    _, second = two_frames()
+    view = ViewState()
+    view.sort["buffers"] = "pin"
+    text = screen_text(second, view)
+    header = next(line for line in text if line.split()[:1] == ["INODE"])
+    assert "PIN pg/s" in header and header.split()[-1] == "NAME" and "hidden: ATT, XFER MB/s" in tab_line(text)
 
 
 def test_hostile_names_cannot_reach_the_terminal():
