@@ -3,12 +3,20 @@ import os
 
 import pytest
 
+from dmabuf_top import features
+
 SYSTEM_HEAP = "/dev/dma_heap/system"
 UDMABUF_DEVICE = "/dev/udmabuf"
 BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
 
 NOT_IN_GUEST = ("not inside the lab guest ({} is missing); run this suite with "
                 "`python3 -m dmabuf_top vm -- python3 -m pytest tests/vm`")
+
+
+@pytest.fixture(scope="module")
+def report():
+    """What this kernel offers (the feature trials), once per test module."""
+    return features.detect()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ credited at completion: buffered and O_DIRECT io_uring reads into a udmabuf's me
 mapping, SQPOLL (the ring's own kernel thread issues), AIO O_DIRECT (completed from the bio's end, in
 interrupt context), and reads into anonymous memory beside a dma-buf that must not be the dma-buf's.
 """
-import ctypes
+import collections
 import dataclasses
 import errno
 import hashlib
@@ -18,6 +18,7 @@ import sys
 
 import pytest
 from aio_read import AioContext  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
+from guest_files import address_of, random_file
 from uring_read import IORING_OP_READ, IORING_OP_READ_FIXED, IORING_SETUP_SQPOLL, Ring
 
 from dmabuf_top import features
@@ -31,7 +32,6 @@ from dmabuf_top.recording.session import Session
 
 pytestmark = pytest.mark.guest
 
-SCRATCH = "/mnt/scratch"
 SIZE = 8 << 20
 CHUNK = 1 << 20
 CALLS = SIZE // CHUNK
@@ -39,26 +39,9 @@ ASYNC_LOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 @pytest.fixture(scope="module")
-def report():
-    return features.detect()
-
-
-@pytest.fixture(scope="module")
 def data_file():
-    if not os.path.ismount(SCRATCH):
-        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
-    path = os.path.join(SCRATCH, "async-8m.bin")
-    data = os.urandom(SIZE)
-    with open(path, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    yield path, hashlib.sha256(data).hexdigest()
-    os.unlink(path)
-
-
-def address_of(mapping):
-    return ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    with random_file("async-8m.bin", SIZE) as made:
+        yield made
 
 
 def requests(api, fd, address, size=SIZE):
@@ -74,19 +57,33 @@ def requests(api, fd, address, size=SIZE):
         return [ring.read(fd, address + at, CHUNK, at, opcode) for at in range(0, size, CHUNK)]
 
 
-def traced_load(report, path, direct, mapping, api):
-    """Read the file into `mapping` through `api` under a Tracer of this process: (results, snapshot, buffers)."""
+def path_of(api):
+    """The tracer's path for requests made through `api`."""
+    return "aio" if api == "aio" else "io_uring"
+
+
+Load = collections.namedtuple("Load", "results snap per_buffer live")
+
+
+def traced_load(report, data_file, direct, mapping, api):
+    """Read the file into `mapping` through `api` under a Tracer of this process: each request's result, the
+    snapshot, per-buffer counters by inode and the live hooks of the path. When every request moved its chunk
+    the mapping must hold the file."""
+    path, digest = data_file
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
     try:
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            live = {hook.program for hook in tracer.hooks if hook.concern == path_of(api) and hook.live}
             results = requests(api, fd, address_of(mapping))
             snap = tracer.snapshot()
         inventory = read_buffers()
     finally:
         os.close(fd)
+    if results == [CHUNK] * CALLS:
+        assert hashlib.sha256(mapping[:]).hexdigest() == digest
     index = BufferIndex()
     index.learn(inventory)
-    return results, snap, index.per_buffer(snap.by_target)
+    return Load(results, snap, index.per_buffer(snap.by_target), live)
 
 
 def test_the_guest_traces_io_uring_and_aio(report):
@@ -100,16 +97,14 @@ def test_the_guest_traces_io_uring_and_aio(report):
 @pytest.mark.parametrize("api,direct", [("uring", False), ("uring", True), ("sqpoll", True), ("fixed", True),
                                         ("aio", True), ("aio", False)])
 def test_reads_into_a_udmabuf_memfd_are_the_udmabufs(report, data_file, udmabuf_available, api, direct):
-    path, digest = data_file
     with alloc_udmabuf(SIZE, name="async-udmabuf") as buf:
         mapping = buf.mmap_memfd()
         try:
-            results, snap, per_buffer = traced_load(report, path, direct, mapping, api)
-            assert hashlib.sha256(mapping[:]).hexdigest() == digest
+            results, snap, per_buffer, _ = traced_load(report, data_file, direct, mapping, api)
         finally:
             mapping.close()
     assert results == [CHUNK] * CALLS
-    label = "aio" if api == "aio" else "io_uring"
+    label = path_of(api)
     counters = per_buffer[buf.inode][label]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (CALLS, 0, SIZE, SIZE)
     target, = [t for t in snap.by_target if t.path == label and t.kind == "shmem"]
@@ -119,16 +114,14 @@ def test_reads_into_a_udmabuf_memfd_are_the_udmabufs(report, data_file, udmabuf_
 
 @pytest.mark.parametrize("api", ["uring", "sqpoll", "aio"])
 def test_buffered_reads_into_a_heap_mapping_are_the_heap_buffers(report, data_file, heap_available, api):
-    path, digest = data_file
     with alloc_heap(SIZE, name="async-heap") as buf:
         mapping = buf.mmap()
         try:
-            results, snap, per_buffer = traced_load(report, path, False, mapping, api)
-            assert hashlib.sha256(mapping[:]).hexdigest() == digest
+            results, snap, per_buffer, _ = traced_load(report, data_file, False, mapping, api)
         finally:
             mapping.close()
     assert results == [CHUNK] * CALLS
-    label = "aio" if api == "aio" else "io_uring"
+    label = path_of(api)
     counters = per_buffer[buf.inode][label]
     assert (counters.calls, counters.bytes) == (CALLS, SIZE)
     target, = [t for t in snap.by_target if t.inode == buf.inode]
@@ -139,15 +132,14 @@ def test_buffered_reads_into_a_heap_mapping_are_the_heap_buffers(report, data_fi
 def test_direct_reads_into_a_heap_mapping_fail_and_are_counted_as_the_buffers_errors(report, data_file,
                                                                                      heap_available, api):
     """The heap maps its pages VM_PFNMAP: O_DIRECT cannot pin them, each request ends -EFAULT."""
-    path, _ = data_file
     with alloc_heap(SIZE, name="async-heap-direct") as buf:
         mapping = buf.mmap()
         try:
-            results, snap, per_buffer = traced_load(report, path, True, mapping, api)
+            results, snap, per_buffer, _ = traced_load(report, data_file, True, mapping, api)
         finally:
             mapping.close()
     assert results == [-errno.EFAULT] * CALLS
-    label = "aio" if api == "aio" else "io_uring"
+    label = path_of(api)
     counters = per_buffer[buf.inode][label]
     assert (counters.calls, counters.errors, counters.bytes) == (CALLS, CALLS, 0)
     outcome = {(o.error, o.dst_kind, o.src_fs): v["calls"] for o, v in snap.outcomes.items() if o.path == label}
@@ -172,7 +164,7 @@ def test_reads_into_anonymous_memory_beside_a_dmabuf_are_not_the_dmabufs(report,
             os.close(fd)
             mapping.close()
             anonymous.close()
-    label = "aio" if api == "aio" else "io_uring"
+    label = path_of(api)
     moved = {(t.inode, t.kind): c.bytes for t, c in snap.by_target.items() if t.path == label}
     assert moved == {(buf.inode, "dmabuf"): CHUNK, (0, "none"): SIZE}
 
@@ -217,29 +209,18 @@ def test_record_keeps_aio_direct_reads_into_a_udmabuf_and_the_report_lists_them(
 
 def test_the_aio_syscall_fallback_attributes_what_fentry_attributes(report, data_file, udmabuf_available):
     """A kernel that refuses fentry on the AIO path gets io_submit/io_getevents read at the syscall tracepoints."""
-    path, _ = data_file
     refused = features.Feature(False, None, "fentry refused (test)")
     without_fentry = dataclasses.replace(report, features={
         **report.features, **{f"fn/{name}": refused for name in ("aio_read", "aio_write", "aio_complete_rw")}})
     with alloc_udmabuf(SIZE, name="async-udmabuf-sys") as buf:
         mapping = buf.mmap_memfd()
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-            try:
-                with Tracer(pid=os.getpid(), ignore_self=False, report=without_fentry) as tracer:
-                    live = {hook.program for hook in tracer.hooks if hook.concern == "aio" and hook.live}
-                    results = requests("aio", fd, address_of(mapping))
-                    snap = tracer.snapshot()
-                inventory = read_buffers()
-            finally:
-                os.close(fd)
+            results, snap, per_buffer, live = traced_load(without_fentry, data_file, True, mapping, "aio")
         finally:
             mapping.close()
     assert live == {"aio_submit_sys", "aio_events_sys"} and "aio" not in snap.missing_concerns()
     assert results == [CHUNK] * CALLS
-    index = BufferIndex()
-    index.learn(inventory)
-    counters = index.per_buffer(snap.by_target)[buf.inode]["aio"]
+    counters = per_buffer[buf.inode]["aio"]
     assert (counters.calls, counters.errors, counters.bytes) == (CALLS, 0, SIZE)
     target, = [t for t in snap.by_target if t.path == "aio" and t.kind == "shmem"]
     assert target.direct is True

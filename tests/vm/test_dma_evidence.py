@@ -15,6 +15,7 @@ import subprocess
 import time
 
 import pytest
+from guest_files import drop_caches, random_file  # tests/vm is on sys.path (its conftest)
 from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
@@ -22,7 +23,6 @@ from dmabuf_top.probes.dma_evidence import DmaEvidence, buffer_frames, intersect
 
 pytestmark = pytest.mark.guest
 
-SCRATCH = "/mnt/scratch"
 SIZE = 16 << 20
 PAGES = SIZE // 4096
 # ext4 metadata the same process may read on the way (inode table, extent blocks): well under this.
@@ -38,22 +38,8 @@ libc.memmove.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 @pytest.fixture(scope="module")
 def data_file():
     """16 MiB of random bytes on the NVMe ext4 scratch disk, with its digest."""
-    if not os.path.ismount(SCRATCH):
-        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
-    path = os.path.join(SCRATCH, "dma-evidence-16m.bin")
-    payload = os.urandom(SIZE)
-    with open(path, "wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    yield path, hashlib.sha256(payload).hexdigest()
-    os.unlink(path)
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as control:
-        control.write("3\n")
+    with random_file("dma-evidence-16m.bin", SIZE) as made:
+        yield made
 
 
 def pread_fully(fd, address, length, chunk=4 << 20):
@@ -81,6 +67,21 @@ def assert_nothing_lost(writes):
     assert (stats.lost_bytes, stats.error_bytes, stats.tgid_map_full) == (0, 0, 0), stats
 
 
+def device_writes(path, flags, load):
+    """What the device wrote for this process (nothing lost) while `load(fd)` moved the whole file, opened with
+    `flags`, into a buffer; the page cache dropped first."""
+    drop_caches()
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        with DmaEvidence(tgids=[os.getpid()]) as evidence:
+            assert load(fd) == SIZE
+            writes = evidence.read()
+    finally:
+        os.close(fd)
+    assert_nothing_lost(writes)
+    return writes
+
+
 def test_both_hook_forms_load_and_vmemmap_base_comes_from_the_kernel():
     with open("/proc/kallsyms") as kallsyms:
         assert any(line.split()[2] == "vmemmap_base" for line in kallsyms)  # CONFIG_RANDOMIZE_MEMORY=y
@@ -91,20 +92,12 @@ def test_both_hook_forms_load_and_vmemmap_base_comes_from_the_kernel():
 
 def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_file, udmabuf_available):
     path, digest = data_file
-    drop_caches()
     with alloc_udmabuf(SIZE, name="dma-evidence-a") as buf, buf.mmap_memfd() as pages:
         frames = mapping_pfns(pages)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        try:
-            with DmaEvidence(tgids=[os.getpid()]) as evidence:
-                assert pread_fully(fd, mapping_address(pages), SIZE) == SIZE
-                writes = evidence.read()
-        finally:
-            os.close(fd)
+        writes = device_writes(path, os.O_DIRECT, lambda fd: pread_fully(fd, mapping_address(pages), SIZE))
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert mapping_pfns(pages, populate=False) == frames  # pinned, not moved
         assert buffer_frames(buf.inode, PAGES) == frames  # the udmabuf's own pages are the memfd's
-    assert_nothing_lost(writes)
     seen = intersect(writes.pages, frames)
     assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (SIZE, PAGES, PAGES)
     assert seen.elsewhere < METADATA_SLACK
@@ -113,20 +106,12 @@ def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_f
 
 def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, heap_available):
     path, digest = data_file
-    drop_caches()
     with alloc_heap(SIZE, name="dma-evidence-b") as buf, buf.mmap() as mapping:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with DmaEvidence(tgids=[os.getpid()]) as evidence:
-                assert pread_fully(fd, mapping_address(mapping), SIZE) == SIZE
-                writes = evidence.read()
-        finally:
-            os.close(fd)
+        writes = device_writes(path, 0, lambda fd: pread_fully(fd, mapping_address(mapping), SIZE))
         assert hashlib.sha256(mapping[:]).hexdigest() == digest
         # The heap's mmap is VM_PFNMAP: pagemap reports none of its frames (mm/pagewalk.c walk_page_test).
         assert set(mapping_pfns(mapping)) == {None}
         heap_frames = buffer_frames(buf.inode, PAGES)
-    assert_nothing_lost(writes)
     assert len(set(heap_frames)) == PAGES
     assert intersect(writes.pages, heap_frames).into_buffer == 0
     cache = intersect(writes.pages, page_cache_pfns(path))
@@ -137,20 +122,18 @@ def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, h
 
 def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabuf_available):
     path, digest = data_file
-    drop_caches()
+
+    def map_and_copy(fd):
+        # MAP_PRIVATE, as loaders map weights: reading never copies on write, the pages are the page cache's.
+        with mmap.mmap(fd, SIZE, access=mmap.ACCESS_COPY) as source:
+            libc.memmove(mapping_address(target), mapping_address(source), SIZE)
+        return SIZE
+
     with alloc_udmabuf(SIZE, name="dma-evidence-c") as buf, buf.mmap() as target, buf.mmap_memfd() as pages:
         frames = mapping_pfns(pages)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            # MAP_PRIVATE, as loaders map weights: reading never copies on write, the pages are the page cache's.
-            with DmaEvidence(tgids=[os.getpid()]) as evidence, mmap.mmap(fd, SIZE, access=mmap.ACCESS_COPY) as source:
-                libc.memmove(mapping_address(target), mapping_address(source), SIZE)
-                writes = evidence.read()
-        finally:
-            os.close(fd)
+        writes = device_writes(path, 0, map_and_copy)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert buffer_frames(buf.inode, PAGES) == frames
-    assert_nothing_lost(writes)
     assert intersect(writes.pages, frames).into_buffer == 0
     cache = intersect(writes.pages, page_cache_pfns(path))
     assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
@@ -158,20 +141,17 @@ def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabu
 
 def test_d_io_uring_direct_read_into_a_udmabuf_is_attributed_to_the_submitter(data_file, udmabuf_available):
     path, digest = data_file
-    drop_caches()
+
+    def ring_read(fd):
+        with Ring() as ring:
+            return ring.read_fully(fd, mapping_address(pages), SIZE)
+
     # O_DIRECT into the udmabuf's own mapping (VM_PFNMAP) fails with EFAULT in pin_user_pages; loaders
     # read into the memfd mapping, whose pages the udmabuf holds.
     with alloc_udmabuf(SIZE, name="dma-evidence-d") as buf, buf.mmap_memfd() as pages:
         frames = mapping_pfns(pages)
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
-        try:
-            with DmaEvidence(tgids=[os.getpid()]) as evidence, Ring() as ring:
-                assert ring.read_fully(fd, mapping_address(pages), SIZE) == SIZE
-                writes = evidence.read()
-        finally:
-            os.close(fd)
+        writes = device_writes(path, os.O_DIRECT, ring_read)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
-    assert_nothing_lost(writes)
     seen = intersect(writes.pages, frames)
     assert (seen.into_buffer, seen.buffer_pages_written) == (SIZE, PAGES)
     assert seen.elsewhere < METADATA_SLACK

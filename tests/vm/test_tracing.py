@@ -13,8 +13,8 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from guest_files import address_of, drop_caches, random_file  # tests/vm is on sys.path (its conftest)
 
-from dmabuf_top import features
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
 from dmabuf_top.cli import cli
 from dmabuf_top.inventory.index import BufferIndex
@@ -25,7 +25,6 @@ from dmabuf_top.probes.tracer import Tracer
 
 pytestmark = pytest.mark.guest
 
-SCRATCH = "/mnt/scratch"
 SIZE = 64 << 20
 PAGES = SIZE // mmap.PAGESIZE
 libc = ctypes.CDLL(None, use_errno=True)
@@ -34,36 +33,10 @@ libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 
 
 @pytest.fixture(scope="module")
-def report():
-    return features.detect()
-
-
-@pytest.fixture(scope="module")
 def data_file():
     """64 MiB of random bytes on the NVMe ext4 scratch disk, written once, with its digest."""
-    if not os.path.ismount(SCRATCH):
-        pytest.fail(f"{SCRATCH} is not mounted: this suite runs inside `dmabuf-top vm`")
-    path = os.path.join(SCRATCH, "tracing-64m.bin")
-    digest = hashlib.sha256()
-    with open(path, "wb") as out:
-        for _ in range(SIZE // (4 << 20)):
-            chunk = os.urandom(4 << 20)
-            digest.update(chunk)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
-    yield path, digest.hexdigest()
-    os.unlink(path)
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as control:
-        control.write("3\n")
-
-
-def address_of(mapping):
-    return ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+    with random_file("tracing-64m.bin", SIZE) as made:
+        yield made
 
 
 def libc_read(fd, address, length):
@@ -85,6 +58,26 @@ def symbolized_stacks(tracer, snapshot):
             for (stack_id, point, path), (hits, amount) in snapshot.stacks.items()]
 
 
+def traced_read(report, data_file, mapping, flags=0):
+    """One read() of the whole file into `mapping` under a Tracer of this process, the page cache dropped first:
+    (snapshot, its symbolized stacks, per-buffer counters by inode); the mapping must then hold the file."""
+    path, digest = data_file
+    drop_caches()
+    fd = os.open(path, os.O_RDONLY | flags)
+    try:
+        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+            assert libc_read(fd, address_of(mapping), SIZE) == SIZE
+            snap = tracer.snapshot()
+            stacks = symbolized_stacks(tracer, snap)
+        assert hashlib.sha256(mapping[:]).hexdigest() == digest
+        inventory = read_buffers()
+    finally:
+        os.close(fd)
+    index = BufferIndex()
+    index.learn(inventory)
+    return snap, stacks, index.per_buffer(snap.by_target)
+
+
 def test_the_guest_has_the_hooks_these_tests_need(report):
     with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
         live = {hook.program for hook in tracer.hooks if hook.live}
@@ -95,24 +88,14 @@ def test_the_guest_has_the_hooks_these_tests_need(report):
 
 
 def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(report, data_file, heap_available):
-    path, digest = data_file
-    drop_caches()
+    path, _ = data_file
     with alloc_heap(SIZE, name="trace-heap") as buf:
         mapping = buf.mmap()
-        fd = os.open(path, os.O_RDONLY)
         try:
-            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
-                assert libc_read(fd, address_of(mapping), SIZE) == SIZE
-                snap = tracer.snapshot()
-                stacks = symbolized_stacks(tracer, snap)
-            assert hashlib.sha256(mapping[:]).hexdigest() == digest
-            inventory = read_buffers()
+            snap, stacks, per_buffer = traced_read(report, data_file, mapping)
         finally:
-            os.close(fd)
             mapping.close()
-    index = BufferIndex()
-    index.learn(inventory)
-    counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
+    counters = per_buffer[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (1, 0, SIZE, SIZE)
     assert counters.cpu_copied == SIZE
     assert counters.pc_added == PAGES
@@ -127,24 +110,13 @@ def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(r
 
 
 def test_direct_read_into_a_udmabuf_memfd_pins_every_page_and_copies_nothing(report, data_file, udmabuf_available):
-    path, digest = data_file
-    drop_caches()
     with alloc_udmabuf(SIZE, name="trace-udmabuf") as buf:
         mapping = buf.mmap_memfd()
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
         try:
-            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
-                assert libc_read(fd, address_of(mapping), SIZE) == SIZE
-                snap = tracer.snapshot()
-                stacks = symbolized_stacks(tracer, snap)
-            assert hashlib.sha256(mapping[:]).hexdigest() == digest
-            inventory = read_buffers()
+            snap, stacks, per_buffer = traced_read(report, data_file, mapping, os.O_DIRECT)
         finally:
-            os.close(fd)
             mapping.close()
-    index = BufferIndex()
-    index.learn(inventory)
-    counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
+    counters = per_buffer[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes) == (1, 0, SIZE)
     assert counters.pinned_pages == PAGES
     assert counters.cpu_copied == 0
