@@ -36,8 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a scrip
 from uring_read import Ring  # noqa: E402  (tests/ is no package)
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf  # noqa: E402
+from dmabuf_top.validate.uring import SYS_IO_URING_REGISTER  # noqa: E402
 
-SYS_IO_URING_REGISTER = 427
 IORING_REGISTER_BUFFERS2 = 15
 IORING_REGISTER_BUFFERS_UPDATE = 16
 IORING_RSRC_REGISTER_SPARSE = 1 << 0

@@ -19,6 +19,8 @@ SYS_IO_URING_REGISTER = 427
 IORING_OP_READ_FIXED = 4
 IORING_OP_READ = 22
 IORING_ENTER_GETEVENTS = 1
+IORING_ENTER_SQ_WAKEUP = 2
+IORING_SETUP_SQPOLL = 2
 IORING_REGISTER_BUFFERS = 0
 IORING_OFF_SQ_RING = 0
 IORING_OFF_CQ_RING = 0x8000000
@@ -68,12 +70,14 @@ def _raise(what):
 
 
 class Ring:
-    def __init__(self, entries=4):
-        params = _Params()
+    """flags: io_uring_setup's (IORING_SETUP_SQPOLL: a kernel thread of this process submits the SQEs)."""
+
+    def __init__(self, entries=4, flags=0):
+        params = _Params(flags=flags, sq_thread_idle=1000)
         fd = _libc.syscall(SYS_IO_URING_SETUP, entries, ctypes.byref(params))
         if fd < 0:
             _raise("io_uring_setup")
-        self.fd, self.p = fd, params
+        self.fd, self.p, self.flags = fd, params, flags
         try:
             self.sq = mmap.mmap(fd, params.sq_off.array + params.sq_entries * 4, offset=IORING_OFF_SQ_RING)
             self.cq = mmap.mmap(fd, params.cq_off.cqes + params.cq_entries * CQE.size, offset=IORING_OFF_CQ_RING)
@@ -89,8 +93,9 @@ class Ring:
         if _libc.syscall(SYS_IO_URING_REGISTER, self.fd, IORING_REGISTER_BUFFERS, iovecs, len(regions)) < 0:
             _raise("io_uring_register(IORING_REGISTER_BUFFERS)")
 
-    def _submit(self, opcode, fd, address, length, offset, buf_index=0):
-        """One read, submitted and waited for: the CQE's result (bytes, or -errno)."""
+    def submit_and_wait(self, opcode, fd, address, length, offset, buf_index=0):
+        """One read-like SQE (opcode, fd, off, addr, len; buf_index for the *_FIXED opcodes), submitted and waited
+        for: the CQE's result (bytes, or -errno)."""
         p = self.p
         tail = _u32(self.sq, p.sq_off.tail)
         index = tail & _u32(self.sq, p.sq_off.ring_mask)
@@ -98,7 +103,9 @@ class Ring:
         self.sqes[index * SQE_SIZE:(index + 1) * SQE_SIZE] = sqe.ljust(SQE_SIZE, b"\0")
         struct.pack_into("<I", self.sq, p.sq_off.array + index * 4, index)
         struct.pack_into("<I", self.sq, p.sq_off.tail, (tail + 1) & 0xFFFFFFFF)  # x86: stores are ordered
-        if _libc.syscall(SYS_IO_URING_ENTER, self.fd, 1, 1, IORING_ENTER_GETEVENTS, None, 0) < 0:
+        # With SQPOLL the ring's thread submits (woken if it idles); io_uring_enter only waits for the CQE.
+        flags = IORING_ENTER_GETEVENTS | (IORING_ENTER_SQ_WAKEUP if self.flags & IORING_SETUP_SQPOLL else 0)
+        if _libc.syscall(SYS_IO_URING_ENTER, self.fd, 1, 1, flags, None, 0) < 0:
             _raise("io_uring_enter")
         head = _u32(self.cq, p.cq_off.head)
         if head == _u32(self.cq, p.cq_off.tail):
@@ -111,11 +118,11 @@ class Ring:
         return res
 
     def read(self, fd, address, length, offset):
-        return self._submit(IORING_OP_READ, fd, address, length, offset)
+        return self.submit_and_wait(IORING_OP_READ, fd, address, length, offset)
 
     def read_fixed(self, fd, address, length, offset, buf_index=0):
         """IORING_OP_READ_FIXED into registered buffer `buf_index` (address must lie inside it)."""
-        return self._submit(IORING_OP_READ_FIXED, fd, address, length, offset, buf_index)
+        return self.submit_and_wait(IORING_OP_READ_FIXED, fd, address, length, offset, buf_index)
 
     def read_fully(self, fd, address, length, chunk=4 << 20, fixed: Optional[int] = None):
         """Reads [0, length) of fd into address, chunk by chunk (READ_FIXED into buffer `fixed` if given)."""
