@@ -40,6 +40,17 @@ def _empty(axes, why):
     axes.set_yticks([])
 
 
+def _grouped_bars(axes, groups, ylabel):
+    """Bars side by side, one colour per group [(label, positions, values)], the groups together 0.8 of a slot
+    wide; returns one bar's width."""
+    width = 0.8 / len(groups)
+    for index, (label, positions, values) in enumerate(groups):
+        axes.bar([p + index * width for p in positions], values, width=width, label=label)
+    axes.set_ylabel(ylabel)
+    axes.legend(fontsize=8)
+    return width
+
+
 def _mib(value):
     return value / (1024 * 1024)
 
@@ -106,21 +117,17 @@ def latency_histograms(session):
     if not hists:
         _empty(axes, "no latency recorded")
         return figure
-    paths = sorted(hists)
-    width = 0.8 / len(paths)
-    for index, path in enumerate(paths):
-        hist = hists[path]
+    groups = []
+    for path, hist in sorted(hists.items()):
         p50, p99 = tables.percentile(hist, 0.5), tables.percentile(hist, 0.99)
         buckets = sorted(hist)
-        axes.bar([b + index * width for b in buckets], [hist[b] for b in buckets], width=width,
-                 label=f"{safe_label(path)}  p50 {p50:.0f} us, p99 {p99:.0f} us")
+        groups.append((f"{safe_label(path)}  p50 {p50:.0f} us, p99 {p99:.0f} us", buckets, [hist[b] for b in buckets]))
+    _grouped_bars(axes, groups, "calls")
     low = min(min(h) for h in hists.values())
     high = max(max(h) for h in hists.values())
     ticks = list(range(low, high + 1))
     axes.set_xticks(ticks, [f"{2 ** b}" for b in ticks], fontsize=7)
     axes.set_xlabel("microseconds (bucket start)")
-    axes.set_ylabel("calls")
-    axes.legend(fontsize=8)
     return figure
 
 
@@ -132,15 +139,11 @@ def zero_copy(session):
         return figure
     kinds = (("moved", "bytes"), ("CPU-copied", "cpu_copied_bytes"), ("pinned", "pinned_bytes"),
              ("page cache added", "page_cache_added_bytes"))
-    width = 0.8 / len(kinds)
-    for index, (label, field) in enumerate(kinds):
-        axes.bar([i + index * width for i in range(len(totals))],
-                 [float("nan") if getattr(t, field) is None else _mib(getattr(t, field)) for t in totals],
-                 width=width, label=label)
-    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(totals))], [safe_label(t.path) for t in totals],
-                    fontsize=8)
-    axes.set_ylabel("MiB")
-    axes.legend(fontsize=8)
+    positions = range(len(totals))
+    width = _grouped_bars(axes, [(label, positions, [float("nan") if getattr(t, field) is None else
+                                                     _mib(getattr(t, field)) for t in totals])
+                                 for label, field in kinds], "MiB")
+    axes.set_xticks([i + 0.4 - width / 2 for i in positions], [safe_label(t.path) for t in totals], fontsize=8)
     return figure
 
 

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from ..recording.session import Method
 from ..text import terminal_safe
+from .figures import safe_label
 
 MiB = 1 << 20
 
@@ -54,10 +55,6 @@ def export_row(method) -> Dict[str, object]:
     return {name: derived[name] if name in derived else getattr(method, name) for name in EXPORT_COLUMNS}
 
 
-def _label(text):
-    return terminal_safe(text).replace("$", r"\$")
-
-
 def comparison_figure(methods):
     """Three panels per method: I/O throughput (MB/s), CPU copies (labelled with the verdict), and the share of the
     payload the device wrote into the buffer's own pages (DMA evidence), coloured by verdict."""
@@ -69,14 +66,14 @@ def comparison_figure(methods):
     positions = list(range(len(shown)))
     colours = [COLOURS.get(m.verdict, "#999999") for m in shown]
     speed.barh(positions, [mb_s(m) or 0 for m in shown], color=colours)
-    speed.set_yticks(positions, [_label(m.name) for m in shown], fontsize=8)
+    speed.set_yticks(positions, [safe_label(m.name) for m in shown], fontsize=8)
     speed.invert_yaxis()
     speed.set_xlabel("MB/s (payload / I/O time)")
     speed.set_title("Load throughput", fontsize=10)
     ratios = [m.cpu_copied / m.payload if m.payload and m.cpu_copied is not None else 0 for m in shown]
     copies.barh(positions, ratios, color=colours)
     for position, method, ratio in zip(positions, shown, ratios):
-        copies.text(ratio + 0.03, position, _label(method.verdict_label), va="center", fontsize=7)
+        copies.text(ratio + 0.03, position, safe_label(method.verdict_label), va="center", fontsize=7)
     copies.set_xlim(0, max(ratios + [1]) + 1.6)
     copies.set_xlabel("CPU-copied bytes / payload")
     copies.set_title("Copies (colour: verdict)", fontsize=10)
