@@ -11,15 +11,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
-#include <time.h>
 #include <unistd.h>
 
-static double thread_cpu_ns(void)
-{
-	struct timespec now;
+#include "cpu_clock.h"
 
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-	return now.tv_sec * 1e9 + now.tv_nsec;
+static void churn_loop(long buffers, void *heap_fd)
+{
+	int heap = *(int *)heap_fd;
+
+	for (long i = 0; i < buffers; i++) {
+		struct dma_heap_allocation_data data = {.len = 4096, .fd_flags = O_RDWR | O_CLOEXEC};
+
+		if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0 || ioctl(data.fd, DMA_BUF_SET_NAME, "churn") < 0) {
+			perror("churn_cost");
+			exit(1);
+		}
+		close(data.fd);
+	}
 }
 
 int main(int argc, char **argv)
@@ -27,29 +35,11 @@ int main(int argc, char **argv)
 	long rounds = argc > 1 ? atol(argv[1]) : 5;
 	long buffers = argc > 2 ? atol(argv[2]) : 2000;
 	int heap = open("/dev/dma_heap/system", O_RDWR | O_CLOEXEC);
-	double best = 0;
 
 	if (rounds < 1 || buffers < 1 || heap < 0) {
 		fprintf(stderr, "usage: %s [rounds >= 1 [buffers >= 1]] (needs /dev/dma_heap/system)\n", argv[0]);
 		return 2;
 	}
-	for (long round = 0; round < rounds; round++) {
-		double started = thread_cpu_ns();
-
-		for (long i = 0; i < buffers; i++) {
-			struct dma_heap_allocation_data data = {.len = 4096, .fd_flags = O_RDWR | O_CLOEXEC};
-
-			if (ioctl(heap, DMA_HEAP_IOCTL_ALLOC, &data) < 0 || ioctl(data.fd, DMA_BUF_SET_NAME, "churn") < 0) {
-				perror("churn_cost");
-				return 1;
-			}
-			close(data.fd);
-		}
-		double per_buffer = (thread_cpu_ns() - started) / buffers;
-
-		if (round == 0 || per_buffer < best)
-			best = per_buffer;
-	}
-	printf("min %.1f ns per buffer\n", best);
+	print_min_of_rounds(rounds, buffers, "buffer", 0, churn_loop, &heap);
 	return 0;
 }

@@ -26,21 +26,20 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "cpu_clock.h"
 
 #define SMALL 4096L
 #define LARGE (1L << 20)
 #define SMALL_SPAN (256 * SMALL) /* pread offsets cycle over the file's first MiB */
 #define LARGE_SPAN (4 * LARGE)
 
-static double thread_cpu_ns(void)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-	return now.tv_sec * 1e9 + now.tv_nsec;
-}
+struct workload {
+	int fd; /* -1: getppid */
+	void *buffer;
+	long size, span;
+};
 
 static void die(const char *what)
 {
@@ -92,6 +91,20 @@ static void *anonymous_buffer(long size)
 	return memory;
 }
 
+static void workload_loop(long calls, void *context)
+{
+	const struct workload *w = context;
+
+	if (w->fd < 0) {
+		for (long i = 0; i < calls; i++)
+			getppid();
+	} else {
+		for (long i = 0; i < calls; i++)
+			if (pread(w->fd, w->buffer, w->size, (i * w->size) % w->span) != w->size)
+				die("pread (is FILE large enough?)");
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const char *workload = argc > 1 ? argv[1] : "";
@@ -99,7 +112,6 @@ int main(int argc, char **argv)
 	long calls = argc > 3 ? atol(argv[3]) : 0;
 	long size = SMALL, span = SMALL_SPAN;
 	void *buffer = NULL;
-	double best = 0;
 	int fd = -1;
 
 	if (rounds < 1 || calls < 1) {
@@ -132,23 +144,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	for (long round = 0; round < rounds; round++) {
-		double started = thread_cpu_ns();
+	struct workload timed = {.fd = fd, .buffer = buffer, .size = size, .span = span};
 
-		if (fd < 0) {
-			for (long i = 0; i < calls; i++)
-				getppid();
-		} else {
-			for (long i = 0; i < calls; i++)
-				if (pread(fd, buffer, size, (i * size) % span) != size)
-					die("pread (is FILE large enough?)");
-		}
-		double per_call = (thread_cpu_ns() - started) / calls;
-
-		printf("round %ld: %.1f ns per call\n", round + 1, per_call);
-		if (round == 0 || per_call < best)
-			best = per_call;
-	}
-	printf("min %.1f ns per call\n", best);
+	print_min_of_rounds(rounds, calls, "call", 1, workload_loop, &timed);
 	return 0;
 }

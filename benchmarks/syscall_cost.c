@@ -11,38 +11,26 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
-static double thread_cpu_ns(void)
-{
-	struct timespec now;
+#include "cpu_clock.h"
 
-	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-	return now.tv_sec * 1e9 + now.tv_nsec;
+static void getppid_loop(long calls, void *unused)
+{
+	(void)unused;
+	for (long i = 0; i < calls; i++)
+		getppid();
 }
 
 int main(int argc, char **argv)
 {
 	long rounds = argc > 1 ? atol(argv[1]) : 7;
 	long calls = argc > 2 ? atol(argv[2]) : 100000;
-	double best = 0;
 
 	if (rounds < 1 || calls < 1) {
 		fprintf(stderr, "usage: %s [rounds >= 1 [calls >= 1]]\n", argv[0]);
 		return 2;
 	}
-	for (long round = 0; round < rounds; round++) {
-		double started = thread_cpu_ns();
-
-		for (long i = 0; i < calls; i++)
-			getppid();
-		double per_call = (thread_cpu_ns() - started) / calls;
-
-		printf("round %ld: %.1f ns per getppid\n", round + 1, per_call);
-		if (round == 0 || per_call < best)
-			best = per_call;
-	}
-	printf("min %.1f ns per getppid\n", best);
+	print_min_of_rounds(rounds, calls, "getppid", 1, getppid_loop, NULL);
 	return 0;
 }
