@@ -1,6 +1,7 @@
 """io_uring (and, where fentry works, AIO) requests on this kernel: attributed to the issuing process and to the
 memory object at the buffer address, with the bytes of each completion (tp_btf io_uring tracepoints: the CI
 host has them, and no fentry). A memfd mapping stands in for a udmabuf's memory (no heaps needed)."""
+import contextlib
 import ctypes
 import dataclasses
 import json
@@ -46,10 +47,22 @@ def data_file():
     os.unlink(path)
 
 
-def memfd_mapping(size):
+@contextlib.contextmanager
+def reader(data_file, anonymous_size=0):
+    """The data file open for reading, a SIZE memfd mapped shared and, when asked, private anonymous memory beside
+    it: (fd, the memfd's inode, its mapping, the anonymous mapping or None); all closed after."""
     memfd = os.memfd_create("async-host")
-    os.ftruncate(memfd, size)
-    return memfd, mmap.mmap(memfd, size)
+    os.ftruncate(memfd, SIZE)
+    with contextlib.ExitStack() as resources:
+        resources.callback(os.close, memfd)
+        mapping = resources.enter_context(mmap.mmap(memfd, SIZE))
+        anonymous = None
+        if anonymous_size:
+            private = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+            anonymous = resources.enter_context(mmap.mmap(-1, anonymous_size, flags=private))
+        fd = os.open(data_file, os.O_RDONLY)
+        resources.callback(os.close, fd)
+        yield fd, os.fstat(memfd).st_ino, mapping, anonymous
 
 
 def address_of(mapping):
@@ -80,19 +93,12 @@ def test_io_uring_hooks_are_live_and_aio_is_live_or_missing_never_absent(report)
 
 @pytest.mark.parametrize("api", ["uring", "readv", "fixed", "sqpoll"])
 def test_io_uring_reads_into_a_memfd_mapping_are_attributed_to_the_memfd_and_the_process(report, data_file, api):
-    memfd, mapping = memfd_mapping(SIZE)
-    inode = os.fstat(memfd).st_ino
-    fd = os.open(data_file, os.O_RDONLY)
-    try:
+    with reader(data_file) as (fd, inode, mapping, _):
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             assert read_all(api, fd, address_of(mapping), SIZE) == SIZE
             snap = tracer.snapshot()
         with open(data_file, "rb") as source:
             assert mapping[:] == source.read()
-    finally:
-        os.close(fd)
-        mapping.close()
-        os.close(memfd)
     (target, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == inode]
     assert (target.path, target.kind, target.direct) == ("io_uring", "shmem", False)
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (4, 0, SIZE, SIZE)
@@ -104,42 +110,24 @@ def test_io_uring_reads_into_a_memfd_mapping_are_attributed_to_the_memfd_and_the
 
 def test_io_uring_reads_into_anonymous_memory_are_not_the_memfds(report, data_file):
     """The fooling case: one process, a memfd mapping and private anonymous memory, reads into both."""
-    memfd, mapping = memfd_mapping(SIZE)
-    inode = os.fstat(memfd).st_ino
-    anonymous = mmap.mmap(-1, 2 * SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    fd = os.open(data_file, os.O_RDONLY)
-    try:
+    with reader(data_file, 2 * SIZE) as (fd, inode, mapping, anonymous):
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             assert read_all("uring", fd, address_of(anonymous), SIZE) == SIZE
             assert read_all("uring", fd, address_of(mapping), CHUNK) == CHUNK
             assert read_all("uring", fd, address_of(anonymous) + SIZE, SIZE) == SIZE
             snap = tracer.snapshot()
-    finally:
-        os.close(fd)
-        mapping.close()
-        anonymous.close()
-        os.close(memfd)
     uring = {t: c for t, c in snap.by_target.items() if t.path == "io_uring"}
     assert {(t.inode, t.kind): c.bytes for t, c in uring.items()} == {(inode, "shmem"): CHUNK, (0, "none"): 2 * SIZE}
 
 
 def test_aio_reads_into_a_memfd_mapping_are_attributed_by_fentry_or_the_syscall_fallback(report, data_file):
     """Without fentry (the CI host) io_submit's iocbs and io_getevents' events carry the attribution."""
-    memfd, mapping = memfd_mapping(SIZE)
-    inode = os.fstat(memfd).st_ino
-    anonymous = mmap.mmap(-1, SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    fd = os.open(data_file, os.O_RDONLY)
-    try:
+    with reader(data_file, SIZE) as (fd, inode, mapping, anonymous):
         with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
             states = {hook.program: hook for hook in tracer.hooks if hook.concern == "aio"}
             assert read_all("aio", fd, address_of(anonymous), SIZE) == SIZE
             assert read_all("aio", fd, address_of(mapping), SIZE) == SIZE
             snap = tracer.snapshot()
-    finally:
-        os.close(fd)
-        mapping.close()
-        anonymous.close()
-        os.close(memfd)
     assert "aio" not in snap.missing_concerns()
     live = {name for name, hook in states.items() if hook.live}
     if not report.available("fentry"):
@@ -173,18 +161,11 @@ def test_the_raw_tp_fallback_attributes_what_tp_btf_attributes(report, data_file
         pytest.skip("this kernel has no raw tracepoints either")
     without_tp_btf = dataclasses.replace(report, features=dict(
         report.features, tp_btf=features.Feature(False, None, "refused (test)")))
-    memfd, mapping = memfd_mapping(SIZE)
-    inode = os.fstat(memfd).st_ino
-    fd = os.open(data_file, os.O_RDONLY)
-    try:
+    with reader(data_file) as (fd, inode, mapping, _):
         with Tracer(pid=os.getpid(), ignore_self=False, report=without_tp_btf) as tracer:
             hooks = {hook.program: hook for hook in tracer.hooks}
             assert read_all("readv", fd, address_of(mapping), SIZE) == SIZE
             snap = tracer.snapshot()
-    finally:
-        os.close(fd)
-        mapping.close()
-        os.close(memfd)
     assert hooks["uring_submit_raw"].via == "raw_tp" and hooks["uring_complete_raw"].via == "raw_tp"
     (target, counters), = [(t, c) for t, c in snap.by_target.items() if t.inode == inode]
     assert (target.path, counters.calls, counters.bytes) == ("io_uring", 4, SIZE)
