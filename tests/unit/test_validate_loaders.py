@@ -35,15 +35,20 @@ def buffer(source):
     os.close(fd)
 
 
-@pytest.mark.parametrize("loader", [methods.read_then_write, methods.read_bounce_then_copy, methods.mmap_then_copy])
-def test_loader_moves_exactly_the_file(loader, source, buffer):
+def assert_loads_the_file(loader, source, buffer, chunk=CHUNK):
+    """The loader, given the file open for reading, says it moved the whole file, and the buffer holds it."""
     path, data = source
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert loader(buffer, fd, len(data), CHUNK) == len(data)
+        assert loader(buffer, fd, len(data), chunk) == len(data)
     finally:
         os.close(fd)
     assert buffer.mapping[:] == data
+
+
+@pytest.mark.parametrize("loader", [methods.read_then_write, methods.read_bounce_then_copy, methods.mmap_then_copy])
+def test_loader_moves_exactly_the_file(loader, source, buffer):
+    assert_loads_the_file(loader, source, buffer)
 
 
 # The asynchronous interfaces: tried here as validate tries them (a container's seccomp may refuse io_uring).
@@ -56,13 +61,7 @@ def test_async_loader_moves_exactly_the_file(loader, chunk, source, buffer):
     why_not = methods.KernelOffer.TRIALS[ASYNC_LOADERS[loader]]()
     if why_not:
         pytest.skip(why_not)
-    path, data = source
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        assert loader(buffer, fd, len(data), chunk) == len(data)
-    finally:
-        os.close(fd)
-    assert buffer.mapping[:] == data
+    assert_loads_the_file(loader, source, buffer, chunk)
 
 
 def test_a_fixed_buffer_the_kernel_cannot_pin_is_refused_with_its_errno():
