@@ -9,6 +9,14 @@ import pytest
 
 SCRATCH = "/mnt/scratch"
 WRITE_CHUNK = 4 << 20
+# libc's read/pread/memmove: the bytes land at a mapping's own address (Python's os.read would copy them).
+libc = ctypes.CDLL(None, use_errno=True)
+libc.read.restype = ctypes.c_ssize_t
+libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+libc.pread.restype = ctypes.c_ssize_t
+libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+libc.memmove.restype = ctypes.c_void_p
+libc.memmove.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 @contextlib.contextmanager

@@ -66,21 +66,22 @@ Load = collections.namedtuple("Load", "results snap per_buffer live")
 
 
 def traced_load(report, data_file, direct, mapping, api):
-    """Read the file into `mapping` through `api` under a Tracer of this process: each request's result, the
-    snapshot, per-buffer counters by inode and the live hooks of the path. When every request moved its chunk
-    the mapping must hold the file."""
+    """Read the file into `mapping` (closed after) through `api` under a Tracer of this process: each request's
+    result, the snapshot, per-buffer counters by inode and the live hooks of the path. When every request moved
+    its chunk the mapping must hold the file."""
     path, digest = data_file
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
-    try:
-        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
-            live = {hook.program for hook in tracer.hooks if hook.concern == path_of(api) and hook.live}
-            results = requests(api, fd, address_of(mapping))
-            snap = tracer.snapshot()
-        inventory = read_buffers()
-    finally:
-        os.close(fd)
-    if results == [CHUNK] * CALLS:
-        assert hashlib.sha256(mapping[:]).hexdigest() == digest
+    with mapping:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECT if direct else 0))
+        try:
+            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                live = {hook.program for hook in tracer.hooks if hook.concern == path_of(api) and hook.live}
+                results = requests(api, fd, address_of(mapping))
+                snap = tracer.snapshot()
+            inventory = read_buffers()
+        finally:
+            os.close(fd)
+        if results == [CHUNK] * CALLS:
+            assert hashlib.sha256(mapping[:]).hexdigest() == digest
     index = BufferIndex()
     index.learn(inventory)
     return Load(results, snap, index.per_buffer(snap.by_target), live)
@@ -98,11 +99,7 @@ def test_the_guest_traces_io_uring_and_aio(report):
                                         ("aio", True), ("aio", False)])
 def test_reads_into_a_udmabuf_memfd_are_the_udmabufs(report, data_file, udmabuf_available, api, direct):
     with alloc_udmabuf(SIZE, name="async-udmabuf") as buf:
-        mapping = buf.mmap_memfd()
-        try:
-            results, snap, per_buffer, _ = traced_load(report, data_file, direct, mapping, api)
-        finally:
-            mapping.close()
+        results, snap, per_buffer, _ = traced_load(report, data_file, direct, buf.mmap_memfd(), api)
     assert results == [CHUNK] * CALLS
     label = path_of(api)
     counters = per_buffer[buf.inode][label]
@@ -115,11 +112,7 @@ def test_reads_into_a_udmabuf_memfd_are_the_udmabufs(report, data_file, udmabuf_
 @pytest.mark.parametrize("api", ["uring", "sqpoll", "aio"])
 def test_buffered_reads_into_a_heap_mapping_are_the_heap_buffers(report, data_file, heap_available, api):
     with alloc_heap(SIZE, name="async-heap") as buf:
-        mapping = buf.mmap()
-        try:
-            results, snap, per_buffer, _ = traced_load(report, data_file, False, mapping, api)
-        finally:
-            mapping.close()
+        results, snap, per_buffer, _ = traced_load(report, data_file, False, buf.mmap(), api)
     assert results == [CHUNK] * CALLS
     label = path_of(api)
     counters = per_buffer[buf.inode][label]
@@ -133,11 +126,7 @@ def test_direct_reads_into_a_heap_mapping_fail_and_are_counted_as_the_buffers_er
                                                                                      heap_available, api):
     """The heap maps its pages VM_PFNMAP: O_DIRECT cannot pin them, each request ends -EFAULT."""
     with alloc_heap(SIZE, name="async-heap-direct") as buf:
-        mapping = buf.mmap()
-        try:
-            results, snap, per_buffer, _ = traced_load(report, data_file, True, mapping, api)
-        finally:
-            mapping.close()
+        results, snap, per_buffer, _ = traced_load(report, data_file, True, buf.mmap(), api)
     assert results == [-errno.EFAULT] * CALLS
     label = path_of(api)
     counters = per_buffer[buf.inode][label]
@@ -213,11 +202,7 @@ def test_the_aio_syscall_fallback_attributes_what_fentry_attributes(report, data
     without_fentry = dataclasses.replace(report, features={
         **report.features, **{f"fn/{name}": refused for name in ("aio_read", "aio_write", "aio_complete_rw")}})
     with alloc_udmabuf(SIZE, name="async-udmabuf-sys") as buf:
-        mapping = buf.mmap_memfd()
-        try:
-            results, snap, per_buffer, live = traced_load(without_fentry, data_file, True, mapping, "aio")
-        finally:
-            mapping.close()
+        results, snap, per_buffer, live = traced_load(without_fentry, data_file, True, buf.mmap_memfd(), "aio")
     assert live == {"aio_submit_sys", "aio_events_sys"} and "aio" not in snap.missing_concerns()
     assert results == [CHUNK] * CALLS
     counters = per_buffer[buf.inode]["aio"]

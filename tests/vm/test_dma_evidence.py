@@ -15,7 +15,7 @@ import subprocess
 import time
 
 import pytest
-from guest_files import drop_caches, random_file  # tests/vm is on sys.path (its conftest)
+from guest_files import drop_caches, libc, random_file  # tests/vm is on sys.path (its conftest)
 from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
@@ -28,11 +28,6 @@ PAGES = SIZE // 4096
 # ext4 metadata the same process may read on the way (inode table, extent blocks): well under this.
 METADATA_SLACK = 1 << 20
 
-libc = ctypes.CDLL(None, use_errno=True)
-libc.pread.restype = ctypes.c_ssize_t
-libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
-libc.memmove.restype = ctypes.c_void_p
-libc.memmove.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
 @pytest.fixture(scope="module")

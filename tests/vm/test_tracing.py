@@ -13,7 +13,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from guest_files import address_of, drop_caches, random_file  # tests/vm is on sys.path (its conftest)
+from guest_files import address_of, drop_caches, libc, random_file  # tests/vm is on sys.path (its conftest)
 
 from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
 from dmabuf_top.cli import cli
@@ -27,9 +27,6 @@ pytestmark = pytest.mark.guest
 
 SIZE = 64 << 20
 PAGES = SIZE // mmap.PAGESIZE
-libc = ctypes.CDLL(None, use_errno=True)
-libc.read.restype = ctypes.c_ssize_t
-libc.read.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +56,21 @@ def symbolized_stacks(tracer, snapshot):
 
 
 def traced_read(report, data_file, mapping, flags=0):
-    """One read() of the whole file into `mapping` under a Tracer of this process, the page cache dropped first:
-    (snapshot, its symbolized stacks, per-buffer counters by inode); the mapping must then hold the file."""
+    """One read() of the whole file into `mapping` (closed after) under a Tracer of this process, the page cache
+    dropped first: (snapshot, its symbolized stacks, per-buffer counters by inode); the mapping must hold the file."""
     path, digest = data_file
     drop_caches()
-    fd = os.open(path, os.O_RDONLY | flags)
-    try:
-        with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
-            assert libc_read(fd, address_of(mapping), SIZE) == SIZE
-            snap = tracer.snapshot()
-            stacks = symbolized_stacks(tracer, snap)
-        assert hashlib.sha256(mapping[:]).hexdigest() == digest
-        inventory = read_buffers()
-    finally:
-        os.close(fd)
+    with mapping:
+        fd = os.open(path, os.O_RDONLY | flags)
+        try:
+            with Tracer(pid=os.getpid(), ignore_self=False, report=report) as tracer:
+                assert libc_read(fd, address_of(mapping), SIZE) == SIZE
+                snap = tracer.snapshot()
+                stacks = symbolized_stacks(tracer, snap)
+            assert hashlib.sha256(mapping[:]).hexdigest() == digest
+            inventory = read_buffers()
+        finally:
+            os.close(fd)
     index = BufferIndex()
     index.learn(inventory)
     return snap, stacks, index.per_buffer(snap.by_target)
@@ -90,11 +88,7 @@ def test_the_guest_has_the_hooks_these_tests_need(report):
 def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(report, data_file, heap_available):
     path, _ = data_file
     with alloc_heap(SIZE, name="trace-heap") as buf:
-        mapping = buf.mmap()
-        try:
-            snap, stacks, per_buffer = traced_read(report, data_file, mapping)
-        finally:
-            mapping.close()
+        snap, stacks, per_buffer = traced_read(report, data_file, buf.mmap())
     counters = per_buffer[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (1, 0, SIZE, SIZE)
     assert counters.cpu_copied == SIZE
@@ -111,11 +105,7 @@ def test_buffered_read_into_a_heap_buffer_is_a_cpu_copy_through_the_page_cache(r
 
 def test_direct_read_into_a_udmabuf_memfd_pins_every_page_and_copies_nothing(report, data_file, udmabuf_available):
     with alloc_udmabuf(SIZE, name="trace-udmabuf") as buf:
-        mapping = buf.mmap_memfd()
-        try:
-            snap, stacks, per_buffer = traced_read(report, data_file, mapping, os.O_DIRECT)
-        finally:
-            mapping.close()
+        snap, stacks, per_buffer = traced_read(report, data_file, buf.mmap_memfd(), os.O_DIRECT)
     counters = per_buffer[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes) == (1, 0, SIZE)
     assert counters.pinned_pages == PAGES
