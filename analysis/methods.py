@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from ..recording.session import Method
 from ..text import terminal_safe
+from ..validate.verdict import unseen_copied
 from .figures import safe_label
 
 MiB = 1 << 20
@@ -55,6 +56,17 @@ def export_row(method) -> Dict[str, object]:
     return {name: derived[name] if name in derived else getattr(method, name) for name in EXPORT_COLUMNS}
 
 
+def copy_shares(method):
+    """(CPU-copied bytes the hooks saw, bytes copied where no hook sees), each over the payload: the second only
+    for a method judged `copies` by its DMA evidence, as its label's "N unseen" says."""
+    if not method.payload or method.cpu_copied is None:
+        return 0.0, 0.0
+    seen = method.cpu_copied / method.payload
+    if method.verdict != "copies" or method.device_to_buffer is None:
+        return seen, 0.0
+    return seen, unseen_copied(method.payload, method.device_to_buffer, method.cpu_copied) / method.payload
+
+
 def comparison_figure(methods):
     """Three panels per method: I/O throughput (MB/s), CPU copies (labelled with the verdict), and the share of the
     payload the device wrote into the buffer's own pages (DMA evidence), coloured by verdict."""
@@ -70,12 +82,15 @@ def comparison_figure(methods):
     speed.invert_yaxis()
     speed.set_xlabel("MB/s (payload / I/O time)")
     speed.set_title("Load throughput", fontsize=10)
-    ratios = [m.cpu_copied / m.payload if m.payload and m.cpu_copied is not None else 0 for m in shown]
+    ratios, unseen = zip(*[copy_shares(m) for m in shown]) if shown else ((), ())
     copies.barh(positions, ratios, color=colours)
-    for position, method, ratio in zip(positions, shown, ratios):
-        copies.text(ratio + 0.03, position, safe_label(method.verdict_label), va="center", fontsize=7)
-    copies.set_xlim(0, max(ratios + [1]) + 1.6)
-    copies.set_xlabel("CPU-copied bytes / payload")
+    # Copies no hook saw, proven by the DMA evidence: hatched after the seen ones, in the verdict's colour.
+    copies.barh(positions, unseen, left=ratios, color="none", edgecolor=colours, hatch="///", linewidth=0.6)
+    ends = [seen + hidden for seen, hidden in zip(ratios, unseen)]
+    for position, method, end in zip(positions, shown, ends):
+        copies.text(end + 0.03, position, safe_label(method.verdict_label), va="center", fontsize=7)
+    copies.set_xlim(0, max(ends + [1]) + 1.6)
+    copies.set_xlabel("CPU-copied bytes / payload (hatched: where no hook sees)")
     copies.set_title("Copies (colour: verdict)", fontsize=10)
     covered = [m.device_to_buffer / m.payload if m.payload and m.device_to_buffer is not None else 0 for m in shown]
     device.barh(positions, covered, color=colours)

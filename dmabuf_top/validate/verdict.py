@@ -167,6 +167,12 @@ def verdict(m: Measurement) -> Verdict:
     return _by_hooks(m)
 
 
+def unseen_copied(payload: int, device_to_buffer: int, seen: int) -> int:
+    """Bytes that reached the buffer by a copy no hook saw, at least: every payload byte the device did not write
+    into the buffer's own pages was copied, and the `seen` copies may be those."""
+    return max(0, payload - min(device_to_buffer, payload) - seen)
+
+
 def _by_conservation(m: Measurement) -> Verdict:
     """Every payload byte came by DMA into the buffer's frames or by a CPU copy: the uncovered bytes were copied."""
     into = min(m.device_to_buffer, m.payload)
@@ -180,7 +186,7 @@ def _by_conservation(m: Measurement) -> Verdict:
                         f"the {human_size(m.payload)} payload; {checked}; no CPU copy seen{pinned}",))
     # A byte not written by the device into the buffer was copied at least once; copies the hooks saw may be
     # those (or copies into a bounce buffer before them): at least uncovered - seen bytes were copied unseen.
-    unseen = max(0, uncovered - seen)
+    unseen = unseen_copied(m.payload, m.device_to_buffer, seen)
     ratio = max(seen, uncovered) / m.payload if m.payload else 0.0
     reasons = [f"the device wrote {human_size(into)} of the {human_size(m.payload)} payload into the buffer's own "
                f"pages: {human_size(uncovered)} arrived by a CPU copy"]

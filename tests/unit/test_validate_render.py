@@ -1,6 +1,8 @@
 """The verdict table, the evidence, the session a validate run records, and the report's method section."""
 import json
+from types import SimpleNamespace
 
+from dmabuf_top.analysis import methods
 from dmabuf_top.probes.hooks import HookState, State
 from dmabuf_top.probes.iopaths import Counters, Outcome, Target
 from dmabuf_top.recording.session import Session
@@ -125,7 +127,6 @@ def test_a_recorded_run_reports_a_method_comparison(tmp_path):
 def test_a_plain_session_has_no_method_section(tmp_path):
     import io
 
-    from dmabuf_top.analysis import methods
     from dmabuf_top.analysis.html import HtmlRenderer
     from dmabuf_top.recording.session import SessionWriter
 
@@ -226,3 +227,29 @@ def test_a_long_method_name_widens_its_column_instead_of_shifting_the_others():
     lines = render.render_table(run).splitlines()[:len(run.results) + 1]
     header_alloc_end = lines[0].index("ALLOC ms") + len("ALLOC ms")
     assert all(line[header_alloc_end - 3:header_alloc_end] in ("1.5", "  -") for line in lines[1:]), lines
+
+
+MIB = 1 << 20
+
+
+def _method(name, verdict, payload=64 * MIB, cpu_copied=0, device_to_buffer=None, label=None):
+    return SimpleNamespace(name=name, verdict=verdict, verdict_label=label or verdict, payload=payload, io_ms=10.0,
+                           cpu_copied=cpu_copied, device_to_buffer=device_to_buffer)
+
+
+def test_copies_no_hook_saw_are_their_own_share_of_the_copies_bar():
+    # The bounce loader: O_DIRECT into anonymous memory (the device's writes land outside the buffer), then a
+    # user-space memcpy no hook sees: one whole copy, all of it unseen.
+    bounce = _method("bounce", "copies", cpu_copied=0, device_to_buffer=0, label="1 copy, 64.0 MiB unseen")
+    buffered = _method("buffered", "copies", cpu_copied=64 * MIB, device_to_buffer=0)
+    direct = _method("direct", "zero-copy", cpu_copied=0, device_to_buffer=64 * MIB)
+    untraced = _method("untraced", "copies", cpu_copied=None, device_to_buffer=0)
+    assert methods.copy_shares(bounce) == (0.0, 1.0)
+    assert methods.copy_shares(buffered) == (1.0, 0.0)
+    assert methods.copy_shares(direct) == (0.0, 0.0)
+    assert methods.copy_shares(untraced) == (0.0, 0.0)  # not traced: no bar, the label says so
+    assert methods.copy_shares(_method("no-evidence", "unmeasured", cpu_copied=0)) == (0.0, 0.0)
+    figure = methods.comparison_figure([bounce, buffered, direct])
+    copies = figure.axes[1]
+    hatched = [bar.get_width() for bar in copies.patches if bar.get_hatch()]
+    assert hatched == [1.0, 0.0, 0.0]
