@@ -177,9 +177,10 @@ class Modes:
                 self._loaded["with stacks"] = Tracer(report=report, ignore_self=False, stacks=True)
             traced = self._loaded["traced"]
             self.live = [name for name, status in traced.programs.items() if status.live]
+            self.attached = traced.attached_programs
             self.missing = missing_concerns(traced.hooks)
             # hook_floor.bpf.c's do-nothing twin of each live program, on the same hook
-            self._loaded["floor"] = HookFloorPrograms(f"floor_{name}" for name in self.live)
+            self._loaded["floor"] = HookFloorPrograms(f"floor_{name}" for name in traced.attached_programs)
             self.floor_programs = self._loaded["floor"].names
         except BaseException:
             self.close()
@@ -447,7 +448,7 @@ def measure_ci_hooks(report):
           "host's hook set on the lab kernel; guest instructions per call under --icount, minimum of rounds")
     print(f"[ci-hooks] tracer programs live: {', '.join(modes.live)}")
     print(f"[ci-hooks] floor programs: {', '.join(modes.floor_programs)}")
-    twinless = [name for name in modes.live if f"floor_{name}" not in modes.floor_programs]
+    twinless = [name for name in modes.attached if f"floor_{name}" not in modes.floor_programs]
     print(f"[ci-hooks] live programs without a floor twin (their hooks do not fire in these workloads): "
           f"{', '.join(twinless) or 'none'}")
     print(f"[ci-hooks] hooks not live: {', '.join(sorted(modes.missing)) or 'none'}")
