@@ -1862,6 +1862,8 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 	task = bpf_get_current_task_btf();
 	if (compat_syscall(task))
 		return;
+	if (vfs_path && nr != NR_io_submit)
+		return; /* loaded beside the VFS path for AIO only (its fentry refused): the VFS programs do the rest */
 	switch (nr) {
 	case NR_read:
 	case NR_pread64:
@@ -1947,7 +1949,7 @@ static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 			aio_events(task, regs, ret);
 		return;
 	}
-	if (!open_calls_total)
+	if (vfs_path || !open_calls_total)
 		return; /* no record open anywhere: this call opened none */
 	task = bpf_get_current_task_btf();
 	if (!open_calls[task->tgid & (OPEN_CALL_SLOTS - 1)])

@@ -190,14 +190,20 @@ def _covered_by_fallback(statuses, catalogue):
                 why=f"{statuses[program.name].why}; the syscall tracepoints are used ({used.program})")
 
 
-def _served_within(statuses, catalogue):
+def _served_within(statuses, catalogue, plans):
     """A program whose work is done inside others (Program.within) is live only while one of them is, and is
-    attached as that one is."""
+    attached as that one is. A container not needed otherwise (the syscall programs beside a live VFS path,
+    AIO's fentry refused) is loaded for it: .rodata (vfs_path) then keeps it to that work."""
     for _, program in catalogue:
         status = statuses[program.name]
         if not program.within or not status.live:
             continue
         container = next((statuses[name] for name in program.within if statuses[name].live), None)
+        planned = next((name for name in program.within if plans[name][0] and not statuses[name].missing), None)
+        if container is None and planned is not None:
+            _, via, why = plans[planned]
+            container = statuses[planned] = dataclasses.replace(statuses[planned], state=State.LIVE, via=via,
+                                                                why=f"for {program.name}: {why}")
         if container is None:
             statuses[program.name] = dataclasses.replace(
                 status, state=State.MISSING, via=None,
@@ -303,7 +309,7 @@ class Tracer:
             obj = BpfObject(object_path(object_name))
             rodata = dict(self._rodata_values)
             if object_name == IOPATHS_OBJECT:
-                _served_within(statuses, self._catalogue)
+                _served_within(statuses, self._catalogue, self._plans)
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
                 rodata["vfs_path"] = _vfs_live(statuses)
                 rodata["shared_memory_known"] = all(statuses[program.name].live for _, program in self._catalogue
