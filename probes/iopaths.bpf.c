@@ -48,6 +48,9 @@
 #include "core_defs.h"
 #include "iopaths.h"
 
+#define MAP_FULL_SLOTS IOMAP_COUNTED
+#include "bpf_maps.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Keep the ring buffer record types in the object's BTF, where the Python mirrors' size test finds them. */
@@ -66,11 +69,6 @@ const struct io_record *unused_io_record __attribute__((unused));
 #define S_IFREG_ 0100000
 #define S_IFCHR_ 0020000
 
-const volatile __u32 target_tgid = 0; /* 0: every process */
-const volatile __u32 ignore_tgid = 0; /* the tracer itself */
-const volatile bool record_events = false;
-const volatile bool collect_stacks = true;
-const volatile bool follow_children = false; /* with target_tgid: also trace what it forks (traced_tgids) */
 const volatile bool batch_calls = true; /* only with a live flush_on_switch program: see struct call_batch */
 const volatile bool vfs_path = false; /* the VFS programs are live: inner hooks leave early for calls of no interest */
 /* The programs that keep shared_memory_tgids (fork, exec, the seeding iterator) are live: the bits can be trusted. */
@@ -181,18 +179,6 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
-/*
- * With follow_children: the tgids forked (transitively) by target_tgid, filled at
- * sched_process_fork. A thread's clone adds its tid too: harmless (a tid is not a
- * tgid while it lives) and simpler than telling threads from processes there.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, __u8);
-} traced_tgids SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
@@ -228,38 +214,8 @@ struct {
 	__type(value, struct stack_counts);
 } stack_counts SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} records SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps"); /* ring buffer reservations that failed: records lost */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IOMAP_COUNTED);
-	__type(key, __u32);
-	__type(value, __u64);
-} map_full SEC(".maps"); /* per enum iomap_counted: new keys a full map refused, so what they carried is not counted */
-
 /* ------------------------------------------------------------------------- */
 /* Small helpers */
-
-static __always_inline bool traced_tgid(__u64 pid_tgid)
-{
-	__u32 tgid = pid_tgid >> 32;
-
-	if (ignore_tgid && tgid == ignore_tgid)
-		return false;
-	if (!target_tgid || tgid == target_tgid)
-		return true;
-	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
-}
 
 /* floor(log2(value)) for value >= 1, 0 for 0; branch-light (the exit path runs it on every traced call). */
 static __always_inline __u32 log2_slot(__u64 value)
@@ -273,28 +229,6 @@ static __always_inline __u32 log2_slot(__u64 value)
 	shift = (value > 0x3) << 1; value >>= shift; slot |= shift;
 	slot |= (value >> 1);
 	return slot < IOPATHS_HIST_SLOTS ? slot : IOPATHS_HIST_SLOTS - 1;
-}
-
-static __always_inline void count_map_full(__u32 which)
-{
-	__u64 *refused = bpf_map_lookup_elem(&map_full, &which);
-
-	if (refused)
-		(*refused)++; /* per-CPU slot: no atomics needed */
-}
-
-/* which: the map's enum iomap_counted, counted when the map has no room for the key. */
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero, __u32 which)
-{
-	void *value = bpf_map_lookup_elem(map, key);
-
-	if (value)
-		return value;
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST); /* -EEXIST if another CPU made it meanwhile: fine */
-	value = bpf_map_lookup_elem(map, key);
-	if (!value)
-		count_map_full(which);
-	return value;
 }
 
 /*
@@ -658,22 +592,15 @@ static __always_inline void add_counters(struct io_counters *c, struct inflight_
 
 static const struct io_counters zero_counters;
 
-static __always_inline void count_dropped(void)
-{
-	__u32 zero = 0;
-	__u64 *lost = bpf_map_lookup_elem(&dropped, &zero);
-
-	if (lost)
-		(*lost)++; /* per-CPU slot: no atomics needed */
-}
-
-static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
+/* A ring record of one call or request, reserved and filled but for its comm; NULL (counted) when the ring is full. */
+static __always_inline struct io_record *io_record_of(struct inflight_call *call, __u64 pid_tgid, __s64 ret,
+						      __u64 now, __u64 latency)
 {
 	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 
 	if (!rec) {
 		count_dropped();
-		return;
+		return NULL;
 	}
 	rec->type = IORECORD_IO;
 	rec->tgid = pid_tgid >> 32;
@@ -688,9 +615,18 @@ static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid
 	rec->inode = call->target.inode;
 	rec->dev = call->target.dev;
 	rec->reserved = 0;
-	rec->cpu_copied = call->cpu_copied;
+	rec->cpu_copied = call->cpu_copied; /* 0 for a request: its inner work is not attributed to it */
 	rec->pinned_pages = call->pinned_pages;
 	rec->pc_added = call->pc_added;
+	return rec;
+}
+
+static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
+{
+	struct io_record *rec = io_record_of(call, pid_tgid, ret, now, latency);
+
+	if (!rec)
+		return;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
 }
@@ -949,34 +885,6 @@ static __always_inline void vfs_rw_exit(struct file *file, __s64 nr, __s64 ret)
 	vfs_finish(task, nr, ret);
 }
 
-SEC("fentry/vfs_read")
-int BPF_PROG(vfs_read_enter, struct file *file, char *buf, size_t count, loff_t *pos)
-{
-	vfs_rw_enter(file, (__u64)buf, count, IOPATH_READ, VFS_NR_READ);
-	return 0;
-}
-
-SEC("fexit/vfs_read")
-int BPF_PROG(vfs_read_exit, struct file *file, char *buf, size_t count, loff_t *pos, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_READ, ret);
-	return 0;
-}
-
-SEC("fentry/vfs_write")
-int BPF_PROG(vfs_write_enter, struct file *file, const char *buf, size_t count, loff_t *pos)
-{
-	vfs_rw_enter(file, (__u64)buf, count, IOPATH_WRITE, VFS_NR_WRITE);
-	return 0;
-}
-
-SEC("fexit/vfs_write")
-int BPF_PROG(vfs_write_exit, struct file *file, const char *buf, size_t count, loff_t *pos, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_WRITE, ret);
-	return 0;
-}
-
 /* readv/writev families: the memory side is the first iovec, as on the syscall path. */
 static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec *vec, __u32 path, __s64 nr)
 {
@@ -992,38 +900,6 @@ static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec 
 		count_open(io);
 }
 
-SEC("fentry/vfs_readv")
-int BPF_PROG(vfs_readv_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags)
-{
-	vfs_rwv_enter(file, vec, IOPATH_READ, VFS_NR_READV);
-	return 0;
-}
-
-SEC("fexit/vfs_readv")
-int BPF_PROG(vfs_readv_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_READV, ret);
-	return 0;
-}
-
-SEC("fentry/vfs_writev")
-int BPF_PROG(vfs_writev_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags)
-{
-	vfs_rwv_enter(file, vec, IOPATH_WRITE, VFS_NR_WRITEV);
-	return 0;
-}
-
-SEC("fexit/vfs_writev")
-int BPF_PROG(vfs_writev_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_WRITEV, ret);
-	return 0;
-}
-
 /* File to file: rare and large, always traced (both ends are known here, no VMA lookup). */
 static __always_inline void vfs_files_enter(struct file *in, struct file *out, __u64 count, __u32 path, __s64 nr)
 {
@@ -1033,41 +909,8 @@ static __always_inline void vfs_files_enter(struct file *in, struct file *out, _
 		count_open(io);
 }
 
-SEC("fentry/vfs_copy_file_range")
-int BPF_PROG(vfs_copy_file_range_enter, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
-	     size_t len, unsigned int flags)
-{
-	vfs_files_enter(file_in, file_out, len, IOPATH_COPY_FILE_RANGE, VFS_NR_COPY_FILE_RANGE);
-	return 0;
-}
-
-SEC("fexit/vfs_copy_file_range")
-int BPF_PROG(vfs_copy_file_range_exit, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
-	     size_t len, unsigned int flags, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_COPY_FILE_RANGE, ret);
-	return 0;
-}
-
-SEC("fentry/do_splice")
-int BPF_PROG(splice_enter, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
-	     unsigned int flags)
-{
-	vfs_files_enter(in, out, len, IOPATH_SPLICE, VFS_NR_SPLICE);
-	return 0;
-}
-
-SEC("fexit/do_splice")
-int BPF_PROG(splice_exit, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
-	     unsigned int flags, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SPLICE, ret);
-	return 0;
-}
-
 /* do_sendfile(out_fd, in_fd, ppos, count, max) takes fds: found in the fd table, as the syscall path does. */
-SEC("fentry/do_sendfile")
-int BPF_PROG(sendfile_enter, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max)
+static __always_inline void vfs_sendfile_enter(int out_fd, int in_fd, __u64 count)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight *io = begin_files(task, VFS_NR_SENDFILE, IOPATH_SENDFILE, file_of_fd(task, in_fd),
@@ -1075,15 +918,46 @@ int BPF_PROG(sendfile_enter, int out_fd, int in_fd, loff_t *ppos, size_t count, 
 
 	if (io)
 		count_open(io);
-	return 0;
 }
 
-SEC("fexit/do_sendfile")
-int BPF_PROG(sendfile_exit, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SENDFILE, ret);
-	return 0;
-}
+/*
+ * One fentry/fexit pair per VFS function (programs prefix_enter and prefix_exit, hooks.VFS_FUNCTIONS):
+ * enter and exit are the calls each makes, the rest the function's arguments (the fexit adds its return).
+ */
+#define VFS_PAIR(prefix, function, enter, exit, ...)                  \
+	SEC("fentry/" #function)                                      \
+	int BPF_PROG(prefix##_enter, __VA_ARGS__)                     \
+	{                                                             \
+		enter;                                                \
+		return 0;                                             \
+	}                                                             \
+	SEC("fexit/" #function)                                       \
+	int BPF_PROG(prefix##_exit, __VA_ARGS__, ssize_t ret)         \
+	{                                                             \
+		exit;                                                 \
+		return 0;                                             \
+	}
+
+VFS_PAIR(vfs_read, vfs_read, vfs_rw_enter(file, (__u64)buf, count, IOPATH_READ, VFS_NR_READ),
+	 vfs_rw_exit(file, VFS_NR_READ, ret), struct file *file, char *buf, size_t count, loff_t *pos)
+VFS_PAIR(vfs_write, vfs_write, vfs_rw_enter(file, (__u64)buf, count, IOPATH_WRITE, VFS_NR_WRITE),
+	 vfs_rw_exit(file, VFS_NR_WRITE, ret), struct file *file, const char *buf, size_t count, loff_t *pos)
+VFS_PAIR(vfs_readv, vfs_readv, vfs_rwv_enter(file, vec, IOPATH_READ, VFS_NR_READV),
+	 vfs_rw_exit(file, VFS_NR_READV, ret), struct file *file, const struct iovec *vec, unsigned long vlen,
+	 loff_t *pos, rwf_t flags)
+VFS_PAIR(vfs_writev, vfs_writev, vfs_rwv_enter(file, vec, IOPATH_WRITE, VFS_NR_WRITEV),
+	 vfs_rw_exit(file, VFS_NR_WRITEV, ret), struct file *file, const struct iovec *vec, unsigned long vlen,
+	 loff_t *pos, rwf_t flags)
+VFS_PAIR(vfs_copy_file_range, vfs_copy_file_range,
+	 vfs_files_enter(file_in, file_out, len, IOPATH_COPY_FILE_RANGE, VFS_NR_COPY_FILE_RANGE),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_COPY_FILE_RANGE, ret), struct file *file_in, loff_t pos_in,
+	 struct file *file_out, loff_t pos_out, size_t len, unsigned int flags)
+VFS_PAIR(splice, do_splice, vfs_files_enter(in, out, len, IOPATH_SPLICE, VFS_NR_SPLICE),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_SPLICE, ret), struct file *in, loff_t *off_in,
+	 struct file *out, loff_t *off_out, size_t len, unsigned int flags)
+VFS_PAIR(sendfile, do_sendfile, vfs_sendfile_enter(out_fd, in_fd, count),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_SENDFILE, ret), int out_fd, int in_fd, loff_t *ppos,
+	 size_t count, loff_t max)
 
 /* Keeping shared_memory_tgids: every new file mapping, fork (the child has the parent's mappings), exec. */
 SEC("fentry/mmap_region")
@@ -1468,29 +1342,10 @@ static __always_inline void add_request(struct io_counters *c, __s64 ret, __u64 
 
 static __always_inline void record_request(struct async_request *req, __s64 ret, __u64 now, __u64 latency)
 {
-	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
-	struct inflight_call *call = &req->call;
+	struct io_record *rec = io_record_of(&req->call, req->pid_tgid, ret, now, latency);
 
-	if (!rec) {
-		count_dropped();
+	if (!rec)
 		return;
-	}
-	rec->type = IORECORD_IO;
-	rec->tgid = req->pid_tgid >> 32;
-	rec->tid = (__u32)req->pid_tgid;
-	rec->path = call->path;
-	rec->kind = call->target.kind;
-	rec->direct = call->direct;
-	rec->timestamp_ns = now;
-	rec->latency_ns = latency;
-	rec->ret = ret;
-	rec->requested = call->requested;
-	rec->inode = call->target.inode;
-	rec->dev = call->target.dev;
-	rec->reserved = 0;
-	rec->cpu_copied = 0;
-	rec->pinned_pages = 0;
-	rec->pc_added = 0;
 	__builtin_memcpy(rec->comm, req->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
 }
@@ -1851,19 +1706,21 @@ static __always_inline bool syscall_in(const __u64 *set, __s64 nr)
 	return n < SYSCALL_WORDS * 64 && (set[n / 64] >> (n % 64)) & 1;
 }
 
-static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
+/*
+ * The work past the bitmap is a function of its own (a BPF-to-BPF call): the program itself then uses no
+ * stack and no callee-saved registers, so a syscall of no interest pays no prologue for them either.
+ */
+static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
 {
-	struct task_struct *task; /* asked for only past the bitmap: every other syscall returns at once */
+	struct task_struct *task;
 	struct iovec first = {};
 	__u32 path;
 
-	if (!syscall_in(enter_syscalls, nr))
-		return;
 	task = bpf_get_current_task_btf();
 	if (compat_syscall(task))
-		return;
+		return 0;
 	if (vfs_path && nr != NR_io_submit)
-		return; /* loaded beside the VFS path for AIO only (its fentry refused): the VFS programs do the rest */
+		return 0; /* loaded beside the VFS path for AIO only (its fentry refused): the VFS programs do the rest */
 	switch (nr) {
 	case NR_read:
 	case NR_pread64:
@@ -1871,7 +1728,7 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 	case NR_pwrite64:
 		path = (nr == NR_read || nr == NR_pread64) ? IOPATH_READ : IOPATH_WRITE;
 		begin_rw(task, nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
-		return;
+		return 0;
 	case NR_readv:
 	case NR_preadv:
 	case NR_preadv2:
@@ -1881,22 +1738,22 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 		/* The memory side is the first iovec (argument 1 points at the array). */
 		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
 		if (!rw_of_interest(task, file_of_fd(task, syscall_arg(regs, 0))))
-			return; /* before the user read: a call of no interest costs no helper */
+			return 0; /* before the user read: a call of no interest costs no helper */
 		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
 		begin_rw(task, nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
-		return;
+		return 0;
 	case NR_copy_file_range: /* (fd_in, off_in, fd_out, off_out, len, flags) */
 	case NR_splice:		 /* (fd_in, off_in, fd_out, off_out, len, flags) */
 		begin_fd_to_fd(task, nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
 			       syscall_arg(regs, 2), syscall_arg(regs, 4));
-		return;
+		return 0;
 	case NR_sendfile64: /* (out_fd, in_fd, offset, count) */
 		begin_fd_to_fd(task, nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
-		return;
+		return 0;
 	case NR_io_submit:
 		if (aio_syscalls)
 			aio_submit(task, regs);
-		return;
+		return 0;
 	case NR_bpf: /* a thread about to read the maps sees its own calls in them */
 		if (batch_calls) {
 			struct inflight *io = task_record(task, false);
@@ -1904,8 +1761,9 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 			if (io)
 				flush_batch(&io->batch);
 		}
-		return;
+		return 0;
 	}
+	return 0;
 }
 
 /* mmap and shmat returned: a new mapping of shared memory sets the process's bit (shared_memory_tgids). */
@@ -1925,40 +1783,52 @@ static __always_inline void note_mapping(struct task_struct *task, struct pt_reg
 	mark_tgid(task->tgid, true); /* shmat: System V shared memory is shmem */
 }
 
-static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
+static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 ret)
 {
-	__s64 nr = syscall_nr(regs);
 	struct task_struct *task;
 	struct inflight *io;
 
-	if (!syscall_in(exit_syscalls, nr))
-		return;
 	switch (nr) {
 	case NR_mmap:
 	case NR_shmat:
 		task = bpf_get_current_task_btf();
 		if (!compat_syscall(task))
 			note_mapping(task, regs, nr, ret);
-		return;
+		return 0;
 	case NR_io_getevents:
 	case NR_io_pgetevents:
 		if (!aio_syscalls)
-			return;
+			return 0;
 		task = bpf_get_current_task_btf();
 		if (!compat_syscall(task))
 			aio_events(task, regs, ret);
-		return;
+		return 0;
 	}
 	if (vfs_path || !open_calls_total)
-		return; /* no record open anywhere: this call opened none */
+		return 0; /* no record open anywhere: this call opened none */
 	task = bpf_get_current_task_btf();
 	if (!open_calls[task->tgid & (OPEN_CALL_SLOTS - 1)])
-		return;
+		return 0;
 	io = task_record(task, false);
 	if (io && io->active && io->nr == nr) {
 		finish(io, ret, true);
 		count_closed(io);
 	}
+	return 0;
+}
+
+static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
+{
+	if (syscall_in(enter_syscalls, nr)) /* every other syscall (getppid...) leaves here */
+		syscall_enter_traced(regs, nr);
+}
+
+static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
+{
+	__s64 nr = syscall_nr(regs);
+
+	if (syscall_in(exit_syscalls, nr))
+		syscall_exit_traced(regs, nr, ret);
 }
 
 /* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
