@@ -1691,13 +1691,16 @@ static __always_inline void aio_events(struct task_struct *task, struct pt_regs 
 	 SYSCALL_BIT(w, NR_pwritev2) | SYSCALL_BIT(w, NR_copy_file_range) | SYSCALL_BIT(w, NR_splice) |          \
 	 SYSCALL_BIT(w, NR_sendfile64))
 #define ENTER_SYSCALLS(w) (RW_SYSCALLS(w) | SYSCALL_BIT(w, NR_bpf) | SYSCALL_BIT(w, NR_io_submit))
+/* At exit: the calls whose exit does work of its own, opened record or not. */
 #define EXIT_SYSCALLS(w)                                                                                      \
-	(RW_SYSCALLS(w) | SYSCALL_BIT(w, NR_io_getevents) | SYSCALL_BIT(w, NR_io_pgetevents) |                  \
-	 SYSCALL_BIT(w, NR_mmap) | SYSCALL_BIT(w, NR_shmat))
+	(SYSCALL_BIT(w, NR_io_getevents) | SYSCALL_BIT(w, NR_io_pgetevents) | SYSCALL_BIT(w, NR_mmap) |         \
+	 SYSCALL_BIT(w, NR_shmat))
+#define EXIT_ALL_SYSCALLS(w) (RW_SYSCALLS(w) | EXIT_SYSCALLS(w))
 #define SYSCALL_SET(set) {set(0), set(1), set(2), set(3), set(4), set(5), set(6), set(7)}
 
 static const __u64 enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
 static const __u64 exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALLS);
+static const __u64 exit_all_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_ALL_SYSCALLS);
 
 static __always_inline bool syscall_in(const __u64 *set, __s64 nr)
 {
@@ -1804,8 +1807,8 @@ static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 
 			aio_events(task, regs, ret);
 		return 0;
 	}
-	if (vfs_path || !open_calls_total)
-		return 0; /* no record open anywhere: this call opened none */
+	if (vfs_path)
+		return 0;
 	task = bpf_get_current_task_btf();
 	if (!open_calls[task->tgid & (OPEN_CALL_SLOTS - 1)])
 		return 0;
@@ -1823,11 +1826,15 @@ static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 		syscall_enter_traced(regs, nr);
 }
 
+/*
+ * While no record is open anywhere (open_calls_total), the exit of a read or write has nothing to close:
+ * only mmap, shmat and AIO's exits are looked at then, so a call of no interest makes no subprogram call.
+ */
 static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 {
 	__s64 nr = syscall_nr(regs);
 
-	if (syscall_in(exit_syscalls, nr))
+	if (syscall_in(open_calls_total ? exit_all_syscalls : exit_syscalls, nr))
 		syscall_exit_traced(regs, nr, ret);
 }
 
