@@ -355,15 +355,9 @@ def percent_over(value, base):
     return (value / base - 1) * 100
 
 
-def measure_exact(ci_hooks=False):
-    """Every workload under every mode; prints the table and the targets; True when all are met.
-    ci_hooks: on the CI host's hook set (measure_ci_hooks)."""
-    from dmabuf_top import features
-
-    if ci_hooks:
-        os.environ[features.WITHHOLD_ENV] = CI_HOST_WITHHELD
-        return measure_ci_hooks(features.detect())
-    report = features.detect()
+def exact_figures(report, mode_names, stacks, then=None):
+    """({workload name: {mode: instructions per call}}, Modes) for every EXACT_WORKLOADS workload under each
+    mode in turn; then(program, modes, data), if given, runs before the modes are closed."""
     data = scratch_dir() / "overhead-exact.bin"
     with open(data, "wb") as out:
         out.write(os.urandom(EXACT_FILE_BYTES))
@@ -372,21 +366,38 @@ def measure_exact(ci_hooks=False):
         program = build_io_cost(build)
         for _name, (workload, _rounds, calls, _target) in EXACT_WORKLOADS.items():
             io_cost(program, workload, 1, calls, data)  # warm the page cache and the code paths
-        modes = Modes(report)
+        modes = Modes(report, stacks=stacks)
         try:
-            for mode in EXACT_MODES:
+            for mode in mode_names:
                 modes.switch(mode)
                 for name, (workload, rounds, calls, _target) in EXACT_WORKLOADS.items():
                     figures[name][mode] = io_cost(program, workload, rounds, calls, data)
-            evidence_name, evidence_workload, rounds, calls = EVIDENCE_WORKLOAD
-            evidence = {}
-            for mode in EVIDENCE_MODES:
-                modes.switch(mode)
-                evidence[mode] = io_cost(program, evidence_workload, rounds, calls, data)
+            if then is not None:
+                then(program, modes, data)
             modes.switch("untraced")
         finally:
             modes.close()
             data.unlink(missing_ok=True)
+    return figures, modes
+
+
+def measure_exact(ci_hooks=False):
+    """Every workload under every mode; prints the table and the targets; True when all are met.
+    ci_hooks: on the CI host's hook set (measure_ci_hooks)."""
+    from dmabuf_top import features
+
+    if ci_hooks:
+        os.environ[features.WITHHOLD_ENV] = CI_HOST_WITHHELD
+        return measure_ci_hooks(features.detect())
+    evidence_name, evidence_workload, evidence_rounds, evidence_calls = EVIDENCE_WORKLOAD
+    evidence = {}
+
+    def measure_evidence(program, modes, data):
+        for mode in EVIDENCE_MODES:
+            modes.switch(mode)
+            evidence[mode] = io_cost(program, evidence_workload, evidence_rounds, evidence_calls, data)
+
+    figures, modes = exact_figures(features.detect(), EXACT_MODES, stacks=True, then=measure_evidence)
     print(f"[exact] kernel {os.uname().release}, {os.cpu_count()} CPU(s); figures are guest instructions per call "
           "under --icount (thread CPU ns), minimum of rounds, each workload in its own process (io_cost.c)")
     print(f"[exact] tracer programs live: {', '.join(modes.live)}")
@@ -426,24 +437,7 @@ def measure_exact(ci_hooks=False):
 def measure_ci_hooks(report):
     """The CI host's hook set on the lab kernel: untraced, floor and traced per workload, and the host target
     (traced - untraced) <= HOST_FLOOR_FACTOR x (floor - untraced) for each; True when all are met."""
-    data = scratch_dir() / "overhead-exact.bin"
-    with open(data, "wb") as out:
-        out.write(os.urandom(EXACT_FILE_BYTES))
-    figures = {name: {} for name in EXACT_WORKLOADS}
-    with tempfile.TemporaryDirectory(prefix="overhead-exact-") as build:
-        program = build_io_cost(build)
-        for _name, (workload, _rounds, calls, _target) in EXACT_WORKLOADS.items():
-            io_cost(program, workload, 1, calls, data)  # warm the page cache and the code paths
-        modes = Modes(report, stacks=False)
-        try:
-            for mode in CI_MODES:
-                modes.switch(mode)
-                for name, (workload, rounds, calls, _target) in EXACT_WORKLOADS.items():
-                    figures[name][mode] = io_cost(program, workload, rounds, calls, data)
-            modes.switch("untraced")
-        finally:
-            modes.close()
-            data.unlink(missing_ok=True)
+    figures, modes = exact_figures(report, CI_MODES, stacks=False)
     print(f"[ci-hooks] kernel {os.uname().release}, {os.cpu_count()} CPU(s), {CI_HOST_WITHHELD} withheld: the CI "
           "host's hook set on the lab kernel; guest instructions per call under --icount, minimum of rounds")
     print(f"[ci-hooks] tracer programs live: {', '.join(modes.live)}")
