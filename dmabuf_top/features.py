@@ -35,6 +35,13 @@ ABSENT_UNPATCHED = "absent (needs a patched kernel)"
 # ... and of any other function the kernel does not have (built without it: CONFIG_AIO off...).
 ABSENT = "not in this kernel"
 
+# Benchmarks and tests only: attach kinds to report as refused whatever the kernel allows, comma-separated
+# ("fentry" withholds fentry and fexit, "kprobe" kprobes and kretprobes). DMABUF_TOP_WITHHOLD=fentry,kprobe
+# puts the lab kernel on the CI host's hook set (syscall tracepoints, the AIO syscall fallback), so the
+# host's target can be measured under the lab's instruction-counting clock (benchmarks/overhead.py --exact).
+WITHHOLD_ENV = "DMABUF_TOP_WITHHOLD"
+WITHHELD_KINDS = {"fentry": ("fentry", "fexit"), "kprobe": ("kprobe", "kretprobe")}
+
 
 @dataclass
 class Feature:
@@ -158,6 +165,7 @@ def detect():
     features["kretprobe"] = _explain_kprobe(
         _from_trial(trials.trial_kprobe(PROBE_FUNCTION, retprobe=True), "kretprobe"), tracefs
     )
+    withhold(features, os.environ.get(WITHHOLD_ENV, ""))
     features["ringbuf"] = _from_trial(trials.trial_round_trip(), "BPF_MAP_TYPE_RINGBUF")
     for target in ("dmabuf", "task_file", "task_vma"):
         features[f"iter/{target}"] = _from_trial(trials.trial_iterator(target), f"iter/{target}")
@@ -181,6 +189,16 @@ def detect():
     with KernelBtf() as btf:
         _detect_hooks(features, btf, Kallsyms.from_file().names, tracefs)
     return report
+
+
+def withhold(features, kinds):
+    """Report the attach kinds named in `kinds` (WITHHOLD_ENV's value) as refused: every hook then plans
+    without them, as on a kernel that refuses them."""
+    for kind in filter(None, (part.strip() for part in kinds.split(","))):
+        if kind not in WITHHELD_KINDS:
+            raise ValueError(f"{WITHHOLD_ENV}: unknown attach kind {kind!r} (known: {', '.join(WITHHELD_KINDS)})")
+        for name in WITHHELD_KINDS[kind]:
+            features[name] = Feature(False, None, f"withheld ({WITHHOLD_ENV}={kinds})")
 
 
 def _detect_hooks(features, btf, kallsyms, tracefs):

@@ -21,6 +21,9 @@
 
 #include "buffer_lifecycle.h"
 
+#define MAP_FULL_SLOTS LIFECYCLE_MAP_COUNTED
+#include "bpf_maps.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Keep the record types in the object's BTF, where the Python mirrors' size test finds them. */
@@ -30,21 +33,6 @@ const struct bpf_stack_build_id *unused_stack_build_id __attribute__((unused));
 /* include/uapi/linux/dma-buf.h: _IOW('b', 1, u32) and _IOW('b', 1, u64), both DMA_BUF_SET_NAME */
 #define DMA_BUF_SET_NAME_A 0x40046201U
 #define DMA_BUF_SET_NAME_B 0x40086201U
-
-const volatile __u32 target_tgid = 0; /* 0: every process */
-const volatile __u32 ignore_tgid = 0; /* the tracer itself */
-const volatile bool record_events = false;
-const volatile bool collect_stacks = true;
-const volatile bool follow_children = false; /* with target_tgid: traced_tgids (shared with iopaths) too */
-
-/* With follow_children: the tgids forked by target_tgid. The Tracer hands this map to iopaths
- * (bpf_map__reuse_fd), whose sched_process_fork program fills it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, __u8);
-} traced_tgids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,58 +62,14 @@ struct {
 	__uint(value_size, 127 * sizeof(struct bpf_stack_build_id));
 } alloc_user_stacks SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} records SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps"); /* ring buffer reservations that failed: records lost */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, LIFECYCLE_MAP_COUNTED);
-	__type(key, __u32);
-	__type(value, __u64);
-} map_full SEC(".maps"); /* per enum lifecycle_map_counted: new keys a full map refused */
-
-static __always_inline bool traced_tgid(__u64 pid_tgid)
-{
-	__u32 tgid = pid_tgid >> 32;
-
-	if (ignore_tgid && tgid == ignore_tgid)
-		return false;
-	if (!target_tgid || tgid == target_tgid)
-		return true;
-	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
-}
-
-static __always_inline void count_slot(void *map, __u32 which)
-{
-	__u64 *count = bpf_map_lookup_elem(map, &which);
-
-	if (count)
-		(*count)++; /* per-CPU slot: no atomics needed */
-}
-
 static __always_inline void count_event(__u32 event, __u64 inode, __u64 size)
 {
 	struct lifecycle_key key = {.inode = inode, .event = event};
 	struct lifecycle_counts zero = {};
-	struct lifecycle_counts *counts = bpf_map_lookup_elem(&lifecycle_counts, &key);
+	struct lifecycle_counts *counts = lookup_or_init(&lifecycle_counts, &key, &zero, LIFECYCLE_MAP_COUNTS);
 
-	if (!counts) {
-		bpf_map_update_elem(&lifecycle_counts, &key, &zero, BPF_NOEXIST);
-		counts = bpf_map_lookup_elem(&lifecycle_counts, &key);
-	}
-	if (!counts) {
-		count_slot(&map_full, LIFECYCLE_MAP_COUNTS);
+	if (!counts)
 		return;
-	}
 	__sync_fetch_and_add(&counts->count, 1);
 	counts->size = size;
 }
@@ -151,7 +95,7 @@ static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64
 	}
 	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
-		count_slot(&dropped, 0);
+		count_dropped();
 		return;
 	}
 	rec->event = event;

@@ -25,6 +25,21 @@ int floor_syscall_enter_raw(void *ctx) { return 0; }
 SEC("raw_tp/sys_exit")
 int floor_syscall_exit_raw(void *ctx) { return 0; }
 
+/* The AIO fallback where fentry is refused (iopaths.bpf.c's aio_submit_sys / aio_events_sys, when they are
+ * programs of their own). */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(floor_aio_submit_sys, struct pt_regs *regs, long id) { return 0; }
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(floor_aio_events_sys, struct pt_regs *regs, long ret) { return 0; }
+
+/* io_uring requests (they fire only for io_uring; here so that the floor is on every hook the tracer has). */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(floor_uring_submit_btf) { return 0; }
+
+SEC("tp_btf/io_uring_complete")
+int BPF_PROG(floor_uring_complete_btf) { return 0; }
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(floor_flush_on_switch) { return 0; }
 

@@ -41,6 +41,9 @@ SYSCALL_VFS_PROGRAMS = {
 VFS_FUNCTIONS = {"vfs_read": "vfs_read", "vfs_write": "vfs_write", "vfs_readv": "vfs_readv",
                  "vfs_writev": "vfs_writev", "vfs_copy_file_range": "vfs_copy_file_range",
                  "sendfile": "do_sendfile", "splice": "do_splice"}  # program prefix -> kernel function
+# The programs that keep which processes map shared memory (iopaths.bpf.c, shared_memory_tgids) for either path:
+# live together or not at all; without them every read and write takes the exact path (nothing is lost).
+SHARED_MEMORY = "shared_memory"
 # Flushes a thread's run of same-keyed calls when it is switched out; without it every call
 # updates the maps itself (iopaths.bpf.c, struct call_batch).
 BATCH_FLUSH_PROGRAM = "flush_on_switch"
@@ -55,7 +58,10 @@ class Program:
     target: str  # "category:event", a raw tracepoint, or a kernel function
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
     also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
-    group: str = ""  # programs that are live together or not at all (VFS_PATH)
+    group: str = ""  # programs that are live together or not at all (VFS_PATH, SHARED_MEMORY)
+    # No BPF program of its own: its work is done inside these (any one live), switched on by .rodata
+    # (the AIO syscall fallback inside the syscall programs, so that no second program runs on every syscall).
+    within: Tuple[str, ...] = ()
     object: str = "iopaths"  # the probes/<object>.bpf.o it is in
 
 
@@ -92,10 +98,11 @@ def _vfs_programs():
                   for prefix, function in VFS_FUNCTIONS.items() for phase in ("enter", "exit"))
     # Which processes map a dma-buf, shmem or device memory (iopaths.bpf.c, shared_memory_tgids): a read of
     # an ordinary file into anonymous memory of any other process leaves after a few loads.
+    # On the syscall path the exits of mmap and shmat set the bit instead of mmap_region.
     return pairs + (Program("shared_memory_mmap", FENTRY, "mmap_region", group=VFS_PATH),
-                    Program("shared_memory_fork", TP_BTF, "sched_process_fork", group=VFS_PATH),
-                    Program("shared_memory_exec", TP_BTF, "sched_process_exec", group=VFS_PATH),
-                    Program("shared_memory_seed", ITER, "task_vma", group=VFS_PATH))
+                    Program("shared_memory_fork", TP_BTF, "sched_process_fork", group=SHARED_MEMORY),
+                    Program("shared_memory_exec", TP_BTF, "sched_process_exec", group=SHARED_MEMORY),
+                    Program("shared_memory_seed", ITER, "task_vma", group=SHARED_MEMORY))
 
 
 # The syscall tracepoints take over when the VFS path is refused (the CI host: fentry EPERM).
@@ -129,8 +136,8 @@ HOOK_POINTS = (
                         Program("uring_submit_raw", RAW_TP, "io_uring_submit_req", fallback_for="uring_submit_btf"),
                         Program("uring_complete_raw", RAW_TP, "io_uring_complete",
                                 fallback_for="uring_complete_btf")), config="CONFIG_IO_URING"),
-    # AIO has no tracepoints: fentry on the request path, else io_submit's iocbs and io_getevents' events read at
-    # the raw syscall tracepoints (every syscall passes those programs: loaded only where fentry is refused).
+    # AIO has no tracepoints: fentry on the request path, else io_submit's iocbs and io_getevents' events read by
+    # the syscall programs (`within`: where fentry is refused, the syscall tracepoints are the path anyway).
     HookPoint("aio", "aio", "AIO requests (IOCB_CMD_PREAD, PWRITE, PREADV, PWRITEV): who, which file, which "
               "buffer, bytes at completion", (FENTRY, TP_BTF), functions=("aio_read", "aio_write", "aio_complete_rw"),
               programs=(Program("aio_read_enter", FENTRY, "aio_read"), Program("aio_read_exit", FENTRY, "aio_read"),
@@ -138,8 +145,10 @@ HOOK_POINTS = (
                         Program("aio_write_exit", FENTRY, "aio_write"),
                         Program("aio_complete", FENTRY, "aio_complete_rw"),
                         Program("aio_submit_sys", TP_BTF, "sys_enter", fallback_for="aio_read_enter",
-                                also_replaces=("aio_read_exit", "aio_write_enter", "aio_write_exit")),
-                        Program("aio_events_sys", TP_BTF, "sys_exit", fallback_for="aio_complete")),
+                                also_replaces=("aio_read_exit", "aio_write_enter", "aio_write_exit"),
+                                within=("syscall_enter_btf", "syscall_enter_raw")),
+                        Program("aio_events_sys", TP_BTF, "sys_exit", fallback_for="aio_complete",
+                                within=("syscall_exit_btf", "syscall_exit_raw"))),
               config="CONFIG_AIO"),
     HookPoint("copy_file_range", "copy_file_range", "bytes moved by copy_file_range", (FENTRY, KPROBE),
               functions=("vfs_copy_file_range",)),

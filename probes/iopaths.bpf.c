@@ -12,7 +12,9 @@
  * dma-buf, shmem or device memory (shared_memory_tgids, kept from mmap, fork
  * and exec), leaves after a few loads (see "VFS level" below).
  * Elsewhere (the fallback): one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
- * else raw_tp) picks out the I/O syscalls by number and opens a per-thread
+ * else raw_tp) picks out the I/O syscalls by number (a bitmap: any other syscall leaves at once), leaves
+ * calls of no interest as the VFS path does (shared_memory_tgids, kept there from mmap's and shmat's
+ * exits), and for the rest opens a per-thread
  * "inflight" record (task-local storage) at entry, resolving the fds to files
  * and the user buffer to the file mapped there (bpf_find_vma, or the thread's
  * cached answer while the address space is unchanged). The inner hooks (fexit
@@ -46,6 +48,9 @@
 #include "core_defs.h"
 #include "iopaths.h"
 
+#define MAP_FULL_SLOTS IOMAP_COUNTED
+#include "bpf_maps.h"
+
 char LICENSE[] SEC("license") = "GPL";
 
 /* Keep the ring buffer record types in the object's BTF, where the Python mirrors' size test finds them. */
@@ -64,30 +69,33 @@ const struct io_record *unused_io_record __attribute__((unused));
 #define S_IFREG_ 0100000
 #define S_IFCHR_ 0020000
 
-const volatile __u32 target_tgid = 0; /* 0: every process */
-const volatile __u32 ignore_tgid = 0; /* the tracer itself */
-const volatile bool record_events = false;
-const volatile bool collect_stacks = true;
-const volatile bool follow_children = false; /* with target_tgid: also trace what it forks (traced_tgids) */
 const volatile bool batch_calls = true; /* only with a live flush_on_switch program: see struct call_batch */
 const volatile bool vfs_path = false; /* the VFS programs are live: inner hooks leave early for calls of no interest */
+/* The programs that keep shared_memory_tgids (fork, exec, the seeding iterator) are live: the bits can be trusted. */
+const volatile bool shared_memory_known = false;
+/* The syscall programs also read AIO's io_submit and io_getevents (fentry on the AIO path is refused). */
+const volatile bool aio_syscalls = false;
 
 /*
- * VFS path only. One bit per tgid (PID_MAX_LIMIT is 2^22 on 64-bit): the process maps (or mapped, or
- * its parent did when it forked) a dma-buf, a shmem file (memfd) or device memory, so a user buffer of
- * it may be one and a read or write of it needs the VMA lookup. Set from mmap_region and the seeding
- * iterator, copied to a child at fork, cleared at exec (a new mm). Never cleared at munmap: a stale bit
- * only sends calls down the exact path. Plain loads from the program, no map lookup.
+ * One bit per tgid (PID_MAX_LIMIT is 2^22 on 64-bit): the process maps (or mapped, or its parent did when
+ * it forked) a dma-buf, a shmem file (memfd) or device memory, so a user buffer of it may be one and a read
+ * or write of it needs the VMA lookup. Set from mmap_region (VFS path) or the exit of mmap and shmat (the
+ * syscall path) and by the seeding iterator, copied to a child at fork, cleared at exec (a new mm). Never
+ * cleared at munmap: a stale bit only sends calls down the exact path. Plain loads, no map lookup.
+ * Trusted only with shared_memory_known.
  */
 #define SHARED_MEMORY_WORDS (1U << 16)
 __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
 
 /*
- * VFS path only. Calls open per tgid (hashed: a collision only sends calls down the exact path), so
- * the inner hooks (copies, GUP) of an open call of a process without the bit above are still counted.
+ * Calls open per tgid (hashed: a collision only sends calls down the exact path), so the inner hooks
+ * (copies, GUP) of an open call of a process without the bit above are still counted, and the syscall
+ * exit of a call no record was opened for leaves without looking for one. open_calls_total is their sum:
+ * while no call is open anywhere, a syscall exit leaves after one load.
  */
 #define OPEN_CALL_SLOTS (1U << 16)
 __u32 open_calls[OPEN_CALL_SLOTS];
+__u64 open_calls_total;
 
 struct file_identity {
 	__u64 inode;
@@ -171,18 +179,6 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
-/*
- * With follow_children: the tgids forked (transitively) by target_tgid, filled at
- * sched_process_fork. A thread's clone adds its tid too: harmless (a tid is not a
- * tgid while it lives) and simpler than telling threads from processes there.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__type(key, __u32);
-	__type(value, __u8);
-} traced_tgids SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 8192);
@@ -218,38 +214,8 @@ struct {
 	__type(value, struct stack_counts);
 } stack_counts SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} records SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} dropped SEC(".maps"); /* ring buffer reservations that failed: records lost */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, IOMAP_COUNTED);
-	__type(key, __u32);
-	__type(value, __u64);
-} map_full SEC(".maps"); /* per enum iomap_counted: new keys a full map refused, so what they carried is not counted */
-
 /* ------------------------------------------------------------------------- */
 /* Small helpers */
-
-static __always_inline bool traced_tgid(__u64 pid_tgid)
-{
-	__u32 tgid = pid_tgid >> 32;
-
-	if (ignore_tgid && tgid == ignore_tgid)
-		return false;
-	if (!target_tgid || tgid == target_tgid)
-		return true;
-	return follow_children && bpf_map_lookup_elem(&traced_tgids, &tgid);
-}
 
 /* floor(log2(value)) for value >= 1, 0 for 0; branch-light (the exit path runs it on every traced call). */
 static __always_inline __u32 log2_slot(__u64 value)
@@ -263,28 +229,6 @@ static __always_inline __u32 log2_slot(__u64 value)
 	shift = (value > 0x3) << 1; value >>= shift; slot |= shift;
 	slot |= (value >> 1);
 	return slot < IOPATHS_HIST_SLOTS ? slot : IOPATHS_HIST_SLOTS - 1;
-}
-
-static __always_inline void count_map_full(__u32 which)
-{
-	__u64 *refused = bpf_map_lookup_elem(&map_full, &which);
-
-	if (refused)
-		(*refused)++; /* per-CPU slot: no atomics needed */
-}
-
-/* which: the map's enum iomap_counted, counted when the map has no room for the key. */
-static __always_inline void *lookup_or_init(void *map, const void *key, const void *zero, __u32 which)
-{
-	void *value = bpf_map_lookup_elem(map, key);
-
-	if (value)
-		return value;
-	bpf_map_update_elem(map, key, zero, BPF_NOEXIST); /* -EEXIST if another CPU made it meanwhile: fine */
-	value = bpf_map_lookup_elem(map, key);
-	if (!value)
-		count_map_full(which);
-	return value;
 }
 
 /*
@@ -418,6 +362,74 @@ static __always_inline void identify_user_address(struct task_struct *task, stru
 	cache->valid = 1;
 }
 
+static __always_inline bool tgid_maps_shared_memory(__u32 tgid)
+{
+	return shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)] & (1ULL << (tgid & 63));
+}
+
+static __always_inline void mark_tgid(__u32 tgid, bool maps)
+{
+	__u64 *word = &shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)];
+	__u64 bit = 1ULL << (tgid & 63);
+
+	if (maps)
+		__sync_fetch_and_or(word, bit);
+	else
+		__sync_fetch_and_and(word, ~bit);
+}
+
+/* A dma-buf or a shmem regular file (memfd, /dev/shm): an end worth attributing even into anonymous memory. */
+static __always_inline bool shared_memory_file(struct file *file)
+{
+	struct inode *inode;
+	__u32 magic;
+
+	if (!file)
+		return false;
+	inode = file->f_inode;
+	if (!inode)
+		return false;
+	magic = inode->i_sb->s_magic;
+	return magic == DMA_BUF_MAGIC || (magic == TMPFS_MAGIC && (inode->i_mode & S_IFMT_) == S_IFREG_);
+}
+
+/* A mapping that makes the process's user buffers worth a VMA lookup: anything but an ordinary file's pages. */
+static __always_inline bool shared_memory_mapping(struct file *file)
+{
+	struct inode *inode = file->f_inode;
+	__u32 magic;
+
+	if (!inode)
+		return false;
+	magic = inode->i_sb->s_magic;
+	return magic == DMA_BUF_MAGIC || magic == TMPFS_MAGIC || (inode->i_mode & S_IFMT_) != S_IFREG_;
+}
+
+/*
+ * A read or write worth a record: the file is shared memory, or the process maps some (its user buffer may
+ * be). With target_tgid (record -- CMD, -p PID) every call is: one process's whole I/O is what was asked
+ * for, and begin() leaves the other processes out.
+ */
+static __always_inline bool rw_of_interest(struct task_struct *task, struct file *file)
+{
+	return target_tgid || !shared_memory_known || tgid_maps_shared_memory(task->tgid) || shared_memory_file(file);
+}
+
+/*
+ * Whether the inner hooks (copies, GUP) of the current task must look for its record: always on the
+ * syscall path or with target_tgid; on the VFS path only for a process with shared memory or a call open.
+ */
+static __always_inline bool inner_of_interest(void)
+{
+	__u32 tgid;
+
+	if (!vfs_path || target_tgid || !shared_memory_known)
+		return true;
+	tgid = bpf_get_current_task_btf()->tgid;
+	return tgid_maps_shared_memory(tgid) || open_calls[tgid & (OPEN_CALL_SLOTS - 1)];
+}
+
+
 /* ------------------------------------------------------------------------- */
 /* Syscall entry and exit: open and fold the inflight record */
 
@@ -457,6 +469,25 @@ static __always_inline struct inflight *begin(struct task_struct *task, __u32 pa
 	return io;
 }
 
+/* A record opened: counted in open_calls, so that its exit (and the inner hooks on the VFS path) look for it. */
+static __always_inline void count_open(struct inflight *io)
+{
+	if (io->open_counted)
+		return; /* a record that was never closed (a detach mid-call) is counted once */
+	io->open_counted = 1;
+	__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&open_calls_total, 1);
+}
+
+static __always_inline void count_closed(struct inflight *io)
+{
+	if (!io->open_counted)
+		return;
+	io->open_counted = 0;
+	__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], -1);
+	__sync_fetch_and_add(&open_calls_total, -1);
+}
+
 /* read/write family: the file side is `file`, the memory side is the user buffer. */
 static __always_inline struct inflight *begin_rw_file(struct task_struct *task, __s64 nr, __u32 path,
 						      struct file *file, __u64 user_addr, __u64 count)
@@ -479,11 +510,21 @@ static __always_inline struct inflight *begin_rw_file(struct task_struct *task, 
 	return io;
 }
 
-/* The syscall path: the file side is an fd of the calling task. */
+/*
+ * The syscall path: the file side is an fd of the calling task. A call of no interest (an ordinary file, a
+ * process that maps no shared memory) opens no record, so its exit leaves at open_calls.
+ */
 static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 path, __u64 fd, __u64 user_addr,
 				     __u64 count)
 {
-	begin_rw_file(task, nr, path, file_of_fd(task, fd), user_addr, count);
+	struct file *file = file_of_fd(task, fd);
+	struct inflight *io;
+
+	if (!rw_of_interest(task, file))
+		return;
+	io = begin_rw_file(task, nr, path, file, user_addr, count);
+	if (io)
+		count_open(io);
 }
 
 /* fd-to-fd paths: the memory object is the end that is a dma-buf or shmem, else the destination. */
@@ -510,7 +551,10 @@ static __always_inline struct inflight *begin_files(struct task_struct *task, __
 static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, __u32 path, __u64 fd_in,
 					   __u64 fd_out, __u64 count)
 {
-	begin_files(task, nr, path, file_of_fd(task, fd_in), file_of_fd(task, fd_out), count);
+	struct inflight *io = begin_files(task, nr, path, file_of_fd(task, fd_in), file_of_fd(task, fd_out), count);
+
+	if (io)
+		count_open(io);
 }
 
 /*
@@ -548,22 +592,15 @@ static __always_inline void add_counters(struct io_counters *c, struct inflight_
 
 static const struct io_counters zero_counters;
 
-static __always_inline void count_dropped(void)
-{
-	__u32 zero = 0;
-	__u64 *lost = bpf_map_lookup_elem(&dropped, &zero);
-
-	if (lost)
-		(*lost)++; /* per-CPU slot: no atomics needed */
-}
-
-static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
+/* A ring record of one call or request, reserved and filled but for its comm; NULL (counted) when the ring is full. */
+static __always_inline struct io_record *io_record_of(struct inflight_call *call, __u64 pid_tgid, __s64 ret,
+						      __u64 now, __u64 latency)
 {
 	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 
 	if (!rec) {
 		count_dropped();
-		return;
+		return NULL;
 	}
 	rec->type = IORECORD_IO;
 	rec->tgid = pid_tgid >> 32;
@@ -578,9 +615,18 @@ static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid
 	rec->inode = call->target.inode;
 	rec->dev = call->target.dev;
 	rec->reserved = 0;
-	rec->cpu_copied = call->cpu_copied;
+	rec->cpu_copied = call->cpu_copied; /* 0 for a request: its inner work is not attributed to it */
 	rec->pinned_pages = call->pinned_pages;
 	rec->pc_added = call->pc_added;
+	return rec;
+}
+
+static __always_inline void record_io(struct inflight_call *call, __u64 pid_tgid, __s64 ret, __u64 now, __u64 latency)
+{
+	struct io_record *rec = io_record_of(call, pid_tgid, ret, now, latency);
+
+	if (!rec)
+		return;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
 }
@@ -778,120 +824,6 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #error "iopaths.bpf.c: syscall numbers are defined for x86 and arm64 only"
 #endif
 
-static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
-{
-	struct task_struct *task; /* asked for in the I/O cases only: every other syscall returns at once */
-	struct iovec first = {};
-	__u32 path;
-
-	switch (nr) {
-	case NR_read:
-	case NR_pread64:
-	case NR_write:
-	case NR_pwrite64:
-		path = (nr == NR_read || nr == NR_pread64) ? IOPATH_READ : IOPATH_WRITE;
-		task = bpf_get_current_task_btf();
-		if (compat_syscall(task))
-			return;
-		begin_rw(task, nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
-		return;
-	case NR_readv:
-	case NR_preadv:
-	case NR_preadv2:
-	case NR_writev:
-	case NR_pwritev:
-	case NR_pwritev2:
-		/* The memory side is the first iovec (argument 1 points at the array). */
-		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
-		task = bpf_get_current_task_btf();
-		if (compat_syscall(task))
-			return;
-		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
-		begin_rw(task, nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
-		return;
-	case NR_copy_file_range: /* (fd_in, off_in, fd_out, off_out, len, flags) */
-	case NR_splice:		 /* (fd_in, off_in, fd_out, off_out, len, flags) */
-		task = bpf_get_current_task_btf();
-		if (compat_syscall(task))
-			return;
-		begin_fd_to_fd(task, nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
-			       syscall_arg(regs, 2), syscall_arg(regs, 4));
-		return;
-	case NR_sendfile64: /* (out_fd, in_fd, offset, count) */
-		task = bpf_get_current_task_btf();
-		if (compat_syscall(task))
-			return;
-		begin_fd_to_fd(task, nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
-		return;
-	case NR_bpf: /* a thread about to read the maps sees its own calls in them */
-		if (batch_calls) {
-			struct inflight *io = thread_record(false);
-
-			if (io)
-				flush_batch(&io->batch);
-		}
-		return;
-	}
-}
-
-static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
-{
-	__s64 nr = syscall_nr(regs);
-	struct inflight *io;
-
-	switch (nr) {
-	case NR_read:
-	case NR_pread64:
-	case NR_write:
-	case NR_pwrite64:
-	case NR_readv:
-	case NR_preadv:
-	case NR_preadv2:
-	case NR_writev:
-	case NR_pwritev:
-	case NR_pwritev2:
-	case NR_copy_file_range:
-	case NR_splice:
-	case NR_sendfile64:
-		break;
-	default:
-		return;
-	}
-	io = thread_record(false);
-	if (io && io->active && io->nr == nr)
-		finish(io, ret, true);
-}
-
-/* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
-SEC("tp_btf/sys_enter")
-int BPF_PROG(syscall_enter_btf, struct pt_regs *regs, long id)
-{
-	syscall_enter(regs, id);
-	return 0;
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(syscall_exit_btf, struct pt_regs *regs, long ret)
-{
-	syscall_exit(regs, ret);
-	return 0;
-}
-
-/* Where tp_btf is refused: plain raw tracepoints, the same work through a read-only cast of regs. */
-SEC("raw_tp/sys_enter")
-int syscall_enter_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	syscall_enter(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
-	return 0;
-}
-
-SEC("raw_tp/sys_exit")
-int syscall_exit_raw(struct bpf_raw_tracepoint_args *ctx)
-{
-	syscall_exit(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
-	return 0;
-}
-
 /* The run of calls of a thread being switched out (it sleeps, is preempted, or exits) goes to the maps. */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
@@ -921,81 +853,6 @@ int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct tas
 #define VFS_NR_SENDFILE (-7)
 #define VFS_NR_SPLICE (-8)
 
-static __always_inline bool tgid_maps_shared_memory(__u32 tgid)
-{
-	return shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)] & (1ULL << (tgid & 63));
-}
-
-static __always_inline void mark_tgid(__u32 tgid, bool maps)
-{
-	__u64 *word = &shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)];
-	__u64 bit = 1ULL << (tgid & 63);
-
-	if (maps)
-		__sync_fetch_and_or(word, bit);
-	else
-		__sync_fetch_and_and(word, ~bit);
-}
-
-/* A dma-buf or a shmem regular file (memfd, /dev/shm): an end worth attributing even into anonymous memory. */
-static __always_inline bool shared_memory_file(struct file *file)
-{
-	struct inode *inode;
-	__u32 magic;
-
-	if (!file)
-		return false;
-	inode = file->f_inode;
-	if (!inode)
-		return false;
-	magic = inode->i_sb->s_magic;
-	return magic == DMA_BUF_MAGIC || (magic == TMPFS_MAGIC && (inode->i_mode & S_IFMT_) == S_IFREG_);
-}
-
-/* A mapping that makes the process's user buffers worth a VMA lookup: anything but an ordinary file's pages. */
-static __always_inline bool shared_memory_mapping(struct file *file)
-{
-	struct inode *inode = file->f_inode;
-	__u32 magic;
-
-	if (!inode)
-		return false;
-	magic = inode->i_sb->s_magic;
-	return magic == DMA_BUF_MAGIC || magic == TMPFS_MAGIC || (inode->i_mode & S_IFMT_) != S_IFREG_;
-}
-
-/*
- * A read or write worth a record: the file is shared memory, or the process maps some (its user buffer may
- * be). With target_tgid (record -- CMD, -p PID) every call is: one process's whole I/O is what was asked
- * for, and begin() leaves the other processes out.
- */
-static __always_inline bool rw_of_interest(struct task_struct *task, struct file *file)
-{
-	return target_tgid || tgid_maps_shared_memory(task->tgid) || shared_memory_file(file);
-}
-
-/*
- * Whether the inner hooks (copies, GUP) of the current task must look for its record: always on the
- * syscall path or with target_tgid; on the VFS path only for a process with shared memory or a call open.
- */
-static __always_inline bool inner_of_interest(void)
-{
-	__u32 tgid;
-
-	if (!vfs_path || target_tgid)
-		return true;
-	tgid = bpf_get_current_task_btf()->tgid;
-	return tgid_maps_shared_memory(tgid) || open_calls[tgid & (OPEN_CALL_SLOTS - 1)];
-}
-
-static __always_inline void count_open(struct inflight *io)
-{
-	if (io->open_counted)
-		return; /* a record that was never closed (a detach mid-call) is counted once */
-	io->open_counted = 1;
-	__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], 1);
-}
-
 static __always_inline void vfs_finish(struct task_struct *task, __s64 nr, __s64 ret)
 {
 	struct inflight *io = task_record(task, false);
@@ -1003,10 +860,7 @@ static __always_inline void vfs_finish(struct task_struct *task, __s64 nr, __s64
 	if (!io || !io->active || io->nr != nr)
 		return;
 	finish(io, ret, false); /* fexit programs can be preempted: no batching (see finish) */
-	if (io->open_counted) {
-		io->open_counted = 0;
-		__sync_fetch_and_add(&open_calls[(io->pid_tgid >> 32) & (OPEN_CALL_SLOTS - 1)], -1);
-	}
+	count_closed(io);
 }
 
 /* read and write: of interest when the file is shared memory or the process maps some. */
@@ -1031,34 +885,6 @@ static __always_inline void vfs_rw_exit(struct file *file, __s64 nr, __s64 ret)
 	vfs_finish(task, nr, ret);
 }
 
-SEC("fentry/vfs_read")
-int BPF_PROG(vfs_read_enter, struct file *file, char *buf, size_t count, loff_t *pos)
-{
-	vfs_rw_enter(file, (__u64)buf, count, IOPATH_READ, VFS_NR_READ);
-	return 0;
-}
-
-SEC("fexit/vfs_read")
-int BPF_PROG(vfs_read_exit, struct file *file, char *buf, size_t count, loff_t *pos, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_READ, ret);
-	return 0;
-}
-
-SEC("fentry/vfs_write")
-int BPF_PROG(vfs_write_enter, struct file *file, const char *buf, size_t count, loff_t *pos)
-{
-	vfs_rw_enter(file, (__u64)buf, count, IOPATH_WRITE, VFS_NR_WRITE);
-	return 0;
-}
-
-SEC("fexit/vfs_write")
-int BPF_PROG(vfs_write_exit, struct file *file, const char *buf, size_t count, loff_t *pos, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_WRITE, ret);
-	return 0;
-}
-
 /* readv/writev families: the memory side is the first iovec, as on the syscall path. */
 static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec *vec, __u32 path, __s64 nr)
 {
@@ -1074,38 +900,6 @@ static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec 
 		count_open(io);
 }
 
-SEC("fentry/vfs_readv")
-int BPF_PROG(vfs_readv_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags)
-{
-	vfs_rwv_enter(file, vec, IOPATH_READ, VFS_NR_READV);
-	return 0;
-}
-
-SEC("fexit/vfs_readv")
-int BPF_PROG(vfs_readv_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_READV, ret);
-	return 0;
-}
-
-SEC("fentry/vfs_writev")
-int BPF_PROG(vfs_writev_enter, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags)
-{
-	vfs_rwv_enter(file, vec, IOPATH_WRITE, VFS_NR_WRITEV);
-	return 0;
-}
-
-SEC("fexit/vfs_writev")
-int BPF_PROG(vfs_writev_exit, struct file *file, const struct iovec *vec, unsigned long vlen, loff_t *pos,
-	     rwf_t flags, ssize_t ret)
-{
-	vfs_rw_exit(file, VFS_NR_WRITEV, ret);
-	return 0;
-}
-
 /* File to file: rare and large, always traced (both ends are known here, no VMA lookup). */
 static __always_inline void vfs_files_enter(struct file *in, struct file *out, __u64 count, __u32 path, __s64 nr)
 {
@@ -1115,41 +909,8 @@ static __always_inline void vfs_files_enter(struct file *in, struct file *out, _
 		count_open(io);
 }
 
-SEC("fentry/vfs_copy_file_range")
-int BPF_PROG(vfs_copy_file_range_enter, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
-	     size_t len, unsigned int flags)
-{
-	vfs_files_enter(file_in, file_out, len, IOPATH_COPY_FILE_RANGE, VFS_NR_COPY_FILE_RANGE);
-	return 0;
-}
-
-SEC("fexit/vfs_copy_file_range")
-int BPF_PROG(vfs_copy_file_range_exit, struct file *file_in, loff_t pos_in, struct file *file_out, loff_t pos_out,
-	     size_t len, unsigned int flags, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_COPY_FILE_RANGE, ret);
-	return 0;
-}
-
-SEC("fentry/do_splice")
-int BPF_PROG(splice_enter, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
-	     unsigned int flags)
-{
-	vfs_files_enter(in, out, len, IOPATH_SPLICE, VFS_NR_SPLICE);
-	return 0;
-}
-
-SEC("fexit/do_splice")
-int BPF_PROG(splice_exit, struct file *in, loff_t *off_in, struct file *out, loff_t *off_out, size_t len,
-	     unsigned int flags, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SPLICE, ret);
-	return 0;
-}
-
 /* do_sendfile(out_fd, in_fd, ppos, count, max) takes fds: found in the fd table, as the syscall path does. */
-SEC("fentry/do_sendfile")
-int BPF_PROG(sendfile_enter, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max)
+static __always_inline void vfs_sendfile_enter(int out_fd, int in_fd, __u64 count)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct inflight *io = begin_files(task, VFS_NR_SENDFILE, IOPATH_SENDFILE, file_of_fd(task, in_fd),
@@ -1157,15 +918,46 @@ int BPF_PROG(sendfile_enter, int out_fd, int in_fd, loff_t *ppos, size_t count, 
 
 	if (io)
 		count_open(io);
-	return 0;
 }
 
-SEC("fexit/do_sendfile")
-int BPF_PROG(sendfile_exit, int out_fd, int in_fd, loff_t *ppos, size_t count, loff_t max, ssize_t ret)
-{
-	vfs_finish(bpf_get_current_task_btf(), VFS_NR_SENDFILE, ret);
-	return 0;
-}
+/*
+ * One fentry/fexit pair per VFS function (programs prefix_enter and prefix_exit, hooks.VFS_FUNCTIONS):
+ * enter and exit are the calls each makes, the rest the function's arguments (the fexit adds its return).
+ */
+#define VFS_PAIR(prefix, function, enter, exit, ...)                  \
+	SEC("fentry/" #function)                                      \
+	int BPF_PROG(prefix##_enter, __VA_ARGS__)                     \
+	{                                                             \
+		enter;                                                \
+		return 0;                                             \
+	}                                                             \
+	SEC("fexit/" #function)                                       \
+	int BPF_PROG(prefix##_exit, __VA_ARGS__, ssize_t ret)         \
+	{                                                             \
+		exit;                                                 \
+		return 0;                                             \
+	}
+
+VFS_PAIR(vfs_read, vfs_read, vfs_rw_enter(file, (__u64)buf, count, IOPATH_READ, VFS_NR_READ),
+	 vfs_rw_exit(file, VFS_NR_READ, ret), struct file *file, char *buf, size_t count, loff_t *pos)
+VFS_PAIR(vfs_write, vfs_write, vfs_rw_enter(file, (__u64)buf, count, IOPATH_WRITE, VFS_NR_WRITE),
+	 vfs_rw_exit(file, VFS_NR_WRITE, ret), struct file *file, const char *buf, size_t count, loff_t *pos)
+VFS_PAIR(vfs_readv, vfs_readv, vfs_rwv_enter(file, vec, IOPATH_READ, VFS_NR_READV),
+	 vfs_rw_exit(file, VFS_NR_READV, ret), struct file *file, const struct iovec *vec, unsigned long vlen,
+	 loff_t *pos, rwf_t flags)
+VFS_PAIR(vfs_writev, vfs_writev, vfs_rwv_enter(file, vec, IOPATH_WRITE, VFS_NR_WRITEV),
+	 vfs_rw_exit(file, VFS_NR_WRITEV, ret), struct file *file, const struct iovec *vec, unsigned long vlen,
+	 loff_t *pos, rwf_t flags)
+VFS_PAIR(vfs_copy_file_range, vfs_copy_file_range,
+	 vfs_files_enter(file_in, file_out, len, IOPATH_COPY_FILE_RANGE, VFS_NR_COPY_FILE_RANGE),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_COPY_FILE_RANGE, ret), struct file *file_in, loff_t pos_in,
+	 struct file *file_out, loff_t pos_out, size_t len, unsigned int flags)
+VFS_PAIR(splice, do_splice, vfs_files_enter(in, out, len, IOPATH_SPLICE, VFS_NR_SPLICE),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_SPLICE, ret), struct file *in, loff_t *off_in,
+	 struct file *out, loff_t *off_out, size_t len, unsigned int flags)
+VFS_PAIR(sendfile, do_sendfile, vfs_sendfile_enter(out_fd, in_fd, count),
+	 vfs_finish(bpf_get_current_task_btf(), VFS_NR_SENDFILE, ret), int out_fd, int in_fd, loff_t *ppos,
+	 size_t count, loff_t max)
 
 /* Keeping shared_memory_tgids: every new file mapping, fork (the child has the parent's mappings), exec. */
 SEC("fentry/mmap_region")
@@ -1550,29 +1342,10 @@ static __always_inline void add_request(struct io_counters *c, __s64 ret, __u64 
 
 static __always_inline void record_request(struct async_request *req, __s64 ret, __u64 now, __u64 latency)
 {
-	struct io_record *rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
-	struct inflight_call *call = &req->call;
+	struct io_record *rec = io_record_of(&req->call, req->pid_tgid, ret, now, latency);
 
-	if (!rec) {
-		count_dropped();
+	if (!rec)
 		return;
-	}
-	rec->type = IORECORD_IO;
-	rec->tgid = req->pid_tgid >> 32;
-	rec->tid = (__u32)req->pid_tgid;
-	rec->path = call->path;
-	rec->kind = call->target.kind;
-	rec->direct = call->direct;
-	rec->timestamp_ns = now;
-	rec->latency_ns = latency;
-	rec->ret = ret;
-	rec->requested = call->requested;
-	rec->inode = call->target.inode;
-	rec->dev = call->target.dev;
-	rec->reserved = 0;
-	rec->cpu_copied = 0;
-	rec->pinned_pages = 0;
-	rec->pc_added = 0;
 	__builtin_memcpy(rec->comm, req->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
 }
@@ -1784,8 +1557,8 @@ int BPF_PROG(aio_complete, struct kiocb *kiocb, long res)
  * AIO where fentry is refused (the CI host): io_submit's entry reads the user's iocbs, and the exit of
  * io_getevents/io_pgetevents reads the events it returned, whose `obj` is the user address of the iocb.
  * The request is keyed by (tgid, that address); its file is the iocb's fd at submission. Latency ends
- * when the process collects the event, not when the device finished. These run on every syscall, so
- * they are loaded only where the fentry programs are not.
+ * when the process collects the event, not when the device finished. The syscall programs below do it
+ * (aio_syscalls, set only where the fentry programs are refused): no program of its own on every syscall.
  */
 #if defined(__TARGET_ARCH_x86)
 #define NR_io_getevents 208
@@ -1867,40 +1640,231 @@ static long aio_event_one(__u32 index, struct aio_batch *batch)
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(aio_submit_sys, struct pt_regs *regs, long id)
+static __always_inline void aio_submit(struct task_struct *task, struct pt_regs *regs)
 {
-	struct task_struct *task;
 	struct aio_batch batch;
 	__u64 nr;
 
-	if (id != NR_io_submit)
-		return 0;
-	task = bpf_get_current_task_btf();
-	if (compat_syscall(task) || !traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
-		return 0;
+	if (!traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
+		return;
 	batch.array = syscall_arg(regs, 2);
 	batch.tgid = task->tgid;
 	nr = syscall_arg(regs, 1);
 	bpf_loop(nr < AIO_BATCH_MAX ? nr : AIO_BATCH_MAX, aio_submit_one, &batch, 0);
+}
+
+static __always_inline void aio_events(struct task_struct *task, struct pt_regs *regs, __s64 ret)
+{
+	struct aio_batch batch;
+
+	if (ret <= 0 || !traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
+		return;
+	batch.array = syscall_arg(regs, 3);
+	batch.tgid = task->tgid;
+	bpf_loop(ret < AIO_BATCH_MAX ? ret : AIO_BATCH_MAX, aio_event_one, &batch, 0);
+}
+
+/* ------------------------------------------------------------------------- */
+/*
+ * The programs on sys_enter and sys_exit (where fentry is refused: the CI host). Every syscall of the
+ * machine passes them, so each first tests the syscall number against a bitmap of the few it reads (a
+ * shift and a load from .rodata, no helper, no map lookup) and leaves for any other (getppid...).
+ * The I/O calls open a record at entry only when of interest (rw_of_interest: the file is shared memory
+ * or the process maps some), and their exit looks for it only while one is open (open_calls).
+ * The exits of mmap and shmat keep shared_memory_tgids, as mmap_region's fentry does on the VFS path.
+ * AIO's io_submit and io_getevents are read here too (aio_syscalls), not by programs of their own.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_mmap 9
+#define NR_shmat 30
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_mmap 222
+#define NR_shmat 196
+#endif
+#define MAP_ANONYMOUS_ 0x20
+#define SYSCALL_WORDS 8 /* syscall numbers 0..511: every one below, on x86-64 and arm64 */
+#define SYSCALL_BIT(word, nr) ((nr) / 64 == (word) ? 1ULL << ((nr) % 64) : 0)
+#define RW_SYSCALLS(w)                                                                                        \
+	(SYSCALL_BIT(w, NR_read) | SYSCALL_BIT(w, NR_write) | SYSCALL_BIT(w, NR_pread64) |                       \
+	 SYSCALL_BIT(w, NR_pwrite64) | SYSCALL_BIT(w, NR_readv) | SYSCALL_BIT(w, NR_writev) |                    \
+	 SYSCALL_BIT(w, NR_preadv) | SYSCALL_BIT(w, NR_pwritev) | SYSCALL_BIT(w, NR_preadv2) |                   \
+	 SYSCALL_BIT(w, NR_pwritev2) | SYSCALL_BIT(w, NR_copy_file_range) | SYSCALL_BIT(w, NR_splice) |          \
+	 SYSCALL_BIT(w, NR_sendfile64))
+#define ENTER_SYSCALLS(w) (RW_SYSCALLS(w) | SYSCALL_BIT(w, NR_bpf) | SYSCALL_BIT(w, NR_io_submit))
+/* At exit: the calls whose exit does work of its own, opened record or not. */
+#define EXIT_SYSCALLS(w)                                                                                      \
+	(SYSCALL_BIT(w, NR_io_getevents) | SYSCALL_BIT(w, NR_io_pgetevents) | SYSCALL_BIT(w, NR_mmap) |         \
+	 SYSCALL_BIT(w, NR_shmat))
+#define EXIT_ALL_SYSCALLS(w) (RW_SYSCALLS(w) | EXIT_SYSCALLS(w))
+#define SYSCALL_SET(set) {set(0), set(1), set(2), set(3), set(4), set(5), set(6), set(7)}
+
+static const __u64 enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
+static const __u64 exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALLS);
+static const __u64 exit_all_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_ALL_SYSCALLS);
+
+static __always_inline bool syscall_in(const __u64 *set, __s64 nr)
+{
+	__u64 n = nr;
+
+	return n < SYSCALL_WORDS * 64 && (set[n / 64] >> (n % 64)) & 1;
+}
+
+/*
+ * The work past the bitmap is a function of its own (a BPF-to-BPF call): the program itself then uses no
+ * stack and no callee-saved registers, so a syscall of no interest pays no prologue for them either.
+ */
+static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
+{
+	struct task_struct *task;
+	struct iovec first = {};
+	__u32 path;
+
+	task = bpf_get_current_task_btf();
+	if (compat_syscall(task))
+		return 0;
+	if (vfs_path && nr != NR_io_submit)
+		return 0; /* loaded beside the VFS path for AIO only (its fentry refused): the VFS programs do the rest */
+	switch (nr) {
+	case NR_read:
+	case NR_pread64:
+	case NR_write:
+	case NR_pwrite64:
+		path = (nr == NR_read || nr == NR_pread64) ? IOPATH_READ : IOPATH_WRITE;
+		begin_rw(task, nr, path, syscall_arg(regs, 0), syscall_arg(regs, 1), syscall_arg(regs, 2));
+		return 0;
+	case NR_readv:
+	case NR_preadv:
+	case NR_preadv2:
+	case NR_writev:
+	case NR_pwritev:
+	case NR_pwritev2:
+		/* The memory side is the first iovec (argument 1 points at the array). */
+		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
+		if (!rw_of_interest(task, file_of_fd(task, syscall_arg(regs, 0))))
+			return 0; /* before the user read: a call of no interest costs no helper */
+		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
+		begin_rw(task, nr, path, syscall_arg(regs, 0), (__u64)first.iov_base, first.iov_len);
+		return 0;
+	case NR_copy_file_range: /* (fd_in, off_in, fd_out, off_out, len, flags) */
+	case NR_splice:		 /* (fd_in, off_in, fd_out, off_out, len, flags) */
+		begin_fd_to_fd(task, nr, nr == NR_splice ? IOPATH_SPLICE : IOPATH_COPY_FILE_RANGE, syscall_arg(regs, 0),
+			       syscall_arg(regs, 2), syscall_arg(regs, 4));
+		return 0;
+	case NR_sendfile64: /* (out_fd, in_fd, offset, count) */
+		begin_fd_to_fd(task, nr, IOPATH_SENDFILE, syscall_arg(regs, 1), syscall_arg(regs, 0), syscall_arg(regs, 3));
+		return 0;
+	case NR_io_submit:
+		if (aio_syscalls)
+			aio_submit(task, regs);
+		return 0;
+	case NR_bpf: /* a thread about to read the maps sees its own calls in them */
+		if (batch_calls) {
+			struct inflight *io = task_record(task, false);
+
+			if (io)
+				flush_batch(&io->batch);
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/* mmap and shmat returned: a new mapping of shared memory sets the process's bit (shared_memory_tgids). */
+static __always_inline void note_mapping(struct task_struct *task, struct pt_regs *regs, __s64 nr, __s64 ret)
+{
+	struct file *file;
+
+	if (!shared_memory_known || (__u64)ret >= (__u64)-4095) /* an error */
+		return;
+	if (nr == NR_mmap) {
+		if (syscall_arg(regs, 3) & MAP_ANONYMOUS_)
+			return;
+		file = file_of_fd(task, syscall_arg(regs, 4));
+		if (!file || !shared_memory_mapping(file))
+			return;
+	}
+	mark_tgid(task->tgid, true); /* shmat: System V shared memory is shmem */
+}
+
+static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 ret)
+{
+	struct task_struct *task;
+	struct inflight *io;
+
+	switch (nr) {
+	case NR_mmap:
+	case NR_shmat:
+		task = bpf_get_current_task_btf();
+		if (!compat_syscall(task))
+			note_mapping(task, regs, nr, ret);
+		return 0;
+	case NR_io_getevents:
+	case NR_io_pgetevents:
+		if (!aio_syscalls)
+			return 0;
+		task = bpf_get_current_task_btf();
+		if (!compat_syscall(task))
+			aio_events(task, regs, ret);
+		return 0;
+	}
+	if (vfs_path)
+		return 0;
+	task = bpf_get_current_task_btf();
+	if (!open_calls[task->tgid & (OPEN_CALL_SLOTS - 1)])
+		return 0;
+	io = task_record(task, false);
+	if (io && io->active && io->nr == nr) {
+		finish(io, ret, true);
+		count_closed(io);
+	}
+	return 0;
+}
+
+static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
+{
+	if (syscall_in(enter_syscalls, nr)) /* every other syscall (getppid...) leaves here */
+		syscall_enter_traced(regs, nr);
+}
+
+/*
+ * While no record is open anywhere (open_calls_total), the exit of a read or write has nothing to close:
+ * only mmap, shmat and AIO's exits are looked at then, so a call of no interest makes no subprogram call.
+ */
+static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
+{
+	__s64 nr = syscall_nr(regs);
+
+	if (syscall_in(open_calls_total ? exit_all_syscalls : exit_syscalls, nr))
+		syscall_exit_traced(regs, nr, ret);
+}
+
+/* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(syscall_enter_btf, struct pt_regs *regs, long id)
+{
+	syscall_enter(regs, id);
 	return 0;
 }
 
 SEC("tp_btf/sys_exit")
-int BPF_PROG(aio_events_sys, struct pt_regs *regs, long ret)
+int BPF_PROG(syscall_exit_btf, struct pt_regs *regs, long ret)
 {
-	struct task_struct *task;
-	struct aio_batch batch;
-	__s64 nr = syscall_nr(regs);
+	syscall_exit(regs, ret);
+	return 0;
+}
 
-	if ((nr != NR_io_getevents && nr != NR_io_pgetevents) || ret <= 0)
-		return 0;
-	task = bpf_get_current_task_btf();
-	if (compat_syscall(task) || !traced_tgid(((__u64)task->tgid << 32) | (__u32)task->pid))
-		return 0;
-	batch.array = syscall_arg(regs, 3);
-	batch.tgid = task->tgid;
-	bpf_loop(ret < AIO_BATCH_MAX ? ret : AIO_BATCH_MAX, aio_event_one, &batch, 0);
+/* Where tp_btf is refused: plain raw tracepoints, the same work through a read-only cast of regs. */
+SEC("raw_tp/sys_enter")
+int syscall_enter_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	syscall_enter(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
+	return 0;
+}
+
+SEC("raw_tp/sys_exit")
+int syscall_exit_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	syscall_exit(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)), ctx->args[1]);
 	return 0;
 }
 

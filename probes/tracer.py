@@ -30,6 +30,7 @@ from .hooks import (
     ITER,
     LIFECYCLE_OBJECT,
     RAW_TP,
+    SHARED_MEMORY,
     SYSCALL_CONCERN,
     SYSCALL_VFS_PROGRAMS,
     SYSCALLS,
@@ -189,6 +190,44 @@ def _covered_by_fallback(statuses, catalogue):
                 why=f"{statuses[program.name].why}; the syscall tracepoints are used ({used.program})")
 
 
+def _served_within(statuses, catalogue, plans):
+    """A program whose work is done inside others (Program.within) is live only while one of them is, and is
+    attached as that one is. A container not needed otherwise (the syscall programs beside a live VFS path,
+    AIO's fentry refused) is loaded for it: .rodata (vfs_path) then keeps it to that work."""
+    for _, program in catalogue:
+        status = statuses[program.name]
+        if not program.within or not status.live:
+            continue
+        container = next((statuses[name] for name in program.within if statuses[name].live), None)
+        planned = next((name for name in program.within if plans[name][0] and not statuses[name].missing), None)
+        if container is None and planned is not None:
+            _, via, why = plans[planned]
+            container = statuses[planned] = dataclasses.replace(statuses[planned], state=State.LIVE, via=via,
+                                                                why=f"for {program.name}: {why}")
+        if container is None:
+            statuses[program.name] = dataclasses.replace(
+                status, state=State.MISSING, via=None,
+                why=f"its work is done in {' or '.join(program.within)}, which is not live here")
+        else:
+            statuses[program.name] = dataclasses.replace(status, via=container.via,
+                                                         why=f"done in {container.program} ({container.why})")
+
+
+def _shared_memory_not_needed(statuses, catalogue):
+    """The programs that keep shared_memory_tgids refused: nothing is lost (every read and write takes the
+    exact path), so they are not needed rather than missing."""
+    for _, program in catalogue:
+        if program.group == SHARED_MEMORY and statuses[program.name].missing:
+            statuses[program.name] = dataclasses.replace(
+                statuses[program.name], state=State.NOT_NEEDED,
+                why=f"{statuses[program.name].why}; every read and write takes the exact path")
+
+
+def _own_program(program):
+    """A catalogue Program that is a BPF program attached to a hook (not an iterator, not done within another)."""
+    return program.attach != ITER and not program.within
+
+
 def _absent_from_kernel(report, function):
     """The function is in neither BTF nor kallsyms (features.detect said so): nothing there to trace."""
     feature = report.features.get(f"fn/{function}")
@@ -245,8 +284,15 @@ class Tracer:
             raise
         statuses = _served_by_fallbacks(statuses, self._catalogue)
         _covered_by_fallback(statuses, self._catalogue)
+        _shared_memory_not_needed(statuses, self._catalogue)
         self.programs = statuses
         self.hooks = _syscall_hooks(statuses) + [s for s in statuses.values() if s.concern != SYSCALL_CONCERN]
+
+    @property
+    def attached_programs(self):
+        """The live programs attached to a hook of their own (benchmarks put a do-nothing twin on each)."""
+        own = {program.name for _, program in self._catalogue if _own_program(program)}
+        return [name for name, status in self.programs.items() if status.live and name in own]
 
     @property
     def attribution(self):
@@ -263,8 +309,13 @@ class Tracer:
             obj = BpfObject(object_path(object_name))
             rodata = dict(self._rodata_values)
             if object_name == IOPATHS_OBJECT:
+                _served_within(statuses, self._catalogue, self._plans)
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
                 rodata["vfs_path"] = _vfs_live(statuses)
+                rodata["shared_memory_known"] = all(statuses[program.name].live for _, program in self._catalogue
+                                                    if program.group == SHARED_MEMORY)
+                rodata["aio_syscalls"] = any(statuses[program.name].live for _, program in self._catalogue
+                                             if program.within)
                 obj.map("traced_tgids").reuse_fd(self._objs[LIFECYCLE_OBJECT].map("traced_tgids").fd)
                 if not self._io_records:  # counters only: no records, no I/O stacks
                     rodata.update(record_events=False, collect_stacks=False)
@@ -279,8 +330,9 @@ class Tracer:
             for name, entries in self._max_entries.items():
                 if name in obj.maps:
                     obj.map(name).max_entries = entries
-            for name in mine:
-                obj.program(name).autoload = statuses[name].live
+            for _, program in self._catalogue:
+                if program.name in mine and not program.within:
+                    obj.program(program.name).autoload = statuses[program.name].live
             try:
                 obj.load()
             except BpfLoadError as error:
@@ -318,12 +370,14 @@ class Tracer:
         """Attach every loaded program of obj; True when a refused one has a fallback to load instead."""
         reload = False
         for _, program in self._catalogue:
-            if program.name not in mine or not statuses[program.name].live or program.attach == ITER:
+            if program.name not in mine or not statuses[program.name].live or not _own_program(program):
                 continue
             try:
                 obj.program(program.name).attach()
             except BpfAttachError as error:
-                reload |= self._refused(statuses, program.name, f"attach refused: {error}")
+                # A refused shared-memory keeper: load again with shared_memory_known off (.rodata)
+                reload |= self._refused(statuses, program.name, f"attach refused: {error}") or \
+                    program.group == SHARED_MEMORY
         return reload
 
     def _seed(self, obj, mine, statuses):
@@ -335,7 +389,8 @@ class Tracer:
             try:
                 obj.program(program.name).read_iter()
             except BpfError as error:
-                if not self._refused(statuses, program.name, f"iterator refused: {error}"):
+                if not self._refused(statuses, program.name, f"iterator refused: {error}") and \
+                        program.group != SHARED_MEMORY:
                     raise
                 return False
         return True
@@ -348,10 +403,8 @@ class Tracer:
     def reattach(self):
         """Put the live programs back on their hooks after detach(), and run the iterators again
         (mappings made while detached)."""
-        iterators = {program.name for _, program in self._catalogue if program.attach == ITER}
-        for name, status in self.programs.items():
-            if status.live and name not in iterators:
-                self._objs[self._object_of[name]].program(name).attach()
+        for name in self.attached_programs:
+            self._objs[self._object_of[name]].program(name).attach()
         self._seed(self._obj, {name for name in self.programs if self._object_of[name] == IOPATHS_OBJECT},
                    self.programs)
 

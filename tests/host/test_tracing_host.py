@@ -3,6 +3,8 @@ import ctypes
 import dataclasses
 import mmap
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -305,3 +307,79 @@ def test_a_detached_tracer_counts_nothing_until_it_is_attached_again(report, col
         os.close(fd)
         mapping.close()
         os.close(memfd)
+
+
+# A child that reads a file into anonymous memory, then (MODE) maps a memfd, reads a memfd by its fd, or maps
+# System V shared memory, then reads again; with "fork" it forks after the mapping and the child reads. Prints
+# the pid whose reads follow.
+SHARED_MEMORY_CHILD = """
+import ctypes, mmap, os, sys
+path, before, after, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+fd = os.open(path, os.O_RDONLY)
+for _ in range(before):
+    os.pread(fd, 4096, 0)
+memfd = os.memfd_create("syscall-path")
+os.ftruncate(memfd, 4096)
+if mode == "shmat":
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    shmid = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    assert shmid >= 0 and libc.shmat(shmid, None, 0) not in (None, ctypes.c_void_p(-1).value)
+    libc.shmctl(shmid, 0, None)  # IPC_RMID: gone once detached
+elif mode != "memfd-fd":
+    shared = mmap.mmap(memfd, 4096)
+reader = os.getpid()
+source = memfd if mode == "memfd-fd" else fd
+if mode == "fork":
+    reader = os.fork()
+    if reader == 0:
+        for _ in range(after):
+            os.pread(fd, 4096, 0)
+        os._exit(0)
+    os.waitpid(reader, 0)
+else:
+    for _ in range(after):
+        os.pread(source, 4096, 0)
+print(reader, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["map", "fork", "shmat", "memfd-fd"])
+def test_the_syscall_path_skips_ordinary_reads_until_the_process_maps_shared_memory(report, cold_file, mode):
+    """Every process traced (as the live view and export run it), on the syscall tracepoints: a process that
+    maps no dma-buf, memfd or device memory has its reads of an ordinary file into anonymous memory pass
+    uncounted (its calls open no record); once it maps a memfd (mmap's exit) or System V shared memory
+    (shmat's exit), every read is counted, and so is a child forked after the mapping from its first read;
+    a read of a memfd by its fd is counted without any mapping."""
+    path, _data = cold_file
+    with Tracer(report=report, stacks=False) as tracer:
+        if tracer.attribution != "syscalls":
+            pytest.skip("the VFS path is used here (tests/vm/test_tracing.py covers it)")
+        assert tracer.programs["shared_memory_seed"].live
+        out = subprocess.run([sys.executable, "-c", SHARED_MEMORY_CHILD, path, "300", "40", mode], check=True,
+                             capture_output=True, text=True).stdout
+        snapshot = tracer.snapshot()
+    reader = int(out)
+    calls = sum(c.calls for (task, p), c in snapshot.by_task.items() if task == reader and p == "read")
+    assert 40 <= calls < 300, snapshot.by_task  # the 300 before the mapping: none
+
+
+def test_a_process_that_mapped_shared_memory_before_the_tracer_started_is_traced_from_its_first_read(
+        report, cold_file):
+    """The seeding iterator sets the bit of processes whose mappings predate the tracer (the syscall path
+    has no mmap exit to see them)."""
+    path, _data = cold_file
+    memfd = os.memfd_create("tracing-seed")
+    os.ftruncate(memfd, PAGE)
+    mapping = mmap.mmap(memfd, PAGE)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with Tracer(report=report, stacks=False, ignore_self=False) as tracer:
+            for _ in range(25):
+                os.pread(fd, 4096, 0)
+            snapshot = tracer.snapshot()
+    finally:
+        os.close(fd)
+        mapping.close()
+        os.close(memfd)
+    assert sum(c.calls for (task, p), c in snapshot.by_task.items() if task == os.getpid() and p == "read") >= 25

@@ -1,6 +1,7 @@
 """io_uring and AIO requests (iopaths.bpf.c, "io_uring and AIO requests"): their path ids decode, their hooks
 are planned with fallbacks and are 'not needed' on a kernel built without them (never 0, never 'missing'
 there), and the live view shows their bytes in the ASYNC column or n/t when their hooks are missing."""
+import dataclasses
 import json
 import os
 
@@ -148,3 +149,27 @@ def test_a_refused_program_whose_fallback_is_live_is_not_needed_and_its_concern_
     assert served["uring_submit_btf"].why == "tp_btf not available (EINVAL); uring_submit_raw is used"
     assert served["uring_complete_btf"].missing  # its fallback is not live: the completions are not traced
     assert hooks.missing_concerns(served.values()) == {"io_uring": "io_uring_complete: tp_btf not available (EINVAL)"}
+
+
+def test_the_aio_syscall_fallback_is_done_in_the_syscall_programs_which_load_for_it_beside_the_vfs_path():
+    """aio_submit_sys and aio_events_sys have no BPF program of their own (no second program on every syscall):
+    they are live in the syscall programs; where the VFS path is live and only AIO's fentry is refused, the
+    syscall programs are loaded for AIO alone."""
+    catalogue = hooks.programs()
+    by_name = {program.name: program for _, program in catalogue}
+    assert by_name["aio_submit_sys"].within == ("syscall_enter_btf", "syscall_enter_raw")
+    assert by_name["aio_events_sys"].within == ("syscall_exit_btf", "syscall_exit_raw")
+    assert not tracing._own_program(by_name["aio_submit_sys"]) and tracing._own_program(by_name["syscall_enter_btf"])
+    plans = {program.name: (True, "tp_btf", "ok") for _, program in catalogue}
+    statuses = {name: HookState(name, "x", "t", State.NOT_NEEDED, None, "the VFS path is used")
+                for name in by_name}
+    statuses["aio_submit_sys"] = HookState("aio_submit_sys", "aio", "sys_enter", State.LIVE, "tp_btf", "ok")
+    tracing._served_within(statuses, catalogue, plans)
+    assert statuses["syscall_enter_btf"].live and "for aio_submit_sys" in statuses["syscall_enter_btf"].why
+    assert statuses["aio_submit_sys"].live and "done in syscall_enter_btf" in statuses["aio_submit_sys"].why
+    assert not statuses["syscall_exit_btf"].live  # aio_events_sys is not live here: nothing needs it
+    refused = dict(statuses, syscall_exit_btf=dataclasses.replace(statuses["syscall_exit_btf"], state=State.MISSING),
+                   syscall_exit_raw=dataclasses.replace(statuses["syscall_exit_raw"], state=State.MISSING),
+                   aio_events_sys=HookState("aio_events_sys", "aio", "sys_exit", State.LIVE, "tp_btf", "ok"))
+    tracing._served_within(refused, catalogue, plans)
+    assert refused["aio_events_sys"].missing and "not live here" in refused["aio_events_sys"].why

@@ -61,3 +61,13 @@ def test_table_groups_and_says_why():
     assert "kernel 7.2.0" in text
     assert "fentry" in text and "EPERM" in text
     assert text.index("Attach types") < text.index("Iterators")
+
+
+def test_withheld_attach_kinds_are_reported_refused_so_that_the_lab_can_stand_in_for_the_ci_host():
+    found = {name: features.Feature(True, name, "ok") for name in ("fentry", "fexit", "kprobe", "kretprobe", "tp_btf")}
+    features.withhold(found, "fentry, kprobe")
+    assert not any(found[name].available for name in ("fentry", "fexit", "kprobe", "kretprobe"))
+    assert found["tp_btf"].available and "withheld (DMABUF_TOP_WITHHOLD=" in found["fentry"].detail
+    features.withhold(found, "")  # unset: nothing withheld
+    with pytest.raises(ValueError, match="unknown attach kind 'uprobe'"):
+        features.withhold(found, "uprobe")
