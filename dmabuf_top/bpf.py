@@ -305,11 +305,15 @@ class BpfObject:
         return self
 
     def _rodata_layout(self):
-        """{variable name: (offset, size)} from the object's own BTF DATASEC '.rodata'."""
+        return self.datasec_layout(".rodata")
+
+    def datasec_layout(self, section):
+        """{variable name: (offset, size)} of a global data section ('.rodata', '.bss', '.data') from the
+        object's own BTF DATASEC."""
         btf = self._lib.bpf_object__btf(self._obj)
         if not btf:
             return {}
-        section_id = self._lib.btf__find_by_name_kind(btf, b".rodata", BTF_KIND_DATASEC)
+        section_id = self._lib.btf__find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
         if section_id < 0:
             return {}
         section = self._lib.btf__type_by_id(btf, section_id)

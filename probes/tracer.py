@@ -410,10 +410,20 @@ class Tracer:
 
     # -- reading
 
+    def _reseed_on_the_syscall_path(self):
+        """On the syscall path only mmap's and shmat's exits set a process's shared-memory bit; a mapping a
+        driver makes inside an ioctl (vm_mmap) reaches neither, and the process's reads into it would pass
+        uncounted. The seeding iterator sees every mapping, so each snapshot runs it again: such a miss
+        lasts one interval at most. (On the VFS path mmap_region's fentry sees them all.)"""
+        seed = self.programs.get("shared_memory_seed")
+        if seed is not None and seed.live and self.attribution != VFS_PATH:
+            self._obj.program("shared_memory_seed").read_iter()
+
     def snapshot(self, minimal=False):
         """Cumulative counters now. minimal: only what a delta reader of targets, tasks and stacks
         needs (record): page cache and lifecycle are left empty, as reading every entry
         of maps it does not use costs seconds per poll on a slow machine under churn."""
+        self._reseed_on_the_syscall_path()
         maps = self._obj.maps
         by_target = {}
         self._target_keys = {}  # for forget(): the raw key of each decoded target

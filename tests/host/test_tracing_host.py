@@ -383,3 +383,42 @@ def test_a_process_that_mapped_shared_memory_before_the_tracer_started_is_traced
         mapping.close()
         os.close(memfd)
     assert sum(c.calls for (task, p), c in snapshot.by_task.items() if task == os.getpid() and p == "read") >= 25
+
+
+def test_the_syscall_path_finds_at_the_next_snapshot_a_mapping_no_mmap_exit_saw(report, cold_file):
+    """A mapping a driver makes inside an ioctl (vm_mmap) reaches neither mmap's nor shmat's exit, so on the
+    syscall path the process's bit stays clear and its reads pass uncounted. Each snapshot runs the seeding
+    iterator again, which sees every mapping: the miss lasts one interval. Stand-in for the unseen mapping: a
+    process that maps a memfd, whose bit is then cleared in the tracer's own map."""
+    path, _data = cold_file
+    memfd = os.memfd_create("tracing-reseed")
+    os.ftruncate(memfd, PAGE)
+    mapping = mmap.mmap(memfd, PAGE)
+    fd = os.open(path, os.O_RDONLY)
+
+    def my_reads(snapshot):
+        return sum(c.calls for (task, p), c in snapshot.by_task.items() if task == os.getpid() and p == "read")
+
+    try:
+        with Tracer(report=report, stacks=False, ignore_self=False) as tracer:
+            if tracer.attribution != "syscalls":
+                pytest.skip("the VFS path is used here: mmap_region's fentry sees every mapping")
+            obj = tracer._obj
+            bss = next(m for m in obj.maps.values() if m.name.endswith(".bss"))
+            offset, size = obj.datasec_layout(".bss")["shared_memory_tgids"]
+            key = (0).to_bytes(4, "little")
+            cleared = bytearray(bss.lookup(key))
+            cleared[offset:offset + size] = bytes(size)
+            bss.update(key, cleared)
+            for _ in range(25):
+                os.pread(fd, 4096, 0)
+            unseen = my_reads(tracer.snapshot())  # reseeds first, then reads the counters
+            for _ in range(25):
+                os.pread(fd, 4096, 0)
+            seen = my_reads(tracer.snapshot())
+    finally:
+        os.close(fd)
+        mapping.close()
+        os.close(memfd)
+    assert unseen == 0  # the bit really was clear: the stand-in holds
+    assert seen >= 25
