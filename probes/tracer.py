@@ -416,7 +416,8 @@ class Tracer:
         uncounted. The seeding iterator sees every mapping, so each snapshot runs it again: such a miss
         lasts one interval at most. (On the VFS path mmap_region's fentry sees them all.)"""
         seed = self.programs.get("shared_memory_seed")
-        if seed is not None and seed.live and self.attribution != VFS_PATH:
+        every_call_exact = bool(self._rodata_values["target_tgid"])  # one process traced: the bit is not asked
+        if seed is not None and seed.live and self.attribution != VFS_PATH and not every_call_exact:
             self._obj.program("shared_memory_seed").read_iter()
 
     def snapshot(self, minimal=False):
