@@ -11,8 +11,13 @@ when it is not, a frame in an object the Symbolizer met elsewhere still gets its
 Memory is bounded: a Creation leaves at its buffer's release record, and `keep_only(alive inodes)` drops those
 whose release was lost; MAX_CREATIONS caps what a storm of exports can add between two inventories; each drain
 reads at most one ring's worth of records.
+
+The live view and the exporter borrow their sampler's Tracer (`CreationFeed(tracer=...)`: not closed here) and
+`follow()` it: a thread of its own waits on the ring (no wake-up while nothing is created) and learns each record
+as it comes, whatever the refresh interval or the scrape period; `current()` is a copy for the sampler's thread.
 """
 import os
+import threading
 import time
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
@@ -25,11 +30,16 @@ from .symbolize import Symbolizer, cgroup_paths
 
 POLL_S = 0.1
 MAX_CREATIONS = 1 << 16
+# The programs that see a buffer's creation: the 7.0 tracepoint, else fexit dma_buf_export (probes/hooks.py).
+EXPORT_PROGRAMS = frozenset({"lifecycle_dma_buf_export", "lifecycle_fexit_export"})
 
 
 class CreationFeed:
     def __init__(self, tracer_factory: Optional[Callable[[], Tracer]] = None, symbolizer: Optional[Symbolizer] = None,
-                 read_cgroups: Callable[[], Dict[int, str]] = cgroup_paths, clock=time.monotonic):
+                 read_cgroups: Callable[[], Dict[int, str]] = cgroup_paths, clock=time.monotonic,
+                 tracer: Optional[Tracer] = None):
+        """tracer: one already loaded with lifecycle records (record=True), borrowed: close() leaves it open."""
+        self._borrowed = tracer
         self._tracer_factory = tracer_factory or (lambda: Tracer(record=True, stacks=True, io_records=False))
         self._symbolizer = symbolizer or Symbolizer()
         self._read_cgroups = read_cgroups
@@ -39,18 +49,45 @@ class CreationFeed:
         self._stacks: Dict[Tuple, Tuple[str, ...]] = {}  # one tuple per distinct stack, shared by its buffers
         self.creations: Dict[int, Creation] = {}
         self.lost = 0  # export records not kept (MAX_CREATIONS reached)
+        self._lock = threading.Lock()  # creations, between follow()'s thread and current()/keep_only()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
 
     def open(self):
-        self._tracer = self._tracer_factory()
+        self._tracer = self._borrowed if self._borrowed is not None else self._tracer_factory()
         self._tracer.kallsyms()  # read once now, not in the first drain
         self._symbolizer.remember(os.getpid())  # libc and the loader: objects most creators map too
         self._cgroups = self._read_cgroups()
         return self
 
     def close(self):
-        if self._tracer is not None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        if self._tracer is not None and self._borrowed is None:
             self._tracer.close()
-            self._tracer = None
+        self._tracer = None
+
+    def follow(self):
+        """Learn records in a thread of its own from now on (read them with current()); returns self."""
+        self._thread = threading.Thread(target=self._follow, name="dmabuf-top creations", daemon=True)
+        self._thread.start()
+        return self
+
+    def _follow(self):
+        tracer = self._tracer
+        while not self._stop.is_set():
+            # Waits on the ring up to POLL_S: a wake-up per record batch, none while nothing happens.
+            for record in tracer.poll_records(timeout_ms=int(POLL_S * 1000), max_records=tracer.ring_capacity):
+                if isinstance(record, LifecycleRecord):
+                    with self._lock:
+                        self.learn(record)
+
+    def current(self) -> Dict[int, Creation]:
+        """A copy of the creations known now (safe while follow()'s thread learns more)."""
+        with self._lock:
+            return dict(self.creations)
 
     def __enter__(self):
         return self.open()
@@ -61,6 +98,11 @@ class CreationFeed:
     @property
     def tracer(self):
         return self._tracer
+
+    @property
+    def sees_exports(self) -> bool:
+        """A creation hook is live: without one no Creation ever comes, and creators are "not known", not none."""
+        return any(status.live for status in self._tracer.hooks if status.program in EXPORT_PROGRAMS)
 
     def drain(self) -> Dict[int, Creation]:
         """Take the records waiting in the ring (one ring's worth at most); returns the creations by inode."""
@@ -86,14 +128,19 @@ class CreationFeed:
             if record.inode not in self.creations and len(self.creations) >= MAX_CREATIONS:
                 self.lost += 1
                 return
+            stack, kernel_depth = self._stack(record)
             self.creations[record.inode] = Creation(
                 record.inode, record.tgid, record.comm, record.timestamp_ns, record.tid,
-                self._cgroup(record.cgroup_id), self._stack(record))
+                self._cgroup(record.cgroup_id), stack, kernel_depth)
 
     def keep_only(self, inodes: Iterable[int], read_ns: int):
         """Forget the creations of buffers gone: made before an inventory read at read_ns (time.monotonic_ns)
         that did not show them (their release record was lost)."""
         alive = set(inodes)
+        with self._lock:
+            self._keep_only(alive, read_ns)
+
+    def _keep_only(self, alive, read_ns):
         for inode in [inode for inode, creation in self.creations.items()
                       if inode not in alive and creation.created_ns < read_ns]:
             del self.creations[inode]
@@ -106,7 +153,8 @@ class CreationFeed:
         path = self._cgroups.get(cgroup_id)
         return None if path is None else os.fsencode(path)
 
-    def _stack(self, record) -> Optional[Tuple[str, ...]]:
+    def _stack(self, record) -> Tuple[Optional[Tuple[str, ...]], int]:
+        """(frames innermost first, kernel then user, or None; how many are kernel frames)."""
         tracer = self._tracer
         kernel = []
         if record.kernel_stack >= 0:
@@ -117,7 +165,7 @@ class CreationFeed:
         user_frames = tracer.alloc_user_stack(record.user_stack) if record.user_stack >= 0 else []
         frames = tuple(kernel) + tuple(self._symbolizer.user_stack(record.tgid, user_frames))
         if not frames:
-            return None
+            return None, 0
         if len(self._stacks) >= MAX_CREATIONS:
             self._stacks.clear()  # only shares storage: the creations keep their own tuples
-        return self._stacks.setdefault(frames, frames)
+        return self._stacks.setdefault(frames, frames), len(kernel)

@@ -31,7 +31,8 @@ KERNEL_REFERENCE = "kernel reference"
 class Creation:
     """A buffer's creation as the lifecycle probe saw it. created_ns: CLOCK_MONOTONIC (bpf_ktime_get_ns, as
     time.monotonic_ns); cgroup: the creator's cgroup v2 path (raw bytes, None: not read); stack: the
-    allocation stack's frames, innermost first (kernel then user), None when none was taken."""
+    allocation stack's frames, innermost first (kernel then user), None when none was taken; kernel_frames: how
+    many of them are the kernel's (None: not said)."""
 
     inode: int
     pid: int
@@ -40,6 +41,12 @@ class Creation:
     tid: int = 0
     cgroup: Optional[bytes] = None
     stack: Optional[Tuple[str, ...]] = None
+    kernel_frames: Optional[int] = None
+
+    @property
+    def user_stack(self) -> Tuple[str, ...]:
+        """The user frames of the stack, innermost first (all of it when the split is not known)."""
+        return tuple(self.stack or ())[self.kernel_frames or 0:]
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,13 @@ class LeakReport:
     @property
     def bytes(self) -> int:
         return sum(group.bytes for group in self.groups)
+
+
+def creator_cgroups(creations: Optional[Mapping[int, Creation]]) -> Optional[Dict[int, Optional[bytes]]]:
+    """{inode: creator's cgroup path} for inventory/cgroup_totals (None: creators not known at all)."""
+    if creations is None:
+        return None
+    return {inode: creation.cgroup for inode, creation in creations.items()}
 
 
 def pid_alive(pid: int) -> bool:

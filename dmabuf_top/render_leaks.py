@@ -80,14 +80,15 @@ def _age(leak) -> str:
     return f"{leak.age_s:.1f}s" if leak.age_known else f">={leak.age_s:.1f}s"
 
 
-def _creator(leak) -> str:
+def creator_text(leak) -> str:
+    """pid(comm), "... exited" when it has; "before start" for a buffer older than the tool; else "not known"."""
     if leak.creator is None:
         return "before start" if leak.preexisting else NOT_KNOWN
     text = f"{leak.creator.pid}({terminal_safe(leak.creator.comm)})"
     return f"{text} exited" if leak.creator_state == "exited" else text
 
 
-def _who(holders) -> str:
+def holders_text(holders) -> str:
     return " ".join(f"{h.pid}({terminal_safe(h.comm, none='?')})x{h.count}" for h in holders) or "-"
 
 
@@ -112,8 +113,8 @@ def render_text(report) -> str:
         lines.append("  " + "  ".join(f"{h:<{w}}" for h, w in _HEAD).rstrip())
         for leak in group.buffers:
             held_by = ", ".join(terminal_safe(what) for what in leak.kernel_holds)
-            cells = (str(leak.inode), human_size(leak.size), _age(leak), _creator(leak), _who(leak.fd_holders),
-                     _who(leak.map_holders))
+            cells = (str(leak.inode), human_size(leak.size), _age(leak), creator_text(leak),
+                     holders_text(leak.fd_holders), holders_text(leak.map_holders))
             lines.append(("  " + "  ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, _HEAD)) + "  " + held_by).rstrip())
     return "\n".join(lines).rstrip() + "\n"
 

@@ -271,9 +271,10 @@ class Tracer:
                     obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
                     obj.map("stack_traces").max_entries = 1
             else:
-                if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
+                if not self.record or not rodata["collect_stacks"]:  # no stacks: 8 MiB of stack maps unused
                     for name in ("alloc_stacks", "alloc_user_stacks"):
                         obj.map(name).max_entries = 1
+                if not self.record:  # per-inode counts only: no records
                     obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
             obj.set_rodata(**rodata)
             for name, entries in self._max_entries.items():

@@ -9,6 +9,10 @@ comes from the buffer index (inventory.index) that learnt the sample's inventory
 A value the kernel does not keep for one row reads "n/a" (a process older than the
 moment the view turned delay accounting on has no block-I/O, swap-in or reclaim
 delays: its row's extra["delays_na"] says why).
+
+The Leaks pane and the cgroups' created bytes come from the sample's `creations` (the lifecycle probe's, followed
+by the sampler): a leaks.LeakTracker observes every sample, so ages and growth count from the view's start, and
+a buffer already there at the first sample is "before start". Like the Cgroups pane it is system-wide, even with -p.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from ..inventory.cgroup_totals import cgroup_totals
 from ..inventory.index import BufferIndex
 from ..inventory.inventory import InventoryArrays
 from ..inventory.types import ExporterTotal
+from ..leaks import LeakTracker, creator_cgroups
 from ..probes.dmabuf_iter import BufferColumns
 from ..probes.hooks import State
 from ..sampler import Sample
@@ -30,6 +35,7 @@ from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
 from .columns import ASYNC_PATHS, COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
+from .leak_rows import leak_rows
 from .rates import RateTracker
 
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
@@ -118,8 +124,12 @@ def _path_rates(rates: Optional[Mapping[str, float]]) -> Optional[Dict[str, Dict
 class LiveModel:
     """Turns successive Samples into Frames. Holds the rate trackers and the previous buffer table."""
 
-    def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None):
+    def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None,
+                 min_age: float = 1.0):
+        """min_age: the Leaks pane lists buffers alive at least this many seconds."""
         self.interval = interval
+        self.min_age = min_age
+        self._leaks = LeakTracker()
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
         self.pid = pid
@@ -176,7 +186,8 @@ class LiveModel:
             "processes": self._process_rows(sample, processes, arrays, trace, comms, first),
             "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
             "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
-            "cgroups": _cgroup_rows(inventory),
+            "cgroups": _cgroup_rows(inventory, sample.creations),
+            "leaks": self._leak_rows(sample),
         }
         if self.pid is None:
             exporters = list(inventory.exporters)
@@ -200,6 +211,14 @@ class LiveModel:
         mine = arrays.pair_pid == self.pid
         # one pair per (pid, row), rows ascending within a pid: already sorted and distinct
         return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
+
+    def _leak_rows(self, sample) -> List[Row]:
+        now_ns = int(sample.monotonic * 1e9)  # time.monotonic: the clock of the creations (bpf_ktime_get_ns)
+        creations = sample.creations
+        self._leaks.observe(sample.inventory, now_ns, creations)
+        report = self._leaks.report(sample.inventory, now_ns, self.min_age, creations,
+                                    probe_loaded=creations is not None)
+        return leak_rows(report)
 
     def _buffer_table(self, now, arrays, selection, buffer_io, comms, first):
         samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}
@@ -352,11 +371,11 @@ class LiveModel:
 PATH_RATE_KEYS = ("calls", "bytes", "copy", "pin", "pc_added", "latency")
 
 
-def _cgroup_rows(inventory) -> List[Row]:
+def _cgroup_rows(inventory, creations=None) -> List[Row]:
     """One row per cgroup of the holders, then "unknown cgroup" and "kernel-only" (system-wide, even with -p:
     a cgroup's total is what its processes hold). created is None ("not known") without the lifecycle probe."""
     rows = []
-    for total in cgroup_totals(inventory, inventory.cgroups or {}).rows:
+    for total in cgroup_totals(inventory, inventory.cgroups or {}, creator_cgroups(creations)).rows:
         path = "" if total.path is None else terminal_safe(total.path)
         short = terminal_safe(total.short)
         values = {"cgroup": short, "processes": total.processes, "buffers": total.buffers,
