@@ -8,9 +8,13 @@ every POLL_S, so a creator that exits right after the export (a child passing it
 when it is not, a frame in an object the Symbolizer met elsewhere still gets its symbol, else it stays
 "object+0xoff [build id]".
 
-Memory is bounded: a Creation leaves at its buffer's release record, and `keep_only(alive inodes)` drops those
-whose release was lost; MAX_CREATIONS caps what a storm of exports can add between two inventories; each drain
-reads at most one ring's worth of records.
+The kernel's own references come as records too: each buffer's last HOLD_EVENTS_PER_BUFFER get/put/attach/detach
+events (leaks.HoldEvent: who, when) are kept in `holds`, for what `leaks` says of a buffer no process holds. They
+exist only where the dma_buf tracepoints do (7.0+): elsewhere `sees_holds` is False and `leaks` says "missing".
+
+Memory is bounded: a Creation (and a buffer's hold events) leaves at its buffer's release record, and
+`keep_only(alive inodes)` drops those whose release was lost; MAX_CREATIONS caps what a storm of exports can add
+between two inventories (and the buffers with hold events); each drain reads at most one ring's worth of records.
 
 The live view and the exporter borrow their sampler's Tracer (`CreationFeed(tracer=...)`: not closed here) and
 `follow()` it: a thread of its own waits on the ring (no wake-up while nothing is created) and learns each record
@@ -19,9 +23,10 @@ as it comes, whatever the refresh interval or the scrape period; `current()` is 
 import os
 import threading
 import time
-from typing import Callable, Dict, Iterable, Optional, Tuple
+from collections import deque
+from typing import Callable, Deque, Dict, Iterable, Optional, Tuple
 
-from .leaks import Creation
+from .leaks import HOLD_EVENTS, Creation, HoldEvent
 from .probes.buffer_lifecycle import LifecycleRecord
 from .probes.hooks import FENTRY
 from .probes.tracer import Tracer
@@ -32,6 +37,9 @@ POLL_S = 0.1
 MAX_CREATIONS = 1 << 16
 # The programs that see a buffer's creation: the 7.0 tracepoint, else fexit dma_buf_export (probes/hooks.py).
 EXPORT_PROGRAMS = frozenset({"lifecycle_dma_buf_export", "lifecycle_fexit_export"})
+# The kernel's references taken and dropped: dma_buf_get/put have no other hook than their tracepoints.
+HOLD_PROGRAMS = frozenset({"lifecycle_dma_buf_get", "lifecycle_dma_buf_put"})
+HOLD_EVENTS_PER_BUFFER = 4
 
 
 class CreationFeed:
@@ -48,6 +56,7 @@ class CreationFeed:
         self._cgroups: Dict[int, str] = {}
         self._stacks: Dict[Tuple, Tuple[str, ...]] = {}  # one tuple per distinct stack, shared by its buffers
         self.creations: Dict[int, Creation] = {}
+        self.holds: Dict[int, Deque[HoldEvent]] = {}  # inode -> its last hold events, oldest first
         self.lost = 0  # export records not kept (MAX_CREATIONS reached)
         self._lock = threading.Lock()  # creations, between follow()'s thread and current()/keep_only()
         self._stop = threading.Event()
@@ -104,6 +113,19 @@ class CreationFeed:
         """A creation hook is live: without one no Creation ever comes, and creators are "not known", not none."""
         return any(status.live for status in self._tracer.hooks if status.program in EXPORT_PROGRAMS)
 
+    @property
+    def sees_holds(self) -> bool:
+        """dma_buf_get and dma_buf_put are both hooked: the hold events kept are all that happened since the start."""
+        live = {status.program for status in self._tracer.hooks if status.live}
+        return HOLD_PROGRAMS <= live
+
+    def hold_events(self) -> Optional[Dict[int, Tuple[HoldEvent, ...]]]:
+        """{inode: its last hold events, oldest first}; None where the get/put hooks are missing."""
+        if not self.sees_holds:
+            return None
+        with self._lock:
+            return {inode: tuple(events) for inode, events in self.holds.items()}
+
     def drain(self) -> Dict[int, Creation]:
         """Take the records waiting in the ring (one ring's worth at most); returns the creations by inode."""
         for record in self._tracer.drain_records(max_records=self._tracer.ring_capacity):
@@ -124,6 +146,14 @@ class CreationFeed:
     def learn(self, record: LifecycleRecord):
         if record.event == "release":
             self.creations.pop(record.inode, None)
+            self.holds.pop(record.inode, None)
+        elif record.event in HOLD_EVENTS and record.inode:
+            events = self.holds.get(record.inode)
+            if events is None:
+                if len(self.holds) >= MAX_CREATIONS:
+                    return
+                events = self.holds[record.inode] = deque(maxlen=HOLD_EVENTS_PER_BUFFER)
+            events.append(HoldEvent(record.event, record.tgid, record.comm, record.timestamp_ns))
         elif record.event == "export" and record.inode:
             if record.inode not in self.creations and len(self.creations) >= MAX_CREATIONS:
                 self.lost += 1
@@ -144,6 +174,9 @@ class CreationFeed:
         for inode in [inode for inode, creation in self.creations.items()
                       if inode not in alive and creation.created_ns < read_ns]:
             del self.creations[inode]
+        for inode in [inode for inode, events in self.holds.items()
+                      if inode not in alive and events[-1].at_ns < read_ns]:
+            del self.holds[inode]
 
     def _cgroup(self, cgroup_id) -> Optional[bytes]:
         if not cgroup_id:

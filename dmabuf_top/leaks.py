@@ -11,7 +11,9 @@
   growth    each group's count and bytes at every observation, and the change since the first
   creator   pid/comm from the Creation, "exited" when that process is gone; "not known" without one
   holders   by fd and by mapping (pid, comm, how many); a buffer no process holds says what holds it:
-            the devices attached to it, else "kernel reference" (an fd in flight, a driver's get)
+            the devices attached to it, else "kernel reference" (an fd in flight, a driver's get), and its
+            last get/put/attach/detach events (who, when) where the lifecycle probe sees them (`hold_events`;
+            None: those hooks are missing here, said as such, never as "no events")
 
 The lifecycle probe's seam: `creations`, {inode: Creation}, given to both observe() and report()
 (leak_creations.CreationFeed fills it live). Without the probe it is empty and everything above still holds,
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 NOT_KNOWN, EXITED, RUNNING = "not known", "exited", "running"
 KERNEL_REFERENCE = "kernel reference"
@@ -50,6 +52,20 @@ class Creation:
 
 
 @dataclass(frozen=True)
+class HoldEvent:
+    """A reference taken or dropped by the kernel on a buffer's behalf: event "get", "put" (dma_buf_get/put),
+    "attach" or "detach" (a device); pid/comm: the task that did it; at_ns: CLOCK_MONOTONIC."""
+
+    event: str
+    pid: int
+    comm: str
+    at_ns: int
+
+
+HOLD_EVENTS = frozenset({"get", "put", "attach", "detach"})
+
+
+@dataclass(frozen=True)
 class Holder:
     pid: int
     comm: bytes
@@ -70,6 +86,9 @@ class LeakBuffer:
     fd_holders: Tuple[Holder, ...]
     map_holders: Tuple[Holder, ...]
     kernel_holds: Tuple[str, ...]  # for a buffer no process holds: attached devices, or "kernel reference"
+    # For a buffer no process holds: its last hold events, oldest first (None: not seen here, the hooks are
+    # missing); () for a buffer a process holds.
+    last_events: Optional[Tuple[HoldEvent, ...]] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class LeakReport:
     groups: List[LeakGroup]
     creations_known: bool
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    hold_events_known: bool = False  # the get/put/attach/detach hooks are live (last_events are what happened)
+    now_ns: int = 0  # when the report was made (CLOCK_MONOTONIC): the hold events' ages count from it
 
     @property
     def buffers(self) -> int:
@@ -164,9 +185,11 @@ class LeakTracker:
         self._history.append((now_ns, per_group))
 
     def report(self, inventory, now_ns: int, min_age_s: float, creations: Mapping[int, Creation] = None,
-               alive: Callable[[int], bool] = pid_alive, probe_loaded: bool = False) -> LeakReport:
+               alive: Callable[[int], bool] = pid_alive, probe_loaded: bool = False,
+               hold_events: Optional[Mapping[int, Sequence[HoldEvent]]] = None) -> LeakReport:
         """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped, largest first.
-        probe_loaded: `creations` come from the lifecycle probe (even when empty: nothing created since it started)."""
+        probe_loaded: `creations` come from the lifecycle probe (even when empty: nothing created since it started).
+        hold_events: {inode: its last HoldEvents} from the probe; None when its get/put hooks are missing."""
         creations = creations or {}
         comms = {process.pid: process.comm for process in inventory.processes}
         groups: Dict[Tuple, Tuple[Optional[Tuple[str, ...]], List[LeakBuffer]]] = {}
@@ -191,10 +214,12 @@ class LeakTracker:
             maps = tuple(Holder(pid, comms.get(pid, b""), refs.maps) for pid, refs in sorted(entry.holders.items())
                          if refs.maps)
             kernel_holds: Tuple[str, ...] = ()
+            last_events: Optional[Tuple[HoldEvent, ...]] = ()
             if not entry.holders:
                 kernel_holds = tuple(buffer.attached_devices) or (KERNEL_REFERENCE,)
+                last_events = None if hold_events is None else tuple(hold_events.get(buffer.inode, ()))
             leak = LeakBuffer(buffer.inode, buffer.size, buffer.exporter, buffer.name, age_ns / 1e9, age_known,
-                              preexisting, creation, state, fds, maps, kernel_holds)
+                              preexisting, creation, state, fds, maps, kernel_holds, last_events)
             stack, key = group_key(buffer, creation)
             groups.setdefault(key, (stack, []))[1].append(leak)
         out = []
@@ -208,4 +233,4 @@ class LeakTracker:
             notes = ("no creation records (the lifecycle probe is not loaded here): ages count from when this tool "
                      "first saw each buffer, creators are not known, groups are by exporter + size + name",)
         return LeakReport((now_ns - first_ns) / 1e9, min_age_s, len(self._history), out,
-                          bool(creations) or probe_loaded, notes)
+                          bool(creations) or probe_loaded, notes, hold_events is not None, now_ns)

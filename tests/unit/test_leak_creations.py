@@ -144,3 +144,29 @@ def test_kernel_and_user_frames_are_told_apart():
         made = creations.drain()[11]
     assert made.stack == ("dma_buf_export", "dma_heap_ioctl+0x10", "make_buffer+0x1234 (creator)")
     assert made.kernel_frames == 2 and made.user_stack == ("make_buffer+0x1234 (creator)",)
+
+
+def hold(inode, event, pid=50, ts=2000):
+    return LifecycleRecord(pid, "importer", event, -1, ts, inode, 4096)
+
+
+def test_hold_events_are_kept_last_few_per_buffer_and_leave_with_it():
+    tracer = PolledTracer([])
+    tracer.hooks = [SimpleNamespace(program=name, target=name, via=None, live=True)
+                    for name in ("lifecycle_dma_buf_get", "lifecycle_dma_buf_put")]
+    creations = CreationFeed(symbolizer=FakeSymbolizer(), read_cgroups=dict, tracer=tracer).open()
+    for ts, event in enumerate(("get", "put", "attach", "get", "put", "detach")):
+        creations.learn(hold(11, event, ts=ts))
+    creations.learn(hold(12, "get"))
+    held = creations.hold_events()
+    assert [e.event for e in held[11]] == ["attach", "get", "put", "detach"]  # the last four, oldest first
+    assert (held[12][0].pid, held[12][0].comm) == (50, "importer")
+    creations.learn(LifecycleRecord(50, "x", "release", -1, 9, 12, 4096))
+    creations.keep_only([], read_ns=10)  # 11 is gone too (its release lost)
+    assert creations.hold_events() == {}
+
+
+def test_hold_events_are_not_known_without_the_get_put_hooks():
+    creations = CreationFeed(symbolizer=FakeSymbolizer(), read_cgroups=dict, tracer=PolledTracer([])).open()
+    creations.learn(hold(11, "get"))
+    assert creations.hold_events() is None
