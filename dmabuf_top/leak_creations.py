@@ -20,6 +20,7 @@ The live view and the exporter borrow their sampler's Tracer (`CreationFeed(trac
 `follow()` it: a thread of its own waits on the ring (no wake-up while nothing is created) and learns each record
 as it comes, whatever the refresh interval or the scrape period; `current()` is a copy for the sampler's thread.
 """
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from .probes.hooks import FENTRY
 from .probes.tracer import Tracer
 from .stacks import kernel_frames
 from .symbolize import Symbolizer, cgroup_paths
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.1
 MAX_CREATIONS = 1 << 16
@@ -58,6 +61,7 @@ class CreationFeed:
         self.creations: Dict[int, Creation] = {}
         self.holds: Dict[int, Deque[HoldEvent]] = {}  # inode -> its last hold events, oldest first
         self.lost = 0  # export records not kept (MAX_CREATIONS reached)
+        self.failed = 0  # records follow() could not learn (logged)
         self._lock = threading.Lock()  # creations, between follow()'s thread and current()/keep_only()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -90,8 +94,12 @@ class CreationFeed:
             # Waits on the ring up to POLL_S: a wake-up per record batch, none while nothing happens.
             for record in tracer.poll_records(timeout_ms=int(POLL_S * 1000), max_records=tracer.ring_capacity):
                 if isinstance(record, LifecycleRecord):
-                    with self._lock:
-                        self.learn(record)
+                    try:
+                        with self._lock:
+                            self.learn(record)
+                    except Exception:  # one record that cannot be read must not end the thread (and all the rest)
+                        self.failed += 1
+                        log.exception("lifecycle record %r", record)
 
     def current(self) -> Dict[int, Creation]:
         """A copy of the creations known now (safe while follow()'s thread learns more)."""

@@ -147,11 +147,39 @@ def pid_alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def group_key(buffer, creation: Optional[Creation]):
-    """(stack or None, key): the allocation stack when known, else exporter + size + name."""
+def _key(exporter, size, name, creation: Optional[Creation]):
     if creation is not None and creation.stack:
         return creation.stack, ("stack",) + tuple(creation.stack)
-    return None, ("buffer", buffer.exporter or "", buffer.size, buffer.name)
+    return None, ("buffer", exporter or "", size, name)
+
+
+def group_key(buffer, creation: Optional[Creation]):
+    """(stack or None, key): the allocation stack when known, else exporter + size + name."""
+    return _key(buffer.exporter, buffer.size, buffer.name, creation)
+
+
+def _inodes_sizes_keys(inventory, creations: Mapping[int, Creation]):
+    """([inode], [size], [group key]) of every buffer: from the inventory's columns when it has them (no object
+    per buffer: the live view observes ten thousand buffers every second), else from its entries."""
+    arrays = inventory.arrays
+    if arrays is None:
+        buffers = [entry.buffer for entry in inventory.buffers]
+        return ([b.inode for b in buffers], [b.size for b in buffers],
+                [group_key(b, creations.get(b.inode))[1] for b in buffers])
+    columns = arrays.columns
+    exporters = [exporter or "" for exporter in columns.exporters]
+    inodes, sizes = columns.inode.tolist(), columns.size.tolist()
+    keys = [("buffer", exporters[code], size, name)  # _key without a creation, for each row
+            for code, size, name in zip(columns.exporter_code.tolist(), sizes, columns.names())]
+    for row, inode in enumerate(inodes) if creations else ():
+        creation = creations.get(inode)
+        if creation is not None and creation.stack:
+            keys[row] = _key(None, None, None, creation)[1]
+    return inodes, sizes, keys
+
+
+# The observations a group's growth series keeps: the first, then the latest ones (a view open for days).
+SERIES_KEPT = 120
 
 
 class LeakTracker:
@@ -160,29 +188,32 @@ class LeakTracker:
         self._first_seen: Dict[int, int] = {}  # inode -> when first observed
         self._preexisting: set = set()
         self._history: List[Tuple[int, Dict[Tuple, Tuple[int, int]]]] = []  # (ns, {group key: (count, bytes)})
+        self.observations = 0
 
     def observe(self, inventory, now_ns: int, creations: Mapping[int, Creation] = None) -> None:
         creations = creations or {}
         first = self._first_ns is None
         if first:
             self._first_ns = now_ns
-        alive = set()
+        inodes, sizes, keys = _inodes_sizes_keys(inventory, creations)
+        alive = set(inodes)
+        first_seen = self._first_seen
+        for inode in alive - first_seen.keys():
+            first_seen[inode] = now_ns
+            if first and inode not in creations:
+                self._preexisting.add(inode)
         per_group: Dict[Tuple, Tuple[int, int]] = {}
-        for entry in inventory.buffers:
-            buffer = entry.buffer
-            alive.add(buffer.inode)
-            if buffer.inode not in self._first_seen:
-                self._first_seen[buffer.inode] = now_ns
-                if first and buffer.inode not in creations:
-                    self._preexisting.add(buffer.inode)
-            _, key = group_key(buffer, creations.get(buffer.inode))
-            count, size = per_group.get(key, (0, 0))
-            per_group[key] = (count + 1, size + buffer.size)
+        for key, size in zip(keys, sizes):
+            count, total = per_group.get(key, (0, 0))
+            per_group[key] = (count + 1, total + size)
         # Forget the buffers gone: an inode the kernel reuses later is a new buffer.
-        for inode in set(self._first_seen) - alive:
-            del self._first_seen[inode]
+        for inode in first_seen.keys() - alive:
+            del first_seen[inode]
             self._preexisting.discard(inode)
         self._history.append((now_ns, per_group))
+        if len(self._history) > SERIES_KEPT:
+            del self._history[1]  # the first stays: growth counts from it
+        self.observations += 1
 
     def report(self, inventory, now_ns: int, min_age_s: float, creations: Mapping[int, Creation] = None,
                alive: Callable[[int], bool] = pid_alive, probe_loaded: bool = False,
@@ -232,5 +263,5 @@ class LeakTracker:
         if not creations and not probe_loaded:
             notes = ("no creation records (the lifecycle probe is not loaded here): ages count from when this tool "
                      "first saw each buffer, creators are not known, groups are by exporter + size + name",)
-        return LeakReport((now_ns - first_ns) / 1e9, min_age_s, len(self._history), out,
+        return LeakReport((now_ns - first_ns) / 1e9, min_age_s, self.observations, out,
                           bool(creations) or probe_loaded, notes, hold_events is not None, now_ns)

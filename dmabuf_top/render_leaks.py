@@ -6,7 +6,8 @@ JSON (one object per report, one per line; "schema": "dmabuf-top.leaks/1"):
      "buffers", "bytes",
      "groups": [{"stack": [frame]|null, "exporter", "size", "name", "name_hex" (the group key when the stack
                  is not known; null otherwise), "count", "bytes", "growth_buffers", "growth_bytes",
-                 "series": [{"t_s", "buffers", "bytes"}],
+                 "series": [{"t_s", "buffers", "bytes"}] (the first observation, then the latest: at most
+                             leaks.SERIES_KEPT),
                  "buffers": [{"inode", "size", "exporter", "name", "name_hex", "age_s", "age_known",
                               "preexisting", "creator": {"pid", "tid", "comm", "state", "cgroup", "cgroup_hex"}|null,
                               "creator_state": "running"|"exited"|"not known",

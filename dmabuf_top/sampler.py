@@ -202,7 +202,7 @@ class Sources:
         creations = None
         if feed is not None:
             creations = feed.current()  # after the read: a buffer made during it has its creation
-            feed.keep_only((entry.buffer.inode for entry in inventory.buffers), read_ns)
+            feed.keep_only(_inodes(inventory), read_ns)
         self.index.learn_inventory(inventory)
         trace = self._reader(tracer).snapshot(self.index) if tracer is not None else None
         stats = {}
@@ -267,6 +267,13 @@ class TraceReader:
         self.forgotten += len(index.forget_gone(self.tracer, trace, self._previous))
         self._previous = trace.by_target
         return trace
+
+
+def _inodes(inventory) -> List[int]:
+    """Every buffer's inode, from the columns when the inventory has them (no object per buffer)."""
+    if inventory.arrays is not None:
+        return inventory.arrays.columns.inode.tolist()
+    return [entry.buffer.inode for entry in inventory.buffers]
 
 
 def busiest(trace) -> List[int]:

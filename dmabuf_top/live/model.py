@@ -13,9 +13,12 @@ delays: its row's extra["delays_na"] says why).
 The Leaks pane and the cgroups' created bytes come from the sample's `creations` (the lifecycle probe's, followed
 by the sampler): a leaks.LeakTracker observes every sample, so ages and growth count from the view's start, and
 a buffer already there at the first sample is "before start". Like the Cgroups pane it is system-wide, even with -p.
+Its rows are made only when read (Rows: the pane shown, or -C --pane leaks): grouping ten thousand buffers with
+their holders every second would cost more than the rest of the view together.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -69,6 +72,21 @@ class Frame:
     def not_traced(self, pane) -> set:
         """Column keys of `pane` that read n/t in this frame."""
         return {c.key for c in COLUMNS[pane] if c.concerns and all(k in self.missing for k in c.concerns)}
+
+
+class Rows(dict):
+    """A frame's rows by pane; a pane given in `later` as a function is made on its first read."""
+
+    def __init__(self, rows, later):
+        super().__init__(rows)
+        self._later = dict(later)
+
+    def __missing__(self, pane):
+        make = self._later.pop(pane, None)
+        if make is None:
+            raise KeyError(pane)
+        rows = self[pane] = make()
+        return rows
 
 
 # ---------------------------------------------------------------------------
@@ -130,6 +148,7 @@ class LiveModel:
         self.interval = interval
         self.min_age = min_age
         self._leaks = LeakTracker()
+        self._leaks_lock = threading.Lock()  # observed by the collector thread, reported by the drawing loop
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
         self.pid = pid
@@ -181,14 +200,13 @@ class LiveModel:
         # No rate before the second sample, nor while the hooks load, nor on the first traced sample.
         first = elapsed is None or trace is None and pending or (trace is not None and not self._traced)
         self._traced = trace is not None
-        rows = {
+        rows = Rows({
             "buffers": self._buffer_table(sample.monotonic, arrays, selection, buffer_io, comms, first),
             "processes": self._process_rows(sample, processes, arrays, trace, comms, first),
             "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
             "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
             "cgroups": _cgroup_rows(inventory, sample.creations),
-            "leaks": self._leak_rows(sample),
-        }
+        }, {"leaks": self._observe_leaks(sample)})
         if self.pid is None:
             exporters = list(inventory.exporters)
         else:
@@ -212,13 +230,20 @@ class LiveModel:
         # one pair per (pid, row), rows ascending within a pid: already sorted and distinct
         return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
 
-    def _leak_rows(self, sample) -> List[Row]:
+    def _observe_leaks(self, sample):
+        """Observe the sample now (ages and growth need every one); returns the function making its rows."""
         now_ns = int(sample.monotonic * 1e9)  # time.monotonic: the clock of the creations (bpf_ktime_get_ns)
         creations = sample.creations
-        self._leaks.observe(sample.inventory, now_ns, creations)
-        report = self._leaks.report(sample.inventory, now_ns, self.min_age, creations,
-                                    probe_loaded=creations is not None)
-        return leak_rows(report)
+        with self._leaks_lock:
+            self._leaks.observe(sample.inventory, now_ns, creations)
+
+        def rows() -> List[Row]:
+            with self._leaks_lock:
+                report = self._leaks.report(sample.inventory, now_ns, self.min_age, creations,
+                                            probe_loaded=creations is not None)
+            return leak_rows(report)
+
+        return rows
 
     def _buffer_table(self, now, arrays, selection, buffer_io, comms, first):
         samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}

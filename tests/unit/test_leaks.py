@@ -132,3 +132,17 @@ def test_a_kernel_only_buffer_shows_its_last_get_put_events_and_missing_hooks_sa
     document = json.loads(render_json(missing))
     assert not document["hold_events_known"]
     assert {b["inode"]: b["last_events"] for g in document["groups"] for b in g["buffers"]}[4] is None
+
+
+def test_columns_and_entries_group_alike():
+    """The live view observes from the inventory's columns, `leaks` may from its entries: one rule, same groups."""
+    made = inventory([buffer(1), buffer(2), buffer(3, 2 * MiB, None), buffer(4, 4 * MiB, HOSTILE, ["npu0"])],
+                     fds=[(10, 1)])
+    assert made.arrays is not None
+    creations = {2: Creation(2, 7, "cam", 0, stack=("f", "g")), 3: Creation(3, 7, "cam", 0)}
+    by_columns, by_entries = LeakTracker(), LeakTracker()
+    by_columns.observe(made, S, creations)
+    made.arrays = None
+    by_entries.observe(made, S, creations)
+    assert by_columns._history == by_entries._history and by_columns._preexisting == by_entries._preexisting
+    assert ("stack", "f", "g") in by_columns._history[0][1]
