@@ -69,8 +69,13 @@ def test_leaks_pane_names_creators_stacks_and_what_was_there_before(heap_availab
             key, *value = line.split()
             facts[key] = int(value[0]) if value else True
         parent, child = facts["parent"], facts["child"]
-        screen = term.wait_for(lambda s: lines_with(s, "make_mapped_leak+") and lines_with(s, "make_child_leak+"),
-                               timeout=120)
+        # the orphan is listed from its export on: while its fd is in flight (the child sent it, the parent has not
+        # taken it yet) no process holds it, a "kernel reference"; then the parent holds it by fd
+        def held_by_parent(line):
+            return f"{parent}(leak_creator)" in line.split("exited", 1)[-1]
+
+        screen = term.wait_for(lambda s: lines_with(s, "make_mapped_leak+") and
+                               any(held_by_parent(line) for line in lines_with(s, "make_child_leak+")), timeout=120)
         mapped = lines_with(screen, "make_mapped_leak+")[0]
         assert f"{parent}(leak_creator)" in mapped and "exited" not in mapped.split("make_")[0], mapped
         assert f"{parent}(leak_creator) map" in mapped and "1.0 MiB" in mapped, mapped
