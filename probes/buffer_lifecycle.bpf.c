@@ -95,6 +95,8 @@ struct {
 	__type(value, __s32); /* the alloc_user_stacks id taken with it */
 } build_id_stack_of_raw SEC(".maps");
 
+const volatile bool reuse_user_stacks = true; /* false: the build-id walk at every export (churn_cost's "before") */
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -159,7 +161,7 @@ static __always_inline __s32 user_stack_id(void *ctx)
 	__u32 key;
 	__s32 *known, id;
 
-	if (raw < 0)
+	if (!reuse_user_stacks || raw < 0)
 		return bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
 	key = raw;
 	known = bpf_map_lookup_elem(&build_id_stack_of_raw, &key);
