@@ -10,7 +10,8 @@ when it is not, a frame in an object the Symbolizer met elsewhere still gets its
 
 The kernel's own references come as records too: each buffer's last HOLD_EVENTS_PER_BUFFER get/put/attach/detach
 events (leaks.HoldEvent: who, when) are kept in `holds`, for what `leaks` says of a buffer no process holds. They
-exist only where the dma_buf tracepoints do (7.0+): elsewhere `sees_holds` is False and `leaks` says "missing".
+come from the dma_buf tracepoints (7.0+), else fexit dma_buf_get and fentry dma_buf_put (no attach/detach events
+then); where neither hooks, `sees_holds` is False and `leaks` says "missing".
 
 Memory is bounded: a Creation (and a buffer's hold events) leaves at its buffer's release record, and
 `keep_only(alive inodes)` drops those whose release was lost; MAX_CREATIONS caps what a storm of exports can add
@@ -40,8 +41,9 @@ POLL_S = 0.1
 MAX_CREATIONS = 1 << 16
 # The programs that see a buffer's creation: the 7.0 tracepoint, else fexit dma_buf_export (probes/hooks.py).
 EXPORT_PROGRAMS = frozenset({"lifecycle_dma_buf_export", "lifecycle_fexit_export"})
-# The kernel's references taken and dropped: dma_buf_get/put have no other hook than their tracepoints.
-HOLD_PROGRAMS = frozenset({"lifecycle_dma_buf_get", "lifecycle_dma_buf_put"})
+# The kernel's references taken and dropped: dma_buf_get and dma_buf_put, by tracepoint (7.0+) else fexit/fentry.
+GET_PROGRAMS = frozenset({"lifecycle_dma_buf_get", "lifecycle_fexit_get"})
+PUT_PROGRAMS = frozenset({"lifecycle_dma_buf_put", "lifecycle_fentry_put"})
 HOLD_EVENTS_PER_BUFFER = 4
 
 
@@ -125,7 +127,7 @@ class CreationFeed:
     def sees_holds(self) -> bool:
         """dma_buf_get and dma_buf_put are both hooked: the hold events kept are all that happened since the start."""
         live = {status.program for status in self._tracer.hooks if status.live}
-        return HOLD_PROGRAMS <= live
+        return bool(live & GET_PROGRAMS) and bool(live & PUT_PROGRAMS)
 
     def hold_events(self) -> Optional[Dict[int, Tuple[HoldEvent, ...]]]:
         """{inode: its last hold events, oldest first}; None where the get/put hooks are missing."""

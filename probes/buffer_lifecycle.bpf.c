@@ -269,6 +269,30 @@ int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info,
 	return 0;
 }
 
+/*
+ * Kernels before 7.0 (the patched lab kernel): the references a driver takes and drops (an import by PRIME:
+ * dma_buf_get, then dma_buf_put) by fexit/fentry, for what `leaks` says of a buffer only the kernel holds.
+ */
+SEC("fexit/dma_buf_get")
+int BPF_PROG(lifecycle_fexit_get, int fd, struct dma_buf *ret)
+{
+	if (!ret || (unsigned long)ret >= (unsigned long)-4095) /* NULL or ERR_PTR */
+		return 0;
+	lifecycle(NULL, LIFECYCLE_GET, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), fd, NULL,
+		  NULL);
+	return 0;
+}
+
+SEC("fentry/dma_buf_put")
+int BPF_PROG(lifecycle_fentry_put, struct dma_buf *dmabuf)
+{
+	if (!dmabuf)
+		return 0;
+	lifecycle(NULL, LIFECYCLE_PUT, BPF_CORE_READ(dmabuf, file, f_inode, i_ino), BPF_CORE_READ(dmabuf, size), -1,
+		  NULL, NULL);
+	return 0;
+}
+
 SEC("fentry/dma_buf_file_release")
 int BPF_PROG(lifecycle_fentry_release, struct inode *inode, struct file *file)
 {

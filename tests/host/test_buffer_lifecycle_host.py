@@ -9,7 +9,8 @@ from dmabuf_top.probes.hooks import DMA_BUF_TRACEPOINTS, LIFECYCLE_OBJECT, State
 from dmabuf_top.probes.tracer import Tracer
 
 LIFECYCLE_PROGRAMS = {f"lifecycle_{name}" for name in DMA_BUF_TRACEPOINTS} | {
-    "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name"}
+    "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_fexit_get",
+    "lifecycle_fentry_put"}
 
 
 def test_the_lifecycle_probe_loads_and_reports_every_hook():
