@@ -5,7 +5,9 @@
 churn_cost.c allocates one page from the system heap, names it and closes it, in a loop timed by its own
 thread's CPU clock (the minimum over rounds). It runs untraced, with probes/buffer_lifecycle.bpf.o loaded
 alone (every hook this kernel allows, recording into its ring, which a thread here drains as `record` does),
-and the same with the kernel and user stacks taken at each export. Modes alternate over several passes and
+and the same with the kernel and user stacks taken at each export, the build-id user stack walked at every
+export ("no reuse": reuse_user_stacks off, as before December 2026) and once per distinct raw user stack (the
+default: a repeat finds its build-id stack by its raw one). Modes alternate over several passes and
 each mode's figure is its minimum; under `--icount` a guest nanosecond is one guest instruction, so the
 figures are instructions per buffer and repeat across boots. Prints each mode and the added cost per buffer.
 """
@@ -25,14 +27,14 @@ from dmabuf_top.kernelfs import tracefs_root, tracepoint_exists  # noqa: E402
 from dmabuf_top.probes import object_path  # noqa: E402
 from dmabuf_top.probes.hooks import LIFECYCLE_OBJECT, TRACEPOINT, programs  # noqa: E402
 
-MODES = ("untraced", "lifecycle", "lifecycle + stacks")
+MODES = ("untraced", "lifecycle", "lifecycle + stacks, no reuse", "lifecycle + stacks")
 
 
 class LifecycleProbe:
     """buffer_lifecycle.bpf.o alone, recording, with every program this kernel takes (the export tracepoint,
     else its fexit fallback); a thread drains its ring."""
 
-    def __init__(self, stacks):
+    def __init__(self, stacks, reuse=True):
         tracefs = tracefs_root()
         wanted = [p for _, p in programs() if p.object == LIFECYCLE_OBJECT
                   and (p.attach != TRACEPOINT or tracepoint_exists(tracefs, p.target))]
@@ -41,7 +43,8 @@ class LifecycleProbe:
         self.live = []
         for _ in range(len(wanted) + 1):
             self.obj = BpfObject(object_path(LIFECYCLE_OBJECT))
-            self.obj.set_rodata(record_events=True, collect_stacks=stacks, ignore_tgid=os.getpid())
+            self.obj.set_rodata(record_events=True, collect_stacks=stacks, ignore_tgid=os.getpid(),
+                                reuse_user_stacks=reuse)
             self.obj.only(*[p.name for p in wanted])
             try:
                 self.obj.load()
@@ -80,7 +83,7 @@ def run_helper(binary, rounds, buffers):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--passes", type=int, default=3, help="alternations of the three modes")
+    parser.add_argument("--passes", type=int, default=3, help="alternations of the modes")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per run of churn_cost (its minimum)")
     parser.add_argument("--buffers", type=int, default=2000, help="buffers per round")
     args = parser.parse_args()
@@ -92,8 +95,10 @@ def main():
         best = {mode: None for mode in MODES}
         hooks = {}
         for index in range(args.passes):
-            for mode in MODES[index % 3:] + MODES[:index % 3]:  # a rotating order
-                probe = LifecycleProbe(stacks=mode.endswith("stacks")) if mode != "untraced" else None
+            turn = index % len(MODES)
+            for mode in MODES[turn:] + MODES[:turn]:  # a rotating order
+                probe = None if mode == "untraced" else LifecycleProbe(stacks="stacks" in mode,
+                                                                        reuse="no reuse" not in mode)
                 try:
                     figure = run_helper(binary, args.rounds, args.buffers)
                 finally:
@@ -102,7 +107,7 @@ def main():
                         probe.close()
                 best[mode] = figure if best[mode] is None else min(best[mode], figure)
     for mode in MODES:
-        print(f"{mode:20s} {best[mode]:10.1f} ns per buffer (allocate, name, close)"
+        print(f"{mode:30s} {best[mode]:10.1f} ns per buffer (allocate, name, close)"
               + (f"  hooks: {', '.join(hooks[mode])}" if mode in hooks else ""))
     base = best["untraced"]
     for mode in MODES[1:]:

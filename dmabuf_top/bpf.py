@@ -118,6 +118,7 @@ _SIGNATURES = {
     "bpf_map__value_size": (ctypes.c_uint32, [_P]),
     "bpf_map__max_entries": (ctypes.c_uint32, [_P]),
     "bpf_map__set_max_entries": (ctypes.c_int, [_P, ctypes.c_uint32]),
+    "bpf_map__set_value_size": (ctypes.c_int, [_P, ctypes.c_uint32]),
     "bpf_map__reuse_fd": (ctypes.c_int, [_P, ctypes.c_int]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(ctypes.c_size_t)]),
     "bpf_map_lookup_elem": (ctypes.c_int, [ctypes.c_int, _P, _P]),
@@ -525,6 +526,11 @@ class Map:
     @property
     def value_size(self):
         return self._lib.bpf_map__value_size(self._map)
+
+    @value_size.setter
+    def value_size(self, size):
+        """Before load. A stack map's value size is its depth: bpf_get_stackid keeps the innermost frames."""
+        _check(self._lib.bpf_map__set_value_size(self._map, size), f"set_value_size({self.name})")
 
     @property
     def max_entries(self):

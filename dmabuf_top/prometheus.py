@@ -49,6 +49,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from .errors import DmabufTopError
 from .inventory.cgroup_totals import UNKNOWN, cgroup_totals, top_cgroups
 from .inventory.index import BufferIndex
+from .leaks import creator_cgroups
 from .sampler import TraceReader
 from .text import terminal_safe
 from .trace_model import MINIMAL_MAPS
@@ -201,8 +202,11 @@ class DmabufCollector:
     """A prometheus_client collector: each scrape takes a fresh inventory and trace snapshot.
     Scrapes may come from several threads at once (the HTTP server is threaded): one at a time here."""
 
-    def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP, top_cgroups: int = DEFAULT_TOP_CGROUPS):
+    def __init__(self, take_inventory, tracer=None, top: int = DEFAULT_TOP, top_cgroups: int = DEFAULT_TOP_CGROUPS,
+                 creations=lambda: None):
+        """creations: () -> {inode: leaks.Creation} known now, or None (no lifecycle probe: no created bytes)."""
         self._take = take_inventory
+        self._creations = creations
         self._top_cgroups = top_cgroups
         self._reader = TraceReader(tracer) if tracer is not None else None
         self._index = BufferIndex()  # fed by each scrape's inventory read
@@ -212,9 +216,10 @@ class DmabufCollector:
     def collect(self):
         with self._lock:
             inventory = self._take()
+            creations = self._creations()  # after the read: a buffer made during it has its creation
             self._index.learn_inventory(inventory)
             trace = self._reader.snapshot(self._index) if self._reader is not None else None  # targets, tasks
-            return families(inventory, trace, self._top, self._index, self._top_cgroups)
+            return families(inventory, trace, self._top, self._index, self._top_cgroups, creator_cgroups(creations))
 
 
 def parse_listen(text: str):

@@ -7,6 +7,10 @@ one `Sample`: an inventory (one iter/dmabuf read, which also feeds the buffer
 index, inventory.index), a trace snapshot read by `TraceReader` (which forgets
 the counters of buffers gone), and taskstats.
 
+With `creations`, the tracer's lifecycle probe rings its records (io_records=False: the I/O programs keep
+counting and ring nothing) and a leak_creations.CreationFeed follows them: each Sample then carries who created
+each buffer (`creations`, for the Leaks pane and the cgroups' created bytes); None without it.
+
 `Collector` is the bpftop-style update thread: it samples, turns the sample into a
 Frame (LiveModel.update) and posts it, then sleeps `interval - elapsed` so the
 cadence holds however long the sampling took. The drawing loop never waits for
@@ -30,6 +34,7 @@ from . import features
 from .errors import DmabufTopError
 from .inventory.collect import IteratorSnapshots, collect
 from .inventory.index import BufferIndex
+from .leak_creations import CreationFeed
 from .probes.tracer import Tracer
 from .taskstats import TaskStatsClient
 
@@ -47,7 +52,8 @@ class Sample:
     delayacct: a taskstats.DelayAccounting (since when it is on, so whose delays are kept) or a bool (on:
     every process's delays are kept); cannot_see: sentences learnt since the model was made (a tracer that
     failed to start); index: the BufferIndex that learnt this inventory (None: whoever needs one makes it
-    from the inventory)."""
+    from the inventory); creations: {inode: leaks.Creation} of the buffers whose creation the lifecycle probe
+    saw (None: no such probe here, or not asked for)."""
 
     monotonic: float
     wall: float
@@ -58,6 +64,7 @@ class Sample:
     tracing_pending: bool = False
     cannot_see: Sequence[str] = ()
     index: Optional[BufferIndex] = None
+    creations: Optional[Mapping[int, object]] = None
 
 
 class Sources:
@@ -66,11 +73,17 @@ class Sources:
     emulated CPU) in a thread of its own once `start_background()` is called: the view calls it after its
     first paint, since a thread started earlier competes with that paint for the interpreter. Samples
     taken meanwhile say `tracing_pending` and carry no taskstats (delays read '-'). Batch modes and the
-    exporter open everything before their first sample instead: their first figures are already traced."""
+    exporter open everything before their first sample instead: their first figures are already traced.
+    creations: follow the lifecycle probe's export records (with trace); creation_stacks: with their allocation
+    stacks (the Leaks pane; the exporter needs only the creators' cgroups)."""
 
     def __init__(self, pid: Optional[int] = None, trace: bool = True, taskstats: bool = True, delayacct: bool = False,
-                 background: bool = False, tracer_options: Optional[dict] = None):
+                 background: bool = False, tracer_options: Optional[dict] = None, creations: bool = False,
+                 creation_stacks: bool = False):
         self.pid = pid
+        self._creations = creations and trace
+        self._creation_stacks = creation_stacks
+        self.feed: Optional[CreationFeed] = None
         self.delayacct = delayacct
         self.cannot_see: List[str] = []
         self.late_cannot_see: List[str] = []  # learnt by the background start, after the model was made
@@ -134,16 +147,29 @@ class Sources:
         except DmabufTopError as error:
             cannot_see.append(f"feature detection failed ({error})")
         try:
-            # no kernel stacks: neither the view nor the exporter shows them, and each costs the traced work
-            tracer = Tracer(pid=self.pid, report=report, stacks=False, **self._tracer_options)
+            # No I/O stacks: neither the view nor the exporter shows them, and each costs the traced work.
+            # Lifecycle records (and allocation stacks, at exports only) when creations are followed.
+            tracer = Tracer(pid=self.pid, report=report, stacks=self._creation_stacks, record=self._creations,
+                            io_records=False, **self._tracer_options)
         except DmabufTopError as error:
             cannot_see.append(f"no I/O tracing ({error})")
             return
+        feed = None
+        if self._creations:
+            feed = CreationFeed(tracer=tracer).open()
+            if feed.sees_exports:
+                feed.follow()
+            else:  # creators stay "not known" (Sample.creations None), never "none created"
+                feed.close()
+                feed = None
+                cannot_see.append("who creates buffers (no hook on dma_buf_export: lifecycle tracepoints or fexit)")
         with self._lock:
             if self._closed:  # the view ended while the hooks were loading
+                if feed is not None:
+                    feed.close()
                 tracer.close()
                 return
-            self.report, self.tracer = report, tracer
+            self.report, self.tracer, self.feed = report, tracer, feed
 
     @property
     def tracing_pending(self) -> bool:
@@ -170,8 +196,13 @@ class Sources:
     def sample(self, pids_hint=()) -> Sample:
         pending = self.tracing_pending
         with self._lock:
-            tracer, taskstats = self.tracer, self.taskstats
+            tracer, taskstats, feed = self.tracer, self.taskstats, self.feed
+        read_ns = time.monotonic_ns()
         inventory = self._collect()
+        creations = None
+        if feed is not None:
+            creations = feed.current()  # after the read: a buffer made during it has its creation
+            feed.keep_only(_inodes(inventory), read_ns)
         self.index.learn_inventory(inventory)
         trace = self._reader(tracer).snapshot(self.index) if tracer is not None else None
         stats = {}
@@ -189,13 +220,20 @@ class Sources:
                     log.info("taskstats for %d: %s", pid, error)
         return Sample(time.monotonic(), time.time(), inventory, trace, stats, self.delayacct,
                       tracing_pending=pending and trace is None, cannot_see=tuple(self.late_cannot_see),
-                      index=self.index)
+                      index=self.index, creations=creations)
+
+    def creations(self):
+        """{inode: leaks.Creation} known now, None when creations are not followed (or not yet: still loading)."""
+        with self._lock:
+            feed = self.feed
+        return None if feed is None else feed.current()
 
     def close(self):
         with self._lock:
             self._closed = True  # a tracer still loading closes itself when it is ready
-            closers = (self.taskstats, self.tracer, self._snapshots)
-            self.taskstats = self.tracer = self._snapshots = None
+            # the feed first: its thread polls the tracer's ring
+            closers = (self.feed, self.taskstats, self.tracer, self._snapshots)
+            self.feed = self.taskstats = self.tracer = self._snapshots = None
         for closer in closers:
             if closer is not None:
                 try:
@@ -229,6 +267,13 @@ class TraceReader:
         self.forgotten += len(index.forget_gone(self.tracer, trace, self._previous))
         self._previous = trace.by_target
         return trace
+
+
+def _inodes(inventory) -> List[int]:
+    """Every buffer's inode, from the columns when the inventory has them (no object per buffer)."""
+    if inventory.arrays is not None:
+        return inventory.arrays.columns.inode.tolist()
+    return [entry.buffer.inode for entry in inventory.buffers]
 
 
 def busiest(trace) -> List[int]:

@@ -62,6 +62,29 @@ struct {
 	__uint(value_size, 127 * sizeof(struct bpf_stack_build_id));
 } alloc_user_stacks SEC(".maps");
 
+/*
+ * The build-id stack costs a VMA lookup and a build-id read per frame (benchmarks/churn_cost.py: most of the
+ * price of stacks). A leak is a code path run again and again, so it is paid once per distinct stack: a plain
+ * user stack (a frame-pointer walk, no lookups) names the repeat, and its id leads to the build-id stack taken
+ * the first time. Raw addresses are the process's own layout: the same raw stack is the same code in the same
+ * objects (the process itself, or a fork sharing its layout), so the same build ids and offsets.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1024);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(__u64));
+} alloc_raw_user_stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   /* an alloc_raw_user_stacks id */
+	__type(value, __s32); /* the alloc_user_stacks id taken with it */
+} build_id_stack_of_raw SEC(".maps");
+
+const volatile bool reuse_user_stacks = true; /* false: the build-id walk at every export (churn_cost's "before") */
+
 static __always_inline void count_event(__u32 event, __u64 inode, __u64 size)
 {
 	struct lifecycle_key key = {.inode = inode, .event = event};
@@ -72,6 +95,26 @@ static __always_inline void count_event(__u32 event, __u64 inode, __u64 size)
 		return;
 	__sync_fetch_and_add(&counts->count, 1);
 	counts->size = size;
+}
+
+/* The creating task's user stack as an alloc_user_stacks id (build id + offset frames), walked for build ids
+ * only the first time its raw stack is seen (a raw stack that finds no room is walked every time). */
+static __always_inline __s32 user_stack_id(void *ctx)
+{
+	__s32 raw = bpf_get_stackid(ctx, &alloc_raw_user_stacks, BPF_F_USER_STACK);
+	__u32 key;
+	__s32 *known, id;
+
+	if (!reuse_user_stacks || raw < 0)
+		return bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
+	key = raw;
+	known = bpf_map_lookup_elem(&build_id_stack_of_raw, &key);
+	if (known)
+		return *known;
+	id = bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
+	if (id >= 0)
+		bpf_map_update_elem(&build_id_stack_of_raw, &key, &id, BPF_ANY);
+	return id;
 }
 
 /*
@@ -119,7 +162,7 @@ static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64
 		rec->cgroup_id = bpf_get_current_cgroup_id();
 		if (collect_stacks && ctx) {
 			rec->kernel_stack = bpf_get_stackid(ctx, &alloc_stacks, 0);
-			rec->user_stack = bpf_get_stackid(ctx, &alloc_user_stacks, BPF_F_USER_STACK);
+			rec->user_stack = user_stack_id(ctx);
 		}
 	}
 	bpf_ringbuf_submit(rec, 0);
@@ -167,6 +210,30 @@ int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info,
 		return 0;
 	lifecycle(ctx, LIFECYCLE_EXPORT, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), -1,
 		  BPF_CORE_READ(ret, exp_name), BPF_CORE_READ(ret, name));
+	return 0;
+}
+
+/*
+ * Kernels before 7.0 (the patched lab kernel): the references a driver takes and drops (an import by PRIME:
+ * dma_buf_get, then dma_buf_put) by fexit/fentry, for what `leaks` says of a buffer only the kernel holds.
+ */
+SEC("fexit/dma_buf_get")
+int BPF_PROG(lifecycle_fexit_get, int fd, struct dma_buf *ret)
+{
+	if (!ret || (unsigned long)ret >= (unsigned long)-4095) /* NULL or ERR_PTR */
+		return 0;
+	lifecycle(NULL, LIFECYCLE_GET, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), fd, NULL,
+		  NULL);
+	return 0;
+}
+
+SEC("fentry/dma_buf_put")
+int BPF_PROG(lifecycle_fentry_put, struct dma_buf *dmabuf)
+{
+	if (!dmabuf)
+		return 0;
+	lifecycle(NULL, LIFECYCLE_PUT, BPF_CORE_READ(dmabuf, file, f_inode, i_ino), BPF_CORE_READ(dmabuf, size), -1,
+		  NULL, NULL);
 	return 0;
 }
 

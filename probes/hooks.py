@@ -88,6 +88,10 @@ def _lifecycle_programs():
                      for name in DMA_BUF_TRACEPOINTS)
     return programs + (Program("lifecycle_fexit_export", FENTRY, "dma_buf_export",
                                fallback_for="lifecycle_dma_buf_export", object=LIFECYCLE_OBJECT),
+                       Program("lifecycle_fexit_get", FENTRY, "dma_buf_get", fallback_for="lifecycle_dma_buf_get",
+                               object=LIFECYCLE_OBJECT),
+                       Program("lifecycle_fentry_put", FENTRY, "dma_buf_put", fallback_for="lifecycle_dma_buf_put",
+                               object=LIFECYCLE_OBJECT),
                        Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release", object=LIFECYCLE_OBJECT),
                        # No tracepoint and a static (inlined) setter: the ioctl's exit reads the name it left.
                        Program("lifecycle_fexit_set_name", FENTRY, "dma_buf_ioctl", object=LIFECYCLE_OBJECT))
@@ -182,7 +186,7 @@ HOOK_POINTS = (
               functions=("do_splice", "do_splice_direct", "splice_file_to_pipe")),
     HookPoint("lifecycle", "lifecycle", "dma-buf creation (with its allocation stacks), naming, attach, mmap and "
               "release", (TRACEPOINT, FENTRY),
-              functions=("dma_buf_export", "dma_buf_file_release", "dma_buf_ioctl"),
+              functions=("dma_buf_export", "dma_buf_file_release", "dma_buf_ioctl", "dma_buf_get", "dma_buf_put"),
               tracepoints=tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS),
               programs=_lifecycle_programs()),
     HookPoint("children", "children", "processes forked by a traced one (record -- CMD follows them)",

@@ -322,9 +322,12 @@ class Tracer:
                     obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
                     obj.map("stack_traces").max_entries = 1
             else:
-                if not self.record:  # per-inode counts only: no records, no stacks (8 MiB of stack maps)
-                    for name in ("alloc_stacks", "alloc_user_stacks"):
+                if not self.record or not rodata["collect_stacks"]:  # no stacks: 9 MiB of stack maps unused
+                    for name in buffer_lifecycle.STACK_MAPS:
                         obj.map(name).max_entries = 1
+                elif not self._io_records:  # leaks and the live view: allocation stacks to group by, read at once
+                    buffer_lifecycle.shorten_stacks(obj, buffer_lifecycle.LEAKS_STACK_DEPTH)
+                if not self.record:  # per-inode counts only: no records
                     obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
             obj.set_rodata(**rodata)
             for name, entries in self._max_entries.items():

@@ -22,8 +22,10 @@ def command(listen, top, top_cgroups, no_trace):
 
     address, port = parse_listen(listen)
     require_bpf_privileges("the Prometheus exporter")
-    with sigterm_exits(), Sources(trace=not no_trace, taskstats=False) as sources:
+    # creations: the creators' cgroups, for dmabuf_cgroup_created_bytes (no stacks: nothing here shows them)
+    with sigterm_exits(), Sources(trace=not no_trace, taskstats=False, creations=True) as sources:
         for sentence in sources.cannot_see:
             click.echo(f"dmabuf-top export: cannot see: {sentence}", err=True)
         click.echo(f"dmabuf-top export: serving http://{address}:{port}/metrics", err=True)
-        serve(address, port, DmabufCollector(sources.take_inventory, sources.tracer, top, top_cgroups))
+        serve(address, port, DmabufCollector(sources.take_inventory, sources.tracer, top, top_cgroups,
+                                             sources.creations))

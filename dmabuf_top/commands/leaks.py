@@ -49,7 +49,8 @@ def command(min_age, as_json, numbers):
                 creations = feed.drain()  # exports made while the inventory was read
                 now = time.monotonic_ns()
                 tracker.observe(inventory, now, creations)
-                report = tracker.report(inventory, now, min_age, creations, probe_loaded=True)
+                report = tracker.report(inventory, now, min_age, creations, probe_loaded=feed.sees_exports,
+                                        hold_events=feed.hold_events())
                 click.echo(render_json(report) if as_json else render_text(report))
                 feed.keep_only((entry.buffer.inode for entry in inventory.buffers), read_ns)
                 reports += 1

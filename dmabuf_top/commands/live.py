@@ -40,12 +40,14 @@ def _parse_numbers(args):
               "see dmabuf_top/live/jsonout.py).")
 @click.option("--pane", type=click.Choice(list(PANES)), default="buffers",
               show_default=True, help="The pane shown first (the table printed with -C).")
+@click.option("--min-age", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="S",
+              help="The Leaks pane lists buffers alive at least S seconds (the rules of `dmabuf-top leaks`).")
 @click.argument("numbers", nargs=-1)
-def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
+def command(pid, sort_key, rows, no_clear, as_json, pane, min_age, numbers):
     """The live view of every dma-buf: sizes, holders, I/O rates by path, delays (needs root).
 
     dmabuf-top [interval] [count]: refresh every interval seconds (default 1), stop after
-    count refreshes. Keys: Tab/1-5 pane, < > sort column, r reverse, / filter, space pause, q quit.
+    count refreshes. Keys: Tab/1-6 pane, < > sort column, r reverse, / filter, space pause, q quit.
     """
     from ..live.columns import sort_keys
     from ..live.model import LiveModel
@@ -74,8 +76,9 @@ def command(pid, sort_key, rows, no_clear, as_json, pane, numbers):
     # The full screen shows the inventory at once and the I/O hooks load behind it (tens of seconds
     # on an emulated CPU); batch output waits for them, so that its first table is already traced.
     with sigterm_exits(), delay_accounting() as delayacct, \
-            Sources(pid=pid, delayacct=delayacct, background=not batch) as sources:
-        model = LiveModel(interval, kernel=kernel_release(), cannot_see=sources.cannot_see, pid=pid)
+            Sources(pid=pid, delayacct=delayacct, background=not batch, creations=True,
+                    creation_stacks=True) as sources:
+        model = LiveModel(interval, kernel=kernel_release(), cannot_see=sources.cannot_see, pid=pid, min_age=min_age)
         if not batch:
             return app.run(sources, model, interval, count, view)
         if as_json:

@@ -39,7 +39,7 @@ BINDINGS = (
     Binding(("q", "Q"), "quit", "quit"),
     Binding(("\t",), "next_pane", "pane"),
     Binding((curses.KEY_BTAB,), "previous_pane", ""),
-    Binding(("1", "2", "3", "4", "5"), "pane", ""),
+    Binding(("1", "2", "3", "4", "5", "6"), "pane", ""),
     Binding(("<", ","), "sort_left", "sort <"),
     Binding((">", "."), "sort_right", "sort >"),
     Binding(("r", "R"), "reverse", "reverse"),
@@ -64,7 +64,7 @@ def footer_text(view: ViewState) -> str:
         if binding.label:
             key = binding.keys[0]
             parts.append(f"{_KEY_NAMES.get(key, key)} {binding.label}")
-    return "  ".join(parts) + "  1-5 pane  arrows scroll"
+    return "  ".join(parts) + f"  1-{len(PANES)} pane  arrows scroll"
 
 
 def _as_key(key):

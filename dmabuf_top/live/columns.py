@@ -17,9 +17,9 @@ from typing import Dict, List, Tuple
 from ..text import human_size
 from ..trace_model import NOT_TRACED
 
-PANES = ("buffers", "processes", "exporters", "paths", "cgroups")
+PANES = ("buffers", "processes", "exporters", "paths", "cgroups", "leaks")
 PANE_TITLES = {"buffers": "Buffers", "processes": "Processes", "exporters": "Exporters", "paths": "Paths",
-               "cgroups": "Cgroups"}
+               "cgroups": "Cgroups", "leaks": "Leaks"}
 # rw_file: an exporter's own file I/O (DMA_BUF_IOCTL_RW_FILE), on patched kernels only (kernel/series);
 # elsewhere its row says "absent", never 0.
 # io_uring, aio: asynchronous requests, credited at completion to the process that issued them.
@@ -33,7 +33,7 @@ class Column:
     key: str  # the sort key (-s KEY) and the JSON field
     label: str
     width: int
-    fmt: str = "int"  # text | int | size | mbps | rate | pct | us
+    fmt: str = "int"  # text | int | size | signed_size | age | mbps | rate | pct | us
     concerns: Tuple[str, ...] = ()  # tracing concerns that fill it; n/t when all are missing
     help: str = ""
     none: str = "-"  # what a value not known reads as (a rate before the second sample: "-")
@@ -110,10 +110,29 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
                none="not known"),
         Column("cgroup_path", "PATH", 0, "text", help="the cgroup v2 path, escaped"),
     ),
+    # live/leak_rows.py: one row per group of leaks.LeakTracker (the rules of `dmabuf-top leaks`).
+    "leaks": (
+        Column("buffers", "BUFS", 5, help="buffers of the group alive at least --min-age"),
+        Column("bytes", "BYTES", 10, "size"),
+        Column("growth", "GROWTH", 9, "signed_size", help="the group's bytes now minus when the view started"),
+        Column("age", "AGE", 8, "age", help="the oldest buffer's age; '>=' when it existed before the view"),
+        Column("creator", "CREATOR", 33, "text", help="pid(comm) of the oldest buffer's creator, 'exited' when it "
+               "has; 'before start' for buffers older than the view; +N: other creators in the group"),
+        Column("holders", "HOLDERS", 28, "text", help="pid(comm) holding by fd, 'map' by mapping; 'no process:' "
+               "the attached devices, or a kernel reference"),
+        Column("stack", "ALLOCATION STACK (user < ... | kernel)", 0, "text",
+               help="innermost first; a group without a stack says why, and is keyed by exporter + size + name"),
+    ),
 }
-DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes", "cgroups": "held"}
+DEFAULT_SORT = {"buffers": "size", "processes": "rss", "exporters": "bytes", "paths": "bytes", "cgroups": "held",
+                "leaks": "bytes"}
 # Columns whose natural order is ascending (names, ids); numbers sort largest first.
-ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status", "cgroup", "cgroup_path"}
+ASCENDING = {"inode", "exporter", "holders", "name", "pid", "comm", "path", "status", "cgroup", "cgroup_path",
+             "creator", "stack"}
+
+
+class AgeAtLeast(float):
+    """An age in seconds that is a lower bound (the buffer existed before the view started): reads ">=12s"."""
 
 
 FILL_MIN = 12  # the line's last, 0-width column (NAME, PATH) keeps at least this much when columns give way
@@ -179,6 +198,10 @@ def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
         return str(value)
     if fmt == "size":
         return human_size(value)
+    if fmt == "signed_size":
+        return ("-" if value < 0 else "+") + human_size(abs(value))
+    if fmt == "age":
+        return (">=" if isinstance(value, AgeAtLeast) else "") + _age(value)
     if fmt == "mbps":
         return _number(value / 1e6)
     if fmt == "rate":
@@ -188,6 +211,14 @@ def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
     if fmt == "us":
         return f"{value:.1f}"
     return str(value)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
 
 
 def _number(value: float) -> str:

@@ -59,6 +59,8 @@ from .model import Frame
 from .view import ViewState, visible_rows
 
 SCHEMA = "dmabuf-top.live/2"
+# The Leaks pane's machine form is `dmabuf-top leaks --json` (render_leaks.py), with every buffer of each group.
+JSON_PANES = tuple(pane for pane in PANES if pane != "leaks")
 
 _INT = {"type": "integer"}
 _RATE = {"type": ["number", "null"]}
@@ -131,10 +133,10 @@ def _rates(row, keys, not_traced):
 def to_dict(frame: Frame, view: Optional[ViewState] = None, max_rows: Optional[int] = None) -> dict:
     view = view or ViewState()
     panes = {}
-    for pane in PANES:
+    for pane in JSON_PANES:
         rows = visible_rows(frame, ViewState(pane=pane, sort=view.sort, reverse=view.reverse, filter=view.filter))
         panes[pane] = rows[:max_rows] if max_rows else rows
-    nt = {pane: frame.not_traced(pane) for pane in PANES}
+    nt = {pane: frame.not_traced(pane) for pane in JSON_PANES}
     totals = frame.totals
     buffers = []
     for row in panes["buffers"]:

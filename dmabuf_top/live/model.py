@@ -9,9 +9,16 @@ comes from the buffer index (inventory.index) that learnt the sample's inventory
 A value the kernel does not keep for one row reads "n/a" (a process older than the
 moment the view turned delay accounting on has no block-I/O, swap-in or reclaim
 delays: its row's extra["delays_na"] says why).
+
+The Leaks pane and the cgroups' created bytes come from the sample's `creations` (the lifecycle probe's, followed
+by the sampler): a leaks.LeakTracker observes every sample, so ages and growth count from the view's start, and
+a buffer already there at the first sample is "before start". Like the Cgroups pane it is system-wide, even with -p.
+Its rows are made only when read (Rows: the pane shown, or -C --pane leaks): grouping ten thousand buffers with
+their holders every second would cost more than the rest of the view together.
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -22,6 +29,7 @@ from ..inventory.cgroup_totals import cgroup_totals
 from ..inventory.index import BufferIndex
 from ..inventory.inventory import InventoryArrays
 from ..inventory.types import ExporterTotal
+from ..leaks import LeakTracker, creator_cgroups
 from ..probes.dmabuf_iter import BufferColumns
 from ..probes.hooks import State
 from ..sampler import Sample
@@ -30,6 +38,7 @@ from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
 from .columns import ASYNC_PATHS, COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
+from .leak_rows import leak_rows
 from .rates import RateTracker
 
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
@@ -63,6 +72,21 @@ class Frame:
     def not_traced(self, pane) -> set:
         """Column keys of `pane` that read n/t in this frame."""
         return {c.key for c in COLUMNS[pane] if c.concerns and all(k in self.missing for k in c.concerns)}
+
+
+class Rows(dict):
+    """A frame's rows by pane; a pane given in `later` as a function is made on its first read."""
+
+    def __init__(self, rows, later):
+        super().__init__(rows)
+        self._later = dict(later)
+
+    def __missing__(self, pane):
+        make = self._later.pop(pane, None)
+        if make is None:
+            raise KeyError(pane)
+        rows = self[pane] = make()
+        return rows
 
 
 # ---------------------------------------------------------------------------
@@ -118,8 +142,13 @@ def _path_rates(rates: Optional[Mapping[str, float]]) -> Optional[Dict[str, Dict
 class LiveModel:
     """Turns successive Samples into Frames. Holds the rate trackers and the previous buffer table."""
 
-    def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None):
+    def __init__(self, interval: float, kernel: str = "", cannot_see: Sequence[str] = (), pid: Optional[int] = None,
+                 min_age: float = 1.0):
+        """min_age: the Leaks pane lists buffers alive at least this many seconds."""
         self.interval = interval
+        self.min_age = min_age
+        self._leaks = LeakTracker()
+        self._leaks_lock = threading.Lock()  # observed by the collector thread, reported by the drawing loop
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
         self.pid = pid
@@ -171,13 +200,13 @@ class LiveModel:
         # No rate before the second sample, nor while the hooks load, nor on the first traced sample.
         first = elapsed is None or trace is None and pending or (trace is not None and not self._traced)
         self._traced = trace is not None
-        rows = {
+        rows = Rows({
             "buffers": self._buffer_table(sample.monotonic, arrays, selection, buffer_io, comms, first),
             "processes": self._process_rows(sample, processes, arrays, trace, comms, first),
             "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
             "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
-            "cgroups": _cgroup_rows(inventory),
-        }
+            "cgroups": _cgroup_rows(inventory, sample.creations),
+        }, {"leaks": self._observe_leaks(sample)})
         if self.pid is None:
             exporters = list(inventory.exporters)
         else:
@@ -200,6 +229,21 @@ class LiveModel:
         mine = arrays.pair_pid == self.pid
         # one pair per (pid, row), rows ascending within a pid: already sorted and distinct
         return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
+
+    def _observe_leaks(self, sample):
+        """Observe the sample now (ages and growth need every one); returns the function making its rows."""
+        now_ns = int(sample.monotonic * 1e9)  # time.monotonic: the clock of the creations (bpf_ktime_get_ns)
+        creations = sample.creations
+        with self._leaks_lock:
+            self._leaks.observe(sample.inventory, now_ns, creations)
+
+        def rows() -> List[Row]:
+            with self._leaks_lock:
+                report = self._leaks.report(sample.inventory, now_ns, self.min_age, creations,
+                                            probe_loaded=creations is not None)
+            return leak_rows(report)
+
+        return rows
 
     def _buffer_table(self, now, arrays, selection, buffer_io, comms, first):
         samples = {inode: _flatten(paths) for inode, paths in buffer_io.items()}
@@ -352,11 +396,11 @@ class LiveModel:
 PATH_RATE_KEYS = ("calls", "bytes", "copy", "pin", "pc_added", "latency")
 
 
-def _cgroup_rows(inventory) -> List[Row]:
+def _cgroup_rows(inventory, creations=None) -> List[Row]:
     """One row per cgroup of the holders, then "unknown cgroup" and "kernel-only" (system-wide, even with -p:
     a cgroup's total is what its processes hold). created is None ("not known") without the lifecycle probe."""
     rows = []
-    for total in cgroup_totals(inventory, inventory.cgroups or {}).rows:
+    for total in cgroup_totals(inventory, inventory.cgroups or {}, creator_cgroups(creations)).rows:
         path = "" if total.path is None else terminal_safe(total.path)
         short = terminal_safe(total.short)
         values = {"cgroup": short, "processes": total.processes, "buffers": total.buffers,

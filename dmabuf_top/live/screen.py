@@ -113,7 +113,7 @@ def row_line(pane: str, row, widths: List[int], not_traced: set, columns: Option
     return [(" ".join(cells), attr)]
 
 
-FOOTER_HINT = "q quit  Tab/1-5 pane  < > sort  r reverse  / filter  Esc clear  space pause  arrows scroll"
+FOOTER_HINT = f"q quit  Tab/1-{len(PANES)} pane  < > sort  r reverse  / filter  Esc clear  space pause  arrows scroll"
 
 
 def render(frame: Optional[Frame], view: ViewState, width: int, height: int, footer: str = FOOTER_HINT) -> List[Line]:

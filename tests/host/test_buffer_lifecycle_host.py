@@ -4,11 +4,13 @@ import os
 
 from dmabuf_top import features
 from dmabuf_top.kernelfs import tracefs_root, tracepoint_exists
+from dmabuf_top.probes.buffer_lifecycle import LEAKS_STACK_DEPTH
 from dmabuf_top.probes.hooks import DMA_BUF_TRACEPOINTS, LIFECYCLE_OBJECT, State
 from dmabuf_top.probes.tracer import Tracer
 
 LIFECYCLE_PROGRAMS = {f"lifecycle_{name}" for name in DMA_BUF_TRACEPOINTS} | {
-    "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name"}
+    "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_fexit_get",
+    "lifecycle_fentry_put"}
 
 
 def test_the_lifecycle_probe_loads_and_reports_every_hook():
@@ -53,3 +55,22 @@ def test_lifecycle_records_alone_for_leaks():
             stat.read()
         assert all(record.__class__.__name__ == "LifecycleRecord" for record in tracer.drain_records(1000))
         assert isinstance(tracer.snapshot().by_target, dict)
+
+
+def _stack_map_bytes(tracer):
+    lifecycle = tracer._objs[LIFECYCLE_OBJECT]
+    return sum(lifecycle.map(name).max_entries * lifecycle.map(name).value_size
+               for name in ("alloc_stacks", "alloc_user_stacks", "alloc_raw_user_stacks"))
+
+
+def test_stack_maps_are_sized_to_their_reader():
+    """record keeps 127 frames per stack (flame graphs): 9 MiB of stack maps; leaks and the live view group by
+    the innermost LEAKS_STACK_DEPTH frames: 2.25 MiB; without stacks (the exporter), next to nothing."""
+    MiB = 1 << 20
+    with Tracer(record=True, stacks=True, ignore_self=False) as tracer:
+        assert _stack_map_bytes(tracer) > 8.9 * MiB
+    with Tracer(record=True, stacks=True, io_records=False, ignore_self=False) as tracer:
+        assert tracer._objs[LIFECYCLE_OBJECT].map("alloc_stacks").value_size == LEAKS_STACK_DEPTH * 8
+        assert _stack_map_bytes(tracer) == 2.25 * MiB
+    with Tracer(record=True, stacks=False, io_records=False, ignore_self=False) as tracer:
+        assert _stack_map_bytes(tracer) < 16 * 1024

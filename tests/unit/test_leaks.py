@@ -3,7 +3,7 @@ import json
 
 from dmabuf_top.inventory.inventory import build_inventory
 from dmabuf_top.inventory.types import Buffer, FdRef, Holders, MapRef
-from dmabuf_top.leaks import EXITED, KERNEL_REFERENCE, NOT_KNOWN, RUNNING, Creation, LeakTracker
+from dmabuf_top.leaks import EXITED, KERNEL_REFERENCE, NOT_KNOWN, RUNNING, Creation, HoldEvent, LeakTracker
 from dmabuf_top.render_leaks import render_json, render_text
 
 MiB = 1 << 20
@@ -106,3 +106,43 @@ def test_json_is_exact():
     assert (first["preexisting"], first["age_known"], first["creator"], first["creator_state"]) == (
         True, False, None, "not known")
     assert frames["buffers"][2]["map_holders"][0]["comm_hex"] == b"\x1b]0;x\x07srv".hex()
+
+
+def test_a_kernel_only_buffer_shows_its_last_get_put_events_and_missing_hooks_say_so():
+    tracker = LeakTracker()
+    last = grow(tracker)
+    events = {4: (HoldEvent("get", 30, "importer", 2 * S), HoldEvent("attach", 30, "importer", 2 * S + S // 2)),
+              1: (HoldEvent("get", 10, "app", S),)}  # 1 is held by a process: its events are not what holds it
+    report = tracker.report(last, 3 * S, 0, hold_events=events)
+    leaks = {b.inode: b for g in report.groups for b in g.buffers}
+    assert [e.event for e in leaks[4].last_events] == ["get", "attach"] and leaks[1].last_events == ()
+    assert leaks[5].last_events == ()  # kernel-only, no event seen since the start: none, not "missing"
+    text = render_text(report)
+    assert "last get/put: get 30(importer) 1.0s ago, attach 30(importer) 0.5s ago" in text
+    assert "last get/put: none since dmabuf-top started" in text
+    document = json.loads(render_json(report))
+    assert document["hold_events_known"]
+    by_inode = {b["inode"]: b for g in document["groups"] for b in g["buffers"]}
+    assert by_inode[4]["last_events"] == [{"event": "get", "pid": 30, "comm": "importer", "age_s": 1.0},
+                                          {"event": "attach", "pid": 30, "comm": "importer", "age_s": 0.5}]
+    assert by_inode[1]["last_events"] == []
+
+    missing = tracker.report(last, 3 * S, 0, hold_events=None)  # no get/put hooks on this kernel
+    assert "last get/put: missing" in render_text(missing)
+    document = json.loads(render_json(missing))
+    assert not document["hold_events_known"]
+    assert {b["inode"]: b["last_events"] for g in document["groups"] for b in g["buffers"]}[4] is None
+
+
+def test_columns_and_entries_group_alike():
+    """The live view observes from the inventory's columns, `leaks` may from its entries: one rule, same groups."""
+    made = inventory([buffer(1), buffer(2), buffer(3, 2 * MiB, None), buffer(4, 4 * MiB, HOSTILE, ["npu0"])],
+                     fds=[(10, 1)])
+    assert made.arrays is not None
+    creations = {2: Creation(2, 7, "cam", 0, stack=("f", "g")), 3: Creation(3, 7, "cam", 0)}
+    by_columns, by_entries = LeakTracker(), LeakTracker()
+    by_columns.observe(made, S, creations)
+    made.arrays = None
+    by_entries.observe(made, S, creations)
+    assert by_columns._history == by_entries._history and by_columns._preexisting == by_entries._preexisting
+    assert ("stack", "f", "g") in by_columns._history[0][1]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,14 @@ def _child(role, cgroup, peer, report, release):
 
 @pytest.fixture
 def two_cgroups(heap_available, udmabuf_available):
+    with two_cgroups_made() as made:
+        yield made
+
+
+@contextmanager
+def two_cgroups_made():
+    """({role: cgroup path}, {role: (child pid, {buffer key: inode})}) while the two children hold their buffers
+    (a context manager: tests/vm/test_live_leaks.py makes them once a tracer is watching)."""
     root = _cgroup2_root()
     paths = {role: root / f"dmabuf-top-test-{role}-{os.getpid()}" for role in "ab"}
     for path in paths.values():
