@@ -45,8 +45,10 @@ def missing():
 @pytest.fixture(scope="module")
 def busy_reader():
     """A process that reads and writes ordinary files without pause, so a short trace window always sees the
-    read and write paths (a quiet CI machine may make no syscalls at all in 0.1 s)."""
-    loop = ("import os, tempfile\n"
+    read and write paths (a quiet CI machine may make no syscalls at all in 0.1 s). It maps a memfd: system-wide,
+    the reads of a process that maps no shared memory are of no interest and pass uncounted."""
+    loop = ("import mmap, os, tempfile\n"
+            "memfd = os.memfd_create('busy-reader'); os.ftruncate(memfd, 4096); shared = mmap.mmap(memfd, 4096)\n"
             "fd, name = tempfile.mkstemp(); os.unlink(name)\n"
             "while True:\n"
             "    os.pwrite(fd, b'x' * 4096, 0)\n"
