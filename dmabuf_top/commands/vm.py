@@ -81,7 +81,7 @@ def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scra
         if fetch_only and not native:
             userland.assemble_userland(arch, refresh=refresh)
         if check_only:
-            needs = {**kconfig.BOOT_NEEDS, **kconfig.DMABUF_NEEDS}
+            needs = {**kconfig.boot_needs(arch), **kconfig.dmabuf_needs(arch)}
             report = kconfig.check_features(chosen.config, needs)
             click.echo(f"{chosen.vmlinuz} ({chosen.release or 'unknown release'}): {report.describe()}")
             ctx.exit(0 if report.ok else 4)
