@@ -142,3 +142,32 @@ def test_install_deps_knows_the_cross_toolchain():
     assert "kernel-arm64" in script
     assert "aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu" in script
     assert "aarch64-linux-gnu-ld binutils-aarch64-linux-gnu" in script
+
+
+def _debian_and_built(tmp_path, monkeypatch, built):
+    from dmabuf_top.kernel import fetch, lab
+
+    debian = fetch.Kernel("7.2.13+deb14", tmp_path / "debian-vmlinuz", None, "7.2.13+deb14-cloud-arm64")
+    monkeypatch.setattr(lab, "fetch_kernel", lambda arch, cache_dir=None: debian)
+    image = tmp_path / "patched" / "vmlinuz"
+    image.parent.mkdir()
+    image.write_bytes(b"\0" * 64 + b"Linux version 7.2.13 (lab@host) #1 SMP\0")
+    (image.parent / "config").write_text("CONFIG_DMABUF_HEAPS_CMA=y\n")
+    found = build.BuiltKernel(image, image.parent / "config", "k", "7.2.13-1", (), (), "arm64") if built else None
+    monkeypatch.setattr(lab.build, "cached_build", lambda cache_dir=None, arch=None: found)
+    return lab, debian, image
+
+
+def test_arm64_boots_the_lab_kernel_once_built_and_debians_when_asked(tmp_path, monkeypatch, capsys):
+    lab, debian, image = _debian_and_built(tmp_path, monkeypatch, built=True)
+    chosen = lab.resolve_kernel(None, arch.ARM64)
+    assert (chosen.vmlinuz, chosen.release, chosen.config) == (image, "7.2.13", image.parent / "config")
+    assert lab.resolve_kernel(None, arch.ARM64, stock=True) is debian
+    assert lab.resolve_kernel(None, arch.X86_64) is debian  # x86 keeps Debian's kernel: it has every heap
+    assert capsys.readouterr().err == ""
+
+
+def test_arm64_without_the_lab_kernel_boots_debians_and_says_what_it_lacks(tmp_path, monkeypatch, capsys):
+    lab, debian, _ = _debian_and_built(tmp_path, monkeypatch, built=False)
+    assert lab.resolve_kernel(None, arch.ARM64) is debian
+    assert "no dma-buf heaps; 'make kernel-arm64' builds the lab's own" in capsys.readouterr().err
