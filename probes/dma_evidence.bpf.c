@@ -300,12 +300,13 @@ static __always_inline __u64 vmemmap_start(__u64 page_size)
 	__s64 memstart = 0;
 
 	if (va_bits < 36 || va_bits > 52 || !&memstart_addr ||
-	    bpf_probe_read_kernel(&memstart, sizeof(memstart), &memstart_addr) || memstart < 0)
+	    bpf_probe_read_kernel(&memstart, sizeof(memstart), &memstart_addr))
 		return 0;
 	va_min = va_bits > 48 ? 48 : va_bits;
 	linear = (1ULL << va_bits) - (1ULL << (va_min - 1));
+	/* memstart_addr is signed: a randomized linear map (KASLR) can move it below 0 */
 	return -(1ULL << 30) - (linear >> DMA_EVIDENCE_PAGE_SHIFT) * page_size -
-	       ((__u64)memstart >> DMA_EVIDENCE_PAGE_SHIFT) * page_size;
+	       (__u64)((memstart >> DMA_EVIDENCE_PAGE_SHIFT) * (__s64)page_size);
 #else
 	__u64 base = DMA_EVIDENCE_VMEMMAP_L4;
 
