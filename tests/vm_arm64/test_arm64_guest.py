@@ -120,3 +120,23 @@ def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_number
     index.learn(inventory)
     counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (2, 0, 2 * size, 2 * size)
+
+
+@pytest.mark.parametrize("source", ["iterator", "bufinfo", "fdinfo"])
+def test_every_inventory_source_names_a_cma_buffer_and_its_size(heaps, source):
+    """The iterator (dma_buf->exp_name), debugfs bufinfo and /proc/PID/fdinfo (exp_name:) agree on a CMA buffer."""
+    with alloc_heap(2 * MiB, heap=cma_heap(heaps), name="arm64-cma-sources") as buf:
+        doc = json.loads(dmabuf_top("snapshot", "--json", "--source", source))
+    entry = next(e for e in doc["buffers"] if e["inode"] == buf.inode)
+    assert (entry["exporter"], entry["size"]) == ("default_cma_region", 2 * MiB), (source, entry)
+
+
+def test_the_live_view_names_a_cma_buffer(heaps):
+    """One interval of `dmabuf-top live --json`: the CMA buffer's row and the exporters pane carry the heap's name."""
+    with alloc_heap(4 * MiB, heap=cma_heap(heaps), name="arm64-cma-live") as buf:
+        out = dmabuf_top("live", "--json", "0.5", "1")
+    obj = json.loads(out.splitlines()[-1])
+    row = next(b for b in obj["buffers"] if b["inode"] == buf.inode)
+    assert (row["exporter"], row["size"], row["name"]) == ("default_cma_region", 4 * MiB, "arm64-cma-live")
+    exporter = next(e for e in obj["exporters"] if e["exporter"] == "default_cma_region")
+    assert exporter["buffers"] >= 1 and exporter["bytes"] >= 4 * MiB
