@@ -41,7 +41,7 @@ def test_a_read_into_a_system_heap_buffer_is_one_copy(matrix):
     result = matrix["heap-read"]
     loaded(result)
     assert (result.verdict.kind, result.verdict.copies) == ("copies", 1.0), result.verdict
-    assert result.verdict.label == "1 copy"
+    assert result.verdict.label.startswith("1 copy"), result.verdict.label
     assert result.cpu_copied == SIZE and result.page_cache_pages == PAGES and result.device_to_buffer == 0
 
 
@@ -60,7 +60,8 @@ def test_a_read_into_a_cma_buffer_is_one_copy(matrix):
     # filemap_read's copy_to_user faults them in and copies: one CPU copy, the device wrote the page cache.
     result = matrix["cma-read"]
     loaded(result)
-    assert (result.verdict.kind, result.verdict.label) == ("copies", "1 copy"), result.verdict
+    assert (result.verdict.kind, result.verdict.copies) == ("copies", 1.0), result.verdict
+    assert result.verdict.label.startswith("1 copy"), result.verdict.label
     assert result.cpu_copied == SIZE and result.page_cache_pages == PAGES and result.pinned_pages == 0
     assert result.device_to_buffer == 0
 
