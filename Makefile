@@ -18,7 +18,7 @@ BPF_SRCS := $(wildcard probes/*.bpf.c)
 BPF_OBJS := $(foreach arch,$(BPF_ARCHES),$(BPF_SRCS:.bpf.c=.$(arch).bpf.o))
 BPF_HDRS := $(wildcard probes/*.h)
 
-.PHONY: all bpf deps venv test test-unit test-host test-vm demo clean kernel
+.PHONY: all bpf deps venv test test-unit test-host test-vm demo clean kernel kernel-arm64
 
 all: bpf
 
@@ -66,6 +66,12 @@ test: venv bpf
 kernel: venv
 	@bash .ci/install-deps kernel
 	@$(VENV_PY) -m dmabuf_top.kernel.build
+
+# The arm64 lab kernel: the same source, series and lab.config with kernel/config/lab-arm64.config over it,
+# cross-compiled with Debian's aarch64-linux-gnu-gcc; what `dmabuf-top vm --arch arm64` boots once built.
+kernel-arm64: venv
+	@bash .ci/install-deps kernel-arm64
+	@$(VENV_PY) -m dmabuf_top.kernel.build --arch arm64
 
 demo: venv bpf
 	@$(VENV_PY) -m dmabuf_top.demo

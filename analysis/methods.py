@@ -159,7 +159,7 @@ def notes(methods, has_buffers) -> Dict[str, str]:
         out["top-buffers"] = out["buffers-over-time"] = (
             "validate -- CMD judges the command's calls, it does not list its buffers: "
             "`dmabuf-top record -- CMD` does.")
-    elif any(m.buffer in ("heap", "udmabuf") for m in done) and not has_buffers:
+    elif any(m.buffer in ("heap", "cma", "udmabuf") for m in done) and not has_buffers:
         out["top-buffers"] = out["buffers-over-time"] = (
             "the kernel's dma-buf list (iter/dmabuf) could not be read, so no method's dma-buf is shown.")
     return out

@@ -281,6 +281,18 @@ def available_heaps() -> list:
         return []
 
 
+# The CMA heap's names (drivers/dma-buf/heaps/cma_heap.c): the default CMA area's heap is "default_cma_region"
+# since Linux 6.17 (DEFAULT_CMA_NAME); before, it had the area's own name, "reserved" for an area made by cma= or
+# CONFIG_CMA_SIZE_*, "linux,cma" for a device tree's default pool. Its buffers' exporter is the heap's name.
+CMA_HEAP_NAMES = ("default_cma_region", "reserved", "linux,cma")
+
+
+def cma_heap_name(heaps=None) -> Optional[str]:
+    """The CMA heap among `heaps` (default: this kernel's), or None when there is none."""
+    heaps = available_heaps() if heaps is None else heaps
+    return next((name for name in CMA_HEAP_NAMES if name in heaps), None)
+
+
 def alloc_heap(size: int, heap: str = "system", name: Union[bytes, str, None] = None) -> DmaBuf:
     """Allocate a dma-buf of at least `size` bytes from /dev/dma_heap/<heap>.
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Optional
 
+from .alloc import cma_heap_name
 from .bpf import KernelBtf, libbpf_version
 from .errors import NeedsPrivilege
 from .kernelfs import BUFINFO, Kallsyms, ensure_debugfs, tracefs_root, tracepoint_exists
@@ -101,6 +102,20 @@ def dma_heaps():
         return []
 
 
+def heap_features(heaps) -> Dict[str, "Feature"]:
+    """The two heaps dmabuf-top allocates from, each said apart: the system heap, the CMA heap (its name is
+    the CMA area's: alloc.CMA_HEAP_NAMES)."""
+    cma = cma_heap_name(heaps)
+    system = "system" in heaps
+    return {
+        "system_heap": Feature(system, str(DMA_HEAP_DIR / "system") if system else None,
+                               "present" if system else "no /dev/dma_heap/system (CONFIG_DMABUF_HEAPS_SYSTEM off)"),
+        "cma_heap": Feature(cma is not None, str(DMA_HEAP_DIR / cma) if cma else None,
+                            f"{cma}: buffers from the CMA area" if cma else
+                            "no CMA heap in /dev/dma_heap (CONFIG_DMABUF_HEAPS_CMA off, or no CMA area: cma=SIZE)"),
+    }
+
+
 def _readable(path):
     try:
         with open(path, "rb") as handle:
@@ -182,6 +197,7 @@ def detect():
     heaps = dma_heaps()
     features["heaps"] = Feature(bool(heaps), str(DMA_HEAP_DIR) if heaps else None,
                                 ", ".join(heaps) if heaps else "no /dev/dma_heap (CONFIG_DMABUF_HEAPS off)")
+    features.update(heap_features(heaps))
     has_udmabuf = UDMABUF_DEVICE.exists()
     features["udmabuf"] = Feature(has_udmabuf, str(UDMABUF_DEVICE) if has_udmabuf else None,
                                   "present" if has_udmabuf else "no /dev/udmabuf (CONFIG_UDMABUF off)")

@@ -5,7 +5,10 @@ Below the BPF binding: it imports nothing of dmabuf_top but the error types, so 
 (dmabuf_top.bpf), feature detection and the decoders can all lean on it without importing each other.
 """
 import bisect
+import functools
+import gzip
 import os
+import platform
 from pathlib import Path
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -103,3 +106,44 @@ class Kallsyms:
         if index < 0 or not self._entries[index][0]:
             return f"0x{address:x}"
         return self._entries[index][1]
+
+
+def kallsyms_address(name, path=KALLSYMS):
+    """The address of kernel symbol `name` of any type (data too, with CONFIG_KALLSYMS_ALL), or None when it is
+    not there or addresses are hidden (not root: kptr_restrict shows zeros)."""
+    try:
+        with open(path) as kallsyms:
+            for line in kallsyms:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] == name:
+                    return int(parts[0], 16) or None
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# ---------------------------------------------------------------------------
+# the running kernel's config
+
+
+def kernel_config_places(release=None):
+    """Where the running kernel's config may be: /boot/config-<release> (distributions), /proc/config.gz
+    (CONFIG_IKCONFIG_PROC, the lab's arm64 kernel)."""
+    return (Path("/boot") / f"config-{release or platform.release()}", Path("/proc/config.gz"))
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_config_option(name, places=None):
+    """The value of CONFIG_<name> in the running kernel's config ("y", "48", ...), or None when the option is
+    not set or no config is found."""
+    for place in places or kernel_config_places():
+        try:
+            opener = gzip.open if str(place).endswith(".gz") else open
+            with opener(place, "rt") as config:
+                prefix = f"CONFIG_{name}="
+                return next((line[len(prefix):].strip().strip('"') for line in config if line.startswith(prefix)),
+                            None)
+        except OSError:
+            continue
+    return None
+

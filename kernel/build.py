@@ -8,20 +8,26 @@ Stages, each announced on one line: fetch (Debian's `linux-source-<major.minor>`
 exactly the version the lab boots, through the same private apt state as kernel/fetch.py),
 unpack (the .tar.xz inside it, once per source version), patch (the kernel's series in
 order; a different set is reversed and re-applied, so make rebuilds only what changed),
-config (`make allnoconfig` with kernel/config/lab.config as the base, then every option of
-the fragment is checked to have taken effect) and build (`make bzImage`, niced, logged).
+config (`make allnoconfig` with the target's fragments merged as the base: kernel/config/lab.config,
+and for arm64 lab-arm64.config after it; then every option asked for is checked to have taken effect)
+and build (`make bzImage`, or `make Image` cross-compiled for arm64; niced, logged).
 
 The result lands in <cache>/patched/<key>/ with its config and a manifest; the key hashes
-the source version, the series and their patches, the fragment and this recipe, so building again with
+the source version, the series and their patches, the fragments and the target's recipe (which names
+its architecture and cross compiler), so building again with
 nothing changed returns at once, and a patched kernel never shadows the stock one the
 lab boots by default (that one lives in <cache>/kernels/).
 
     python -m dmabuf_top.kernel.build            # build (or reuse) the lab kernel and print the bzImage path
     python -m dmabuf_top.kernel.build --cached   # print it only if already built, else exit 1
     python -m dmabuf_top.kernel.build --kernel rw-file   # another kernel of KERNELS
+    python -m dmabuf_top.kernel.build --arch arm64       # the arm64 lab kernel (aarch64-linux-gnu-gcc)
 
-The kernel source tree is shared by every build of one source version (that is what makes a
-rebuild incremental), so a build holds a lock on it from patching to the copied image.
+The kernel source tree is shared by every build of one source version and architecture (that is
+what makes a rebuild incremental), so a build holds a lock on it from patching to the copied image.
+Each architecture has a tree of its own (<cache>/kernel-src/<version> for x86, <version>-arm64):
+the x86 build runs in its tree, and the kernel refuses an `O=` build beside an in-tree one
+("The source tree is not clean"), so a second architecture cannot share it through O= alone.
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ from typing import Callable, Optional, Sequence
 from dmabuf_top.errors import DmabufTopError, MissingDependency
 
 from . import fetch
+from .arch import ARM64, X86_64, GuestArch, guest_arch
 from .kconfig import read_kconfig
 
 HERE = Path(__file__).resolve().parent
@@ -59,10 +66,43 @@ KERNELS = {
 }
 DEFAULT_KERNEL = "lab"
 CONFIG_FRAGMENT = HERE / "config" / "lab.config"
+ARM64_FRAGMENT = HERE / "config" / "lab-arm64.config"
 # Bump when the way a kernel is built changes (make targets, flags): old builds stop matching.
 RECIPE = "allnoconfig+fragment/bzImage/v1"
-ARCH = "x86_64"
+ARM64_RECIPE = "allnoconfig+fragments/Image/ARCH=arm64/CROSS_COMPILE=aarch64-linux-gnu-/v1"
 DEFAULT_JOBS = 2
+
+
+@dataclass(frozen=True)
+class Target:
+    """How one architecture's lab kernel is built from Debian's (architecture-independent) source."""
+
+    arch: GuestArch
+    make_arch: str  # make's ARCH=
+    cross_compile: str  # make's CROSS_COMPILE= ("" builds with the host's gcc)
+    image: str  # the make target
+    image_path: str  # where make leaves it, relative to the tree
+    fragments: tuple  # config fragments merged in this order (a later line wins)
+    recipe: str  # part of the cache key: names the architecture and the compiler, so keys never collide
+    tools: tuple = ()  # (program, Debian package) the cross build needs besides BUILD_TOOLS
+
+    @property
+    def make_variables(self) -> list:
+        return [f"ARCH={self.make_arch}"] + ([f"CROSS_COMPILE={self.cross_compile}"] if self.cross_compile else [])
+
+
+# The x86 target is what the lab always built: its recipe and single fragment keep its cache key as it was.
+TARGETS = {
+    X86_64.name: Target(X86_64, "x86_64", "", "bzImage", "arch/x86/boot/bzImage", (CONFIG_FRAGMENT,), RECIPE),
+    ARM64.name: Target(ARM64, "arm64", "aarch64-linux-gnu-", "Image", "arch/arm64/boot/Image",
+                       (CONFIG_FRAGMENT, ARM64_FRAGMENT), ARM64_RECIPE,
+                       (("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+                        ("aarch64-linux-gnu-ld", "binutils-aarch64-linux-gnu"))),
+}
+
+
+def target_of(arch: "GuestArch | str" = X86_64) -> Target:
+    return TARGETS[guest_arch(arch).name if isinstance(arch, str) else arch.name]
 
 # program -> Debian package, for the one-line hint when something is missing.
 BUILD_TOOLS = {
@@ -81,6 +121,7 @@ class BuiltKernel:
     source_version: str  # Debian version of linux-source-*, e.g. 7.2.13-1
     patches: tuple  # "<series>/<file name>", in the order applied
     series: tuple = ()  # the series' names, in the order applied
+    arch: str = X86_64.name  # builds from before the arm64 target were all x86
 
 
 def log(message: str) -> None:
@@ -118,19 +159,24 @@ def patch_label(patch: Path) -> str:
     return f"{patch.parent.name}/{patch.name}"
 
 
-def build_key(source_version: str, patches: Sequence[Path], fragment: Path, recipe: str = RECIPE) -> str:
-    """What decides the image: any change to these builds a new one."""
+def _fragment_list(fragments) -> list:
+    return [fragments] if isinstance(fragments, Path) else list(fragments)
+
+
+def build_key(source_version: str, patches: Sequence[Path], fragments, recipe: str = RECIPE) -> str:
+    """What decides the image: any change to these builds a new one. `fragments` is one path or several
+    (in the order merged); one fragment hashes exactly as before the arm64 target, so x86 keys stay."""
     digest = hashlib.sha256()
-    for part in (recipe, source_version, fragment.read_bytes(),
+    for part in (recipe, source_version, *[f.read_bytes() for f in _fragment_list(fragments)],
                  *[item for p in patches for item in (patch_label(p), p.read_bytes())]):
         digest.update(part if isinstance(part, bytes) else part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 
 
-def inputs_digest(patches: Sequence[Path], fragment: Path) -> str:
+def inputs_digest(patches: Sequence[Path], fragments, recipe: str = RECIPE) -> str:
     """The key without the source version: what a cached build must match to be current."""
-    return build_key("", patches, fragment)
+    return build_key("", patches, fragments, recipe)
 
 
 def patched_dir(cache_dir: Optional[Path] = None) -> Path:
@@ -138,12 +184,15 @@ def patched_dir(cache_dir: Optional[Path] = None) -> Path:
 
 
 def cached_build(cache_dir: Optional[Path] = None, series: Sequence[str] = KERNELS[DEFAULT_KERNEL],
-                 series_root: Path = SERIES_DIR, fragment: Path = CONFIG_FRAGMENT) -> Optional[BuiltKernel]:
-    """The kernel already built from the current patches of `series` and the fragment, if any (no network)."""
+                 series_root: Path = SERIES_DIR, fragment: Optional[Path] = None,
+                 arch: GuestArch = X86_64) -> Optional[BuiltKernel]:
+    """The `arch` kernel already built from the current patches of `series` and its fragments, if any
+    (no network). `fragment` replaces the target's fragments (tests)."""
     root = patched_dir(cache_dir)
     if not root.is_dir():
         return None
-    wanted = inputs_digest(kernel_patches(series, series_root), fragment)
+    target = target_of(arch)
+    wanted = inputs_digest(kernel_patches(series, series_root), fragment or target.fragments, target.recipe)
     found = []
     for entry in root.iterdir():
         built = _read_manifest(entry)
@@ -162,7 +211,8 @@ def _read_manifest(directory: Path):
     if not vmlinuz.is_file():
         return None
     kernel = BuiltKernel(vmlinuz, directory / "config", manifest["key"], manifest["source_version"],
-                         tuple(manifest["patches"]), tuple(manifest.get("series", ())))
+                         tuple(manifest["patches"]), tuple(manifest.get("series", ())),
+                         manifest.get("arch", X86_64.name))
     return kernel, manifest.get("inputs")
 
 
@@ -297,8 +347,21 @@ def _patch(tree: Path, patch_file: Path, reverse: bool = False) -> None:
 # ---------------------------------------------------------------- config and build
 
 
-def fragment_options(fragment: Path) -> dict:
-    return read_kconfig(fragment)
+def fragment_options(fragments) -> dict:
+    """The options the fragments ask for, merged in order (a later line wins, as in Kconfig)."""
+    options = {}
+    for fragment in _fragment_list(fragments):
+        options.update(read_kconfig(fragment))
+    return options
+
+
+def merged_fragment(fragments, into: Path) -> Path:
+    """One file for KCONFIG_ALLCONFIG (which takes one): the fragments in order, each under its name."""
+    fragments = _fragment_list(fragments)
+    if len(fragments) == 1:
+        return fragments[0]
+    into.write_text("".join(f"# ---- {f.name}\n{f.read_text()}\n" for f in fragments))
+    return into
 
 
 def unmet_options(wanted: dict, got: dict) -> list:
@@ -307,18 +370,28 @@ def unmet_options(wanted: dict, got: dict) -> list:
             for name, value in wanted.items() if got.get(name, "n") != value]
 
 
-def configure(tree: Path, fragment: Path, build_log: Path) -> Path:
-    _make(tree, ["KCONFIG_ALLCONFIG=" + str(fragment), "allnoconfig"], build_log, jobs=1)
+def configure(tree: Path, fragments, build_log: Path, target: Optional[Target] = None) -> Path:
+    target = target or TARGETS[X86_64.name]
+    fragments = _fragment_list(fragments)
+    allconfig = merged_fragment(fragments, tree / ".dmabuf-top-allconfig")
+    _make(tree, ["KCONFIG_ALLCONFIG=" + str(allconfig), "allnoconfig"], build_log, jobs=1, target=target)
     config = tree / ".config"
-    missing = unmet_options(fragment_options(fragment), read_kconfig(config))
+    missing = unmet_options(fragment_options(fragments), read_kconfig(config))
     if missing:
-        raise DmabufTopError(f"{fragment.name} asks for options the kernel did not take: {'; '.join(missing)}")
+        names = " + ".join(f.name for f in fragments)
+        raise DmabufTopError(f"{names} asks for options the kernel did not take: {'; '.join(missing)}")
     return config
 
 
-def _make(tree: Path, targets: Sequence[str], build_log: Path, jobs: int, heartbeat: Optional[Callable] = None):
+def make_command(targets: Sequence[str], jobs: int, target: Optional[Target] = None) -> list:
     # Other work shares the machine's cores: the compiler runs at the lowest priority.
-    args = ["nice", "-n", "19", "make", f"-j{jobs}", f"ARCH={ARCH}", *targets]
+    target = target or TARGETS[X86_64.name]
+    return ["nice", "-n", "19", "make", f"-j{jobs}", *target.make_variables, *targets]
+
+
+def _make(tree: Path, targets: Sequence[str], build_log: Path, jobs: int, heartbeat: Optional[Callable] = None,
+          target: Optional[Target] = None):
+    args = make_command(targets, jobs, target)
     with open(build_log, "ab") as out:
         out.write(f"\n$ {' '.join(args)}\n".encode())
         out.flush()
@@ -355,13 +428,22 @@ def _run(args, cwd, what):
         raise DmabufTopError(f"{what} failed: {(result.stderr or result.stdout).strip()[-300:]}")
 
 
-def require_build_tools() -> None:
-    missing = sorted({pkg for tool, pkg in BUILD_TOOLS.items() if shutil.which(tool) is None}
+def require_build_tools(target: Optional[Target] = None) -> None:
+    target = target or TARGETS[X86_64.name]
+    tools = {**BUILD_TOOLS, **dict(target.tools)}
+    missing = sorted({pkg for tool, pkg in tools.items() if shutil.which(tool) is None}
                      | {pkg for path, pkg in BUILD_HEADERS.items() if not os.path.exists(path)})
     if missing:
+        deps = "kernel" if target.arch == X86_64 else f"kernel-{target.arch.name}"
         raise MissingDependency(
-            f"building the lab kernel needs {', '.join(missing)}: install with "
-            f"'apt-get install {' '.join(missing)}' (or 'bash .ci/install-deps kernel' as root)")
+            f"building the {target.arch.name} lab kernel needs {', '.join(missing)}: install with "
+            f"'apt-get install {' '.join(missing)}' (or 'bash .ci/install-deps {deps}' as root)")
+
+
+def source_work_dir(version: str, arch: GuestArch = X86_64, cache_dir: Optional[Path] = None) -> Path:
+    """Where one architecture's source tree of `version` is unpacked, patched and built (x86 keeps its place)."""
+    name = version if arch == X86_64 else f"{version}-{arch.name}"
+    return fetch.cache_root(cache_dir) / "kernel-src" / name
 
 
 # ---------------------------------------------------------------- the whole build
@@ -382,25 +464,36 @@ def _tree_lock(work: Path):
 
 def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS,
                  series: Sequence[str] = KERNELS[DEFAULT_KERNEL], series_root: Path = SERIES_DIR,
-                 fragment: Path = CONFIG_FRAGMENT, lab: Optional[fetch.Kernel] = None) -> BuiltKernel:
-    """Build (or reuse) the lab kernel carrying `series` and return where it is."""
+                 fragment: Optional[Path] = None, lab: Optional[fetch.Kernel] = None,
+                 arch: GuestArch = X86_64) -> BuiltKernel:
+    """Build (or reuse) the `arch` lab kernel carrying `series` and return where it is.
+
+    The source is Debian's of the version of that architecture's lab kernel (`lab`, default the cached
+    Debian kernel of `arch`); `fragment` replaces the target's fragments (tests)."""
     started = time.monotonic()
+    target = target_of(arch)
+    fragments = _fragment_list(fragment) if fragment is not None else list(target.fragments)
     series = tuple(series)
     patches = kernel_patches(series, series_root)
-    lab = lab or fetch.fetch_kernel(cache_dir=cache_dir)
-    apt = fetch._private_apt(cache_dir, fetch.DEFAULT_SUITE, fetch.SYSTEM_SOURCES)
-    package, version = resolve_source(apt, lab)
-    key = build_key(version, patches, fragment)
+    lab = lab or fetch.fetch_kernel(cache_dir=cache_dir, arch=target.arch)
+    # The binary package that names the source version is the architecture's own; the source .deb
+    # itself is architecture-independent, fetched through the machine's own private apt.
+    arch_apt = fetch._private_apt(cache_dir, fetch.DEFAULT_SUITE, fetch.SYSTEM_SOURCES, target.arch)
+    package, version = resolve_source(arch_apt, lab, target.arch.flavour)
+    key = build_key(version, patches, fragments, target.recipe)
     destination = patched_dir(cache_dir) / key
     if (destination / "vmlinuz").is_file():
-        log(f"up to date: {package} {version} with {', '.join(series)} ({len(patches)} patch(es)), key {key}")
+        log(f"up to date: {target.arch.name} {package} {version} with {', '.join(series)} "
+            f"({len(patches)} patch(es)), key {key}")
         return _read_manifest(destination)[0]
-    require_build_tools()
+    require_build_tools(target)
 
-    log(f"fetch: {package} {version} (the source of the lab kernel {lab.version})")
+    log(f"fetch: {package} {version} (the source of the {target.arch.name} lab kernel {lab.version})")
+    apt = arch_apt if target.arch == X86_64 else fetch._private_apt(cache_dir, fetch.DEFAULT_SUITE,
+                                                                     fetch.SYSTEM_SOURCES)
     deb = fetch_source(apt, package, version, cache_dir)
 
-    work = fetch.cache_root(cache_dir) / "kernel-src" / version
+    work = source_work_dir(version, target.arch, cache_dir)
     with _tree_lock(work):
         if (destination / "vmlinuz").is_file():  # built by the build we waited for
             return _read_manifest(destination)[0]
@@ -413,10 +506,11 @@ def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS,
 
         build_log = work / "build.log"
         build_log.write_text("")
-        log(f"config: allnoconfig + {fragment.name} ({len(fragment_options(fragment))} options)")
-        config = configure(tree, fragment, build_log)
+        log(f"config: {' '.join(target.make_variables)} allnoconfig + {' + '.join(f.name for f in fragments)} "
+            f"({len(fragment_options(fragments))} options)")
+        config = configure(tree, fragments, build_log, target)
 
-        log(f"build: make -j{jobs} bzImage under nice (log: {build_log}; load average {_load()})")
+        log(f"build: make -j{jobs} {target.image} under nice (log: {build_log}; load average {_load()})")
         build_started = time.monotonic()
         cpu_before = _children_cpu_seconds()
 
@@ -424,14 +518,14 @@ def build_kernel(cache_dir: Optional[Path] = None, *, jobs: int = DEFAULT_JOBS,
             compiled = sum(1 for line in build_log.read_text(errors="replace").splitlines() if line.startswith("  CC"))
             log(f"build: {compiled} files compiled, {(time.monotonic() - build_started) / 60:.1f} min")
 
-        _make(tree, ["bzImage"], build_log, jobs, heartbeat)
+        _make(tree, [target.image], build_log, jobs, heartbeat, target)
 
         staged = Path(tempfile.mkdtemp(dir=patched_dir(cache_dir).parent, prefix=".build-"))
-        shutil.copyfile(tree / "arch" / "x86" / "boot" / "bzImage", staged / "vmlinuz")
+        shutil.copyfile(tree / target.image_path, staged / "vmlinuz")
         shutil.copyfile(config, staged / "config")
-        manifest = {"key": key, "source_version": version, "source_package": package,
+        manifest = {"key": key, "arch": target.arch.name, "source_version": version, "source_package": package,
                     "series": list(series), "patches": [patch_label(p) for p in patches],
-                    "inputs": inputs_digest(patches, fragment),
+                    "inputs": inputs_digest(patches, fragments, target.recipe),
                     "lab_kernel": lab.version, "build_seconds": round(time.monotonic() - build_started),
                     "total_seconds": round(time.monotonic() - started),
                     # The compiler's own CPU time: what the build costs whatever else shares the cores
@@ -458,17 +552,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="which kernel: " + "; ".join(f"{name} = {' + '.join(series)}"
                                                           for name, series in KERNELS.items())
                         + f" (default {DEFAULT_KERNEL})")
+    parser.add_argument("--arch", choices=sorted(TARGETS), default=X86_64.name,
+                        help="the guest architecture to build for (arm64 cross-compiles with aarch64-linux-gnu-gcc)")
     parser.add_argument("-j", "--jobs", type=int, default=DEFAULT_JOBS)
     args = parser.parse_args(argv)
     series = series_of(args.kernel)
+    arch = guest_arch(args.arch)
     try:
-        built = cached_build(series=series) if args.cached else build_kernel(jobs=args.jobs, series=series)
+        built = (cached_build(series=series, arch=arch) if args.cached
+                 else build_kernel(jobs=args.jobs, series=series, arch=arch))
     except DmabufTopError as error:
         log(str(error))
         return error.exit_code
     if built is None:
-        log(f"no {args.kernel} kernel built from the current patches in the cache: run 'make kernel'"
-            + ("" if args.kernel == DEFAULT_KERNEL else f" or '{parser.prog} --kernel {args.kernel}'"))
+        make_target = "kernel" if arch == X86_64 else f"kernel-{arch.name}"
+        flags = (["--kernel", args.kernel] if args.kernel != DEFAULT_KERNEL else []) + (
+            ["--arch", arch.name] if arch != X86_64 else [])
+        log(f"no {args.kernel} {arch.name} kernel built from the current patches in the cache: "
+            + (f"run '{parser.prog} {' '.join(flags)}'" if args.kernel != DEFAULT_KERNEL
+               else f"run 'make {make_target}'"))
         return 1
     print(built.vmlinuz)
     return 0

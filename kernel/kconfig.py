@@ -12,6 +12,8 @@ from typing import Iterable, Mapping, Optional, Union
 
 from dmabuf_top.errors import KernelLacks
 
+from .arch import ARM64, X86_64, GuestArch
+
 # Without these the lab cannot boot the kernel or hand back the command's result.
 BOOT_NEEDS = {
     "DEVTMPFS": "device nodes in the guest",
@@ -22,6 +24,14 @@ BOOT_NEEDS = {
     "SERIAL_8250_CONSOLE": "the kernel console log",
     "BLK_DEV_NVME": "the NVMe scratch disk",
     "EXT4_FS": "the ext4 scratch filesystem",
+}
+
+# qemu's arm64 `virt` machine instead of a PC: a PL011 UART, the generic PCI host bridge, PSCI to power off.
+ARM64_BOOT_NEEDS = {
+    **{name: why for name, why in BOOT_NEEDS.items() if name != "SERIAL_8250_CONSOLE"},
+    "SERIAL_AMBA_PL011_CONSOLE": "the kernel console log (ttyAMA0)",
+    "PCI_HOST_GENERIC": "the PCI bus the lab's devices sit on",
+    "ARM_PSCI_FW": "poweroff ending qemu",
 }
 
 # What dmabuf-top's own guest tests use.
@@ -36,6 +46,17 @@ DMABUF_NEEDS = {
     "DEBUG_FS": "/sys/kernel/debug/dma_buf/bufinfo",
     "FTRACE": "/sys/kernel/tracing",
 }
+
+# The arm64 lab adds the CMA heap: where camera and codec buffers come from on arm64 boards.
+ARM64_DMABUF_NEEDS = {**DMABUF_NEEDS, "DMABUF_HEAPS_CMA": "the CMA heap (/dev/dma_heap/default_cma_region)"}
+
+
+def boot_needs(arch: GuestArch = X86_64) -> dict:
+    return ARM64_BOOT_NEEDS if arch == ARM64 else BOOT_NEEDS
+
+
+def dmabuf_needs(arch: GuestArch = X86_64) -> dict:
+    return ARM64_DMABUF_NEEDS if arch == ARM64 else DMABUF_NEEDS
 
 
 def read_kconfig(path: Path) -> dict:

@@ -26,7 +26,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from dmabuf_top.errors import DmabufTopError, MissingDependency, NeedsPrivilege
 
-from . import initramfs, userland
+from . import build, initramfs, userland
 from .arch import ARM64, X86_64, GuestArch, is_native
 from .fetch import Kernel, fetch_kernel, image_release
 from .kconfig import find_kernel_config
@@ -413,15 +413,35 @@ def _tail(path: Path, lines: int) -> str:
 # ---------------------------------------------------------------- the run
 
 
-def resolve_kernel(kernel: Optional[Path], arch: GuestArch = X86_64) -> Kernel:
-    """The given image (any bzImage or arm64 Image: a distro's or a self-built one) or the cached default."""
+def resolve_kernel(kernel: Optional[Path], arch: GuestArch = X86_64, stock: bool = False) -> Kernel:
+    """The given image (any bzImage or arm64 Image: a distro's or a self-built one) or the default one."""
     if kernel is None:
-        return fetch_kernel(arch=arch)
+        return default_kernel(arch, stock)
     path = Path(kernel).expanduser()
     if not path.is_file():
         raise DmabufTopError(f"kernel image {path} does not exist")
     release = image_release(path)
     return Kernel(release or path.name, path.resolve(), find_kernel_config(path), release)
+
+
+def default_kernel(arch: GuestArch = X86_64, stock: bool = False, cache_dir: Optional[Path] = None) -> Kernel:
+    """What the lab boots without --kernel: Debian's cloud kernel (fetched once, cached), except on arm64, where
+    the lab's own kernel (`make kernel-arm64`) is booted once built, unless `stock` asks for Debian's.
+
+    Debian's amd64 kernel has every dma-buf feature the lab is for; its arm64 kernel has no dma-buf heaps
+    (CONFIG_DMABUF_HEAPS is not set), so neither the system nor the CMA heap exists there, and the arm64 lab
+    exists for those. Debian's arm64 kernel is fetched either way: it names the version the lab's own is
+    built from."""
+    debian = fetch_kernel(arch=arch, cache_dir=cache_dir)
+    if arch != ARM64 or stock:
+        return debian
+    built = build.cached_build(cache_dir, arch=arch)
+    if built is None:
+        print(f"dmabuf-top vm: booting Debian's arm64 kernel {debian.version}, which has no dma-buf heaps; "
+              "'make kernel-arm64' builds the lab's own with the system and CMA heaps", file=sys.stderr, flush=True)
+        return debian
+    release = image_release(built.vmlinuz)
+    return Kernel(release or built.key, built.vmlinuz, built.config, release)
 
 
 # Directories the guest replaces wholesale: the host's content is not there. (A working
@@ -515,6 +535,7 @@ def run_in_guest(
     append: str = "",
     icount: bool = False,
     arch: GuestArch = X86_64,
+    stock: bool = False,
 ) -> GuestResult:
     """Boot `kernel` (default: the cached Debian cloud kernel), run argv, power off.
 
@@ -526,7 +547,8 @@ def run_in_guest(
     one vCPU (else DEFAULT_CPUS). `arch` other than the host's boots that
     architecture's kernel (TCG) on the root kernel/userland.py assembles, with
     the project's directory shared read-only. Raises GuestTimeout after
-    `timeout` seconds, with qemu and virtiofsd stopped.
+    `timeout` seconds, with qemu and virtiofsd stopped. Without `kernel`, `stock` boots Debian's kernel even
+    where the lab's own is the default (arm64: see default_kernel).
     """
     if not argv:
         raise DmabufTopError("no command given to run in the guest")
@@ -535,7 +557,7 @@ def run_in_guest(
         raise NeedsPrivilege("the kernel lab runs virtiofsd, which needs root: run it as root")
     if icount and os.environ.get("DMABUF_TOP_ACCEL", "").strip().lower() == "kvm":
         raise DmabufTopError("--icount needs TCG, but DMABUF_TOP_ACCEL=kvm asks for KVM")
-    chosen = resolve_kernel(kernel, arch)
+    chosen = resolve_kernel(kernel, arch, stock)
     native = is_native(arch)
     job = initramfs.GuestJob(
         argv=list(argv),

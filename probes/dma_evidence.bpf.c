@@ -30,6 +30,10 @@ const volatile bool record_all = false;
 
 /* x86_64 with CONFIG_RANDOMIZE_MEMORY (or 5-level paging): vmemmap's start is this variable. */
 extern const void vmemmap_base __ksym __weak;
+/* arm64: the physical address of PAGE_OFFSET, which offsets vmemmap (asm/pgtable.h). */
+extern const void memstart_addr __ksym __weak;
+/* arm64: CONFIG_ARM64_VA_BITS, set by user space from the kernel's config (0: not known, frames unknown). */
+const volatile __u32 arm64_va_bits = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -282,13 +286,34 @@ static long walk_step(__u32 index, void *ctx)
 	return 0;
 }
 
-static __always_inline __u64 vmemmap_start(void)
+/* Where struct page of frame 0 would be: a page's frame is (page - vmemmap) / sizeof(struct page); 0 if not known. */
+static __always_inline __u64 vmemmap_start(__u64 page_size)
 {
+#if defined(__TARGET_ARCH_arm64)
+	/*
+	 * arm64 (asm/memory.h, asm/pgtable.h, 6.x-7.x): vmemmap = VMEMMAP_START - (memstart_addr >> PAGE_SHIFT) pages,
+	 * VMEMMAP_START = -1 GiB - VMEMMAP_SIZE, VMEMMAP_SIZE = the struct pages of the linear map from
+	 * PAGE_OFFSET = -(1 << VA_BITS) to _PAGE_END(VA_BITS_MIN) = -(1 << (VA_BITS_MIN - 1)), VA_BITS_MIN =
+	 * min(VA_BITS, 48) with 4 KiB pages (the only size this probe knows).
+	 */
+	__u64 va_bits = arm64_va_bits, va_min, linear;
+	__s64 memstart = 0;
+
+	if (va_bits < 36 || va_bits > 52 || !&memstart_addr ||
+	    bpf_probe_read_kernel(&memstart, sizeof(memstart), &memstart_addr))
+		return 0;
+	va_min = va_bits > 48 ? 48 : va_bits;
+	linear = (1ULL << va_bits) - (1ULL << (va_min - 1));
+	/* memstart_addr is signed: a randomized linear map (KASLR) can move it below 0 */
+	return -(1ULL << 30) - (linear >> DMA_EVIDENCE_PAGE_SHIFT) * page_size -
+	       (__u64)((memstart >> DMA_EVIDENCE_PAGE_SHIFT) * (__s64)page_size);
+#else
 	__u64 base = DMA_EVIDENCE_VMEMMAP_L4;
 
 	if (&vmemmap_base)
 		bpf_probe_read_kernel(&base, sizeof(base), &vmemmap_base);
 	return base;
+#endif
 }
 
 static __always_inline int read_completed(struct request *rq, blk_status_t error, unsigned int nr_bytes)
@@ -318,10 +343,12 @@ static __always_inline int read_completed(struct request *rq, blk_status_t error
 		return 0;
 	}
 	w->rq_left = nr_bytes;
-	w->vmemmap = vmemmap_start();
 	w->page_size = bpf_core_type_size(struct page);
-	if (!w->page_size)
+	w->vmemmap = vmemmap_start(w->page_size);
+	if (!w->page_size || !w->vmemmap) { /* frames cannot be named (arm64 without its VA size): said, not lost */
+		s->unplaced_bytes += nr_bytes;
 		return 0;
+	}
 	bpf_loop(DMA_EVIDENCE_MAX_STEPS, walk_step, NULL, 0);
 	/* What is left: past the step bound, or claimed by the request beyond its bios. */
 	if (w->finished)
@@ -366,6 +393,19 @@ struct udmabuf___dma_evidence {
 	unsigned long pagecount;
 	struct page **pages;
 } __attribute__((preserve_access_index));
+
+/* drivers/dma-buf/heaps/cma_heap.c: one contiguous run of pages from the CMA area (cma_alloc). */
+struct cma_heap_buffer___dma_evidence {
+	struct page *cma_pages;
+	unsigned long pagecount; /* pgoff_t */
+} __attribute__((preserve_access_index));
+
+/*
+ * The address of cma_heap_buf_ops (kallsyms, set by user space; 0: none). A CMA-heap buffer's exp_name is its
+ * heap's name, which is the CMA area's ("default_cma_region", "reserved", a device-tree node's): its ops say
+ * what it is whatever the name.
+ */
+const volatile __u64 cma_heap_ops = 0;
 
 #define SG_CHAIN_BIT 0x1UL
 #define SG_END_BIT 0x2UL
@@ -489,17 +529,28 @@ int dump_buffer_frames(struct bpf_iter__dmabuf *ctx)
 	if (!f)
 		return 0;
 	__builtin_memset(f, 0, sizeof(*f));
-	f->vmemmap = vmemmap_start();
 	f->page_size = bpf_core_type_size(struct page);
+	f->vmemmap = vmemmap_start(f->page_size);
 	f->sg_size = bpf_core_type_size(struct scatterlist);
-	if (!f->page_size || !f->sg_size)
+	if (!f->page_size || !f->sg_size || !f->vmemmap)
 		return 0;
 	exp_name = BPF_CORE_READ(dmabuf, exp_name);
 	priv = BPF_CORE_READ(dmabuf, priv);
 	if (!exp_name || !priv || bpf_probe_read_kernel_str(exporter, sizeof(exporter), exp_name) < 0)
 		return 0;
+	if (cma_heap_ops && (__u64)BPF_CORE_READ(dmabuf, ops) == cma_heap_ops) {
+		__u64 first;
+
+		if (!bpf_core_type_exists(struct cma_heap_buffer___dma_evidence))
+			return 0;
+		first = (__u64)BPF_CORE_READ((struct cma_heap_buffer___dma_evidence *)priv, cma_pages);
+		if (!first)
+			return 0;
+		f->count.found = 1;
+		frames_add(f, (first - f->vmemmap) / f->page_size,
+			   BPF_CORE_READ((struct cma_heap_buffer___dma_evidence *)priv, pagecount));
 	/* "system" is the system heap's exp_name (dma_heap_get_name); its priv is a system_heap_buffer. */
-	if (exporter[0] == 's' && exporter[1] == 'y' && exporter[2] == 's' && exporter[3] == 't' &&
+	} else if (exporter[0] == 's' && exporter[1] == 'y' && exporter[2] == 's' && exporter[3] == 't' &&
 	    exporter[4] == 'e' && exporter[5] == 'm' && exporter[6] == 0) {
 		if (!bpf_core_type_exists(struct system_heap_buffer___dma_evidence))
 			return 0;

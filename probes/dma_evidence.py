@@ -8,12 +8,14 @@ device's bytes landed in those frames and how many elsewhere. See docs/dma-evide
 """
 import ctypes
 import mmap
+import platform
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, List, Mapping, Optional
 
 from ..bpf import BpfLoadError, BpfObject
 from ..errors import BpfError, KernelLacks, NeedsPrivilege
+from ..kernelfs import kallsyms_address, kernel_config_option
 from . import object_path
 
 PAGE_SIZE = 4096  # DMA_EVIDENCE_PAGE_SIZE: the walk splits bio_vecs into 4 KiB pages (x86_64)
@@ -58,6 +60,23 @@ class DmaEvidenceFrames(ctypes.Structure):
 
 
 FRAMES_PROGRAM = "dump_buffer_frames"
+
+
+def page_arithmetic() -> dict:
+    """The read-only globals the programs need to turn a struct page into its frame on this machine: on arm64
+    the kernel's VA size (CONFIG_ARM64_VA_BITS, from its config: 0 when not found, and frames stay unknown)."""
+    if platform.machine() not in ("aarch64", "arm64"):
+        return {}
+    try:
+        return {"arm64_va_bits": int(kernel_config_option("ARM64_VA_BITS") or 0)}
+    except ValueError:
+        return {"arm64_va_bits": 0}
+
+
+def cma_heap_ops() -> int:
+    """Where the CMA heap's dma_buf_ops are (kallsyms, CONFIG_KALLSYMS_ALL): a dma-buf with them is a CMA-heap
+    buffer, whatever its heap is named; 0 when the kernel has no CMA heap (or hides addresses)."""
+    return kallsyms_address("cma_heap_buf_ops") or 0
 _RUN = struct.Struct("<QQ")
 _SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in ("vmemmap_base", "page_struct_size"))
 _U64 = struct.Struct("<Q")
@@ -196,15 +215,16 @@ def decode_frame_runs(pairs, runs) -> List[int]:
 
 def buffer_frames(inode: int, max_pages: int = 1 << 16) -> Optional[List[int]]:
     """The page frames of dma-buf `inode`, page by page, from its exporter's own records (iter/dmabuf, 6.16+):
-    a system-heap buffer's sg_table, a udmabuf's pages. None when no such buffer exists or its exporter is
-    neither. max_pages: the buffer's size in pages at most (it sizes the map the runs go to).
+    a system-heap buffer's sg_table, a udmabuf's pages, a CMA-heap buffer's one contiguous run. None when no
+    such buffer exists or its exporter is none of those. max_pages: the buffer's size in pages at most (it
+    sizes the map the runs go to).
 
-    The mmap of either is VM_PFNMAP, which pagemap cannot see; this reads what the exporter holds.
+    The mmap of each is VM_PFNMAP, which pagemap cannot see; this reads what the exporter holds.
     """
     obj = BpfObject(object_path("dma_evidence"))
     try:
         obj.only(FRAMES_PROGRAM)
-        obj.set_rodata(frames_of_inode=inode)
+        obj.set_rodata(frames_of_inode=inode, cma_heap_ops=cma_heap_ops(), **page_arithmetic())
         obj.map("frame_runs").max_entries = max(1, int(max_pages))
         try:
             obj.load()
@@ -294,7 +314,7 @@ class DmaEvidence:
             obj = BpfObject(object_path("dma_evidence"))
             try:
                 obj.only(*programs)
-                obj.set_rodata(record_all=bool(record_all))
+                obj.set_rodata(record_all=bool(record_all), **page_arithmetic())
                 if max_pages:
                     obj.map("device_writes").max_entries = int(max_pages)
                 obj.load()

@@ -9,7 +9,7 @@ GROUPS = (
     ("Attach types", lambda name: name in ("tracepoint", "raw_tracepoint", "tp_btf", "fentry", "fexit", "kprobe",
                                            "kretprobe", "ringbuf")),
     ("Iterators", lambda name: name.startswith("iter/")),
-    ("dma-buf sources", lambda name: name in ("heaps", "udmabuf", "bufinfo")),
+    ("dma-buf sources", lambda name: name in ("heaps", "system_heap", "cma_heap", "udmabuf", "bufinfo")),
     ("Tracepoints", lambda name: name.startswith("tracepoint/")),
     ("Traced functions", lambda name: name.startswith("fn/")),
     ("Basics", lambda name: True),

@@ -34,7 +34,10 @@ def _stream_to_stdout(chunk):
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--kernel", type=click.Path(dir_okay=False), help="Kernel image to boot (bzImage, or an arm64 "
-              "Image); default: Debian's cloud kernel, fetched once and cached.")
+              "Image); default: Debian's cloud kernel, fetched once and cached; for arm64 the lab's own kernel "
+              "(system and CMA heaps) once `make kernel-arm64` built it, as Debian's arm64 kernel has no heaps.")
+@click.option("--stock", is_flag=True, help="Boot Debian's cloud kernel even where the lab's own kernel is the "
+              "default (arm64).")
 @click.option("--arch", "arch_name", type=click.Choice(["x86_64", "arm64"]), help="Guest architecture. "
               "Another than the host's boots under TCG on a root assembled from Debian's packages (cached), "
               "with this project shared read-only.  [default: the host's]")
@@ -57,7 +60,7 @@ def _stream_to_stdout(chunk):
               help="Print the guest kernel's console log to stderr after the run.")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only,
+def command(ctx, kernel, stock, arch_name, timeout, memory, cpus, icount, results, scratch, assignments, fetch_only,
             refresh, check_only, show_console, argv):
     """Boot a test kernel with the host's root filesystem and run CMD in it.
 
@@ -68,6 +71,7 @@ def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scra
       dmabuf-top vm --icount -- python3 benchmarks/overhead.py --here
       dmabuf-top vm --kernel arch/x86/boot/bzImage -- python3 -m pytest tests/vm
       dmabuf-top vm --arch arm64 -- dmabuf-top doctor --json
+      dmabuf-top vm --arch arm64 --stock -- uname -r
     The exit code is the command's own.
     """
     from dmabuf_top.kernel import arch as lab_arch
@@ -76,12 +80,13 @@ def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scra
     arch = lab_arch.guest_arch(arch_name) if arch_name else lab_arch.host_arch()
     native = lab_arch.is_native(arch)
     if fetch_only or check_only or refresh and not argv:
-        chosen = (fetch.fetch_kernel(refresh=refresh, arch=arch) if kernel is None
-                  else lab.resolve_kernel(kernel, arch))
+        if refresh and kernel is None:
+            fetch.fetch_kernel(refresh=True, arch=arch)
+        chosen = lab.resolve_kernel(kernel, arch, stock)
         if fetch_only and not native:
             userland.assemble_userland(arch, refresh=refresh)
         if check_only:
-            needs = {**kconfig.BOOT_NEEDS, **kconfig.DMABUF_NEEDS}
+            needs = {**kconfig.boot_needs(arch), **kconfig.dmabuf_needs(arch)}
             report = kconfig.check_features(chosen.config, needs)
             click.echo(f"{chosen.vmlinuz} ({chosen.release or 'unknown release'}): {report.describe()}")
             ctx.exit(0 if report.ok else 4)
@@ -102,6 +107,7 @@ def command(ctx, kernel, arch_name, timeout, memory, cpus, icount, results, scra
         cpus=cpus,
         icount=icount,
         arch=arch,
+        stock=stock,
         results_dir=results,
         scratch_mb=scratch,
         env=guest_environment(os.environ, assignments, native),

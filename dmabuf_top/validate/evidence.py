@@ -32,7 +32,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from ..errors import DmabufTopError
 from ..probes.dma_evidence import PAGE_SIZE, DmaEvidence, Stats, buffer_frames, intersect, pagemap_pfns
-from .methods import MAP_FAILED, MAP_SHARED, PROT_READ, libc
+from .methods import DMABUF_KINDS, MAP_FAILED, MAP_SHARED, PROT_READ, libc
 
 POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
 PLAIN_MEMFD_MIN = 1 << 20  # a plain memfd this large is taken as a buffer even if nothing is known to fill it
@@ -149,10 +149,10 @@ def _touch(address, size):
 
 def method_frames(buffer) -> List[Optional[int]]:
     """The page frames of a validate Buffer (methods.Buffer), after its load, before its close."""
-    if buffer.kind == "heap":
+    if buffer.kind in DMABUF_KINDS:
         frames = buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
         if frames is None:
-            raise DmabufTopError(f"iter/dmabuf lists no system-heap or udmabuf dma-buf {buffer.inode}")
+            raise DmabufTopError(f"iter/dmabuf lists no system-heap, CMA-heap or udmabuf dma-buf {buffer.inode}")
         return frames
     _touch(buffer.address, buffer.size)
     return pagemap_pfns(buffer.address, buffer.size)

@@ -151,7 +151,24 @@ def memfd_buffer(size):
     return Buffer("memfd", size, memfd, address, os.fstat(memfd).st_ino, closers=[lambda: os.close(memfd)])
 
 
-BUFFERS = {"heap": heap_buffer, "udmabuf": udmabuf_buffer, "memfd": memfd_buffer}
+def cma_buffer(size):
+    """A CMA-heap dma-buf, mapped: one physically contiguous run of the CMA area. Its mmap is VM_PFNMAP like
+    the system heap's, each page inserted at its first touch (vmf_insert_pfn), so no pin can take it."""
+    heap = alloc.cma_heap_name()
+    if heap is None:
+        raise alloc.KernelLacks("this kernel has no CMA heap")
+    dmabuf = alloc.alloc_heap(size, heap=heap, name="validate:cma")
+    try:
+        address = map_shared(dmabuf.fd, dmabuf.size)
+    except BaseException:
+        dmabuf.close()
+        raise
+    return Buffer("cma", size, dmabuf.fd, address, dmabuf.inode, closers=[dmabuf.close])
+
+
+BUFFERS = {"heap": heap_buffer, "udmabuf": udmabuf_buffer, "memfd": memfd_buffer, "cma": cma_buffer}
+# The kinds whose buffer is one dma-buf of its own (a udmabuf buffer is a memfd with dma-bufs over it).
+DMABUF_KINDS = ("heap", "cma")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,6 +417,11 @@ METHODS = (
            async_io=True),
     *_both("udmabuf-aio", "udmabuf", aio_read, "udmabuf: native AIO (io_submit IOCB_CMD_PREAD) into the memfd mapping",
            ("aio:pread",), async_io=True),
+    # The CMA heap (camera and codec buffers on arm64 boards): a read() into its mapping is a CPU copy, and
+    # O_DIRECT cannot pin its VM_PFNMAP pages (EFAULT); a bounce through anonymous memory is a copy no hook sees.
+    *_both("cma-read", "cma", read_into_mapping, "CMA-heap dma-buf: mmap + read()"),
+    Method("cma-bounce-memcpy-direct", "cma", True, read_bounce_then_copy,
+           "CMA-heap dma-buf: O_DIRECT read() into anonymous memory + memcpy into its mapping"),
     *_both("memfd-rw", "memfd", read_then_write, "memfd: read() into a user buffer + write()"),
     *_both("memfd-read", "memfd", read_into_mapping, "memfd: mmap + read()"),
     Method("memfd-sendfile", "memfd", False, send_file, "memfd: sendfile"),
@@ -424,7 +446,8 @@ METHODS = (
 )
 
 BY_NAME = {method.name: method for method in METHODS}
-BUFFER_NEEDS = {"heap": ("heaps", "no /dev/dma_heap/system"), "udmabuf": ("udmabuf", "no /dev/udmabuf")}
+BUFFER_NEEDS = {"heap": ("heaps", "no /dev/dma_heap/system"), "udmabuf": ("udmabuf", "no /dev/udmabuf"),
+                "cma": ("cma_heap", "no CMA heap (CONFIG_DMABUF_HEAPS_CMA and a CMA area: cma=SIZE)")}
 
 
 def select(names=None):

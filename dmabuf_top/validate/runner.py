@@ -239,7 +239,7 @@ def _evidence(tracer, before, after, stack_table, kallsyms):
 
 def dmabuf_inodes(buffer):
     """The dma-bufs a method's buffer is: the heap buffer itself, the udmabufs over a memfd, none for a memfd."""
-    if buffer.kind == "heap":
+    if buffer.kind in method_table.DMABUF_KINDS:
         return [buffer.inode]
     return [os.fstat(fd).st_ino for fd in getattr(buffer, "dmabuf_fds", ())]
 

@@ -1,6 +1,9 @@
 """What can differ on arm64, checked in the emulated arm64 guest: the BPF objects built for arm64 load and
 relocate (CO-RE) against the arm64 kernel, the hooks doctor reports, the heaps (system and CMA), snapshot's
-buffers, and the I/O syscalls told apart by their arm64 numbers (read 63, pread64 67)."""
+buffers, and the I/O syscalls told apart by their arm64 numbers (read 63, pread64 67).
+
+The heaps need the lab's own arm64 kernel (`make kernel-arm64`: Debian's arm64 kernel has none), which
+`dmabuf-top vm --arch arm64` boots once built."""
 import ctypes
 import json
 import os
@@ -9,7 +12,7 @@ import subprocess
 import pytest
 
 from dmabuf_top import features
-from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
+from dmabuf_top.alloc import CMA_HEAP_NAMES, alloc_heap, alloc_udmabuf, cma_heap_name
 from dmabuf_top.inventory.index import BufferIndex
 from dmabuf_top.probes import object_path
 from dmabuf_top.probes.dmabuf_iter import read_buffers
@@ -46,15 +49,20 @@ def test_doctor_shows_the_iterator_fentry_and_udmabuf():
 
 def test_doctor_shows_the_system_and_cma_heaps(heaps):
     doc = json.loads(dmabuf_top("doctor", "--json"))
-    assert doc["features"]["heaps"]["available"]
-    assert "system" in heaps
-    assert cma_heap(heaps), f"no CMA heap among {heaps} although cma= is on the command line"
+    features = doc["features"]
+    assert features["heaps"]["available"] and "system" in heaps
+    assert features["system_heap"]["available"] and features["system_heap"]["via"] == "/dev/dma_heap/system"
+    # cma_heap.c (7.2) names the default area's heap DEFAULT_CMA_NAME; the area is the lab's cma=64M.
+    assert features["cma_heap"]["available"], features["cma_heap"]
+    assert features["cma_heap"]["via"] == "/dev/dma_heap/default_cma_region" == f"/dev/dma_heap/{cma_heap(heaps)}"
+    text = dmabuf_top("doctor")
+    assert any(line.split()[:2] == ["cma_heap", "yes"] for line in text.splitlines()), text
 
 
 def cma_heap(heaps):
-    # The default CMA area's heap is named after the area: "reserved" (cma= on the command line) or the
-    # device tree's "linux,cma".
-    return next((name for name in heaps if name in ("reserved", "linux,cma") or "cma" in name), None)
+    name = cma_heap_name(heaps)
+    assert name, f"no CMA heap ({', '.join(CMA_HEAP_NAMES)}) among {heaps} although cma= is on the command line"
+    return name
 
 
 def test_snapshot_lists_a_udmabuf_with_its_exporter_and_size():
@@ -64,12 +72,24 @@ def test_snapshot_lists_a_udmabuf_with_its_exporter_and_size():
     assert (entry["exporter"], entry["size"]) == ("udmabuf", 3 * MiB)
 
 
-def test_snapshot_lists_a_cma_buffer_with_its_exporter_and_size(heaps):
+def test_snapshot_lists_cma_buffers_with_their_exporter_and_sizes(heaps):
+    """Two CMA buffers of known sizes (contiguous runs of the 64 MiB area) beside a system-heap one: each is
+    listed with the heap's name as its exporter (cma_heap_allocate: exp_name = dma_heap_get_name) and its size,
+    and the exporters table counts the CMA heap's buffers and bytes apart from the system heap's."""
     heap = cma_heap(heaps)
-    with alloc_heap(2 * MiB, heap=heap, name="arm64-cma") as buf:
+    with alloc_heap(1 * MiB, heap=heap, name="arm64-cma-1m") as one, \
+            alloc_heap(3 * MiB, heap=heap, name="arm64-cma-3m") as three, \
+            alloc_heap(2 * MiB, name="arm64-system-2m") as system:
         doc = json.loads(dmabuf_top("snapshot", "--json"))
-    entry = next(e for e in doc["buffers"] if e["inode"] == buf.inode)
-    assert (entry["exporter"], entry["size"]) == (buf.exporter, 2 * MiB)
+        table = dmabuf_top("snapshot", "--buffers")
+    by_inode = {e["inode"]: e for e in doc["buffers"]}
+    assert (by_inode[one.inode]["exporter"], by_inode[one.inode]["size"]) == ("default_cma_region", 1 * MiB)
+    assert (by_inode[three.inode]["exporter"], by_inode[three.inode]["size"]) == ("default_cma_region", 3 * MiB)
+    assert (by_inode[system.inode]["exporter"], by_inode[system.inode]["size"]) == ("system", 2 * MiB)
+    assert one.exporter == three.exporter == "default_cma_region"
+    exporters = {e["exporter"]: e for e in doc["exporters"]}
+    assert exporters["default_cma_region"]["buffers"] >= 2 and exporters["default_cma_region"]["bytes"] >= 4 * MiB
+    assert f"{one.inode}" in table and "default_cma_region" in table and "arm64-cma-3m" in table
 
 
 def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_numbers():
@@ -100,3 +120,23 @@ def test_read_and_pread_into_a_udmabuf_are_counted_by_their_arm64_syscall_number
     index.learn(inventory)
     counters = index.per_buffer(snap.by_target)[buf.inode]["read"]
     assert (counters.calls, counters.errors, counters.bytes, counters.requested) == (2, 0, 2 * size, 2 * size)
+
+
+@pytest.mark.parametrize("source", ["iterator", "bufinfo", "fdinfo"])
+def test_every_inventory_source_names_a_cma_buffer_and_its_size(heaps, source):
+    """The iterator (dma_buf->exp_name), debugfs bufinfo and /proc/PID/fdinfo (exp_name:) agree on a CMA buffer."""
+    with alloc_heap(2 * MiB, heap=cma_heap(heaps), name="arm64-cma-sources") as buf:
+        doc = json.loads(dmabuf_top("snapshot", "--json", "--source", source))
+    entry = next(e for e in doc["buffers"] if e["inode"] == buf.inode)
+    assert (entry["exporter"], entry["size"]) == ("default_cma_region", 2 * MiB), (source, entry)
+
+
+def test_the_live_view_names_a_cma_buffer(heaps):
+    """One interval of `dmabuf-top live --json`: the CMA buffer's row and the exporters pane carry the heap's name."""
+    with alloc_heap(4 * MiB, heap=cma_heap(heaps), name="arm64-cma-live") as buf:
+        out = dmabuf_top("live", "--json", "0.5", "1")
+    obj = json.loads(out.splitlines()[-1])
+    row = next(b for b in obj["buffers"] if b["inode"] == buf.inode)
+    assert (row["exporter"], row["size"], row["name"]) == ("default_cma_region", 4 * MiB, "arm64-cma-live")
+    exporter = next(e for e in obj["exporters"] if e["exporter"] == "default_cma_region")
+    assert exporter["buffers"] >= 1 and exporter["bytes"] >= 4 * MiB
