@@ -98,13 +98,18 @@ class Buffer:
 
 def heap_buffer(size):
     """A system-heap dma-buf, mapped (the heap maps every page at mmap time)."""
-    dmabuf = alloc.alloc_heap(size, name="validate:heap")
+    return _mapped_heap_buffer("heap", size)
+
+
+def _mapped_heap_buffer(kind, size, heap="system"):
+    """A dma-buf of `heap`, named validate:<kind>, mapped."""
+    dmabuf = alloc.alloc_heap(size, heap=heap, name=f"validate:{kind}")
     try:
         address = map_shared(dmabuf.fd, dmabuf.size)
     except BaseException:
         dmabuf.close()
         raise
-    return Buffer("heap", size, dmabuf.fd, address, dmabuf.inode, closers=[dmabuf.close])
+    return Buffer(kind, size, dmabuf.fd, address, dmabuf.inode, closers=[dmabuf.close])
 
 
 def udmabuf_buffer(size):
@@ -157,13 +162,7 @@ def cma_buffer(size):
     heap = alloc.cma_heap_name()
     if heap is None:
         raise alloc.KernelLacks("this kernel has no CMA heap")
-    dmabuf = alloc.alloc_heap(size, heap=heap, name="validate:cma")
-    try:
-        address = map_shared(dmabuf.fd, dmabuf.size)
-    except BaseException:
-        dmabuf.close()
-        raise
-    return Buffer("cma", size, dmabuf.fd, address, dmabuf.inode, closers=[dmabuf.close])
+    return _mapped_heap_buffer("cma", size, heap)
 
 
 BUFFERS = {"heap": heap_buffer, "udmabuf": udmabuf_buffer, "memfd": memfd_buffer, "cma": cma_buffer}

@@ -309,39 +309,7 @@ def test_a_detached_tracer_counts_nothing_until_it_is_attached_again(report, col
         os.close(memfd)
 
 
-# A child that reads a file into anonymous memory, then (MODE) maps a memfd, reads a memfd by its fd, or maps
-# System V shared memory, then reads again; with "fork" it forks after the mapping and the child reads. Prints
-# the pid whose reads follow.
-SHARED_MEMORY_CHILD = """
-import ctypes, mmap, os, sys
-path, before, after, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-fd = os.open(path, os.O_RDONLY)
-for _ in range(before):
-    os.pread(fd, 4096, 0)
-memfd = os.memfd_create("syscall-path")
-os.ftruncate(memfd, 4096)
-if mode == "shmat":
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.shmat.restype = ctypes.c_void_p
-    shmid = libc.shmget(0, 4096, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
-    assert shmid >= 0 and libc.shmat(shmid, None, 0) not in (None, ctypes.c_void_p(-1).value)
-    libc.shmctl(shmid, 0, None)  # IPC_RMID: gone once detached
-elif mode != "memfd-fd":
-    shared = mmap.mmap(memfd, 4096)
-reader = os.getpid()
-source = memfd if mode == "memfd-fd" else fd
-if mode == "fork":
-    reader = os.fork()
-    if reader == 0:
-        for _ in range(after):
-            os.pread(fd, 4096, 0)
-        os._exit(0)
-    os.waitpid(reader, 0)
-else:
-    for _ in range(after):
-        os.pread(source, 4096, 0)
-print(reader, flush=True)
-"""
+SHARED_MEMORY_READER = os.path.join(ROOT, "tests", "shared_memory_reader.py")  # see its docstring
 
 
 @pytest.mark.parametrize("mode", ["map", "fork", "shmat", "memfd-fd"])
@@ -356,10 +324,10 @@ def test_the_syscall_path_skips_ordinary_reads_until_the_process_maps_shared_mem
         if tracer.attribution != "syscalls":
             pytest.skip("the VFS path is used here (tests/vm/test_tracing.py covers it)")
         assert tracer.programs["shared_memory_seed"].live
-        out = subprocess.run([sys.executable, "-c", SHARED_MEMORY_CHILD, path, "300", "40", mode], check=True,
+        out = subprocess.run([sys.executable, SHARED_MEMORY_READER, path, "300", "40", mode], check=True,
                              capture_output=True, text=True).stdout
         snapshot = tracer.snapshot()
-    reader = int(out)
+    _, reader = map(int, out.split())
     calls = sum(c.calls for (task, p), c in snapshot.by_task.items() if task == reader and p == "read")
     assert 40 <= calls < 300, snapshot.by_task  # the 300 before the mapping: none
 

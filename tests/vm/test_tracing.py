@@ -218,30 +218,8 @@ def test_records_plus_dropped_equals_calls_when_the_ring_overflows(report, data_
     assert preads and preads[0].tgid == os.getpid() and preads[0].kind == "none"
 
 
-# A child that reads the file into anonymous memory, then maps a memfd, then reads again; with FORK it
-# forks after the mapping and the grandchild (a copy of the mapping process) reads. Prints its pids.
-SHARED_MEMORY_CHILD = """
-import mmap, os, sys
-path, before, after, fork = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "fork"
-fd = os.open(path, os.O_RDONLY)
-for _ in range(before):
-    os.pread(fd, 4096, 0)
-memfd = os.memfd_create("vfs-path")
-os.ftruncate(memfd, 4096)
-shared = mmap.mmap(memfd, 4096)
-reader = os.getpid()
-if fork:
-    reader = os.fork()
-    if reader == 0:
-        for _ in range(after):
-            os.pread(fd, 4096, 0)
-        os._exit(0)
-    os.waitpid(reader, 0)
-else:
-    for _ in range(after):
-        os.pread(fd, 4096, 0)
-print(os.getpid(), reader, flush=True)
-"""
+SHARED_MEMORY_READER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "shared_memory_reader.py")  # see its docstring
 
 
 def _read_calls(snapshot, tgid):
@@ -257,8 +235,8 @@ def test_the_vfs_path_skips_ordinary_reads_until_the_process_maps_shared_memory(
     with Tracer(report=report, stacks=False) as tracer:
         if tracer.attribution != "vfs":
             pytest.skip(f"the VFS path is not used here: {[h.why for h in tracer.hooks if h.program == 'enter_read']}")
-        out = subprocess.run([sys.executable, "-c", SHARED_MEMORY_CHILD, data_file[0], "300", "40",
-                              "fork" if fork else "same"], check=True, capture_output=True, text=True).stdout
+        out = subprocess.run([sys.executable, SHARED_MEMORY_READER, data_file[0], "300", "40",
+                              "fork" if fork else "map"], check=True, capture_output=True, text=True).stdout
         snapshot = tracer.snapshot()
     parent, reader = map(int, out.split())
     if fork:
