@@ -20,6 +20,8 @@
 #include <bpf/bpf_tracing.h>
 
 #include "buffer_lifecycle.h"
+#include "core_defs.h"
+#include "udmabuf_backing.h"
 
 #define MAP_FULL_SLOTS LIFECYCLE_MAP_COUNTED
 #include "bpf_maps.h"
@@ -154,6 +156,8 @@ static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	rec->exporter[0] = 0;
 	rec->name[0] = 0;
+	rec->backing_inode = 0;
+	rec->backing_dev = 0;
 	if (exporter)
 		bpf_probe_read_kernel_str(rec->exporter, sizeof(rec->exporter), exporter);
 	if (name)
@@ -210,6 +214,50 @@ int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info,
 		return 0;
 	lifecycle(ctx, LIFECYCLE_EXPORT, BPF_CORE_READ(ret, file, f_inode, i_ino), BPF_CORE_READ(ret, size), -1,
 		  BPF_CORE_READ(ret, exp_name), BPF_CORE_READ(ret, name));
+	return 0;
+}
+
+/*
+ * A udmabuf's I/O targets are the pages of the memfd it was made over, and only the iterator said which memfd:
+ * a udmabuf made, filled and freed between two of its reads had its bytes attributed to no buffer. At export
+ * its pages are already there (udmabuf_create pins them first), so the record says which memfd.
+ */
+SEC("fexit/dma_buf_export")
+int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
+{
+	struct lifecycle_record *rec;
+	struct inode *backing;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	char exporter[8] = {};
+
+	if (!record_events || !ret || (unsigned long)ret >= (unsigned long)-4095 || !traced_tgid(pid_tgid))
+		return 0;
+	bpf_probe_read_kernel_str(exporter, sizeof(exporter), BPF_CORE_READ(ret, exp_name));
+	if (exporter[0] != 'u' || exporter[1] != 'd' || exporter[2] != 'm' || exporter[3] != 'a' ||
+	    exporter[4] != 'b' || exporter[5] != 'u' || exporter[6] != 'f' || exporter[7] != 0)
+		return 0;
+	backing = udmabuf_backing_file(ret);
+	if (!backing)
+		return 0;
+	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
+	if (!rec) {
+		count_dropped();
+		return 0;
+	}
+	__builtin_memset(rec, 0, sizeof(*rec));
+	rec->event = LIFECYCLE_BACKING;
+	rec->tgid = pid_tgid >> 32;
+	rec->tid = (__u32)pid_tgid;
+	rec->fd = -1;
+	rec->kernel_stack = -1;
+	rec->user_stack = -1;
+	rec->timestamp_ns = bpf_ktime_get_ns();
+	rec->inode = BPF_CORE_READ(ret, file, f_inode, i_ino);
+	rec->size = BPF_CORE_READ(ret, size);
+	rec->backing_inode = BPF_CORE_READ(backing, i_ino);
+	rec->backing_dev = BPF_CORE_READ(backing, i_sb, s_dev);
+	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+	bpf_ringbuf_submit(rec, 0);
 	return 0;
 }
 

@@ -18,7 +18,8 @@ enum lifecycle_event {
 	LIFECYCLE_DETACH = 8,
 	LIFECYCLE_RELEASE = 9, /* fentry dma_buf_file_release: the last file reference went */
 	LIFECYCLE_NAME = 10,   /* DMA_BUF_SET_NAME succeeded (fexit dma_buf_ioctl), or a name seen on a tp_btf event */
-	LIFECYCLE_COUNT = 11,
+	LIFECYCLE_BACKING = 11, /* a udmabuf exported: the memfd behind it (backing_inode, backing_dev); records only */
+	LIFECYCLE_COUNT = 12,
 };
 
 /* The maps whose counts are lost when they are full: map_full[which] counts the updates that found no room. */
@@ -60,6 +61,8 @@ struct lifecycle_record {
 	char comm[LIFECYCLE_COMM_LEN];
 	char exporter[LIFECYCLE_EXPORTER_LEN]; /* dmabuf->exp_name, when the hook can read it */
 	char name[LIFECYCLE_NAME_LEN];	       /* dmabuf->name at this event; empty: none (or not readable here) */
+	__u64 backing_inode; /* LIFECYCLE_BACKING: the memfd's inode; 0 otherwise */
+	__u64 backing_dev;   /* LIFECYCLE_BACKING: its superblock's s_dev (kernel encoding) */
 };
 
 #endif

@@ -5,16 +5,17 @@ The Tracer (probes/tracer.py) loads the object beside iopaths.bpf.o from the hoo
 """
 import ctypes
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from ..errors import BpfError
+from ..kernelfs import kernel_dev_to_user
 
 COMM_LEN = 16
 EXPORTER_LEN = 32
 NAME_LEN = 32  # DMA_BUF_NAME_LEN
 
 EVENTS = {1: "export", 2: "fd", 3: "get", 4: "put", 5: "mmap", 6: "mmap_internal", 7: "attach", 8: "detach",
-          9: "release", 10: "name"}
+          9: "release", 10: "name", 11: "backing"}
 # enum lifecycle_map_counted: the maps whose refused new keys map_full counts, in its order.
 COUNTED_MAPS = ("lifecycle_counts",)
 
@@ -32,7 +33,8 @@ class LifecycleRecordC(ctypes.Structure):
                 ("fd", ctypes.c_int32), ("kernel_stack", ctypes.c_int32), ("user_stack", ctypes.c_int32),
                 ("timestamp_ns", ctypes.c_uint64), ("inode", ctypes.c_uint64), ("size", ctypes.c_uint64),
                 ("cgroup_id", ctypes.c_uint64), ("comm", ctypes.c_char * COMM_LEN),
-                ("exporter", ctypes.c_char * EXPORTER_LEN), ("name", ctypes.c_char * NAME_LEN)]
+                ("exporter", ctypes.c_char * EXPORTER_LEN), ("name", ctypes.c_char * NAME_LEN),
+                ("backing_inode", ctypes.c_uint64), ("backing_dev", ctypes.c_uint64)]
 
 
 class StackBuildIdC(ctypes.Structure):  # struct bpf_stack_build_id (include/uapi/linux/bpf.h)
@@ -119,6 +121,7 @@ class LifecycleRecord:
     name: Optional[bytes] = None
     kernel_stack: int = -1
     user_stack: int = -1
+    backing: Optional[Tuple[int, int]] = None  # "backing": the udmabuf's memfd (inode, st_dev as stat gives it)
 
 
 def decode_record(raw):
@@ -126,4 +129,5 @@ def decode_record(raw):
     r = _decode(LifecycleRecordC, raw)
     return LifecycleRecord(r.tgid, r.comm.decode("utf-8", "replace"), EVENTS.get(r.event, str(r.event)), r.fd,
                            r.timestamp_ns, r.inode, r.size, r.tid, r.cgroup_id,
-                           r.exporter.decode("utf-8", "replace"), r.name or None, r.kernel_stack, r.user_stack)
+                           r.exporter.decode("utf-8", "replace"), r.name or None, r.kernel_stack, r.user_stack,
+                           (r.backing_inode, kernel_dev_to_user(r.backing_dev)) if r.backing_inode else None)

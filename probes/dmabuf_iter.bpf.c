@@ -14,6 +14,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "core_defs.h"
+#include "udmabuf_backing.h"
 #include "dmabuf_iter.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -38,36 +39,6 @@ static __always_inline __u64 file_reference_count(struct file *file)
 		return raw < 0 ? 0 : (__u64)raw + 1;
 	}
 	return BPF_CORE_READ((struct file___with_f_count *)file, f_count.counter);
-}
-
-/* The inode of the memfd a udmabuf was made from: the owner of its first page. */
-static __always_inline struct inode *udmabuf_backing_file(struct dma_buf *dmabuf)
-{
-	struct udmabuf___dmabuf_top *ubuf;
-	struct address_space *mapping = NULL;
-
-	if (!bpf_core_type_exists(struct udmabuf___dmabuf_top))
-		return NULL;
-	ubuf = BPF_CORE_READ(dmabuf, priv);
-	if (!ubuf)
-		return NULL;
-	if (bpf_core_field_exists(struct udmabuf___dmabuf_top, pages)) {
-		struct page **pages = BPF_CORE_READ(ubuf, pages);
-		struct page *first = NULL;
-
-		if (pages && !bpf_probe_read_kernel(&first, sizeof(first), pages) && first)
-			mapping = BPF_CORE_READ(first, mapping);
-	} else if (bpf_core_field_exists(struct udmabuf___dmabuf_top, folios)) {
-		struct folio **folios = BPF_CORE_READ(ubuf, folios);
-		struct folio *first = NULL;
-
-		if (folios && !bpf_probe_read_kernel(&first, sizeof(first), folios) && first)
-			mapping = BPF_CORE_READ(first, mapping);
-	}
-	/* Low bits tag anonymous and movable pages; a memfd's pages are plain page cache. */
-	if (!mapping || ((unsigned long)mapping & 3))
-		return NULL;
-	return BPF_CORE_READ(mapping, host);
 }
 
 static __always_inline bool is_udmabuf(const char *exporter)

@@ -94,7 +94,10 @@ def _lifecycle_programs():
                                object=LIFECYCLE_OBJECT),
                        Program("lifecycle_fentry_release", FENTRY, "dma_buf_file_release", object=LIFECYCLE_OBJECT),
                        # No tracepoint and a static (inlined) setter: the ioctl's exit reads the name it left.
-                       Program("lifecycle_fexit_set_name", FENTRY, "dma_buf_ioctl", object=LIFECYCLE_OBJECT))
+                       Program("lifecycle_fexit_set_name", FENTRY, "dma_buf_ioctl", object=LIFECYCLE_OBJECT),
+                       # which memfd a udmabuf was made over, at export: its I/O is the udmabuf's even when it is
+                       # freed before the iterator's next read
+                       Program("lifecycle_udmabuf_backing", FENTRY, "dma_buf_export", object=LIFECYCLE_OBJECT))
 
 
 def _vfs_programs():

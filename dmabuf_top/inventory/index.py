@@ -13,8 +13,9 @@ an inventory (the same pass the snapshot took, so the live view and the exporter
 
     alive(kind, inode, dev)      the latest read shows the buffer (or the udmabuf over the memfd);
     buffer_of(kind, inode, dev)  the buffer, when one of the last KEPT_READS reads showed it, or the lifecycle
-                                 probe saw it (learn_lifecycle): bytes moved into a buffer freed before the
-                                 next read, or made and freed between two reads, are still its own;
+                                 probe saw it (learn_lifecycle; a udmabuf's memfd from its "backing" record):
+                                 bytes moved into a buffer freed before the next read, or made and freed
+                                 between two reads, are still its own;
     per_buffer(by_target)        {buffer inode: {path: Counters}};
     gone(by_target, previous)    the targets whose counters a delta reader may forget (the rule below).
 
@@ -89,6 +90,9 @@ class BufferIndex:
         self._reads: deque = deque(maxlen=self.KEPT_READS)  # newest first
         # dma-bufs the lifecycle probe saw: inode -> reads left to keep it (None: not released yet)
         self._lifecycle: Dict[int, Optional[int]] = {}
+        # udmabufs the lifecycle probe saw exported: (memfd inode, st_dev) -> udmabuf inode, kept as long as the
+        # udmabuf is in _lifecycle
+        self._lifecycle_memfds: Dict[Tuple[int, int], int] = {}
 
     @classmethod
     def of_inventory(cls, inventory) -> "BufferIndex":
@@ -106,6 +110,9 @@ class BufferIndex:
                     del self._lifecycle[inode]
                 else:
                     self._lifecycle[inode] = left - 1
+        if len(self._lifecycle_memfds) > len(self._lifecycle):  # some udmabuf forgotten: its memfd goes too
+            self._lifecycle_memfds = {memfd: inode for memfd, inode in self._lifecycle_memfds.items()
+                                      if inode in self._lifecycle}
 
     def learn_lifecycle(self, events):
         """Lifecycle records ((inode, event) pairs, or objects with both): a dma-buf made and freed between two
@@ -115,6 +122,8 @@ class BufferIndex:
             inode, name = (event.inode, event.event) if hasattr(event, "event") else event
             if not inode:
                 continue
+            if name == "backing" and getattr(event, "backing", None):
+                self._lifecycle_memfds[event.backing] = inode
             if name == "release":
                 self._lifecycle[inode] = self.KEPT_READS
             elif inode not in self._lifecycle or name == "export":
@@ -146,6 +155,8 @@ class BufferIndex:
             found = read.buffer_of(kind, inode, dev)
             if found or alive_only:
                 return found
+        if kind == "shmem":
+            return self._lifecycle_memfds.get((inode, dev), 0)
         return inode if kind == "dmabuf" and inode in self._lifecycle else 0
 
     def per_buffer(self, by_target, alive_only: bool = False) -> Dict[int, Dict[str, Counters]]:

@@ -10,7 +10,7 @@ from dmabuf_top.probes.tracer import Tracer
 
 LIFECYCLE_PROGRAMS = {f"lifecycle_{name}" for name in DMA_BUF_TRACEPOINTS} | {
     "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_fexit_get",
-    "lifecycle_fentry_put"}
+    "lifecycle_fentry_put", "lifecycle_udmabuf_backing"}
 
 
 def test_the_lifecycle_probe_loads_and_reports_every_hook():
@@ -31,7 +31,7 @@ def test_the_lifecycle_probe_loads_and_reports_every_hook():
         else:
             assert export_fallback.state is (State.LIVE if fentry.available and fentry.via == "fentry"
                                              else State.MISSING)
-        for name in ("lifecycle_fentry_release", "lifecycle_fexit_set_name"):
+        for name in ("lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_udmabuf_backing"):
             function = hooks[name].target
             feature = report.features[f"fn/{function}"]
             assert hooks[name].state is (State.LIVE if feature.available and feature.via == "fentry"

@@ -1,6 +1,7 @@
 """Every buffer a recording saw (recording/buffers.py), its session tables (schema v3, and v2 read the legacy way),
 and the ELF symbolizer of allocation stacks (symbolize.py), on real ELF files of this machine."""
 import ctypes
+import dataclasses
 import io
 import os
 import shutil
@@ -14,6 +15,8 @@ from dmabuf_top.analysis.export import CsvRenderer
 from dmabuf_top.analysis.html import HtmlRenderer
 from dmabuf_top.analysis.renderers import RenderOptions
 from dmabuf_top.inventory.index import BufferIndex
+from dmabuf_top.kernelfs import kernel_dev_to_user
+from dmabuf_top.probes import buffer_lifecycle
 from dmabuf_top.probes.buffer_lifecycle import LifecycleRecord
 from dmabuf_top.recording import session as s
 from dmabuf_top.recording.buffers import BufferBook
@@ -84,6 +87,34 @@ def test_the_index_attributes_io_to_a_buffer_made_and_freed_between_two_reads():
     for _ in range(5):
         index.learn([])
     assert index.buffer_of("dmabuf", 9, 0) == 9 and index.buffer_of("shmem", 9, 0) == 0  # alive: kept
+
+
+def test_the_index_attributes_io_into_the_memfd_of_a_udmabuf_freed_before_any_read():
+    """A udmabuf's I/O targets are its memfd's pages: the lifecycle probe's "backing" record says which memfd,
+    so a udmabuf made, filled and freed between two reads keeps its bytes; only that memfd, only as long as
+    the udmabuf is kept."""
+    index = BufferIndex()
+    index.learn([])
+    memfd = (41, 23)  # (inode, st_dev)
+    assert index.buffer_of("shmem", *memfd) == 0
+    backing = dataclasses.replace(event("backing", 15, 2), backing=memfd)
+    index.learn_lifecycle([export(15, 1), backing, event("release", 15, 3)])
+    assert index.buffer_of("shmem", *memfd) == 15
+    assert index.buffer_of("shmem", 41, 24) == 0 and index.buffer_of("shmem", 42, 23) == 0  # another memfd
+    for _ in range(BufferIndex.KEPT_READS - 1):
+        index.learn([])
+        assert index.buffer_of("shmem", *memfd) == 15
+    index.learn([])
+    assert index.buffer_of("shmem", *memfd) == 0  # forgotten with the udmabuf
+
+
+def test_a_backing_record_decodes_the_memfd_as_stat_gives_it():
+    raw = buffer_lifecycle.LifecycleRecordC(event=11, tgid=7, inode=15, size=4096, backing_inode=41,
+                                            backing_dev=(259 << 20) | 3)
+    record = buffer_lifecycle.decode_record(bytes(raw))
+    assert (record.event, record.inode, record.backing) == ("backing", 15, (41, kernel_dev_to_user((259 << 20) | 3)))
+    assert os.major(record.backing[1]) == 259 and os.minor(record.backing[1]) == 3
+    assert buffer_lifecycle.decode_record(bytes(buffer_lifecycle.LifecycleRecordC(event=1, inode=15))).backing is None
 
 
 def test_a_v3_session_keeps_buffers_names_and_stacks(tmp_path):
