@@ -15,6 +15,9 @@
             last get/put/attach/detach events (who, when) where the lifecycle probe sees them (`hold_events`;
             None: those hooks are missing here, said as such, never as "no events")
 
+The ages, groups and growth are decided once, over arrays, by `columns(...)` (LeakColumns: no object per
+buffer); report() makes its objects from them, and the live view's Leaks pane reads them as they are.
+
 The lifecycle probe's seam: `creations`, {inode: Creation}, given to both observe() and report()
 (leak_creations.CreationFeed fills it live). Without the probe it is empty and everything above still holds,
 with creators "not known" and groups by exporter + size + name.

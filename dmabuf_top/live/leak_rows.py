@@ -11,12 +11,12 @@ only says each group in one line of cells (columns.COLUMNS["leaks"]):
             reads first; a group without a stack says why ("existed before dmabuf-top started: no stack")
 
 Cost: at 10,000 buffers in 6,700 groups (benchmarks/live.py's population: two in three buffers named apart), a
-LeakReport (an object per buffer, a series per group) and a Row per group cost the view 0.36 s of CPU per refresh
-on the CI host, twenty times the rest of it. So a LeakTable keeps leaks.LeakColumns and the per-group numbers as
-arrays, sorts the numeric columns on them, and builds the text (creator, holders, stack) only for the groups asked
-for (the screen's sixty) with their holders found in one pass over the inventory's holdings; a text sort or a
-typed filter needs every group's text and builds every Row, as buffer_table does. The order is view.sort_rows's:
-by the key, ties by the row key (the group key's text) ascending.
+LeakReport (an object per buffer, a series per group) and a Row per group cost 0.57 s of CPU per refresh on the CI
+host, thirty times the rest of the view (26 ms with the pane as it is). So a LeakTable keeps leaks.LeakColumns and
+the per-group numbers as arrays, sorts the numeric columns on them, and builds the text (creator, holders, stack)
+only for the groups asked for (the screen's sixty) with their holders found in one pass over the inventory's
+holdings; a text sort or a typed filter needs every group's text and builds every Row, as buffer_table does. The
+order is view.sort_rows's: by the key, ties by the row key (the group key's text) ascending.
 """
 from __future__ import annotations
 
