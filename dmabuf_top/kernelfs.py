@@ -147,3 +147,9 @@ def kernel_config_option(name, places=None):
             continue
     return None
 
+
+
+def has_cgroups(proc=Path("/proc")) -> bool:
+    """The kernel was built with cgroups (CONFIG_CGROUPS): /proc/PID/cgroup exists exactly then, and so does
+    bpf_get_current_cgroup_id for tracing programs (the config file itself is often absent: the lab's kernels)."""
+    return (proc / "self" / "cgroup").exists()

@@ -15,6 +15,9 @@
             last get/put/attach/detach events (who, when) where the lifecycle probe sees them (`hold_events`;
             None: those hooks are missing here, said as such, never as "no events")
 
+The ages, groups and growth are decided once, over arrays, by `columns(...)` (LeakColumns: no object per
+buffer); report() makes its objects from them, and the live view's Leaks pane reads them as they are.
+
 The lifecycle probe's seam: `creations`, {inode: Creation}, given to both observe() and report()
 (leak_creations.CreationFeed fills it live). Without the probe it is empty and everything above still holds,
 with creators "not known" and groups by exporter + size + name.
@@ -23,7 +26,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 NOT_KNOWN, EXITED, RUNNING = "not known", "exited", "running"
 KERNEL_REFERENCE = "kernel reference"
@@ -136,6 +142,48 @@ class LeakReport:
         return sum(group.bytes for group in self.groups)
 
 
+@dataclass(frozen=True)
+class LeakColumns:
+    """The buffers of one observed inventory alive at least min_age_s, grouped, as arrays (one entry per buffer, no
+    object per buffer): what report() makes its LeakGroups of, and what the live view's Leaks pane
+    (live/leak_rows.py) reads directly, building text only for the groups it shows. Ten thousand buffers in a few
+    array passes: an object per buffer and a series per group every refresh cost the pane seconds.
+
+    The entries are ordered by group, then oldest first (ties by inode): group g is the run
+    starts[g]:ends[g], its oldest buffer at starts[g]; groups in the order their keys first appear."""
+
+    position: np.ndarray  # each buffer's row in the inventory's columns (its entries' index without them)
+    inode: np.ndarray  # uint64
+    size: np.ndarray  # int64
+    age_ns: np.ndarray  # int64: from the creation when known, else from when first observed
+    age_known: np.ndarray  # bool: False for a buffer there before the tool started (age_ns is a lower bound)
+    preexisting: np.ndarray  # bool
+    creator_pid: np.ndarray  # int64, -1 without a Creation
+    starts: np.ndarray  # intp, per group
+    keys: List[Tuple]  # per group: leaks.group_key's key
+    creations: Mapping[int, Creation]
+    first_counts: Mapping[Tuple, Tuple[int, int]]  # {group key: (buffers, bytes)} at the first observation
+    last_counts: Mapping[Tuple, Tuple[int, int]]  # and at the last
+
+    @property
+    def ends(self) -> np.ndarray:
+        return np.append(self.starts[1:], len(self.inode)).astype(np.intp)
+
+    def __len__(self):
+        return len(self.keys)
+
+    def stack(self, group) -> Optional[Tuple[str, ...]]:
+        """The group's allocation stack (None: grouped by exporter + size + name)."""
+        key = self.keys[group]
+        return tuple(key[1:]) if key[0] == "stack" else None
+
+    def growth(self, group) -> Tuple[int, int]:
+        """The whole group's (buffers, bytes) at the last observation minus at the first (LeakGroup.growth)."""
+        key = self.keys[group]
+        then, now = self.first_counts.get(key, (0, 0)), self.last_counts.get(key, (0, 0))
+        return now[0] - then[0], now[1] - then[1]
+
+
 def creator_cgroups(creations: Optional[Mapping[int, Creation]]) -> Optional[Dict[int, Optional[bytes]]]:
     """{inode: creator's cgroup path} for inventory/cgroup_totals (None: creators not known at all)."""
     if creations is None:
@@ -188,14 +236,17 @@ class LeakTracker:
         self._first_seen: Dict[int, int] = {}  # inode -> when first observed
         self._preexisting: set = set()
         self._history: List[Tuple[int, Dict[Tuple, Tuple[int, int]]]] = []  # (ns, {group key: (count, bytes)})
+        self._observed = None  # (inventory, creations, its rows): what columns() of the same inventory reuses
         self.observations = 0
 
     def observe(self, inventory, now_ns: int, creations: Mapping[int, Creation] = None) -> None:
+        given = creations
         creations = creations or {}
         first = self._first_ns is None
         if first:
             self._first_ns = now_ns
-        inodes, sizes, keys = _inodes_sizes_keys(inventory, creations)
+        inodes, sizes, keys = rows = _inodes_sizes_keys(inventory, creations)
+        self._observed = (inventory, given, rows)
         alive = set(inodes)
         first_seen = self._first_seen
         for inode in alive - first_seen.keys():
@@ -215,49 +266,76 @@ class LeakTracker:
             del self._history[1]  # the first stays: growth counts from it
         self.observations += 1
 
+    def _rows(self, inventory, creations):
+        """([inode], [size], [group key]) of `inventory`: the ones observe() made when it was the last observed
+        with these creations (the same objects: both callers pass what they observed), else made again."""
+        observed = self._observed
+        if observed is not None and observed[0] is inventory and observed[1] is creations:
+            return observed[2]
+        return _inodes_sizes_keys(inventory, creations or {})
+
+    def columns(self, inventory, now_ns: int, min_age_s: float,
+                creations: Mapping[int, Creation] = None) -> LeakColumns:
+        """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped (LeakColumns): the
+        rules of ages, groups and growth, in array passes and one dictionary look-up or two per buffer."""
+        inodes, sizes, keys = self._rows(inventory, creations)
+        creations = creations or {}
+        count = len(inodes)
+        first_seen, preexisting_set = self._first_seen, self._preexisting
+        seen = np.fromiter(map(first_seen.get, inodes, repeat(now_ns, count)), dtype=np.int64, count=count)
+        preexisting = np.zeros(count, dtype=bool)
+        if preexisting_set:
+            preexisting = np.fromiter(map(preexisting_set.__contains__, inodes), dtype=bool, count=count)
+        created, creator_pid = np.zeros(count, dtype=np.int64), np.full(count, -1, dtype=np.int64)
+        has_creation = np.zeros(count, dtype=bool)
+        for row, inode in enumerate(inodes) if creations else ():
+            creation = creations.get(inode)
+            if creation is not None:
+                created[row], creator_pid[row], has_creation[row] = creation.created_ns, creation.pid, True
+        age_ns = np.where(has_creation, now_ns - created, now_ns - seen)
+        kept = np.flatnonzero(~(age_ns < min_age_s * 1e9))
+        kept_keys = [keys[row] for row in kept.tolist()]
+        numbering: Dict[Tuple, int] = dict.fromkeys(kept_keys)  # in order of first appearance
+        for number, key in enumerate(numbering):
+            numbering[key] = number
+        group = np.fromiter(map(numbering.__getitem__, kept_keys), dtype=np.intp, count=len(kept))
+        inode = np.asarray(inodes, dtype=np.uint64)[kept]
+        order = np.lexsort((inode, -age_ns[kept], group))  # by group, oldest first, ties by inode
+        kept, group = kept[order], group[order]
+        starts = np.flatnonzero(np.diff(group, prepend=-1)).astype(np.intp)
+        group_keys = list(numbering)  # numbered in order of first appearance: group ids ascend with the runs
+        return LeakColumns(
+            position=kept, inode=inode[order], size=np.asarray(sizes, dtype=np.int64)[kept], age_ns=age_ns[kept],
+            age_known=(has_creation | ~preexisting)[kept], preexisting=preexisting[kept],
+            creator_pid=creator_pid[kept], starts=starts, keys=group_keys, creations=creations,
+            first_counts=self._history[0][1] if self._history else {},
+            last_counts=self._history[-1][1] if self._history else {})
+
     def report(self, inventory, now_ns: int, min_age_s: float, creations: Mapping[int, Creation] = None,
                alive: Callable[[int], bool] = pid_alive, probe_loaded: bool = False,
                hold_events: Optional[Mapping[int, Sequence[HoldEvent]]] = None) -> LeakReport:
         """The buffers of `inventory` (the last one observed) alive at least min_age_s, grouped, largest first.
         probe_loaded: `creations` come from the lifecycle probe (even when empty: nothing created since it started).
         hold_events: {inode: its last HoldEvents} from the probe; None when its get/put hooks are missing."""
+        table = self.columns(inventory, now_ns, min_age_s, creations)
         creations = creations or {}
         comms = {process.pid: process.comm for process in inventory.processes}
-        groups: Dict[Tuple, Tuple[Optional[Tuple[str, ...]], List[LeakBuffer]]] = {}
+        entries = inventory.buffers
+        if inventory.arrays is not None:  # positions are rows of the columns: find each entry by inode
+            by_inode = {entry.buffer.inode: entry for entry in entries}
+            entries = [by_inode[inode] for inode in table.inode.tolist()]
+        else:
+            entries = [entries[position] for position in table.position.tolist()]
         first_ns = self._first_ns if self._first_ns is not None else now_ns
-        for entry in inventory.buffers:
-            buffer = entry.buffer
-            creation = creations.get(buffer.inode)
-            preexisting = buffer.inode in self._preexisting
-            if creation is not None:
-                age_ns, age_known = now_ns - creation.created_ns, True
-            else:
-                age_ns = now_ns - self._first_seen.get(buffer.inode, now_ns)
-                age_known = not preexisting
-            if age_ns < min_age_s * 1e9:
-                continue
-            if creation is None:
-                state = NOT_KNOWN
-            else:
-                state = RUNNING if alive(creation.pid) else EXITED
-            fds = tuple(Holder(pid, comms.get(pid, b""), refs.fds) for pid, refs in sorted(entry.holders.items())
-                        if refs.fds)
-            maps = tuple(Holder(pid, comms.get(pid, b""), refs.maps) for pid, refs in sorted(entry.holders.items())
-                         if refs.maps)
-            kernel_holds: Tuple[str, ...] = ()
-            last_events: Optional[Tuple[HoldEvent, ...]] = ()
-            if not entry.holders:
-                kernel_holds = tuple(buffer.attached_devices) or (KERNEL_REFERENCE,)
-                last_events = None if hold_events is None else tuple(hold_events.get(buffer.inode, ()))
-            leak = LeakBuffer(buffer.inode, buffer.size, buffer.exporter, buffer.name, age_ns / 1e9, age_known,
-                              preexisting, creation, state, fds, maps, kernel_holds, last_events)
-            stack, key = group_key(buffer, creation)
-            groups.setdefault(key, (stack, []))[1].append(leak)
+        leaks = [_leak_buffer(entry, age_ns / 1e9, age_known, preexisting, creations.get(entry.buffer.inode), alive,
+                              comms, hold_events)
+                 for entry, age_ns, age_known, preexisting in zip(entries, table.age_ns.tolist(),
+                                                                  table.age_known.tolist(), table.preexisting.tolist())]
         out = []
-        for key, (stack, buffers) in groups.items():
-            buffers.sort(key=lambda leak: (-leak.age_s, leak.inode))
+        for group, (key, start, end) in enumerate(zip(table.keys, table.starts.tolist(), table.ends.tolist())):
+            stack = table.stack(group)
             series = [((t - first_ns) / 1e9, *counts.get(key, (0, 0))) for t, counts in self._history]
-            out.append(LeakGroup(stack, key, buffers, series))
+            out.append(LeakGroup(stack, key, leaks[start:end], series))
         out.sort(key=lambda group: (-group.bytes, -group.count, repr(group.key)))
         notes = ()
         if not creations and not probe_loaded:
@@ -265,3 +343,19 @@ class LeakTracker:
                      "first saw each buffer, creators are not known, groups are by exporter + size + name",)
         return LeakReport((now_ns - first_ns) / 1e9, min_age_s, self.observations, out,
                           bool(creations) or probe_loaded, notes, hold_events is not None, now_ns)
+
+
+def _leak_buffer(entry, age_s, age_known, preexisting, creation, alive, comms, hold_events) -> LeakBuffer:
+    """One buffer of a report, with its creator's state and its holders (the kernel's, when no process holds it)."""
+    buffer = entry.buffer
+    state = NOT_KNOWN if creation is None else RUNNING if alive(creation.pid) else EXITED
+    fds = tuple(Holder(pid, comms.get(pid, b""), refs.fds) for pid, refs in sorted(entry.holders.items()) if refs.fds)
+    maps = tuple(Holder(pid, comms.get(pid, b""), refs.maps) for pid, refs in sorted(entry.holders.items())
+                 if refs.maps)
+    kernel_holds: Tuple[str, ...] = ()
+    last_events: Optional[Tuple[HoldEvent, ...]] = ()
+    if not entry.holders:
+        kernel_holds = tuple(buffer.attached_devices) or (KERNEL_REFERENCE,)
+        last_events = None if hold_events is None else tuple(hold_events.get(buffer.inode, ()))
+    return LeakBuffer(buffer.inode, buffer.size, buffer.exporter, buffer.name, age_s, age_known, preexisting,
+                      creation, state, fds, maps, kernel_holds, last_events)

@@ -96,10 +96,15 @@ def _age(leak) -> str:
 
 def creator_text(leak) -> str:
     """pid(comm), "... exited" when it has; "before start" for a buffer older than the tool; else "not known"."""
-    if leak.creator is None:
-        return "before start" if leak.preexisting else NOT_KNOWN
-    text = f"{leak.creator.pid}({terminal_safe(leak.creator.comm)})"
-    return f"{text} exited" if leak.creator_state == "exited" else text
+    return creator_label(leak.creator, leak.creator_state, leak.preexisting)
+
+
+def creator_label(creator, state, preexisting) -> str:
+    """creator_text of a buffer given as its leaks.Creation (or None), creator state and preexisting flag."""
+    if creator is None:
+        return "before start" if preexisting else NOT_KNOWN
+    text = f"{creator.pid}({terminal_safe(creator.comm)})"
+    return f"{text} exited" if state == "exited" else text
 
 
 def holders_text(holders) -> str:

@@ -86,6 +86,12 @@ struct {
 } build_id_stack_of_raw SEC(".maps");
 
 const volatile bool reuse_user_stacks = true; /* false: the build-id walk at every export (churn_cost's "before") */
+/*
+ * false on a kernel built without cgroups (CONFIG_CGROUPS=n, the patched lab kernel): the verifier refuses
+ * bpf_get_current_cgroup_id in a tracing program there, and with it every program of this object that exports.
+ * Set by the Tracer (kernelfs.has_cgroups); the creator's cgroup is then 0, "not read".
+ */
+const volatile bool read_cgroup = true;
 
 static __always_inline void count_event(__u32 event, __u64 inode, __u64 size)
 {
@@ -163,7 +169,8 @@ static __always_inline void lifecycle(void *ctx, __u32 event, __u64 inode, __u64
 	if (name)
 		bpf_probe_read_kernel_str(rec->name, sizeof(rec->name), name);
 	if (event == LIFECYCLE_EXPORT) {
-		rec->cgroup_id = bpf_get_current_cgroup_id();
+		if (read_cgroup)
+			rec->cgroup_id = bpf_get_current_cgroup_id();
 		if (collect_stacks && ctx) {
 			rec->kernel_stack = bpf_get_stackid(ctx, &alloc_stacks, 0);
 			rec->user_stack = user_stack_id(ctx);
@@ -262,8 +269,8 @@ int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_in
 }
 
 /*
- * Kernels before 7.0 (the patched lab kernel): the references a driver takes and drops (an import by PRIME:
- * dma_buf_get, then dma_buf_put) by fexit/fentry, for what `leaks` says of a buffer only the kernel holds.
+ * Kernels before 7.0: the references a driver takes and drops (an import by PRIME: dma_buf_get, then
+ * dma_buf_put) by fexit/fentry, for what `leaks` says of a buffer only the kernel holds.
  */
 SEC("fexit/dma_buf_get")
 int BPF_PROG(lifecycle_fexit_get, int fd, struct dma_buf *ret)

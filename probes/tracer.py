@@ -21,7 +21,7 @@ from typing import List
 from .. import features as feature_detection
 from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
 from ..errors import BpfError
-from ..kernelfs import Kallsyms, tracefs_root, tracepoint_exists
+from ..kernelfs import Kallsyms, has_cgroups, tracefs_root, tracepoint_exists
 from ..trace_model import TraceSnapshot
 from . import buffer_lifecycle, iopaths, object_path
 from .hooks import (
@@ -322,6 +322,7 @@ class Tracer:
                     obj.map("records").max_entries = os.sysconf("SC_PAGE_SIZE")
                     obj.map("stack_traces").max_entries = 1
             else:
+                rodata["read_cgroup"] = has_cgroups()  # else the verifier refuses every program that exports
                 if not self.record or not rodata["collect_stacks"]:  # no stacks: 9 MiB of stack maps unused
                     for name in buffer_lifecycle.STACK_MAPS:
                         obj.map(name).max_entries = 1

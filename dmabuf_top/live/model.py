@@ -13,8 +13,8 @@ delays: its row's extra["delays_na"] says why).
 The Leaks pane and the cgroups' created bytes come from the sample's `creations` (the lifecycle probe's, followed
 by the sampler): a leaks.LeakTracker observes every sample, so ages and growth count from the view's start, and
 a buffer already there at the first sample is "before start". Like the Cgroups pane it is system-wide, even with -p.
-Its rows are made only when read (Rows: the pane shown, or -C --pane leaks): grouping ten thousand buffers with
-their holders every second would cost more than the rest of the view together.
+Its rows are made only when read (Rows: the pane shown, or -C --pane leaks), and then as live/leak_rows.LeakTable:
+text only for the groups shown.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
 from .columns import ASYNC_PATHS, COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
-from .leak_rows import leak_rows
+from .leak_rows import KeyTexts, LeakTable
 from .rates import RateTracker
 
 # Counter fields that get a rate (per path); everything on screen and in JSON is derived from these.
@@ -149,6 +149,7 @@ class LiveModel:
         self.min_age = min_age
         self._leaks = LeakTracker()
         self._leaks_lock = threading.Lock()  # observed by the collector thread, reported by the drawing loop
+        self._leak_keys = KeyTexts()  # the Leaks pane's group keys as text, kept across refreshes
         self.kernel = kernel
         self.cannot_see = list(cannot_see)
         self.pid = pid
@@ -206,7 +207,7 @@ class LiveModel:
             "exporters": self._exporter_rows(sample.monotonic, arrays, selection, buffer_io, first),
             "paths": self._path_rows(sample.monotonic, trace, missing, absent, pending, first),
             "cgroups": _cgroup_rows(inventory, sample.creations),
-        }, {"leaks": self._observe_leaks(sample)})
+        }, {"leaks": self._observe_leaks(sample, arrays)})
         if self.pid is None:
             exporters = list(inventory.exporters)
         else:
@@ -230,18 +231,19 @@ class LiveModel:
         # one pair per (pid, row), rows ascending within a pid: already sorted and distinct
         return arrays.pair_row[mine].astype(np.intp), [p for p in inventory.processes if p.pid == self.pid]
 
-    def _observe_leaks(self, sample):
-        """Observe the sample now (ages and growth need every one); returns the function making its rows."""
+    def _observe_leaks(self, sample, arrays):
+        """Observe the sample now (ages and growth need every one); returns the function making its pane.
+        arrays: the inventory's (made from its entries when it has none: the order leaks.LeakColumns follows)."""
         now_ns = int(sample.monotonic * 1e9)  # time.monotonic: the clock of the creations (bpf_ktime_get_ns)
         creations = sample.creations
         with self._leaks_lock:
             self._leaks.observe(sample.inventory, now_ns, creations)
 
-        def rows() -> List[Row]:
+        def rows() -> LeakTable:
             with self._leaks_lock:
-                report = self._leaks.report(sample.inventory, now_ns, self.min_age, creations,
-                                            probe_loaded=creations is not None)
-            return leak_rows(report)
+                table = self._leaks.columns(sample.inventory, now_ns, self.min_age, creations)
+            return LeakTable(table, arrays, {process.pid: process.comm for process in sample.inventory.processes},
+                             key_texts=self._leak_keys)
 
         return rows
 

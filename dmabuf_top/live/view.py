@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .buffer_table import BufferTable
 from .columns import ASCENDING, COLUMNS, DEFAULT_SORT, PANES, Row, sort_keys
+from .leak_rows import LeakTable
 from .model import Frame
 
 
@@ -41,9 +42,9 @@ class ViewState:
 
 def visible_rows(frame: Frame, view: ViewState) -> Sequence[Row]:
     """The current pane's rows, filtered then sorted (None values last in either direction). The
-    Buffers pane's is a buffer_table.RowList: its Rows are built only when read."""
+    Buffers and Leaks panes' are a buffer_table.RowList: their Rows are built only when read."""
     rows = frame.rows[view.pane]
-    if isinstance(rows, BufferTable):
+    if isinstance(rows, (BufferTable, LeakTable)):
         return rows.visible(view.sort[view.pane], view.reverse[view.pane], view.filter)
     if view.filter:
         needle = view.filter.lower()

@@ -26,3 +26,12 @@ def test_magics_and_device_numbers():
     assert kernelfs.filesystem_name(0xEF53) == "ext4" and kernelfs.filesystem_name(0x01021994) == "tmpfs"
     assert kernelfs.filesystem_name(0x1234) == "0x1234"
     assert kernelfs.kernel_dev_to_user((259 << 20) | 1) == os.makedev(259, 1)
+
+
+def test_cgroups_are_known_by_proc_self_cgroup(tmp_path):
+    """Without CONFIG_CGROUPS (the patched lab kernel) /proc/PID/cgroup is absent, and so is the BPF helper
+    bpf_get_current_cgroup_id for tracing programs: the lifecycle probe must not call it there."""
+    assert not kernelfs.has_cgroups(tmp_path)
+    (tmp_path / "self").mkdir()
+    (tmp_path / "self" / "cgroup").write_text("0::/\n")
+    assert kernelfs.has_cgroups(tmp_path)

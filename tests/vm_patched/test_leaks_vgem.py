@@ -2,10 +2,12 @@
 
 A system-heap buffer is imported by vgem (DRM_IOCTL_PRIME_FD_TO_HANDLE: dma_buf_get, then an attachment and a
 reference held by the GEM object), then its only fd is closed: no process holds it, vgem does. `leaks` must say
-what holds it, the attached device, and its last get/put events with the task that did them (this process: on
-this kernel, before 7.0, by fexit dma_buf_get and fentry dma_buf_put). A second buffer imported the same way but
-still held by an fd is the case built to fool it: it had the same events, yet a process holds it, so that
-process is what keeps it alive and no kernel hold is claimed.
+what holds it, the attached device, and its last get/put events with the task that did them (this process), and
+who created it from where. This kernel (7.2, built without cgroups) has the dma_buf tracepoints; the lifecycle
+probe loads on it because it leaves out the creator's cgroup there (one run before that fix had no export hook
+live, so no creator). A second buffer imported the same way but still held by an fd is the case built to fool it:
+it had the same events, yet a process holds it, so that process is what keeps it alive and no kernel hold is
+claimed.
 """
 import json
 import os
@@ -50,15 +52,15 @@ def test_leaks_shows_what_keeps_a_kernel_only_buffer_alive(vgem):  # noqa: F811
     buffer = found[inode]
     assert buffer["fd_holders"] == [] and buffer["map_holders"] == [] and buffer["kernel_holds"] == ["vgem"]
     by_event = {e["event"]: e for e in buffer["last_events"]}
-    for event in ("get", "put"):  # the import's dma_buf_get and dma_buf_put (attach: 7.0 tracepoints only)
+    for event in ("get", "put"):  # the import's dma_buf_get and dma_buf_put
         assert by_event[event]["pid"] == os.getpid() and by_event[event]["age_s"] >= 0, buffer["last_events"]
-    # where the probe sees creations (fexit dma_buf_export before 7.0), this process made it and still runs;
-    # where it does not, the report says so rather than naming no one
-    if report["creations_known"]:
-        assert buffer["creator"] is not None, (buffer, report["notes"], errors)
-        assert buffer["creator"]["pid"] == os.getpid() and buffer["creator_state"] == "running"
-    else:
-        assert report["notes"] and buffer["creator_state"] == "not known", report["notes"]
+    # the export hook is live on this kernel: this process made it, still runs, and the allocation stack says where
+    assert report["creations_known"] and not report["notes"], (report["notes"], errors)
+    assert buffer["creator"] is not None, (buffer, errors)
+    assert buffer["creator"]["pid"] == os.getpid() and buffer["creator_state"] == "running"
+    assert buffer["creator"]["comm"] == open("/proc/self/comm").read().strip()
+    group = next(group for group in report["groups"] if any(b["inode"] == inode for b in group["buffers"]))
+    assert group["stack"] and any("heap" in frame for frame in group["stack"]), group["stack"]
 
     other = found[held_inode]
     assert [h["pid"] for h in other["fd_holders"]] == [os.getpid()]
