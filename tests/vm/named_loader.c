@@ -4,7 +4,7 @@
  * name load_named_buffer (heap_alloc, whose frame the libc ioctl wrapper does not set up, may be skipped).
  *
  *   named_loader short FILE    fill a 16 MiB buffer "weights-16m" from FILE, then make a 64 KiB buffer
- *                              "scratch-64k", read 4 KiB into it and close it, timing that ("ms N"); exit 0
+ *                              "scratch-64k", read 4 KiB into it and close it, timing its life from the allocation ("ms N")
  *   named_loader rename FILE   a 1 MiB buffer named "before", read into, renamed "after", closed
  *   named_loader child FILE    a child makes a 1 MiB buffer "from-child", reads into it and exits at once
  *
@@ -69,10 +69,17 @@ __attribute__((noinline)) static void read_into(int buffer, const char *file, si
 	close(fd);
 }
 
+static double now_ms(void);
+/* When the last buffer came to exist (its allocation returned): its lifetime counts from here, as the kernel's
+ * export-to-release does, without the heap's open and page allocation before it. */
+static double allocated_at_ms;
+
 /* The function the allocation stacks must name. */
 __attribute__((noinline)) int load_named_buffer(const char *name, const char *file, size_t size, size_t count)
 {
 	int buffer = heap_alloc(size);
+
+	allocated_at_ms = now_ms();
 
 	set_name(buffer, name);
 	read_into(buffer, file, size, count);
@@ -94,12 +101,11 @@ int main(int argc, char **argv)
 	printf("pid %d\n", getpid());
 	if (!strcmp(argv[1], "short")) {
 		int weights = load_named_buffer("weights-16m", argv[2], 16 * MIB, 16 * MIB);
-		double start = now_ms();
 		/* Small and read little (its pages are in the page cache now), so it lives under 10 ms in the lab. */
 		int scratch = load_named_buffer("scratch-64k", argv[2], SCRATCH_SIZE, SCRATCH_READ);
 
 		close(scratch);
-		printf("ms %.3f\n", now_ms() - start);
+		printf("ms %.3f\n", now_ms() - allocated_at_ms);
 		close(weights);
 	} else if (!strcmp(argv[1], "rename")) {
 		int buffer = load_named_buffer("before", argv[2], MIB, MIB);
