@@ -240,8 +240,7 @@ int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_in
 	if (!record_events || !ret || (unsigned long)ret >= (unsigned long)-4095 || !traced_tgid(pid_tgid))
 		return 0;
 	bpf_probe_read_kernel_str(exporter, sizeof(exporter), BPF_CORE_READ(ret, exp_name));
-	if (exporter[0] != 'u' || exporter[1] != 'd' || exporter[2] != 'm' || exporter[3] != 'a' ||
-	    exporter[4] != 'b' || exporter[5] != 'u' || exporter[6] != 'f' || exporter[7] != 0)
+	if (!is_udmabuf(exporter))
 		return 0;
 	backing = udmabuf_backing_file(ret);
 	if (!backing)

@@ -41,13 +41,6 @@ static __always_inline __u64 file_reference_count(struct file *file)
 	return BPF_CORE_READ((struct file___with_f_count *)file, f_count.counter);
 }
 
-static __always_inline bool is_udmabuf(const char *exporter)
-{
-	return exporter[0] == 'u' && exporter[1] == 'd' && exporter[2] == 'm' &&
-	       exporter[3] == 'a' && exporter[4] == 'b' && exporter[5] == 'u' &&
-	       exporter[6] == 'f' && exporter[7] == '\0';
-}
-
 static __always_inline void walk_attachments(struct dma_buf *dmabuf, struct dmabuf_record *rec)
 {
 	struct list_head *head = &dmabuf->attachments;

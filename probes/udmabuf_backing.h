@@ -38,4 +38,12 @@ static __always_inline struct inode *udmabuf_backing_file(struct dma_buf *dmabuf
 	return BPF_CORE_READ(mapping, host);
 }
 
+/* exporter: dmabuf->exp_name copied into at least 8 bytes. */
+static __always_inline bool is_udmabuf(const char *exporter)
+{
+	return exporter[0] == 'u' && exporter[1] == 'd' && exporter[2] == 'm' &&
+	       exporter[3] == 'a' && exporter[4] == 'b' && exporter[5] == 'u' &&
+	       exporter[6] == 'f' && exporter[7] == '\0';
+}
+
 #endif
