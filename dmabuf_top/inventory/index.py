@@ -104,15 +104,17 @@ class BufferIndex:
     def learn(self, buffers):
         """One read: Buffer objects, or BufferColumns."""
         self._reads.appendleft(_Read(buffers))
+        forgotten = set()
         for inode, left in list(self._lifecycle.items()):
             if left is not None:
                 if left <= 1:
                     del self._lifecycle[inode]
+                    forgotten.add(inode)
                 else:
                     self._lifecycle[inode] = left - 1
-        if len(self._lifecycle_memfds) > len(self._lifecycle):  # some udmabuf forgotten: its memfd goes too
+        if forgotten and self._lifecycle_memfds:  # a forgotten udmabuf's memfd goes with it
             self._lifecycle_memfds = {memfd: inode for memfd, inode in self._lifecycle_memfds.items()
-                                      if inode in self._lifecycle}
+                                      if inode not in forgotten}
 
     def learn_lifecycle(self, events):
         """Lifecycle records ((inode, event) pairs, or objects with both): a dma-buf made and freed between two

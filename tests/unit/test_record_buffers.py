@@ -106,6 +106,12 @@ def test_the_index_attributes_io_into_the_memfd_of_a_udmabuf_freed_before_any_re
         assert index.buffer_of("shmem", *memfd) == 15
     index.learn([])
     assert index.buffer_of("shmem", *memfd) == 0  # forgotten with the udmabuf
+    # Forgotten too while other buffers are still kept (a heap buffer never released).
+    index.learn_lifecycle([export(16, 4), dataclasses.replace(event("backing", 17, 5), backing=memfd),
+                           event("release", 17, 6)])
+    for _ in range(BufferIndex.KEPT_READS):
+        index.learn([])
+    assert index.buffer_of("dmabuf", 16, 0) == 16 and index.buffer_of("shmem", *memfd) == 0
 
 
 def test_a_backing_record_decodes_the_memfd_as_stat_gives_it():
