@@ -336,12 +336,16 @@ EXACT_LINE = "exact:"  # the machine-readable lines the host compares between bo
 CI_HOST_WITHHELD = "fentry,kprobe"
 # --ci-hooks measures no stacks (taken at fentry points only) and no block-layer hooks.
 CI_MODES = ("untraced", "floor", "traced")
-# ... and two bounds (hook_floor.bpf.c): the floor with its syscall programs swapped for the least any tracer on
+# ... and three bounds (hook_floor.bpf.c): the floor with its syscall programs swapped for the least any tracer on
 # these hooks must do. "least check": a read or write of a process of no interest leaves after its number's bit and
-# its process's bit. "least attribution": a read or write names its file (fd -> inode) at exit, nothing else.
+# its process's bit (the tgid by a helper call). "least cpu check": the same from a per-CPU flag the tracer would
+# keep at context switches (the keeping not counted). "least attribution": a read or write names its file
+# (fd -> inode) at exit, nothing else.
 CI_BOUNDS = {
     "least check": {"floor_syscall_enter_btf": "least_check_syscall_enter_btf",
                     "floor_syscall_exit_btf": "least_check_syscall_exit_btf"},
+    "least cpu check": {"floor_syscall_enter_btf": "least_cpu_check_syscall_enter_btf",
+                        "floor_syscall_exit_btf": "least_check_syscall_exit_btf"},
     "least attribution": {"floor_syscall_exit_btf": "least_attribution_syscall_exit_btf"},
 }
 # The workloads whose calls are of interest to the tracer (it attributes them): the attribution bound is theirs.
@@ -504,8 +508,8 @@ def bound_note(name, of, bounds):
     if name in CI_CALLS_OF_INTEREST:
         least, what = ratio_to_floor(of["least attribution"], of), "naming the file alone"
     else:
-        least = min(ratio_to_floor(of[mode], of) for mode in CI_BOUNDS)
-        what = "telling the call apart alone"
+        least, mode = min((ratio_to_floor(of[mode], of), mode) for mode in CI_BOUNDS)
+        what = f"telling the call apart alone ({mode})"
     reach = "out of reach of any tracer on these hooks" if least > HOST_FLOOR_FACTOR else "within reach"
     return f"; {what} costs {least:.3f}x: {reach}"
 

@@ -215,6 +215,32 @@ int BPF_PROG(least_check_syscall_exit_btf, struct pt_regs *regs, long ret)
 }
 
 /*
+ * The least check without a helper: a per-CPU flag saying whether the task running on this CPU is of
+ * interest, which a tracer would have to keep itself (at every context switch, fork, exec and new mapping;
+ * that keeping is not measured here). One inlined per-CPU load and a test; its exit tests the number only.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} bound_cpu_flags SEC(".maps");
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(least_cpu_check_syscall_enter_btf, struct pt_regs *regs, long id)
+{
+	__u32 zero = 0;
+	__u64 *flag;
+
+	if (!syscall_in(bound_enter_syscalls, id))
+		return 0;
+	flag = bpf_map_lookup_elem(&bound_cpu_flags, &zero);
+	if (flag && *flag)
+		__sync_fetch_and_add(&bound_hits, 1);
+	return 0;
+}
+
+/*
  * The least attribution: which file a read or write moved its bytes to or from, and nothing else (no
  * process check, no latency, no user buffer, no map keyed by file): at exit, the current task's file at the
  * call's fd, its inode number, and a per-CPU sum. Any tracer that says per call which file it was pays at

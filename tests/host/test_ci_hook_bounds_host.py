@@ -81,3 +81,28 @@ def test_the_least_check_tests_the_process_bit_at_entry_and_the_number_at_exit(t
     assert after_reads - before < 20  # other processes' mmaps may count; our 20 reads did not
     assert after_marked - start >= 20
     assert after_mmap > after_marked
+
+
+def test_the_least_cpu_check_tests_this_cpus_flag_at_entry(tmp_path):
+    path = tmp_path / "bound.bin"
+    path.write_bytes(os.urandom(4096))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with BpfObject(object_path("hook_floor")) as obj:
+            obj.only("least_cpu_check_syscall_enter_btf").load()
+            obj.program("least_cpu_check_syscall_enter_btf").attach()
+            flags = obj.map("bound_cpu_flags")
+            stride = (flags.value_size + 7) // 8 * 8
+            cpus = len(flags.split_percpu(flags.lookup(ZERO)))
+            before = _hits(obj)
+            for _ in range(20):
+                os.pread(fd, 4096, 0)  # every CPU's flag is clear: every read leaves at it
+            after_clear = _hits(obj)
+            flags.update(ZERO, (1).to_bytes(8, "little").ljust(stride, b"\0") * cpus)
+            for _ in range(20):
+                os.pread(fd, 4096, 0)
+            after_set = _hits(obj)
+    finally:
+        os.close(fd)
+    assert after_clear == before
+    assert after_set - after_clear >= 20
