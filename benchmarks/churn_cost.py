@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from dmabuf_top.bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer  # noqa: E402
 from dmabuf_top.kernelfs import tracefs_root, tracepoint_exists  # noqa: E402
 from dmabuf_top.probes import object_path  # noqa: E402
-from dmabuf_top.probes.hooks import LIFECYCLE_OBJECT, TRACEPOINT, programs  # noqa: E402
+from dmabuf_top.probes.hooks import LIFECYCLE_OBJECT, programs  # noqa: E402
 
 MODES = ("untraced", "lifecycle", "lifecycle + stacks, no reuse", "lifecycle + stacks")
 
@@ -37,7 +37,7 @@ class LifecycleProbe:
     def __init__(self, stacks, reuse=True):
         tracefs = tracefs_root()
         wanted = [p for _, p in programs() if p.object == LIFECYCLE_OBJECT
-                  and (p.attach != TRACEPOINT or tracepoint_exists(tracefs, p.target))]
+                  and (":" not in p.target or tracepoint_exists(tracefs, p.target))]  # tracepoints, tp_btf
         names = {p.name for p in wanted}
         wanted = [p for p in wanted if not (p.fallback_for and p.fallback_for in names)]
         self.live = []

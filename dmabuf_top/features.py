@@ -37,11 +37,12 @@ ABSENT_UNPATCHED = "absent (needs a patched kernel)"
 ABSENT = "not in this kernel"
 
 # Benchmarks and tests only: attach kinds to report as refused whatever the kernel allows, comma-separated
-# ("fentry" withholds fentry and fexit, "kprobe" kprobes and kretprobes). DMABUF_TOP_WITHHOLD=fentry,kprobe
-# puts the lab kernel on the CI host's hook set (syscall tracepoints, the AIO syscall fallback), so the
-# host's target can be measured under the lab's instruction-counting clock (benchmarks/overhead.py --exact).
+# ("fentry" withholds fentry and fexit, "kprobe" kprobes and kretprobes, "tp_btf" BTF tracepoints).
+# DMABUF_TOP_WITHHOLD=fentry,kprobe puts the lab kernel on the CI host's hook set (syscall tracepoints, the AIO
+# syscall fallback), so the host's target can be measured under the lab's instruction-counting clock
+# (benchmarks/overhead.py --exact); =tp_btf has the fexit fallbacks of tp_btf programs tried on real buffers.
 WITHHOLD_ENV = "DMABUF_TOP_WITHHOLD"
-WITHHELD_KINDS = {"fentry": ("fentry", "fexit"), "kprobe": ("kprobe", "kretprobe")}
+WITHHELD_KINDS = {"fentry": ("fentry", "fexit"), "kprobe": ("kprobe", "kretprobe"), "tp_btf": ("tp_btf",)}
 
 
 @dataclass

@@ -5,11 +5,12 @@
  * (every 0.5 s), so what the recording knows of it comes from here.
  *
  * Hooks, best first (probes/hooks.py plans them): the dma_buf:* tracepoints (7.0+); else fexit
- * dma_buf_export for creation. The last file reference going (fentry dma_buf_file_release) has no
- * tracepoint. A name set by DMA_BUF_SET_NAME has no tracepoint either and its setter is static
- * (inlined into dma_buf_ioctl on the kernels we met), so fexit dma_buf_ioctl reads dmabuf->name
- * after a successful DMA_BUF_SET_NAME; the name is also read at export (fexit) and at release,
- * so a kernel without the ioctl hook still gets the last name a buffer had.
+ * dma_buf_export for creation. A udmabuf's memfd at export: the dma_buf_export tracepoint as tp_btf
+ * (its raw argument is the buffer), else fexit dma_buf_export. The last file reference going (fentry
+ * dma_buf_file_release) has no tracepoint. A name set by DMA_BUF_SET_NAME has no tracepoint either and
+ * its setter is static (inlined into dma_buf_ioctl on the kernels we met), so fexit dma_buf_ioctl reads
+ * dmabuf->name after a successful DMA_BUF_SET_NAME; the name is also read at export (fexit) and at
+ * release, so a kernel without the ioctl hook still gets the last name a buffer had.
  *
  * Cost: stacks (kernel and user, bpf_get_stackid into alloc_stacks) and the cgroup are taken at
  * export only, never per I/O. benchmarks/churn_cost.py measures the cost per buffer created.
@@ -227,28 +228,27 @@ int BPF_PROG(lifecycle_fexit_export, const struct dma_buf_export_info *exp_info,
 /*
  * A udmabuf's I/O targets are the pages of the memfd it was made over, and only the iterator said which memfd:
  * a udmabuf made, filled and freed between two of its reads had its bytes attributed to no buffer. At export
- * its pages are already there (udmabuf_create pins them first), so the record says which memfd.
+ * its pages are already there (udmabuf_create pins them first), so the record says which memfd. Records only.
  */
-SEC("fexit/dma_buf_export")
-int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
+static __always_inline void udmabuf_backing(struct dma_buf *dmabuf)
 {
 	struct lifecycle_record *rec;
 	struct inode *backing;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	char exporter[8] = {};
 
-	if (!record_events || !ret || (unsigned long)ret >= (unsigned long)-4095 || !traced_tgid(pid_tgid))
-		return 0;
-	bpf_probe_read_kernel_str(exporter, sizeof(exporter), BPF_CORE_READ(ret, exp_name));
+	if (!record_events || !traced_tgid(pid_tgid))
+		return;
+	bpf_probe_read_kernel_str(exporter, sizeof(exporter), BPF_CORE_READ(dmabuf, exp_name));
 	if (!is_udmabuf(exporter))
-		return 0;
-	backing = udmabuf_backing_file(ret);
+		return;
+	backing = udmabuf_backing_file(dmabuf);
 	if (!backing)
-		return 0;
+		return;
 	rec = bpf_ringbuf_reserve(&records, sizeof(*rec), 0);
 	if (!rec) {
 		count_dropped();
-		return 0;
+		return;
 	}
 	__builtin_memset(rec, 0, sizeof(*rec));
 	rec->event = LIFECYCLE_BACKING;
@@ -258,12 +258,33 @@ int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_in
 	rec->kernel_stack = -1;
 	rec->user_stack = -1;
 	rec->timestamp_ns = bpf_ktime_get_ns();
-	rec->inode = BPF_CORE_READ(ret, file, f_inode, i_ino);
-	rec->size = BPF_CORE_READ(ret, size);
+	rec->inode = BPF_CORE_READ(dmabuf, file, f_inode, i_ino);
+	rec->size = BPF_CORE_READ(dmabuf, size);
 	rec->backing_inode = BPF_CORE_READ(backing, i_ino);
 	rec->backing_dev = BPF_CORE_READ(backing, i_sb, s_dev);
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
 	bpf_ringbuf_submit(rec, 0);
+}
+
+/*
+ * 7.0+: the dma_buf_export tracepoint's raw argument, the buffer (the plain tracepoint's record has no pointer to
+ * it). Preferred: it needs no fentry, which the CI host refuses. It fires at the end of dma_buf_export, after
+ * __dma_buf_list_add, under dmabuf->name_lock: the buffer is whole, and nothing here sleeps or takes that lock.
+ */
+SEC("tp_btf/dma_buf_export")
+int BPF_PROG(lifecycle_udmabuf_backing_btf, struct dma_buf *dmabuf)
+{
+	if (dmabuf)
+		udmabuf_backing(dmabuf);
+	return 0;
+}
+
+/* Else (kernels before 7.0, or tp_btf refused) at dma_buf_export's return. */
+SEC("fexit/dma_buf_export")
+int BPF_PROG(lifecycle_udmabuf_backing, const struct dma_buf_export_info *exp_info, struct dma_buf *ret)
+{
+	if (ret && (unsigned long)ret < (unsigned long)-4095) /* not NULL nor ERR_PTR */
+		udmabuf_backing(ret);
 	return 0;
 }
 

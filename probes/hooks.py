@@ -55,7 +55,9 @@ class Program:
 
     name: str
     attach: str  # TRACEPOINT, TP_BTF, RAW_TP or FENTRY (fentry/fexit: the program's section says which)
-    target: str  # "category:event", a raw tracepoint, or a kernel function
+    # "category:event" (a tracepoint; for TP_BTF, one that only kernels with it in tracefs have), a raw
+    # tracepoint, or a kernel function
+    target: str
     fallback_for: str = ""  # a fallback: loaded only when this program is not live
     also_replaces: Tuple[str, ...] = ()  # further programs a live fallback makes not needed (it does their work too)
     group: str = ""  # programs that are live together or not at all (VFS_PATH, SHARED_MEMORY)
@@ -96,8 +98,12 @@ def _lifecycle_programs():
                        # No tracepoint and a static (inlined) setter: the ioctl's exit reads the name it left.
                        Program("lifecycle_fexit_set_name", FENTRY, "dma_buf_ioctl", object=LIFECYCLE_OBJECT),
                        # which memfd a udmabuf was made over, at export: its I/O is the udmabuf's even when it is
-                       # freed before the iterator's next read
-                       Program("lifecycle_udmabuf_backing", FENTRY, "dma_buf_export", object=LIFECYCLE_OBJECT))
+                       # freed before the iterator's next read. The export tracepoint's raw argument is the buffer
+                       # (the plain tracepoint's record has no pointer to it); else at dma_buf_export's return.
+                       Program("lifecycle_udmabuf_backing_btf", TP_BTF, "dma_buf:dma_buf_export",
+                               object=LIFECYCLE_OBJECT),
+                       Program("lifecycle_udmabuf_backing", FENTRY, "dma_buf_export",
+                               fallback_for="lifecycle_udmabuf_backing_btf", object=LIFECYCLE_OBJECT))
 
 
 def _vfs_programs():
@@ -188,7 +194,7 @@ HOOK_POINTS = (
     HookPoint("sendfile_splice", "splice", "sendfile and splice", (FENTRY, KPROBE),
               functions=("do_splice", "do_splice_direct", "splice_file_to_pipe")),
     HookPoint("lifecycle", "lifecycle", "dma-buf creation (with its allocation stacks), naming, attach, mmap and "
-              "release", (TRACEPOINT, FENTRY),
+              "release", (TRACEPOINT, TP_BTF, FENTRY),
               functions=("dma_buf_export", "dma_buf_file_release", "dma_buf_ioctl", "dma_buf_get", "dma_buf_put"),
               tracepoints=tuple(f"dma_buf:{name}" for name in DMA_BUF_TRACEPOINTS),
               programs=_lifecycle_programs()),

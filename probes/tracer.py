@@ -67,6 +67,8 @@ def _plan(program, report, tracefs):
             return True, ITER, feature.detail
         return False, None, f"iter/{program.target} not available" + (f" ({feature.detail})" if feature else "")
     if program.attach in (TP_BTF, RAW_TP):
+        if ":" in program.target and not tracepoint_exists(tracefs, program.target):  # dma_buf:* before 7.0
+            return False, None, "tracepoint absent on this kernel"
         feature = report.features.get("tp_btf" if program.attach == TP_BTF else "raw_tracepoint")
         if feature is not None and feature.available:
             return True, program.attach, feature.detail

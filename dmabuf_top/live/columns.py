@@ -38,11 +38,18 @@ class Column:
     help: str = ""
     none: str = "-"  # what a value not known reads as (a rate before the second sample: "-")
     narrow: int = 0  # where the line is too narrow for every column, rank 1 gives way first, then 2...; 0 stays
+    short: Tuple[Tuple[str, str], ...] = ()  # (value, what it reads as where it is wider than the column)
 
     @property
     def left(self):
         return self.fmt == "text"
 
+
+# Exporter names wider than their column, said so that they read rather than cut ("default_c~"); the JSON, the
+# header's per-exporter totals and `snapshot` keep the name. The arm64 CMA heap is named after its area
+# (alloc.CMA_HEAP_NAMES); the other common exporters (system, udmabuf, reserved, linux,cma, GPU drivers) fit.
+EXPORTER_SHORT = (("default_cma_region", "cma:default"),)
+EXPORTER_HELP = "the exporter (exp_name); the CMA heap's default_cma_region reads cma:default"
 
 XFER_PATHS = ("copy_file_range", "sendfile", "splice", "rw_file")
 ASYNC_PATHS = ("io_uring", "aio")
@@ -61,7 +68,7 @@ _IO = (
 COLUMNS: Dict[str, Tuple[Column, ...]] = {
     "buffers": (
         Column("inode", "INODE", 8),
-        Column("exporter", "EXPORTER", 10, "text"),
+        Column("exporter", "EXPORTER", 11, "text", help=EXPORTER_HELP, short=EXPORTER_SHORT),
         Column("size", "SIZE", 10, "size"),
         Column("attachments", "ATT", 3, narrow=4),
         Column("holders", "HOLDERS", 18, "text", help="pid(comm) of every process with an fd or mapping"),
@@ -84,7 +91,7 @@ COLUMNS: Dict[str, Tuple[Column, ...]] = {
                narrow=2),
     ),
     "exporters": (
-        Column("exporter", "EXPORTER", 16, "text"),
+        Column("exporter", "EXPORTER", 16, "text", help=EXPORTER_HELP, short=EXPORTER_SHORT),
         Column("buffers", "BUFFERS", 8),
         Column("bytes", "BYTES", 10, "size"),
         *_IO,
@@ -195,7 +202,10 @@ def format_cell(col: Column, value, not_traced=False, unavailable=False) -> str:
         return col.none
     fmt = col.fmt
     if fmt == "text":
-        return str(value)
+        text = str(value)
+        if col.short and col.width and len(text) > col.width:
+            text = dict(col.short).get(text, text)
+        return text
     if fmt == "size":
         return human_size(value)
     if fmt == "signed_size":

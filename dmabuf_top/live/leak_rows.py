@@ -13,10 +13,12 @@ only says each group in one line of cells (columns.COLUMNS["leaks"]):
 Cost: at 10,000 buffers in 6,700 groups (benchmarks/live.py's population: two in three buffers named apart), a
 LeakReport (an object per buffer, a series per group) and a Row per group cost 0.57 s of CPU per refresh on the CI
 host, thirty times the rest of the view (26 ms with the pane as it is). So a LeakTable keeps leaks.LeakColumns and
-the per-group numbers as arrays, sorts the numeric columns on them, and builds the text (creator, holders, stack)
-only for the groups asked for (the screen's sixty) with their holders found in one pass over the inventory's
-holdings; a text sort or a typed filter needs every group's text and builds every Row, as buffer_table does. The
-order is view.sort_rows's: by the key, ties by the row key (the group key's text) ascending.
+the per-group numbers as arrays, sorts the numeric columns on them, and builds Rows only for the groups asked for
+(the screen's sixty) with their holders found in one pass over the inventory's holdings. A sort by a text column
+makes that one column's text for every group, and a typed filter matches each column's texts (its numbers as
+str() gives them) without a Row, which is what a Row's search text is made of: stack texts are kept across
+refreshes by group key (KeyTexts), holders' labels and creators' states found once per pid. The order is
+view.sort_rows's: by the key, ties by the row key (the group key's text) ascending.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ _FD, _MAP, _KERNEL = 0, 1, 2  # a holder's kind, in the order a buffer's holders
 
 
 def _stack_text(stack, key, all_preexisting: bool, creation) -> str:
+    """The stack column's text of a group (stack: its allocation stack, None when grouped by exporter + size + name;
+    creation: its oldest buffer's)."""
     if stack is None:
         exporter, size, name = key[1:]
         why = NO_STACK_BEFORE if all_preexisting else NO_STACK
@@ -62,10 +66,14 @@ class LeakTable:
         self.count = (ends - starts).astype(np.int64)
         self.bytes = np.add.reduceat(table.size, starts) if len(table) else np.zeros(0, np.int64)
         self.age = table.age_ns[starts] / 1e9
-        self._growth: Optional[np.ndarray] = None  # every group's, only to sort by it
+        self._growth: Optional[np.ndarray] = None  # every group's, only to sort or filter by it
         self._rows: Dict[int, Row] = {}
         self._ties: Optional[np.ndarray] = None
         self._key_texts = key_texts if key_texts is not None else KeyTexts()
+        self._texts: Dict[str, List[str]] = {}  # a text column's every group's text, for a text sort or a filter
+        self._all_holders: Optional[Dict[int, str]] = None  # every group's holders, once a filter needed them
+        self._creator_labels: Dict[tuple, str] = {}  # (pid, comm) -> label: a creator's state read once
+        self._labels: Dict[int, str] = {}  # holders' labels by pid
 
     def __len__(self):
         return len(self._table)
@@ -79,7 +87,7 @@ class LeakTable:
         groups = [int(group) for group in groups]
         missing = [group for group in groups if group not in self._rows]
         if missing:
-            holders = self._holders(missing)
+            holders = self._all_holders if self._all_holders is not None else self._holders(missing)
             for group in missing:
                 self._rows[group] = self._row(group, holders.get(group) or "-")
         return [self._rows[group] for group in groups]
@@ -87,27 +95,61 @@ class LeakTable:
     def _row(self, group, holders) -> Row:
         table = self._table
         start, end = int(table.starts[group]), int(self.count[group] + table.starts[group])
-        oldest = int(table.inode[start])
-        creation = table.creations.get(oldest)
-        state = None if creation is None else RUNNING if self._alive(creation.pid) else EXITED
-        creator = creator_label(creation, state, bool(table.preexisting[start]))
-        others = set(table.creator_pid[start:end].tolist()) - {-1, creation.pid if creation is not None else -1}
-        if others:
-            creator += f" +{len(others)}"
         age = float(self.age[group])
         values = {"buffers": int(self.count[group]), "bytes": int(self.bytes[group]),
                   "growth": table.growth(group)[1], "age": age if table.age_known[start] else AgeAtLeast(age),
-                  "creator": creator, "holders": holders,
-                  "stack": _stack_text(table.stack(group), table.keys[group],
-                                       bool(table.preexisting[start:end].all()), creation)}
+                  "creator": self._creators([group])[0], "holders": holders,
+                  "stack": self._stacks([group], [bool(table.preexisting[start:end].all())])[0]}
         extra = {"inodes": table.inode[start:end].tolist()}
         return Row(self._key_text(group), values, extra, None, " ".join(str(v) for v in values.values()).lower())
+
+    def _creators(self, groups) -> List[str]:
+        """Each group's oldest buffer's creator as `leaks` says it, "+N" for the other creators of the group."""
+        table, creations, labels = self._table, self._table.creations, self._creator_labels
+        groups = np.asarray(groups, dtype=np.intp)
+        starts = table.starts[groups]
+        out = []
+        for start, count, inode, preexisting in zip(starts.tolist(), self.count[groups].tolist(),
+                                                    table.inode[starts].tolist(), table.preexisting[starts].tolist()):
+            creation = creations.get(inode)
+            if creation is None:
+                creator = creator_label(None, None, preexisting)
+            else:
+                creator = labels.get((creation.pid, creation.comm))
+                if creator is None:  # one state and one label per creator
+                    state = RUNNING if self._alive(creation.pid) else EXITED
+                    creator = labels[(creation.pid, creation.comm)] = creator_label(creation, state, preexisting)
+            if count > 1:
+                others = set(table.creator_pid[start:start + count].tolist()) - {
+                    -1, creation.pid if creation is not None else -1}
+                if others:
+                    creator += f" +{len(others)}"
+            out.append(creator)
+        return out
+
+    def _stacks(self, groups, all_preexisting) -> List[str]:
+        """Each group's stack text (all_preexisting: per group, whether all its buffers were there before the view
+        started), kept across refreshes by its key and what else the text depends on."""
+        table, texts = self._table, self._key_texts
+        out = []
+        for group, preexisting in zip(groups, all_preexisting):
+            key = table.keys[group]
+            if key[0] != "stack":
+                out.append(texts.stack(key, preexisting, _stack_text, None, key, preexisting, None))
+                continue
+            creation = table.creations.get(int(table.inode[table.starts[group]]))  # where the stack splits
+            out.append(texts.stack(key, creation and creation.kernel_frames,
+                                   _stack_text, table.stack(group), key, preexisting, creation))
+        return out
 
     def _key_text(self, group) -> str:
         return self._key_texts(self._table.keys[group])
 
     def _label(self, pid) -> str:
-        return f"{pid}({terminal_safe(self._comms.get(pid, b''), none='?')})"
+        label = self._labels.get(pid)
+        if label is None:
+            label = self._labels[pid] = f"{pid}({terminal_safe(self._comms.get(pid, b''), none='?')})"
+        return label
 
     def _holders(self, groups: Sequence[int]) -> Dict[int, str]:
         """{group: its distinct holders in the order `leaks` meets them}: buffers oldest first, each buffer's fd
@@ -173,9 +215,45 @@ class LeakTable:
     def visible(self, key: str, reverse: bool = False, needle: str = "") -> RowList:
         candidates = np.arange(len(self))
         if needle:
-            needle = needle.lower()
-            candidates = np.array([group for group, row in enumerate(self) if needle in row.search], dtype=np.intp)
+            candidates = self._matching(needle.lower())
         return RowList(self, self.order(key, reverse, candidates))
+
+    def _matching(self, needle: str) -> np.ndarray:
+        """The groups whose Row's search text would contain `needle` (lower case), from each column's texts: the
+        search text is the cells' values as str() says them, joined by spaces and lowered, so a needle without a
+        space is in it when it is in one cell's text, and one with a space is looked for in the joined texts."""
+        cells = [list(map(str, self.count.tolist())), list(map(str, self.bytes.tolist())),
+                 list(map(str, self._growths().tolist())), list(map(str, self.age.tolist()))]
+        cells += [self._lowered(key) for key in _TEXT_KEYS]
+        if " " in needle:
+            found = [needle in " ".join(texts) for texts in zip(*cells)]
+        else:
+            found = [any(hits) for hits in zip(*([needle in text for text in texts] for texts in cells))]
+        return np.flatnonzero(np.array(found, dtype=bool)).astype(np.intp)
+
+    def _lowered(self, key: str) -> List[str]:
+        lowered = self._texts.get(key + ".lower")
+        if lowered is None:
+            lowered = self._texts[key + ".lower"] = [text.lower() for text in self._column_texts(key)]
+        return lowered
+
+    def _column_texts(self, key: str) -> List[str]:
+        """Every group's text in column `key` (creator, holders or stack), as its Row would say it."""
+        texts = self._texts.get(key)
+        if texts is None:
+            groups = range(len(self))
+            if key == "creator":
+                texts = self._creators(groups)
+            elif key == "holders":
+                if self._all_holders is None:
+                    self._all_holders = self._holders(groups)
+                texts = [self._all_holders.get(group) or "-" for group in groups]
+            else:
+                table = self._table
+                texts = self._stacks(groups, (np.logical_and.reduceat(table.preexisting, table.starts) if len(self)
+                                              else np.zeros(0, dtype=bool)).tolist())
+            self._texts[key] = texts
+        return texts
 
     def order(self, key: str, reverse: bool, candidates: np.ndarray) -> np.ndarray:
         values = self._sort_column(key)[candidates]
@@ -185,12 +263,15 @@ class LeakTable:
 
     def _sort_column(self, key) -> np.ndarray:
         if key in _TEXT_KEYS:
-            return _ranks([row.values[key].lower() for row in self])
+            return _ranks(self._lowered(key))
         if key == "growth":
-            if self._growth is None:
-                self._growth = np.array([self._table.growth(group)[1] for group in range(len(self))], dtype=np.int64)
-            return self._growth
+            return self._growths()
         return {"buffers": self.count, "bytes": self.bytes, "age": self.age}[key]
+
+    def _growths(self) -> np.ndarray:
+        if self._growth is None:
+            self._growth = np.array([self._table.growth(group)[1] for group in range(len(self))], dtype=np.int64)
+        return self._growth
 
     def _tie_ranks(self) -> np.ndarray:
         if self._ties is None:
@@ -199,13 +280,25 @@ class LeakTable:
 
 
 class KeyTexts:
-    """A group key's text (the Row key, and the tie order) kept across refreshes: the groups of one refresh are
-    mostly the last one's, and at 6,700 groups making their texts and ranking them was half the pane's cost."""
+    """A group key's text (the Row key, and the tie order) and its stack column's text, kept across refreshes: the
+    groups of one refresh are mostly the last one's, and at 6,700 groups making their texts and ranking them was
+    half the pane's cost (the stack texts: most of a typed filter's)."""
 
     def __init__(self, limit: int = 100_000):
         self._texts: Dict[tuple, str] = {}
+        self._stacks: Dict[tuple, str] = {}
         self._limit = limit
         self._ranked: Optional[tuple] = None  # (keys, their ranks) of the last ranking
+
+    def stack(self, key, depends, make: Callable[..., str], *args) -> str:
+        """The stack text of the group with this key, made by make(*args) the first time (depends: whatever else
+        the text depends on)."""
+        text = self._stacks.get((key, depends))
+        if text is None:
+            if len(self._stacks) >= self._limit:
+                self._stacks.clear()
+            text = self._stacks[(key, depends)] = make(*args)
+        return text
 
     def __call__(self, key) -> str:
         text = self._texts.get(key)

@@ -10,7 +10,7 @@ from dmabuf_top.probes.tracer import Tracer
 
 LIFECYCLE_PROGRAMS = {f"lifecycle_{name}" for name in DMA_BUF_TRACEPOINTS} | {
     "lifecycle_fexit_export", "lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_fexit_get",
-    "lifecycle_fentry_put", "lifecycle_udmabuf_backing"}
+    "lifecycle_fentry_put", "lifecycle_udmabuf_backing_btf", "lifecycle_udmabuf_backing"}
 
 
 def test_the_lifecycle_probe_loads_and_reports_every_hook():
@@ -31,11 +31,19 @@ def test_the_lifecycle_probe_loads_and_reports_every_hook():
         else:
             assert export_fallback.state is (State.LIVE if fentry.available and fentry.via == "fentry"
                                              else State.MISSING)
-        for name in ("lifecycle_fentry_release", "lifecycle_fexit_set_name", "lifecycle_udmabuf_backing"):
+        for name in ("lifecycle_fentry_release", "lifecycle_fexit_set_name"):
             function = hooks[name].target
             feature = report.features[f"fn/{function}"]
             assert hooks[name].state is (State.LIVE if feature.available and feature.via == "fentry"
                                          else State.MISSING), hooks[name]
+        # A udmabuf's memfd at export: the export tracepoint as tp_btf, else fexit; missing when neither attaches.
+        backing, backing_fallback = hooks["lifecycle_udmabuf_backing_btf"], hooks["lifecycle_udmabuf_backing"]
+        by_tp_btf = tracepoint_exists(tracefs, "dma_buf:dma_buf_export") and report.available("tp_btf")
+        by_fexit = fentry.available and fentry.via == "fentry"
+        assert (backing.state, backing_fallback.state) == (
+            (State.LIVE, State.NOT_NEEDED) if by_tp_btf else (State.NOT_NEEDED, State.LIVE) if by_fexit
+            else (State.MISSING, State.MISSING)), (backing, backing_fallback)
+        assert backing.live or "tracepoint absent" in backing.why or "tp_btf" in backing.why
         # Its maps are there and read: counts in the snapshot, refusals and drops beside iopaths'.
         assert LIFECYCLE_OBJECT in tracer._objs
         snap = tracer.snapshot()

@@ -68,6 +68,8 @@ def test_withheld_attach_kinds_are_reported_refused_so_that_the_lab_can_stand_in
     features.withhold(found, "fentry, kprobe")
     assert not any(found[name].available for name in ("fentry", "fexit", "kprobe", "kretprobe"))
     assert found["tp_btf"].available and "withheld (DMABUF_TOP_WITHHOLD=" in found["fentry"].detail
+    features.withhold(found, "tp_btf")
+    assert not found["tp_btf"].available and found["tp_btf"].detail == "withheld (DMABUF_TOP_WITHHOLD=tp_btf)"
     features.withhold(found, "")  # unset: nothing withheld
     with pytest.raises(ValueError, match="unknown attach kind 'uprobe'"):
         features.withhold(found, "uprobe")

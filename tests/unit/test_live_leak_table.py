@@ -62,7 +62,9 @@ def every_row_sorted(frame, view):
 
 @pytest.mark.parametrize("key", [column.key for column in COLUMNS["leaks"]])
 @pytest.mark.parametrize("reverse", [False, True])
-@pytest.mark.parametrize("needle", ["", "cam", "map", "no process"])
+# a holder's comm, a holder's kind, a kernel-only buffer, a number, and two that span cells (holders -> stack,
+# growth -> age -> creator): matched in the texts of the cells, as a Row's search text would match them
+@pytest.mark.parametrize("needle", ["", "cam", "map", "no process", "4096", "(cam) (", "8192 4.0 before"])
 def test_order_is_sort_rows_order_for_every_key_direction_and_filter(key, reverse, needle):
     frame = frames()
     view = ViewState(pane="leaks", filter=needle)
@@ -117,3 +119,22 @@ def test_only_the_groups_shown_get_text(monkeypatch):
         assert len(frame.rows["leaks"]) > groups
         render(frame, ViewState(pane="leaks"), 200, 30)
         assert 0 < len(built) <= 30 and sorted(holders_of) == sorted(built), groups
+
+
+@pytest.mark.parametrize("needle,key", [("cam", "bytes"), ("", "stack"), ("", "creator"), ("", "holders"),
+                                        ("map", "stack"), ("(cam) (", "age")])
+def test_a_filter_or_a_text_sort_builds_rows_only_for_the_groups_shown(monkeypatch, needle, key):
+    """A typed filter matches the columns' texts and a text sort ranks one column's texts, without a Row (creator,
+    holders, stack, search text) for every group: the Rows built are the screen's, as without them."""
+    built = []
+    real_row = LeakTable._row
+    monkeypatch.setattr(LeakTable, "_row", lambda self, group, holders: built.append(group) or real_row(
+        self, group, holders))
+    frame = frames(2000, per_group=2)
+    view = ViewState(pane="leaks", filter=needle)
+    view.sort["leaks"] = key
+    shown = visible_rows(frame, view)
+    assert len(shown) > 30
+    render(frame, view, 200, 30)
+    assert 0 < len(built) <= 30
+    assert [row.key for row in shown] == [row.key for row in every_row_sorted(frame, view)]

@@ -3,10 +3,12 @@ import json
 
 import jsonschema
 import pytest
-from live_fixtures import HOSTILE, MiB, two_frames
+from live_fixtures import HOSTILE, MiB, sample, two_frames
 
+from dmabuf_top.inventory.types import Buffer
 from dmabuf_top.live import app
 from dmabuf_top.live.jsonout import JSON_SCHEMA, SCHEMA, render_json
+from dmabuf_top.live.model import LiveModel
 from dmabuf_top.live.screen import line_text, render, render_table
 from dmabuf_top.live.view import ViewState
 
@@ -251,3 +253,21 @@ def test_a_process_older_than_delay_accounting_reads_na_not_zero():
     assert old["delays"] == {"cpu": {"count": 2, "total_ns": 40}}  # the kinds the kernel did not keep are left out
     assert young["blkio"] == pytest.approx(10.0) and young["delays_na"] is None
     assert young["delays"]["blkio"] == {"count": 4, "total_ns": 200_000_000}
+
+
+def test_the_arm64_cma_heap_reads_cma_default_where_its_name_is_wider_than_the_column():
+    """Its exporter name is its CMA area's, default_cma_region, which the EXPORTER columns cut ("default_c~" in
+    the Buffers pane's): the panes say cma:default; the header's totals, --json and the sort keep the name."""
+    cma = Buffer(inode=104, size=2 * MiB, exporter="default_cma_region", name=b"frame", file_refs=1,
+                 attachment_count=0)
+    frame = LiveModel(1.0, kernel="7.2.13-test").update(sample(100.0, extra=[cma]))
+    buffers = screen_text(frame, ViewState())
+    assert next(line for line in buffers if line.split()[:1] == ["104"]).split()[:2] == ["104", "cma:default"]
+    assert "default_cma_region 1/2.0" in buffers[1] and not any("default_c~" in line for line in buffers)
+    exporters = table_rows(screen_text(frame, ViewState(pane="exporters")))
+    assert any(line.split()[:2] == ["cma:default", "1"] for line in exporters), exporters
+    assert "cma:default" in render_table(frame, "buffers", ViewState(), width=200)
+    out = json.loads(render_json(frame))
+    assert "default_cma_region" in {row["exporter"] for row in out["buffers"]}
+    assert "cma:default" not in json.dumps(out)
+    assert [row.values["exporter"] for row in frame.rows["buffers"] if row.key == 104] == ["default_cma_region"]

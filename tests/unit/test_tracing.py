@@ -185,6 +185,45 @@ def test_plan_for_the_syscall_hooks_follows_tp_btf_and_raw_tracepoint():
     assert specs["lifecycle_fexit_export"].fallback_for == "lifecycle_dma_buf_export"
 
 
+BACKING = ("lifecycle_udmabuf_backing_btf", "lifecycle_udmabuf_backing")  # tp_btf, and its fexit fallback
+
+
+def _backing_states(tracefs, tracepoint, tp_btf, fentry):
+    """The udmabuf backing programs' states as the Tracer plans them: a kernel with or without the dma_buf_export
+    tracepoint (7.0+), tp_btf, and fentry on dma_buf_export."""
+    if tracepoint:
+        (tracefs / "events" / "dma_buf" / "dma_buf_export").mkdir(parents=True, exist_ok=True)
+    report = _report(tp_btf=Feature(tp_btf, "tp_btf" if tp_btf else None, "ok" if tp_btf else "EINVAL"),
+                     fentry=Feature(fentry, "fentry" if fentry else None, "ok" if fentry else "EPERM"),
+                     fn__dma_buf_export=Feature(True, "fentry", "ok") if fentry else
+                     Feature(False, None, "fentry refused (EPERM), kprobe refused (ENOENT)"))
+    catalogue = [(point, program) for point, program in hooks.programs() if program.name in BACKING]
+    plans = {program.name: tracing._plan(program, report, tracefs) for _, program in catalogue}
+    statuses = {program.name: tracing._planned_state(point, program, plans[program.name], plans, report, None,
+                                                     False, tracefs) for point, program in catalogue}
+    statuses = tracing._served_by_fallbacks(statuses, catalogue)
+    return tuple((statuses[name].state, statuses[name].via) for name in BACKING), hooks.missing_concerns(
+        statuses.values())
+
+
+def test_a_udmabufs_memfd_is_recorded_by_the_export_tracepoint_as_tp_btf_else_by_fexit(tmp_path):
+    """tp_btf on the dma_buf_export tracepoint where the kernel has it (7.0+; fentry refused, as on the CI host,
+    changes nothing), else fexit dma_buf_export; missing only when neither can attach."""
+    live, not_needed, missing = State.LIVE, State.NOT_NEEDED, State.MISSING
+    assert _backing_states(tmp_path / "a", True, True, True) == (((live, "tp_btf"), (not_needed, None)), {})
+    assert _backing_states(tmp_path / "b", True, True, False) == (((live, "tp_btf"), (not_needed, None)), {})
+    assert _backing_states(tmp_path / "c", True, False, True) == (((not_needed, None), (live, "fentry")), {})
+    assert _backing_states(tmp_path / "d", False, True, True) == (((not_needed, None), (live, "fentry")), {})
+    states, missing_concerns = _backing_states(tmp_path / "e", False, True, False)  # before 7.0 without fentry
+    assert states == ((missing, None), (missing, None))
+    assert missing_concerns == {"lifecycle": "dma_buf:dma_buf_export: tracepoint absent on this kernel"}
+    (tmp_path / "f").mkdir()
+    specs = {program.name: program for _, program in hooks.programs()}
+    assert tracing._plan(specs[BACKING[0]], _report(tp_btf=Feature(True, "tp_btf", "ok")), tmp_path / "f") == \
+        (False, None, "tracepoint absent on this kernel")
+    assert specs[BACKING[1]].fallback_for == BACKING[0]
+
+
 def _statuses(enter_btf, enter_raw, exit_btf, exit_raw):
     """The four syscall programs' states from (state, why) pairs."""
     given = {"syscall_enter_btf": enter_btf, "syscall_enter_raw": enter_raw,

@@ -1,5 +1,6 @@
 """`dmabuf-top record` keeps every buffer, however short-lived, with its names, creator and allocation stack
-(issue 16): real system-heap buffers made by a C loader (tests/vm/named_loader.c) built here with frame pointers."""
+(issue 16): real system-heap buffers and a udmabuf made by a C loader (tests/vm/named_loader.c) built here with
+frame pointers."""
 import csv
 import io
 import os
@@ -11,6 +12,8 @@ import pytest
 from dmabuf_top.analysis import tables
 from dmabuf_top.analysis.export import CsvRenderer
 from dmabuf_top.analysis.html import HtmlRenderer
+from dmabuf_top.features import WITHHOLD_ENV
+from dmabuf_top.probes.hooks import State
 from dmabuf_top.recording.session import Session
 
 pytestmark = pytest.mark.guest
@@ -35,10 +38,12 @@ def loader(tmp_path_factory):
     os.unlink(data)
 
 
-def record(tmp_path, *command, interval="0.2"):
+def record(tmp_path, *command, interval="0.2", withheld=""):
+    """withheld: attach kinds the recorder plans without (features.WITHHOLD_ENV), as on a kernel refusing them."""
     path = tmp_path / "buffers.session"
     run = subprocess.run([sys.executable, "-m", "dmabuf_top", "record", "-o", str(path), "--interval", interval,
-                          "--", *command], capture_output=True, text=True, timeout=900)
+                          "--", *command], capture_output=True, text=True, timeout=900,
+                         env={**os.environ, WITHHOLD_ENV: withheld})
     assert run.returncode == 0, run.stderr
     pids = [int(line.split()[1]) for line in run.stdout.splitlines() if line.startswith("pid ")]
     return path, pids, run.stdout
@@ -113,3 +118,34 @@ def test_a_buffer_made_by_a_child_that_exits_at_once_keeps_its_creator_and_stack
         assert child != parent and buffer.released_s is not None
         # Its maps were gone before the recorder read them: the frames come from build ids.
         assert any(frame.startswith("load_named_buffer+") for frame in user_frames(session, buffer))
+
+
+# Which program records a udmabuf's memfd at its export when the other one's attach kind is withheld: the
+# dma_buf_export tracepoint as tp_btf where fentry is refused (the CI host's hook set), the fexit fallback where
+# tp_btf is.
+BACKING_PROGRAMS = {"fentry": ("lifecycle_udmabuf_backing_btf", "lifecycle_udmabuf_backing"),
+                    "tp_btf": ("lifecycle_udmabuf_backing", "lifecycle_udmabuf_backing_btf")}
+
+
+@pytest.mark.parametrize("withheld", sorted(BACKING_PROGRAMS))
+def test_io_into_the_memfd_of_a_udmabuf_freed_within_milliseconds_is_the_udmabufs(loader, udmabuf_available,
+                                                                                    tmp_path, withheld):
+    """A read into a udmabuf's memfd names the memfd; the iterator never sees this udmabuf (its passes are at the
+    start and the end), so only the lifecycle probe's backing record at its export says the memfd is its: the
+    bytes are the udmabuf's, not inode 0's, whichever of the two programs took the record."""
+    binary, data = loader
+    path, (pid,), stdout = record(tmp_path, binary, "udmabuf", data, interval="600", withheld=withheld)
+    (inode,) = [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("inode ")]
+    used, other = BACKING_PROGRAMS[withheld]
+    with Session(path) as session:
+        assert session.query("SELECT count(*) FROM buffer_snapshots WHERE inode = ?", (inode,))[0][0] == 0
+        reads = session.query("SELECT inode, sum(bytes) FROM io_events WHERE tgid = ? AND bytes = ? GROUP BY 1",
+                              (pid, SHORT_READ))
+        assert reads == [(inode, SHORT_READ)]
+        buffer = {buffer.inode: buffer for buffer in tables.top_buffers(session)}[inode]
+        assert (buffer.exporter, buffer.size, buffer.creator_pid) == ("udmabuf", SHORT_SIZE, pid), buffer
+        assert buffer.io_bytes == SHORT_READ, buffer
+        hooks = {hook.name: hook for hook in session.hooks()}
+        assert hooks[used].state is State.LIVE, hooks[used]
+        assert hooks[other].state is State.NOT_NEEDED, hooks[other]  # withheld, and nothing is lost
+    print(stdout)
