@@ -27,7 +27,7 @@ import numpy as np
 
 from ..inventory.types import Refs
 from ..text import terminal_safe
-from .columns import ASCENDING, IO_COLUMNS, Row
+from .columns import ASCENDING, IO_COLUMNS, Row, exporter_search_text
 
 # Sort keys held as arrays; the others (exporter, name, holders) are text.
 _NUMERIC = ("inode", "size", "attachments", *IO_COLUMNS)
@@ -259,7 +259,7 @@ class BufferTable:
 
 
 def _search_text(inode, exporter, name, holders) -> str:
-    return f"{inode} {exporter or ''} {name} {holders}".lower()
+    return f"{inode} {exporter_search_text(exporter) if exporter else ''} {name} {holders}".lower()
 
 
 class RowList(Sequence):

@@ -37,7 +37,18 @@ from ..taskstats import KEPT_FOR_EVERY_TASK, DelayAccounting
 from ..text import terminal_safe
 from ..trace_model import MINIMAL_MAPS
 from .buffer_table import BufferTable, NameCache
-from .columns import ASYNC_PATHS, COLUMNS, DELAYS, IO_COLUMNS, IO_PATHS, NOT_TRACED, PANES, XFER_PATHS, Row
+from .columns import (
+    ASYNC_PATHS,
+    COLUMNS,
+    DELAYS,
+    IO_COLUMNS,
+    IO_PATHS,
+    NOT_TRACED,
+    PANES,
+    XFER_PATHS,
+    Row,
+    exporter_search_text,
+)
 from .leak_rows import KeyTexts, LeakTable
 from .rates import RateTracker
 
@@ -354,7 +365,7 @@ class LiveModel:
             values = {"exporter": name or "?", "buffers": count, "bytes": size,
                       **_io_values(rates.get(name), first, name in sums)}
             rows.append(Row(name, values, {"paths": None if first else _path_rates(rates.get(name))}, None,
-                            (name or "?").lower()))
+                            exporter_search_text(name).lower()))
         return rows
 
     def _path_rates_values(self, path, rates):

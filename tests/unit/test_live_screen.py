@@ -271,3 +271,9 @@ def test_the_arm64_cma_heap_reads_cma_default_where_its_name_is_wider_than_the_c
     assert "default_cma_region" in {row["exporter"] for row in out["buffers"]}
     assert "cma:default" not in json.dumps(out)
     assert [row.values["exporter"] for row in frame.rows["buffers"] if row.key == 104] == ["default_cma_region"]
+    # what the panes show is what the filter finds, and the name still is
+    for needle in ("cma:default", "default_cma"):
+        shown = table_rows(screen_text(frame, ViewState(filter=needle)))
+        assert [line.split()[0] for line in shown] == ["104"], (needle, shown)
+        shown = table_rows(screen_text(frame, ViewState(pane="exporters", filter=needle)))
+        assert [line.split()[0] for line in shown] == ["cma:default"], (needle, shown)
