@@ -184,8 +184,7 @@ static const __u64 bound_exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALL
 static const __u64 bound_rw_syscalls[SYSCALL_WORDS] = SYSCALL_SET(RW_SYSCALLS);
 
 /* One bit per tgid, as iopaths.bpf.c's shared_memory_tgids: never set here, so every call leaves at it. */
-#define BOUND_TGID_WORDS (1U << 16)
-__u64 bound_tgids[BOUND_TGID_WORDS];
+__u64 bound_tgids[TGID_BIT_WORDS];
 __u64 bound_hits;
 
 /*
@@ -201,7 +200,7 @@ int BPF_PROG(least_check_syscall_enter_btf, struct pt_regs *regs, long id)
 	if (!syscall_in(bound_enter_syscalls, id))
 		return 0;
 	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (bound_tgids[(tgid >> 6) & (BOUND_TGID_WORDS - 1)] & (1ULL << (tgid & 63)))
+	if (bound_tgids[(tgid >> 6) & (TGID_BIT_WORDS - 1)] & (1ULL << (tgid & 63)))
 		__sync_fetch_and_add(&bound_hits, 1);
 	return 0;
 }
@@ -217,7 +216,9 @@ int BPF_PROG(least_check_syscall_exit_btf, struct pt_regs *regs, long ret)
 /*
  * The least check without a helper: a per-CPU flag saying whether the task running on this CPU is of
  * interest, which a tracer would have to keep itself (at every context switch, fork, exec and new mapping;
- * that keeping is not measured here). One inlined per-CPU load and a test; its exit tests the number only.
+ * that keeping is not measured here). Tested before the syscall number, so that every syscall of a process
+ * of no interest leaves after one inlined per-CPU load; its exit tests the number only (mmap's and shmat's
+ * exits would keep the flag).
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -232,10 +233,10 @@ int BPF_PROG(least_cpu_check_syscall_enter_btf, struct pt_regs *regs, long id)
 	__u32 zero = 0;
 	__u64 *flag;
 
-	if (!syscall_in(bound_enter_syscalls, id))
-		return 0;
 	flag = bpf_map_lookup_elem(&bound_cpu_flags, &zero);
-	if (flag && *flag)
+	if (!flag || !*flag)
+		return 0;
+	if (syscall_in(bound_enter_syscalls, id))
 		__sync_fetch_and_add(&bound_hits, 1);
 	return 0;
 }

@@ -85,7 +85,7 @@ const volatile bool aio_syscalls = false;
  * cleared at munmap: a stale bit only sends calls down the exact path. Plain loads, no map lookup.
  * Trusted only with shared_memory_known.
  */
-#define SHARED_MEMORY_WORDS (1U << 16)
+#define SHARED_MEMORY_WORDS TGID_BIT_WORDS
 __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
 
 /*
@@ -268,7 +268,6 @@ static __always_inline void identify_file(struct file *file, struct file_identit
 	id->direct = (file->f_flags & O_DIRECT_FLAG) ? 1 : 0;
 }
 
-
 struct vma_found {
 	__u64 start;
 	__u64 end;
@@ -401,7 +400,6 @@ static __always_inline bool inner_of_interest(void)
 	tgid = bpf_get_current_task_btf()->tgid;
 	return tgid_maps_shared_memory(tgid) || open_calls[tgid & (OPEN_CALL_SLOTS - 1)];
 }
-
 
 /* ------------------------------------------------------------------------- */
 /* Syscall entry and exit: open and fold the inflight record */
@@ -1555,7 +1553,6 @@ static const __u64 enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
 static const __u64 exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALLS);
 static const __u64 exit_all_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_ALL_SYSCALLS);
 
-
 /*
  * The work past the bitmap is a function of its own (a BPF-to-BPF call): the program itself then uses no
  * stack and no callee-saved registers, so a syscall of no interest pays no prologue for them either.
@@ -1615,6 +1612,8 @@ static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
 	}
 	return 0;
 }
+
+#define MAP_ANONYMOUS_ 0x20
 
 /* mmap and shmat returned: a new mapping of shared memory sets the process's bit (shared_memory_tgids). */
 static __always_inline void note_mapping(struct task_struct *task, struct pt_regs *regs, __s64 nr, __s64 ret)

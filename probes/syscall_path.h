@@ -101,7 +101,7 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 	return task->thread_info.flags & (1UL << TIF_32BIT_);
 }
 #else
-#error "iopaths.bpf.c: syscall numbers are defined for x86 and arm64 only"
+#error "syscall_path.h: syscall numbers are defined for x86 and arm64 only"
 #endif
 
 
@@ -122,7 +122,8 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #define NR_mmap 222
 #define NR_shmat 196
 #endif
-#define MAP_ANONYMOUS_ 0x20
+/* One bit per tgid (PID_MAX_LIMIT is 2^22 on 64-bit), in words of 64: the per-process bitmaps' size. */
+#define TGID_BIT_WORDS (1U << 16)
 #define SYSCALL_WORDS 8 /* syscall numbers 0..511: every one below, on x86-64 and arm64 */
 #define SYSCALL_BIT(word, nr) ((nr) / 64 == (word) ? 1ULL << ((nr) % 64) : 0)
 #define RW_SYSCALLS(w)                                                                                        \

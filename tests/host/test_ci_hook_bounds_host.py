@@ -1,6 +1,6 @@
 """The bounds benchmarks/overhead.py --exact --ci-hooks reads the CI host's target against
 (probes/hook_floor.bpf.c): each does what it claims on the raw syscall tracepoints of this kernel, so a
-bound that did nothing (and so cost nothing) would fail here, not pass unnoticed as "within reach"."""
+bound that did nothing (and so cost nothing) would fail here, not pass unnoticed as "fits"."""
 import contextlib
 import mmap
 import os
@@ -11,6 +11,7 @@ from dmabuf_top.bpf import BpfObject
 from dmabuf_top.probes import object_path
 
 ZERO = (0).to_bytes(4, "little")
+TGID_BIT_WORDS = 1 << 16  # probes/syscall_path.h
 
 
 def _bss(obj):
@@ -44,66 +45,82 @@ def attached(*programs):
         yield obj
 
 
+@contextlib.contextmanager
+def on_one_cpu():
+    """This thread on one of its CPUs (per-CPU values: ours all land in that CPU's slot); yields the CPU."""
+    allowed = os.sched_getaffinity(0)
+    cpu = min(allowed)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _mark(obj, tgid):
+    """Set tgid's bit in bound_tgids, as a tracer would for a process of interest."""
+    bss, layout = _bss(obj)
+    offset, _size = layout["bound_tgids"]
+    value = bytearray(bss.lookup(ZERO))
+    word = offset + 8 * ((tgid >> 6) & (TGID_BIT_WORDS - 1))
+    value[word:word + 8] = (int.from_bytes(value[word:word + 8], "little") | 1 << (tgid & 63)).to_bytes(8, "little")
+    bss.update(ZERO, value)
+
+
 def test_the_least_attribution_names_the_file_of_each_read(cached_fd):
-    fd = cached_fd
-    with attached("least_attribution_syscall_exit_btf") as obj:
-        os.sched_setaffinity(0, {0})  # the per-CPU sum of one CPU: this thread's reads all land there
-        try:
-            for _ in range(10):
-                os.pread(fd, 4096, 0)
-            first = obj.map("bound_sums").split_percpu(obj.map("bound_sums").lookup(ZERO))[0]
-            named = []
-            for _ in range(50):  # another process's read on CPU 0 may land between ours and the lookup
-                os.pread(fd, 4096, 0)
-                last = obj.map("bound_sums").split_percpu(obj.map("bound_sums").lookup(ZERO))[0]
-                named.append(int.from_bytes(last[8:16], "little"))
-        finally:
-            os.sched_setaffinity(0, range(os.cpu_count()))
-        inode = os.fstat(fd).st_ino
+    with attached("least_attribution_syscall_exit_btf") as obj, on_one_cpu() as cpu:
+        sums = obj.map("bound_sums")
+        for _ in range(10):
+            os.pread(cached_fd, 4096, 0)
+        first = sums.split_percpu(sums.lookup(ZERO))[cpu]
+        named = []
+        for _ in range(50):  # another process's read on this CPU may land between ours and the lookup
+            os.pread(cached_fd, 4096, 0)
+            named.append(int.from_bytes(sums.split_percpu(sums.lookup(ZERO))[cpu][8:16], "little"))
     assert int.from_bytes(first[0:8], "little") >= 10 * 4096
-    assert inode in named
+    assert os.fstat(cached_fd).st_ino in named
 
 
-def test_the_least_check_tests_the_process_bit_at_entry_and_the_number_at_exit(cached_fd):
-    fd = cached_fd
-    with attached("least_check_syscall_enter_btf", "least_check_syscall_exit_btf") as obj:
+def test_the_least_check_leaves_a_read_at_its_process_bit_and_a_getppid_at_its_number(cached_fd):
+    with attached("least_check_syscall_enter_btf") as obj:
         before = _hits(obj)
         for _ in range(20):
-            os.pread(fd, 4096, 0)  # our bit is clear: every one leaves at it
-        after_reads = _hits(obj)
-        bss, layout = _bss(obj)
-        offset, _size = layout["bound_tgids"]
-        value = bytearray(bss.lookup(ZERO))
-        tgid = os.getpid()
-        word = offset + 8 * ((tgid >> 6) & ((1 << 16) - 1))
-        value[word:word + 8] = (int.from_bytes(value[word:word + 8], "little") | 1 << (tgid & 63)).to_bytes(
-            8, "little")
-        bss.update(ZERO, value)
-        start = _hits(obj)
+            os.pread(cached_fd, 4096, 0)  # no process's bit is set: every read leaves at it
+        after_clear = _hits(obj)
+        _mark(obj, os.getpid())
         for _ in range(20):
-            os.pread(fd, 4096, 0)  # now each passes the bit
+            os.pread(cached_fd, 4096, 0)  # ours is now: each passes it
         after_marked = _hits(obj)
+        for _ in range(20):
+            os.getppid()  # not a syscall the bitmap names: it leaves before the bit is looked at
+        after_getppid = _hits(obj)
+    assert after_clear == before
+    assert after_marked - after_clear >= 20
+    assert after_getppid == after_marked + 1  # only ours is marked; its one bitmap call since: the lookup's bpf()
+
+
+def test_the_least_check_exit_looks_at_the_calls_whose_exit_keeps_the_bits():
+    with attached("least_check_syscall_exit_btf") as obj:
+        before = _hits(obj)
         with mmap.mmap(-1, 4096):
             pass  # mmap's exit is one of the calls the exit looks at
         after_mmap = _hits(obj)
-    assert after_reads - before < 20  # other processes' mmaps may count; our 20 reads did not
-    assert after_marked - start >= 20
-    assert after_mmap > after_marked
+    assert after_mmap > before
 
 
-def test_the_least_cpu_check_tests_this_cpus_flag_at_entry(cached_fd):
-    fd = cached_fd
-    with attached("least_cpu_check_syscall_enter_btf") as obj:
+def test_the_least_cpu_check_leaves_every_call_at_this_cpus_flag(cached_fd):
+    with attached("least_cpu_check_syscall_enter_btf") as obj, on_one_cpu() as cpu:
         flags = obj.map("bound_cpu_flags")
         stride = (flags.value_size + 7) // 8 * 8
         cpus = len(flags.split_percpu(flags.lookup(ZERO)))
         before = _hits(obj)
         for _ in range(20):
-            os.pread(fd, 4096, 0)  # every CPU's flag is clear: every read leaves at it
+            os.pread(cached_fd, 4096, 0)  # every CPU's flag is clear: every read leaves at it
         after_clear = _hits(obj)
-        flags.update(ZERO, (1).to_bytes(8, "little").ljust(stride, b"\0") * cpus)
+        flags.update(ZERO, b"".join((1 if slot == cpu else 0).to_bytes(8, "little").ljust(stride, b"\0")
+                                    for slot in range(cpus)))
         for _ in range(20):
-            os.pread(fd, 4096, 0)
+            os.pread(cached_fd, 4096, 0)  # this CPU's flag is set: each passes it, and its number is a read
         after_set = _hits(obj)
     assert after_clear == before
     assert after_set - after_clear >= 20
