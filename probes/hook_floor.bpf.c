@@ -174,10 +174,10 @@ int BPF_PROG(least_syscall_exit, struct pt_regs *regs, long ret)
 }
 
 /*
- * Bounds on the CI host's hook set (benchmarks/overhead.py --exact --ci-hooks): what any tracer on the raw
- * sys_enter/sys_exit tracepoints must do at the least, with nothing else, so that the host target
- * ((traced - untraced) <= 1.15 x (floor - untraced)) can be read against what is possible at all. Each tests
- * the syscall number against the tracer's own bitmaps (syscall_path.h) first, as the tracer does.
+ * Bounds on the CI host's hook set (benchmarks/overhead.py --exact --ci-hooks): what one design of tracer on the
+ * raw sys_enter/sys_exit tracepoints must do at the least, with nothing else, so that the host target
+ * ((traced - untraced) <= 1.15 x (floor - untraced)) can be read against what that design could reach. They use
+ * the tracer's own syscall bitmaps (syscall_path.h). Each bounds its design only, not every conceivable one.
  */
 static const __u64 bound_enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
 static const __u64 bound_exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALLS);
