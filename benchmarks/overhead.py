@@ -337,11 +337,11 @@ CI_HOST_WITHHELD = "fentry,kprobe"
 # --ci-hooks measures no stacks (taken at fentry points only) and no block-layer hooks.
 CI_MODES = ("untraced", "floor", "traced")
 # ... and three bounds (hook_floor.bpf.c): the floor with its syscall programs swapped for the least one design of
-# tracer on these hooks must do. "least check": a read or write of a process of no interest leaves after its number's bit and
-# its process's bit (the tgid by a helper call). "least cpu check": a per-CPU flag the tracer would keep at context
-# switches (the keeping not counted), tested before the number, so a process of no interest leaves after one load.
-# "least attribution": a read or write names its file (fd -> inode) at exit, nothing else. They bound these designs,
-# not every conceivable one (a tracer could, say, name a call's buffer by its address without its file).
+# tracer on these hooks must do. "least check": a read or write of a process of no interest leaves after its
+# number's bit and its process's bit (the tgid by a helper call). "least cpu check": a per-CPU flag the tracer
+# would keep at context switches (the keeping not counted), tested before the number, so a process of no interest
+# leaves after one load. "least attribution": a read or write names its file (fd -> inode) at exit, nothing else.
+# They bound these designs, not every conceivable one (a tracer could name a call's buffer by its address alone).
 CI_BOUNDS = {
     "least check": {"floor_syscall_enter_btf": "least_check_syscall_enter_btf",
                     "floor_syscall_exit_btf": "least_check_syscall_exit_btf"},
