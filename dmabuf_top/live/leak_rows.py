@@ -156,6 +156,8 @@ class LeakTable:
         holders by pid, then its mapping holders, then (held by no process) what the kernel holds it by. One
         pass over the holdings of the groups' buffers, whatever their number."""
         table, arrays = self._table, self._arrays
+        if len(groups) == 0:  # no group yet (every buffer younger than --min-age): nothing to index by group
+            return {}
         entries = len(table.inode)
         group_of = np.repeat(np.arange(len(table), dtype=np.intp), self.count)
         rank = np.arange(entries, dtype=np.int64) - table.starts[group_of]  # 0 for a group's oldest buffer

@@ -138,3 +138,14 @@ def test_a_filter_or_a_text_sort_builds_rows_only_for_the_groups_shown(monkeypat
     render(frame, view, 200, 30)
     assert 0 < len(built) <= 30
     assert [row.key for row in shown] == [row.key for row in every_row_sorted(frame, view)]
+
+
+@pytest.mark.parametrize("needle,key", [("cam", "bytes"), ("", "holders"), ("", "stack"), ("", "creator")])
+def test_a_filter_or_a_text_sort_over_no_group_yet_shows_nothing(needle, key):
+    """The pane's first refresh, or every buffer younger than --min-age: no group, while processes hold buffers.
+    A filter typed or a text sort then shows an empty table (it raised IndexError in the holders' pass)."""
+    frame = frames(40, per_group=3, min_age=3600.0)
+    view = ViewState(pane="leaks", filter=needle)
+    view.sort["leaks"] = key
+    assert len(visible_rows(frame, view)) == 0
+    render(frame, view, 200, 30)
