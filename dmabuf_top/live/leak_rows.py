@@ -34,6 +34,8 @@ from .columns import ASCENDING, AgeAtLeast, Row
 
 NO_STACK_BEFORE = "existed before dmabuf-top started: no stack"
 NO_STACK = "allocation stack not known"
+# Every character str() of an int or a float can give (digits, sign, point, exponent, inf, nan).
+_NUMBER_CHARS = frozenset("0123456789+-.einfa")
 _TEXT_KEYS = ("creator", "holders", "stack")
 _FD, _MAP, _KERNEL = 0, 1, 2  # a holder's kind, in the order a buffer's holders are said
 
@@ -224,8 +226,10 @@ class LeakTable:
         """The groups whose Row's search text would contain `needle` (lower case), from each column's texts: the
         search text is the cells' values as str() says them, joined by spaces and lowered, so a needle without a
         space is in it when it is in one cell's text, and one with a space is looked for in the joined texts."""
-        cells = [list(map(str, self.count.tolist())), list(map(str, self.bytes.tolist())),
-                 list(map(str, self._growths().tolist())), list(map(str, self.age.tolist()))]
+        cells = []
+        if set(needle) <= _NUMBER_CHARS or " " in needle:  # else no number's str() can hold it: skip the numbers
+            cells = [list(map(str, self.count.tolist())), list(map(str, self.bytes.tolist())),
+                     list(map(str, self._growths().tolist())), list(map(str, self.age.tolist()))]
         cells += [self._lowered(key) for key in _TEXT_KEYS]
         if " " in needle:
             found = [needle in " ".join(texts) for texts in zip(*cells)]
