@@ -49,13 +49,16 @@ class Column:
 # header's per-exporter totals and `snapshot` keep the name. The arm64 CMA heap is named after its area
 # (alloc.CMA_HEAP_NAMES); the other common exporters (system, udmabuf, reserved, linux,cma, GPU drivers) fit.
 EXPORTER_SHORT = (("default_cma_region", "cma:default"),)
+_EXPORTER_SHORT_FORM = dict(EXPORTER_SHORT)  # looked up once per buffer per refresh by the filter's text
 
 
 def exporter_search_text(exporter) -> str:
     """What the filter matches of an exporter: its name and the short form the panes may show instead."""
     name = exporter or "?"
-    short = dict(EXPORTER_SHORT).get(name)
+    short = _EXPORTER_SHORT_FORM.get(name)
     return f"{name} {short}" if short else name
+
+
 EXPORTER_HELP = "the exporter (exp_name); the CMA heap's default_cma_region reads cma:default"
 
 XFER_PATHS = ("copy_file_range", "sendfile", "splice", "rw_file")
