@@ -42,6 +42,27 @@ struct {
 	__type(value, __u64);
 } device_writes SEC(".maps");
 
+/* The same bytes as device_writes, for pages that belong to a file (a memfd, a file's page cache), by place. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18); /* user space sizes it as device_writes */
+	__type(key, struct dma_evidence_file_page);
+	__type(value, struct dma_evidence_file_write);
+} file_writes SEC(".maps");
+
+/*
+ * Files the device wrote pages of -> pages that left the file since (a hole punched, a truncation), whose places
+ * file_writes then forgets: a place whose page left may hold another page now, filled by anyone. With
+ * DMA_EVIDENCE_PLACES_UNKNOWN set, a folio of unknown size left, so no place of the file can be trusted. Pages
+ * that move (migration, collapse, swap) stay in the file and are not counted here.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct dma_evidence_file);
+	__type(value, __u64);
+} written_files SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
@@ -146,6 +167,7 @@ struct walk {
 	__u32 started;
 	__u32 finished;		/* the walk reached the end of the bios (else: the step bound) */
 	__u32 unplaced;		/* bytes the request claims that no bio vector holds */
+	__u32 file_places;	/* this kernel's struct page lets the walk name a file's pages by place */
 };
 
 /*
@@ -179,6 +201,62 @@ static __always_inline void add_page(struct walk *w, __u64 pfn, __u64 bytes)
 	} else {
 		w->map_full += bytes;
 	}
+}
+
+/* The file and its super_block's dev of a page-cache mapping; 0 when `mapping` is none (anonymous memory, a
+ * driver's own pages: the low bits PAGE_MAPPING_ANON / MOVABLE / KSM mark the others). */
+static __always_inline int mapping_file(__u64 mapping, struct dma_evidence_file *file)
+{
+	struct inode *host;
+
+	if (!mapping || (mapping & 3))
+		return 0;
+	host = BPF_CORE_READ((struct address_space *)mapping, host);
+	if (!host)
+		return 0;
+	file->ino = BPF_CORE_READ(host, i_ino);
+	file->dev = BPF_CORE_READ(host, i_sb, s_dev);
+	return 1;
+}
+
+/*
+ * Adds a chunk to file_writes when its page belongs to a file: the page's folio (a tail page's compound_head
+ * has bit 0 set and points at the head, include/linux/page-flags.h _compound_head) gives the mapping, and
+ * the folio's index plus the page's place in the folio its offset.
+ */
+static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
+{
+	struct dma_evidence_file_page key = {};
+	struct dma_evidence_file_write fresh = { .bytes = bytes, .pfn = pfn };
+	struct dma_evidence_file_write *value;
+	struct dma_evidence_file file = {};
+	__u64 head = page, compound, zero = 0;
+	struct folio *folio;
+
+	if (!w->file_places)
+		return;
+	compound = BPF_CORE_READ((struct page *)page, compound_head);
+	if (compound & 1)
+		head = compound - 1;
+	folio = (struct folio *)head;
+	if (!mapping_file((__u64)BPF_CORE_READ(folio, mapping), &file))
+		return;
+	key.ino = file.ino;
+	key.dev = file.dev;
+	key.index = BPF_CORE_READ(folio, index) + (page - head) / w->page_size;
+	value = bpf_map_lookup_elem(&file_writes, &key);
+	if (!value && bpf_map_update_elem(&file_writes, &key, &fresh, BPF_NOEXIST) == 0)
+		goto written;
+	if (!value)
+		value = bpf_map_lookup_elem(&file_writes, &key); /* another CPU made it meanwhile */
+	if (!value) { /* this page has no place in the map: its bytes are lost, and said so */
+		w->map_full += bytes;
+		return;
+	}
+	__sync_fetch_and_add(&value->bytes, bytes);
+	value->pfn = pfn;
+written:
+	bpf_map_update_elem(&written_files, &file, &zero, BPF_NOEXIST);
 }
 
 static __always_inline void credit_tgid(struct walk *w, __u32 tgid, __u64 bytes)
@@ -244,7 +322,7 @@ static long walk_step(__u32 index, void *ctx)
 	__u32 zero = 0;
 	struct walk *w = bpf_map_lookup_elem(&walk_state, &zero);
 	struct bio_vec vec = {};
-	__u64 offset, chunk, in_page;
+	__u64 offset, chunk, in_page, page, pfn;
 
 	if (!w)
 		return 1;
@@ -275,7 +353,10 @@ static long walk_step(__u32 index, void *ctx)
 		chunk = vec.bv_len - w->done;
 	if (chunk > w->bio_left)
 		chunk = w->bio_left;
-	add_page(w, ((__u64)vec.bv_page - w->vmemmap) / w->page_size + (offset >> DMA_EVIDENCE_PAGE_SHIFT), chunk);
+	page = (__u64)vec.bv_page + (offset >> DMA_EVIDENCE_PAGE_SHIFT) * w->page_size;
+	pfn = (page - w->vmemmap) / w->page_size;
+	add_page(w, pfn, chunk);
+	add_file_page(w, page, pfn, chunk);
 	w->done += chunk;
 	w->bio_left -= chunk;
 	w->rq_left -= chunk;
@@ -345,6 +426,8 @@ static __always_inline int read_completed(struct request *rq, blk_status_t error
 	w->rq_left = nr_bytes;
 	w->page_size = bpf_core_type_size(struct page);
 	w->vmemmap = vmemmap_start(w->page_size);
+	w->file_places = bpf_core_field_exists(((struct page *)0)->compound_head) &&
+			 bpf_core_field_exists(((struct folio *)0)->index);
 	if (!w->page_size || !w->vmemmap) { /* frames cannot be named (arm64 without its VA size): said, not lost */
 		s->unplaced_bytes += nr_bytes;
 		return 0;
@@ -362,6 +445,7 @@ static __always_inline int read_completed(struct request *rq, blk_status_t error
 	s->tgid_map_full += w->tgid_full;
 	s->vmemmap_base = w->vmemmap;
 	s->page_struct_size = w->page_size;
+	s->file_places = w->file_places;
 	return 0;
 }
 
@@ -375,6 +459,85 @@ SEC("raw_tp/block_rq_complete")
 int BPF_PROG(rq_complete_raw, struct request *rq, blk_status_t error, unsigned int nr_bytes)
 {
 	return read_completed(rq, error, nr_bytes);
+}
+
+/* ---- pages leaving a file the device wrote into (filemap.c __filemap_remove_folio: truncation, hole punching) */
+
+/* Before 6.14 (or so) a large folio's size in pages was _folio_nr_pages. */
+struct folio___nr_pages_old {
+	unsigned int _folio_nr_pages;
+} __attribute__((preserve_access_index));
+
+/* The folio's pages (folio_nr_pages); 0 when this kernel's folio does not say. */
+static __always_inline __u64 folio_pages(struct folio *folio)
+{
+	__u64 flags = 0;
+
+	/* folio->flags is an unsigned long, or (6.18) a memdesc_flags_t holding one: the first word either way */
+	if (bpf_core_read(&flags, sizeof(flags), &folio->flags))
+		return 0;
+	if (!(flags & (1ULL << bpf_core_enum_value(enum pageflags, PG_head))))
+		return 1;
+	if (bpf_core_field_exists(folio->_nr_pages))
+		return BPF_CORE_READ(folio, _nr_pages);
+	if (bpf_core_field_exists(((struct folio___nr_pages_old *)folio)->_folio_nr_pages))
+		return BPF_CORE_READ((struct folio___nr_pages_old *)folio, _folio_nr_pages);
+	return 0;
+}
+
+struct leaving {
+	struct dma_evidence_file_page place;
+	__u64 forgotten;
+};
+
+static long forget_place(__u32 index, void *ctx)
+{
+	struct leaving *leaving = ctx;
+
+	if (bpf_map_delete_elem(&file_writes, &leaving->place) == 0)
+		leaving->forgotten++;
+	leaving->place.index++;
+	return 0;
+}
+
+/*
+ * A folio leaves a file the device wrote pages of: its places forget what the device wrote there (a page a copy
+ * fills later takes the same place), and the file counts the pages that left.
+ */
+static __always_inline int folio_removed(struct folio *folio)
+{
+	struct leaving leaving = {};
+	struct dma_evidence_file file = {};
+	__u64 *left, pages;
+
+	if (!mapping_file((__u64)BPF_CORE_READ(folio, mapping), &file))
+		return 0;
+	left = bpf_map_lookup_elem(&written_files, &file);
+	if (!left)
+		return 0;
+	pages = folio_pages(folio);
+	if (!pages || pages > DMA_EVIDENCE_MAX_FOLIO_PAGES) { /* which places left is not known: the file says so */
+		__sync_fetch_and_or(left, DMA_EVIDENCE_PLACES_UNKNOWN);
+		return 0;
+	}
+	leaving.place.ino = file.ino;
+	leaving.place.dev = file.dev;
+	leaving.place.index = BPF_CORE_READ(folio, index);
+	bpf_loop(pages, forget_place, &leaving, 0);
+	__sync_fetch_and_add(left, pages);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_delete_from_page_cache")
+int BPF_PROG(page_removed_btf, struct folio *folio)
+{
+	return folio_removed(folio);
+}
+
+SEC("raw_tp/mm_filemap_delete_from_page_cache")
+int BPF_PROG(page_removed_raw, struct folio *folio)
+{
+	return folio_removed(folio);
 }
 
 /* ---- the buffer's own frames, from the exporter (iter/dmabuf, 6.16+) */

@@ -5,6 +5,10 @@
  * Shared by dma_evidence.bpf.c and the ctypes mirrors in dma_evidence.py (a test asserts the sizes match).
  * Maps:
  *   device_writes   key: __u64 page frame number      value: __u64 bytes the device wrote into it (reads)
+ *   file_writes     key: struct dma_evidence_file_page value: struct dma_evidence_file_write (the same bytes, for
+ *                   pages of a file: a memfd's, a file's page cache)
+ *   written_files   key: struct dma_evidence_file      value: __u64 pages that left the file after the device
+ *                   wrote into it (their places forgotten), | DMA_EVIDENCE_PLACES_UNKNOWN
  *   tgid_writes     key: __u32 tgid (0: not known)     value: struct dma_evidence_tgid
  *   stats           key: __u32 0 (per-CPU array)       value: struct dma_evidence_stats
  *   traced_tgids    key: __u32 tgid                    value: __u8 (present = traced)
@@ -32,6 +36,37 @@ struct dma_evidence_tgid {
 	__u64 bios;	/* bios (or bio splits) of this process that completed */
 };
 
+/*
+ * A page by its place in a file (key of file_writes). A page frame names a page only while the page stays
+ * where it is: compaction, THP collapse and swap move a memfd's pages to other frames, contents and all, at
+ * any time. Its place (the file and the page's offset in it) is what stays the buffer's.
+ */
+struct dma_evidence_file_page {
+	__u64 ino;	/* the file's inode number */
+	__u64 index;	/* the page's offset in the file, in pages */
+	__u32 dev;	/* its super_block's s_dev, as the kernel encodes dev_t (major << 20 | minor) */
+	__u32 pad;
+};
+
+/* value of file_writes */
+struct dma_evidence_file_write {
+	__u64 bytes;	/* bytes the device wrote into the page at that place */
+	__u64 pfn;	/* the frame it wrote them into (the last one, if it wrote there twice) */
+};
+
+/* Set in a written_files value when a folio of unknown size left the file: which places left is not known. */
+#define DMA_EVIDENCE_PLACES_UNKNOWN (1ULL << 63)
+
+/* The largest folio whose places the removal hook forgets one by one (a PMD's: 2 MiB of 4 KiB pages). */
+#define DMA_EVIDENCE_MAX_FOLIO_PAGES 512
+
+/* key of written_files: a file the device wrote pages of */
+struct dma_evidence_file {
+	__u64 ino;
+	__u32 dev;
+	__u32 pad;
+};
+
 /* value of stats, one per CPU; user space sums them */
 struct dma_evidence_stats {
 	__u64 read_requests;	  /* completions of REQ_OP_READ requests seen */
@@ -39,13 +74,14 @@ struct dma_evidence_stats {
 	__u64 recorded_bytes;	  /* bytes added to device_writes */
 	__u64 untraced_bytes;	  /* bytes of bios queued by tasks not traced (or queued before attach) */
 	__u64 error_bytes;	  /* bytes of read completions with an error status: not counted as written */
-	__u64 map_full_bytes;	  /* bytes not recorded: device_writes was full */
+	__u64 map_full_bytes;	  /* bytes not recorded: device_writes (or, for a file's page, file_writes) was full */
 	__u64 tgid_map_full;	  /* bios whose tgid_writes entry could not be made */
 	__u64 loop_bound_bytes;	  /* bytes past DMA_EVIDENCE_MAX_STEPS, not walked */
 	__u64 unplaced_bytes;	  /* bytes a read completion reported that no bio vector places */
 	__u64 bios_tagged;	  /* bios (and splits) tagged with their submitter at queue time */
 	__u64 vmemmap_base;	  /* the vmemmap start used for struct page -> pfn (the last seen) */
 	__u64 page_struct_size;	  /* sizeof(struct page) on the running kernel (CO-RE) */
+	__u64 file_places;	  /* 1: the walk names a file's pages by their place (file_writes); 0: it cannot here */
 };
 
 /*

@@ -4,14 +4,16 @@
 device wrote for reads queued by the traced processes (or by anyone, with record_all): bytes per page
 frame, bytes per submitting process, and counters of everything it could not place. `pagemap_pfns`
 gives the page frames behind a mapping of this (or another) process; `intersect` says how many of the
-device's bytes landed in those frames and how many elsewhere. See docs/dma-evidence.md.
+device's bytes landed in a buffer (its frames, or a memfd's pages by their place in it) and how many
+elsewhere. See docs/dma-evidence.md.
 """
 import ctypes
 import mmap
+import os
 import platform
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Mapping, Optional
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..bpf import BpfLoadError, BpfObject
 from ..errors import BpfError, KernelLacks, NeedsPrivilege
@@ -22,10 +24,10 @@ PAGE_SIZE = 4096  # DMA_EVIDENCE_PAGE_SIZE: the walk splits bio_vecs into 4 KiB 
 
 # (hook name, program per tracepoint) in order of preference: BTF-typed tracepoints, else raw tracepoints.
 PROGRAM_SETS = (
-    ("tp_btf", ("bio_queue_btf", "bio_split_btf", "rq_complete_btf")),
-    ("raw_tp", ("bio_queue_raw", "bio_split_raw", "rq_complete_raw")),
+    ("tp_btf", ("bio_queue_btf", "bio_split_btf", "rq_complete_btf", "page_removed_btf")),
+    ("raw_tp", ("bio_queue_raw", "bio_split_raw", "rq_complete_raw", "page_removed_raw")),
 )
-TRACEPOINTS = ("block_bio_queue", "block_split", "block_rq_complete")
+TRACEPOINTS = ("block_bio_queue", "block_split", "block_rq_complete", "mm_filemap_delete_from_page_cache")
 
 
 class DmaEvidenceTgid(ctypes.Structure):
@@ -50,7 +52,27 @@ class DmaEvidenceStats(ctypes.Structure):
         ("bios_tagged", ctypes.c_uint64),
         ("vmemmap_base", ctypes.c_uint64),
         ("page_struct_size", ctypes.c_uint64),
+        ("file_places", ctypes.c_uint64),
     ]
+
+
+class DmaEvidenceFilePage(ctypes.Structure):
+    """Mirror of struct dma_evidence_file_page (dma_evidence.h): the key of file_writes."""
+
+    _fields_ = [("ino", ctypes.c_uint64), ("index", ctypes.c_uint64), ("dev", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+class DmaEvidenceFileWrite(ctypes.Structure):
+    """Mirror of struct dma_evidence_file_write (dma_evidence.h): the value of file_writes."""
+
+    _fields_ = [("bytes", ctypes.c_uint64), ("pfn", ctypes.c_uint64)]
+
+
+class DmaEvidenceFile(ctypes.Structure):
+    """Mirror of struct dma_evidence_file (dma_evidence.h): the key of written_files."""
+
+    _fields_ = [("ino", ctypes.c_uint64), ("dev", ctypes.c_uint32), ("pad", ctypes.c_uint32)]
 
 
 class DmaEvidenceFrames(ctypes.Structure):
@@ -78,7 +100,8 @@ def cma_heap_ops() -> int:
     buffer, whatever its heap is named; 0 when the kernel has no CMA heap (or hides addresses)."""
     return kallsyms_address("cma_heap_buf_ops") or 0
 _RUN = struct.Struct("<QQ")
-_SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in ("vmemmap_base", "page_struct_size"))
+_LAST_SET = ("vmemmap_base", "page_struct_size", "file_places")  # facts about the kernel, not counts
+_SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in _LAST_SET)
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
@@ -100,6 +123,7 @@ class Stats:
     bios_tagged: int = 0
     vmemmap_base: int = 0
     page_struct_size: int = 0
+    file_places: int = 0  # 1: the walk named the pages of files by their place (file_writes) on this kernel
     # Runs the kernel skipped because a program was already running on that CPU (a completion in an interrupt
     # nested in another's): requests and tags nobody counted, so their bytes are unknown (None: not reported).
     skipped_runs: Optional[int] = 0
@@ -110,14 +134,26 @@ class Stats:
         return self.map_full_bytes + self.loop_bound_bytes + self.unplaced_bytes
 
 
+PLACES_UNKNOWN = 1 << 63  # DMA_EVIDENCE_PLACES_UNKNOWN: in a written_files count, a folio of unknown size left
+Place = Tuple[int, int, int]  # a page of a file: (dev as the kernel encodes it, inode, offset in pages)
+FileId = Tuple[int, int]  # (dev as the kernel encodes it, inode)
+
+
 @dataclass(frozen=True)
 class DeviceWrites:
-    """What the device wrote: bytes per page frame, and per submitting process (tgid 0: not known)."""
+    """What the device wrote: bytes per page frame, and per submitting process (tgid 0: not known).
+
+    The same bytes again for the pages that belong to a file, by their place in it (`places`: place ->
+    (bytes, the frame written)), and each such file with the count of its pages that left it since
+    (`written_files`: a hole punched, a truncation; pages the kernel moves stay). The places of pages that left
+    are forgotten (`places` no longer has them); PLACES_UNKNOWN in a count: which left is not known."""
 
     pages: Dict[int, int]
     by_tgid: Dict[int, int] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     hook: str = ""
+    places: Dict[Place, Tuple[int, int]] = field(default_factory=dict)
+    written_files: Dict[FileId, int] = field(default_factory=dict)
 
     @property
     def total(self):
@@ -135,20 +171,44 @@ class Intersection:
     unmapped_pages: int = 0  # pages of the buffer whose frame was not known (not present in the mapping)
 
 
+@dataclass(frozen=True)
+class FilePages:
+    """A memfd's pages by their place: its file (dev as the kernel encodes it, inode) and its size in pages."""
+
+    dev: int
+    ino: int
+    pages: int
+
+    @property
+    def file(self) -> FileId:
+        return self.dev, self.ino
+
+
+def kernel_dev(st_dev: int) -> int:
+    """stat()'s st_dev as the kernel encodes a dev_t inside (MKDEV: major << 20 | minor), as the probe reads it."""
+    return (os.major(st_dev) << 20) | os.minor(st_dev)
+
+
+def file_pages_of(fd: int) -> FilePages:
+    """The pages of the file open at `fd` (a memfd), by place."""
+    status = os.fstat(fd)
+    return FilePages(kernel_dev(status.st_dev), status.st_ino, (status.st_size + PAGE_SIZE - 1) // PAGE_SIZE)
+
+
 def decode_stats(per_cpu_values) -> Stats:
-    """[raw struct dma_evidence_stats bytes per CPU] -> Stats (summed; vmemmap_base and the size: the last set)."""
+    """[raw struct dma_evidence_stats bytes per CPU] -> Stats (counts summed; facts about the kernel: the last set)."""
     size = ctypes.sizeof(DmaEvidenceStats)
     totals = dict.fromkeys(_SUMMED, 0)
-    vmemmap_base = page_struct_size = 0
+    facts = dict.fromkeys(_LAST_SET, 0)
     for raw in per_cpu_values:
         if len(raw) < size:
             raise BpfError(f"a dma_evidence stats value is {len(raw)} bytes, not {size}: rebuild with 'make bpf'")
         value = DmaEvidenceStats.from_buffer_copy(raw[:size])
         for name in _SUMMED:
             totals[name] += getattr(value, name)
-        vmemmap_base = value.vmemmap_base or vmemmap_base
-        page_struct_size = value.page_struct_size or page_struct_size
-    return Stats(**totals, vmemmap_base=vmemmap_base, page_struct_size=page_struct_size)
+        for name in _LAST_SET:
+            facts[name] = getattr(value, name) or facts[name]
+    return Stats(**totals, **facts)
 
 
 def decode_pages(pairs) -> Dict[int, int]:
@@ -159,6 +219,32 @@ def decode_pages(pairs) -> Dict[int, int]:
             raise BpfError("device_writes holds entries of another layout: rebuild with 'make bpf'")
         pages[_U64.unpack(key)[0]] = _U64.unpack_from(value)[0]
     return pages
+
+
+def decode_places(pairs) -> Dict[Place, Tuple[int, int]]:
+    """[(struct dma_evidence_file_page key, struct dma_evidence_file_write value)] from file_writes ->
+    {(dev, inode, index): (bytes, pfn)}."""
+    key_size, value_size = ctypes.sizeof(DmaEvidenceFilePage), ctypes.sizeof(DmaEvidenceFileWrite)
+    places = {}
+    for key, value in pairs:
+        if len(key) != key_size or len(value) < value_size:
+            raise BpfError("file_writes holds entries of another layout: rebuild with 'make bpf'")
+        page = DmaEvidenceFilePage.from_buffer_copy(key)
+        written = DmaEvidenceFileWrite.from_buffer_copy(value[:value_size])
+        places[(page.dev, page.ino, page.index)] = (written.bytes, written.pfn)
+    return places
+
+
+def decode_written_files(pairs) -> Dict[FileId, int]:
+    """[(struct dma_evidence_file key, 8-byte count)] from written_files -> {(dev, inode): pages that left it}."""
+    key_size = ctypes.sizeof(DmaEvidenceFile)
+    files = {}
+    for key, value in pairs:
+        if len(key) != key_size or len(value) < 8:
+            raise BpfError("written_files holds entries of another layout: rebuild with 'make bpf'")
+        file = DmaEvidenceFile.from_buffer_copy(key)
+        files[(file.dev, file.ino)] = _U64.unpack_from(value)[0]
+    return files
 
 
 def decode_tgids(pairs) -> Dict[int, int]:
@@ -172,11 +258,14 @@ def decode_tgids(pairs) -> Dict[int, int]:
     return by_tgid
 
 
-def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[int]]) -> Intersection:
-    """Split the device's bytes ({pfn: bytes}) into those written into `buffer_pfns` and the rest.
+def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[int]],
+              places: Mapping[Place, Tuple[int, int]] = None, files: Iterable[FilePages] = ()) -> Intersection:
+    """Split the device's bytes ({pfn: bytes}) into those written into the buffer and the rest.
 
-    `buffer_pfns` lists the buffer's frames page by page (None for a page whose frame is not known);
-    a frame listed twice (mapped twice) counts once.
+    The buffer is `buffer_pfns`, its frames page by page (None for a page whose frame is not known; a frame
+    listed twice, mapped twice, counts once), and `files`, memfds whose pages are matched by their place in
+    the file (`places`, DeviceWrites.places): where the kernel moved them since does not matter. A page that
+    is both (a udmabuf's, and its memfd's) counts once, by the frame the device wrote.
     """
     frames, unmapped = set(), 0
     for pfn in buffer_pfns:
@@ -190,8 +279,13 @@ def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[i
         if got:
             into += got
             written += 1
+    sizes = {pages.file: pages.pages for pages in files}
+    for (dev, ino, index), (got, pfn) in (places or {}).items():
+        if index < sizes.get((dev, ino), 0) and got and pfn not in frames:
+            into += got
+            written += 1
     total = sum(device_writes.values())
-    return Intersection(into, total - into, len(frames), written, unmapped)
+    return Intersection(into, total - into, len(frames) + sum(sizes.values()), written, unmapped)
 
 
 def decode_frame_runs(pairs, runs) -> List[int]:
@@ -317,6 +411,7 @@ class DmaEvidence:
                 obj.set_rodata(record_all=bool(record_all), **page_arithmetic())
                 if max_pages:
                     obj.map("device_writes").max_entries = int(max_pages)
+                    obj.map("file_writes").max_entries = int(max_pages)
                 obj.load()
                 for name in programs:
                     program = obj.program(name)
@@ -361,13 +456,19 @@ class DmaEvidence:
 
     def read(self) -> DeviceWrites:
         """Everything recorded since attach (or the last drain), left in place."""
-        return DeviceWrites(decode_pages(self._obj.map("device_writes").lookup_all()),
-                            decode_tgids(self._obj.map("tgid_writes").lookup_all()), self.stats(), self.hook)
+        return self._writes(lambda name: self._obj.map(name).lookup_all())
 
     def drain(self) -> DeviceWrites:
         """Everything recorded, removed from the maps in the same pass (the counters stay cumulative)."""
-        return DeviceWrites(decode_pages(self._obj.map("device_writes").pop_all()),
-                            decode_tgids(self._obj.map("tgid_writes").pop_all()), self.stats(), self.hook)
+        return self._writes(lambda name: self._obj.map(name).pop_all())
+
+    def _writes(self, entries) -> DeviceWrites:
+        # The places before the files: a page that leaves its file while this runs is then counted against the
+        # file it left (which is then not credited by place), never read as a place whose leaving is not known.
+        places = decode_places(entries("file_writes"))
+        written_files = decode_written_files(entries("written_files"))
+        return DeviceWrites(decode_pages(entries("device_writes")), decode_tgids(entries("tgid_writes")),
+                            self.stats(), self.hook, places, written_files)
 
     def close(self):
         if self._obj is not None:

@@ -6,14 +6,20 @@ page frames:
 
 - a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_frames`); its mmap
   is VM_PFNMAP, which pagemap cannot see;
-- a udmabuf, a memfd: the memfd mapping's frames from /proc/self/pagemap (a udmabuf pins exactly
-  those pages);
+- a udmabuf: its pages, from the exporter too (it pins them: they stay in their frames);
+- a memfd: its pages by their place in it, (file, offset), which the probe records for every page
+  of a file it sees the device write: the kernel moves a memfd's pages to other frames whenever it
+  likes (compaction, THP collapse, swap), so frames read after the load can miss pages the device
+  did write into. A page that leaves the memfd (a hole punched, a truncation) takes its place's
+  credit with it: a page a copy fills later takes the same place (and often the same frame, so
+  frames alone cannot tell either). Where the probe cannot name places (its kernel's struct page
+  unknown), the memfd's frames from /proc/self/pagemap are used;
 - a user's command (`validate -- CMD`): the dma-bufs and memfds its processes hold. While it runs,
   /proc/PID/fd of the command and its descendants is polled (POLL_S) and every dma-buf or memfd fd
   is duplicated into this process with pidfd_getfd(2), and memfd mappings without an fd are opened
   through /proc/PID/map_files; holding them keeps their pages after the command closes them or exits.
-  At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds through
-  a mapping of our own; a plain memfd counts as a buffer only when the device wrote into it, a
+  At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds their
+  places (or, failing those, their frames through a mapping of our own); a plain memfd counts as a buffer only when the device wrote into it, a
   traced call moved bytes into it, or it holds at least PLAIN_MEMFD_MIN bytes (a memfd the runtime
   made for itself, e.g. libffi's trampolines, a few pages, is no payload).
   A buffer made and dropped between two polls is not seen (then nothing decides, and the verdict
@@ -28,10 +34,11 @@ import ctypes
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import DmabufTopError
-from ..probes.dma_evidence import PAGE_SIZE, DmaEvidence, Stats, buffer_frames, intersect, pagemap_pfns
+from ..probes.dma_evidence import (PAGE_SIZE, PLACES_UNKNOWN, DeviceWrites, DmaEvidence, FilePages, Stats,
+                                   buffer_frames, file_pages_of, intersect, pagemap_pfns)
 from .methods import DMABUF_KINDS, MAP_FAILED, MAP_SHARED, PROT_READ, libc
 
 POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
@@ -110,14 +117,14 @@ class Window:
             self.probe.drain()
             self._stats = self.probe.stats()
 
-    def stop(self):
-        """(device writes {pfn: bytes}, why the window is not whole or None); ({}, why) without a probe."""
+    def stop(self) -> Tuple[DeviceWrites, Optional[str]]:
+        """(what the device wrote, why the window is not whole or None); nothing written, and why, without a probe."""
         if self.probe is None:
-            return {}, self.missing
+            return DeviceWrites({}), self.missing
         writes = self.probe.drain()
         before = self._stats or Stats()
         self.skipped_runs = skipped_runs(before, writes.stats) or 0
-        return writes.pages, lost(before, writes.stats)
+        return writes, lost(before, writes.stats)
 
     def close(self):
         if self.probe is not None:
@@ -125,13 +132,54 @@ class Window:
             self.probe = None
 
 
-def judge(pages: Dict[int, int], frames, why_not=()) -> Evidence:
-    """The window's device writes against the buffer's frames."""
+@dataclass(frozen=True)
+class Memfd:
+    """A memfd that is (part of) the buffer: its pages by place, and a way to read its frames now (the fallback)."""
+
+    pages: FilePages
+    frames: Callable[[], List[Optional[int]]]
+
+
+def memfd_of(fd, address=None) -> Memfd:
+    """The memfd open at `fd`; its frames through `address` (a mapping of it in this process) or our own."""
+    if address:
+        def frames():
+            size = os.fstat(fd).st_size
+            _touch(address, size)
+            return pagemap_pfns(address, size)
+        return Memfd(file_pages_of(fd), frames)
+    return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd))
+
+
+def by_place(writes: DeviceWrites, memfd: Memfd) -> bool:
+    """Whether the device's writes into this memfd are matched by place: the probe names places on this kernel
+    (else its frames now are all there is)."""
+    return bool(writes.stats.file_places)
+
+
+def places_lost(writes: DeviceWrites, memfd: Memfd) -> bool:
+    """A page of unknown size left the memfd after the device wrote into it: which places still hold the device's
+    pages is not known (and its frames cannot tell: a page a copy filled may sit in a frame the device wrote)."""
+    return bool(writes.written_files.get(memfd.pages.file, 0) & PLACES_UNKNOWN)
+
+
+def judge(writes: DeviceWrites, frames, why_not=(), memfds=()) -> Evidence:
+    """The window's device writes against the buffer: `frames` (its dma-bufs' page frames; None: not known)
+    and `memfds`, each matched by place where that decides, else by its frames now."""
     why_not = tuple(why for why in why_not if why)
-    total = sum(pages.values())
-    if frames is None:
+    total = writes.total
+    if frames is None and not memfds:
         return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
-    split = intersect(pages, frames)
+    frames, places = list(frames or ()), []
+    for memfd in memfds:
+        if places_lost(writes, memfd):
+            why_not += (f"pages of memfd inode {memfd.pages.ino} left it after the device wrote into it (a hole "
+                        "punched, a truncation), and which ones is not known",)
+        elif by_place(writes, memfd):
+            places.append(memfd.pages)
+        else:
+            frames += memfd.frames()
+    split = intersect(writes.pages, frames, writes.places, places)
     if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
         why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame",)
     return Evidence(total, split.into_buffer, split.buffer_pages, why_not)
@@ -147,15 +195,14 @@ def _touch(address, size):
         ctypes.string_at(address + offset, 1)
 
 
-def method_frames(buffer) -> List[Optional[int]]:
-    """The page frames of a validate Buffer (methods.Buffer), after its load, before its close."""
+def method_pages(buffer) -> Tuple[List[Optional[int]], List[Memfd]]:
+    """The pages of a validate Buffer (methods.Buffer), after its load, before its close: (frames, memfds)."""
     if buffer.kind in DMABUF_KINDS:
         frames = buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
         if frames is None:
             raise DmabufTopError(f"iter/dmabuf lists no system-heap, CMA-heap or udmabuf dma-buf {buffer.inode}")
-        return frames
-    _touch(buffer.address, buffer.size)
-    return pagemap_pfns(buffer.address, buffer.size)
+        return frames, []
+    return [], [memfd_of(buffer.fd, buffer.address)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,22 +316,31 @@ class CommandBuffers:
             except OSError:
                 continue
 
-    def frames(self, pages: Dict[int, int], reached: Set[int] = frozenset()) -> Optional[List[int]]:
-        """The held buffers' frames (None: no buffer was held); plain memfds only if the device wrote into them or
-        a traced call moved bytes into them (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN)."""
+    def pages(self, writes: DeviceWrites, reached: Set[int] = frozenset()
+              ) -> Tuple[Optional[List[int]], List[Memfd]]:
+        """The held buffers' pages: (dma-bufs' frames, memfds); (None, []) when no buffer was held. Plain memfds
+        only if the device wrote into them or a traced call moved bytes into them (`reached`: their inodes), or
+        they are large (PLAIN_MEMFD_MIN)."""
         if not self.held:
-            return None
-        out: List[int] = []
+            return None, []
+        frames: List[int] = []
+        memfds: List[Memfd] = []
         for inode, (kind, fd) in self.held.items():
             if kind == "dmabuf":
                 size = os.fstat(fd).st_size
-                out += buffer_frames(inode, max_pages=size // PAGE_SIZE + 1) or []
-            else:
-                mine = _memfd_frames(fd)
-                large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
-                if large or inode in reached or any(pages.get(pfn) for pfn in mine):
-                    out += mine
-        return out
+                frames += buffer_frames(inode, max_pages=size // PAGE_SIZE + 1) or []
+                continue
+            memfd = memfd_of(fd)
+            large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
+            if large or inode in reached or self._device_wrote(writes, memfd):
+                memfds.append(memfd)
+        return frames, memfds
+
+    @staticmethod
+    def _device_wrote(writes: DeviceWrites, memfd: Memfd) -> bool:
+        if by_place(writes, memfd):
+            return memfd.pages.file in writes.written_files
+        return any(writes.pages.get(pfn) for pfn in memfd.frames())
 
     def close(self):
         for _, fd in self.held.values():

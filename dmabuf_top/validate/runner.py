@@ -381,14 +381,14 @@ class Runner:
                 io_ended = time.monotonic()
                 result.ended_ns = time.monotonic_ns()
                 after = self.tracer.snapshot()
-                pages, lost = self.window.stop()
+                writes, lost = self.window.stop()
                 result.evidence_skips = self.window.skipped_runs
             finally:
                 os.close(fd)
             result.io_ms = (io_ended - io_started) * 1000
             if result.errno is None:
                 result.checksum = "ok" if digest(buffer.view()) == self.source.digest else "mismatch"
-            found = self._dma_evidence(buffer, pages, lost)
+            found = self._dma_evidence(buffer, writes, lost)
             self._snapshot_buffers(result, inodes)
         finally:
             closing = time.monotonic()
@@ -399,17 +399,20 @@ class Runner:
         self._judge(result, before, after, found, method.async_io)
         return result
 
-    def _dma_evidence(self, buffer, pages, lost) -> "dma.Evidence":
-        """The window's device writes against the buffer's own frames (read before the buffer is closed)."""
+    def _dma_evidence(self, buffer, writes, lost) -> "dma.Evidence":
+        """The window's device writes against the buffer's own pages (read before the buffer is closed)."""
         why_not = [self.no_block_device, lost]
-        frames = None
+        frames, memfds = None, []
         try:
-            frames = dma.method_frames(buffer)
+            frames, memfds = dma.method_pages(buffer)
         except (DmabufTopError, OSError) as error:
             why_not.append(f"the buffer's page frames cannot be read: {error}")
         if self.window.probe is None:
             why_not.append(self.window.missing)
-        return dma.judge(pages, frames, why_not)
+        try:
+            return dma.judge(writes, frames, why_not, memfds)
+        except (DmabufTopError, OSError) as error:  # a memfd's frames, read when its places cannot decide
+            return dma.judge(writes, None, why_not + [f"the buffer's page frames cannot be read: {error}"])
 
     def _snapshot_buffers(self, result, inodes):
         """The kernel's own record of this method's dma-bufs now (iter/dmabuf), outside the traced window."""
@@ -516,9 +519,9 @@ def trace_command(argv, report=None):
             returncode = dma.watch(command, window, buffers)
             io_s = time.monotonic() - started
             after = tracer.snapshot()
-            pages, lost = window.stop()
+            writes, lost = window.stop()
             reached = {target.inode for target in after.by_target if target.kind in MEMORY_KINDS}
-            found = _command_evidence(buffers, pages, lost, window, reached)
+            found = _command_evidence(buffers, writes, lost, window, reached)
             async_io = buffers.async_io
         finally:
             buffers.close()
@@ -536,17 +539,19 @@ def trace_command(argv, report=None):
     return run
 
 
-def _command_evidence(buffers, pages, lost, window, reached) -> "dma.Evidence":
-    """A command's device writes against the frames of the buffers it held (see validate/evidence.py)."""
+def _command_evidence(buffers, writes, lost, window, reached) -> "dma.Evidence":
+    """A command's device writes against the pages of the buffers it held (see validate/evidence.py)."""
     why_not = [lost, window.missing]
-    frames = None
+    frames, memfds = None, []
     try:
-        frames = buffers.frames(pages, reached)
+        frames, memfds = buffers.pages(writes, reached)
+        if buffers.held and not frames and not memfds:
+            frames = None
+        found = dma.judge(writes, frames, why_not, memfds)
     except (DmabufTopError, OSError) as error:
-        why_not.append(f"the page frames of the command's buffers cannot be read: {error}")
-    if buffers.held and frames is not None and not frames:
         frames = None
-    found = dma.judge(pages, frames, why_not)
+        why_not.append(f"the page frames of the command's buffers cannot be read: {error}")
+        found = dma.judge(writes, None, why_not)
     if frames is None and not buffers.held:
         return dma.Evidence(found.device_bytes, None, 0, (
             "the command held no dma-buf or memfd that was seen (one made and closed between two looks, 1 ms apart, "

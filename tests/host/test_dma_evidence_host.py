@@ -12,7 +12,7 @@ import sys
 import pytest
 from uring_read import Ring  # tests/ is on sys.path (its conftest, rootdir-relative; no packages)
 
-from dmabuf_top.probes.dma_evidence import DmaEvidence, intersect, mapping_address, mapping_pfns
+from dmabuf_top.probes.dma_evidence import DmaEvidence, file_pages_of, intersect, mapping_address, mapping_pfns
 
 SIZE = 4 << 20
 PAGES = SIZE // 4096
@@ -115,6 +115,80 @@ def test_a_buffered_read_lands_in_the_page_cache_not_in_the_buffer(data_file):
             os.close(fd)
     assert intersect(writes.pages, frames).into_buffer == 0
     assert intersect(writes.pages, cache_frames).into_buffer == SIZE
+
+
+MADV_COLLAPSE = 25
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+
+
+def direct_read_into_memfd(path):
+    """(memfd, its mapping, what the device wrote): an O_DIRECT read of `path` into the memfd's pages."""
+    memfd = os.memfd_create("dma-evidence-places")
+    os.ftruncate(memfd, SIZE)
+    mapping = mmap.mmap(memfd, SIZE)
+    with DmaEvidence(tgids=[os.getpid()]) as evidence:
+        direct_read(path, mapping)
+        writes = evidence.read()
+    return memfd, mapping, writes
+
+
+def test_the_device_writes_into_a_memfd_are_named_by_their_place_in_it(data_file):
+    memfd, mapping, writes = direct_read_into_memfd(data_file)
+    try:
+        mine = file_pages_of(memfd)
+        assert writes.stats.file_places == 1
+        # Every page of the memfd, once, with the frame the device wrote (the mapping shows that frame still).
+        assert {index: written for (dev, ino, index), written in writes.places.items() if (dev, ino) == mine.file} \
+            == {index: (4096, pfn) for index, pfn in enumerate(mapping_pfns(mapping))}
+        assert writes.written_files[mine.file] == 0
+        assert intersect(writes.pages, [], writes.places, [mine]).into_buffer == SIZE
+    finally:
+        mapping.close()
+        os.close(memfd)
+
+
+def test_a_moved_memfd_page_keeps_its_place_and_a_punched_one_loses_it(data_file):
+    memfd, mapping, _ = direct_read_into_memfd(data_file)
+    try:
+        with DmaEvidence(tgids=[os.getpid()]) as evidence:
+            direct_read(data_file, mapping)
+            written = mapping_pfns(mapping)
+            # MADV_COLLAPSE needs a huge-page-aligned range: the memfd's first 2 MiB, mapped at such an address.
+            reserved = mmap.mmap(-1, 4 << 20)
+            at = (mapping_address(reserved) + (2 << 20) - 1) & ~((2 << 20) - 1)
+            libc.mmap.restype = ctypes.c_void_p
+            libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_long)
+            huge = libc.mmap(at, 2 << 20, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | 0x10, memfd, 0)
+            assert huge == at and libc.madvise(huge, 2 << 20, MADV_COLLAPSE) == 0, os.strerror(ctypes.get_errno())
+            assert libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, SIZE - 4096, 4096) == 0
+            writes = evidence.read()
+        now = mapping_pfns(mapping)
+        mine = file_pages_of(memfd)
+    finally:
+        mapping.close()
+        os.close(memfd)
+    assert all(a != b for a, b in zip(written[:512], now[:512]))  # the collapse moved every page of the range
+    # The moved pages keep their places; the punched page (the last) left, and its place was forgotten.
+    assert intersect(writes.pages, now[:512]).into_buffer == 0  # by frame, the moved half is lost
+    assert intersect(writes.pages, [], writes.places, [mine]).into_buffer == SIZE - 4096
+    assert writes.written_files[mine.file] == 1
+
+
+def test_a_buffered_read_names_the_files_page_cache_by_place(data_file):
+    evict(data_file)
+    with mmap.mmap(-1, SIZE) as buffer:
+        with DmaEvidence(tgids=[os.getpid()]) as evidence:
+            fd = os.open(data_file, os.O_RDONLY)
+            try:
+                assert libc.pread(fd, mapping_address(buffer), SIZE, 0) == SIZE
+                cache = file_pages_of(fd)
+            finally:
+                os.close(fd)
+            writes = evidence.read()
+    assert intersect(writes.pages, [], writes.places, [cache]).into_buffer == SIZE
 
 
 CHILD_READS = """

@@ -9,6 +9,9 @@ from dmabuf_top.errors import BpfError
 from dmabuf_top.probes import object_path
 from dmabuf_top.probes.dma_evidence import (
     PAGEMAP_PRESENT,
+    DmaEvidenceFile,
+    DmaEvidenceFilePage,
+    DmaEvidenceFileWrite,
     DmaEvidenceStats,
     DmaEvidenceTgid,
     Intersection,
@@ -25,6 +28,9 @@ def test_the_ctypes_mirrors_match_the_compiled_structs():
     path = object_path("dma_evidence")
     assert struct_size_in_object(path, "dma_evidence_stats") == ctypes.sizeof(DmaEvidenceStats)
     assert struct_size_in_object(path, "dma_evidence_tgid") == ctypes.sizeof(DmaEvidenceTgid)
+    assert struct_size_in_object(path, "dma_evidence_file_page") == ctypes.sizeof(DmaEvidenceFilePage)
+    assert struct_size_in_object(path, "dma_evidence_file_write") == ctypes.sizeof(DmaEvidenceFileWrite)
+    assert struct_size_in_object(path, "dma_evidence_file") == ctypes.sizeof(DmaEvidenceFile)
 
 
 def _stats(**values):

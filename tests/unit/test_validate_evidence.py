@@ -1,7 +1,7 @@
 """validate's DMA evidence: the pure parts (the window's losses, the judgement, the block-device check)."""
 import os
 
-from dmabuf_top.probes.dma_evidence import Stats
+from dmabuf_top.probes.dma_evidence import PLACES_UNKNOWN, DeviceWrites, FilePages, Stats
 from dmabuf_top.validate import evidence
 
 
@@ -15,18 +15,68 @@ def test_a_window_that_lost_bytes_says_how_many_and_why():
 
 
 def test_judge_splits_the_device_writes_by_the_buffers_frames():
-    found = evidence.judge({1: 4096, 2: 4096, 9: 4096}, [1, 2, 3])
+    found = evidence.judge(DeviceWrites({1: 4096, 2: 4096, 9: 4096}), [1, 2, 3])
     assert (found.device_bytes, found.device_to_buffer, found.buffer_pages, found.undecided) == (12288, 8192, 3, ())
 
 
 def test_judge_without_frames_cannot_decide():
-    found = evidence.judge({1: 4096}, None)
+    found = evidence.judge(DeviceWrites({1: 4096}), None)
     assert found.device_to_buffer is None and found.undecided == ("the buffer's page frames are not known",)
 
 
 def test_judge_keeps_every_reason_the_evidence_cannot_decide():
-    found = evidence.judge({}, [1], (None, "no block device", "lost 4 bytes"))
+    found = evidence.judge(DeviceWrites({}), [1], (None, "no block device", "lost 4 bytes"))
     assert found.undecided == ("no block device", "lost 4 bytes")
+
+
+# A memfd of 4 pages (dev 7, inode 40). The device wrote its pages 0-3 into frames 100-103; the kernel has moved
+# pages 0 and 1 since (compaction, THP collapse), to frames 500 and 501. Frame 9 is someone else's page.
+MOVED = DeviceWrites({100: 4096, 101: 4096, 102: 4096, 103: 4096, 9: 4096}, stats=Stats(file_places=1),
+                     places={(7, 40, index): (4096, 100 + index) for index in range(4)}, written_files={(7, 40): 0})
+FRAMES_NOW = [500, 501, 102, 103]
+
+
+def _memfd(frames=FRAMES_NOW):
+    return evidence.Memfd(FilePages(7, 40, 4), lambda: list(frames))
+
+
+def test_a_memfd_whose_pages_moved_after_the_device_wrote_them_is_matched_by_place():
+    # Its frames now miss the two moved pages: matched by frame, half the payload would read as copied.
+    found = evidence.judge(MOVED, [], (), [_memfd()])
+    assert (found.device_bytes, found.device_to_buffer, found.buffer_pages, found.undecided) == (20480, 16384, 4, ())
+
+
+def test_a_memfd_whose_page_left_it_after_the_device_wrote_is_credited_for_the_others_only():
+    # A hole punched at page 0 after the load: the probe forgot that place, whatever frame fills it now.
+    places = {place: written for place, written in MOVED.places.items() if place[2] != 0}
+    left = DeviceWrites(MOVED.pages, stats=MOVED.stats, places=places, written_files={(7, 40): 1})
+    found = evidence.judge(left, [], (), [_memfd(FRAMES_NOW)])
+    assert (found.device_to_buffer, found.undecided) == (12288, ())
+
+
+def test_a_memfd_that_lost_pages_the_probe_could_not_count_leaves_the_evidence_undecided():
+    # Its frames now cannot stand in: a page a copy filled often takes the very frame the device wrote.
+    lost = DeviceWrites(MOVED.pages, stats=MOVED.stats, places=MOVED.places, written_files={(7, 40): PLACES_UNKNOWN})
+    found = evidence.judge(lost, [], (), [_memfd([100, 101, 102, 103])])
+    assert found.device_to_buffer == 0 and "which ones is not known" in found.undecided[0]
+
+
+def test_a_memfd_is_matched_by_its_frames_where_the_probe_names_no_places():
+    unnamed = DeviceWrites(MOVED.pages, stats=Stats(file_places=0), places={}, written_files={})
+    assert evidence.judge(unnamed, [], (), [_memfd()]).device_to_buffer == 8192
+
+
+def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
+    # The udmabuf pins the memfd's pages (frames 100-103); the command held both.
+    found = evidence.judge(MOVED, [100, 101, 102, 103], (), [_memfd([100, 101, 102, 103])])
+    assert (found.device_to_buffer, found.buffer_pages) == (16384, 8)
+
+
+def test_only_the_places_inside_the_memfd_count():
+    beyond = DeviceWrites({100: 4096, 200: 4096}, stats=Stats(file_places=1),
+                          places={(7, 40, 0): (4096, 100), (7, 40, 4): (4096, 200), (8, 40, 1): (4096, 300)},
+                          written_files={(7, 40): 0, (8, 40): 0})
+    assert evidence.judge(beyond, [], (), [_memfd()]).device_to_buffer == 4096
 
 
 def test_tmpfs_has_no_block_device_under_it(tmp_path):
@@ -37,7 +87,7 @@ def test_tmpfs_has_no_block_device_under_it(tmp_path):
 
 
 def test_pages_of_the_buffer_without_a_frame_leave_the_evidence_undecided():
-    found = evidence.judge({1: 4096}, [1, None])
+    found = evidence.judge(DeviceWrites({1: 4096}), [1, None])
     assert found.device_to_buffer == 4096 and found.undecided == ("1 pages of the buffer had no known page frame",)
 
 
@@ -72,6 +122,6 @@ def test_the_window_counts_its_skipped_runs_as_its_losses_do(monkeypatch):
     monkeypatch.setattr(evidence, "DmaEvidence", _FakeProbe)
     window = evidence.Window(tgids=[1])
     window.start()
-    pages, why = window.stop()
+    _, why = window.stop()
     assert window.skipped_runs == 3 and "3 runs of its programs" in why
     assert evidence.skipped_runs(Stats(), Stats(skipped_runs=None)) is None

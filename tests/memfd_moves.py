@@ -1,0 +1,76 @@
+"""A user's loader whose memfd pages change frames after the device wrote them, for `validate -- CMD` tests.
+
+    python tests/memfd_moves.py FILE collapse|punch-and-copy
+
+Both read FILE with O_DIRECT into a memfd mapping (the device writes into the memfd's own pages), then:
+- collapse: MADV_COLLAPSE makes the memfd's pages one huge page, so the kernel copies them into new frames
+  (as compaction, khugepaged or swap may do at any time on a busy machine): still a zero-copy load;
+- punch-and-copy: copies the bytes out, punches the memfd's pages away and copies them back in, so the buffer
+  ends with the right bytes in pages the device never wrote: a load built to look zero-copy that is not.
+Prints how many of the mapping's pages are in other frames than the device wrote (read as root).
+"""
+import ctypes
+import os
+import struct
+import sys
+
+PAGE = 4096
+HUGE = 2 << 20
+MADV_COLLAPSE = 25
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+PROT_READ_WRITE, MAP_SHARED, MAP_PRIVATE_ANONYMOUS, MAP_FIXED = 3, 0x01, 0x22, 0x10
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
+libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+libc.pread.restype = ctypes.c_ssize_t
+libc.pread.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_long)
+libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+
+
+def frames(address, size):
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(address // PAGE * 8)
+        raw = pagemap.read(size // PAGE * 8)
+    return [entry & ((1 << 55) - 1) for (entry,) in struct.iter_unpack("<Q", raw)]
+
+
+def checked(value, doing):
+    if value in (-1, None) or (isinstance(value, int) and value < 0):
+        error = ctypes.get_errno()
+        raise OSError(error, f"{doing}: {os.strerror(error)}")
+    return value
+
+
+def main(argv):
+    path, mode = argv
+    size = os.stat(path).st_size
+    memfd = os.memfd_create("memfd-moves")
+    os.ftruncate(memfd, size)
+    # At a huge-page boundary, so that MADV_COLLAPSE can make the range one huge page.
+    reserved = checked(libc.mmap(None, size + HUGE, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0), "mmap")
+    address = checked(libc.mmap((reserved + HUGE - 1) & ~(HUGE - 1), size, PROT_READ_WRITE, MAP_SHARED | MAP_FIXED,
+                                memfd, 0), "mmap of the memfd")
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        moved = checked(libc.pread(fd, address, size, 0), "pread")
+    finally:
+        os.close(fd)
+    written = frames(address, size)
+    if mode == "collapse":
+        checked(libc.madvise(address, size, MADV_COLLAPSE), "madvise(MADV_COLLAPSE)")
+    elif mode == "punch-and-copy":
+        copy = ctypes.string_at(address, size)
+        checked(libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size), "fallocate(PUNCH_HOLE)")
+        ctypes.memmove(address, copy, size)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}: collapse or punch-and-copy")
+    now = frames(address, size)
+    print(f"memfd {mode}: read {moved} of {size} bytes; {sum(a != b for a, b in zip(written, now))} of "
+          f"{len(now)} pages in other frames than the device wrote")
+    return 0 if moved == size else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
