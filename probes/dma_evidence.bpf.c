@@ -168,6 +168,7 @@ struct walk {
 	__u32 finished;		/* the walk reached the end of the bios (else: the step bound) */
 	__u32 unplaced;		/* bytes the request claims that no bio vector holds */
 	__u32 file_places;	/* this kernel's struct page lets the walk name a file's pages by place */
+	__u64 headless;		/* bytes in pages whose folio head was not found */
 };
 
 /*
@@ -219,10 +220,56 @@ static __always_inline int mapping_file(__u64 mapping, struct dma_evidence_file 
 	return 1;
 }
 
+/* A tail page's link to its head: compound_head before 7.0, compound_info since (include/linux/mm_types.h). */
+struct page___compound_head {
+	unsigned long compound_head;
+} __attribute__((preserve_access_index));
+
+struct page___compound_info {
+	unsigned long compound_info;
+} __attribute__((preserve_access_index));
+
+/* Whether this kernel's struct page has either (a CO-RE constant: the reads below are removed where it has not). */
+#define PAGE_HEAD_KNOWN                                                                 \
+	(bpf_core_field_exists(((struct page___compound_info *)0)->compound_info) ||   \
+	 bpf_core_field_exists(((struct page___compound_head *)0)->compound_head))
+
+/* How far a head can be from its tail: a 1 GiB folio's pages. */
+#define MAX_FOLIO_SPAN_PAGES (1ULL << 18)
+
+static __always_inline int head_is_near(__u64 head, __u64 page, __u64 page_size)
+{
+	return head <= page && page - head < MAX_FOLIO_SPAN_PAGES * page_size;
+}
+
 /*
- * Adds a chunk to file_writes when its page belongs to a file: the page's folio (a tail page's compound_head
- * has bit 0 set and points at the head, include/linux/page-flags.h _compound_head) gives the mapping, and
- * the folio's index plus the page's place in the folio its offset.
+ * The head page of `page`'s folio (include/linux/page-flags.h _compound_head); 0 when not known. Bit 0 of the
+ * link marks a tail. The rest is the head's address, or since 7.0, with a power-of-2 struct page and the
+ * hugetlb vmemmap optimisation (compound_info_has_mask()), a mask that takes the tail's address to its head's.
+ * Which of the two is a kernel config fact; the one that lands on a head near the page is the one.
+ */
+static __always_inline __u64 page_head(__u64 page, __u64 page_size)
+{
+	__u64 link = 0;
+
+	if (bpf_core_field_exists(((struct page___compound_info *)0)->compound_info))
+		link = BPF_CORE_READ((struct page___compound_info *)page, compound_info);
+	else if (bpf_core_field_exists(((struct page___compound_head *)0)->compound_head))
+		link = BPF_CORE_READ((struct page___compound_head *)page, compound_head);
+	else
+		return 0;
+	if (!(link & 1))
+		return page;
+	if (head_is_near(link - 1, page, page_size))
+		return link - 1;
+	if (head_is_near(page & link, page, page_size))
+		return page & link;
+	return 0;
+}
+
+/*
+ * Adds a chunk to file_writes when its page belongs to a file: the page's folio gives the mapping, and the
+ * folio's index plus the page's place in the folio its offset.
  */
 static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
 {
@@ -230,14 +277,16 @@ static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn,
 	struct dma_evidence_file_write fresh = { .bytes = bytes, .pfn = pfn };
 	struct dma_evidence_file_write *value;
 	struct dma_evidence_file file = {};
-	__u64 head = page, compound, zero = 0;
+	__u64 head, zero = 0;
 	struct folio *folio;
 
-	if (!w->file_places)
+	if (!w->file_places) /* user space matches memfds by their frames on such a kernel */
 		return;
-	compound = BPF_CORE_READ((struct page *)page, compound_head);
-	if (compound & 1)
-		head = compound - 1;
+	head = page_head(page, w->page_size);
+	if (!head) { /* if it was a memfd's page, its place is not known: said as lost, never dropped */
+		w->headless += bytes;
+		return;
+	}
 	folio = (struct folio *)head;
 	if (!mapping_file((__u64)BPF_CORE_READ(folio, mapping), &file))
 		return;
@@ -426,8 +475,7 @@ static __always_inline int read_completed(struct request *rq, blk_status_t error
 	w->rq_left = nr_bytes;
 	w->page_size = bpf_core_type_size(struct page);
 	w->vmemmap = vmemmap_start(w->page_size);
-	w->file_places = bpf_core_field_exists(((struct page *)0)->compound_head) &&
-			 bpf_core_field_exists(((struct folio *)0)->index);
+	w->file_places = PAGE_HEAD_KNOWN;
 	if (!w->page_size || !w->vmemmap) { /* frames cannot be named (arm64 without its VA size): said, not lost */
 		s->unplaced_bytes += nr_bytes;
 		return 0;
@@ -446,6 +494,7 @@ static __always_inline int read_completed(struct request *rq, blk_status_t error
 	s->vmemmap_base = w->vmemmap;
 	s->page_struct_size = w->page_size;
 	s->file_places = w->file_places;
+	s->headless_bytes += w->headless;
 	return 0;
 }
 

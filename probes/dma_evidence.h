@@ -82,6 +82,7 @@ struct dma_evidence_stats {
 	__u64 vmemmap_base;	  /* the vmemmap start used for struct page -> pfn (the last seen) */
 	__u64 page_struct_size;	  /* sizeof(struct page) on the running kernel (CO-RE) */
 	__u64 file_places;	  /* 1: the walk names a file's pages by their place (file_writes); 0: it cannot here */
+	__u64 headless_bytes;	  /* bytes in pages whose folio was not found: a memfd's among them would lack a place */
 };
 
 /*

@@ -53,6 +53,7 @@ class DmaEvidenceStats(ctypes.Structure):
         ("vmemmap_base", ctypes.c_uint64),
         ("page_struct_size", ctypes.c_uint64),
         ("file_places", ctypes.c_uint64),
+        ("headless_bytes", ctypes.c_uint64),
     ]
 
 
@@ -124,6 +125,7 @@ class Stats:
     vmemmap_base: int = 0
     page_struct_size: int = 0
     file_places: int = 0  # 1: the walk named the pages of files by their place (file_writes) on this kernel
+    headless_bytes: int = 0  # bytes in pages whose folio was not found (a memfd's page there has no place)
     # Runs the kernel skipped because a program was already running on that CPU (a completion in an interrupt
     # nested in another's): requests and tags nobody counted, so their bytes are unknown (None: not reported).
     skipped_runs: Optional[int] = 0
@@ -131,7 +133,7 @@ class Stats:
     @property
     def lost_bytes(self):
         """Bytes the device wrote for traced tasks that are in no page frame's count."""
-        return self.map_full_bytes + self.loop_bound_bytes + self.unplaced_bytes
+        return self.map_full_bytes + self.loop_bound_bytes + self.unplaced_bytes + self.headless_bytes
 
 
 PLACES_UNKNOWN = 1 << 63  # DMA_EVIDENCE_PLACES_UNKNOWN: in a written_files count, a folio of unknown size left

@@ -19,9 +19,10 @@ page frames:
   is duplicated into this process with pidfd_getfd(2), and memfd mappings without an fd are opened
   through /proc/PID/map_files; holding them keeps their pages after the command closes them or exits.
   At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds their
-  places (or, failing those, their frames through a mapping of our own); a plain memfd counts as a buffer only when the device wrote into it, a
-  traced call moved bytes into it, or it holds at least PLAIN_MEMFD_MIN bytes (a memfd the runtime
-  made for itself, e.g. libffi's trampolines, a few pages, is no payload).
+  places (or, failing those, their frames through a mapping of our own); a plain memfd counts as a
+  buffer only when the device wrote into it, a traced call moved bytes into it, or it holds at least
+  PLAIN_MEMFD_MIN bytes (a memfd the runtime made for itself, e.g. libffi's trampolines, a few pages,
+  is no payload).
   A buffer made and dropped between two polls is not seen (then nothing decides, and the verdict
   says so).
 
@@ -37,8 +38,18 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import DmabufTopError
-from ..probes.dma_evidence import (PAGE_SIZE, PLACES_UNKNOWN, DeviceWrites, DmaEvidence, FilePages, Stats,
-                                   buffer_frames, file_pages_of, intersect, pagemap_pfns)
+from ..probes.dma_evidence import (
+    PAGE_SIZE,
+    PLACES_UNKNOWN,
+    DeviceWrites,
+    DmaEvidence,
+    FilePages,
+    Stats,
+    buffer_frames,
+    file_pages_of,
+    intersect,
+    pagemap_pfns,
+)
 from .methods import DMABUF_KINDS, MAP_FAILED, MAP_SHARED, PROT_READ, libc
 
 POLL_S = 0.001  # how often a command's fds are looked at: a buffer made and closed between two looks is missed
@@ -79,7 +90,9 @@ def lost(before: Stats, after: Stats) -> Optional[str]:
     """Why the window's figures are not whole (bytes the probe could not place), or None."""
     parts = []
     for name, why in (("map_full_bytes", "its frame map was full"), ("loop_bound_bytes", "its walk bound was hit"),
-                      ("unplaced_bytes", "they were in no bio vector"), ("error_bytes", "the device failed them")):
+                      ("unplaced_bytes", "they were in no bio vector"),
+                      ("headless_bytes", "their pages' folios were not found, so a memfd's among them has no place"),
+                      ("error_bytes", "the device failed them")):
         amount = getattr(after, name) - getattr(before, name)
         if amount:
             parts.append(f"{amount} bytes ({why})")

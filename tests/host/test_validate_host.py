@@ -102,7 +102,7 @@ def validate_moving_memfd(mode, path):
     runner.drop_page_cache(path)
     done = subprocess.run([sys.executable, "-m", "dmabuf_top", "validate", "--expect", "zero-copy", "--json", "--",
                            sys.executable, MEMFD_MOVES, path, mode], capture_output=True, text=True, timeout=300)
-    moved = re.search(r"(\d+) of (\d+) pages in other frames", done.stdout)
+    moved = re.search(r"(\d+) of (\d+) pages in other frames", done.stdout)  # the loader did move them all
     assert moved and int(moved.group(1)) == int(moved.group(2)) == (4 << 20) // 4096, done.stdout + done.stderr
     return done, json.loads(done.stdout.splitlines()[-1])["methods"][0]
 

@@ -372,6 +372,23 @@ def test_expect_zero_copy_fails_for_a_loader_whose_copy_no_hook_sees(command_fil
 
 
 URING_LOAD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "uring_load.py")
+MEMFD_MOVES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "memfd_moves.py")
+
+
+@pytest.mark.parametrize("mode, exit_code, kind, into", [("collapse", 0, "zero-copy", 16 << 20),
+                                                         ("punch-and-copy", 1, "copies", 0)])
+def test_a_memfd_is_judged_by_the_pages_in_it_not_by_the_frames_they_were_in(command_file, mode, exit_code, kind,
+                                                                              into):
+    # collapse: the kernel moves every page the device wrote to other frames (as compaction does on a busy
+    # machine), still zero-copy. punch-and-copy, built to fool: the pages the device wrote leave the memfd and a
+    # copy of their bytes fills new ones, often in the very frames the device wrote.
+    runner.drop_page_cache(command_file)
+    done = validate("--expect", "zero-copy", "--json", "--", sys.executable, MEMFD_MOVES, command_file, mode)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    assert f"{(16 << 20) // 4096} of {(16 << 20) // 4096} pages in other frames" in done.stdout, done.stdout
+    row = command_row(done)
+    assert row["verdict"]["kind"] == kind, row["verdict"]
+    assert (row["payload"], row["device_to_buffer"]) == (16 << 20, into), row
 
 
 @pytest.mark.parametrize("mode, exit_code, kind", [("direct", 0, "zero-copy"), ("buffered", 1, "copies")])
