@@ -34,7 +34,7 @@ bound reached). Each is said as a sentence in `undecided`.
 import ctypes
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import DmabufTopError
@@ -183,16 +183,22 @@ def judge(writes: DeviceWrites, frames, why_not=(), memfds=()) -> Evidence:
     total = writes.total
     if frames is None and not memfds:
         return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
-    frames, places = list(frames or ()), []
+    frames, places, placed = list(frames or ()), [], []
     for memfd in memfds:
         if places_lost(writes, memfd):
             why_not += (f"pages of memfd inode {memfd.pages.ino} left it after the device wrote into it (a hole "
                         "punched, a truncation), and which ones is not known",)
         elif by_place(writes, memfd):
             places.append(memfd.pages)
+            placed.append(memfd)
         else:
             frames += memfd.frames()
     split = intersect(writes.pages, frames, writes.places, places)
+    if frames and placed:
+        # A udmabuf's pages are its memfd's (pinned: they stay in their frames): the buffer's size counts them once.
+        framed = set(frames)
+        shared = sum(1 for memfd in placed for pfn in memfd.frames() if pfn in framed)
+        split = replace(split, buffer_pages=split.buffer_pages - shared)
     if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
         why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame",)
     return Evidence(total, split.into_buffer, split.buffer_pages, why_not)

@@ -67,9 +67,10 @@ def test_a_memfd_is_matched_by_its_frames_where_the_probe_names_no_places():
 
 
 def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
-    # The udmabuf pins the memfd's pages (frames 100-103); the command held both.
+    # The udmabuf pins the memfd's pages (frames 100-103); the command held both. Counted twice, the payload
+    # (the buffer's size) would double and half of it read as copied (the guest test failed so).
     found = evidence.judge(MOVED, [100, 101, 102, 103], (), [_memfd([100, 101, 102, 103])])
-    assert (found.device_to_buffer, found.buffer_pages) == (16384, 8)
+    assert (found.device_to_buffer, found.buffer_pages) == (16384, 4)
 
 
 def test_only_the_places_inside_the_memfd_count():
