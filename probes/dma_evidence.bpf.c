@@ -32,6 +32,9 @@ const volatile bool record_all = false;
 extern const void vmemmap_base __ksym __weak;
 /* arm64: the physical address of PAGE_OFFSET, which offsets vmemmap (asm/pgtable.h). */
 extern const void memstart_addr __ksym __weak;
+/* A read-only view of kernel memory through BTF (6.2+, as iopaths needs): plain loads, no helper call per field. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
 /* arm64: CONFIG_ARM64_VA_BITS, set by user space from the kernel's config (0: not known, frames unknown). */
 const volatile __u32 arm64_va_bits = 0;
 
@@ -169,6 +172,8 @@ struct walk {
 	__u32 unplaced;		/* bytes the request claims that no bio vector holds */
 	__u32 file_places;	/* this kernel's struct page lets the walk name a file's pages by place */
 	__u64 headless;		/* bytes in pages whose folio head was not found */
+	__u64 last_mapping;	/* the mapping of the last file page walked, and its file: a request's pages are */
+	struct dma_evidence_file last_file; /* mostly one file's, so the file is named once per run of them */
 };
 
 /*
@@ -212,11 +217,12 @@ static __always_inline int mapping_file(__u64 mapping, struct dma_evidence_file 
 
 	if (!mapping || (mapping & 3))
 		return 0;
-	host = BPF_CORE_READ((struct address_space *)mapping, host);
+	host = ((struct address_space *)bpf_rdonly_cast((void *)mapping, bpf_core_type_id_kernel(struct address_space)))
+		       ->host;
 	if (!host)
 		return 0;
-	file->ino = BPF_CORE_READ(host, i_ino);
-	file->dev = BPF_CORE_READ(host, i_sb, s_dev);
+	file->ino = host->i_ino;
+	file->dev = host->i_sb->s_dev;
 	return 1;
 }
 
@@ -252,10 +258,12 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 {
 	__u64 link = 0;
 
+	/* A helper read, not a plain load: the verifier types that word as the lru list's pointer, and its bits are
+	 * tested as a number here. */
 	if (bpf_core_field_exists(((struct page___compound_info *)0)->compound_info))
-		link = BPF_CORE_READ((struct page___compound_info *)page, compound_info);
+		bpf_core_read(&link, sizeof(link), &((struct page___compound_info *)page)->compound_info);
 	else if (bpf_core_field_exists(((struct page___compound_head *)0)->compound_head))
-		link = BPF_CORE_READ((struct page___compound_head *)page, compound_head);
+		bpf_core_read(&link, sizeof(link), &((struct page___compound_head *)page)->compound_head);
 	else
 		return 0;
 	if (!(link & 1))
@@ -269,15 +277,15 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 
 /*
  * Adds a chunk to file_writes when its page belongs to a file: the page's folio gives the mapping, and the
- * folio's index plus the page's place in the folio its offset.
+ * folio's index plus the page's place in the folio its offset. Per page: two helper reads (the head link and the
+ * mapping, whose bits are tested as numbers), a plain load and the map update; the file is named once per mapping.
  */
 static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
 {
 	struct dma_evidence_file_page key = {};
 	struct dma_evidence_file_write fresh = { .bytes = bytes, .pfn = pfn };
 	struct dma_evidence_file_write *value;
-	struct dma_evidence_file file = {};
-	__u64 head, zero = 0;
+	__u64 head, mapping = 0, zero = 0;
 	struct folio *folio;
 
 	if (!w->file_places) /* user space matches memfds by their frames on such a kernel */
@@ -287,15 +295,23 @@ static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn,
 		w->headless += bytes;
 		return;
 	}
-	folio = (struct folio *)head;
-	if (!mapping_file((__u64)BPF_CORE_READ(folio, mapping), &file))
-		return;
-	key.ino = file.ino;
-	key.dev = file.dev;
-	key.index = BPF_CORE_READ(folio, index) + (page - head) / w->page_size;
+	folio = bpf_rdonly_cast((void *)head, bpf_core_type_id_kernel(struct folio));
+	if (bpf_probe_read_kernel(&mapping, sizeof(mapping), &folio->mapping) || !mapping || (mapping & 3))
+		return; /* no file: anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
+	if (mapping != w->last_mapping) {
+		if (!mapping_file(mapping, &w->last_file)) {
+			w->last_mapping = 0;
+			return;
+		}
+		w->last_mapping = mapping;
+		bpf_map_update_elem(&written_files, &w->last_file, &zero, BPF_NOEXIST);
+	}
+	key.ino = w->last_file.ino;
+	key.dev = w->last_file.dev;
+	key.index = folio->index + (page - head) / w->page_size;
 	value = bpf_map_lookup_elem(&file_writes, &key);
 	if (!value && bpf_map_update_elem(&file_writes, &key, &fresh, BPF_NOEXIST) == 0)
-		goto written;
+		return;
 	if (!value)
 		value = bpf_map_lookup_elem(&file_writes, &key); /* another CPU made it meanwhile */
 	if (!value) { /* this page has no place in the map: its bytes are lost, and said so */
@@ -304,8 +320,6 @@ static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn,
 	}
 	__sync_fetch_and_add(&value->bytes, bytes);
 	value->pfn = pfn;
-written:
-	bpf_map_update_elem(&written_files, &file, &zero, BPF_NOEXIST);
 }
 
 static __always_inline void credit_tgid(struct walk *w, __u32 tgid, __u64 bytes)
