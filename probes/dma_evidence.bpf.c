@@ -187,26 +187,27 @@ struct {
 	__type(value, struct walk);
 } walk_state SEC(".maps");
 
-static __always_inline void add_page(struct walk *w, __u64 pfn, __u64 bytes)
+/* Adds bytes to a frame's count in device_writes; 0, or -1 when the map is full. */
+static __always_inline int record_frame(__u64 pfn, __u64 bytes)
 {
 	__u64 *value = bpf_map_lookup_elem(&device_writes, &pfn);
 
-	if (value) {
-		__sync_fetch_and_add(value, bytes);
-		w->recorded += bytes;
-		return;
-	}
-	if (bpf_map_update_elem(&device_writes, &pfn, &bytes, BPF_NOEXIST) == 0) {
-		w->recorded += bytes;
-		return;
-	}
-	value = bpf_map_lookup_elem(&device_writes, &pfn); /* another CPU made it meanwhile */
-	if (value) {
-		__sync_fetch_and_add(value, bytes);
-		w->recorded += bytes;
-	} else {
+	if (!value && bpf_map_update_elem(&device_writes, &pfn, &bytes, BPF_NOEXIST) == 0)
+		return 0;
+	if (!value)
+		value = bpf_map_lookup_elem(&device_writes, &pfn); /* another CPU made it meanwhile */
+	if (!value)
+		return -1;
+	__sync_fetch_and_add(value, bytes);
+	return 0;
+}
+
+static __always_inline void add_page(struct walk *w, __u64 pfn, __u64 bytes)
+{
+	if (record_frame(pfn, bytes))
 		w->map_full += bytes;
-	}
+	else
+		w->recorded += bytes;
 }
 
 /* The file and its super_block's dev of a page-cache mapping; 0 when `mapping` is none (anonymous memory, a
@@ -276,11 +277,12 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 }
 
 /*
- * Adds a chunk to file_writes when its page belongs to a file: the page's folio gives the mapping, and the
- * folio's index plus the page's place in the folio its offset. Per page: two helper reads (the head link and the
+ * Records a chunk in file_writes when its page belongs to a file (1; else 0, and the caller records it by frame
+ * alone): the page's folio gives the mapping, and the folio's index plus the page's place in the folio its offset.
+ * A page is in one ledger, never both: its place's value keeps the frame written too. Per page: two helper reads (the head link and the
  * mapping, whose bits are tested as numbers), a plain load and the map update; the file is named once per mapping.
  */
-static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
+static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
 {
 	struct dma_evidence_file_page key = {};
 	struct dma_evidence_file_write fresh = { .bytes = bytes, .pfn = pfn };
@@ -289,19 +291,19 @@ static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn,
 	struct folio *folio;
 
 	if (!w->file_places) /* user space matches memfds by their frames on such a kernel */
-		return;
+		return 0;
 	head = page_head(page, w->page_size);
 	if (!head) { /* if it was a memfd's page, its place is not known: said as lost, never dropped */
 		w->headless += bytes;
-		return;
+		return 0;
 	}
 	folio = bpf_rdonly_cast((void *)head, bpf_core_type_id_kernel(struct folio));
 	if (bpf_probe_read_kernel(&mapping, sizeof(mapping), &folio->mapping) || !mapping || (mapping & 3))
-		return; /* no file: anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
+		return 0; /* no file: anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
 	if (mapping != w->last_mapping) {
 		if (!mapping_file(mapping, &w->last_file)) {
 			w->last_mapping = 0;
-			return;
+			return 0;
 		}
 		w->last_mapping = mapping;
 		bpf_map_update_elem(&written_files, &w->last_file, &zero, BPF_NOEXIST);
@@ -311,15 +313,18 @@ static __always_inline void add_file_page(struct walk *w, __u64 page, __u64 pfn,
 	key.index = folio->index + (page - head) / w->page_size;
 	value = bpf_map_lookup_elem(&file_writes, &key);
 	if (!value && bpf_map_update_elem(&file_writes, &key, &fresh, BPF_NOEXIST) == 0)
-		return;
+		goto recorded;
 	if (!value)
 		value = bpf_map_lookup_elem(&file_writes, &key); /* another CPU made it meanwhile */
 	if (!value) { /* this page has no place in the map: its bytes are lost, and said so */
 		w->map_full += bytes;
-		return;
+		return 1;
 	}
 	__sync_fetch_and_add(&value->bytes, bytes);
 	value->pfn = pfn;
+recorded:
+	w->recorded += bytes;
+	return 1;
 }
 
 static __always_inline void credit_tgid(struct walk *w, __u32 tgid, __u64 bytes)
@@ -418,8 +423,8 @@ static long walk_step(__u32 index, void *ctx)
 		chunk = w->bio_left;
 	page = (__u64)vec.bv_page + (offset >> DMA_EVIDENCE_PAGE_SHIFT) * w->page_size;
 	pfn = (page - w->vmemmap) / w->page_size;
-	add_page(w, pfn, chunk);
-	add_file_page(w, page, pfn, chunk);
+	if (!add_file_page(w, page, pfn, chunk))
+		add_page(w, pfn, chunk);
 	w->done += chunk;
 	w->bio_left -= chunk;
 	w->rq_left -= chunk;
@@ -553,12 +558,23 @@ struct leaving {
 	__u64 forgotten;
 };
 
+/* A place the page left: its bytes go back to the frame the device wrote (still device writes, no longer the
+ * file's), and the place is forgotten. */
 static long forget_place(__u32 index, void *ctx)
 {
 	struct leaving *leaving = ctx;
+	struct dma_evidence_file_write *written = bpf_map_lookup_elem(&file_writes, &leaving->place);
+	struct dma_evidence_stats *s;
 
-	if (bpf_map_delete_elem(&file_writes, &leaving->place) == 0)
+	if (written) {
+		if (record_frame(written->pfn, written->bytes)) {
+			s = stats_slot();
+			if (s)
+				s->map_full_bytes += written->bytes;
+		}
+		bpf_map_delete_elem(&file_writes, &leaving->place);
 		leaving->forgotten++;
+	}
 	leaving->place.index++;
 	return 0;
 }

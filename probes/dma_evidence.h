@@ -4,9 +4,10 @@
  *
  * Shared by dma_evidence.bpf.c and the ctypes mirrors in dma_evidence.py (a test asserts the sizes match).
  * Maps:
- *   device_writes   key: __u64 page frame number      value: __u64 bytes the device wrote into it (reads)
- *   file_writes     key: struct dma_evidence_file_page value: struct dma_evidence_file_write (the same bytes, for
- *                   pages of a file: a memfd's, a file's page cache)
+ *   device_writes   key: __u64 page frame number      value: __u64 bytes the device wrote into it (reads), for
+ *                   pages that belong to no file (or whose place this kernel cannot name)
+ *   file_writes     key: struct dma_evidence_file_page value: struct dma_evidence_file_write: the same for pages
+ *                   of a file (a memfd's, a file's page cache), by place; a page is in one of the two
  *   written_files   key: struct dma_evidence_file      value: __u64 pages that left the file after the device
  *                   wrote into it (their places forgotten), | DMA_EVIDENCE_PLACES_UNKNOWN
  *   tgid_writes     key: __u32 tgid (0: not known)     value: struct dma_evidence_tgid

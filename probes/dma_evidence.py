@@ -13,7 +13,7 @@ import os
 import platform
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..bpf import BpfLoadError, BpfObject
 from ..errors import BpfError, KernelLacks, NeedsPrivilege
@@ -143,12 +143,13 @@ FileId = Tuple[int, int]  # (dev as the kernel encodes it, inode)
 
 @dataclass(frozen=True)
 class DeviceWrites:
-    """What the device wrote: bytes per page frame, and per submitting process (tgid 0: not known).
+    """What the device wrote, and for which submitting process (tgid 0: not known).
 
-    The same bytes again for the pages that belong to a file, by their place in it (`places`: place ->
-    (bytes, the frame written)), and each such file with the count of its pages that left it since
-    (`written_files`: a hole punched, a truncation; pages the kernel moves stay). The places of pages that left
-    are forgotten (`places` no longer has them); PLACES_UNKNOWN in a count: which left is not known."""
+    Each page it wrote is in one of two ledgers: a page that belongs to a file (a memfd's, a file's page cache)
+    by its place in it (`places`: place -> (bytes, the frame written)); any other page by its frame (`pages`).
+    `written_files`: each file with places, and the count of its pages that left it since (a hole punched, a
+    truncation; pages the kernel moves stay): a place whose page left went back to `pages`, under its frame.
+    PLACES_UNKNOWN in a count: which left is not known."""
 
     pages: Dict[int, int]
     by_tgid: Dict[int, int] = field(default_factory=dict)
@@ -159,7 +160,7 @@ class DeviceWrites:
 
     @property
     def total(self):
-        return sum(self.pages.values())
+        return sum(self.pages.values()) + sum(written for written, _ in self.places.values())
 
 
 @dataclass(frozen=True)
@@ -260,14 +261,14 @@ def decode_tgids(pairs) -> Dict[int, int]:
     return by_tgid
 
 
-def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[int]],
-              places: Mapping[Place, Tuple[int, int]] = None, files: Iterable[FilePages] = ()) -> Intersection:
-    """Split the device's bytes ({pfn: bytes}) into those written into the buffer and the rest.
+def intersect(writes: "DeviceWrites", buffer_pfns: Iterable[Optional[int]], files: Iterable[FilePages] = ()
+              ) -> Intersection:
+    """Split the device's bytes into those written into the buffer and the rest.
 
     The buffer is `buffer_pfns`, its frames page by page (None for a page whose frame is not known; a frame
     listed twice, mapped twice, counts once), and `files`, memfds whose pages are matched by their place in
-    the file (`places`, DeviceWrites.places): where the kernel moved them since does not matter. A page that
-    is both (a udmabuf's, and its memfd's) counts once, by the frame the device wrote.
+    the file: where the kernel moved them since does not matter. A place whose frame is one of `buffer_pfns`
+    (a udmabuf's page is its memfd's) counts once.
     """
     frames, unmapped = set(), 0
     for pfn in buffer_pfns:
@@ -277,17 +278,16 @@ def intersect(device_writes: Mapping[int, int], buffer_pfns: Iterable[Optional[i
             frames.add(pfn)
     into = written = 0
     for pfn in frames:
-        got = device_writes.get(pfn, 0)
+        got = writes.pages.get(pfn, 0)
         if got:
             into += got
             written += 1
     sizes = {pages.file: pages.pages for pages in files}
-    for (dev, ino, index), (got, pfn) in (places or {}).items():
-        if index < sizes.get((dev, ino), 0) and got and pfn not in frames:
+    for (dev, ino, index), (got, pfn) in writes.places.items():
+        if got and (pfn in frames or index < sizes.get((dev, ino), 0)):
             into += got
             written += 1
-    total = sum(device_writes.values())
-    return Intersection(into, total - into, len(frames) + sum(sizes.values()), written, unmapped)
+    return Intersection(into, writes.total - into, len(frames) + sum(sizes.values()), written, unmapped)
 
 
 def decode_frame_runs(pairs, runs) -> List[int]:

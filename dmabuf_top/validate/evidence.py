@@ -193,7 +193,7 @@ def judge(writes: DeviceWrites, frames, why_not=(), memfds=()) -> Evidence:
             placed.append(memfd)
         else:
             frames += memfd.frames()
-    split = intersect(writes.pages, frames, writes.places, places)
+    split = intersect(writes, frames, places)
     if frames and placed:
         # A udmabuf's pages are its memfd's (pinned: they stay in their frames): the buffer's size counts them once.
         framed = set(frames)

@@ -80,7 +80,7 @@ def test_a_direct_read_is_device_writes_into_the_buffers_own_frames(data_file, h
     assert (writes.stats.lost_bytes, writes.stats.error_bytes) == (0, 0)
     # The kernel counts the runs it skipped (5.12+): a number, read from every attached program, not presumed 0.
     assert isinstance(writes.stats.skipped_runs, int) and writes.stats.skipped_runs >= 0
-    seen = intersect(writes.pages, frames)
+    seen = intersect(writes, frames)
     assert (seen.into_buffer, seen.buffer_pages_written) == (SIZE, PAGES)
     assert seen.elsewhere < METADATA_SLACK
     assert writes.by_tgid[os.getpid()] == writes.total
@@ -96,7 +96,7 @@ def test_an_io_uring_direct_read_is_attributed_to_the_submitting_process(data_fi
                 writes = evidence.read()
         finally:
             os.close(fd)
-    assert (intersect(writes.pages, frames).into_buffer, writes.by_tgid[os.getpid()]) == (SIZE, SIZE)
+    assert (intersect(writes, frames).into_buffer, writes.by_tgid[os.getpid()]) == (SIZE, SIZE)
 
 
 def test_a_buffered_read_lands_in_the_page_cache_not_in_the_buffer(data_file):
@@ -113,8 +113,8 @@ def test_a_buffered_read_lands_in_the_page_cache_not_in_the_buffer(data_file):
                 cache_frames = mapping_pfns(cached)
         finally:
             os.close(fd)
-    assert intersect(writes.pages, frames).into_buffer == 0
-    assert intersect(writes.pages, cache_frames).into_buffer == SIZE
+    assert intersect(writes, frames).into_buffer == 0
+    assert intersect(writes, cache_frames).into_buffer == SIZE
 
 
 MADV_COLLAPSE = 25
@@ -143,7 +143,7 @@ def test_the_device_writes_into_a_memfd_are_named_by_their_place_in_it(data_file
         assert {index: written for (dev, ino, index), written in writes.places.items() if (dev, ino) == mine.file} \
             == {index: (4096, pfn) for index, pfn in enumerate(mapping_pfns(mapping))}
         assert writes.written_files[mine.file] == 0
-        assert intersect(writes.pages, [], writes.places, [mine]).into_buffer == SIZE
+        assert intersect(writes, [], [mine]).into_buffer == SIZE
     finally:
         mapping.close()
         os.close(memfd)
@@ -172,8 +172,8 @@ def test_a_moved_memfd_page_keeps_its_place_and_a_punched_one_loses_it(data_file
         os.close(memfd)
     assert all(a != b for a, b in zip(written[:512], now[:512]))  # the collapse moved every page of the range
     # The moved pages keep their places; the punched page (the last) left, and its place was forgotten.
-    assert intersect(writes.pages, now[:512]).into_buffer == 0  # by frame, the moved half is lost
-    assert intersect(writes.pages, [], writes.places, [mine]).into_buffer == SIZE - 4096
+    assert intersect(writes, now[:512]).into_buffer == 0  # by frame, the moved half is lost
+    assert intersect(writes, [], [mine]).into_buffer == SIZE - 4096
     assert writes.written_files[mine.file] == 1
 
 
@@ -188,7 +188,7 @@ def test_a_buffered_read_names_the_files_page_cache_by_place(data_file):
             finally:
                 os.close(fd)
             writes = evidence.read()
-    assert intersect(writes.pages, [], writes.places, [cache]).into_buffer == SIZE
+    assert intersect(writes, [], [cache]).into_buffer == SIZE
 
 
 CHILD_READS = """

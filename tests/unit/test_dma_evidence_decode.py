@@ -9,11 +9,13 @@ from dmabuf_top.errors import BpfError
 from dmabuf_top.probes import object_path
 from dmabuf_top.probes.dma_evidence import (
     PAGEMAP_PRESENT,
+    DeviceWrites,
     DmaEvidenceFile,
     DmaEvidenceFilePage,
     DmaEvidenceFileWrite,
     DmaEvidenceStats,
     DmaEvidenceTgid,
+    FilePages,
     Intersection,
     Stats,
     decode_pagemap,
@@ -68,19 +70,28 @@ def test_pages_and_tgids_decode_from_map_entries():
 
 def test_intersect_splits_the_devices_bytes_between_the_buffer_and_elsewhere():
     device = {10: 4096, 11: 4096, 12: 2048, 99: 4096}
-    seen = intersect(device, [10, 11, 12, 13, None])
+    seen = intersect(DeviceWrites(device), [10, 11, 12, 13, None])
     assert seen == Intersection(into_buffer=10240, elsewhere=4096, buffer_pages=4, buffer_pages_written=3,
                                 unmapped_pages=1)
 
 
 def test_a_frame_mapped_twice_counts_once_and_a_frame_written_twice_counts_twice():
-    seen = intersect({5: 8192}, [5, 5])
+    seen = intersect(DeviceWrites({5: 8192}), [5, 5])
     assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (8192, 0, 1, 1)
 
 
 def test_nothing_written_is_nothing_anywhere():
-    assert intersect({}, [1, 2]) == Intersection(0, 0, 2, 0, 0)
-    assert intersect({1: 4096}, []) == Intersection(0, 4096, 0, 0, 0)
+    assert intersect(DeviceWrites({}), [1, 2]) == Intersection(0, 0, 2, 0, 0)
+    assert intersect(DeviceWrites({1: 4096}), []) == Intersection(0, 4096, 0, 0, 0)
+
+
+def test_a_page_is_matched_by_its_place_or_by_the_frame_its_place_was_written_in():
+    # Place (1, 7, 0) in frame 50: the memfd's. Place (1, 8, 0) in frame 60: another file's page, but a frame of the
+    # buffer (a udmabuf pins its memfd's pages). Place (1, 7, 9): beyond the memfd's 4 pages. Frame 70: no file's.
+    writes = DeviceWrites({70: 4096}, places={(1, 7, 0): (4096, 50), (1, 8, 0): (4096, 60), (1, 7, 9): (4096, 90)})
+    seen = intersect(writes, [60, 70], [FilePages(1, 7, 4)])
+    assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (12288, 4096, 6, 3)
+    assert writes.total == 16384
 
 
 def test_pagemap_entries_give_frames_of_present_pages_only():

@@ -31,7 +31,7 @@ def test_judge_keeps_every_reason_the_evidence_cannot_decide():
 
 # A memfd of 4 pages (dev 7, inode 40). The device wrote its pages 0-3 into frames 100-103; the kernel has moved
 # pages 0 and 1 since (compaction, THP collapse), to frames 500 and 501. Frame 9 is someone else's page.
-MOVED = DeviceWrites({100: 4096, 101: 4096, 102: 4096, 103: 4096, 9: 4096}, stats=Stats(file_places=1),
+MOVED = DeviceWrites({9: 4096}, stats=Stats(file_places=1),
                      places={(7, 40, index): (4096, 100 + index) for index in range(4)}, written_files={(7, 40): 0})
 FRAMES_NOW = [500, 501, 102, 103]
 
@@ -47,9 +47,10 @@ def test_a_memfd_whose_pages_moved_after_the_device_wrote_them_is_matched_by_pla
 
 
 def test_a_memfd_whose_page_left_it_after_the_device_wrote_is_credited_for_the_others_only():
-    # A hole punched at page 0 after the load: the probe forgot that place, whatever frame fills it now.
+    # A hole punched at page 0 after the load: the probe forgot that place (its bytes went back to their frame),
+    # whatever frame fills it now.
     places = {place: written for place, written in MOVED.places.items() if place[2] != 0}
-    left = DeviceWrites(MOVED.pages, stats=MOVED.stats, places=places, written_files={(7, 40): 1})
+    left = DeviceWrites({9: 4096, 100: 4096}, stats=MOVED.stats, places=places, written_files={(7, 40): 1})
     found = evidence.judge(left, [], (), [_memfd(FRAMES_NOW)])
     assert (found.device_to_buffer, found.undecided) == (12288, ())
 
@@ -62,7 +63,7 @@ def test_a_memfd_that_lost_pages_the_probe_could_not_count_leaves_the_evidence_u
 
 
 def test_a_memfd_is_matched_by_its_frames_where_the_probe_names_no_places():
-    unnamed = DeviceWrites(MOVED.pages, stats=Stats(file_places=0), places={}, written_files={})
+    unnamed = DeviceWrites({100: 4096, 101: 4096, 102: 4096, 103: 4096, 9: 4096}, stats=Stats(file_places=0))
     assert evidence.judge(unnamed, [], (), [_memfd()]).device_to_buffer == 8192
 
 
@@ -74,7 +75,7 @@ def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
 
 
 def test_only_the_places_inside_the_memfd_count():
-    beyond = DeviceWrites({100: 4096, 200: 4096}, stats=Stats(file_places=1),
+    beyond = DeviceWrites({}, stats=Stats(file_places=1),
                           places={(7, 40, 0): (4096, 100), (7, 40, 4): (4096, 200), (8, 40, 1): (4096, 300)},
                           written_files={(7, 40): 0, (8, 40): 0})
     assert evidence.judge(beyond, [], (), [_memfd()]).device_to_buffer == 4096

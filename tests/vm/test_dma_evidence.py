@@ -93,7 +93,7 @@ def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_f
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert mapping_pfns(pages, populate=False) == frames  # pinned, not moved
         assert buffer_frames(buf.inode, PAGES) == frames  # the udmabuf's own pages are the memfd's
-    seen = intersect(writes.pages, frames)
+    seen = intersect(writes, frames)
     assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (SIZE, PAGES, PAGES)
     assert seen.elsewhere < METADATA_SLACK
     assert writes.by_tgid[os.getpid()] == writes.total
@@ -108,8 +108,8 @@ def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, h
         assert set(mapping_pfns(mapping)) == {None}
         heap_frames = buffer_frames(buf.inode, PAGES)
     assert len(set(heap_frames)) == PAGES
-    assert intersect(writes.pages, heap_frames).into_buffer == 0
-    cache = intersect(writes.pages, page_cache_pfns(path))
+    assert intersect(writes, heap_frames).into_buffer == 0
+    cache = intersect(writes, page_cache_pfns(path))
     # Every payload byte the device wrote went into the file's page cache: none can be in the heap's pages.
     assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
     assert cache.elsewhere < METADATA_SLACK
@@ -129,8 +129,8 @@ def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabu
         writes = device_writes(path, 0, map_and_copy)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert buffer_frames(buf.inode, PAGES) == frames
-    assert intersect(writes.pages, frames).into_buffer == 0
-    cache = intersect(writes.pages, page_cache_pfns(path))
+    assert intersect(writes, frames).into_buffer == 0
+    cache = intersect(writes, page_cache_pfns(path))
     assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
 
 
@@ -147,7 +147,7 @@ def test_d_io_uring_direct_read_into_a_udmabuf_is_attributed_to_the_submitter(da
         frames = mapping_pfns(pages)
         writes = device_writes(path, os.O_DIRECT, ring_read)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
-    seen = intersect(writes.pages, frames)
+    seen = intersect(writes, frames)
     assert (seen.into_buffer, seen.buffer_pages_written) == (SIZE, PAGES)
     assert seen.elsewhere < METADATA_SLACK
     assert writes.by_tgid.get(os.getpid(), 0) >= SIZE
