@@ -244,6 +244,18 @@ struct page___compound_info {
 /* How far a head can be from its tail: a 1 GiB folio's pages. */
 #define MAX_FOLIO_SPAN_PAGES (1ULL << 18)
 
+/*
+ * A word of kernel memory as a number, by a plain load: through a read-only view as a struct timespec64, whose
+ * first field is a 64-bit integer. The verifier types a load from a pointer field (the head link shares its word
+ * with lru.next, a folio's mapping is a pointer) as a pointer, whose bits cannot be tested; a helper read costs
+ * a call per page.
+ */
+static __always_inline __u64 kernel_word(__u64 address)
+{
+	return ((struct timespec64 *)bpf_rdonly_cast((void *)address, bpf_core_type_id_kernel(struct timespec64)))
+		->tv_sec;
+}
+
 static __always_inline int head_is_near(__u64 head, __u64 page, __u64 page_size)
 {
 	return head <= page && page - head < MAX_FOLIO_SPAN_PAGES * page_size;
@@ -259,12 +271,10 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 {
 	__u64 link = 0;
 
-	/* A helper read, not a plain load: the verifier types that word as the lru list's pointer, and its bits are
-	 * tested as a number here. */
 	if (bpf_core_field_exists(((struct page___compound_info *)0)->compound_info))
-		bpf_core_read(&link, sizeof(link), &((struct page___compound_info *)page)->compound_info);
+		link = kernel_word(page + bpf_core_field_offset(struct page___compound_info, compound_info));
 	else if (bpf_core_field_exists(((struct page___compound_head *)0)->compound_head))
-		bpf_core_read(&link, sizeof(link), &((struct page___compound_head *)page)->compound_head);
+		link = kernel_word(page + bpf_core_field_offset(struct page___compound_head, compound_head));
 	else
 		return 0;
 	if (!(link & 1))
@@ -298,7 +308,8 @@ static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, 
 		return 0;
 	}
 	folio = bpf_rdonly_cast((void *)head, bpf_core_type_id_kernel(struct folio));
-	if (bpf_probe_read_kernel(&mapping, sizeof(mapping), &folio->mapping) || !mapping || (mapping & 3))
+	mapping = kernel_word(head + bpf_core_field_offset(struct folio, mapping));
+	if (!mapping || (mapping & 3))
 		return 0; /* no file: anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
 	if (mapping != w->last_mapping) {
 		if (!mapping_file(mapping, &w->last_file)) {
