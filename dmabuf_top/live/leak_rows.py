@@ -22,6 +22,7 @@ view.sort_rows's: by the key, ties by the row key (the group key's text) ascendi
 """
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -230,12 +231,14 @@ class LeakTable:
         if set(needle) <= _NUMBER_CHARS or " " in needle:  # else no number's str() can hold it: skip the numbers
             cells = [list(map(str, self.count.tolist())), list(map(str, self.bytes.tolist())),
                      list(map(str, self._growths().tolist())), list(map(str, self.age.tolist()))]
-        cells += [self._lowered(key) for key in _TEXT_KEYS]
         if " " in needle:
+            cells += [self._lowered(key) for key in _TEXT_KEYS]
             found = [needle in " ".join(texts) for texts in zip(*cells)]
-        else:
-            found = [any(hits) for hits in zip(*([needle in text for text in texts] for texts in cells))]
-        return np.flatnonzero(np.array(found, dtype=bool)).astype(np.intp)
+            return np.flatnonzero(np.array(found, dtype=bool)).astype(np.intp)
+        hit = np.zeros(len(self), dtype=bool)
+        for texts in cells + [self._column_texts(key) for key in _TEXT_KEYS]:
+            hit[_containing(texts, needle)] = True
+        return np.flatnonzero(hit).astype(np.intp)
 
     def _lowered(self, key: str) -> List[str]:
         lowered = self._texts.get(key + ".lower")
@@ -321,6 +324,17 @@ class KeyTexts:
         ranks = _ranks([self(key) for key in keys])
         self._ranked = (keys, ranks)
         return ranks
+
+
+def _containing(texts: List[str], needle: str) -> np.ndarray:
+    """The indices of the texts that contain `needle` (lower case, no line break) once lowered: one search through
+    all of them joined by line breaks (no match can cross one), not a test per text."""
+    joined = "\n".join(texts)
+    if not joined.isascii():  # lowering may change a text's length: offsets would not map back to texts
+        return np.array([at for at, text in enumerate(texts) if needle in text.lower()], dtype=np.intp)
+    ends = np.cumsum(np.fromiter((len(text) + 1 for text in texts), dtype=np.int64, count=len(texts)))
+    starts = np.fromiter((match.start() for match in re.finditer(re.escape(needle), joined.lower())), dtype=np.int64)
+    return np.unique(np.searchsorted(ends, starts, side="right")).astype(np.intp)  # a text may match twice
 
 
 def _ranks(texts: List[str]) -> np.ndarray:

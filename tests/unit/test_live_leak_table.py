@@ -149,3 +149,14 @@ def test_a_filter_or_a_text_sort_over_no_group_yet_shows_nothing(needle, key):
     view.sort["leaks"] = key
     assert len(visible_rows(frame, view)) == 0
     render(frame, view, 200, 30)
+
+
+@pytest.mark.parametrize("texts", [
+    ["buf-1 a", "x", "BUF-10", "", "zzbuf-1", "buf-"],
+    ["caf\u00e9 buf-1", "\u0130buf-1", "buf-1", "nothing"],  # not ASCII: a lowered text may be longer
+])
+@pytest.mark.parametrize("needle", ["buf-1", "buf", "1", "z", "\u00e9", "absent"])
+def test_one_search_over_joined_texts_finds_what_a_test_per_text_finds(texts, needle):
+    from dmabuf_top.live.leak_rows import _containing
+
+    assert _containing(texts, needle).tolist() == [at for at, text in enumerate(texts) if needle in text.lower()]
