@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dmabuf_top.bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer  # noqa: E402
-from dmabuf_top.kernelfs import tracefs_root, tracepoint_exists  # noqa: E402
+from dmabuf_top.kernelfs import tracefs_root  # noqa: E402
 from dmabuf_top.probes import object_path  # noqa: E402
 from dmabuf_top.probes.hooks import LIFECYCLE_OBJECT, programs  # noqa: E402
 
@@ -36,8 +36,7 @@ class LifecycleProbe:
 
     def __init__(self, stacks, reuse=True):
         tracefs = tracefs_root()
-        wanted = [p for _, p in programs() if p.object == LIFECYCLE_OBJECT
-                  and (":" not in p.target or tracepoint_exists(tracefs, p.target))]  # tracepoints, tp_btf
+        wanted = [p for _, p in programs() if p.object == LIFECYCLE_OBJECT and not p.lacks_tracepoint(tracefs)]
         names = {p.name for p in wanted}
         wanted = [p for p in wanted if not (p.fallback_for and p.fallback_for in names)]
         self.live = []

@@ -12,6 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from ..kernelfs import tracepoint_exists
+
 # Attach kinds, best first where a point has several (DESIGN.md, "pick the best hook the kernel offers").
 TP_BTF, RAW_TP, FENTRY, KPROBE, TRACEPOINT = "tp_btf", "raw_tp", "fentry", "kprobe", "tracepoint"
 ITER = "iter"  # a BPF iterator the Tracer runs itself once its hooks are attached (not an attach point)
@@ -65,6 +67,12 @@ class Program:
     # (the AIO syscall fallback inside the syscall programs, so that no second program runs on every syscall).
     within: Tuple[str, ...] = ()
     object: str = "iopaths"  # the probes/<object>.bpf.o it is in
+
+    def lacks_tracepoint(self, tracefs) -> bool:
+        """Its target names a tracepoint ("category:event") that this kernel's tracefs does not have: then it is
+        not planned, whatever its attach kind (the dma_buf:* events came in 7.0; a tp_btf program on one fails
+        to load where it is missing)."""
+        return ":" in self.target and not tracepoint_exists(tracefs, self.target)
 
 
 @dataclass(frozen=True)

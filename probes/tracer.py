@@ -57,18 +57,16 @@ RECORD_KINDS = {IOPATHS_OBJECT: (iopaths.decode_record, ctypes.sizeof(iopaths.Io
 
 def _plan(program, report, tracefs):
     """(load it?, via, why) for one catalogue Program, from the feature report."""
-    if program.attach == TRACEPOINT:
-        if tracepoint_exists(tracefs, program.target):
-            return True, TRACEPOINT, "present"
+    if program.lacks_tracepoint(tracefs):
         return False, None, "tracepoint absent on this kernel"
+    if program.attach == TRACEPOINT:
+        return True, TRACEPOINT, "present"
     if program.attach == ITER:
         feature = report.features.get(f"iter/{program.target}")
         if feature is not None and feature.available:
             return True, ITER, feature.detail
         return False, None, f"iter/{program.target} not available" + (f" ({feature.detail})" if feature else "")
     if program.attach in (TP_BTF, RAW_TP):
-        if ":" in program.target and not tracepoint_exists(tracefs, program.target):  # dma_buf:* before 7.0
-            return False, None, "tracepoint absent on this kernel"
         feature = report.features.get("tp_btf" if program.attach == TP_BTF else "raw_tracepoint")
         if feature is not None and feature.available:
             return True, program.attach, feature.detail
