@@ -18,6 +18,8 @@
 #include <bpf/bpf_tracing.h>
 
 #include "dma_evidence.h"
+#include "core_defs.h"
+#include "syscall_path.h" /* syscall_nr, syscall_arg, file_of_fd; bpf_rdonly_cast (6.2+, as iopaths needs) */
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -32,8 +34,8 @@ const volatile bool record_all = false;
 extern const void vmemmap_base __ksym __weak;
 /* arm64: the physical address of PAGE_OFFSET, which offsets vmemmap (asm/pgtable.h). */
 extern const void memstart_addr __ksym __weak;
-/* A read-only view of kernel memory through BTF (6.2+, as iopaths needs): plain loads, no helper call per field. */
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+#define HUGETLBFS_MAGIC_ 0x958458f6 /* include/uapi/linux/magic.h */
+
 
 /* arm64: CONFIG_ARM64_VA_BITS, set by user space from the kernel's config (0: not known, frames unknown). */
 const volatile __u32 arm64_va_bits = 0;
@@ -61,7 +63,8 @@ struct {
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1 << 18); /* user space sizes it as device_writes: a file per page at most */
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* as many files as pages is room for a cold `import` of a runtime */
 	__type(key, struct dma_evidence_file);
 	__type(value, __u64);
 } written_files SEC(".maps");
@@ -220,7 +223,10 @@ static __always_inline int mapping_file(__u64 mapping, struct dma_evidence_file 
 		return 0;
 	host = ((struct address_space *)bpf_rdonly_cast((void *)mapping, bpf_core_type_id_kernel(struct address_space)))
 		       ->host;
-	if (!host)
+	/* A page whose word there is something else (a slab page, a driver's page_pool page) names no file whose
+	 * mapping points back at it. hugetlbfs pages are named by frame: before 6.7 a hugetlb folio's index counted
+	 * huge pages, not pages. */
+	if (!host || (__u64)host->i_mapping != mapping || host->i_sb->s_magic == HUGETLBFS_MAGIC_)
 		return 0;
 	file->ino = host->i_ino;
 	file->dev = host->i_sb->s_dev;
@@ -289,8 +295,8 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 /*
  * Records a chunk in file_writes when its page belongs to a file (1; else 0, and the caller records it by frame
  * alone): the page's folio gives the mapping, and the folio's index plus the page's place in the folio its offset.
- * A page is in one ledger, never both: its place's value keeps the frame written too. Per page: two helper reads (the head link and the
- * mapping, whose bits are tested as numbers), a plain load and the map update; the file is named once per mapping.
+ * A page is in one ledger, never both: its place's value keeps the frame written too. Per page: three plain
+ * loads (the head link, the mapping, the index) and the map update; the file is named once per mapping.
  */
 static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, __u64 bytes)
 {
@@ -316,8 +322,14 @@ static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, 
 			w->last_mapping = 0;
 			return 0;
 		}
+		/* A file written_files cannot hold would have its pages' leaving unseen: its bytes are lost, said so. */
+		if (bpf_map_update_elem(&written_files, &w->last_file, &zero, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&written_files, &w->last_file)) {
+			w->last_mapping = 0;
+			w->map_full += bytes;
+			return 1;
+		}
 		w->last_mapping = mapping;
-		bpf_map_update_elem(&written_files, &w->last_file, &zero, BPF_NOEXIST);
 	}
 	key.ino = w->last_file.ino;
 	key.dev = w->last_file.dev;
@@ -564,29 +576,24 @@ static __always_inline __u64 folio_pages(struct folio *folio)
 	return 0;
 }
 
-struct leaving {
-	struct dma_evidence_file_page place;
-	__u64 forgotten;
-};
-
-/* A place the page left: its bytes go back to the frame the device wrote (still device writes, no longer the
- * file's), and the place is forgotten. */
+/*
+ * A place whose page left: what the device wrote there is forgotten, its bytes counted in left_bytes (device
+ * writes still, in no ledger). Not back under the frame written: a frame a page left is free, and a buffer that
+ * gets it next (a udmabuf over the refilled memfd, a heap buffer) would be credited with a copy.
+ */
 static long forget_place(__u32 index, void *ctx)
 {
-	struct leaving *leaving = ctx;
-	struct dma_evidence_file_write *written = bpf_map_lookup_elem(&file_writes, &leaving->place);
+	struct dma_evidence_file_page *place = ctx;
+	struct dma_evidence_file_write *written = bpf_map_lookup_elem(&file_writes, place);
 	struct dma_evidence_stats *s;
 
 	if (written) {
-		if (record_frame(written->pfn, written->bytes)) {
-			s = stats_slot();
-			if (s)
-				s->map_full_bytes += written->bytes;
-		}
-		bpf_map_delete_elem(&file_writes, &leaving->place);
-		leaving->forgotten++;
+		s = stats_slot();
+		if (s)
+			s->left_bytes += written->bytes;
+		bpf_map_delete_elem(&file_writes, place);
 	}
-	leaving->place.index++;
+	place->index++;
 	return 0;
 }
 
@@ -596,7 +603,7 @@ static long forget_place(__u32 index, void *ctx)
  */
 static __always_inline int folio_removed(struct folio *folio)
 {
-	struct leaving leaving = {};
+	struct dma_evidence_file_page place = {};
 	struct dma_evidence_file file = {};
 	__u64 *left, pages;
 
@@ -610,10 +617,10 @@ static __always_inline int folio_removed(struct folio *folio)
 		__sync_fetch_and_or(left, DMA_EVIDENCE_PLACES_UNKNOWN);
 		return 0;
 	}
-	leaving.place.ino = file.ino;
-	leaving.place.dev = file.dev;
-	leaving.place.index = BPF_CORE_READ(folio, index);
-	bpf_loop(pages, forget_place, &leaving, 0);
+	place.ino = file.ino;
+	place.dev = file.dev;
+	place.index = BPF_CORE_READ(folio, index);
+	bpf_loop(pages, forget_place, &place, 0);
 	__sync_fetch_and_add(left, pages);
 	return 0;
 }
@@ -628,6 +635,162 @@ SEC("raw_tp/mm_filemap_delete_from_page_cache")
 int BPF_PROG(page_removed_raw, struct folio *folio)
 {
 	return folio_removed(folio);
+}
+
+/*
+ * ---- pages leaving a file where no page-cache removal shows it. __filemap_remove_folio does not run for a
+ * swapped-out shmem page that a punch or truncation frees (shmem_undo_range -> shmem_free_swap), nor for a page
+ * zeroed in place by a punch over part of it (truncate_inode_partial_folio), nor for a large folio that would not
+ * split. The calls that remove pages are followed instead, at their exit, in any process, when the device wrote
+ * the file: a punched or zeroed range (fallocate) loses its places page by page; ftruncate and open with O_TRUNC
+ * make all of the file's places unknown; truncate(2) and madvise(MADV_REMOVE), which name no fd here, and
+ * io_uring's fallocate and ftruncate are counted in unfollowed_removals: then no memfd is credited by place.
+ */
+#if defined(__TARGET_ARCH_x86)
+#define EV_NR_madvise 28
+#define EV_NR_open 2
+#define EV_NR_truncate 76
+#define EV_NR_ftruncate 77
+#define EV_NR_creat 85
+#define EV_NR_openat 257
+#define EV_NR_fallocate 285
+#define EV_NR_openat2 437
+#elif defined(__TARGET_ARCH_arm64)
+#define EV_NR_truncate 45
+#define EV_NR_ftruncate 46
+#define EV_NR_fallocate 47
+#define EV_NR_openat 56
+#define EV_NR_madvise 233
+#define EV_NR_openat2 437
+#define EV_NR_open -1 /* arm64 has openat only */
+#define EV_NR_creat -2
+#endif
+#define O_TRUNC_ 01000	    /* include/uapi/asm-generic/fcntl.h */
+#define FALLOC_FL_KEEP_SIZE_ 0x01 /* include/uapi/linux/falloc.h */
+#define FALLOC_FL_PUNCH_HOLE_ 0x02
+#define FALLOC_FL_ZERO_RANGE_ 0x10
+#define MADV_REMOVE_ 9	    /* include/uapi/asm-generic/mman-common.h */
+#define IORING_OP_FALLOCATE_ 17 /* include/uapi/linux/io_uring.h */
+#define IORING_OP_FTRUNCATE_ 55
+
+static __always_inline void removals_unfollowed(void)
+{
+	struct dma_evidence_stats *s = stats_slot();
+
+	if (s)
+		s->unfollowed_removals++;
+}
+
+/* The file open at `fd` in the current task, if the device wrote pages of it: its entry in written_files. */
+static __always_inline __u64 *written_file_of_fd(__u64 fd, struct dma_evidence_file *file)
+{
+	struct file *open = file_of_fd(bpf_get_current_task_btf(), fd);
+	__u64 mapping = 0;
+
+	/* read as a number: its low bits are tested (a plain load would be a pointer to the verifier) */
+	if (!open || bpf_probe_read_kernel(&mapping, sizeof(mapping), &open->f_mapping) || !mapping_file(mapping, file))
+		return NULL;
+	return bpf_map_lookup_elem(&written_files, file);
+}
+
+/* That file lost pages, which ones not known here (a truncation): none of its places is trusted. */
+static __always_inline void file_cut(__u64 fd)
+{
+	struct dma_evidence_file file = {};
+	__u64 *left = written_file_of_fd(fd, &file);
+
+	if (left)
+		__sync_fetch_and_or(left, DMA_EVIDENCE_PLACES_UNKNOWN);
+}
+
+/* The most pages one call's range is forgotten page by page (4 GiB); a larger range makes the file's places unknown. */
+#define MAX_FORGOTTEN_RANGE (1U << 20)
+
+/* That file's bytes [offset, offset + length) were punched or zeroed: every page they touch loses its place. */
+static __always_inline void range_cut(__u64 fd, __u64 offset, __u64 length)
+{
+	struct dma_evidence_file_page place = {};
+	struct dma_evidence_file file = {};
+	__u64 *left = written_file_of_fd(fd, &file), pages;
+
+	if (!left || !length)
+		return;
+	pages = ((offset + length - 1) >> DMA_EVIDENCE_PAGE_SHIFT) - (offset >> DMA_EVIDENCE_PAGE_SHIFT) + 1;
+	if (pages > MAX_FORGOTTEN_RANGE) {
+		__sync_fetch_and_or(left, DMA_EVIDENCE_PLACES_UNKNOWN);
+		return;
+	}
+	place.ino = file.ino;
+	place.dev = file.dev;
+	place.index = offset >> DMA_EVIDENCE_PAGE_SHIFT;
+	bpf_loop(pages, forget_place, &place, 0);
+	__sync_fetch_and_add(left, pages);
+}
+
+static __always_inline int removal_call(struct pt_regs *regs, long ret)
+{
+	__s64 nr = syscall_nr(regs);
+	__u64 flags;
+
+	if (ret < 0)
+		return 0;
+	if (nr == EV_NR_fallocate) { /* (fd, mode, offset, len) */
+		flags = syscall_arg(regs, 1);
+		if (!(flags & ~FALLOC_FL_KEEP_SIZE_)) /* allocation: no page leaves */
+			return 0;
+		if (flags & ~(FALLOC_FL_KEEP_SIZE_ | FALLOC_FL_PUNCH_HOLE_ | FALLOC_FL_ZERO_RANGE_))
+			file_cut(syscall_arg(regs, 0)); /* a range collapsed or inserted: every later page moved */
+		else
+			range_cut(syscall_arg(regs, 0), syscall_arg(regs, 2), syscall_arg(regs, 3));
+	} else if (nr == EV_NR_ftruncate) {
+		file_cut(syscall_arg(regs, 0));
+	} else if (nr == EV_NR_open || nr == EV_NR_openat || nr == EV_NR_creat || nr == EV_NR_openat2) {
+		if (nr == EV_NR_openat2) { /* struct open_how: flags first */
+			flags = 0;
+			bpf_probe_read_user(&flags, sizeof(flags), (void *)syscall_arg(regs, 2));
+		} else {
+			flags = nr == EV_NR_creat ? O_TRUNC_ : syscall_arg(regs, nr == EV_NR_openat ? 2 : 1);
+		}
+		if (flags & O_TRUNC_)
+			file_cut(ret);
+	} else if (nr == EV_NR_truncate || (nr == EV_NR_madvise && syscall_arg(regs, 2) == MADV_REMOVE_)) {
+		removals_unfollowed();
+	}
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(removal_call_btf, struct pt_regs *regs, long ret)
+{
+	return removal_call(regs, ret);
+}
+
+SEC("raw_tp/sys_exit")
+int removal_call_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return removal_call(bpf_rdonly_cast((void *)ctx->args[0], bpf_core_type_id_kernel(struct pt_regs)),
+			    ctx->args[1]);
+}
+
+static __always_inline int uring_request(struct io_kiocb *req)
+{
+	__u8 opcode = BPF_CORE_READ(req, opcode);
+
+	if (opcode == IORING_OP_FALLOCATE_ || opcode == IORING_OP_FTRUNCATE_)
+		removals_unfollowed();
+	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(uring_request_btf, struct io_kiocb *req)
+{
+	return uring_request(req);
+}
+
+SEC("raw_tp/io_uring_submit_req")
+int BPF_PROG(uring_request_raw, struct io_kiocb *req)
+{
+	return uring_request(req);
 }
 
 /* ---- the buffer's own frames, from the exporter (iter/dmabuf, 6.16+) */

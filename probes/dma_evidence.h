@@ -84,6 +84,9 @@ struct dma_evidence_stats {
 	__u64 page_struct_size;	  /* sizeof(struct page) on the running kernel (CO-RE) */
 	__u64 file_places;	  /* 1: the walk names a file's pages by their place (file_writes); 0: it cannot here */
 	__u64 headless_bytes;	  /* bytes in pages whose folio was not found: a memfd's among them would lack a place */
+	__u64 left_bytes;	  /* bytes in places whose page left its file (forgotten): device writes in no ledger */
+	__u64 unfollowed_removals; /* truncate(2), madvise(MADV_REMOVE), io_uring fallocate/ftruncate: pages may
+				      have left some file unseen */
 };
 
 /*

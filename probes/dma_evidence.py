@@ -17,17 +17,21 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ..bpf import BpfLoadError, BpfObject
 from ..errors import BpfError, KernelLacks, NeedsPrivilege
-from ..kernelfs import kallsyms_address, kernel_config_option
+from ..kernelfs import kallsyms_address, kernel_config_option, tracefs_root, tracepoint_exists
 from . import object_path
 
 PAGE_SIZE = 4096  # DMA_EVIDENCE_PAGE_SIZE: the walk splits bio_vecs into 4 KiB pages (x86_64)
 
 # (hook name, program per tracepoint) in order of preference: BTF-typed tracepoints, else raw tracepoints.
 PROGRAM_SETS = (
-    ("tp_btf", ("bio_queue_btf", "bio_split_btf", "rq_complete_btf", "page_removed_btf")),
-    ("raw_tp", ("bio_queue_raw", "bio_split_raw", "rq_complete_raw", "page_removed_raw")),
+    ("tp_btf", ("bio_queue_btf", "bio_split_btf", "rq_complete_btf", "page_removed_btf", "removal_call_btf",
+                "uring_request_btf")),
+    ("raw_tp", ("bio_queue_raw", "bio_split_raw", "rq_complete_raw", "page_removed_raw", "removal_call_raw",
+                "uring_request_raw")),
 )
-TRACEPOINTS = ("block_bio_queue", "block_split", "block_rq_complete", "mm_filemap_delete_from_page_cache")
+TRACEPOINTS = ("block_bio_queue", "block_split", "block_rq_complete", "mm_filemap_delete_from_page_cache", "sys_exit",
+               "io_uring_submit_req")
+URING_TRACEPOINT = "io_uring:io_uring_submit_req"  # a kernel without io_uring has none, and no io_uring fallocate
 
 
 class DmaEvidenceTgid(ctypes.Structure):
@@ -54,6 +58,8 @@ class DmaEvidenceStats(ctypes.Structure):
         ("page_struct_size", ctypes.c_uint64),
         ("file_places", ctypes.c_uint64),
         ("headless_bytes", ctypes.c_uint64),
+        ("left_bytes", ctypes.c_uint64),
+        ("unfollowed_removals", ctypes.c_uint64),
     ]
 
 
@@ -126,6 +132,8 @@ class Stats:
     page_struct_size: int = 0
     file_places: int = 0  # 1: the walk named the pages of files by their place (file_writes) on this kernel
     headless_bytes: int = 0  # bytes in pages whose folio was not found (a memfd's page there has no place)
+    left_bytes: int = 0  # bytes in places whose page left its file: device writes, in neither ledger
+    unfollowed_removals: int = 0  # calls that may have removed pages from some file unseen (truncate(2) ...)
     # Runs the kernel skipped because a program was already running on that CPU (a completion in an interrupt
     # nested in another's): requests and tags nobody counted, so their bytes are unknown (None: not reported).
     skipped_runs: Optional[int] = 0
@@ -148,8 +156,8 @@ class DeviceWrites:
     Each page it wrote is in one of two ledgers: a page that belongs to a file (a memfd's, a file's page cache)
     by its place in it (`places`: place -> (bytes, the frame written)); any other page by its frame (`pages`).
     `written_files`: each file with places, and the count of its pages that left it since (a hole punched, a
-    truncation; pages the kernel moves stay): a place whose page left went back to `pages`, under its frame.
-    PLACES_UNKNOWN in a count: which left is not known."""
+    truncation; pages the kernel moves stay): a place whose page left is forgotten, its bytes in `left_bytes`.
+    PLACES_UNKNOWN in a count: which left is not known (a truncation, a punch that may have missed pages)."""
 
     pages: Dict[int, int]
     by_tgid: Dict[int, int] = field(default_factory=dict)
@@ -157,10 +165,11 @@ class DeviceWrites:
     hook: str = ""
     places: Dict[Place, Tuple[int, int]] = field(default_factory=dict)
     written_files: Dict[FileId, int] = field(default_factory=dict)
+    left_bytes: int = 0  # since the last drain
 
     @property
     def total(self):
-        return sum(self.pages.values()) + sum(written for written, _ in self.places.values())
+        return sum(self.pages.values()) + sum(written for written, _ in self.places.values()) + self.left_bytes
 
 
 @dataclass(frozen=True)
@@ -403,29 +412,34 @@ class DmaEvidence:
                  hooks: Iterable[str] = ("tp_btf", "raw_tp")):
         self.hook = ""
         self._obj = None
+        self._programs: Tuple[str, ...] = ()
+        self._left_at_drain = 0
         failures = []
         wanted = tuple(hooks)
         programs_of = dict(PROGRAM_SETS)
+        uring = tracepoint_exists(tracefs_root(), URING_TRACEPOINT)
         for hook, programs in ((name, programs_of[name]) for name in wanted if name in programs_of):
+            if not uring:
+                programs = tuple(name for name in programs if not name.startswith("uring_"))
             obj = BpfObject(object_path("dma_evidence"))
             try:
                 obj.only(*programs)
                 obj.set_rodata(record_all=bool(record_all), **page_arithmetic())
                 if max_pages:
-                    obj.map("device_writes").max_entries = int(max_pages)
-                    obj.map("file_writes").max_entries = int(max_pages)
+                    for name in ("device_writes", "file_writes", "written_files"):
+                        obj.map(name).max_entries = int(max_pages)
                 obj.load()
                 for name in programs:
                     program = obj.program(name)
                     if hook == "tp_btf":
                         program.attach_trace()
                     else:
-                        program.attach_raw_tracepoint(TRACEPOINTS[programs.index(name)])
+                        program.attach_raw_tracepoint(TRACEPOINTS[dict(PROGRAM_SETS)[hook].index(name)])
             except (BpfLoadError, BpfError) as error:
                 obj.close()
                 failures.append(f"{hook}: {error}")
                 continue
-            self._obj, self.hook = obj, hook
+            self._obj, self.hook, self._programs = obj, hook, programs
             break
         if self._obj is None:
             raise KernelLacks("the block-layer tracepoints (block_bio_queue, block_split, block_rq_complete) "
@@ -444,12 +458,12 @@ class DmaEvidence:
 
     def program_counters(self) -> Dict[str, dict]:
         """Each attached program's run statistics (bpf.Program.info_counters), by program name."""
-        return {name: self._obj.program(name).info_counters() for name in dict(PROGRAM_SETS)[self.hook]}
+        return {name: self._obj.program(name).info_counters() for name in self._programs}
 
     def skipped_runs(self) -> Optional[int]:
         """The attached programs' recursion misses, summed (None when the kernel does not count them)."""
         total = 0
-        for name in dict(PROGRAM_SETS)[self.hook]:
+        for name in self._programs:
             misses = self._obj.program(name).recursion_misses
             if misses is None:
                 return None
@@ -458,19 +472,27 @@ class DmaEvidence:
 
     def read(self) -> DeviceWrites:
         """Everything recorded since attach (or the last drain), left in place."""
-        return self._writes(lambda name: self._obj.map(name).lookup_all())
+        return self._writes(lambda name: self._obj.map(name).lookup_all(), drained=False)
 
     def drain(self) -> DeviceWrites:
-        """Everything recorded, removed from the maps in the same pass (the counters stay cumulative)."""
-        return self._writes(lambda name: self._obj.map(name).pop_all())
+        """Everything recorded, removed from the maps in the same pass (the counters stay cumulative). The files
+        written stay (`written_files`): a page that leaves one later still counts against it (files_now)."""
+        return self._writes(lambda name: self._obj.map(name).pop_all(), drained=True)
 
-    def _writes(self, entries) -> DeviceWrites:
-        # The places before the files: a page that leaves its file while this runs is then counted against the
-        # file it left (which is then not credited by place), never read as a place whose leaving is not known.
-        places = decode_places(entries("file_writes"))
-        written_files = decode_written_files(entries("written_files"))
-        return DeviceWrites(decode_pages(entries("device_writes")), decode_tgids(entries("tgid_writes")),
-                            self.stats(), self.hook, places, written_files)
+    def files_now(self) -> Dict[FileId, int]:
+        """The files the device wrote since forget_files, with their counts of pages that left them, as now."""
+        return decode_written_files(self._obj.map("written_files").lookup_all())
+
+    def forget_files(self):
+        """Start a new window's list of files written (what was written before is no buffer of it)."""
+        self._obj.map("written_files").pop_all()
+
+    def _writes(self, entries, drained) -> DeviceWrites:
+        stats = self.stats()
+        left, self._left_at_drain = stats.left_bytes - self._left_at_drain, (
+            stats.left_bytes if drained else self._left_at_drain)
+        return DeviceWrites(decode_pages(entries("device_writes")), decode_tgids(entries("tgid_writes")), stats,
+                            self.hook, decode_places(entries("file_writes")), self.files_now(), left)
 
     def close(self):
         if self._obj is not None:

@@ -1,12 +1,15 @@
 """A user's loader whose memfd pages change frames after the device wrote them, for `validate -- CMD` tests.
 
-    python tests/memfd_moves.py FILE collapse|punch-and-copy
+    python tests/memfd_moves.py FILE collapse|punch-and-copy|partial-punch-and-copy|truncate-and-copy
 
 Both read FILE with O_DIRECT into a memfd mapping (the device writes into the memfd's own pages), then:
 - collapse: MADV_COLLAPSE makes the memfd's pages one huge page, so the kernel copies them into new frames
   (as compaction, khugepaged or swap may do at any time on a busy machine): still a zero-copy load;
 - punch-and-copy: copies the bytes out, punches the memfd's pages away and copies them back in, so the buffer
-  ends with the right bytes in pages the device never wrote: a load built to look zero-copy that is not.
+  ends with the right bytes in pages the device never wrote: a load built to look zero-copy that is not;
+- partial-punch-and-copy: punches 512 bytes inside every page (zeroed in place: no page leaves the memfd) and
+  copies them back: those bytes came by a copy, into pages the device did write;
+- truncate-and-copy: ftruncate to 0 and back, then copies the bytes back in.
 Prints how many of the mapping's pages are in other frames than the device wrote (read as root).
 """
 import ctypes
@@ -64,11 +67,24 @@ def main(argv):
         copy = ctypes.string_at(address, size)
         checked(libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size), "fallocate(PUNCH_HOLE)")
         ctypes.memmove(address, copy, size)
+    elif mode == "partial-punch-and-copy":
+        copy = ctypes.string_at(address, size)
+        for page in range(0, size, PAGE):
+            checked(libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, page + 1024, 512),
+                    "fallocate(PUNCH_HOLE)")
+        ctypes.memmove(address, copy, size)
+    elif mode == "truncate-and-copy":
+        copy = ctypes.string_at(address, size)
+        os.ftruncate(memfd, 0)
+        os.ftruncate(memfd, size)
+        ctypes.memmove(address, copy, size)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: collapse or punch-and-copy")
+        raise SystemExit(f"unknown mode {mode!r}: see this file's docstring")
     now = frames(address, size)
     print(f"memfd {mode}: read {moved} of {size} bytes; {sum(a != b for a, b in zip(written, now))} of "
           f"{len(now)} pages in other frames than the device wrote")
+    if ctypes.string_at(address, size) != open(path, "rb").read():
+        raise SystemExit("the memfd does not hold the file's bytes")
     return 0 if moved == size else 1
 
 

@@ -43,6 +43,7 @@ from ..probes.dma_evidence import (
     PLACES_UNKNOWN,
     DeviceWrites,
     DmaEvidence,
+    FileId,
     FilePages,
     Stats,
     buffer_frames,
@@ -128,6 +129,7 @@ class Window:
         self.skipped_runs = 0  # of the last window: runs of the probe the kernel skipped (nested on a CPU)
         if self.probe is not None:
             self.probe.drain()
+            self.probe.forget_files()
             self._stats = self.probe.stats()
 
     def stop(self) -> Tuple[DeviceWrites, Optional[str]]:
@@ -138,6 +140,13 @@ class Window:
         before = self._stats or Stats()
         self.skipped_runs = skipped_runs(before, writes.stats) or 0
         return writes, lost(before, writes.stats)
+
+    def since(self) -> Optional["Since"]:
+        """What happened to the files written after stop(), read after the buffers' pages (None without a probe)."""
+        if self.probe is None:
+            return None
+        before = self._stats or Stats()
+        return Since(self.probe.files_now(), self.probe.stats().unfollowed_removals - before.unfollowed_removals)
 
     def close(self):
         if self.probe is not None:
@@ -164,35 +173,52 @@ def memfd_of(fd, address=None) -> Memfd:
     return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd))
 
 
-def by_place(writes: DeviceWrites, memfd: Memfd) -> bool:
-    """Whether the device's writes into this memfd are matched by place: the probe names places on this kernel
-    (else its frames now are all there is)."""
-    return bool(writes.stats.file_places)
+@dataclass(frozen=True)
+class Since:
+    """What the probe saw after the window's drain, read once the buffers' pages are (Window.since): the files'
+    counts of pages that left them now, and the calls that may have removed pages unseen since the window began."""
+
+    files: Dict[FileId, int]
+    removals_unfollowed: int
 
 
-def places_lost(writes: DeviceWrites, memfd: Memfd) -> bool:
-    """A page of unknown size left the memfd after the device wrote into it: which places still hold the device's
-    pages is not known (and its frames cannot tell: a page a copy filled may sit in a frame the device wrote)."""
-    return bool(writes.written_files.get(memfd.pages.file, 0) & PLACES_UNKNOWN)
+def why_not_by_place(writes: DeviceWrites, memfd: Memfd, since: Optional[Since]) -> Optional[str]:
+    """Why this memfd's places cannot decide (None: they can). A page left it and which one is not known (a
+    truncation, a punch), a page left it after the window's drain (its place was already read), or a call that
+    removes pages ran where the probe cannot see which file (then no memfd's places are trusted)."""
+    file = memfd.pages.file
+    at_stop = writes.written_files.get(file, 0)
+    if at_stop & PLACES_UNKNOWN:
+        return (f"pages of memfd inode {memfd.pages.ino} left it after the device wrote into it (a truncation, a "
+                "hole punched), and which ones is not known")
+    if since is None:
+        return None
+    if since.files.get(file, at_stop) != at_stop:
+        return f"pages of memfd inode {memfd.pages.ino} left it after the load, while it was judged"
+    if since.removals_unfollowed:
+        return ("truncate(2), madvise(MADV_REMOVE) or an io_uring fallocate/ftruncate ran during the load: pages "
+                "may have left a memfd where the probe cannot see which")
+    return None
 
 
-def judge(writes: DeviceWrites, frames, why_not=(), memfds=()) -> Evidence:
+def judge(writes: DeviceWrites, frames, why_not=(), memfds=(), since: Optional[Since] = None) -> Evidence:
     """The window's device writes against the buffer: `frames` (its dma-bufs' page frames; None: not known)
-    and `memfds`, each matched by place where that decides, else by its frames now."""
+    and `memfds`, each matched by place where the probe names places (else by its frames now)."""
     why_not = tuple(why for why in why_not if why)
     total = writes.total
     if frames is None and not memfds:
         return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
     frames, places, placed = list(frames or ()), [], []
     for memfd in memfds:
-        if places_lost(writes, memfd):
-            why_not += (f"pages of memfd inode {memfd.pages.ino} left it after the device wrote into it (a hole "
-                        "punched, a truncation), and which ones is not known",)
-        elif by_place(writes, memfd):
+        if not writes.stats.file_places:  # this kernel's pages cannot be named by place: their frames now
+            frames += memfd.frames()
+            continue
+        why = why_not_by_place(writes, memfd, since)
+        if why:
+            why_not += (why,) if why not in why_not else ()
+        else:
             places.append(memfd.pages)
             placed.append(memfd)
-        else:
-            frames += memfd.frames()
     split = intersect(writes, frames, places)
     if frames and placed:
         # A udmabuf's pages are its memfd's (pinned: they stay in their frames): the buffer's size counts them once.
@@ -357,7 +383,7 @@ class CommandBuffers:
 
     @staticmethod
     def _device_wrote(writes: DeviceWrites, memfd: Memfd) -> bool:
-        if by_place(writes, memfd):
+        if writes.stats.file_places:
             return memfd.pages.file in writes.written_files
         return any(writes.pages.get(pfn) for pfn in memfd.frames())
 

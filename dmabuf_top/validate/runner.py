@@ -410,7 +410,7 @@ class Runner:
         if self.window.probe is None:
             why_not.append(self.window.missing)
         try:
-            return dma.judge(writes, frames, why_not, memfds)
+            return dma.judge(writes, frames, why_not, memfds, self.window.since())
         except (DmabufTopError, OSError) as error:  # a memfd's frames, read when its places cannot decide
             return dma.judge(writes, None, why_not + [f"the buffer's page frames cannot be read: {error}"])
 
@@ -547,7 +547,7 @@ def _command_evidence(buffers, writes, lost, window, reached) -> "dma.Evidence":
         frames, memfds = buffers.pages(writes, reached)
         if buffers.held and not frames and not memfds:
             frames = None
-        found = dma.judge(writes, frames, why_not, memfds)
+        found = dma.judge(writes, frames, why_not, memfds, window.since())
     except (DmabufTopError, OSError) as error:
         frames = None
         why_not.append(f"the page frames of the command's buffers cannot be read: {error}")

@@ -174,7 +174,7 @@ def test_a_moved_memfd_page_keeps_its_place_and_a_punched_one_loses_it(data_file
     # The moved pages keep their places; the punched page (the last) left, and its place was forgotten.
     assert intersect(writes, now[:512]).into_buffer == 0  # by frame, the moved half is lost
     assert intersect(writes, [], [mine]).into_buffer == SIZE - 4096
-    assert writes.written_files[mine.file] == 1
+    assert writes.written_files[mine.file] >= 1  # seen leaving (by the removal, and by the punch's call)
 
 
 def test_a_buffered_read_names_the_files_page_cache_by_place(data_file):

@@ -74,6 +74,19 @@ def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
     assert (found.device_to_buffer, found.buffer_pages) == (16384, 4)
 
 
+def test_a_memfd_that_lost_a_page_after_the_drain_leaves_the_evidence_undecided():
+    # Its place was read at the drain, credit and all; a punch after that (a child still running) went unseen there.
+    found = evidence.judge(MOVED, [], (), [_memfd()], evidence.Since({(7, 40): 1}, 0))
+    assert found.device_to_buffer == 0 and "after the load" in found.undecided[0]
+    assert evidence.judge(MOVED, [], (), [_memfd()], evidence.Since({(7, 40): 0}, 0)).undecided == ()
+
+
+def test_a_removal_the_probe_cannot_place_leaves_every_memfd_undecided():
+    # truncate(2) by path, madvise(MADV_REMOVE), io_uring's fallocate: which file lost pages is not known.
+    found = evidence.judge(MOVED, [], (), [_memfd()], evidence.Since({(7, 40): 0}, 1))
+    assert found.device_to_buffer == 0 and "truncate(2)" in found.undecided[0]
+
+
 def test_only_the_places_inside_the_memfd_count():
     beyond = DeviceWrites({}, stats=Stats(file_places=1),
                           places={(7, 40, 0): (4096, 100), (7, 40, 4): (4096, 200), (8, 40, 1): (4096, 300)},
@@ -114,6 +127,9 @@ class _FakeProbe:
 
     def drain(self):
         return _Drained(self.drains.pop(0))
+
+    def forget_files(self):
+        pass
 
     def stats(self):
         return Stats(skipped_runs=2)
