@@ -6,7 +6,8 @@ page frames:
 
 - a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_frames`); its mmap
   is VM_PFNMAP, which pagemap cannot see;
-- a udmabuf: its pages, from the exporter too (it pins them: they stay in their frames);
+- a udmabuf validate made: its memfd's pages by place, as a memfd (loads go into the memfd); a
+  command's udmabuf: its pages from the exporter (it pins them: they stay in their frames);
 - a memfd: its pages by their place in it, (file, offset), which the probe records for every page
   of a file it sees the device write: the kernel moves a memfd's pages to other frames whenever it
   likes (compaction, THP collapse, swap), so frames read after the load can miss pages the device
