@@ -1,6 +1,7 @@
 """A user's loader whose memfd pages change frames after the device wrote them, for `validate -- CMD` tests.
 
     python tests/memfd_moves.py FILE collapse|punch-and-copy|partial-punch-and-copy|truncate-and-copy
+                                     |punch-copy-udmabuf
 
 Both read FILE with O_DIRECT into a memfd mapping (the device writes into the memfd's own pages), then:
 - collapse: MADV_COLLAPSE makes the memfd's pages one huge page, so the kernel copies them into new frames
@@ -9,10 +10,13 @@ Both read FILE with O_DIRECT into a memfd mapping (the device writes into the me
   ends with the right bytes in pages the device never wrote: a load built to look zero-copy that is not;
 - partial-punch-and-copy: punches 512 bytes inside every page (zeroed in place: no page leaves the memfd) and
   copies them back: those bytes came by a copy, into pages the device did write;
-- truncate-and-copy: ftruncate to 0 and back, then copies the bytes back in.
+- truncate-and-copy: ftruncate to 0 and back, then copies the bytes back in;
+- punch-copy-udmabuf: punch-and-copy, then a udmabuf over the memfd (where /dev/udmabuf exists): its pages are
+  the refilled ones, often in the very frames the device wrote.
 Prints how many of the mapping's pages are in other frames than the device wrote (read as root).
 """
 import ctypes
+import fcntl
 import os
 import struct
 import sys
@@ -46,10 +50,23 @@ def checked(value, doing):
     return value
 
 
+def wrap_in_udmabuf(memfd, size):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from dmabuf_top import alloc  # the project's udmabuf request layout
+
+    fcntl.fcntl(memfd, alloc.F_ADD_SEALS, alloc.F_SEAL_SHRINK)
+    device = os.open(alloc.UDMABUF_DEVICE, os.O_RDWR)
+    try:
+        request = bytearray(alloc.UDMABUF_CREATE_STRUCT.pack(memfd, alloc.UDMABUF_FLAGS_CLOEXEC, 0, size))
+        return fcntl.ioctl(device, alloc.UDMABUF_CREATE, request, True)
+    finally:
+        os.close(device)
+
+
 def main(argv):
     path, mode = argv
     size = os.stat(path).st_size
-    memfd = os.memfd_create("memfd-moves")
+    memfd = os.memfd_create("memfd-moves", os.MFD_ALLOW_SEALING)
     os.ftruncate(memfd, size)
     # At a huge-page boundary, so that MADV_COLLAPSE can make the range one huge page.
     reserved = checked(libc.mmap(None, size + HUGE, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0), "mmap")
@@ -63,7 +80,7 @@ def main(argv):
     written = frames(address, size)
     if mode == "collapse":
         checked(libc.madvise(address, size, MADV_COLLAPSE), "madvise(MADV_COLLAPSE)")
-    elif mode == "punch-and-copy":
+    elif mode in ("punch-and-copy", "punch-copy-udmabuf"):
         copy = ctypes.string_at(address, size)
         checked(libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size), "fallocate(PUNCH_HOLE)")
         ctypes.memmove(address, copy, size)
@@ -80,6 +97,8 @@ def main(argv):
         ctypes.memmove(address, copy, size)
     else:
         raise SystemExit(f"unknown mode {mode!r}: see this file's docstring")
+    if mode == "punch-copy-udmabuf":
+        udmabuf = wrap_in_udmabuf(memfd, size)  # noqa: F841  (held open until exit: validate takes it)
     now = frames(address, size)
     print(f"memfd {mode}: read {moved} of {size} bytes; {sum(a != b for a, b in zip(written, now))} of "
           f"{len(now)} pages in other frames than the device wrote")

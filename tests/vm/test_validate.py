@@ -376,12 +376,14 @@ MEMFD_MOVES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 @pytest.mark.parametrize("mode, exit_code, kind, into", [("collapse", 0, "zero-copy", 16 << 20),
-                                                         ("punch-and-copy", 1, "copies", 0)])
+                                                         ("punch-and-copy", 1, "copies", 0),
+                                                         ("punch-copy-udmabuf", 1, "copies", 0)])
 def test_a_memfd_is_judged_by_the_pages_in_it_not_by_the_frames_they_were_in(command_file, mode, exit_code, kind,
                                                                               into):
     # collapse: the kernel moves every page the device wrote to other frames (as compaction does on a busy
     # machine), still zero-copy. punch-and-copy, built to fool: the pages the device wrote leave the memfd and a
-    # copy of their bytes fills new ones, often in the very frames the device wrote.
+    # copy of their bytes fills new ones, often in the very frames the device wrote; punch-copy-udmabuf then wraps
+    # them in a udmabuf, matched by those frames.
     runner.drop_page_cache(command_file)
     done = validate("--expect", "zero-copy", "--json", "--", sys.executable, MEMFD_MOVES, command_file, mode)
     assert done.returncode == exit_code, done.stdout + done.stderr
