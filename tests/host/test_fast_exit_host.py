@@ -1,0 +1,194 @@
+"""The syscall path's fast exit (iopaths.bpf.c, no_interest_here and fd_holder_tgids) on this kernel, with every
+process traced as the live view and the exporter run it: a read or write of a process that maps no shared memory
+and holds no fd of it leaves sys_enter at a per-CPU flag; every way a process can come to hold a memfd makes its
+reads and writes of it counted, exactly.
+
+Each subject (tests/fast_exit_subject.py, tests/host/fast_exit_threads.c) is started before the tracer: a child
+forked from this process would inherit this process's bit, which the tracer's own attach sets (its ioctls).
+Each test first shows its subject's ordinary reads taking the fast exit (so that it really is of no interest,
+and the test would fail without the rule it holds), then gives it a memfd one way and counts its I/O on it.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from dmabuf_top import features
+from dmabuf_top.probes.tracer import Tracer
+
+pytestmark = pytest.mark.root
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SUBJECT = os.path.join(ROOT, "tests", "fast_exit_subject.py")
+THREADS_SOURCE = os.path.join(ROOT, "tests", "host", "fast_exit_threads.c")
+PLAIN_READS = 400  # of an ordinary file, before the subject gets shared memory
+IO_CALLS = 25  # writes and reads of the memfd once it has it
+
+
+@pytest.fixture(scope="module")
+def report():
+    return features.detect()
+
+
+@pytest.fixture
+def plain_file(tmp_path):
+    path = tmp_path / "plain.bin"
+    path.write_bytes(os.urandom(4096))
+    return str(path)
+
+
+class Subject:
+    """A fast_exit_subject.py process driven line by line."""
+
+    def __init__(self, plain_file, pass_fds=()):
+        self.process = subprocess.Popen([sys.executable, SUBJECT, plain_file], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, pass_fds=pass_fds)
+        self.pid = self.process.pid
+
+    def __call__(self, command):
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().strip()
+        assert answer, f"the subject died at {command!r}"
+        return answer
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def subjects(plain_file):
+    made = []
+
+    def make(pass_fds=()):
+        made.append(Subject(plain_file, pass_fds))
+        return made[-1]
+
+    yield make
+    for subject in made:
+        subject.close()
+
+
+def syscall_tracer(report, subject_pid):
+    tracer = Tracer(report=report, stacks=False, debug_tgid=subject_pid)
+    if tracer.attribution != "syscalls":
+        tracer.close()
+        pytest.skip("the VFS path is used here: the fast exit is the syscall path's")
+    return tracer
+
+
+def assert_of_no_interest(tracer, subject):
+    """Its ordinary reads take the fast exit (a few may not: any process's new bit clears every CPU's flag
+    until the next context switch)."""
+    before = tracer.rw_past_fast_exit()
+    subject(f"plain {PLAIN_READS}")
+    assert tracer.rw_past_fast_exit() - before < PLAIN_READS // 4
+
+
+def assert_counted_exactly(snapshot, pid, writes=IO_CALLS, reads=IO_CALLS):
+    by_task = {path: counters for (task, path), counters in snapshot.by_task.items() if task == pid}
+    assert by_task["write"].calls == writes and by_task["write"].bytes == writes * 4096, by_task
+    if reads:
+        assert by_task["read"].calls == reads and by_task["read"].bytes == reads * 4096, by_task
+
+
+def test_a_process_of_no_interest_takes_the_fast_exit_and_one_with_a_memfd_does_not(report, subjects):
+    subject = subjects()
+    with syscall_tracer(report, subject.pid) as tracer:
+        assert tracer.programs["fd_holder_seed"].live and tracer.programs["flush_on_switch"].live
+        before = tracer.rw_past_fast_exit()
+        subject("plain 2000")
+        assert tracer.rw_past_fast_exit() - before < 200  # 2000 reads: at least 90 % left at the flag
+        subject("memfd")
+        before = tracer.rw_past_fast_exit()
+        subject("plain 200")
+        subject(f"rw {IO_CALLS}")
+        # memfd_create's exit: every call now (and the subject's own reads and writes of its stdin and stdout)
+        assert tracer.rw_past_fast_exit() - before >= 200 + 2 * IO_CALLS
+        assert_counted_exactly(tracer.snapshot(), subject.pid)
+
+
+def test_a_memfd_opened_through_another_process_s_proc_fd_is_counted(report, subjects):
+    holder, subject = subjects(), subjects()
+    fd, inode = holder("memfd").split()
+    with syscall_tracer(report, subject.pid) as tracer:
+        assert_of_no_interest(tracer, subject)
+        assert subject(f"open /proc/{holder.pid}/fd/{fd}") == inode
+        subject(f"rw {IO_CALLS}")
+        assert_counted_exactly(tracer.snapshot(), subject.pid)
+
+
+def test_a_memfd_received_over_a_unix_socket_is_counted(report, subjects):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with theirs:
+        subject = subjects(pass_fds=(theirs.fileno(),))
+        their_fd = theirs.fileno()  # the same number in the subject (pass_fds)
+    memfd = os.memfd_create("fast-exit-sent")
+    try:
+        with syscall_tracer(report, subject.pid) as tracer:
+            assert_of_no_interest(tracer, subject)
+            socket.send_fds(ours, [b"m"], [memfd])
+            assert subject(f"recv {their_fd}") == str(os.fstat(memfd).st_ino)
+            subject(f"rw {IO_CALLS}")
+            assert_counted_exactly(tracer.snapshot(), subject.pid)
+    finally:
+        os.close(memfd)
+        ours.close()
+
+
+def test_a_memfd_taken_with_pidfd_getfd_is_counted(report, subjects):
+    holder, subject = subjects(), subjects()
+    fd, inode = holder("memfd").split()
+    with syscall_tracer(report, subject.pid) as tracer:
+        assert_of_no_interest(tracer, subject)
+        assert subject(f"getfd {holder.pid} {fd}") == inode
+        subject(f"rw {IO_CALLS}")
+        assert_counted_exactly(tracer.snapshot(), subject.pid)
+
+
+def test_a_memfd_held_before_the_tracer_started_is_counted_from_the_first_call(report, subjects):
+    """The seeding iterator (fd_holder_seed): the subject maps nothing and made its memfd before the tracer."""
+    subject = subjects()
+    subject("memfd")
+    with syscall_tracer(report, subject.pid) as tracer:
+        subject(f"rw {IO_CALLS}")
+        assert_counted_exactly(tracer.snapshot(), subject.pid)
+
+
+def test_a_memfd_inherited_across_fork_is_counted_in_the_child(report, subjects):
+    subject = subjects()
+    subject("memfd")
+    with syscall_tracer(report, subject.pid) as tracer:
+        child = int(subject(f"fork {IO_CALLS}"))
+        assert_counted_exactly(tracer.snapshot(), child)
+
+
+def test_a_memfd_a_sibling_thread_creates_is_counted_at_once_on_the_other_cpu(report, plain_file, tmp_path):
+    """Thread B spins on CPU 1 (reads of an ordinary file: its CPU's flag says "no interest") while thread A, on
+    CPU 0, creates a memfd; B writes into it with write() as soon as it sees the number, with no context switch
+    in between: memfd_create's exit cleared every CPU's flag."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("two CPUs are needed")
+    compiler = shutil.which("gcc") or pytest.skip("gcc is not installed")
+    binary = tmp_path / "fast_exit_threads"
+    subprocess.run([compiler, "-O2", "-pthread", "-o", str(binary), THREADS_SOURCE], check=True)
+    process = subprocess.Popen([str(binary), plain_file, str(IO_CALLS)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        with syscall_tracer(report, process.pid) as tracer:
+            out, _ = process.communicate("go\n", timeout=60)
+            assert process.returncode == 0
+            inode, reads_before = map(int, out.split())
+            past = tracer.rw_past_fast_exit()
+            snapshot = tracer.snapshot()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert reads_before >= 100
+    assert past - IO_CALLS < reads_before // 4  # B's reads before the memfd left at the flag
+    assert_counted_exactly(snapshot, process.pid, reads=0)
+    assert inode
