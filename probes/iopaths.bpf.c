@@ -110,7 +110,7 @@ __u64 fd_holder_tgids[TGID_BIT_WORDS];
 /*
  * SECCOMP_IOCTL_NOTIF_ADDFD puts an fd into ANOTHER process (the one a seccomp supervisor serves), which no
  * exit of that process sees: once one has succeeded, every process is of interest for good and the fast
- * path is off until the tracer is started again (docs/tracing.md, "The syscall path's fast exit").
+ * path is off until the tracer is started again (benchmarks/README.md, "The CI host's hook set").
  */
 __u64 every_process_of_interest;
 
@@ -411,11 +411,13 @@ static __always_inline bool tgid_holds_fd(__u32 tgid)
 	return fd_holder_tgids[(tgid >> 6) & (TGID_BIT_WORDS - 1)] & (1ULL << (tgid & 63));
 }
 
+/* The key of the one-slot maps, in .rodata: a key on the stack would give sys_enter a stack frame to set up. */
+static const __u32 slot_zero = 0;
+
 /* The task running on this CPU is of no interest: one inlined per-CPU load, no helper call. */
 static __always_inline bool running_task_of_no_interest(void)
 {
-	__u32 zero = 0;
-	__u64 *flag = bpf_map_lookup_elem(&no_interest_here, &zero);
+	__u64 *flag = bpf_map_lookup_elem(&no_interest_here, &slot_zero);
 
 	return flag && *flag;
 }
@@ -625,7 +627,7 @@ static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 p
 	struct file *file;
 	struct inflight *io;
 
-	if (fast_path() && running_task_of_no_interest())
+	if (running_task_of_no_interest())
 		return; /* preadv2 and the others outside the block syscall_enter leaves at */
 	if (debug_tgid && task->tgid == debug_tgid)
 		__sync_fetch_and_add(&debug_rw_past_fast_exit, 1);
@@ -1787,7 +1789,7 @@ static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
 	case NR_pwritev2:
 		/* The memory side is the first iovec (argument 1 points at the array). */
 		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
-		if (fast_path() && running_task_of_no_interest())
+		if (running_task_of_no_interest())
 			return 0;
 		if (!rw_of_interest(task, file_of_fd(task, syscall_arg(regs, 0))))
 			return 0; /* before the user read: a call of no interest costs no helper */
@@ -1939,12 +1941,13 @@ static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 
 /*
  * A read or write (the numbers' block in syscall_path.h) of a task of no interest leaves at a compare and the
  * per-CPU flag (no_interest_here): no fd walk, no helper call. The compare comes first so that every other
- * syscall (getppid...) pays it instead of the flag's load.
+ * syscall (getppid...) pays it instead of the flag's load. No fast_path() test here: the flag is only ever set
+ * where it holds, and a kernel that keeps branches on .rodata (a loader without CAP_SYS_ADMIN: the verifier
+ * then hard-wires no dead branch) would pay its loads on every syscall.
  */
 static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 {
-	if (fast_path() && (__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST &&
-	    running_task_of_no_interest())
+	if ((__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST && running_task_of_no_interest())
 		return;
 	if (syscall_in(enter_syscalls, nr)) /* every other syscall (getppid...) leaves here */
 		syscall_enter_traced(regs, nr);
