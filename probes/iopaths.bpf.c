@@ -94,7 +94,8 @@ __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
  *
  * fd_holder_tgids: one bit per tgid, "the process may hold an fd of shared memory" (shared_memory_file: a
  * dma-buf, a memfd or another shmem file), so a read or write of one of its fds may be one to attribute.
- * Sticky (never cleared while the process lives, kept across exec: fds survive it). Set at the exits of the
+ * Sticky (never cleared while the process runs one program; at exec taken again from its fd table, see
+ * fd_holder_after_exec). Set at the exits of the
  * calls that put an fd in the caller's table (syscall_path.h, FD_INSTALL_SYSCALLS): open, openat, openat2,
  * creat, open_by_handle_at, memfd_create and pidfd_getfd walk the new fd to its file once; recvmsg and recvmmsg
  * (SCM_RIGHTS), io_uring_setup (its requests open and receive fds), fanotify_init (its reads install fds) and
@@ -102,8 +103,9 @@ __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
  * without a walk. dup, dup2, dup3 and fcntl need nothing: a process can only duplicate an fd it holds. Copied
  * to a child at fork; set for good on both sides of a fork that shares the fd table across two tgids
  * (CLONE_FILES without CLONE_THREAD). The fds held before the tracer started: fd_holder_seed.
- * A 32-bit (compat) task is marked when it is first switched in: its calls have other numbers, which the
- * exits do not read, and a 64-bit program it execs keeps its fds.
+ * A 32-bit (compat) task's calls have other numbers, which the exits do not read: its bit says nothing, but
+ * none of its reads and writes is traced on this path anyway, and a 64-bit program it execs is judged by its
+ * fd table.
  */
 __u64 fd_holder_tgids[TGID_BIT_WORDS];
 
@@ -867,12 +869,6 @@ static __always_inline void note_switched_in(struct task_struct *next)
 
 	if (!flag)
 		return;
-	if (compat_syscall(next)) { /* its calls are not read; a 64-bit program it execs keeps its fds */
-		if (!tgid_holds_fd(tgid))
-			__sync_fetch_and_or(&fd_holder_tgids[(tgid >> 6) & (TGID_BIT_WORDS - 1)], 1ULL << (tgid & 63));
-		*flag = 0;
-		return;
-	}
 	if (may_be_of_interest(tgid)) {
 		*flag = 0;
 		return;
@@ -1049,10 +1045,57 @@ int BPF_PROG(shared_memory_fork, struct task_struct *parent, struct task_struct 
 	return 0;
 }
 
+#define ANON_INODE_FS_MAGIC_ 0x09041934
+#define EXEC_FD_WALK_MAX 4096 /* a larger table keeps the bit as it was */
+
+struct exec_fd_walk {
+	struct task_struct *task;
+	bool holds;
+};
+
+/*
+ * An fd kept across exec that is shared memory, or an anonymous-inode file (io_uring and fanotify among them:
+ * a ring's requests and a fanotify read install fds that no exit of this process sees).
+ */
+static int exec_fd_check(__u64 fd, struct exec_fd_walk *walk)
+{
+	struct file *file = file_of_fd(walk->task, fd);
+
+	if (!file)
+		return 0;
+	if (shared_memory_file(file) || file->f_inode->i_sb->s_magic == ANON_INODE_FS_MAGIC_) {
+		walk->holds = true;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * After exec (its close-on-exec fds closed, its fd table its own) the process holds what its table holds: the
+ * bit is taken again from the table, so that a program started by a process that once received or opened
+ * anything (a daemon, a shell in a terminal, the benchmark itself) starts of no interest, as it is.
+ */
+static __always_inline void fd_holder_after_exec(struct task_struct *task)
+{
+	struct exec_fd_walk walk = {.task = task};
+	struct fdtable *fdt = task->files->fdt;
+	__u32 fds = fdt ? fdt->max_fds : 0;
+
+	if (fds > EXEC_FD_WALK_MAX)
+		return;
+	bpf_loop(fds, exec_fd_check, &walk, 0);
+	if (walk.holds)
+		set_tgid_bit(fd_holder_tgids, task->tgid);
+	else
+		assign_tgid_bit(fd_holder_tgids, task->tgid, false); /* only ever makes a flag stale "of interest" */
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(shared_memory_exec, struct task_struct *task)
 {
 	mark_tgid(task->tgid, false); /* a new mm: only mappings made from now on count */
+	if (fast_path())
+		fd_holder_after_exec(task);
 	return 0;
 }
 
@@ -1840,6 +1883,14 @@ static __always_inline void note_mapping(struct task_struct *task, struct pt_reg
 }
 
 #define ENOTTY_ 25
+/* include/uapi/asm-generic/ioctls.h (x86-64 and arm64 alike): requests fs/ioctl.c answers itself for any file
+ * (Python sets close-on-exec with FIOCLEX), none of which installs an fd. */
+#define FIONREAD_ 0x541B
+#define FIONBIO_ 0x5421
+#define FIONCLEX_ 0x5450
+#define FIOCLEX_ 0x5451
+#define FIOASYNC_ 0x5452
+#define FIOQSIZE_ 0x5460
 /* include/uapi/linux/seccomp.h: SECCOMP_IOW(3, struct seccomp_notif_addfd), the same on x86-64 and arm64 */
 #define SECCOMP_IOCTL_NOTIF_ADDFD_ 0x40182103U
 
@@ -1874,9 +1925,12 @@ static __always_inline void note_fd_install(struct task_struct *task, struct pt_
 	if (!fast_path() || compat_syscall(task))
 		return;
 	if (nr == NR_ioctl) {
-		if (ret == -ENOTTY_)
+		__u32 request = syscall_arg(regs, 1);
+
+		if (ret == -ENOTTY_ || request == FIOCLEX_ || request == FIONCLEX_ || request == FIONBIO_ ||
+		    request == FIOASYNC_ || request == FIOQSIZE_ || request == FIONREAD_)
 			return;
-		if ((__u32)syscall_arg(regs, 1) == SECCOMP_IOCTL_NOTIF_ADDFD_ && ret >= 0) {
+		if (request == SECCOMP_IOCTL_NOTIF_ADDFD_ && ret >= 0) {
 			/* The fd went into another process: from now on every process is of interest. */
 			if (!__sync_fetch_and_or(&every_process_of_interest, 1))
 				interest_grew();

@@ -2,15 +2,16 @@
 tracer (so that it inherits no bit from the test process, which the tracer's own attach marks), it maps
 nothing and holds no shared memory until told, one command a line on stdin, one answer a line on stdout:
 
-    python fast_exit_subject.py FILE
+    python fast_exit_subject.py FILE [CURRENT_FD]
 
 plain N         pread FILE (an ordinary file) N times into anonymous memory
-memfd           create a memfd (the current fd); answers "FD INODE"
+memfd [keep]    create a memfd (the current fd; close-on-exec unless keep); answers "FD INODE"
 open PATH       open PATH read-write as the current fd (/proc/PID/fd/N of another process); answers its inode
 recv FD         receive the current fd over the unix socket at fd FD (SCM_RIGHTS); answers its inode
 getfd PID FD    take fd FD of process PID with pidfd_getfd as the current fd; answers its inode
 rw N            N writes (write()) of 4096 bytes to the current fd, then N preads of 4096 bytes from it
 fork N          fork; the child does "rw N" and exits; answers the child's pid
+exec            answer, then exec this script again (same pid, same stdin and stdout, the current fd's number)
 """
 import ctypes
 import os
@@ -20,7 +21,7 @@ import sys
 NR_PIDFD_GETFD = 438  # x86-64 and arm64 alike
 libc = ctypes.CDLL(None, use_errno=True)
 plain = os.open(sys.argv[1], os.O_RDONLY)
-current = -1
+current = int(sys.argv[2]) if len(sys.argv) > 2 else -1
 page = b"\xa5" * 4096
 
 
@@ -39,6 +40,7 @@ for line in sys.stdin:
             os.pread(plain, 4096, 0)
     elif command == "memfd":
         current = os.memfd_create("fast-exit-subject")
+        os.set_inheritable(current, args == ["keep"])
         answer = f"{current} {os.fstat(current).st_ino}"
     elif command == "open":
         current = os.open(args[0], os.O_RDWR)
@@ -63,3 +65,5 @@ for line in sys.stdin:
         os.waitpid(child, 0)
         answer = str(child)
     print(answer, flush=True)
+    if command == "exec":
+        os.execv(sys.executable, [sys.executable, __file__, sys.argv[1], str(current)])

@@ -167,6 +167,26 @@ def test_a_memfd_inherited_across_fork_is_counted_in_the_child(report, subjects)
         assert_counted_exactly(tracer.snapshot(), child)
 
 
+def test_a_memfd_kept_across_exec_is_counted_in_the_new_program(report, subjects):
+    """exec takes the bit again from the fd table (fd_holder_after_exec): a memfd that stays open is in it."""
+    subject = subjects()
+    subject("memfd keep")
+    with syscall_tracer(report, subject.pid) as tracer:
+        subject("exec")
+        subject(f"rw {IO_CALLS}")
+        assert_counted_exactly(tracer.snapshot(), subject.pid)
+
+
+def test_a_program_execed_without_the_shared_memory_it_held_is_of_no_interest(report, subjects):
+    """The memfd was close-on-exec: the new program holds none, so its reads take the fast exit (a program
+    started by a process that once held shared memory, the benchmark's own workloads among them)."""
+    subject = subjects()
+    subject("memfd")
+    with syscall_tracer(report, subject.pid) as tracer:
+        subject("exec")
+        assert_of_no_interest(tracer, subject)
+
+
 def test_a_memfd_a_sibling_thread_creates_is_counted_at_once_on_the_other_cpu(report, plain_file, tmp_path):
     """Thread B spins on CPU 1 (reads of an ordinary file: its CPU's flag says "no interest") while thread A, on
     CPU 0, creates a memfd; B writes into it with write() as soon as it sees the number, with no context switch
