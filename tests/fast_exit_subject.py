@@ -11,12 +11,15 @@ recv FD         receive the current fd over the unix socket at fd FD (SCM_RIGHTS
 getfd PID FD    take fd FD of process PID with pidfd_getfd as the current fd; answers its inode
 rw N            N writes (write()) of 4096 bytes to the current fd, then N preads of 4096 bytes from it
 fork N          fork; the child does "rw N" and exits; answers the child's pid
+tty             open a pseudo-terminal pair and ask both ends their window size (ioctls on ttys)
 exec            answer, then exec this script again (same pid, same stdin and stdout, the current fd's number)
 """
 import ctypes
+import fcntl
 import os
 import socket
 import sys
+import termios
 
 NR_PIDFD_GETFD = 438  # x86-64 and arm64 alike
 libc = ctypes.CDLL(None, use_errno=True)
@@ -55,6 +58,10 @@ for line in sys.stdin:
         assert current >= 0, ctypes.get_errno()
         os.close(pidfd)
         answer = str(os.fstat(current).st_ino)
+    elif command == "tty":
+        master, slave = os.openpty()
+        for end in (master, slave):
+            fcntl.ioctl(end, termios.TIOCGWINSZ, b"\0" * 8)
     elif command == "rw":
         rw(int(args[0]))
     elif command == "fork":

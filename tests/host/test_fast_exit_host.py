@@ -112,6 +112,15 @@ def test_a_process_of_no_interest_takes_the_fast_exit_and_one_with_a_memfd_does_
         assert_counted_exactly(tracer.snapshot(), subject.pid)
 
 
+def test_ioctls_on_a_terminal_leave_a_process_of_no_interest(report, subjects):
+    """An ioctl may install an fd (DRM PRIME, dma-heap, binder...) and marks its process, except on a tty (both
+    ends of a pseudo-terminal here): most processes ask their terminal something."""
+    subject = subjects()
+    with syscall_tracer(report, subject.pid) as tracer:
+        subject("tty")
+        assert_of_no_interest(tracer, subject)
+
+
 def test_a_memfd_opened_through_another_process_s_proc_fd_is_counted(report, subjects):
     holder, subject = subjects(), subjects()
     fd, inode = holder("memfd").split()
