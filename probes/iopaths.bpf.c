@@ -1027,14 +1027,16 @@ int BPF_PROG(shared_memory_mmap, struct file *file)
 	return 0;
 }
 
+#define PF_KTHREAD_ 0x00200000 /* include/linux/sched.h */
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(shared_memory_fork, struct task_struct *parent, struct task_struct *child)
 {
 	if (child->pid != child->tgid) /* a thread shares its tgid's bits */
 		return 0;
 	assign_tgid_bit(shared_memory_tgids, child->tgid, tgid_maps_shared_memory(parent->tgid));
-	if (!fast_path())
-		return 0;
+	if (!fast_path() || (child->flags & PF_KTHREAD_))
+		return 0; /* a kernel thread makes no syscall (and shares kthreadd's fd table) */
 	/* The child has the parent's fds (a copy of its table), or the very same table (CLONE_FILES without
 	 * CLONE_THREAD): then an fd either installs is the other's too, under another tgid, for good. */
 	assign_tgid_bit(fd_holder_tgids, child->tgid, tgid_holds_fd(parent->tgid));
