@@ -102,7 +102,8 @@ __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
  * an ioctl on anything but a tty (binder, DRM PRIME, dma-heap, udmabuf, V4L2 EXPBUF, sync_file...) set it
  * without a walk. dup, dup2, dup3 and fcntl need nothing: a process can only duplicate an fd it holds. Copied
  * to a child at fork; set for good on both sides of a fork that shares the fd table across two tgids
- * (CLONE_FILES without CLONE_THREAD). The fds held before the tracer started: fd_holder_seed.
+ * (CLONE_FILES without CLONE_THREAD). The fds held before the tracer started: fd_holder_seed (shared memory,
+ * and the rings and fanotify groups that install fds unseen: fd_holder_file).
  * A 32-bit (compat) task's calls have other numbers, which the exits do not read: its bit says nothing, but
  * none of its reads and writes is traced on this path anyway, and a 64-bit program it execs is judged by its
  * fd table.
@@ -501,6 +502,32 @@ static __always_inline bool shared_memory_file(struct file *file)
 		return false;
 	magic = inode->i_sb->s_magic;
 	return magic == DMA_BUF_MAGIC || (magic == TMPFS_MAGIC && (inode->i_mode & S_IFMT_) == S_IFREG_);
+}
+
+#define ANON_INODE_FS_MAGIC_ 0x09041934
+
+/*
+ * The files through which fds arrive that no syscall exit of their holder shows one by one: an io_uring ring
+ * (its requests open and receive fds) and a fanotify group (its reads install fds), told by a function of
+ * their file_operations (global io_uring_mmap, static fanotify_read: both in kallsyms without
+ * CONFIG_KALLSYMS_ALL). A kernel without either symbol: every anonymous-inode file (eventfd, epoll... too).
+ */
+extern const void io_uring_mmap __ksym __weak;
+extern const void fanotify_read __ksym __weak;
+
+static __always_inline bool fd_installer_file(struct file *file)
+{
+	const struct file_operations *fop = file->f_op;
+
+	if (!&io_uring_mmap || !&fanotify_read)
+		return file->f_inode && file->f_inode->i_sb->s_magic == ANON_INODE_FS_MAGIC_;
+	return (void *)fop->mmap == (void *)&io_uring_mmap || (void *)fop->read == (void *)&fanotify_read;
+}
+
+/* An fd that makes its holder's reads and writes worth the exact path (fd_holder_tgids). */
+static __always_inline bool fd_holder_file(struct file *file)
+{
+	return shared_memory_file(file) || fd_installer_file(file);
 }
 
 /* A mapping that makes the process's user buffers worth a VMA lookup: anything but an ordinary file's pages. */
@@ -1047,7 +1074,6 @@ int BPF_PROG(shared_memory_fork, struct task_struct *parent, struct task_struct 
 	return 0;
 }
 
-#define ANON_INODE_FS_MAGIC_ 0x09041934
 #define EXEC_FD_WALK_MAX 4096 /* a larger table keeps the bit as it was */
 
 struct exec_fd_walk {
@@ -1055,17 +1081,12 @@ struct exec_fd_walk {
 	bool holds;
 };
 
-/*
- * An fd kept across exec that is shared memory, or an anonymous-inode file (io_uring and fanotify among them:
- * a ring's requests and a fanotify read install fds that no exit of this process sees).
- */
+/* An fd kept across exec that is shared memory or installs fds unseen (fd_holder_file). */
 static int exec_fd_check(__u64 fd, struct exec_fd_walk *walk)
 {
 	struct file *file = file_of_fd(walk->task, fd);
 
-	if (!file)
-		return 0;
-	if (shared_memory_file(file) || file->f_inode->i_sb->s_magic == ANON_INODE_FS_MAGIC_) {
+	if (file && fd_holder_file(file)) {
 		walk->holds = true;
 		return 1;
 	}
@@ -1127,7 +1148,7 @@ int fd_holder_seed(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 
-	if (fast_path() && task && file && shared_memory_file(file))
+	if (fast_path() && task && file && fd_holder_file(file))
 		note_fd_holder(task->tgid);
 	return 0;
 }

@@ -11,6 +11,7 @@ recv FD         receive the current fd over the unix socket at fd FD (SCM_RIGHTS
 getfd PID FD    take fd FD of process PID with pidfd_getfd as the current fd; answers its inode
 rw N            N writes (write()) of 4096 bytes to the current fd, then N preads of 4096 bytes from it
 fork N          fork; the child does "rw N" and exits; answers the child's pid
+uring           set up an io_uring ring (its requests could open or receive fds unseen)
 tty             open a pseudo-terminal pair and ask both ends their window size (ioctls on ttys)
 exec            answer, then exec this script again (same pid, same stdin and stdout, the current fd's number)
 """
@@ -22,6 +23,7 @@ import sys
 import termios
 
 NR_PIDFD_GETFD = 438  # x86-64 and arm64 alike
+NR_IO_URING_SETUP = 425
 libc = ctypes.CDLL(None, use_errno=True)
 plain = os.open(sys.argv[1], os.O_RDONLY)
 current = int(sys.argv[2]) if len(sys.argv) > 2 else -1
@@ -58,6 +60,10 @@ for line in sys.stdin:
         assert current >= 0, ctypes.get_errno()
         os.close(pidfd)
         answer = str(os.fstat(current).st_ino)
+    elif command == "uring":
+        params = ctypes.create_string_buffer(120)  # struct io_uring_params, zeroed
+        ring = libc.syscall(NR_IO_URING_SETUP, 4, params)
+        answer = "ok" if ring >= 0 else f"errno {ctypes.get_errno()}"
     elif command == "tty":
         master, slave = os.openpty()
         for end in (master, slave):

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -55,6 +56,17 @@ class Subject:
         assert answer, f"the subject died at {command!r}"
         return answer
 
+    def snapshot(self, tracer):
+        """The tracer's counters once the subject waits for its next command: switched out, its run of calls
+        (iopaths.bpf.c, struct call_batch) is in the maps."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "S":
+                    return tracer.snapshot()
+            time.sleep(0.001)
+        raise AssertionError("the subject never waited for its next command")
+
     def close(self):
         self.process.stdin.close()
         self.process.wait(timeout=30)
@@ -81,12 +93,18 @@ def syscall_tracer(report, subject_pid):
     return tracer
 
 
-def assert_of_no_interest(tracer, subject):
-    """Its ordinary reads take the fast exit (a few may not: any process's new bit clears every CPU's flag
-    until the next context switch)."""
-    before = tracer.rw_past_fast_exit()
-    subject(f"plain {PLAIN_READS}")
-    assert tracer.rw_past_fast_exit() - before < PLAIN_READS // 4
+def assert_of_no_interest(tracer, subject, rounds=3):
+    """Its ordinary reads take the fast exit. Some may not: any process's new bit clears every CPU's flag until
+    the next context switch, and this machine runs other work, so one round of three is enough (a process of
+    interest never takes it)."""
+    past = []
+    for _ in range(rounds):
+        before = tracer.rw_past_fast_exit()
+        subject(f"plain {PLAIN_READS}")
+        past.append(tracer.rw_past_fast_exit() - before)
+        if past[-1] < PLAIN_READS // 4:
+            return
+    raise AssertionError(f"reads past the fast exit, of {PLAIN_READS} per round: {past}")
 
 
 def assert_counted_exactly(snapshot, pid, writes=IO_CALLS, reads=IO_CALLS):
@@ -100,16 +118,14 @@ def test_a_process_of_no_interest_takes_the_fast_exit_and_one_with_a_memfd_does_
     subject = subjects()
     with syscall_tracer(report, subject.pid) as tracer:
         assert tracer.programs["fd_holder_seed"].live and tracer.programs["flush_on_switch"].live
-        before = tracer.rw_past_fast_exit()
-        subject("plain 2000")
-        assert tracer.rw_past_fast_exit() - before < 200  # 2000 reads: at least 90 % left at the flag
+        assert_of_no_interest(tracer, subject)
         subject("memfd")
         before = tracer.rw_past_fast_exit()
         subject("plain 200")
         subject(f"rw {IO_CALLS}")
         # memfd_create's exit: every call now (and the subject's own reads and writes of its stdin and stdout)
         assert tracer.rw_past_fast_exit() - before >= 200 + 2 * IO_CALLS
-        assert_counted_exactly(tracer.snapshot(), subject.pid)
+        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
 def test_ioctls_on_a_terminal_leave_a_process_of_no_interest(report, subjects):
@@ -128,7 +144,7 @@ def test_a_memfd_opened_through_another_process_s_proc_fd_is_counted(report, sub
         assert_of_no_interest(tracer, subject)
         assert subject(f"open /proc/{holder.pid}/fd/{fd}") == inode
         subject(f"rw {IO_CALLS}")
-        assert_counted_exactly(tracer.snapshot(), subject.pid)
+        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
 def test_a_memfd_received_over_a_unix_socket_is_counted(report, subjects):
@@ -143,7 +159,7 @@ def test_a_memfd_received_over_a_unix_socket_is_counted(report, subjects):
             socket.send_fds(ours, [b"m"], [memfd])
             assert subject(f"recv {their_fd}") == str(os.fstat(memfd).st_ino)
             subject(f"rw {IO_CALLS}")
-            assert_counted_exactly(tracer.snapshot(), subject.pid)
+            assert_counted_exactly(subject.snapshot(tracer), subject.pid)
     finally:
         os.close(memfd)
         ours.close()
@@ -156,7 +172,7 @@ def test_a_memfd_taken_with_pidfd_getfd_is_counted(report, subjects):
         assert_of_no_interest(tracer, subject)
         assert subject(f"getfd {holder.pid} {fd}") == inode
         subject(f"rw {IO_CALLS}")
-        assert_counted_exactly(tracer.snapshot(), subject.pid)
+        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
 def test_a_memfd_held_before_the_tracer_started_is_counted_from_the_first_call(report, subjects):
@@ -165,7 +181,19 @@ def test_a_memfd_held_before_the_tracer_started_is_counted_from_the_first_call(r
     subject("memfd")
     with syscall_tracer(report, subject.pid) as tracer:
         subject(f"rw {IO_CALLS}")
-        assert_counted_exactly(tracer.snapshot(), subject.pid)
+        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
+
+
+def test_a_process_holding_an_io_uring_ring_before_the_tracer_started_is_of_interest(report, subjects):
+    """A ring's requests can open or receive a memfd (IORING_OP_OPENAT, RECVMSG) with no syscall exit to see:
+    the seeding iterator marks a process that holds one, as io_uring_setup's exit does."""
+    subject = subjects()
+    if subject("uring") != "ok":
+        pytest.skip("io_uring is disabled here")
+    with syscall_tracer(report, subject.pid) as tracer:
+        before = tracer.rw_past_fast_exit()
+        subject(f"plain {PLAIN_READS}")
+        assert tracer.rw_past_fast_exit() - before >= PLAIN_READS
 
 
 def test_a_memfd_inherited_across_fork_is_counted_in_the_child(report, subjects):
@@ -173,7 +201,7 @@ def test_a_memfd_inherited_across_fork_is_counted_in_the_child(report, subjects)
     subject("memfd")
     with syscall_tracer(report, subject.pid) as tracer:
         child = int(subject(f"fork {IO_CALLS}"))
-        assert_counted_exactly(tracer.snapshot(), child)
+        assert_counted_exactly(subject.snapshot(tracer), child)  # the child exited: its calls are in
 
 
 def test_a_memfd_kept_across_exec_is_counted_in_the_new_program(report, subjects):
@@ -183,7 +211,7 @@ def test_a_memfd_kept_across_exec_is_counted_in_the_new_program(report, subjects
     with syscall_tracer(report, subject.pid) as tracer:
         subject("exec")
         subject(f"rw {IO_CALLS}")
-        assert_counted_exactly(tracer.snapshot(), subject.pid)
+        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
 def test_a_program_execed_without_the_shared_memory_it_held_is_of_no_interest(report, subjects):
@@ -199,25 +227,31 @@ def test_a_program_execed_without_the_shared_memory_it_held_is_of_no_interest(re
 def test_a_memfd_a_sibling_thread_creates_is_counted_at_once_on_the_other_cpu(report, plain_file, tmp_path):
     """Thread B spins on CPU 1 (reads of an ordinary file: its CPU's flag says "no interest") while thread A, on
     CPU 0, creates a memfd; B writes into it with write() as soon as it sees the number, with no context switch
-    in between: memfd_create's exit cleared every CPU's flag."""
+    in between: memfd_create's exit cleared every CPU's flag. Every run must count B's writes exactly; runs are
+    repeated (three at most) until one shows B's reads before the memfd leaving at the flag, i.e. a run in which
+    no other process's new bit cleared B's flag first (this machine runs other work)."""
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("two CPUs are needed")
     compiler = shutil.which("gcc") or pytest.skip("gcc is not installed")
     binary = tmp_path / "fast_exit_threads"
     subprocess.run([compiler, "-O2", "-pthread", "-o", str(binary), THREADS_SOURCE], check=True)
-    process = subprocess.Popen([str(binary), plain_file, str(IO_CALLS)], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
-    try:
-        with syscall_tracer(report, process.pid) as tracer:
-            out, _ = process.communicate("go\n", timeout=60)
-            assert process.returncode == 0
-            inode, reads_before = map(int, out.split())
-            past = tracer.rw_past_fast_exit()
-            snapshot = tracer.snapshot()
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert reads_before >= 100
-    assert past - IO_CALLS < reads_before // 4  # B's reads before the memfd left at the flag
-    assert_counted_exactly(snapshot, process.pid, reads=0)
-    assert inode
+    fast_shares = []
+    for _ in range(3):
+        process = subprocess.Popen([str(binary), plain_file, str(IO_CALLS)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True)
+        try:
+            with syscall_tracer(report, process.pid) as tracer:
+                out, _ = process.communicate("go\n", timeout=60)
+                assert process.returncode == 0
+                _inode, reads_before = map(int, out.split())
+                past = tracer.rw_past_fast_exit()
+                snapshot = tracer.snapshot()  # the process exited: its calls are in the maps
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert_counted_exactly(snapshot, process.pid, reads=0)
+        assert reads_before >= 100
+        fast_shares.append(1 - (past - IO_CALLS) / reads_before)
+        if past - IO_CALLS < reads_before // 4:
+            return
+    raise AssertionError(f"B's reads never left at the flag: share that did, per run: {fast_shares}")
