@@ -13,8 +13,9 @@
  * and exec), leaves after a few loads (see "VFS level" below).
  * Elsewhere (the fallback): one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
  * else raw_tp) picks out the I/O syscalls by number (a bitmap: any other syscall leaves at once), leaves
- * calls of no interest as the VFS path does (shared_memory_tgids, kept there from mmap's and shmat's
- * exits), and for the rest opens a per-thread
+ * a read or write of a task of no interest at a per-CPU flag (no_interest_here: the process maps no shared
+ * memory and holds no fd of it, kept from context switches and the exits that map or install), the
+ * other calls of no interest as the VFS path does, and for the rest opens a per-thread
  * "inflight" record (task-local storage) at entry, resolving the fds to files
  * and the user buffer to the file mapped there (bpf_find_vma, or the thread's
  * cached answer while the address space is unchanged). The inner hooks (fexit
@@ -1814,9 +1815,11 @@ static __always_inline void aio_events(struct task_struct *task, struct pt_regs 
  * The programs on sys_enter and sys_exit (where fentry is refused: the CI host). Every syscall of the
  * machine passes them, so each first tests the syscall number against a bitmap of the few it reads (a
  * shift and a load from .rodata, no helper, no map lookup) and leaves for any other (getppid...).
+ * A read or write of a task of no interest leaves before that, at the per-CPU flag (no_interest_here).
  * The I/O calls open a record at entry only when of interest (rw_of_interest: the file is shared memory
  * or the process maps some), and their exit looks for it only while one is open (open_calls).
- * The exits of mmap and shmat keep shared_memory_tgids, as mmap_region's fentry does on the VFS path.
+ * The exits of mmap and shmat keep shared_memory_tgids, as mmap_region's fentry does on the VFS path; the
+ * exits of the calls that install fds keep fd_holder_tgids.
  * AIO's io_submit and io_getevents are read here too (aio_syscalls), not by programs of their own.
  */
 static const __u64 enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
