@@ -13,8 +13,9 @@
  * and exec), leaves after a few loads (see "VFS level" below).
  * Elsewhere (the fallback): one program on the raw sys_enter/sys_exit tracepoints (tp_btf,
  * else raw_tp) picks out the I/O syscalls by number (a bitmap: any other syscall leaves at once), leaves
- * calls of no interest as the VFS path does (shared_memory_tgids, kept there from mmap's and shmat's
- * exits), and for the rest opens a per-thread
+ * a read or write of a task of no interest at a per-CPU flag (no_interest_here: the process maps no shared
+ * memory and holds no fd of it, kept from context switches and the exits that map or install), the
+ * other calls of no interest as the VFS path does, and for the rest opens a per-thread
  * "inflight" record (task-local storage) at entry, resolving the fds to files
  * and the user buffer to the file mapped there (bpf_find_vma, or the thread's
  * cached answer while the address space is unchanged). The inner hooks (fexit
@@ -87,6 +88,66 @@ const volatile bool aio_syscalls = false;
  */
 #define SHARED_MEMORY_WORDS TGID_BIT_WORDS
 __u64 shared_memory_tgids[SHARED_MEMORY_WORDS];
+
+/*
+ * The syscall path's fast exit for reads and writes of no interest, without the fd -> file walk and without
+ * a helper call: a per-CPU flag "the task running here is of no interest", tested at sys_enter.
+ *
+ * fd_holder_tgids: one bit per tgid, "the process may hold an fd of shared memory" (shared_memory_file: a
+ * dma-buf, a memfd or another shmem file), so a read or write of one of its fds may be one to attribute.
+ * Sticky (never cleared while the process runs one program; at exec taken again from its fd table, see
+ * fd_holder_after_exec). Set at the exits of the
+ * calls that put an fd in the caller's table (syscall_path.h, FD_INSTALL_SYSCALLS): open, openat, openat2,
+ * creat, open_by_handle_at, memfd_create and pidfd_getfd walk the new fd to its file once; recvmsg and recvmmsg
+ * (SCM_RIGHTS), io_uring_setup (its requests open and receive fds), fanotify_init (its reads install fds) and
+ * an ioctl on anything but a tty (binder, DRM PRIME, dma-heap, udmabuf, V4L2 EXPBUF, sync_file...) set it
+ * without a walk. dup, dup2, dup3 and fcntl need nothing: a process can only duplicate an fd it holds. Copied
+ * to a child at fork; set for good on both sides of a fork that shares the fd table across two tgids
+ * (CLONE_FILES without CLONE_THREAD). The fds held before the tracer started: fd_holder_seed (shared memory,
+ * and the rings and fanotify groups that install fds unseen: fd_holder_file).
+ * A 32-bit (compat) task's calls have other numbers, which the exits do not read: its bit says nothing, but
+ * none of its reads and writes is traced on this path anyway, and a 64-bit program it execs is judged by its
+ * fd table.
+ */
+__u64 fd_holder_tgids[TGID_BIT_WORDS];
+
+/*
+ * SECCOMP_IOCTL_NOTIF_ADDFD puts an fd into ANOTHER process (the one a seccomp supervisor serves), which no
+ * exit of that process sees: once one has succeeded, every process is of interest for good and the fast
+ * path is off until the tracer is started again (benchmarks/README.md, "The CI host's hook set").
+ */
+__u64 every_process_of_interest;
+
+const volatile __u32 possible_cpus = 1; /* libbpf_num_possible_cpus(): the per-CPU flags a new interest clears */
+
+/*
+ * The per-CPU flag, nonzero: the task running on this CPU is of no interest (neither bit above nor its
+ * shared_memory_tgids bit set, every_process_of_interest clear, the seeding done). Computed for the incoming
+ * task at every context switch (flush_on_switch), cleared on EVERY CPU whenever a bit is newly set
+ * (interest_grew), so a sibling thread running elsewhere is sent down the exact path from its next call on.
+ * Zero (of interest, the exact path) until the first switch and whenever in doubt.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} no_interest_here SEC(".maps");
+
+/*
+ * [0] nonzero: the seeding iterators have run since the programs were last attached, so the bits can be
+ * trusted (the Tracer sets it after them and clears it, with every CPU's flag, before a reattach).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_path_state SEC(".maps");
+
+/* Tests only (debug_tgid set): the reads and writes of that process that went past the fast exit. */
+const volatile __u32 debug_tgid = 0;
+__u64 debug_rw_past_fast_exit;
 
 /*
  * Calls open per tgid (hashed: a collision only sends calls down the exact path), so the inner hooks
@@ -339,15 +400,94 @@ static __always_inline bool tgid_maps_shared_memory(__u32 tgid)
 	return shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)] & (1ULL << (tgid & 63));
 }
 
-static __always_inline void mark_tgid(__u32 tgid, bool maps)
+/*
+ * The fast exit is possible: the syscall path (the VFS path has its own early exits), the shared-memory keepers
+ * live (fork, exec, the seeding iterators), every process traced (with target_tgid every call is exact) and
+ * flush_on_switch live (it computes the per-CPU flag). All .rodata: the verifier drops what they rule out.
+ */
+static __always_inline bool fast_path(void)
 {
-	__u64 *word = &shared_memory_tgids[(tgid >> 6) & (SHARED_MEMORY_WORDS - 1)];
+	return !vfs_path && shared_memory_known && !target_tgid && batch_calls;
+}
+
+static __always_inline bool tgid_holds_fd(__u32 tgid)
+{
+	return fd_holder_tgids[(tgid >> 6) & (TGID_BIT_WORDS - 1)] & (1ULL << (tgid & 63));
+}
+
+/* The key of the one-slot maps, in .rodata: a key on the stack would give sys_enter a stack frame to set up. */
+static const __u32 slot_zero = 0;
+
+/* The task running on this CPU is of no interest: one inlined per-CPU load, no helper call. */
+static __always_inline bool running_task_of_no_interest(void)
+{
+	__u64 *flag = bpf_map_lookup_elem(&no_interest_here, &slot_zero);
+
+	return flag && *flag;
+}
+
+static int clear_cpu_flag(__u64 cpu, void *unused)
+{
+	__u32 zero = 0;
+	__u64 *flag = bpf_map_lookup_percpu_elem(&no_interest_here, &zero, cpu);
+
+	if (flag)
+		*flag = 0;
+	return 0;
+}
+
+/*
+ * A bit was newly set (by the current task, fork or a seeding iterator): no CPU may keep a "no interest"
+ * computed without it. Race-free: every setter sets its bit with an atomic fetch (a full barrier) BEFORE
+ * clearing the flags, and a context switch that finds no bit sets its flag with an atomic exchange (a full
+ * barrier) and then reads the bits again (note_switched_in): either that second read sees the bit, or the
+ * setter's clear comes after the switch's store and wins. A sibling thread can only use the new fd or mapping
+ * once this syscall returned its number or address to user space and reached it, by then its CPU's flag is
+ * clear and stays so until its next switch, which sees the bit. (A thread that guesses an fd number and uses
+ * it while the call that installs it is still in the kernel is not followed.)
+ */
+static __always_inline void interest_grew(void)
+{
+	if (fast_path())
+		bpf_loop(possible_cpus, clear_cpu_flag, NULL, 0);
+}
+
+/* Set a process's bit in bitmap; a bit newly set clears every CPU's flag. */
+static __always_inline void set_tgid_bit(__u64 *bitmap, __u32 tgid)
+{
+	__u64 *word = &bitmap[(tgid >> 6) & (TGID_BIT_WORDS - 1)];
 	__u64 bit = 1ULL << (tgid & 63);
 
-	if (maps)
+	if (*word & bit)
+		return; /* already set: the common case, and no atomic */
+	if (!(__sync_fetch_and_or(word, bit) & bit))
+		interest_grew();
+}
+
+/* A process that has not run yet (fork's child): no CPU's flag was computed for it, none to clear. */
+static __always_inline void assign_tgid_bit(__u64 *bitmap, __u32 tgid, bool set)
+{
+	__u64 *word = &bitmap[(tgid >> 6) & (TGID_BIT_WORDS - 1)];
+	__u64 bit = 1ULL << (tgid & 63);
+
+	if (set)
 		__sync_fetch_and_or(word, bit);
 	else
 		__sync_fetch_and_and(word, ~bit);
+}
+
+static __always_inline void mark_tgid(__u32 tgid, bool maps)
+{
+	if (maps)
+		set_tgid_bit(shared_memory_tgids, tgid);
+	else
+		assign_tgid_bit(shared_memory_tgids, tgid, false); /* exec: only ever makes a flag stale "of interest" */
+}
+
+static __always_inline void note_fd_holder(__u32 tgid)
+{
+	if (fast_path())
+		set_tgid_bit(fd_holder_tgids, tgid);
 }
 
 /* A dma-buf or a shmem regular file (memfd, /dev/shm): an end worth attributing even into anonymous memory. */
@@ -363,6 +503,32 @@ static __always_inline bool shared_memory_file(struct file *file)
 		return false;
 	magic = inode->i_sb->s_magic;
 	return magic == DMA_BUF_MAGIC || (magic == TMPFS_MAGIC && (inode->i_mode & S_IFMT_) == S_IFREG_);
+}
+
+#define ANON_INODE_FS_MAGIC_ 0x09041934
+
+/*
+ * The files through which fds arrive that no syscall exit of their holder shows one by one: an io_uring ring
+ * (its requests open and receive fds) and a fanotify group (its reads install fds), told by a function of
+ * their file_operations (global io_uring_mmap, static fanotify_read: both in kallsyms without
+ * CONFIG_KALLSYMS_ALL). A kernel without either symbol: every anonymous-inode file (eventfd, epoll... too).
+ */
+extern const void io_uring_mmap __ksym __weak;
+extern const void fanotify_read __ksym __weak;
+
+static __always_inline bool fd_installer_file(struct file *file)
+{
+	const struct file_operations *fop = file->f_op;
+
+	if (!&io_uring_mmap || !&fanotify_read)
+		return file->f_inode && file->f_inode->i_sb->s_magic == ANON_INODE_FS_MAGIC_;
+	return (void *)fop->mmap == (void *)&io_uring_mmap || (void *)fop->read == (void *)&fanotify_read;
+}
+
+/* An fd that makes its holder's reads and writes worth the exact path (fd_holder_tgids). */
+static __always_inline bool fd_holder_file(struct file *file)
+{
+	return shared_memory_file(file) || fd_installer_file(file);
 }
 
 /* A mapping that makes the process's user buffers worth a VMA lookup: anything but an ordinary file's pages. */
@@ -488,9 +654,14 @@ static __always_inline struct inflight *begin_rw_file(struct task_struct *task, 
 static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 path, __u64 fd, __u64 user_addr,
 				     __u64 count)
 {
-	struct file *file = file_of_fd(task, fd);
+	struct file *file;
 	struct inflight *io;
 
+	if (running_task_of_no_interest())
+		return; /* preadv2 and the others outside the block syscall_enter leaves at */
+	if (debug_tgid && task->tgid == debug_tgid)
+		__sync_fetch_and_add(&debug_rw_past_fast_exit, 1);
+	file = file_of_fd(task, fd);
 	if (!rw_of_interest(task, file))
 		return;
 	io = begin_rw_file(task, nr, path, file, user_addr, count);
@@ -708,7 +879,37 @@ static __always_inline void finish(struct inflight *io, __s64 ret, bool may_batc
 		record_io(call, pid_tgid, ret, now, latency);
 }
 
-/* The run of calls of a thread being switched out (it sleeps, is preempted, or exits) goes to the maps. */
+/* The incoming task may be of interest: the fast exit must not be taken for it (see no_interest_here). */
+static __always_inline bool may_be_of_interest(__u32 tgid)
+{
+	__u32 zero = 0;
+	__u32 *seeded = bpf_map_lookup_elem(&fast_path_state, &zero);
+
+	return !seeded || !*seeded || every_process_of_interest || tgid_maps_shared_memory(tgid) ||
+	       tgid_holds_fd(tgid);
+}
+
+/* The per-CPU flag for the task about to run here (interest_grew says why the second look is needed). */
+static __always_inline void note_switched_in(struct task_struct *next)
+{
+	__u32 zero = 0, tgid = next->tgid;
+	__u64 *flag = bpf_map_lookup_elem(&no_interest_here, &zero);
+
+	if (!flag)
+		return;
+	if (may_be_of_interest(tgid)) {
+		*flag = 0;
+		return;
+	}
+	__sync_lock_test_and_set(flag, 1); /* an exchange: a full barrier before the bits are read again */
+	if (may_be_of_interest(tgid))
+		*flag = 0;
+}
+
+/*
+ * The run of calls of a thread being switched out (it sleeps, is preempted, or exits) goes to the maps; the
+ * incoming task's interest goes to this CPU's flag (the syscall path's fast exit).
+ */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
@@ -716,6 +917,8 @@ int BPF_PROG(flush_on_switch, bool preempt, struct task_struct *prev, struct tas
 
 	if (!batch_calls)
 		return 0;
+	if (fast_path())
+		note_switched_in(next);
 	io = bpf_task_storage_get(&inflight, prev, 0, 0);
 	if (io)
 		flush_batch(&io->batch);
@@ -852,18 +1055,71 @@ int BPF_PROG(shared_memory_mmap, struct file *file)
 	return 0;
 }
 
+#define PF_KTHREAD_ 0x00200000 /* include/linux/sched.h */
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(shared_memory_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (child->pid == child->tgid) /* a new process (a thread shares its tgid's bit) */
-		mark_tgid(child->tgid, tgid_maps_shared_memory(parent->tgid));
+	if (child->pid != child->tgid) /* a thread shares its tgid's bits */
+		return 0;
+	assign_tgid_bit(shared_memory_tgids, child->tgid, tgid_maps_shared_memory(parent->tgid));
+	if (!fast_path() || (child->flags & PF_KTHREAD_))
+		return 0; /* a kernel thread makes no syscall (and shares kthreadd's fd table) */
+	/* The child has the parent's fds (a copy of its table), or the very same table (CLONE_FILES without
+	 * CLONE_THREAD): then an fd either installs is the other's too, under another tgid, for good. */
+	assign_tgid_bit(fd_holder_tgids, child->tgid, tgid_holds_fd(parent->tgid));
+	if (child->files == parent->files) {
+		note_fd_holder(parent->tgid);
+		note_fd_holder(child->tgid);
+	}
 	return 0;
+}
+
+#define EXEC_FD_WALK_MAX 4096 /* a larger table keeps the bit as it was */
+
+struct exec_fd_walk {
+	struct task_struct *task;
+	bool holds;
+};
+
+/* An fd kept across exec that is shared memory or installs fds unseen (fd_holder_file). */
+static int exec_fd_check(__u64 fd, struct exec_fd_walk *walk)
+{
+	struct file *file = file_of_fd(walk->task, fd);
+
+	if (file && fd_holder_file(file)) {
+		walk->holds = true;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * After exec (its close-on-exec fds closed, its fd table its own) the process holds what its table holds: the
+ * bit is taken again from the table, so that a program started by a process that once received or opened
+ * anything (a daemon, a shell in a terminal, the benchmark itself) starts of no interest, as it is.
+ */
+static __always_inline void fd_holder_after_exec(struct task_struct *task)
+{
+	struct exec_fd_walk walk = {.task = task};
+	struct fdtable *fdt = task->files->fdt;
+	__u32 fds = fdt ? fdt->max_fds : 0;
+
+	if (fds > EXEC_FD_WALK_MAX)
+		return;
+	bpf_loop(fds, exec_fd_check, &walk, 0);
+	if (walk.holds)
+		set_tgid_bit(fd_holder_tgids, task->tgid);
+	else
+		assign_tgid_bit(fd_holder_tgids, task->tgid, false); /* only ever makes a flag stale "of interest" */
 }
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(shared_memory_exec, struct task_struct *task)
 {
 	mark_tgid(task->tgid, false); /* a new mm: only mappings made from now on count */
+	if (fast_path())
+		fd_holder_after_exec(task);
 	return 0;
 }
 
@@ -880,6 +1136,21 @@ int shared_memory_seed(struct bpf_iter__task_vma *ctx)
 	file = vma->vm_file;
 	if (file && shared_memory_mapping(file))
 		mark_tgid(task->tgid, true);
+	return 0;
+}
+
+/*
+ * The fds held before the tracer started (run after the syscall programs are attached, so that no install
+ * falls between the two): a process holding shared memory gets its fd_holder_tgids bit.
+ */
+SEC("iter/task_file")
+int fd_holder_seed(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+
+	if (fast_path() && task && file && fd_holder_file(file))
+		note_fd_holder(task->tgid);
 	return 0;
 }
 
@@ -1544,14 +1815,17 @@ static __always_inline void aio_events(struct task_struct *task, struct pt_regs 
  * The programs on sys_enter and sys_exit (where fentry is refused: the CI host). Every syscall of the
  * machine passes them, so each first tests the syscall number against a bitmap of the few it reads (a
  * shift and a load from .rodata, no helper, no map lookup) and leaves for any other (getppid...).
+ * A read or write of a task of no interest leaves before that, at the per-CPU flag (no_interest_here).
  * The I/O calls open a record at entry only when of interest (rw_of_interest: the file is shared memory
  * or the process maps some), and their exit looks for it only while one is open (open_calls).
- * The exits of mmap and shmat keep shared_memory_tgids, as mmap_region's fentry does on the VFS path.
+ * The exits of mmap and shmat keep shared_memory_tgids, as mmap_region's fentry does on the VFS path; the
+ * exits of the calls that install fds keep fd_holder_tgids.
  * AIO's io_submit and io_getevents are read here too (aio_syscalls), not by programs of their own.
  */
 static const __u64 enter_syscalls[SYSCALL_WORDS] = SYSCALL_SET(ENTER_SYSCALLS);
 static const __u64 exit_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_SYSCALLS);
 static const __u64 exit_all_syscalls[SYSCALL_WORDS] = SYSCALL_SET(EXIT_ALL_SYSCALLS);
+static const __u64 fd_install_syscalls[SYSCALL_WORDS] = SYSCALL_SET(FD_INSTALL_SYSCALLS);
 
 /*
  * The work past the bitmap is a function of its own (a BPF-to-BPF call): the program itself then uses no
@@ -1584,6 +1858,8 @@ static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
 	case NR_pwritev2:
 		/* The memory side is the first iovec (argument 1 points at the array). */
 		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
+		if (running_task_of_no_interest())
+			return 0;
 		if (!rw_of_interest(task, file_of_fd(task, syscall_arg(regs, 0))))
 			return 0; /* before the user read: a call of no interest costs no helper */
 		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
@@ -1632,11 +1908,87 @@ static __always_inline void note_mapping(struct task_struct *task, struct pt_reg
 	mark_tgid(task->tgid, true); /* shmat: System V shared memory is shmem */
 }
 
+#define ENOTTY_ 25
+/* include/uapi/asm-generic/ioctls.h (x86-64 and arm64 alike): requests fs/ioctl.c answers itself for any file
+ * (Python sets close-on-exec with FIOCLEX), none of which installs an fd. */
+#define FIONREAD_ 0x541B
+#define FIONBIO_ 0x5421
+#define FIONCLEX_ 0x5450
+#define FIOCLEX_ 0x5451
+#define FIOASYNC_ 0x5452
+#define FIOQSIZE_ 0x5460
+/* include/uapi/linux/seccomp.h: SECCOMP_IOW(3, struct seccomp_notif_addfd), the same on x86-64 and arm64 */
+#define SECCOMP_IOCTL_NOTIF_ADDFD_ 0x40182103U
+
+/*
+ * A tty's ioctl (isatty, TCGETS, TIOCGWINSZ...: most processes make some) installs no shared memory. Its file
+ * is told by its ioctl function: tty_fops itself is in no kallsyms without CONFIG_KALLSYMS_ALL (the CI host),
+ * the function is, and a pty master (ptmx_fops, a copy of tty_fops) and a hung-up tty share it. A kernel
+ * without the symbols (0) has every ioctl mark its process.
+ */
+extern const void tty_ioctl __ksym __weak;
+extern const void hung_up_tty_ioctl __ksym __weak;
+
+static __always_inline bool tty_file(struct file *file)
+{
+	void *ioctl = file->f_op->unlocked_ioctl;
+
+	return ioctl && (ioctl == (void *)&tty_ioctl || ioctl == (void *)&hung_up_tty_ioctl);
+}
+
+static const __u64 fd_open_syscalls[SYSCALL_WORDS] = SYSCALL_SET(FD_OPEN_SYSCALLS);
+
+/*
+ * A call that may have put an fd of shared memory in the caller's table returned (fd_holder_tgids). An error
+ * installed nothing, except for an ioctl, which may fail after its fd_install (dma-heap's copy of the fd to
+ * user space): only ENOTTY (no such request) and a bad fd are taken at their word there.
+ */
+static __always_inline void note_fd_install(struct task_struct *task, struct pt_regs *regs, __s64 nr, __s64 ret)
+{
+	__u32 tgid = task->tgid;
+	struct file *file;
+
+	if (!fast_path() || compat_syscall(task))
+		return;
+	if (nr == NR_ioctl) {
+		__u32 request = syscall_arg(regs, 1);
+
+		if (ret == -ENOTTY_ || request == FIOCLEX_ || request == FIONCLEX_ || request == FIONBIO_ ||
+		    request == FIOASYNC_ || request == FIOQSIZE_ || request == FIONREAD_)
+			return;
+		if (request == SECCOMP_IOCTL_NOTIF_ADDFD_ && ret >= 0) {
+			/* The fd went into another process: from now on every process is of interest. */
+			if (!__sync_fetch_and_or(&every_process_of_interest, 1))
+				interest_grew();
+			return;
+		}
+		if (tgid_holds_fd(tgid))
+			return;
+		file = file_of_fd(task, syscall_arg(regs, 0));
+		if (file ? tty_file(file) : ret < 0)
+			return;
+		note_fd_holder(tgid);
+		return;
+	}
+	if (ret < 0 || tgid_holds_fd(tgid))
+		return;
+	if (syscall_in(fd_open_syscalls, nr)) {
+		file = file_of_fd(task, ret);
+		if (file && !shared_memory_file(file))
+			return; /* no file: closed already by a sibling thread, which may have used it: marked */
+	}
+	note_fd_holder(tgid);
+}
+
 static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 ret)
 {
 	struct task_struct *task;
 	struct inflight *io;
 
+	if (syscall_in(fd_install_syscalls, nr)) {
+		note_fd_install(bpf_get_current_task_btf(), regs, nr, ret);
+		return 0;
+	}
 	switch (nr) {
 	case NR_mmap:
 	case NR_shmat:
@@ -1666,15 +2018,25 @@ static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 
 	return 0;
 }
 
+/*
+ * A read or write (the numbers' block in syscall_path.h) of a task of no interest leaves at a compare and the
+ * per-CPU flag (no_interest_here): no fd walk, no helper call. The compare comes first so that every other
+ * syscall (getppid...) pays it instead of the flag's load. No fast_path() test here: the flag is only ever set
+ * where it holds, and a kernel that keeps branches on .rodata (a loader without CAP_SYS_ADMIN: the verifier
+ * then hard-wires no dead branch) would pay its loads on every syscall.
+ */
 static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 {
+	if ((__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST && running_task_of_no_interest())
+		return;
 	if (syscall_in(enter_syscalls, nr)) /* every other syscall (getppid...) leaves here */
 		syscall_enter_traced(regs, nr);
 }
 
 /*
  * While no record is open anywhere (open_calls_total), the exit of a read or write has nothing to close:
- * only mmap, shmat and AIO's exits are looked at then, so a call of no interest makes no subprogram call.
+ * only mmap, shmat, AIO's and the fd installers' exits are looked at then, so a call of no interest makes no
+ * subprogram call.
  */
 static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 {
@@ -1684,11 +2046,22 @@ static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 		syscall_exit_traced(regs, nr, ret);
 }
 
-/* BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. */
+/*
+ * BTF-typed raw tracepoints: the arguments are BTF pointers, read with plain loads. The entry reads its
+ * arguments from ctx itself, each once where it is needed (volatile): across the flag's lookup (a helper call
+ * to the compiler, inlined by the verifier) only ctx then stays in a callee-saved register, one push and pop
+ * for every syscall instead of two, and a read or write of no interest loads no regs.
+ */
 SEC("tp_btf/sys_enter")
-int BPF_PROG(syscall_enter_btf, struct pt_regs *regs, long id)
+int syscall_enter_btf(__u64 *ctx)
 {
-	syscall_enter(regs, id);
+	__s64 nr = *(volatile __u64 *)&ctx[1];
+
+	if ((__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST && running_task_of_no_interest())
+		return 0;
+	nr = *(volatile __u64 *)&ctx[1];
+	if (syscall_in(enter_syscalls, nr))
+		syscall_enter_traced((struct pt_regs *)*(volatile __u64 *)&ctx[0], nr);
 	return 0;
 }
 

@@ -122,6 +122,57 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #define NR_mmap 222
 #define NR_shmat 196
 #endif
+/*
+ * The calls that put a new fd in the caller's table (the ones whose file can be shared memory), and those
+ * after which the caller may hold fds the tracer never saw installed one by one (see iopaths.bpf.c,
+ * "fd_holder_tgids"). open and creat exist on x86-64 only (arm64 has openat alone).
+ */
+#if defined(__TARGET_ARCH_x86)
+#define NR_open 2
+#define NR_ioctl 16
+#define NR_recvmsg 47
+#define NR_creat 85
+#define NR_openat 257
+#define NR_recvmmsg 299
+#define NR_fanotify_init 300
+#define NR_open_by_handle_at 304
+#define NR_memfd_create 319
+#define NR_io_uring_setup 425
+#define NR_openat2 437
+#define NR_pidfd_getfd 438
+/* The one block of numbers that holds read, write, pread64, pwrite64, readv and writev and no other call the
+ * entry program reads: a read or write of a task of no interest leaves at a compare and the per-CPU flag. */
+#define NR_RW_BLOCK_FIRST 0
+#define NR_RW_BLOCK_LAST 20
+#elif defined(__TARGET_ARCH_arm64)
+#define NR_ioctl 29
+#define NR_openat 56
+#define NR_recvmsg 212
+#define NR_recvmmsg 243
+#define NR_fanotify_init 262
+#define NR_open_by_handle_at 265
+#define NR_memfd_create 279
+#define NR_io_uring_setup 425
+#define NR_openat2 437
+#define NR_pidfd_getfd 438
+#define NR_RW_BLOCK_FIRST 63
+#define NR_RW_BLOCK_LAST 70
+#endif
+#ifdef NR_open
+#define OPEN_CREAT_SYSCALLS(w) (SYSCALL_BIT(w, NR_open) | SYSCALL_BIT(w, NR_creat))
+#else
+#define OPEN_CREAT_SYSCALLS(w) 0
+#endif
+/* Their exits walk the returned fd to its file. */
+#define FD_OPEN_SYSCALLS(w)                                                                                   \
+	(OPEN_CREAT_SYSCALLS(w) | SYSCALL_BIT(w, NR_openat) | SYSCALL_BIT(w, NR_openat2) |                      \
+	 SYSCALL_BIT(w, NR_open_by_handle_at) | SYSCALL_BIT(w, NR_memfd_create) | SYSCALL_BIT(w, NR_pidfd_getfd))
+/* Their exits mark the caller without a walk (fds received, or installed later by reads and requests). */
+#define FD_RECEIVE_SYSCALLS(w)                                                                                \
+	(SYSCALL_BIT(w, NR_recvmsg) | SYSCALL_BIT(w, NR_recvmmsg) | SYSCALL_BIT(w, NR_io_uring_setup) |         \
+	 SYSCALL_BIT(w, NR_fanotify_init) | SYSCALL_BIT(w, NR_ioctl))
+#define FD_INSTALL_SYSCALLS(w) (FD_OPEN_SYSCALLS(w) | FD_RECEIVE_SYSCALLS(w))
+
 /* One bit per tgid (PID_MAX_LIMIT is 2^22 on 64-bit), in words of 64: the per-process bitmaps' size. */
 #define TGID_BIT_WORDS (1U << 16)
 #define SYSCALL_WORDS 8 /* syscall numbers 0..511: every one below, on x86-64 and arm64 */
@@ -136,7 +187,7 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 /* At exit: the calls whose exit does work of its own, opened record or not. */
 #define EXIT_SYSCALLS(w)                                                                                      \
 	(SYSCALL_BIT(w, NR_io_getevents) | SYSCALL_BIT(w, NR_io_pgetevents) | SYSCALL_BIT(w, NR_mmap) |         \
-	 SYSCALL_BIT(w, NR_shmat))
+	 SYSCALL_BIT(w, NR_shmat) | FD_INSTALL_SYSCALLS(w))
 #define EXIT_ALL_SYSCALLS(w) (RW_SYSCALLS(w) | EXIT_SYSCALLS(w))
 #define SYSCALL_SET(set) {set(0), set(1), set(2), set(3), set(4), set(5), set(6), set(7)}
 

@@ -19,7 +19,7 @@ import os
 from typing import List
 
 from .. import features as feature_detection
-from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer
+from ..bpf import BpfAttachError, BpfLoadError, BpfObject, RingBuffer, libbpf
 from ..errors import BpfError
 from ..kernelfs import Kallsyms, has_cgroups, tracefs_root, tracepoint_exists
 from ..trace_model import TraceSnapshot
@@ -243,10 +243,12 @@ class Tracer:
     report: a FeatureReport to reuse (else detected now). record: per-event ring buffer.
     io_records: with record, the I/O records and stacks too; False: only the lifecycle probe's records and
     allocation stacks (leaks: the I/O programs keep their counters and ring nothing, a small ring and stack map).
+    debug_tgid (tests): count that process's reads and writes that go past the syscall path's fast exit
+    (rw_past_fast_exit).
     """
 
     def __init__(self, pid=None, record=False, stacks=True, report=None, ignore_self=True, follow_children=False,
-                 max_entries=None, io_records=True):
+                 max_entries=None, io_records=True, debug_tgid=0):
         feature_detection.require_bpf_privileges("I/O path tracing")
         self._max_entries = dict(max_entries or {})  # {map name: entries}: other sizes than the object's (tests)
         self.report = report or feature_detection.detect()
@@ -269,7 +271,7 @@ class Tracer:
                     for point, program in self._catalogue}
         self._rodata_values = dict(target_tgid=pid or 0, ignore_tgid=os.getpid() if ignore_self else 0,
                                    record_events=record, collect_stacks=stacks,
-                                   follow_children=bool(pid and follow_children))
+                                   follow_children=bool(pid and follow_children), debug_tgid=debug_tgid)
         try:
             for object_name in OBJECTS:
                 self._objs[object_name] = self._load_and_attach(object_name, statuses)
@@ -308,7 +310,10 @@ class Tracer:
         for _ in range(2 * len(mine) + 1):
             obj = BpfObject(object_path(object_name))
             rodata = dict(self._rodata_values)
+            debug_tgid = rodata.pop("debug_tgid")
             if object_name == IOPATHS_OBJECT:
+                rodata["debug_tgid"] = debug_tgid
+                rodata["possible_cpus"] = libbpf().libbpf_num_possible_cpus()
                 _served_within(statuses, self._catalogue, self._plans)
                 rodata["batch_calls"] = statuses[BATCH_FLUSH_PROGRAM].live
                 rodata["vfs_path"] = _vfs_live(statuses)
@@ -349,6 +354,8 @@ class Tracer:
             if not failed:
                 failed = not self._seed(obj, mine, statuses)
             if not failed:
+                if object_name == IOPATHS_OBJECT:
+                    _fast_path_seeded(obj, True)
                 return obj
             obj.close()  # a fallback replaces a program whose attach failed: load again with it
         raise BpfError(f"{object_name}: no set of programs could be loaded")
@@ -406,11 +413,19 @@ class Tracer:
 
     def reattach(self):
         """Put the live programs back on their hooks after detach(), and run the iterators again
-        (mappings made while detached)."""
+        (mappings made and fds installed while detached: until then no read or write takes the fast exit)."""
+        _fast_path_seeded(self._obj, False)
         for name in self.attached_programs:
             self._objs[self._object_of[name]].program(name).attach()
-        self._seed(self._obj, {name for name in self.programs if self._object_of[name] == IOPATHS_OBJECT},
-                   self.programs)
+        if self._seed(self._obj, {name for name in self.programs if self._object_of[name] == IOPATHS_OBJECT},
+                      self.programs):
+            _fast_path_seeded(self._obj, True)
+
+    def rw_past_fast_exit(self):
+        """Tests (debug_tgid): that process's reads and writes that went past the syscall path's fast exit."""
+        bss = next(m for m in self._obj.maps.values() if m.name.endswith(".bss"))
+        offset, size = self._obj.datasec_layout(".bss")["debug_rw_past_fast_exit"]
+        return int.from_bytes(bss.lookup(bytes(4))[offset:offset + size], "little")
 
     # -- reading
 
@@ -564,6 +579,16 @@ class Tracer:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _fast_path_seeded(obj, seeded):
+    """iopaths.bpf.c's fast_path_state: the seeding iterators have run since the last attach (the per-CPU
+    flags may then say "no interest"), or not: then every CPU's flag is cleared too (the programs are detached,
+    so no context switch sets one again before the iterators have run)."""
+    if not seeded:
+        flags = obj.map("no_interest_here")
+        flags.update(bytes(4), bytes(8 * libbpf().libbpf_num_possible_cpus()))  # a u64 per possible CPU
+    obj.map("fast_path_state").update(bytes(4), int(seeded).to_bytes(4, "little"))
 
 
 def _percpu_sum(array, index):

@@ -327,11 +327,12 @@ def test_a_refused_vfs_path_is_not_needed_when_the_syscall_tracepoints_serve_it(
 
 
 def test_the_shared_memory_keepers_are_a_group_of_their_own_and_not_needed_when_refused():
-    """fork, exec and the seeding iterator keep shared_memory_tgids for either path (on the syscall path mmap's
-    and shmat's exits set the bits, on the VFS path mmap_region): refused, every call takes the exact path."""
+    """fork, exec and the seeding iterators keep shared_memory_tgids (and fd_holder_tgids) for either path (on the
+    syscall path mmap's and shmat's exits set the bits, on the VFS path mmap_region): refused, every call takes the
+    exact path."""
     catalogue = hooks.programs()
     keepers = {p.name for _, p in catalogue if p.group == hooks.SHARED_MEMORY}
-    assert keepers == {"shared_memory_fork", "shared_memory_exec", "shared_memory_seed"}
+    assert keepers == {"shared_memory_fork", "shared_memory_exec", "shared_memory_seed", "fd_holder_seed"}
     statuses = {p.name: HookState(p.name, "syscalls", p.target, State.MISSING, None, "EPERM") for _, p in catalogue}
     tracing._shared_memory_not_needed(statuses, catalogue)
     assert all(statuses[name].state is State.NOT_NEEDED and "exact path" in statuses[name].why for name in keepers)
