@@ -4,8 +4,9 @@ and holds no fd of it leaves sys_enter at a per-CPU flag; every way a process ca
 reads and writes of it counted, exactly.
 
 Each subject (tests/fast_exit_subject.py, tests/host/fast_exit_threads.c) is started before the tracer, which
-counts the fast-exit misses of one process named when it is loaded (Tracer(debug_tgid=...)). Each test first shows its subject's ordinary reads taking the fast exit (so that it really is of no interest,
-and the test would fail without the rule it holds), then gives it a memfd one way and counts its I/O on it.
+counts the fast-exit misses of one process named when it is loaded (Tracer(debug_tgid=...)). Each test first
+shows its subject's ordinary reads taking the fast exit (so that it really is of no interest, and the test would
+fail without the rule it holds), then gives it a memfd one way and counts its I/O on it.
 """
 import os
 import shutil
