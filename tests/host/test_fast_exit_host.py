@@ -137,12 +137,14 @@ def test_ioctls_on_a_terminal_leave_a_process_of_no_interest(report, subjects):
         assert_of_no_interest(tracer, subject)
 
 
-def test_a_memfd_opened_through_another_process_s_proc_fd_is_counted(report, subjects):
+# Another process's memfd, opened through its /proc/PID/fd, or taken with pidfd_getfd.
+@pytest.mark.parametrize("take", ["open /proc/{pid}/fd/{fd}", "getfd {pid} {fd}"])
+def test_a_memfd_taken_from_another_process_is_counted(report, subjects, take):
     holder, subject = subjects(), subjects()
     fd, inode = holder("memfd").split()
     with syscall_tracer(report, subject.pid) as tracer:
         assert_of_no_interest(tracer, subject)
-        assert subject(f"open /proc/{holder.pid}/fd/{fd}") == inode
+        assert subject(take.format(pid=holder.pid, fd=fd)) == inode
         subject(f"rw {IO_CALLS}")
         assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
@@ -165,14 +167,6 @@ def test_a_memfd_received_over_a_unix_socket_is_counted(report, subjects):
         ours.close()
 
 
-def test_a_memfd_taken_with_pidfd_getfd_is_counted(report, subjects):
-    holder, subject = subjects(), subjects()
-    fd, inode = holder("memfd").split()
-    with syscall_tracer(report, subject.pid) as tracer:
-        assert_of_no_interest(tracer, subject)
-        assert subject(f"getfd {holder.pid} {fd}") == inode
-        subject(f"rw {IO_CALLS}")
-        assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
 def test_a_memfd_held_before_the_tracer_started_is_counted_from_the_first_call(report, subjects):
