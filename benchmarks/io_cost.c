@@ -12,6 +12,7 @@
  *   pread-dmabuf     4 KiB pread of FILE into a dma-buf mapping (the system heap)
  *   read1m-dmabuf    1 MiB pread of FILE into a dma-buf mapping
  *   dread1m-anon     1 MiB O_DIRECT pread of FILE into anonymous memory (the device writes there: block I/O)
+ *   copy1m-file      1 MiB copy_file_range from FILE to FILE.copy (ordinary files: the CI host's paired workload)
  *
  *   cc -O2 -o io_cost benchmarks/io_cost.c && ./io_cost WORKLOAD ROUNDS CALLS [FILE]
  *
@@ -37,6 +38,7 @@
 
 struct workload {
 	int fd; /* -1: getppid */
+	int copy_to; /* >= 0: copy_file_range from fd to this fd, at the same offset */
 	void *buffer;
 	long size, span;
 };
@@ -91,6 +93,23 @@ static void *anonymous_buffer(long size)
 	return memory;
 }
 
+/* FILE.copy, span bytes long: the copies overwrite the same cached pages round after round. */
+static int copy_destination(const char *file, long span)
+{
+	char path[4096];
+	int fd;
+
+	if (snprintf(path, sizeof(path), "%s.copy", file) >= (int)sizeof(path))
+		die("FILE's name is too long");
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		die(path);
+	if (ftruncate(fd, span))
+		die("ftruncate FILE.copy");
+	unlink(path); /* gone with the process */
+	return fd;
+}
+
 static void workload_loop(long calls, void *context)
 {
 	const struct workload *w = context;
@@ -98,6 +117,13 @@ static void workload_loop(long calls, void *context)
 	if (w->fd < 0) {
 		for (long i = 0; i < calls; i++)
 			getppid();
+	} else if (w->copy_to >= 0) {
+		for (long i = 0; i < calls; i++) {
+			loff_t from = (i * w->size) % w->span, to = from;
+
+			if (copy_file_range(w->fd, &from, w->copy_to, &to, w->size, 0) != w->size)
+				die("copy_file_range (is FILE large enough?)");
+		}
 	} else {
 		for (long i = 0; i < calls; i++)
 			if (pread(w->fd, w->buffer, w->size, (i * w->size) % w->span) != w->size)
@@ -112,10 +138,10 @@ int main(int argc, char **argv)
 	long calls = argc > 3 ? atol(argv[3]) : 0;
 	long size = SMALL, span = SMALL_SPAN;
 	void *buffer = NULL;
-	int fd = -1;
+	int fd = -1, copy_to = -1;
 
 	if (rounds < 1 || calls < 1) {
-		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf|dread1m-anon ROUNDS CALLS [FILE]\n",
+		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf|dread1m-anon|copy1m-file ROUNDS CALLS [FILE]\n",
 			argv[0]);
 		return 2;
 	}
@@ -139,12 +165,16 @@ int main(int argc, char **argv)
 			size = LARGE;
 			span = LARGE_SPAN;
 			buffer = dmabuf_buffer(size);
+		} else if (strcmp(workload, "copy1m-file") == 0) {
+			size = LARGE;
+			span = LARGE_SPAN;
+			copy_to = copy_destination(argv[4], span);
 		} else {
 			fprintf(stderr, "unknown workload %s\n", workload);
 			return 2;
 		}
 	}
-	struct workload timed = {.fd = fd, .buffer = buffer, .size = size, .span = span};
+	struct workload timed = {.fd = fd, .copy_to = copy_to, .buffer = buffer, .size = size, .span = span};
 
 	print_min_of_rounds(rounds, calls, "call", 1, workload_loop, &timed);
 	return 0;

@@ -323,6 +323,9 @@ EXACT_WORKLOADS = {
     "pread 4 KiB file -> memfd map": ("pread-memfd", 5, 4000, 35.0),
     "pread 4 KiB file -> dma-buf map": ("pread-dmabuf", 5, 4000, 35.0),
     "pread 1 MiB file -> dma-buf map": ("read1m-dmabuf", 5, 30, 1.0),
+    # Not in the issue's list: the CI host's other paired workload (measure() above), a call of no interest that
+    # moves 1 MiB, held to the 1 MiB read's target.
+    "copy_file_range 1 MiB file -> file": ("copy1m-file", 5, 30, 1.0),
 }
 EXACT_MODES = ("untraced", "floor", "traced", "with stacks")
 # The block-layer hooks of validate and record (probes/dma_evidence.bpf.c) run per bio, not per call: stated
@@ -336,20 +339,29 @@ EXACT_LINE = "exact:"  # the machine-readable lines the host compares between bo
 CI_HOST_WITHHELD = "fentry,kprobe"
 # --ci-hooks measures no stacks (taken at fentry points only) and no block-layer hooks.
 CI_MODES = ("untraced", "floor", "traced")
-# ... and three bounds (hook_floor.bpf.c): the floor with its syscall programs swapped for the least one design of
+# ... and four bounds (hook_floor.bpf.c): the floor with its syscall programs swapped for the least one design of
 # tracer on these hooks must do. "least check": a read or write of a process of no interest leaves after its
 # number's bit and its process's bit (the tgid by a helper call). "least cpu check": a per-CPU flag the tracer
 # would keep at context switches (the keeping not counted), tested before the number, so a process of no interest
 # leaves after one load. "least attribution": a read or write names its file (fd -> inode) at exit, nothing else.
-# They bound these designs, not every conceivable one (a tracer could name a call's buffer by its address alone).
+# "least count": a read or write adds its return to a per-CPU sum at exit, nothing else: sys_exit is the only hook
+# here that sees what a call moved, so any tracer that counts a call's bytes pays this much on it at the least.
+# The first three bound their designs, not every conceivable one (a tracer could name a buffer by its address).
 CI_BOUNDS = {
     "least check": {"floor_syscall_enter_btf": "least_check_syscall_enter_btf",
                     "floor_syscall_exit_btf": "least_check_syscall_exit_btf"},
     "least cpu check": {"floor_syscall_enter_btf": "least_cpu_check_syscall_enter_btf",
                         "floor_syscall_exit_btf": "least_check_syscall_exit_btf"},
     "least attribution": {"floor_syscall_exit_btf": "least_attribution_syscall_exit_btf"},
+    "least count": {"floor_syscall_exit_btf": "least_count_syscall_exit_btf"},
 }
-# The workloads whose calls are of interest to the tracer (it attributes them): the attribution bound is theirs.
+# The bounds of the designs that tell a call of no interest apart (the least count tells nothing apart).
+CI_TELLING_APART = ("least check", "least cpu check", "least attribution")
+# The workloads whose calls are of interest to the tracer: it must count and attribute them. The CI host's
+# target (HOST_FLOOR_FACTOR) is issue 17's rule for the host's paired workloads (measure(): an ordinary file
+# into anonymous memory, copy_file_range between ordinary files): what the tracer costs OTHER work. A call of
+# interest is the tracer's own work: on these hooks it is held to the same targets as in the lab (% over
+# untraced, EXACT_WORKLOADS), and its added cost against the floor's is printed beside the least count.
 CI_CALLS_OF_INTEREST = ("pread 4 KiB file -> memfd map", "pread 4 KiB file -> dma-buf map",
                         "pread 1 MiB file -> dma-buf map")
 assert set(CI_CALLS_OF_INTEREST) <= set(EXACT_WORKLOADS), "CI_CALLS_OF_INTEREST names a workload that is gone"
@@ -483,16 +495,24 @@ def measure_ci_hooks(report):
         print(f"[ci-hooks] {name:<34}{of['untraced']:>10.1f}{of['floor']:>10.1f}{of['traced']:>10.1f}"
               f"{hooks:>+9.1f}{of['traced'] - of['floor']:>+9.1f}{ratio:>12.3f}x"
               + "".join(f"{ratio_to_floor(of[mode], of):>18.3f}x" for mode in modes.bounds))
-        met = added <= HOST_FLOOR_FACTOR * hooks
+        if name in CI_CALLS_OF_INTEREST:
+            target = EXACT_WORKLOADS[name][3]
+            over = percent_over(of["traced"], of["untraced"])
+            met = over <= target
+            verdicts.append(f"[ci-hooks] target {name} (a call of interest): traced <= +{target:g} % over untraced: "
+                            f"{over:+.1f} % {'met' if met else 'NOT met'}; added / floor's {ratio:.3f}x"
+                            f"{bound_note(name, of, modes.bounds)}")
+        else:
+            met = added <= HOST_FLOOR_FACTOR * hooks
+            verdicts.append(f"[ci-hooks] target {name}: (traced - untraced) <= {HOST_FLOOR_FACTOR} x "
+                            f"(floor - untraced): {added:.1f} against {HOST_FLOOR_FACTOR * hooks:.1f} ({ratio:.3f}x) "
+                            f"{'met' if met else 'NOT met'}{bound_note(name, of, modes.bounds)}")
         all_met &= met
-        verdicts.append(f"[ci-hooks] target {name}: (traced - untraced) <= {HOST_FLOOR_FACTOR} x (floor - untraced): "
-                        f"{added:.1f} against {HOST_FLOOR_FACTOR * hooks:.1f} ({ratio:.3f}x) "
-                        f"{'met' if met else 'NOT met'}{bound_note(name, of, modes.bounds)}")
     print("\n".join(verdicts))
     print("[ci-hooks] hooks = floor - untraced (do-nothing programs on the tracer's live hooks); "
-          "body = traced - floor (the tracer's own work); least check / least cpu check / least attribution: the "
-          "floor with its syscall programs swapped for the least each of three designs must do (hook_floor.bpf.c), "
-          "as added / floor's")
+          "body = traced - floor (the tracer's own work); least check / least cpu check / least attribution / least "
+          "count: the floor with its syscall programs swapped for the least each of four designs must do "
+          "(hook_floor.bpf.c), as added / floor's")
     return all_met
 
 
@@ -503,18 +523,21 @@ def ratio_to_floor(value, of):
 
 
 def bound_note(name, of, bounds):
-    """What the bounds say of a workload's target: whether the least of the measured designs fits in it. A call
-    of interest must be attributed (the least attribution); a call of no interest must at least be told apart
-    (the cheapest of the three: a tracer could also attribute every call). A bound is one design's least, not
-    every design's: "above" says that design cannot meet the target, not that none can."""
+    """What the bounds say of a workload: for a call of no interest, whether the cheapest design that tells it
+    apart fits in HOST_FLOOR_FACTOR; for a call of interest, what naming its file and counting its bytes alone
+    cost against the floor's. A bound is one design's least, not every design's, but for the least count: no
+    tracer counts a call's bytes on these hooks for less."""
     if len(bounds) < len(CI_BOUNDS):
         return ""
+    hooks = of["floor"] - of["untraced"]
     if name in CI_CALLS_OF_INTEREST:
-        least, what = ratio_to_floor(of["least attribution"], of), "naming the file alone"
-    else:
-        least, mode = min((ratio_to_floor(of[mode], of), mode) for mode in CI_BOUNDS)
-        what = f"telling the call apart alone ({mode})"
-    margin = (least - HOST_FLOOR_FACTOR) * (of["floor"] - of["untraced"])
+        named, counted = (ratio_to_floor(of[mode], of) for mode in ("least attribution", "least count"))
+        return (f"; naming the file alone costs {named:.3f}x, counting the bytes alone {counted:.3f}x: "
+                f"{(HOST_FLOOR_FACTOR - counted) * hooks:.1f} instructions would be left under "
+                f"{HOST_FLOOR_FACTOR}x to tell the call apart and name its file and buffer")
+    least, mode = min((ratio_to_floor(of[mode], of), mode) for mode in CI_TELLING_APART)
+    what = f"telling the call apart alone ({mode})"
+    margin = (least - HOST_FLOOR_FACTOR) * hooks
     if least > HOST_FLOOR_FACTOR:
         return f"; {what} costs {least:.3f}x: that design is above the target by {margin:.1f} instructions"
     return f"; {what} costs {least:.3f}x: that design fits, {-margin:.1f} instructions to spare"

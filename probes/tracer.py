@@ -586,8 +586,8 @@ def _fast_path_seeded(obj, seeded):
     flags may then say "no interest"), or not: then every CPU's flag is cleared too (the programs are detached,
     so no context switch sets one again before the iterators have run)."""
     if not seeded:
-        flags = obj.map("no_interest_here")
-        flags.update(bytes(4), bytes(8 * libbpf().libbpf_num_possible_cpus()))  # a u64 per possible CPU
+        flags = obj.map(".data.no_interest_here")  # the section holds the flags alone (iopaths.bpf.c)
+        flags.update(bytes(4), bytes(flags.value_size))
     obj.map("fast_path_state").update(bytes(4), int(seeded).to_bytes(4, "little"))
 
 

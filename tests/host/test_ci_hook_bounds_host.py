@@ -124,3 +124,19 @@ def test_the_least_cpu_check_leaves_every_call_at_this_cpus_flag(cached_fd):
         after_set = _hits(obj)
     assert after_clear == before
     assert after_set - after_clear >= 20
+
+
+def test_the_least_count_adds_each_reads_bytes_to_its_cpus_sum(cached_fd):
+    def this_cpus_sum(obj, cpu):
+        bss, layout = _bss(obj)
+        offset, _size = layout["bound_cpu_sums"]
+        slot = offset + 64 * cpu  # struct bound_cpu_sum: a cache line per CPU
+        return int.from_bytes(bss.lookup(ZERO)[slot:slot + 8], "little")
+
+    with attached("least_count_syscall_exit_btf") as obj, on_one_cpu() as cpu:
+        before = this_cpus_sum(obj, cpu)
+        for _ in range(10):
+            os.pread(cached_fd, 4096, 0)
+        after = this_cpus_sum(obj, cpu)
+    # Other processes' reads on this CPU add to it too, never less: a bound that counted nothing fails here.
+    assert after - before >= 10 * 4096
