@@ -217,24 +217,23 @@ int BPF_PROG(least_check_syscall_exit_btf, struct pt_regs *regs, long ret)
  * The least check without a helper: a per-CPU flag saying whether the task running on this CPU is of
  * interest, which a tracer would have to keep itself (at every context switch, fork, exec and new mapping;
  * that keeping is not measured here). Tested before the syscall number, so that every syscall of a process
- * of no interest leaves after one inlined per-CPU load; its exit tests the number only (mmap's and shmat's
- * exits would keep the flag).
+ * of no interest leaves after one per-CPU load; its exit tests the number only (mmap's and shmat's exits
+ * would keep the flag). Kept as the tracer keeps its own (iopaths.bpf.c, no_interest_here): a plain array by
+ * the CPU's number, a cache line each (see the least count for why not a per-CPU map).
  */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} bound_cpu_flags SEC(".maps");
+#define BOUND_CPUS 512
+struct bound_cpu_word {
+	__u64 value;
+	__u64 own_cache_line[7];
+};
+struct bound_cpu_word bound_cpu_flags[BOUND_CPUS];
 
 SEC("tp_btf/sys_enter")
 int BPF_PROG(least_cpu_check_syscall_enter_btf, struct pt_regs *regs, long id)
 {
-	__u32 zero = 0;
-	__u64 *flag;
+	__u32 cpu = bpf_get_smp_processor_id();
 
-	flag = bpf_map_lookup_elem(&bound_cpu_flags, &zero);
-	if (!flag || !*flag)
+	if (cpu >= BOUND_CPUS || !bound_cpu_flags[cpu & (BOUND_CPUS - 1)].value)
 		return 0;
 	if (syscall_in(bound_enter_syscalls, id))
 		__sync_fetch_and_add(&bound_hits, 1);
@@ -288,12 +287,7 @@ int BPF_PROG(least_attribution_syscall_exit_btf, struct pt_regs *regs, long ret)
  * since 6.10), a cache line each. A BPF_MAP_TYPE_PERCPU_ARRAY's inlined lookup cost ~10 instructions more
  * (2026-12-05, lab 7.2 under --icount: 1.139x against 1.106x the floor's added cost on a 4 KiB pread).
  */
-#define BOUND_CPUS 512
-struct bound_cpu_sum {
-	__u64 bytes;
-	__u64 own_cache_line[7];
-};
-struct bound_cpu_sum bound_cpu_sums[BOUND_CPUS];
+struct bound_cpu_word bound_cpu_sums[BOUND_CPUS];
 
 SEC("tp_btf/sys_exit")
 int BPF_PROG(least_count_syscall_exit_btf, struct pt_regs *regs, long ret)
@@ -304,6 +298,6 @@ int BPF_PROG(least_count_syscall_exit_btf, struct pt_regs *regs, long ret)
 		return 0;
 	cpu = bpf_get_smp_processor_id();
 	if (cpu < BOUND_CPUS)
-		bound_cpu_sums[cpu & (BOUND_CPUS - 1)].bytes += ret;
+		bound_cpu_sums[cpu & (BOUND_CPUS - 1)].value += ret;
 	return 0;
 }
