@@ -561,6 +561,16 @@ static __always_inline bool rw_of_interest(struct task_struct *task, struct file
 }
 
 /*
+ * A file-to-file call (copy_file_range, splice, sendfile) worth a record: either end is shared memory, or the
+ * process is of interest as for a read or write. Between ordinary files (and pipes, sockets) it moves nothing
+ * into or out of a buffer anyone maps.
+ */
+static __always_inline bool files_of_interest(struct task_struct *task, struct file *in, struct file *out)
+{
+	return rw_of_interest(task, in) || shared_memory_file(out);
+}
+
+/*
  * Whether the inner hooks (copies, GUP) of the current task must look for its record: always on the
  * syscall path or with target_tgid; on the VFS path only for a process with shared memory or a call open.
  */
@@ -700,8 +710,16 @@ static __always_inline struct inflight *begin_files(struct task_struct *task, __
 static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, __u32 path, __u64 fd_in,
 					   __u64 fd_out, __u64 count)
 {
-	struct inflight *io = begin_files(task, nr, path, file_of_fd(task, fd_in), file_of_fd(task, fd_out), count);
+	struct file *in, *out;
+	struct inflight *io;
 
+	if (running_task_of_no_interest())
+		return; /* it holds no fd of shared memory: neither end is one */
+	in = file_of_fd(task, fd_in);
+	out = file_of_fd(task, fd_out);
+	if (!files_of_interest(task, in, out))
+		return;
+	io = begin_files(task, nr, path, in, out, count);
 	if (io)
 		count_open(io);
 }
@@ -994,11 +1012,15 @@ static __always_inline void vfs_rwv_enter(struct file *file, const struct iovec 
 		count_open(io);
 }
 
-/* File to file: rare and large, always traced (both ends are known here, no VMA lookup). */
+/* File to file: both ends are known here, no VMA lookup. */
 static __always_inline void vfs_files_enter(struct file *in, struct file *out, __u64 count, __u32 path, __s64 nr)
 {
-	struct inflight *io = begin_files(bpf_get_current_task_btf(), nr, path, in, out, count);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct inflight *io;
 
+	if (!files_of_interest(task, in, out))
+		return;
+	io = begin_files(task, nr, path, in, out, count);
 	if (io)
 		count_open(io);
 }
@@ -1007,9 +1029,12 @@ static __always_inline void vfs_files_enter(struct file *in, struct file *out, _
 static __always_inline void vfs_sendfile_enter(int out_fd, int in_fd, __u64 count)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct inflight *io = begin_files(task, VFS_NR_SENDFILE, IOPATH_SENDFILE, file_of_fd(task, in_fd),
-					  file_of_fd(task, out_fd), count);
+	struct file *in = file_of_fd(task, in_fd), *out = file_of_fd(task, out_fd);
+	struct inflight *io;
 
+	if (!files_of_interest(task, in, out))
+		return;
+	io = begin_files(task, VFS_NR_SENDFILE, IOPATH_SENDFILE, in, out, count);
 	if (io)
 		count_open(io);
 }

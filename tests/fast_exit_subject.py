@@ -10,6 +10,8 @@ open PATH       open PATH read-write as the current fd (/proc/PID/fd/N of anothe
 recv FD         receive the current fd over the unix socket at fd FD (SCM_RIGHTS); answers its inode
 getfd PID FD    take fd FD of process PID with pidfd_getfd as the current fd; answers its inode
 rw N            N writes (write()) of 4096 bytes to the current fd, then N preads of 4096 bytes from it
+copy N          N copy_file_range calls of 4096 bytes from FILE to FILE.copy (ordinary files, one filesystem)
+sendfile N      N sendfile calls of 4096 bytes from FILE to the current fd
 fork N          fork; the child does "rw N" and exits; answers the child's pid
 uring           set up an io_uring ring (its requests could open or receive fds unseen)
 tty             open a pseudo-terminal pair and ask both ends their window size (ioctls on ttys)
@@ -70,6 +72,14 @@ for line in sys.stdin:
             fcntl.ioctl(end, termios.TIOCGWINSZ, b"\0" * 8)
     elif command == "rw":
         rw(int(args[0]))
+    elif command == "copy":
+        copy = os.open(sys.argv[1] + ".copy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for _ in range(int(args[0])):
+            assert os.copy_file_range(plain, copy, 4096, 0, 0) == 4096
+        os.close(copy)
+    elif command == "sendfile":
+        for _ in range(int(args[0])):
+            assert os.sendfile(current, plain, 0, 4096) == 4096
     elif command == "fork":
         child = os.fork()
         if child == 0:

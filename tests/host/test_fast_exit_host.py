@@ -128,6 +128,23 @@ def test_a_process_of_no_interest_takes_the_fast_exit_and_one_with_a_memfd_does_
         assert_counted_exactly(subject.snapshot(tracer), subject.pid)
 
 
+def test_a_file_to_file_copy_is_of_interest_only_with_shared_memory_at_an_end(report, subjects):
+    """copy_file_range between ordinary files by a process of no interest opens no record (the CI host's other
+    paired workload: it paid a record per call); sendfile from a file into the memfd it then holds is counted
+    exactly, call by call."""
+    subject = subjects()
+    with syscall_tracer(report, subject.pid) as tracer:
+        assert_of_no_interest(tracer, subject)
+        subject(f"copy {IO_CALLS}")
+        by_task = {path for (task, path) in subject.snapshot(tracer).by_task if task == subject.pid}
+        assert "copy_file_range" not in by_task
+        subject("memfd")
+        subject(f"sendfile {IO_CALLS}")
+        sent = {path: counters for (task, path), counters in subject.snapshot(tracer).by_task.items()
+                if task == subject.pid}["sendfile"]
+        assert (sent.calls, sent.bytes) == (IO_CALLS, IO_CALLS * 4096)
+
+
 def test_ioctls_on_a_terminal_leave_a_process_of_no_interest(report, subjects):
     """An ioctl may install an fd (DRM PRIME, dma-heap, binder...) and marks its process, except on a tty (both
     ends of a pseudo-terminal here): most processes ask their terminal something."""
