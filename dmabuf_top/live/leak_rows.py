@@ -80,6 +80,7 @@ class LeakTable:
         self._labels: Dict[int, str] = {}  # holders' labels by pid
         self._group_of: Optional[np.ndarray] = None  # each entry's group
         self._others: Optional[np.ndarray] = None  # each group's creators other than its oldest buffer's
+        self._preexisting: Optional[np.ndarray] = None  # each group's: all its buffers there before the view
 
     def __len__(self):
         return len(self._table)
@@ -93,22 +94,42 @@ class LeakTable:
         groups = [int(group) for group in groups]
         missing = [group for group in groups if group not in self._rows]
         if missing:
-            every = self._texts.get("holders")  # made for a filter or a text sort: else only the rows' own
-            some = self._holders(missing) if every is None else {}
+            cells = {key: self._cells(key, missing) for key in _TEXT_KEYS}
             for group in missing:
-                self._rows[group] = self._row(group, every[group] if every is not None else some.get(group) or "-")
+                self._rows[group] = self._row(group, {key: texts[group] for key, texts in cells.items()})
         return [self._rows[group] for group in groups]
 
-    def _row(self, group, holders) -> Row:
+    def _row(self, group, texts: Mapping[str, str]) -> Row:
+        """The Row of a group whose text columns say `texts`."""
         table = self._table
         start, end = int(table.starts[group]), int(self.count[group] + table.starts[group])
         age = float(self.age[group])
         values = {"buffers": int(self.count[group]), "bytes": int(self.bytes[group]),
                   "growth": table.growth(group)[1], "age": age if table.age_known[start] else AgeAtLeast(age),
-                  "creator": self._creators([group])[0], "holders": holders,
-                  "stack": self._stacks([group], [bool(table.preexisting[start:end].all())])[0]}
+                  "creator": texts["creator"], "holders": texts["holders"], "stack": texts["stack"]}
         extra = {"inodes": table.inode[start:end].tolist()}
         return Row(self._key_text(group), values, extra, None, " ".join(str(v) for v in values.values()).lower())
+
+    def _cells(self, key: str, groups: List[int]):
+        """Column `key`'s text (creator, holders or stack) of each of the groups, by group: every group's when a
+        filter or a text sort made them, else made for these groups only, in one pass."""
+        every = self._texts.get(key)
+        if every is not None:
+            return every
+        if key == "holders":
+            said = self._holders(groups)
+            return {group: said.get(group) or "-" for group in groups}
+        if key == "creator":
+            return dict(zip(groups, self._creators(groups)))
+        return dict(zip(groups, self._stacks(groups, self._all_preexisting()[groups].tolist())))
+
+    def _all_preexisting(self) -> np.ndarray:
+        """Per group, whether all its buffers were there before the view started."""
+        if self._preexisting is None:
+            table = self._table
+            self._preexisting = (np.logical_and.reduceat(table.preexisting, table.starts) if len(self)
+                                 else np.zeros(0, dtype=bool))
+        return self._preexisting
 
     def _creators(self, groups) -> List[str]:
         """Each group's oldest buffer's creator as `leaks` says it, "+N" for the other creators of the group. A
@@ -294,9 +315,7 @@ class LeakTable:
             elif key == "holders":
                 texts = self._every_holders()
             else:
-                table = self._table
-                texts = self._stacks(groups, (np.logical_and.reduceat(table.preexisting, table.starts) if len(self)
-                                              else np.zeros(0, dtype=bool)).tolist())
+                texts = self._stacks(groups, self._all_preexisting().tolist())
             self._texts[key] = texts
         return texts
 
