@@ -22,6 +22,7 @@ view.sort_rows's: by the key, ties by the row key (the group key's text) ascendi
 """
 from __future__ import annotations
 
+import operator
 import re
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -121,7 +122,7 @@ class LeakTable:
             return {group: said.get(group) or "-" for group in groups}
         if key == "creator":
             return dict(zip(groups, self._creators(groups)))
-        return dict(zip(groups, self._stacks(groups, self._all_preexisting()[groups].tolist())))
+        return dict(zip(groups, self._stacks(groups)))
 
     def _all_preexisting(self) -> np.ndarray:
         """Per group, whether all its buffers were there before the view started."""
@@ -170,13 +171,15 @@ class LeakTable:
             self._group_of = np.repeat(np.arange(len(self._table), dtype=np.intp), self.count)
         return self._group_of
 
-    def _stacks(self, groups, all_preexisting) -> List[str]:
-        """Each group's stack text (all_preexisting: per group, whether all its buffers were there before the view
-        started), kept across refreshes by its key and what else the text depends on."""
-        table = self._table
-        groups = np.asarray(groups, dtype=np.intp)
-        keys = list(map(table.keys.__getitem__, groups.tolist()))
-        depends = list(all_preexisting)  # a group by exporter + size + name: whether it was all there before
+    def _stacks(self, groups: Optional[Sequence[int]] = None) -> List[str]:
+        """The stack text of each of the groups (None: of every group), kept across refreshes by its key and what
+        else the text depends on: whether all the group's buffers were there before the view started (a group by
+        exporter + size + name), or where its oldest buffer's stack splits into kernel and user frames (by stack)."""
+        table, every = self._table, groups is None
+        groups = np.arange(len(table), dtype=np.intp) if every else np.asarray(groups, dtype=np.intp)
+        keys = table.keys if every else list(map(table.keys.__getitem__, groups.tolist()))
+        all_preexisting = (self._all_preexisting() if every else self._all_preexisting()[groups]).tolist()
+        depends = list(all_preexisting)
         starts = table.starts[groups]
         creations: Dict[int, object] = {}
         for at in np.flatnonzero(table.creator_pid[starts] != -1).tolist():  # only these can be grouped by stack
@@ -186,9 +189,9 @@ class LeakTable:
 
         def make(at):
             stack = table.stack(int(groups[at]))
-            return _stack_text(stack, keys[at], bool(all_preexisting[at]), creations.get(at))
+            return _stack_text(stack, keys[at], all_preexisting[at], creations.get(at))
 
-        return self._key_texts.stacks(list(zip(keys, depends)), make)
+        return self._key_texts.stacks(keys, depends, make)
 
     def _key_text(self, group) -> str:
         return self._key_texts(self._table.keys[group])
@@ -295,8 +298,10 @@ class LeakTable:
             found = [needle in " ".join(texts) for texts in zip(*cells)]
             return np.flatnonzero(np.array(found, dtype=bool)).astype(np.intp)
         hit = np.zeros(len(self), dtype=bool)
-        for texts in cells + [self._column_texts(key) for key in _TEXT_KEYS]:
+        for texts in cells:
             hit[_containing(texts, needle)] = True
+        for key in _TEXT_KEYS:
+            hit[self._key_texts.found(key, self._column_texts(key), needle)] = True
         return np.flatnonzero(hit).astype(np.intp)
 
     def _lowered(self, key: str) -> List[str]:
@@ -315,7 +320,7 @@ class LeakTable:
             elif key == "holders":
                 texts = self._every_holders()
             else:
-                texts = self._stacks(groups, self._all_preexisting().tolist())
+                texts = self._stacks()
             self._texts[key] = texts
         return texts
 
@@ -355,6 +360,8 @@ class KeyTexts:
         self._creators: Dict[tuple, str] = {}
         self._limit = limit
         self._ranked: Optional[tuple] = None  # (keys, their ranks) of the last ranking
+        self._last_stacks: Optional[tuple] = None  # (keys, depends, texts) of the last stacks()
+        self._found: Dict[str, tuple] = {}  # column -> (texts, needle, places) of its last search
         self.holders = HolderTexts(limit)
 
     def creator(self, creation, state: str, preexisting: bool) -> str:
@@ -367,17 +374,34 @@ class KeyTexts:
             text = self._creators[key] = creator_label(creation, state, preexisting)
         return text
 
-    def stacks(self, wanted: List[tuple], make: Callable[[int], str]) -> List[str]:
-        """The stack texts of groups given as (key, whatever else the text depends on), each made by make(its
-        place in `wanted`) the first time. One look-up per group, no call: a filter asks for every group's."""
+    def stacks(self, keys: List[tuple], depends: list, make: Callable[[int], str]) -> List[str]:
+        """The stack texts of the groups with these keys (depends: per group, whatever else its text depends on),
+        each made by make(its place in keys) the first time: the last list again when keys and depends are the last
+        ones, else one look-up per group and no call (a filter asks for every group's)."""
+        last = self._last_stacks
+        if last is not None and last[1] == depends and last[0] == keys:
+            return last[2]
         texts = self._stacks
+        wanted = list(zip(keys, depends))
         out = list(map(texts.get, wanted))
         if None in out:
             for at in [at for at, text in enumerate(out) if text is None]:
                 if len(texts) >= self._limit:
                     texts.clear()
                 out[at] = texts[wanted[at]] = make(at)
+        self._last_stacks = (keys, depends, out)
         return out
+
+    def found(self, column: str, texts: List[str], needle: str) -> np.ndarray:
+        """The places of the texts that contain `needle` (_containing): the last answer in this column again when
+        asked with the needle and the very texts of then (the same objects, as kept texts are: the same content)."""
+        last = self._found.get(column)
+        if last is not None and last[1] == needle and len(last[0]) == len(texts) and (
+                last[0] is texts or all(map(operator.is_, texts, last[0]))):
+            return last[2]
+        hit = _containing(texts, needle)
+        self._found[column] = (texts, needle, hit)
+        return hit
 
     def __call__(self, key) -> str:
         text = self._texts.get(key)
