@@ -404,6 +404,7 @@ class KeyTexts:
         if last is not None and last[1] == needle and _same_objects(texts, last[0]):
             return last[2]
         hit = _containing(texts, needle)
+        hit.flags.writeable = False  # shared with the next refreshes
         self._found[column] = (texts, needle, hit)
         return hit
 
@@ -414,6 +415,7 @@ class KeyTexts:
         if last is not None and _same_objects(texts, last[0]):
             return last[1]
         ranks = rank()
+        ranks.flags.writeable = False  # shared with the next refreshes
         self._column_ranks[column] = (texts, ranks)
         return ranks
 
