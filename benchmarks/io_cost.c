@@ -12,7 +12,9 @@
  *   pread-dmabuf     4 KiB pread of FILE into a dma-buf mapping (the system heap)
  *   read1m-dmabuf    1 MiB pread of FILE into a dma-buf mapping
  *   dread1m-anon     1 MiB O_DIRECT pread of FILE into anonymous memory (the device writes there: block I/O)
- *   copy1m-file      1 MiB copy_file_range from FILE to FILE.copy (ordinary files: the CI host's paired workload)
+ *   copy4k-file      4 KiB copy_file_range from FILE to FILE.copy (as copy1m-file)
+ *   copy1m-file      1 MiB copy_file_range from FILE to FILE.copy (ordinary files: the CI host's paired workload;
+ *                    FILE.copy is kept for the next run: the caller removes it)
  *
  *   cc -O2 -o io_cost benchmarks/io_cost.c && ./io_cost WORKLOAD ROUNDS CALLS [FILE]
  *
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cpu_clock.h"
@@ -93,20 +96,26 @@ static void *anonymous_buffer(long size)
 	return memory;
 }
 
-/* FILE.copy, span bytes long: the copies overwrite the same cached pages round after round. */
+/*
+ * FILE.copy, span bytes long, kept between runs (the caller removes it): every mode's run then overwrites the
+ * same cached folios. A fresh file per run got its folios anew each time, in sizes that differ from run to run
+ * (large folios), and the copies' cost moved by ~200 instructions between runs of one mode.
+ */
 static int copy_destination(const char *file, long span)
 {
 	char path[4096];
+	struct stat st;
 	int fd;
 
 	if (snprintf(path, sizeof(path), "%s.copy", file) >= (int)sizeof(path))
 		die("FILE's name is too long");
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		die(path);
-	if (ftruncate(fd, span))
+	if (fstat(fd, &st))
+		die("fstat FILE.copy");
+	if (st.st_size < span && ftruncate(fd, span))
 		die("ftruncate FILE.copy");
-	unlink(path); /* gone with the process */
 	return fd;
 }
 
@@ -141,7 +150,7 @@ int main(int argc, char **argv)
 	int fd = -1, copy_to = -1;
 
 	if (rounds < 1 || calls < 1) {
-		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf|dread1m-anon|copy1m-file ROUNDS CALLS [FILE]\n",
+		fprintf(stderr, "usage: %s getppid|pread-anon|pread-memfd|pread-dmabuf|read1m-dmabuf|dread1m-anon|copy4k-file|copy1m-file ROUNDS CALLS [FILE]\n",
 			argv[0]);
 		return 2;
 	}
@@ -165,6 +174,8 @@ int main(int argc, char **argv)
 			size = LARGE;
 			span = LARGE_SPAN;
 			buffer = dmabuf_buffer(size);
+		} else if (strcmp(workload, "copy4k-file") == 0) {
+			copy_to = copy_destination(argv[4], span);
 		} else if (strcmp(workload, "copy1m-file") == 0) {
 			size = LARGE;
 			span = LARGE_SPAN;

@@ -674,8 +674,6 @@ static __always_inline void begin_rw(struct task_struct *task, __s64 nr, __u32 p
 	struct file *file;
 	struct inflight *io;
 
-	if (running_task_of_no_interest())
-		return; /* preadv2 and the others outside the block syscall_enter leaves at */
 	if (debug_tgid && task->tgid == debug_tgid)
 		__sync_fetch_and_add(&debug_rw_past_fast_exit, 1);
 	file = file_of_fd(task, fd);
@@ -713,8 +711,6 @@ static __always_inline void begin_fd_to_fd(struct task_struct *task, __s64 nr, _
 	struct file *in, *out;
 	struct inflight *io;
 
-	if (running_task_of_no_interest())
-		return; /* it holds no fd of shared memory: neither end is one */
 	in = file_of_fd(task, fd_in);
 	out = file_of_fd(task, fd_out);
 	if (!files_of_interest(task, in, out))
@@ -1890,8 +1886,6 @@ static __noinline int syscall_enter_traced(struct pt_regs *regs, __s64 nr)
 	case NR_pwritev2:
 		/* The memory side is the first iovec (argument 1 points at the array). */
 		path = (nr == NR_readv || nr == NR_preadv || nr == NR_preadv2) ? IOPATH_READ : IOPATH_WRITE;
-		if (running_task_of_no_interest())
-			return 0;
 		if (!rw_of_interest(task, file_of_fd(task, syscall_arg(regs, 0))))
 			return 0; /* before the user read: a call of no interest costs no helper */
 		bpf_probe_read_user(&first, sizeof(first), (void *)syscall_arg(regs, 1));
@@ -2051,15 +2045,18 @@ static __noinline int syscall_exit_traced(struct pt_regs *regs, __s64 nr, __s64 
 }
 
 /*
- * A read or write (the numbers' block in syscall_path.h) of a task of no interest leaves at a compare and the
- * per-CPU flag (no_interest_here): no fd walk, no helper call. The compare comes first so that every other
- * syscall (getppid...) pays it instead of the flag's load. No fast_path() test here: the flag is only ever set
- * where it holds, and a kernel that keeps branches on .rodata (a loader without CAP_SYS_ADMIN: the verifier
- * then hard-wires no dead branch) would pay its loads on every syscall.
+ * Any syscall of a task of no interest leaves at the per-CPU flag (no_interest_here), one load: no bitmap, no
+ * fd walk, no helper call. Exact for every call the entry reads: such a task maps no shared memory and holds
+ * no fd of it, so no read, write, vector or file-to-file call of its is of interest (rw_of_interest,
+ * files_of_interest), and it has no run of calls to flush before bpf() (flush_on_switch flushed it when it was
+ * last switched out; the flag is set at switch-in). Only io_submit goes on: AIO is traced for every process
+ * (aio_submit). No fast_path() test here: the flag is only ever set where it holds, and a kernel that keeps
+ * branches on .rodata (a loader without CAP_SYS_ADMIN: the verifier then hard-wires no dead branch) would pay
+ * its loads on every syscall.
  */
 static __always_inline void syscall_enter(struct pt_regs *regs, __s64 nr)
 {
-	if ((__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST && running_task_of_no_interest())
+	if (running_task_of_no_interest() && nr != NR_io_submit)
 		return;
 	if (syscall_in(enter_syscalls, nr)) /* every other syscall (getppid...) leaves here */
 		syscall_enter_traced(regs, nr);
@@ -2087,9 +2084,9 @@ static __always_inline void syscall_exit(struct pt_regs *regs, __s64 ret)
 SEC("tp_btf/sys_enter")
 int syscall_enter_btf(__u64 *ctx)
 {
-	__s64 nr = *(volatile __u64 *)&ctx[1];
+	__s64 nr;
 
-	if ((__u64)(nr - NR_RW_BLOCK_FIRST) <= NR_RW_BLOCK_LAST - NR_RW_BLOCK_FIRST && running_task_of_no_interest())
+	if (running_task_of_no_interest() && *(volatile __u64 *)&ctx[1] != NR_io_submit)
 		return 0;
 	nr = *(volatile __u64 *)&ctx[1];
 	if (syscall_in(enter_syscalls, nr))
