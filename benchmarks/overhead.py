@@ -325,7 +325,8 @@ EXACT_WORKLOADS = {
     "pread 4 KiB file -> dma-buf map": ("pread-dmabuf", 5, 4000, 35.0),
     "pread 1 MiB file -> dma-buf map": ("read1m-dmabuf", 5, 30, 1.0),
     # Not in the list: the CI host's other paired workload (measure() above), copy_file_range between
-    # ordinary files, a call of no interest: at 4 KiB held to the 4 KiB read's target, at 1 MiB to the 1 MiB's.
+    # ordinary files, a call of no interest: at 4 KiB held to the 4 KiB read's target, at 1 MiB to the 1 MiB's
+    # (its destination's pages dirtied again and again: writeback_held).
     "copy_file_range 4 KiB file -> file": ("copy4k-file", 5, 4000, 20.0),
     "copy_file_range 1 MiB file -> file": ("copy1m-file", 5, 30, 1.0),
 }
@@ -366,11 +367,7 @@ CI_TELLING_APART = ("least check", "least cpu check", "least attribution")
 # untraced, EXACT_WORKLOADS), and its added cost against the floor's is printed beside the least count.
 CI_CALLS_OF_INTEREST = ("pread 4 KiB file -> memfd map", "pread 4 KiB file -> dma-buf map",
                         "pread 1 MiB file -> dma-buf map")
-# Printed on these hooks, not judged: a 1 MiB copy's own cost moves between runs of one mode by more than the
-# ~45 instructions the rule leaves (its destination's pages, dirtied and cleaned; 2026-12-05: floor - untraced
-# +124..+496 where every other workload's is +301). The same call at 4 KiB is judged instead.
-CI_NOT_JUDGED = ("copy_file_range 1 MiB file -> file",)
-assert set(CI_CALLS_OF_INTEREST + CI_NOT_JUDGED) <= set(EXACT_WORKLOADS), "a CI_ tuple names a workload that is gone"
+assert set(CI_CALLS_OF_INTEREST) <= set(EXACT_WORKLOADS), "CI_CALLS_OF_INTEREST names a workload that is gone"
 
 
 def build_io_cost(directory):
@@ -520,10 +517,6 @@ def measure_ci_hooks(report):
         print(f"[ci-hooks] {name:<34}{of['untraced']:>10.1f}{of['floor']:>10.1f}{of['traced']:>10.1f}"
               f"{hooks:>+9.1f}{of['traced'] - of['floor']:>+9.1f}{ratio:>12.3f}x"
               + "".join(f"{ratio_to_floor(of[mode], of):>18.3f}x" for mode in modes.bounds))
-        if name in CI_NOT_JUDGED:
-            verdicts.append(f"[ci-hooks] {name}: not judged on these hooks (CI_NOT_JUDGED: its run-to-run spread); "
-                            f"added / floor's {ratio:.3f}x")
-            continue
         if name in CI_CALLS_OF_INTEREST:
             target = EXACT_WORKLOADS[name][3]
             over = percent_over(of["traced"], of["untraced"])
