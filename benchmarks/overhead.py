@@ -328,7 +328,7 @@ EXACT_WORKLOADS = {
     # ordinary files, a call of no interest: at 4 KiB held to the 4 KiB read's target, at 1 MiB to the 1 MiB's
     # (its destination's pages dirtied again and again: writeback_held).
     "copy_file_range 4 KiB file -> file": ("copy4k-file", 5, 4000, 20.0),
-    "copy_file_range 1 MiB file -> file": ("copy1m-file", 5, 30, 1.0),
+    "copy_file_range 1 MiB file -> file": ("copy1m-file", 20, 10, 1.0),
 }
 EXACT_MODES = ("untraced", "floor", "traced", "with stacks")
 # The block-layer hooks of validate and record (probes/dma_evidence.bpf.c) run per bio, not per call: stated
