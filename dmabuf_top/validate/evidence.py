@@ -4,7 +4,7 @@ A method's (or a command's) reads are recorded at the block layer (probes/dma_ev
 docs/dma-evidence.md) between two drains of the probe's maps, and intersected with the buffer's own
 page frames:
 
-- a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_frames`); its mmap
+- a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_pages`); its mmap
   is VM_PFNMAP, which pagemap cannot see;
 - a udmabuf validate made: its memfd's pages by place, as a memfd (loads go into the memfd); a
   command's udmabuf: its pages from the exporter (`buffer_pages`), each named by its place in its memfd
@@ -223,8 +223,11 @@ def judge(writes: DeviceWrites, pages: Optional[List[PageKey]], why_not=(), memf
             doubted[file] = why_not_by_place(writes, file, since)
         return doubted[file]
 
+    # Whether this kernel names a file's pages by place: the window's walk says so, and so does a dma-buf's page
+    # named by place (a window without a read completion ran no walk to say it).
+    by_place = writes.stats.file_places or any(isinstance(page, tuple) for page in pages)
     for memfd in memfds:
-        if not writes.stats.file_places:  # this kernel's pages cannot be named by place: their frames now
+        if not by_place:  # this kernel's pages cannot be named by place: their frames now
             pages += memfd.frames()
         elif not doubt(memfd.pages.file):
             files.append(memfd.pages)

@@ -77,6 +77,14 @@ def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
     assert evidence.judge(MOVED, udmabuf).device_to_buffer == 16384  # the udmabuf alone: by its places too
 
 
+def test_a_udmabuf_and_its_memfd_count_once_in_a_window_without_a_read_completion():
+    # No completion ran the walk (the stats say no places), but the udmabuf's pages named by place say this kernel
+    # names places: the memfd is taken by place too, not by its frames, and its pages count once.
+    nothing = DeviceWrites({}, stats=Stats(file_places=0))
+    found = evidence.judge(nothing, [(7, 40, index) for index in range(4)], (), [_memfd([100, 101, 102, 103])])
+    assert (found.device_to_buffer, found.buffer_pages) == (0, 4)
+
+
 def test_a_udmabuf_in_frames_another_files_moved_pages_left_gets_no_credit():
     # Built to fool a match by frame: the device wrote file (7, 40) in frames 100-103; the kernel moved those pages
     # (a collapse), and a udmabuf over memfd (7, 41), filled by a copy, got the frames. Its pages are named by place.
