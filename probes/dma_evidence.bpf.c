@@ -292,6 +292,32 @@ static __always_inline __u64 page_head(__u64 page, __u64 page_size)
 	return 0;
 }
 
+/* What page_in_file found: a page of a file, a page of none (named by its frame), or a page whose folio is not found. */
+#define PAGE_IN_FILE 1
+#define PAGE_OF_NO_FILE 0
+#define PAGE_HEADLESS -1
+
+/*
+ * Where `page` sits in a file, by the one rule both sides use (the completion walk for what the device wrote, the
+ * exporter walk for a udmabuf's pages): its folio's mapping word (the file is named from it by mapping_file) and
+ * its offset in the file, the folio's index plus the page's rank in the folio. Three plain loads: the head link,
+ * the mapping, the index.
+ */
+static __always_inline int page_in_file(__u64 page, __u64 page_size, __u64 *mapping, __u64 *index)
+{
+	__u64 head = page_head(page, page_size);
+	struct folio *folio;
+
+	if (!head)
+		return PAGE_HEADLESS;
+	*mapping = kernel_word(head + bpf_core_field_offset(struct folio, mapping));
+	if (!*mapping || (*mapping & 3))
+		return PAGE_OF_NO_FILE; /* anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
+	folio = bpf_rdonly_cast((void *)head, bpf_core_type_id_kernel(struct folio));
+	*index = folio->index + (page - head) / page_size;
+	return PAGE_IN_FILE;
+}
+
 /*
  * Records a chunk in file_writes when its page belongs to a file (1; else 0, and the caller records it by frame
  * alone): the page's folio gives the mapping, and the folio's index plus the page's place in the folio its offset.
@@ -303,20 +329,18 @@ static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, 
 	struct dma_evidence_file_page key = {};
 	struct dma_evidence_file_write fresh = { .bytes = bytes, .pfn = pfn };
 	struct dma_evidence_file_write *value;
-	__u64 head, mapping = 0, zero = 0;
-	struct folio *folio;
+	__u64 mapping = 0, index = 0, zero = 0;
+	int found;
 
 	if (!w->file_places) /* user space matches memfds by their frames on such a kernel */
 		return 0;
-	head = page_head(page, w->page_size);
-	if (!head) { /* if it was a memfd's page, its place is not known: said as lost, never dropped */
+	found = page_in_file(page, w->page_size, &mapping, &index);
+	if (found == PAGE_HEADLESS) { /* if it was a memfd's page, its place is not known: said as lost, never dropped */
 		w->headless += bytes;
 		return 0;
 	}
-	folio = bpf_rdonly_cast((void *)head, bpf_core_type_id_kernel(struct folio));
-	mapping = kernel_word(head + bpf_core_field_offset(struct folio, mapping));
-	if (!mapping || (mapping & 3))
-		return 0; /* no file: anonymous memory (PAGE_MAPPING_ANON / MOVABLE / KSM) or a driver's own page */
+	if (found != PAGE_IN_FILE)
+		return 0;
 	if (mapping != w->last_mapping) {
 		if (!mapping_file(mapping, &w->last_file)) {
 			w->last_mapping = 0;
@@ -333,7 +357,7 @@ static __always_inline int add_file_page(struct walk *w, __u64 page, __u64 pfn, 
 	}
 	key.ino = w->last_file.ino;
 	key.dev = w->last_file.dev;
-	key.index = folio->index + (page - head) / w->page_size;
+	key.index = index;
 	value = bpf_map_lookup_elem(&file_writes, &key);
 	if (!value && bpf_map_update_elem(&file_writes, &key, &fresh, BPF_NOEXIST) == 0)
 		goto recorded;
@@ -876,15 +900,31 @@ static __always_inline void frames_flush(struct frames_walk *f)
 	f->run.pages = 0;
 }
 
-static __always_inline void frames_add(struct frames_walk *f, __u64 pfn, __u64 pages)
+/* Whether `next` carries on the run being grown: the frames follow, and so do the places (or neither has one). */
+static __always_inline int run_continues(struct dma_evidence_frames *run, struct dma_evidence_frames *next)
 {
-	if (f->run.pages && f->run.pfn + f->run.pages == pfn) {
-		f->run.pages += pages;
+	if (!run->pages || run->pfn + run->pages != next->pfn || run->named_by != next->named_by)
+		return 0;
+	return next->named_by != DMA_EVIDENCE_BY_PLACE ||
+	       (run->ino == next->ino && run->dev == next->dev && run->index + run->pages == next->index);
+}
+
+static __always_inline void frames_add_named(struct frames_walk *f, struct dma_evidence_frames *next)
+{
+	if (run_continues(&f->run, next)) {
+		f->run.pages += next->pages;
 		return;
 	}
 	frames_flush(f);
-	f->run.pfn = pfn;
-	f->run.pages = pages;
+	f->run = *next;
+}
+
+/* Pages of no file (a heap's, CMA's): the completion walk records what the device writes into them by frame. */
+static __always_inline void frames_add(struct frames_walk *f, __u64 pfn, __u64 pages)
+{
+	struct dma_evidence_frames next = { .pfn = pfn, .pages = pages, .named_by = DMA_EVIDENCE_BY_FRAME };
+
+	frames_add_named(f, &next);
 }
 
 static long heap_step(__u32 index, void *ctx)
@@ -914,17 +954,47 @@ static long heap_step(__u32 index, void *ctx)
 	return 0;
 }
 
+/*
+ * A udmabuf's page is named as the completion walk would name a device write into it (page_in_file, mapping_file):
+ * by its place in its memfd, else (a hugetlbfs memfd's page, a page punched out of its memfd while pinned, any page
+ * of no file, or a kernel whose struct page links no head) by its frame; DMA_EVIDENCE_UNNAMED when its folio's
+ * head is not found (the completion walk counts such bytes lost). A frame alone would credit the place of another
+ * file's page that the device wrote in this frame before the kernel moved it away and this page took the frame.
+ */
+static __always_inline void name_page(struct frames_walk *f, __u64 page, struct dma_evidence_frames *next)
+{
+	struct dma_evidence_file file = {};
+	__u64 mapping = 0, index = 0;
+	int found;
+
+	next->named_by = DMA_EVIDENCE_BY_FRAME;
+	if (!PAGE_HEAD_KNOWN)
+		return;
+	found = page_in_file(page, f->page_size, &mapping, &index);
+	if (found == PAGE_HEADLESS) {
+		next->named_by = DMA_EVIDENCE_UNNAMED;
+	} else if (found == PAGE_IN_FILE && mapping_file(mapping, &file)) {
+		next->named_by = DMA_EVIDENCE_BY_PLACE;
+		next->ino = file.ino;
+		next->dev = file.dev;
+		next->index = index;
+	}
+}
+
 static long udmabuf_step(__u32 index, void *ctx)
 {
 	__u32 zero = 0;
 	struct frames_walk *f = bpf_map_lookup_elem(&frames_state, &zero);
+	struct dma_evidence_frames next = { .pages = 1 };
 	__u64 page = 0;
 
 	if (!f || f->cursor >= f->limit)
 		return 1;
 	if (bpf_probe_read_kernel(&page, sizeof(page), (void *)(f->array + f->cursor * sizeof(page))) || !page)
 		return 1;
-	frames_add(f, (page - f->vmemmap) / f->page_size, 1);
+	next.pfn = (page - f->vmemmap) / f->page_size;
+	name_page(f, page, &next);
+	frames_add_named(f, &next);
 	f->cursor++;
 	return 0;
 }

@@ -91,14 +91,28 @@ struct dma_evidence_stats {
 
 /*
  * Written by the iter/dmabuf program dump_buffer_frames into the array map frame_runs (index 0, 1, ...),
- * one per run of consecutive page frames of the buffer whose inode is frames_of_inode, in buffer order:
- * the buffer's own pages, from the exporter. A map, not the iterator's seq_file: one object's output
- * is capped at 8 pages there (bpf_iter.c), 2048 runs, and a udmabuf's memfd pages rarely touch.
+ * one per run of consecutive page frames (and, for pages of a file, consecutive places) of the buffer whose inode
+ * is frames_of_inode, in buffer order: the buffer's own pages, from the exporter. A map, not the iterator's
+ * seq_file: one object's output is capped at 8 pages there (bpf_iter.c), 2048 runs, and a udmabuf's memfd pages
+ * rarely touch.
  */
 struct dma_evidence_frames {
 	__u64 pfn;	/* first frame of the run */
 	__u64 pages;	/* frames in the run */
+	__u64 ino;	/* DMA_EVIDENCE_BY_PLACE: the run's file (its inode number), */
+	__u64 index;	/* the first page's offset in it, in pages (the next pages follow) */
+	__u32 dev;	/* and its super_block's s_dev */
+	__u32 named_by;	/* the ledger a device write into these pages goes to: DMA_EVIDENCE_BY_* */
 };
+
+/*
+ * How the completion walk names a page the device writes into, so the exporter walk names a buffer's page the same
+ * way: by its frame (device_writes: a page of no file), by its place (file_writes), or neither (its folio's head
+ * not found: the completion walk counts such bytes in headless_bytes).
+ */
+#define DMA_EVIDENCE_BY_FRAME 0
+#define DMA_EVIDENCE_BY_PLACE 1
+#define DMA_EVIDENCE_UNNAMED 2
 
 /* value of frame_count[0] */
 struct dma_evidence_frame_count {

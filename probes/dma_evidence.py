@@ -3,9 +3,9 @@
 `DmaEvidence` loads and attaches the block-layer programs (tp_btf, else raw_tp) and reads what the
 device wrote for reads queued by the traced processes (or by anyone, with record_all): bytes per page
 frame, bytes per submitting process, and counters of everything it could not place. `pagemap_pfns`
-gives the page frames behind a mapping of this (or another) process; `intersect` says how many of the
-device's bytes landed in a buffer (its frames, or a memfd's pages by their place in it) and how many
-elsewhere. See docs/dma-evidence.md.
+gives the page frames behind a mapping of this (or another) process; `buffer_pages` a dma-buf's pages from
+its exporter; `intersect` says how many of the device's bytes landed in a buffer (its pages named as the probe
+names them: by their place in a file, else by their frame) and how many elsewhere. See docs/dma-evidence.md.
 """
 import ctypes
 import mmap
@@ -13,7 +13,7 @@ import os
 import platform
 import struct
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from ..bpf import BpfLoadError, BpfObject
 from ..errors import BpfError, KernelLacks, NeedsPrivilege
@@ -83,9 +83,14 @@ class DmaEvidenceFile(ctypes.Structure):
 
 
 class DmaEvidenceFrames(ctypes.Structure):
-    """Mirror of struct dma_evidence_frames (dma_evidence.h): a run of a buffer's consecutive page frames."""
+    """Mirror of struct dma_evidence_frames (dma_evidence.h): a run of a buffer's pages, consecutive in frame (and
+    in place, for pages named by place), with the ledger a device write into them goes to (named_by)."""
 
-    _fields_ = [("pfn", ctypes.c_uint64), ("pages", ctypes.c_uint64)]
+    _fields_ = [("pfn", ctypes.c_uint64), ("pages", ctypes.c_uint64), ("ino", ctypes.c_uint64),
+                ("index", ctypes.c_uint64), ("dev", ctypes.c_uint32), ("named_by", ctypes.c_uint32)]
+
+
+BY_FRAME, BY_PLACE, UNNAMED = 0, 1, 2  # DMA_EVIDENCE_BY_FRAME, _BY_PLACE, DMA_EVIDENCE_UNNAMED (dma_evidence.h)
 
 
 FRAMES_PROGRAM = "dump_buffer_frames"
@@ -106,7 +111,7 @@ def cma_heap_ops() -> int:
     """Where the CMA heap's dma_buf_ops are (kallsyms, CONFIG_KALLSYMS_ALL): a dma-buf with them is a CMA-heap
     buffer, whatever its heap is named; 0 when the kernel has no CMA heap (or hides addresses)."""
     return kallsyms_address("cma_heap_buf_ops") or 0
-_RUN = struct.Struct("<QQ")
+_RUN = struct.Struct("<QQQQII")  # struct dma_evidence_frames
 _LAST_SET = ("vmemmap_base", "page_struct_size", "file_places")  # facts about the kernel, not counts
 _SUMMED = tuple(name for name, _ in DmaEvidenceStats._fields_ if name not in _LAST_SET)
 _U64 = struct.Struct("<Q")
@@ -147,6 +152,19 @@ class Stats:
 PLACES_UNKNOWN = 1 << 63  # DMA_EVIDENCE_PLACES_UNKNOWN: in a written_files count, a folio of unknown size left
 Place = Tuple[int, int, int]  # a page of a file: (dev as the kernel encodes it, inode, offset in pages)
 FileId = Tuple[int, int]  # (dev as the kernel encodes it, inode)
+# A page of a buffer as the probe's ledgers name it, by the rule the completion walk uses for what the device
+# writes (dma_evidence.bpf.c page_in_file): its place in a file (a key of `DeviceWrites.places`) where it has one,
+# else its frame (a key of `DeviceWrites.pages`); None where neither is known.
+PageKey = Union[int, Place, None]
+
+
+@dataclass(frozen=True)
+class BufferPages:
+    """A dma-buf's pages as its exporter holds them, in buffer order: each page's frame, and its name in the
+    probe's ledgers (`keys`): a udmabuf's memfd pages by their place, a heap's pages by their frame."""
+
+    frames: List[int]
+    keys: List[PageKey]
 
 
 @dataclass(frozen=True)
@@ -174,13 +192,13 @@ class DeviceWrites:
 
 @dataclass(frozen=True)
 class Intersection:
-    """The device's bytes split by where they landed: into the buffer's own page frames, or elsewhere."""
+    """The device's bytes split by where they landed: into the buffer's own pages, or elsewhere."""
 
-    into_buffer: int  # bytes written into the buffer's frames (a frame written twice counts twice)
-    elsewhere: int  # bytes written into frames that are not the buffer's (the page cache, a bounce buffer ...)
-    buffer_pages: int  # distinct frames of the buffer
+    into_buffer: int  # bytes written into the buffer's pages (a page written twice counts twice)
+    elsewhere: int  # bytes written into pages that are not the buffer's (the page cache, a bounce buffer ...)
+    buffer_pages: int  # distinct pages of the buffer (by frame or by place)
     buffer_pages_written: int  # of those, how many the device wrote into
-    unmapped_pages: int = 0  # pages of the buffer whose frame was not known (not present in the mapping)
+    unmapped_pages: int = 0  # pages of the buffer named neither way (no frame present in the mapping, no place)
 
 
 @dataclass(frozen=True)
@@ -270,38 +288,50 @@ def decode_tgids(pairs) -> Dict[int, int]:
     return by_tgid
 
 
-def intersect(writes: "DeviceWrites", buffer_pfns: Iterable[Optional[int]], files: Iterable[FilePages] = ()
+def intersect(writes: "DeviceWrites", buffer_pages: Iterable[PageKey], files: Iterable[FilePages] = ()
               ) -> Intersection:
     """Split the device's bytes into those written into the buffer and the rest.
 
-    The buffer is `buffer_pfns`, its frames page by page (None for a page whose frame is not known; a frame
-    listed twice, mapped twice, counts once), and `files`, memfds whose pages are matched by their place in
-    the file: where the kernel moved them since does not matter. A place whose frame is one of `buffer_pfns`
-    (a udmabuf's page is its memfd's) counts once.
+    The buffer is `buffer_pages`, each page named as the probe names the page a device write lands in (PageKey:
+    its frame, or its place in a file; None where neither is known), and `files`, memfds whose pages are matched
+    by their place in the file: where the kernel moved them since does not matter. A frame is matched against the
+    pages the device wrote by frame only, a place against places only: the frame a place was written in may hold
+    another page now (the kernel moved the page the device wrote, and the frame went to another buffer).
+
+    A page counts once however often it is named: a frame mapped twice, a udmabuf's page that is also a page of
+    a memfd in `files` (this is the one place that rule lives).
     """
-    frames, unmapped = set(), 0
-    for pfn in buffer_pfns:
-        if pfn is None:
+    frames, places, unmapped = set(), set(), 0
+    for page in buffer_pages:
+        if page is None:
             unmapped += 1
+        elif isinstance(page, tuple):
+            places.add(page)
         else:
-            frames.add(pfn)
+            frames.add(page)
+    sizes = {pages.file: pages.pages for pages in files}
+
+    def in_files(place):
+        return place[2] < sizes.get(place[:2], 0)
+
+    places = {place for place in places if not in_files(place)}  # a memfd in `files` holds it already
     into = written = 0
     for pfn in frames:
         got = writes.pages.get(pfn, 0)
         if got:
             into += got
             written += 1
-    sizes = {pages.file: pages.pages for pages in files}
-    for (dev, ino, index), (got, pfn) in writes.places.items():
-        if got and (pfn in frames or index < sizes.get((dev, ino), 0)):
+    for place, (got, _) in writes.places.items():
+        if got and (place in places or in_files(place)):
             into += got
             written += 1
-    return Intersection(into, writes.total - into, len(frames) + sum(sizes.values()), written, unmapped)
+    return Intersection(into, writes.total - into, len(frames) + len(places) + sum(sizes.values()), written,
+                        unmapped)
 
 
-def decode_frame_runs(pairs, runs) -> List[int]:
-    """[(4-byte index, struct dma_evidence_frames)] from frame_runs and the count written -> the buffer's
-    frames, page by page in buffer order."""
+def decode_frame_runs(pairs, runs) -> BufferPages:
+    """[(4-byte index, struct dma_evidence_frames)] from frame_runs and the count written -> the buffer's pages in
+    buffer order: their frames, and their names in the probe's ledgers."""
     ordered = {}
     for key, value in pairs:
         if len(key) != 4 or len(value) < _RUN.size:
@@ -311,18 +341,25 @@ def decode_frame_runs(pairs, runs) -> List[int]:
             ordered[index] = _RUN.unpack_from(value)
     if len(ordered) != runs:
         raise BpfError(f"the frames walk wrote {runs} runs but {len(ordered)} were read back")
-    frames = []
+    frames: List[int] = []
+    keys: List[PageKey] = []
     for index in range(runs):
-        pfn, pages = ordered[index]
+        pfn, pages, ino, first, dev, named_by = ordered[index]
         frames.extend(range(pfn, pfn + pages))
-    return frames
+        if named_by == BY_PLACE:
+            keys.extend((dev, ino, offset) for offset in range(first, first + pages))
+        elif named_by == BY_FRAME:
+            keys.extend(range(pfn, pfn + pages))
+        else:  # its folio's head was not found: the completion walk cannot name such a page either
+            keys.extend([None] * pages)
+    return BufferPages(frames, keys)
 
 
-def buffer_frames(inode: int, max_pages: int = 1 << 16) -> Optional[List[int]]:
-    """The page frames of dma-buf `inode`, page by page, from its exporter's own records (iter/dmabuf, 6.16+):
-    a system-heap buffer's sg_table, a udmabuf's pages, a CMA-heap buffer's one contiguous run. None when no
-    such buffer exists or its exporter is none of those. max_pages: the buffer's size in pages at most (it
-    sizes the map the runs go to).
+def buffer_pages(inode: int, max_pages: int = 1 << 16) -> Optional[BufferPages]:
+    """The pages of dma-buf `inode`, in buffer order, from its exporter's own records (iter/dmabuf, 6.16+): a
+    system-heap buffer's sg_table, a udmabuf's pages, a CMA-heap buffer's one contiguous run; each page's frame and
+    its name in the probe's ledgers (a udmabuf's memfd pages by their place). None when no such buffer exists or
+    its exporter is none of those. max_pages: the buffer's size in pages at most (it sizes the map the runs go to).
 
     The mmap of each is VM_PFNMAP, which pagemap cannot see; this reads what the exporter holds.
     """
@@ -346,6 +383,12 @@ def buffer_frames(inode: int, max_pages: int = 1 << 16) -> Optional[List[int]]:
         return decode_frame_runs(obj.map("frame_runs").lookup_all(), runs)
     finally:
         obj.close()
+
+
+def buffer_frames(inode: int, max_pages: int = 1 << 16) -> Optional[List[int]]:
+    """The page frames of dma-buf `inode`, page by page (buffer_pages' frames); None as buffer_pages."""
+    pages = buffer_pages(inode, max_pages)
+    return None if pages is None else pages.frames
 
 
 # ---- page frames behind a mapping, from /proc/PID/pagemap (Documentation/admin-guide/mm/pagemap.rst)

@@ -1,7 +1,7 @@
 """A user's loader whose memfd pages change frames after the device wrote them, for `validate -- CMD` tests.
 
     python tests/memfd_moves.py FILE collapse|punch-and-copy|partial-punch-and-copy|truncate-and-copy
-                                     |punch-copy-udmabuf
+                                     |punch-copy-udmabuf|collapse-copy-udmabuf
 
 Both read FILE with O_DIRECT into a memfd mapping (the device writes into the memfd's own pages), then:
 - collapse: MADV_COLLAPSE makes the memfd's pages one huge page, so the kernel copies them into new frames
@@ -13,6 +13,10 @@ Both read FILE with O_DIRECT into a memfd mapping (the device writes into the me
 - truncate-and-copy: ftruncate to 0 and back, then copies the bytes back in;
 - punch-copy-udmabuf: punch-and-copy, then a udmabuf over the memfd (where /dev/udmabuf exists): its pages are
   the refilled ones, often in the very frames the device wrote.
+- collapse-copy-udmabuf: the device writes a tmpfs file A (/dev/shm/memfd-moves-a, left behind: no memfd, so no
+  buffer of the command), MADV_COLLAPSE moves A's pages and frees the frames the device wrote; then a fresh memfd
+  B is filled by a memcpy from A and a udmabuf is made over B: B's pages often take the frames A left, so a match
+  by frame credits the copy to the device. Prints how many of B's pages are in frames the device wrote for A.
 Prints how many of the mapping's pages are in other frames than the device wrote (read as root).
 """
 import ctypes
@@ -63,10 +67,33 @@ def wrap_in_udmabuf(memfd, size):
         os.close(device)
 
 
+FILE_A = "/dev/shm/memfd-moves-a"  # collapse-copy-udmabuf's file A, left behind for the caller to remove
+
+
+def first_file(mode):
+    """The file the device writes: a memfd, or for collapse-copy-udmabuf a tmpfs file that is none (validate takes
+    a command's memfds and dma-bufs as its buffers; A must not be one, only the frames it leaves matter). A outlives
+    this process: freed at its exit, its pages would leave it, and the probe forget their places before validate
+    judges."""
+    if mode == "collapse-copy-udmabuf":
+        return os.open(FILE_A, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o600)
+    return os.memfd_create("memfd-moves", os.MFD_ALLOW_SEALING)
+
+
+def copy_into_fresh_memfd(source, size):
+    """A new memfd B mapped and filled by a memcpy from `source` (its pages are allocated as the copy faults them
+    in): (its fd, its mapping's address)."""
+    memfd = os.memfd_create("memfd-moves-b", os.MFD_ALLOW_SEALING)
+    os.ftruncate(memfd, size)
+    address = checked(libc.mmap(None, size, PROT_READ_WRITE, MAP_SHARED, memfd, 0), "mmap of memfd B")
+    ctypes.memmove(address, source, size)
+    return memfd, address
+
+
 def main(argv):
     path, mode = argv
     size = os.stat(path).st_size
-    memfd = os.memfd_create("memfd-moves", os.MFD_ALLOW_SEALING)
+    memfd = first_file(mode)
     os.ftruncate(memfd, size)
     # At a huge-page boundary, so that MADV_COLLAPSE can make the range one huge page.
     reserved = checked(libc.mmap(None, size + HUGE, PROT_READ_WRITE, MAP_PRIVATE_ANONYMOUS, -1, 0), "mmap")
@@ -78,8 +105,12 @@ def main(argv):
     finally:
         os.close(fd)
     written = frames(address, size)
+    copied = None
     if mode == "collapse":
         checked(libc.madvise(address, size, MADV_COLLAPSE), "madvise(MADV_COLLAPSE)")
+    elif mode == "collapse-copy-udmabuf":
+        checked(libc.madvise(address, size, MADV_COLLAPSE), "madvise(MADV_COLLAPSE)")
+        copied, copied_address = copy_into_fresh_memfd(address, size)
     elif mode in ("punch-and-copy", "punch-copy-udmabuf"):
         copy = ctypes.string_at(address, size)
         checked(libc.fallocate(memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, size), "fallocate(PUNCH_HOLE)")
@@ -99,11 +130,18 @@ def main(argv):
         raise SystemExit(f"unknown mode {mode!r}: see this file's docstring")
     if mode == "punch-copy-udmabuf":
         udmabuf = wrap_in_udmabuf(memfd, size)  # noqa: F841  (held open until exit: validate takes it)
+    if copied is not None:
+        udmabuf = wrap_in_udmabuf(copied, size)  # noqa: F841  (held open until exit: validate takes it)
+        reused = set(written) & set(frames(copied_address, size))
+        print(f"memfd B: {len(reused)} of {size // PAGE} pages in frames the device wrote for file A")
     now = frames(address, size)
     print(f"memfd {mode}: read {moved} of {size} bytes; {sum(a != b for a, b in zip(written, now))} of "
           f"{len(now)} pages in other frames than the device wrote")
-    if ctypes.string_at(address, size) != open(path, "rb").read():
+    expected = open(path, "rb").read()
+    if ctypes.string_at(address, size) != expected:
         raise SystemExit("the memfd does not hold the file's bytes")
+    if copied is not None and ctypes.string_at(copied_address, size) != expected:
+        raise SystemExit("memfd B does not hold the file's bytes")
     return 0 if moved == size else 1
 
 

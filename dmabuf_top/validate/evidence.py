@@ -4,10 +4,13 @@ A method's (or a command's) reads are recorded at the block layer (probes/dma_ev
 docs/dma-evidence.md) between two drains of the probe's maps, and intersected with the buffer's own
 page frames:
 
-- a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_frames`); its mmap
+- a system-heap dma-buf: its exporter's sg_table, read by `iter/dmabuf` (`buffer_pages`); its mmap
   is VM_PFNMAP, which pagemap cannot see;
 - a udmabuf validate made: its memfd's pages by place, as a memfd (loads go into the memfd); a
-  command's udmabuf: its pages from the exporter (it pins them: they stay in their frames);
+  command's udmabuf: its pages from the exporter (`buffer_pages`), each named by its place in its memfd
+  as the probe names the pages the device writes (by frame only where it has no place: a hugetlbfs page).
+  Not by frame: a page the kernel moved after the device wrote it leaves its frame free, and a udmabuf
+  made later may get it, filled by a copy;
 - a memfd: its pages by their place in it, (file, offset), which the probe records for every page
   of a file it sees the device write: the kernel moves a memfd's pages to other frames whenever it
   likes (compaction, THP collapse, swap), so frames read after the load can miss pages the device
@@ -19,7 +22,7 @@ page frames:
   /proc/PID/fd of the command and its descendants is polled (POLL_S) and every dma-buf or memfd fd
   is duplicated into this process with pidfd_getfd(2), and memfd mappings without an fd are opened
   through /proc/PID/map_files; holding them keeps their pages after the command closes them or exits.
-  At its end: dma-bufs (heap, udmabuf) give their frames through `buffer_frames`, plain memfds their
+  At its end: dma-bufs (heap, udmabuf) give their pages through `buffer_pages`, plain memfds their
   places (or, failing those, their frames through a mapping of our own); a plain memfd counts as a
   buffer only when the device wrote into it, a traced call moved bytes into it, or it holds at least
   PLAIN_MEMFD_MIN bytes (a memfd the runtime made for itself, e.g. libffi's trampolines, a few pages,
@@ -35,7 +38,7 @@ bound reached). Each is said as a sentence in `undecided`.
 import ctypes
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import DmabufTopError
@@ -46,8 +49,9 @@ from ..probes.dma_evidence import (
     DmaEvidence,
     FileId,
     FilePages,
+    PageKey,
     Stats,
-    buffer_frames,
+    buffer_pages,
     file_pages_of,
     intersect,
     pagemap_pfns,
@@ -183,51 +187,58 @@ class Since:
     removals_unfollowed: int
 
 
-def why_not_by_place(writes: DeviceWrites, memfd: Memfd, since: Optional[Since]) -> Optional[str]:
-    """Why this memfd's places cannot decide (None: they can). A page left it and which one is not known (a
-    truncation, a punch), a page left it after the window's drain (its place was already read), or a call that
-    removes pages ran where the probe cannot see which file (then no memfd's places are trusted)."""
-    file = memfd.pages.file
+def why_not_by_place(writes: DeviceWrites, file: FileId, since: Optional[Since]) -> Optional[str]:
+    """Why the places of this file (a memfd, or the memfd under a udmabuf) cannot decide (None: they can). A page
+    left it and which one is not known (a truncation, a punch), a page left it after the window's drain (its place
+    was already read), or a call that removes pages ran where the probe cannot see which file (then no memfd's
+    places are trusted)."""
     at_stop = writes.written_files.get(file, 0)
     if at_stop & PLACES_UNKNOWN:
-        return (f"pages of memfd inode {memfd.pages.ino} left it after the device wrote into it (a truncation, a "
+        return (f"pages of memfd inode {file[1]} left it after the device wrote into it (a truncation, a "
                 "hole punched), and which ones is not known")
     if since is None:
         return None
     if since.files.get(file, at_stop) != at_stop:
-        return f"pages of memfd inode {memfd.pages.ino} left it after the load, while it was judged"
+        return f"pages of memfd inode {file[1]} left it after the load, while it was judged"
     if since.removals_unfollowed:
         return ("truncate(2), madvise(MADV_REMOVE) or an io_uring fallocate/ftruncate ran during the load: pages "
                 "may have left a memfd where the probe cannot see which")
     return None
 
 
-def judge(writes: DeviceWrites, frames, why_not=(), memfds=(), since: Optional[Since] = None) -> Evidence:
-    """The window's device writes against the buffer: `frames` (its dma-bufs' page frames; None: not known)
-    and `memfds`, each matched by place where the probe names places (else by its frames now)."""
+def judge(writes: DeviceWrites, pages: Optional[List[PageKey]], why_not=(), memfds=(), since: Optional[Since] = None
+          ) -> Evidence:
+    """The window's device writes against the buffer: `pages` (its dma-bufs' pages as the probe names them, by
+    place or by frame: PageKey; None: not known) and `memfds`, each matched by place where the probe names places
+    (else by its frames now). Places are trusted only in files no page left unseen (why_not_by_place)."""
     why_not = tuple(why for why in why_not if why)
     total = writes.total
-    if frames is None and not memfds:
+    if pages is None and not memfds:
         return Evidence(None if why_not else total, None, 0, why_not or ("the buffer's page frames are not known",))
-    frames, places, placed = list(frames or ()), [], []
+    pages, files = list(pages or ()), []
+    doubted: Dict[FileId, Optional[str]] = {}
+
+    def doubt(file):
+        if file not in doubted:
+            doubted[file] = why_not_by_place(writes, file, since)
+        return doubted[file]
+
+    # Whether this kernel names a file's pages by place: the window's walk says so, and so does a dma-buf's page
+    # named by place (a window without a read completion ran no walk to say it).
+    by_place = writes.stats.file_places or any(isinstance(page, tuple) for page in pages)
     for memfd in memfds:
-        if not writes.stats.file_places:  # this kernel's pages cannot be named by place: their frames now
-            frames += memfd.frames()
-            continue
-        why = why_not_by_place(writes, memfd, since)
-        if why:
-            why_not += (why,) if why not in why_not else ()
-        else:
-            places.append(memfd.pages)
-            placed.append(memfd)
-    split = intersect(writes, frames, places)
-    if frames and placed:
-        # A udmabuf's pages are its memfd's (pinned: they stay in their frames): the buffer's size counts them once.
-        framed = set(frames)
-        shared = sum(1 for memfd in placed for pfn in memfd.frames() if pfn in framed)
-        split = replace(split, buffer_pages=split.buffer_pages - shared)
+        if not by_place:  # this kernel's pages cannot be named by place: their frames now
+            pages += memfd.frames()
+        elif not doubt(memfd.pages.file):
+            files.append(memfd.pages)
+    # A udmabuf's pages named by place are its memfd's: trusted as far as that memfd's places are.
+    pages = [page for page in pages if not isinstance(page, tuple) or not doubt(page[:2])]
+    for why in doubted.values():
+        if why and why not in why_not:
+            why_not += (why,)
+    split = intersect(writes, pages, files)
     if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
-        why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame",)
+        why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame or place",)
     return Evidence(total, split.into_buffer, split.buffer_pages, why_not)
 
 
@@ -241,13 +252,13 @@ def _touch(address, size):
         ctypes.string_at(address + offset, 1)
 
 
-def method_pages(buffer) -> Tuple[List[Optional[int]], List[Memfd]]:
-    """The pages of a validate Buffer (methods.Buffer), after its load, before its close: (frames, memfds)."""
+def method_pages(buffer) -> Tuple[List[PageKey], List[Memfd]]:
+    """The pages of a validate Buffer (methods.Buffer), after its load, before its close: (dma-buf pages, memfds)."""
     if buffer.kind in DMABUF_KINDS:
-        frames = buffer_frames(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
-        if frames is None:
+        found = buffer_pages(buffer.inode, max_pages=buffer.size // PAGE_SIZE + 1)
+        if found is None:
             raise DmabufTopError(f"iter/dmabuf lists no system-heap, CMA-heap or udmabuf dma-buf {buffer.inode}")
-        return frames, []
+        return found.keys, []
     return [], [memfd_of(buffer.fd, buffer.address)]
 
 
@@ -363,24 +374,25 @@ class CommandBuffers:
                 continue
 
     def pages(self, writes: DeviceWrites, reached: Set[int] = frozenset()
-              ) -> Tuple[Optional[List[int]], List[Memfd]]:
-        """The held buffers' pages: (dma-bufs' frames, memfds); (None, []) when no buffer was held. Plain memfds
-        only if the device wrote into them or a traced call moved bytes into them (`reached`: their inodes), or
-        they are large (PLAIN_MEMFD_MIN)."""
+              ) -> Tuple[Optional[List[PageKey]], List[Memfd]]:
+        """The held buffers' pages: (dma-bufs' pages as the probe names them, memfds); (None, []) when no buffer
+        was held. Plain memfds only if the device wrote into them or a traced call moved bytes into them
+        (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN)."""
         if not self.held:
             return None, []
-        frames: List[int] = []
+        keys: List[PageKey] = []
         memfds: List[Memfd] = []
         for inode, (kind, fd) in self.held.items():
             if kind == "dmabuf":
                 size = os.fstat(fd).st_size
-                frames += buffer_frames(inode, max_pages=size // PAGE_SIZE + 1) or []
+                found = buffer_pages(inode, max_pages=size // PAGE_SIZE + 1)
+                keys += found.keys if found else []
                 continue
             memfd = memfd_of(fd)
             large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
             if large or inode in reached or self._device_wrote(writes, memfd):
                 memfds.append(memfd)
-        return frames, memfds
+        return keys, memfds
 
     @staticmethod
     def _device_wrote(writes: DeviceWrites, memfd: Memfd) -> bool:

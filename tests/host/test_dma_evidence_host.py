@@ -68,9 +68,19 @@ def expected(path):
         return data.read()
 
 
+def anonymous(size):
+    """Private anonymous memory: pages of no file, which the probe names by their frame (Python's default for
+    mmap(-1) is MAP_SHARED: shmem, a file's pages, named by place, which a frame never matches). Written once, so
+    that each page has a frame of its own: read, every page maps the shared zero page until a write copies it."""
+    mapping = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    for offset in range(0, size, 4096):
+        mapping[offset] = 0
+    return mapping
+
+
 @pytest.mark.parametrize("hook", ["tp_btf", "raw_tp"])
 def test_a_direct_read_is_device_writes_into_the_buffers_own_frames(data_file, hook):
-    with mmap.mmap(-1, SIZE) as buffer:
+    with anonymous(SIZE) as buffer:
         frames = mapping_pfns(buffer)
         with DmaEvidence(tgids=[os.getpid()], hooks=(hook,)) as evidence:
             direct_read(data_file, buffer)
@@ -87,7 +97,7 @@ def test_a_direct_read_is_device_writes_into_the_buffers_own_frames(data_file, h
 
 
 def test_an_io_uring_direct_read_is_attributed_to_the_submitting_process(data_file):
-    with mmap.mmap(-1, SIZE) as buffer:
+    with anonymous(SIZE) as buffer:
         frames = mapping_pfns(buffer)
         fd = os.open(data_file, os.O_RDONLY | os.O_DIRECT)
         try:
@@ -101,7 +111,7 @@ def test_an_io_uring_direct_read_is_attributed_to_the_submitting_process(data_fi
 
 def test_a_buffered_read_lands_in_the_page_cache_not_in_the_buffer(data_file):
     evict(data_file)
-    with mmap.mmap(-1, SIZE) as buffer:
+    with anonymous(SIZE) as buffer:
         frames = mapping_pfns(buffer)
         fd = os.open(data_file, os.O_RDONLY)
         try:

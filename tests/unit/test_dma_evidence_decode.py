@@ -85,13 +85,25 @@ def test_nothing_written_is_nothing_anywhere():
     assert intersect(DeviceWrites({1: 4096}), []) == Intersection(0, 4096, 0, 0, 0)
 
 
-def test_a_page_is_matched_by_its_place_or_by_the_frame_its_place_was_written_in():
-    # Place (1, 7, 0) in frame 50: the memfd's. Place (1, 8, 0) in frame 60: another file's page, but a frame of the
-    # buffer (a udmabuf pins its memfd's pages). Place (1, 7, 9): beyond the memfd's 4 pages. Frame 70: no file's.
-    writes = DeviceWrites({70: 4096}, places={(1, 7, 0): (4096, 50), (1, 8, 0): (4096, 60), (1, 7, 9): (4096, 90)})
-    seen = intersect(writes, [60, 70], [FilePages(1, 7, 4)])
-    assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (12288, 4096, 6, 3)
-    assert writes.total == 16384
+def test_a_page_is_matched_by_its_place_and_a_frame_only_by_what_the_device_wrote_by_frame():
+    # Place (1, 7, 0) in frame 50: the memfd's. Place (1, 8, 0), written in frame 60: another file's page, which the
+    # kernel moved since; frame 60 went to the buffer (a heap buffer, or a udmabuf over a copy), so it is no credit.
+    # Place (1, 9, 2): a udmabuf's page, named by place. Place (1, 7, 9): beyond the memfd's 4 pages. Frame 70: a
+    # page of no file, the buffer's.
+    writes = DeviceWrites({70: 4096}, places={(1, 7, 0): (4096, 50), (1, 8, 0): (4096, 60), (1, 7, 9): (4096, 90),
+                                              (1, 9, 2): (4096, 61)})
+    seen = intersect(writes, [60, 70, (1, 9, 2)], [FilePages(1, 7, 4)])
+    assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (12288, 8192, 7, 3)
+    assert writes.total == 20480
+
+
+def test_a_udmabufs_page_that_is_also_its_memfds_counts_once():
+    # The command held the udmabuf (its pages by place: the memfd's pages 0-3) and the memfd itself.
+    writes = DeviceWrites({}, places={(1, 7, index): (4096, 100 + index) for index in range(4)})
+    seen = intersect(writes, [(1, 7, 0), (1, 7, 1), (1, 7, 2), (1, 7, 3)], [FilePages(1, 7, 4)])
+    assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (16384, 4, 4)
+    only_udmabuf = intersect(writes, [(1, 7, 0), (1, 7, 1), (1, 7, 1), None])  # a page named twice, one unnamed
+    assert (only_udmabuf.into_buffer, only_udmabuf.buffer_pages, only_udmabuf.unmapped_pages) == (8192, 2, 1)
 
 
 def test_pagemap_entries_give_frames_of_present_pages_only():
@@ -102,13 +114,22 @@ def test_pagemap_entries_give_frames_of_present_pages_only():
 
 
 def test_frame_runs_expand_to_pages_in_buffer_order():
-    from dmabuf_top.probes.dma_evidence import DmaEvidenceFrames, decode_frame_runs
+    from dmabuf_top.probes.dma_evidence import BY_FRAME, BY_PLACE, UNNAMED, DmaEvidenceFrames, decode_frame_runs
 
     path = object_path("dma_evidence")
     assert struct_size_in_object(path, "dma_evidence_frames") == ctypes.sizeof(DmaEvidenceFrames)
     assert struct_size_in_object(path, "dma_evidence_frame_count") == 24
-    pairs = [(struct.pack("<I", 1), struct.pack("<QQ", 7, 1)), (struct.pack("<I", 0), struct.pack("<QQ", 100, 3)),
-             (struct.pack("<I", 2), struct.pack("<QQ", 0, 0))]  # a slot past the count: ignored
-    assert decode_frame_runs(pairs, 2) == [100, 101, 102, 7]
+    def run(pfn, pages, named_by=BY_FRAME, ino=0, index=0, dev=0):
+        return bytes(DmaEvidenceFrames(pfn=pfn, pages=pages, ino=ino, index=index, dev=dev, named_by=named_by))
+
+    pairs = [(struct.pack("<I", 1), run(7, 1)), (struct.pack("<I", 0), run(100, 3, BY_PLACE, 40, 5, 9)),
+             (struct.pack("<I", 2), run(300, 2, UNNAMED)),
+             (struct.pack("<I", 3), run(0, 0))]  # a slot past the count: ignored
+    pages = decode_frame_runs(pairs, 3)
+    assert pages.frames == [100, 101, 102, 7, 300, 301]
+    # The run's pages by their places in file (9, 40) from offset 5; frame 7 by its frame; 300-301 named neither way.
+    assert pages.keys == [(9, 40, 5), (9, 40, 6), (9, 40, 7), 7, None, None]
     with pytest.raises(BpfError):
-        decode_frame_runs(pairs, 4)
+        decode_frame_runs(pairs, 5)
+    with pytest.raises(BpfError):  # the layout before pages had names
+        decode_frame_runs([(struct.pack("<I", 0), struct.pack("<QQ", 100, 3))], 1)

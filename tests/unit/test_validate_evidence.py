@@ -68,10 +68,43 @@ def test_a_memfd_is_matched_by_its_frames_where_the_probe_names_no_places():
 
 
 def test_a_page_that_is_a_udmabufs_and_its_memfds_counts_once():
-    # The udmabuf pins the memfd's pages (frames 100-103); the command held both. Counted twice, the payload
-    # (the buffer's size) would double and half of it read as copied (the guest test failed so).
-    found = evidence.judge(MOVED, [100, 101, 102, 103], (), [_memfd([100, 101, 102, 103])])
+    # The udmabuf pins the memfd's pages (named by place, as the exporter walk reads them); the command held both.
+    # Counted twice, the payload (the buffer's size) would double and half of it read as copied (the guest test
+    # failed so).
+    udmabuf = [(7, 40, index) for index in range(4)]
+    found = evidence.judge(MOVED, udmabuf, (), [_memfd([100, 101, 102, 103])])
     assert (found.device_to_buffer, found.buffer_pages) == (16384, 4)
+    assert evidence.judge(MOVED, udmabuf).device_to_buffer == 16384  # the udmabuf alone: by its places too
+
+
+def test_a_udmabuf_and_its_memfd_count_once_in_a_window_without_a_read_completion():
+    # No completion ran the walk (the stats say no places), but the udmabuf's pages named by place say this kernel
+    # names places: the memfd is taken by place too, not by its frames, and its pages count once.
+    nothing = DeviceWrites({}, stats=Stats(file_places=0))
+    found = evidence.judge(nothing, [(7, 40, index) for index in range(4)], (), [_memfd([100, 101, 102, 103])])
+    assert (found.device_to_buffer, found.buffer_pages) == (0, 4)
+
+
+def test_a_udmabuf_in_frames_another_files_moved_pages_left_gets_no_credit():
+    # Built to fool a match by frame: the device wrote file (7, 40) in frames 100-103; the kernel moved those pages
+    # (a collapse), and a udmabuf over memfd (7, 41), filled by a copy, got the frames. Its pages are named by place.
+    found = evidence.judge(MOVED, [(7, 41, index) for index in range(4)], (), [evidence.Memfd(FilePages(7, 41, 4),
+                                                                                             lambda: [100, 101])])
+    assert (found.device_to_buffer, found.buffer_pages, found.undecided) == (0, 4, ())
+
+
+def test_a_udmabufs_places_are_doubted_as_its_memfds_are():
+    # Pages left the memfd under the udmabuf (which ones not known): its places cannot decide, held memfd or not.
+    lost = DeviceWrites(MOVED.pages, stats=MOVED.stats, places=MOVED.places, written_files={(7, 40): PLACES_UNKNOWN})
+    found = evidence.judge(lost, [(7, 40, index) for index in range(4)])
+    assert found.device_to_buffer == 0 and "which ones is not known" in found.undecided[0]
+
+
+def test_a_udmabuf_page_named_neither_way_leaves_the_evidence_undecided():
+    # Its folio's head was not found: the completion walk could not have named a device write into it either.
+    found = evidence.judge(MOVED, [(7, 40, 0), (7, 40, 1), None])
+    assert found.device_to_buffer == 8192 and found.undecided == ("1 pages of the buffer had no known page frame or "
+                                                                  "place",)
 
 
 def test_a_memfd_that_lost_a_page_after_the_drain_leaves_the_evidence_undecided():
@@ -103,7 +136,8 @@ def test_tmpfs_has_no_block_device_under_it(tmp_path):
 
 def test_pages_of_the_buffer_without_a_frame_leave_the_evidence_undecided():
     found = evidence.judge(DeviceWrites({1: 4096}), [1, None])
-    assert found.device_to_buffer == 4096 and found.undecided == ("1 pages of the buffer had no known page frame",)
+    assert found.device_to_buffer == 4096 and found.undecided == ("1 pages of the buffer had no known page frame or "
+                                                                  "place",)
 
 
 def test_runs_the_kernel_skipped_cut_the_window():

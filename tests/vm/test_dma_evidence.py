@@ -3,8 +3,9 @@
 Each loader reads a 16 MiB file from the ext4/NVMe scratch disk (page cache dropped first) while
 DmaEvidence records what the device wrote for this process; the buffer's own frames come from
 /proc/self/pagemap of the udmabuf's memfd mapping and, from the exporter itself, iter/dmabuf
-(buffer_frames): a udmabuf's own mmap and a heap buffer's mmap are VM_PFNMAP, which pagemap does not
-walk. Both sources must agree where both exist.
+(buffer_frames, buffer_pages): a udmabuf's own mmap and a heap buffer's mmap are VM_PFNMAP, which pagemap does
+not walk. Both sources must agree where both exist. The exporter walk names a udmabuf's pages by their place in
+its memfd, as the probe names the pages it sees the device write.
 """
 import ctypes
 import hashlib
@@ -22,6 +23,7 @@ from dmabuf_top.alloc import alloc_heap, alloc_udmabuf
 from dmabuf_top.probes.dma_evidence import (
     DmaEvidence,
     buffer_frames,
+    buffer_pages,
     file_pages_of,
     intersect,
     mapping_address,
@@ -92,6 +94,12 @@ def test_both_hook_forms_load_and_vmemmap_base_comes_from_the_kernel():
             assert evidence.hook == hook
 
 
+def udmabuf_places(buf):
+    """The udmabuf's pages as the probe names them: its memfd's pages, by their place (dev, inode, offset)."""
+    memfd = file_pages_of(buf.memfd)
+    return [(memfd.dev, memfd.ino, index) for index in range(memfd.pages)]
+
+
 def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_file, udmabuf_available):
     path, digest = data_file
     with alloc_udmabuf(SIZE, name="dma-evidence-a") as buf, buf.mmap_memfd() as pages:
@@ -99,8 +107,11 @@ def test_a_direct_read_into_a_udmabuf_is_device_writes_into_its_own_pages(data_f
         writes = device_writes(path, os.O_DIRECT, lambda fd: pread_fully(fd, mapping_address(pages), SIZE))
         assert hashlib.sha256(pages[:]).hexdigest() == digest
         assert mapping_pfns(pages, populate=False) == frames  # pinned, not moved
-        assert buffer_frames(buf.inode, PAGES) == frames  # the udmabuf's own pages are the memfd's
-    seen = intersect(writes, frames)
+        exported = buffer_pages(buf.inode, PAGES)
+        assert buffer_frames(buf.inode, PAGES) == exported.frames == frames  # the udmabuf's own pages are the memfd's
+        # named as the completion walk names the pages it sees written: by their place in the memfd
+        assert exported.keys == udmabuf_places(buf)
+    seen = intersect(writes, exported.keys)
     assert (seen.into_buffer, seen.buffer_pages, seen.buffer_pages_written) == (SIZE, PAGES, PAGES)
     assert seen.elsewhere < METADATA_SLACK
     assert writes.by_tgid[os.getpid()] == writes.total
@@ -114,6 +125,7 @@ def test_b_buffered_read_into_a_heap_buffer_lands_in_the_page_cache(data_file, h
         # The heap's mmap is VM_PFNMAP: pagemap reports none of its frames (mm/pagewalk.c walk_page_test).
         assert set(mapping_pfns(mapping)) == {None}
         heap_frames = buffer_frames(buf.inode, PAGES)
+        assert buffer_pages(buf.inode, PAGES).keys == heap_frames  # a heap's pages are of no file: by frame
     assert len(set(heap_frames)) == PAGES
     assert intersect(writes, heap_frames).into_buffer == 0
     cache = intersect(writes, [], [page_cache(path)])
@@ -135,8 +147,9 @@ def test_c_mmap_and_memcpy_into_a_udmabuf_is_a_user_space_copy(data_file, udmabu
         frames = mapping_pfns(pages)
         writes = device_writes(path, 0, map_and_copy)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
-        assert buffer_frames(buf.inode, PAGES) == frames
-    assert intersect(writes, frames).into_buffer == 0
+        exported = buffer_pages(buf.inode, PAGES)
+        assert (exported.frames, exported.keys) == (frames, udmabuf_places(buf))
+    assert intersect(writes, exported.keys).into_buffer == 0
     cache = intersect(writes, [], [page_cache(path)])
     assert (cache.into_buffer, cache.buffer_pages_written) == (SIZE, PAGES)
 
@@ -154,7 +167,9 @@ def test_d_io_uring_direct_read_into_a_udmabuf_is_attributed_to_the_submitter(da
         frames = mapping_pfns(pages)
         writes = device_writes(path, os.O_DIRECT, ring_read)
         assert hashlib.sha256(pages[:]).hexdigest() == digest
-    seen = intersect(writes, frames)
+        exported = buffer_pages(buf.inode, PAGES)
+        assert (exported.frames, exported.keys) == (frames, udmabuf_places(buf))
+    seen = intersect(writes, exported.keys)
     assert (seen.into_buffer, seen.buffer_pages_written) == (SIZE, PAGES)
     assert seen.elsewhere < METADATA_SLACK
     assert writes.by_tgid.get(os.getpid(), 0) >= SIZE

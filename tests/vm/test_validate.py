@@ -4,6 +4,7 @@ kernel's code does (the comment on each expectation names the path that makes it
 """
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -391,6 +392,27 @@ def test_a_memfd_is_judged_by_the_pages_in_it_not_by_the_frames_they_were_in(com
     row = command_row(done)
     assert row["verdict"]["kind"] == kind, row["verdict"]
     assert (row["payload"], row["device_to_buffer"]) == (16 << 20, into), row
+
+
+def test_a_udmabuf_over_a_copy_in_frames_another_file_left_is_not_zero_copy(command_file, udmabuf_available):
+    # Built to fool a udmabuf matched by frame: the device writes file A (a tmpfs file, no buffer of the command),
+    # MADV_COLLAPSE moves A's pages and frees those frames, a fresh memfd B filled by a memcpy takes them, and a
+    # udmabuf is made over B. A's places were credited when the frame they were written in was the udmabuf's.
+    runner.drop_page_cache(command_file)
+    try:
+        done = validate("--expect", "zero-copy", "--json", "--", sys.executable, MEMFD_MOVES, command_file,
+                        "collapse-copy-udmabuf")
+    finally:  # A outlives the loader (freed at its exit, its places would be forgotten before the judgement)
+        if os.path.exists("/dev/shm/memfd-moves-a"):
+            os.unlink("/dev/shm/memfd-moves-a")
+    reused = re.search(r"memfd B: (\d+) of (\d+) pages in frames the device wrote", done.stdout)
+    assert reused, done.stdout + done.stderr
+    # The trap is set: most of B's pages are in frames the device wrote for A (else the test proves nothing).
+    assert int(reused.group(1)) >= int(reused.group(2)) // 2, done.stdout
+    assert done.returncode == 1, done.stdout + done.stderr
+    row = command_row(done)
+    assert row["verdict"]["kind"] == "copies", row["verdict"]
+    assert (row["payload"], row["device_to_buffer"]) == (16 << 20, 0), row
 
 
 @pytest.mark.parametrize("mode, exit_code, kind", [("direct", 0, "zero-copy"), ("buffered", 1, "copies")])
