@@ -199,6 +199,9 @@ class Intersection:
     buffer_pages: int  # distinct pages of the buffer (by frame or by place)
     buffer_pages_written: int  # of those, how many the device wrote into
     unmapped_pages: int = 0  # pages of the buffer named neither way (no frame present in the mapping, no place)
+    # bytes of the buffer the device wrote, a page at most per page: what can cover a payload (two writes into one
+    # page cover one page, however many bytes they moved)
+    covered: int = 0
 
 
 @dataclass(frozen=True)
@@ -315,18 +318,20 @@ def intersect(writes: "DeviceWrites", buffer_pages: Iterable[PageKey], files: It
         return place[2] < sizes.get(place[:2], 0)
 
     places = {place for place in places if not in_files(place)}  # a memfd in `files` holds it already
-    into = written = 0
+    into = written = covered = 0
     for pfn in frames:
         got = writes.pages.get(pfn, 0)
         if got:
             into += got
+            covered += min(got, PAGE_SIZE)
             written += 1
     for place, (got, _) in writes.places.items():
         if got and (place in places or in_files(place)):
             into += got
+            covered += min(got, PAGE_SIZE)
             written += 1
     return Intersection(into, writes.total - into, len(frames) + len(places) + sum(sizes.values()), written,
-                        unmapped)
+                        unmapped, covered)
 
 
 def decode_frame_runs(pairs, runs) -> BufferPages:

@@ -79,7 +79,7 @@ class Evidence:
     """What one load's window showed: None figures when the evidence was not taken."""
 
     device_bytes: Optional[int] = None
-    device_to_buffer: Optional[int] = None
+    device_to_buffer: Optional[int] = None  # bytes of the buffer the device wrote, a page at most per page
     buffer_pages: int = 0
     undecided: Tuple[str, ...] = ()
 
@@ -239,7 +239,7 @@ def judge(writes: DeviceWrites, pages: Optional[List[PageKey]], why_not=(), memf
     split = intersect(writes, pages, files)
     if split.unmapped_pages:  # the device may have written those: what went into the buffer is not known whole
         why_not += (f"{split.unmapped_pages} pages of the buffer had no known page frame or place",)
-    return Evidence(total, split.into_buffer, split.buffer_pages, why_not)
+    return Evidence(total, split.covered, split.buffer_pages, why_not)  # covered: what a payload can rest on
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,25 +374,34 @@ class CommandBuffers:
                 continue
 
     def pages(self, writes: DeviceWrites, reached: Set[int] = frozenset()
-              ) -> Tuple[Optional[List[PageKey]], List[Memfd]]:
-        """The held buffers' pages: (dma-bufs' pages as the probe names them, memfds); (None, []) when no buffer
-        was held. Plain memfds only if the device wrote into them or a traced call moved bytes into them
-        (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN)."""
+              ) -> Tuple[Optional[List[PageKey]], List[Memfd], List[str]]:
+        """The held buffers' pages: (dma-bufs' pages as the probe names them, memfds, why some are not known);
+        (None, [], []) when no buffer was held. Plain memfds only if the device wrote into them or a traced call
+        moved bytes into them (`reached`: their inodes), or they are large (PLAIN_MEMFD_MIN). A dma-buf whose
+        pages cannot be read whole (an exporter the walk does not know: a GPU's, a camera's) is a reason: a copy
+        into it would otherwise go unseen and leave the rest of the buffers looking whole."""
         if not self.held:
-            return None, []
+            return None, [], []
         keys: List[PageKey] = []
         memfds: List[Memfd] = []
+        unknown: List[str] = []
         for inode, (kind, fd) in self.held.items():
             if kind == "dmabuf":
-                size = os.fstat(fd).st_size
-                found = buffer_pages(inode, max_pages=size // PAGE_SIZE + 1)
+                size_pages = os.fstat(fd).st_size // PAGE_SIZE
+                found = buffer_pages(inode, max_pages=size_pages + 1)
+                if found is None:
+                    unknown.append(f"the pages of dma-buf {inode} cannot be read (an exporter the evidence does not "
+                                   "know): what reached it is not known")
+                elif len(found.keys) < size_pages:
+                    unknown.append(f"only {len(found.keys)} of the {size_pages} pages of dma-buf {inode} could be "
+                                   "read")
                 keys += found.keys if found else []
                 continue
             memfd = memfd_of(fd)
             large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
             if large or inode in reached or self._device_wrote(writes, memfd):
                 memfds.append(memfd)
-        return keys, memfds
+        return keys, memfds, unknown
 
     @staticmethod
     def _device_wrote(writes: DeviceWrites, memfd: Memfd) -> bool:

@@ -544,7 +544,8 @@ def _command_evidence(buffers, writes, lost, window, reached) -> "dma.Evidence":
     why_not = [lost, window.missing]
     frames, memfds = None, []
     try:
-        frames, memfds = buffers.pages(writes, reached)
+        frames, memfds, unknown = buffers.pages(writes, reached)
+        why_not += unknown
         if buffers.held and not frames and not memfds:
             frames = None
         found = dma.judge(writes, frames, why_not, memfds, window.since())

@@ -72,12 +72,13 @@ def test_intersect_splits_the_devices_bytes_between_the_buffer_and_elsewhere():
     device = {10: 4096, 11: 4096, 12: 2048, 99: 4096}
     seen = intersect(DeviceWrites(device), [10, 11, 12, 13, None])
     assert seen == Intersection(into_buffer=10240, elsewhere=4096, buffer_pages=4, buffer_pages_written=3,
-                                unmapped_pages=1)
+                                unmapped_pages=1, covered=10240)
 
 
 def test_a_frame_mapped_twice_counts_once_and_a_frame_written_twice_counts_twice():
     seen = intersect(DeviceWrites({5: 8192}), [5, 5])
     assert (seen.into_buffer, seen.elsewhere, seen.buffer_pages, seen.buffer_pages_written) == (8192, 0, 1, 1)
+    assert seen.covered == 4096  # one page of the buffer, however often written
 
 
 def test_nothing_written_is_nothing_anywhere():

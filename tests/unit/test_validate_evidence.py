@@ -1,8 +1,10 @@
 """validate's DMA evidence: the pure parts (the window's losses, the judgement, the block-device check)."""
 import os
 
-from dmabuf_top.probes.dma_evidence import PLACES_UNKNOWN, DeviceWrites, FilePages, Stats
-from dmabuf_top.validate import evidence
+import pytest
+
+from dmabuf_top.probes.dma_evidence import PLACES_UNKNOWN, BufferPages, DeviceWrites, FilePages, Stats
+from dmabuf_top.validate import evidence, verdict
 
 
 def test_a_window_without_losses_is_whole():
@@ -177,3 +179,40 @@ def test_the_window_counts_its_skipped_runs_as_its_losses_do(monkeypatch):
     _, why = window.stop()
     assert window.skipped_runs == 3 and "3 runs of its programs" in why
     assert evidence.skipped_runs(Stats(), Stats(skipped_runs=None)) is None
+
+
+def test_a_page_the_device_wrote_twice_covers_one_page_of_the_payload():
+    """Two O_DIRECT reads into the buffer's first half, then a copy into its second: the device wrote the
+    buffer's size in bytes, but into half its pages. The credit is the pages covered, not the bytes written, so
+    the conservation rule sees the copied half (a false "zero-copy" before)."""
+    by_frame = evidence.judge(DeviceWrites({1: 8192, 2: 8192}), [1, 2, 3, 4])
+    assert (by_frame.device_bytes, by_frame.device_to_buffer) == (16384, 8192)
+    twice = DeviceWrites({}, stats=Stats(file_places=1), places={(7, 40, 0): (8192, 100), (7, 40, 1): (8192, 101)},
+                         written_files={(7, 40): 0})
+    by_place = evidence.judge(twice, [], (), [_memfd()])
+    assert by_place.device_to_buffer == 8192
+    judged = verdict.verdict(verdict.Measurement(
+        payload=16384, moved=16384, reached=16384, cpu_copied=0, page_cache_pages=0, pinned_pages=0,
+        device_bytes=by_frame.device_bytes, device_to_buffer=by_frame.device_to_buffer))
+    assert judged.kind == verdict.COPIES
+
+
+@pytest.mark.parametrize("read, why", [(None, "cannot be read"), ([11, 12], "only 2 of the 4 pages")])
+def test_a_held_dma_buf_whose_pages_cannot_be_read_whole_leaves_the_evidence_undecided(monkeypatch, tmp_path, read,
+                                                                                          why):
+    """A command that DMAs into a memfd and copies into a dma-buf of an exporter the walk does not know (a GPU's):
+    judged on the memfd alone it looked zero-copy. The lab has no such exporter (heaps, CMA and udmabuf are all
+    walked), so the walk's answer is given here; the held buffer's size is a file's (st_size is all that is read)."""
+    stand_in = tmp_path / "dmabuf"
+    stand_in.write_bytes(bytes(4 * 4096))
+    fd = os.open(stand_in, os.O_RDONLY)
+    try:
+        monkeypatch.setattr(evidence, "buffer_pages",
+                            lambda inode, max_pages: None if read is None else BufferPages(read, read))
+        buffers = evidence.CommandBuffers(root=os.getpid(), held={77: ("dmabuf", fd)})
+        keys, memfds, unknown = buffers.pages(MOVED)
+    finally:
+        os.close(fd)
+    assert len(unknown) == 1 and why in unknown[0] and "77" in unknown[0]
+    found = evidence.judge(MOVED, keys, unknown, [_memfd()])
+    assert found.undecided == tuple(unknown)
