@@ -161,10 +161,23 @@ class Window:
 
 @dataclass(frozen=True)
 class Memfd:
-    """A memfd that is (part of) the buffer: its pages by place, and a way to read its frames now (the fallback)."""
+    """A memfd that is (part of) the buffer: its pages by place, and a way to read its frames now (the fallback).
+    by_frame: a hugetlbfs memfd (MFD_HUGETLB), whose pages the probe names by frame, never by place."""
 
     pages: FilePages
     frames: Callable[[], List[Optional[int]]]
+    by_frame: bool = False
+
+
+HUGETLBFS_MAGIC = 0x958458F6  # include/uapi/linux/magic.h
+
+
+def _fs_magic(fd) -> int:
+    """The f_type of the filesystem `fd` is on (fstatfs: struct statfs opens with it, a long)."""
+    buffer = ctypes.create_string_buffer(256)
+    if libc.fstatfs(fd, buffer) != 0:
+        raise OSError(ctypes.get_errno(), "fstatfs")
+    return ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF
 
 
 def memfd_of(fd, address=None) -> Memfd:
@@ -174,8 +187,8 @@ def memfd_of(fd, address=None) -> Memfd:
             size = os.fstat(fd).st_size
             _touch(address, size)
             return pagemap_pfns(address, size)
-        return Memfd(file_pages_of(fd), frames)
-    return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd))
+        return Memfd(file_pages_of(fd), frames, _fs_magic(fd) == HUGETLBFS_MAGIC)
+    return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd), _fs_magic(fd) == HUGETLBFS_MAGIC)
 
 
 @dataclass(frozen=True)
@@ -227,7 +240,7 @@ def judge(writes: DeviceWrites, pages: Optional[List[PageKey]], why_not=(), memf
     # named by place (a window without a read completion ran no walk to say it).
     by_place = writes.stats.file_places or any(isinstance(page, tuple) for page in pages)
     for memfd in memfds:
-        if not by_place:  # this kernel's pages cannot be named by place: their frames now
+        if not by_place or memfd.by_frame:  # its pages cannot be named by place: their frames now
             pages += memfd.frames()
         elif not doubt(memfd.pages.file):
             files.append(memfd.pages)
@@ -405,7 +418,7 @@ class CommandBuffers:
 
     @staticmethod
     def _device_wrote(writes: DeviceWrites, memfd: Memfd) -> bool:
-        if writes.stats.file_places:
+        if writes.stats.file_places and not memfd.by_frame:
             return memfd.pages.file in writes.written_files
         return any(writes.pages.get(pfn) for pfn in memfd.frames())
 

@@ -216,3 +216,31 @@ def test_a_held_dma_buf_whose_pages_cannot_be_read_whole_leaves_the_evidence_und
     assert len(unknown) == 1 and why in unknown[0] and "77" in unknown[0]
     found = evidence.judge(MOVED, keys, unknown, [_memfd()])
     assert found.undecided == tuple(unknown)
+
+
+def test_a_hugetlbfs_memfd_is_told_by_its_filesystem():
+    """The probe names a hugetlbfs page by frame (dma_evidence.bpf.c): memfd_of must know such a memfd."""
+    plain = os.memfd_create("evidence-plain")
+    try:
+        assert not evidence.memfd_of(plain).by_frame
+    finally:
+        os.close(plain)
+    try:
+        huge = os.memfd_create("evidence-huge", os.MFD_HUGETLB)
+    except OSError as error:
+        pytest.skip(f"no hugetlbfs here: {error}")
+    try:
+        assert evidence.memfd_of(huge).by_frame
+    finally:
+        os.close(huge)
+
+
+def test_a_hugetlbfs_memfd_and_a_udmabuf_over_it_are_matched_by_frame_and_count_once():
+    """The device wrote the memfd's four pages by frame (1-4): credited, and its udmabuf's pages (the same frames)
+    do not count the buffer twice (which read as half the payload copied)."""
+    writes = DeviceWrites({frame: 4096 for frame in (1, 2, 3, 4)}, stats=Stats(file_places=1))
+    huge = evidence.Memfd(FilePages(7, 50, 4), lambda: [1, 2, 3, 4], by_frame=True)
+    alone = evidence.judge(writes, [], (), [huge])
+    assert (alone.device_to_buffer, alone.buffer_pages, alone.undecided) == (16384, 4, ())
+    with_udmabuf = evidence.judge(writes, [1, 2, 3, 4], (), [huge])
+    assert (with_udmabuf.device_to_buffer, with_udmabuf.buffer_pages) == (16384, 4)
