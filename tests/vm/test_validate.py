@@ -350,6 +350,21 @@ def command_row(done):
     return json.loads(done.stdout.splitlines()[-1])["methods"][0]
 
 
+SKIPPED_RUNS = "the kernel skipped them"  # validate/evidence.py lost(): a completion nested in another's
+
+
+def validate_command(*args, loads=3):
+    """validate of a command (--json), run again while its evidence was cut by runs the kernel skipped (nested
+    completions, docs/dma-evidence.md): the window is then honestly "unmeasured", and validate reloads a method
+    for it but cannot rerun a user's command. Every attempt must be that or the final answer, never another."""
+    for _ in range(loads):
+        done = validate(*args)
+        verdict = command_row(done)["verdict"]
+        if not (verdict["kind"] == "unmeasured" and any(SKIPPED_RUNS in why for why in verdict["reasons"])):
+            return done
+    return done
+
+
 def test_expect_zero_copy_is_backed_by_dma_evidence_for_a_direct_read_into_a_udmabuf(command_file, udmabuf_available):
     runner.drop_page_cache(command_file)
     done = validate("--expect", "zero-copy", "--json", *loader("udmabuf-read-direct", command_file))
@@ -419,8 +434,8 @@ def test_a_udmabuf_over_a_copy_in_frames_another_file_left_is_not_zero_copy(comm
 def test_an_io_uring_loader_into_a_udmabuf_is_judged_by_dma_evidence(command_file, udmabuf_available, mode,
                                                                       exit_code, kind):
     runner.drop_page_cache(command_file)
-    done = validate("--expect", "zero-copy", "--json", "--", sys.executable, URING_LOAD, "udmabuf", command_file,
-                    mode)
+    done = validate_command("--expect", "zero-copy", "--json", "--", sys.executable, URING_LOAD, "udmabuf",
+                            command_file, mode)
     assert done.returncode == exit_code, done.stdout + done.stderr
     row = command_row(done)
     assert row["verdict"]["kind"] == kind, row["verdict"]
