@@ -447,7 +447,7 @@ def test_an_io_uring_loader_into_a_udmabuf_is_judged_by_dma_evidence(command_fil
 def test_io_uring_fixed_and_aio_loaders_pass_expect_zero_copy_only_with_o_direct(command_file, udmabuf_available,
                                                                                  method):
     runner.drop_page_cache(command_file)
-    done = validate("--expect", "zero-copy", "--json", *loader(method, command_file))
+    done = validate_command("--expect", "zero-copy", "--json", *loader(method, command_file))
     direct = method.endswith("-direct")
     assert done.returncode == (0 if direct else 1), done.stdout + done.stderr
     row = command_row(done)
