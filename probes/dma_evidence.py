@@ -482,7 +482,7 @@ class DmaEvidence:
                     if hook == "tp_btf":
                         program.attach_trace()
                     else:
-                        program.attach_raw_tracepoint(TRACEPOINTS[dict(PROGRAM_SETS)[hook].index(name)])
+                        program.attach_raw_tracepoint(TRACEPOINTS[programs_of[hook].index(name)])
             except (BpfLoadError, BpfError) as error:
                 obj.close()
                 failures.append(f"{hook}: {error}")
@@ -537,8 +537,9 @@ class DmaEvidence:
 
     def _writes(self, entries, drained) -> DeviceWrites:
         stats = self.stats()
-        left, self._left_at_drain = stats.left_bytes - self._left_at_drain, (
-            stats.left_bytes if drained else self._left_at_drain)
+        left = stats.left_bytes - self._left_at_drain  # the bytes of places forgotten since the last drain
+        if drained:
+            self._left_at_drain = stats.left_bytes
         return DeviceWrites(decode_pages(entries("device_writes")), decode_tgids(entries("tgid_writes")), stats,
                             self.hook, decode_places(entries("file_writes")), self.files_now(), left)
 

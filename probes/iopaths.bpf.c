@@ -420,7 +420,6 @@ static __always_inline bool tgid_holds_fd(__u32 tgid)
 	return fd_holder_tgids[(tgid >> 6) & (TGID_BIT_WORDS - 1)] & (1ULL << (tgid & 63));
 }
 
-
 /* This CPU's flag, or NULL for a CPU numbered beyond FLAG_CPUS. */
 static __always_inline __u64 *cpu_flag(__u32 cpu)
 {

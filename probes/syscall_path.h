@@ -140,10 +140,6 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #define NR_io_uring_setup 425
 #define NR_openat2 437
 #define NR_pidfd_getfd 438
-/* The one block of numbers that holds read, write, pread64, pwrite64, readv and writev and no other call the
- * entry program reads: a read or write of a task of no interest leaves at a compare and the per-CPU flag. */
-#define NR_RW_BLOCK_FIRST 0
-#define NR_RW_BLOCK_LAST 20
 #elif defined(__TARGET_ARCH_arm64)
 #define NR_ioctl 29
 #define NR_openat 56
@@ -155,8 +151,6 @@ static __always_inline bool compat_syscall(struct task_struct *task)
 #define NR_io_uring_setup 425
 #define NR_openat2 437
 #define NR_pidfd_getfd 438
-#define NR_RW_BLOCK_FIRST 63
-#define NR_RW_BLOCK_LAST 70
 #endif
 #ifdef NR_open
 #define OPEN_CREAT_SYSCALLS(w) (SYSCALL_BIT(w, NR_open) | SYSCALL_BIT(w, NR_creat))

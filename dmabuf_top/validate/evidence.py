@@ -182,13 +182,14 @@ def _fs_magic(fd) -> int:
 
 def memfd_of(fd, address=None) -> Memfd:
     """The memfd open at `fd`; its frames through `address` (a mapping of it in this process) or our own."""
+    by_frame = _fs_magic(fd) == HUGETLBFS_MAGIC
     if address:
         def frames():
             size = os.fstat(fd).st_size
             _touch(address, size)
             return pagemap_pfns(address, size)
-        return Memfd(file_pages_of(fd), frames, _fs_magic(fd) == HUGETLBFS_MAGIC)
-    return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd), _fs_magic(fd) == HUGETLBFS_MAGIC)
+        return Memfd(file_pages_of(fd), frames, by_frame)
+    return Memfd(file_pages_of(fd), lambda: _memfd_frames(fd), by_frame)
 
 
 @dataclass(frozen=True)
@@ -405,10 +406,11 @@ class CommandBuffers:
                 if found is None:
                     unknown.append(f"the pages of dma-buf {inode} cannot be read (an exporter the evidence does not "
                                    "know): what reached it is not known")
-                elif len(found.keys) < size_pages:
+                    continue
+                if len(found.keys) < size_pages:
                     unknown.append(f"only {len(found.keys)} of the {size_pages} pages of dma-buf {inode} could be "
                                    "read")
-                keys += found.keys if found else []
+                keys += found.keys
                 continue
             memfd = memfd_of(fd)
             large = os.fstat(fd).st_size >= PLAIN_MEMFD_MIN
